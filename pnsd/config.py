@@ -1,0 +1,430 @@
+"""Daemon settings: where pnsd lives, what it listens on and which PTS it serves.
+
+Owns finding and reading the TOML config (stdlib ``tomllib``: configuration is data, never
+executed code), the ``[pts.NAME]`` tables of the config file, of ``$PNS_HOME/pts.d/*.toml`` and
+of the packaged demo, creating the home directory, and the message-signing key file. It must not
+open sockets, start processes or import PTS code.
+
+Config file lookup: ``--config``, ``$PNS_CONFIG``, ``~/.config/pns/pnsd.toml``,
+``/etc/pns/pnsd.toml``, else built-in defaults. An explicit file that is missing is an error; the
+two default locations are skipped when absent. The file holds one ``[pnsd]`` table whose keys are
+the fields of :class:`Settings` (all optional, see their comments for defaults) and any number
+of ``[pts.NAME]`` tables (see :mod:`pnsd.spec`); ``pts.d/*.toml`` files hold only the latter::
+
+    [pnsd]
+    home = "/srv/pns"                   # --home and $PNS_HOME win over this
+    endpoint = "ipc://run/pnsd.sock"    # the default; a relative ipc path is under the home
+    tcp_endpoint = "tcp://127.0.0.1:7755"   # opt-in; absent or "" means no TCP
+    retention_age = 0                   # 0 switches a retention bound off (also retention_bytes)
+
+Relative paths in the file (and a relative ipc:// path) are relative to the home; a relative
+``home`` in the file is relative to the file's own directory; ``~`` expands to ``$HOME``. A PTS
+name defined in two user files is an error; a user PTS replaces a demo PTS of the same name.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import secrets
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import structlog
+
+from pnsd.errors import ConfigError, InvalidSpec
+from pnsd.spec import PtsSpec, parse_spec
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+DAY = 24 * 3600.0
+KEY_BYTES = 32
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DEFAULT_CONFIG_PATHS = ("~/.config/pns/pnsd.toml", "/etc/pns/pnsd.toml")
+# [pnsd] keys naming a path, with their default relative to the home
+PATH_DEFAULTS = {
+    "key_file": "secret.key",
+    "pidfile": "run/pnsd.pid",
+    "db_path": "jobs.db",
+    "files_dir": "jobs",
+    "work_dir": "work",
+}
+PNSD_KEYS = frozenset({
+    "home", "endpoint", "tcp_endpoint", "max_message_bytes", "max_clock_skew", "inline_limit",
+    "retention_age", "retention_bytes", "log_level", "demo", *PATH_DEFAULTS,
+})
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything pnsd needs to start; built by :func:`load_settings`.
+
+    It holds the key file's path, never the key itself, so no view of it can leak the secret.
+    """
+
+    home: Path                      # default ~/pns
+    endpoint: str                   # default ipc://HOME/run/pnsd.sock
+    tcp_endpoint: str | None        # opt-in, e.g. "tcp://127.0.0.1:7755"
+    key_file: Path                  # default HOME/secret.key
+    max_message_bytes: int          # default 64 MiB
+    max_clock_skew: float           # seconds, default 60: older or newer messages are refused
+    pidfile: Path                   # default HOME/run/pnsd.pid
+    db_path: Path                   # default HOME/jobs.db
+    files_dir: Path                 # default HOME/jobs: job blobs above inline_limit
+    work_dir: Path                  # default HOME/work: process-mode job dirs
+    inline_limit: int               # bytes, default 64 KiB
+    retention_age: float | None     # seconds, default 7 days; None: no age bound
+    retention_bytes: int | None     # default 1 GiB; None: no size bound
+    log_level: str                  # debug | info (default) | warning | error | critical
+    demo: bool                      # serve the packaged demo PTS, default true
+    pts: Mapping[str, PtsSpec]      # demo, config file and pts.d PTS by name
+    source: Path | None             # the config file read, if any
+
+    @property
+    def pts_dir(self) -> Path:
+        return self.home / "pts.d"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    def public(self) -> dict[str, Any]:
+        """Plain data for status replies and ``pnsd status``; secrets are never included."""
+        out: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "pts":
+                value = {name: spec.public() for name, spec in sorted(value.items())}
+            elif isinstance(value, Path):
+                value = str(value)
+            out[item.name] = value
+        return out
+
+
+def load_settings(
+    *,
+    config: Path | None = None,
+    home: Path | None = None,
+    env: Mapping[str, str] = os.environ,
+    demo_specs: Path | None = None,
+) -> Settings:
+    """Find and read the config, apply defaults and overrides, and load every PTS table.
+
+    ``config`` is the ``--config`` argument and ``home`` the ``--home`` one; ``demo_specs``
+    replaces the packaged demo PTS file (for tests). Raises :class:`ConfigError`.
+    """
+    source = find_config(config, env)
+    origin = str(source) if source else "<built-in defaults>"
+    document = _read_toml(source, origin) if source else {}
+    _check_top_level(document, origin, allowed={"pnsd", "pts"})
+    table = _Table(document.get("pnsd", {}), origin, "pnsd")
+    table.check_known(PNSD_KEYS)
+    home_dir = _resolve_home(home, env, table, source)
+    values = _pnsd_values(table, home_dir, env)
+    demo_file: Traversable | None = None
+    if values["demo"]:
+        demo_file = demo_specs if demo_specs is not None else _packaged_demo()
+    user_docs = [(origin, document), *_pts_dir_documents(home_dir / "pts.d")]
+    pts = _collect_pts(demo_file, user_docs)
+    return Settings(home=home_dir, pts=MappingProxyType(pts), source=source, **values)
+
+
+def config_search_path(env: Mapping[str, str]) -> list[Path]:
+    """The config files looked for, in order, when no ``--config`` is given."""
+    explicit = [_expand(env["PNS_CONFIG"], env)] if env.get("PNS_CONFIG") else []
+    return explicit + [_expand(path, env) for path in DEFAULT_CONFIG_PATHS]
+
+
+def find_config(config: Path | None, env: Mapping[str, str]) -> Path | None:
+    """The config file to use: an explicit one must exist, default locations may be absent."""
+    if config is None and env.get("PNS_CONFIG"):
+        config = Path(env["PNS_CONFIG"])
+    if config is not None:
+        path = _expand(config, env).absolute()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist", file=str(path))
+        return path
+    return next((path for path in config_search_path(env) if path.is_file()), None)
+
+
+def ensure_home(settings: Settings) -> None:
+    """Create the home and its directories; ``run/`` (the ipc sockets) is made private."""
+    try:
+        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_private_dir(settings.run_dir)
+        for path in (
+            settings.pts_dir,
+            settings.work_dir,
+            settings.files_dir,
+            settings.pidfile.parent,
+            settings.db_path.parent,
+            settings.key_file.parent,
+        ):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ipc_path = ipc_socket_path(settings.endpoint)
+        if ipc_path is not None:
+            ipc_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot prepare {exc.filename}: {exc.strerror}") from exc
+
+
+def ipc_socket_path(endpoint: str) -> Path | None:
+    """The file behind an ``ipc://`` endpoint, or None for other transports."""
+    return Path(endpoint.removeprefix("ipc://")) if endpoint.startswith("ipc://") else None
+
+
+def load_or_create_key(path: Path, *, create: bool) -> bytes:
+    """Read the HMAC key (the file's text, whitespace stripped); with ``create``, make one first.
+
+    A created key is 32 random bytes written as 64 hex characters, mode 0600. A key file that
+    others can read is refused. An EMPTY file switches signing off: for tests only.
+    """
+    if create:
+        _create_key(path)
+    try:
+        with path.open("rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(f"key file {path} is not a regular file", file=str(path))
+            if info.st_mode & 0o077:
+                mode = stat.S_IMODE(info.st_mode)
+                raise ConfigError(
+                    f"key file {path} is readable by others (mode {mode:o}); chmod 600 it",
+                    file=str(path),
+                )
+            key = handle.read().strip()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"key file {path} does not exist", file=str(path)) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read key file {path}: {exc.strerror}", file=str(path)) from exc
+    if not key:
+        _log.warning("message_signing_disabled", key_file=str(path), reason="empty key file")
+    elif len(key) < KEY_BYTES:
+        _log.warning("key_short", key_file=str(path), length=len(key))
+    return key
+
+
+def _create_key(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot create key file {path}: {exc.strerror}", file=str(path)) from exc
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_hex(KEY_BYTES))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        # a half-written key file would read as empty, which means "signing off": never leave one
+        path.unlink(missing_ok=True)
+        raise
+    _log.info("key_file_created", key_file=str(path))
+
+
+def _make_private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o700)
+
+
+class _Table:
+    """Typed access to one config table; every failure names the file and the key."""
+
+    def __init__(self, data: object, origin: str, name: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{origin}: [{name}] must be a table", file=origin, key=name)
+        self.data: dict[str, Any] = data
+        self.origin = origin
+        self.name = name
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def fail(self, key: str, what: str) -> ConfigError:
+        message = f"{self.origin}: [{self.name}] {key!r} {what}"
+        return ConfigError(message, file=self.origin, key=key)
+
+    def check_known(self, known: frozenset[str]) -> None:
+        unknown = sorted(set(self.data) - known)
+        if unknown:
+            raise self.fail(unknown[0], f"is not a known key (known: {', '.join(sorted(known))})")
+
+    def text(self, key: str, default: str, *, allow_empty: bool = False) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str) or not (value or allow_empty):
+            raise self.fail(key, "must be a non-empty string")
+        return value
+
+    def integer(self, key: str, default: int, *, low: int) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, "must be an integer")
+        if value < low:
+            raise self.fail(key, f"must be at least {low}")
+        return value
+
+    def number(self, key: str, default: float, *, low: float) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, "must be a number")
+        if value < low:
+            raise self.fail(key, f"must be at least {low}")
+        return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false")
+        return value
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(key, default)
+        if value.lower() not in choices:
+            raise self.fail(key, f"must be one of {', '.join(choices)}")
+        return value.lower()
+
+
+def _pnsd_values(table: _Table, home: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    """The ``[pnsd]`` keys other than ``home``, validated, with paths made absolute."""
+    values: dict[str, Any] = {
+        key: home / _expand(table.text(key, default), env) for key, default in PATH_DEFAULTS.items()
+    }
+    retention_age = table.number("retention_age", 7 * DAY, low=0)
+    retention_bytes = table.integer("retention_bytes", GIB, low=0)
+    values.update(
+        endpoint=_ipc_endpoint(table, home, env),
+        tcp_endpoint=_tcp_endpoint(table),
+        max_message_bytes=table.integer("max_message_bytes", 64 * MIB, low=KIB),
+        max_clock_skew=table.number("max_clock_skew", 60.0, low=0.001),
+        inline_limit=table.integer("inline_limit", 64 * KIB, low=0),
+        retention_age=retention_age or None,
+        retention_bytes=retention_bytes or None,
+        log_level=table.choice("log_level", "info", LOG_LEVELS),
+        demo=table.boolean("demo", True),
+    )
+    return values
+
+
+def _ipc_endpoint(table: _Table, home: Path, env: Mapping[str, str]) -> str:
+    value = table.text("endpoint", "ipc://run/pnsd.sock")
+    if not value.startswith("ipc://") or value == "ipc://":
+        raise table.fail("endpoint", "must be an ipc:// address (TCP goes in tcp_endpoint)")
+    return f"ipc://{home / _expand(value.removeprefix('ipc://'), env)}"
+
+
+def _tcp_endpoint(table: _Table) -> str | None:
+    value = table.text("tcp_endpoint", "", allow_empty=True)
+    if value and not value.startswith("tcp://"):
+        raise table.fail("tcp_endpoint", "must be a tcp://host:port address")
+    return value or None
+
+
+def _resolve_home(
+    home: Path | None, env: Mapping[str, str], table: _Table, source: Path | None
+) -> Path:
+    """``--home`` > ``$PNS_HOME`` > ``home`` in the file (relative to the file) > ``~/pns``."""
+    if home is not None:
+        chosen = _expand(home, env)
+    elif env.get("PNS_HOME"):
+        chosen = _expand(env["PNS_HOME"], env)
+    elif "home" in table:
+        chosen = _expand(table.text("home", ""), env)
+        if source is not None:
+            chosen = source.parent / chosen
+    else:
+        chosen = _expand("~/pns", env)
+    return chosen.absolute()
+
+
+def _expand(value: str | Path, env: Mapping[str, str]) -> Path:
+    """``~`` to ``$HOME`` of ``env`` (so tests never touch the real home); nothing else."""
+    text = str(value)
+    if text == "~" or text.startswith("~/"):
+        text = (env.get("HOME") or str(Path.home())) + text[1:]
+    return Path(text)
+
+
+def _packaged_demo() -> Traversable:
+    return importlib.resources.files("pnsd") / "demo" / "pts.toml"
+
+
+def _pts_dir_documents(pts_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    if not pts_dir.is_dir():
+        return []
+    documents = []
+    for path in sorted(pts_dir.glob("*.toml")):
+        if path.is_file():
+            document = _read_toml(path, str(path))
+            _check_top_level(document, str(path), allowed={"pts"})
+            documents.append((str(path), document))
+    return documents
+
+
+def _collect_pts(
+    demo_file: Traversable | None, user_docs: list[tuple[str, dict[str, Any]]]
+) -> dict[str, PtsSpec]:
+    """Demo PTS first, then user files; a user name replaces a demo one, never another user's."""
+    specs: dict[str, PtsSpec] = {}
+    if demo_file is not None:
+        origin = f"demo PTS file {demo_file}"
+        document = _read_toml(demo_file, origin)
+        _check_top_level(document, origin, allowed={"pts"})
+        specs.update(_pts_tables(document, origin))
+    owners: dict[str, str] = {}
+    for origin, document in user_docs:
+        for name, spec in _pts_tables(document, origin).items():
+            if name in owners:
+                raise ConfigError(
+                    f"PTS {name!r} is defined twice: in {owners[name]} and in {origin}",
+                    files=[owners[name], origin], key=f"pts.{name}",
+                )
+            owners[name] = origin
+            specs[name] = spec
+    return specs
+
+
+def _pts_tables(document: Mapping[str, Any], origin: str) -> dict[str, PtsSpec]:
+    tables = _Table(document.get("pts", {}), origin, "pts").data
+    specs = {}
+    for name, table in tables.items():
+        try:
+            specs[name] = parse_spec(name, table)
+        except InvalidSpec as exc:
+            raise ConfigError(f"{origin}: [pts.{name}] {exc.message}",
+                              file=origin, key=f"pts.{name}") from exc
+    return specs
+
+
+def _check_top_level(document: Mapping[str, Any], origin: str, *, allowed: set[str]) -> None:
+    unknown = sorted(set(document) - allowed)
+    if unknown:
+        tables = ", ".join(f"[{name}]" for name in sorted(allowed))
+        raise ConfigError(
+            f"{origin}: unknown top-level key {unknown[0]!r} (allowed: {tables})",
+            file=origin, key=unknown[0],
+        )
+
+
+def _read_toml(source: Traversable, origin: str) -> dict[str, Any]:
+    try:
+        raw = source.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{origin}: cannot read: {exc.strerror or exc}", file=origin) from exc
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{origin}: not UTF-8 text", file=origin) from exc
+    except tomllib.TOMLDecodeError as exc:
+        # the message carries "(at line N, column M)"
+        raise ConfigError(f"{origin}: bad TOML: {exc}", file=origin) from exc

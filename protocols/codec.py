@@ -1,0 +1,195 @@
+"""Framing and encoding of PNS messages (see SPEC.md, "Frames").
+
+A message is the frame list ``[MAGIC, signature, header, body, blob...]``: header and body are
+msgpack, blobs are raw byte frames that large ``bytes`` values of the body travel in (so they
+are sent zero-copy and never packed). Owns encoding, decoding, the size limit and the calls to
+:mod:`protocols.signing`; it never touches a socket. Python 3.8 compatible.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+
+import msgpack
+
+from protocols.errors import ErrorCode, ProtocolError
+from protocols.signing import Clock, ReplayGuard, Signer
+from protocols.version import MAGIC, PROTOCOL_VERSION
+
+BLOB_EXT = 1                    # msgpack ext type: a reference to blob frame number N
+BLOB_THRESHOLD = 64 * 1024      # bytes values at least this long travel as blob frames
+DEFAULT_MAX_BYTES = 64 * 2**20
+_INDEX = struct.Struct(">I")
+
+
+class Message(NamedTuple):
+    type: str
+    body: Any
+    id: str
+    re: Optional[str]
+    ts: float
+    v: int = PROTOCOL_VERSION
+
+
+def new_message_id() -> str:
+    return os.urandom(16).hex()
+
+
+class Codec:
+    """Turns messages into signed frames and back, enforcing the receiver's limits."""
+
+    def __init__(
+        self,
+        key: bytes = b"",
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        skew: float = 60.0,
+        clock: Clock = time.time,
+        guard_replay: bool = True,
+    ) -> None:
+        self.signer = Signer(key)
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.guard = ReplayGuard(skew, clock=clock)
+        self.guard_replay = guard_replay
+        # One packer per codec: a Codec belongs to one thread (like the socket it feeds).
+        self._packer = msgpack.Packer(use_bin_type=True, default=_encode_default)
+
+    def encode(
+        self,
+        msg_type: str,
+        body: Any = None,
+        *,
+        re: Optional[str] = None,
+        msg_id: Optional[str] = None,
+        ts: Optional[float] = None,
+    ) -> List[bytes]:
+        """The frames of one message (ROUTER identities not included)."""
+        header = self._packer.pack([
+            PROTOCOL_VERSION, msg_id or new_message_id(), msg_type, re,
+            self.clock() if ts is None else ts,
+        ])
+        blobs = []  # type: List[bytes]
+        packed = pack_body(self._packer, body, blobs)
+        payload = [MAGIC, header, packed] + blobs
+        return [MAGIC, self.signer.sign(payload), header, packed] + blobs
+
+    def decode(self, frames: Sequence[bytes]) -> Message:
+        """Check and decode frames; raise ProtocolError with the code to answer with.
+
+        When the header could be read, the error's details carry ``re`` (the message id) so the
+        sender can be answered.
+        """
+        if len(frames) < 4 or frames[0] != MAGIC:
+            raise ProtocolError(ErrorCode.MALFORMED, "not a PNS message (bad frame layout)")
+        version, msg_id, msg_type, re, ts = read_header(frames[2])
+        try:
+            size = 0
+            for frame in frames:
+                size += len(frame)
+            if size > self.max_bytes:
+                raise ProtocolError(
+                    ErrorCode.TOO_LARGE,
+                    "message of %d bytes exceeds the limit of %d" % (size, self.max_bytes),
+                )
+            payload = list(frames)
+            payload[1] = MAGIC  # the signature covers every frame but itself
+            self.signer.verify(frames[1], payload[1:])
+            if version != PROTOCOL_VERSION:
+                raise ProtocolError(
+                    ErrorCode.VERSION,
+                    "protocol version %r not supported (this peer speaks %d)"
+                    % (version, PROTOCOL_VERSION),
+                )
+            if self.signer.enabled:
+                self.guard.check(msg_id, ts, remember=self.guard_replay)
+            body = unpack_body(frames[3], frames[4:])
+        except ProtocolError as exc:
+            exc.details.update({"re": msg_id, "type": msg_type})
+            raise
+        return Message(msg_type, body, msg_id, re, ts, version)
+
+
+def read_header(frame: bytes) -> Tuple[int, str, str, Optional[str], float]:
+    """The header array ``[v, id, type, re, ts]``, checked field by field."""
+    try:
+        header = msgpack.unpackb(frame, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError(ErrorCode.MALFORMED, "header is not msgpack: %s" % exc) from exc
+    if not isinstance(header, list) or len(header) != 5:
+        raise ProtocolError(ErrorCode.MALFORMED, "header is not an array of 5 fields")
+    version, msg_id, msg_type, re, ts = header
+    ok = (
+        type(version) is int
+        and isinstance(msg_id, str) and 0 < len(msg_id) <= 64
+        and isinstance(msg_type, str) and 0 < len(msg_type) <= 64
+        and (re is None or isinstance(re, str))
+        and type(ts) in (int, float)
+    )
+    if not ok:
+        raise ProtocolError(ErrorCode.MALFORMED, "header lacks a valid v, id, type, re or ts")
+    return version, msg_id, msg_type, re, float(ts)
+
+
+def _encode_default(obj: Any) -> Any:
+    if isinstance(obj, (bytearray, memoryview)):
+        return bytes(obj)
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError("cannot encode %s" % type(obj).__name__)
+
+
+def pack_body(packer: Any, body: Any, blobs: List[bytes]) -> bytes:
+    """msgpack the body; large bytes values are appended to ``blobs`` and referenced."""
+
+    def blob_ref(value: Any) -> Any:
+        # Walk containers only when a large bytes value may be inside; small bodies skip this.
+        if isinstance(value, bytes) and len(value) >= BLOB_THRESHOLD:
+            blobs.append(value)
+            return msgpack.ExtType(BLOB_EXT, _INDEX.pack(len(blobs) - 1))
+        if isinstance(value, dict):
+            return {k: blob_ref(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [blob_ref(v) for v in value]
+        return value
+
+    try:
+        packed = packer.pack(body)  # type: bytes
+        if len(packed) >= BLOB_THRESHOLD:
+            packed = packer.pack(blob_ref(body))
+    except (TypeError, ValueError, OverflowError) as exc:
+        packer.reset()
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "body cannot be encoded: %s" % exc) from exc
+    return packed
+
+
+def _no_blobs(code: int, data: bytes) -> Any:
+    raise ProtocolError(ErrorCode.MALFORMED, "msgpack extension %d without blob frames" % code)
+
+
+def unpack_body(frame: bytes, blobs: Sequence[bytes]) -> Any:
+    if not blobs:
+        try:
+            return msgpack.unpackb(frame, raw=False, strict_map_key=False, ext_hook=_no_blobs)
+        except ProtocolError:
+            raise
+        except Exception as exc:  # msgpack raises several unrelated types on garbage
+            raise ProtocolError(ErrorCode.MALFORMED, "body is not msgpack: %s" % exc) from exc
+
+    def ext_hook(code: int, data: bytes) -> Any:
+        if code != BLOB_EXT or len(data) != 4:
+            raise ProtocolError(ErrorCode.MALFORMED, "unknown msgpack extension %d" % code)
+        index = _INDEX.unpack(data)[0]
+        if index >= len(blobs):
+            raise ProtocolError(ErrorCode.MALFORMED, "blob reference %d out of range" % index)
+        return blobs[index]
+
+    try:
+        return msgpack.unpackb(frame, raw=False, strict_map_key=False, ext_hook=ext_hook)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError(ErrorCode.MALFORMED, "body is not msgpack: %s" % exc) from exc
