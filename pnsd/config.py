@@ -44,18 +44,12 @@ from pnsd.spec import PtsSpec, parse_spec
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
-DAY = 24 * 3600.0
 KEY_BYTES = 32
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_CONFIG_PATHS = ("~/.config/pns/pnsd.toml", "/etc/pns/pnsd.toml")
 # [pnsd] keys naming a path, with their default relative to the home
-PATH_DEFAULTS = {
-    "key_file": "secret.key",
-    "pidfile": "run/pnsd.pid",
-    "db_path": "jobs.db",
-    "files_dir": "jobs",
-    "work_dir": "work",
-}
+PATH_DEFAULTS = {"key_file": "secret.key", "pidfile": "run/pnsd.pid", "db_path": "jobs.db",
+                 "files_dir": "jobs", "work_dir": "work"}
 PNSD_KEYS = frozenset({
     "home", "endpoint", "tcp_endpoint", "max_message_bytes", "max_clock_skew", "inline_limit",
     "retention_age", "retention_bytes", "log_level", "demo", *PATH_DEFAULTS,
@@ -110,13 +104,8 @@ class Settings:
         return out
 
 
-def load_settings(
-    *,
-    config: Path | None = None,
-    home: Path | None = None,
-    env: Mapping[str, str] = os.environ,
-    demo_specs: Path | None = None,
-) -> Settings:
+def load_settings(*, config: Path | None = None, home: Path | None = None,
+                  env: Mapping[str, str] = os.environ, demo_specs: Path | None = None) -> Settings:
     """Find and read the config, apply defaults and overrides, and load every PTS table.
 
     ``config`` is the ``--config`` argument and ``home`` the ``--home`` one; ``demo_specs``
@@ -132,7 +121,7 @@ def load_settings(
     values = _pnsd_values(table, home_dir, env)
     demo_file: Traversable | None = None
     if values["demo"]:
-        demo_file = demo_specs if demo_specs is not None else _packaged_demo()
+        demo_file = demo_specs or importlib.resources.files("pnsd") / "demo" / "pts.toml"
     user_docs = [(origin, document), *_pts_dir_documents(home_dir / "pts.d")]
     pts = _collect_pts(demo_file, user_docs)
     return Settings(home=home_dir, pts=MappingProxyType(pts), source=source, **values)
@@ -161,18 +150,11 @@ def ensure_home(settings: Settings) -> None:
     try:
         settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         _make_private_dir(settings.run_dir)
-        for path in (
-            settings.pts_dir,
-            settings.work_dir,
-            settings.files_dir,
-            settings.pidfile.parent,
-            settings.db_path.parent,
-            settings.key_file.parent,
-        ):
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
         ipc_path = ipc_socket_path(settings.endpoint)
-        if ipc_path is not None:
-            ipc_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for path in (settings.pts_dir, settings.work_dir, settings.files_dir,
+                     settings.pidfile.parent, settings.db_path.parent, settings.key_file.parent,
+                     *([ipc_path.parent] if ipc_path else [])):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot prepare {exc.filename}: {exc.strerror}") from exc
 
@@ -195,12 +177,9 @@ def load_or_create_key(path: Path, *, create: bool) -> bytes:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
                 raise ConfigError(f"key file {path} is not a regular file", file=str(path))
-            if info.st_mode & 0o077:
-                mode = stat.S_IMODE(info.st_mode)
-                raise ConfigError(
-                    f"key file {path} is readable by others (mode {mode:o}); chmod 600 it",
-                    file=str(path),
-                )
+            if (mode := stat.S_IMODE(info.st_mode)) & 0o077:
+                raise ConfigError(f"key file {path} is readable by others (mode {mode:o}): "
+                                  "chmod 600 it", file=str(path))
             key = handle.read().strip()
     except FileNotFoundError as exc:
         raise ConfigError(f"key file {path} does not exist", file=str(path)) from exc
@@ -208,8 +187,6 @@ def load_or_create_key(path: Path, *, create: bool) -> bytes:
         raise ConfigError(f"cannot read key file {path}: {exc.strerror}", file=str(path)) from exc
     if not key:
         _log.warning("message_signing_disabled", key_file=str(path), reason="empty key file")
-    elif len(key) < KEY_BYTES:
-        _log.warning("key_short", key_file=str(path), length=len(key))
     return key
 
 
@@ -234,7 +211,7 @@ def _create_key(path: Path) -> None:
 
 def _make_private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+    if path.stat().st_mode & 0o077:
         path.chmod(0o700)
 
 
@@ -247,9 +224,6 @@ class _Table:
         self.data: dict[str, Any] = data
         self.origin = origin
         self.name = name
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.data
 
     def fail(self, key: str, what: str) -> ConfigError:
         message = f"{self.origin}: [{self.name}] {key!r} {what}"
@@ -289,10 +263,9 @@ class _Table:
         return value
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.text(key, default)
-        if value.lower() not in choices:
+        if (value := self.text(key, default).lower()) not in choices:
             raise self.fail(key, f"must be one of {', '.join(choices)}")
-        return value.lower()
+        return value
 
 
 def _pnsd_values(table: _Table, home: Path, env: Mapping[str, str]) -> dict[str, Any]:
@@ -300,7 +273,7 @@ def _pnsd_values(table: _Table, home: Path, env: Mapping[str, str]) -> dict[str,
     values: dict[str, Any] = {
         key: home / _expand(table.text(key, default), env) for key, default in PATH_DEFAULTS.items()
     }
-    retention_age = table.number("retention_age", 7 * DAY, low=0)
+    retention_age = table.number("retention_age", 7 * 24 * 3600.0, low=0)
     retention_bytes = table.integer("retention_bytes", GIB, low=0)
     values.update(
         endpoint=_ipc_endpoint(table, home, env),
@@ -330,15 +303,14 @@ def _tcp_endpoint(table: _Table) -> str | None:
     return value or None
 
 
-def _resolve_home(
-    home: Path | None, env: Mapping[str, str], table: _Table, source: Path | None
-) -> Path:
+def _resolve_home(home: Path | None, env: Mapping[str, str], table: _Table,
+                  source: Path | None) -> Path:
     """``--home`` > ``$PNS_HOME`` > ``home`` in the file (relative to the file) > ``~/pns``."""
     if home is not None:
         chosen = _expand(home, env)
     elif env.get("PNS_HOME"):
         chosen = _expand(env["PNS_HOME"], env)
-    elif "home" in table:
+    elif "home" in table.data:
         chosen = _expand(table.text("home", ""), env)
         if source is not None:
             chosen = source.parent / chosen
@@ -355,10 +327,6 @@ def _expand(value: str | Path, env: Mapping[str, str]) -> Path:
     return Path(text)
 
 
-def _packaged_demo() -> Traversable:
-    return importlib.resources.files("pnsd") / "demo" / "pts.toml"
-
-
 def _pts_dir_documents(pts_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     if not pts_dir.is_dir():
         return []
@@ -371,9 +339,8 @@ def _pts_dir_documents(pts_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     return documents
 
 
-def _collect_pts(
-    demo_file: Traversable | None, user_docs: list[tuple[str, dict[str, Any]]]
-) -> dict[str, PtsSpec]:
+def _collect_pts(demo_file: Traversable | None,
+                 user_docs: list[tuple[str, dict[str, Any]]]) -> dict[str, PtsSpec]:
     """Demo PTS first, then user files; a user name replaces a demo one, never another user's."""
     specs: dict[str, PtsSpec] = {}
     if demo_file is not None:

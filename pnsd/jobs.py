@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 from pnsd.errors import Conflict
@@ -19,7 +19,7 @@ JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
 RESTART_REASON = "daemon restarted"
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     ACCEPTED = "accepted"
     RUNNING = "running"
     SUCCESSFUL = "successful"

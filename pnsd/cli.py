@@ -1,0 +1,314 @@
+"""The ``pnsd`` command: start and stop the daemon, and talk to it from a shell.
+
+Owns argument parsing and turning replies into stdout (JSON) and errors into one stderr line
+and a non-zero exit. Every subcommand but ``start`` is a client of the running daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pnsd.config import Settings, load_or_create_key, load_settings
+from pnsd.errors import DaemonError
+from pnsd.logsetup import configure_logging
+from pnsd.pidfile import read_pid
+from protocols.client import Client
+from protocols.errors import PnsError, RemoteError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+RUN_WAIT = 24 * 3600.0   # a run without --timeout may take as long as its PTS allows
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.handler(args)
+        return result
+    except CliError as exc:
+        print(f"pnsd: {exc}", file=sys.stderr)
+        return exc.code
+    except RemoteError as exc:
+        print(f"pnsd: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_UNAVAILABLE if exc.code == "unavailable" else EXIT_FAILURE
+    except (DaemonError, PnsError) as exc:
+        print(f"pnsd: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    home = Path(args.home).expanduser().resolve() if args.home else None
+    config = Path(args.config).expanduser() if args.config else None
+    return load_settings(config=config, home=home)
+
+
+def client_of(args: argparse.Namespace) -> Client:
+    settings = settings_of(args)
+    try:
+        key = load_or_create_key(settings.key_file, create=False)
+    except FileNotFoundError:
+        raise CliError(f"no key file at {settings.key_file}: is pnsd started?",
+                       EXIT_UNAVAILABLE) from None
+    return Client(settings.endpoint, key=key, timeout=args.timeout or 60.0)
+
+
+def emit(value: Any) -> None:
+    print(json.dumps(value, indent=None if isinstance(value, str | int | float) else 2,
+                     ensure_ascii=False, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return {"base64": __import__("base64").b64encode(value).decode()}
+    raise TypeError(f"cannot show {type(value).__name__}")
+
+
+def call(args: argparse.Namespace, op: str, body: Any = None) -> Any:
+    with client_of(args) as client:
+        return client.call(op, body, timeout=args.timeout)
+
+
+# -- daemon lifecycle ---------------------------------------------------------------------------
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    if args.detach:
+        return detach(args, settings)
+    configure_logging(level=args.log_level or settings.log_level)
+    from pnsd.daemon import Daemon  # noqa: PLC0415 - only the daemon needs its parts
+
+    daemon = Daemon(settings, reload_settings=lambda: settings_of(args))
+    asyncio.run(daemon.run())
+    return 0
+
+
+def detach(args: argparse.Namespace, settings: Settings) -> int:
+    """Start the daemon in the background and return once it answers a ping."""
+    if (pid := read_pid(settings.pidfile)) is not None:
+        raise CliError(f"pnsd is already running with pid {pid}")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "pnsd", "start", "--home", str(settings.home)]
+    if args.config:
+        argv += ["--config", args.config]
+    with open(settings.home / "pnsd.log", "ab") as log:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                 start_new_session=True)
+    deadline = time.monotonic() + (args.timeout or 30.0)
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise CliError(f"pnsd exited with {child.returncode}; see {settings.home}/pnsd.log")
+        try:
+            call(args, "ping", {})
+        except (PnsError, CliError):
+            time.sleep(0.1)  # polling a process that is starting: nothing to wait on
+            continue
+        print(child.pid)
+        return 0
+    raise CliError("pnsd did not answer within the timeout", EXIT_UNAVAILABLE)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    pid = read_pid(settings.pidfile)
+    if pid is None:
+        raise CliError("pnsd is not running", EXIT_UNAVAILABLE)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + (args.timeout or 30.0)
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return 0
+        time.sleep(0.05)  # waiting for another process to exit: no event to wait on
+    raise CliError(f"pnsd (pid {pid}) did not stop within the timeout")
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    pid = read_pid(settings_of(args).pidfile)
+    if pid is None:
+        raise CliError("pnsd is not running", EXIT_UNAVAILABLE)
+    os.kill(pid, signal.SIGHUP)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = call(args, "status", {})
+    if args.json:
+        emit(status)
+        return 0
+    print(f"pnsd {status['version']} (protocol {status['protocol']}), "
+          f"up {status['uptime']:.0f} s")
+    for name, info in sorted(status["pts"].items()):
+        reason = f" ({info['reason']})" if info.get("reason") else ""
+        print(f"  {name:<16} {info.get('mode', '-'):<8} {info['state']}{reason}")
+    return 0
+
+
+# -- PTS and runs -------------------------------------------------------------------------------
+
+
+def cmd_pts_list(args: argparse.Namespace) -> int:
+    emit(call(args, "pts.list", {})["pts"])
+    return 0
+
+
+def cmd_pts_show(args: argparse.Namespace) -> int:
+    emit(call(args, "pts.describe", {"name": args.name}))
+    return 0
+
+
+def read_input(args: argparse.Namespace) -> Any:
+    if args.input is not None and args.input_file is not None:
+        raise CliError("give --input or --input-file, not both", EXIT_USAGE)
+    text = args.input
+    if args.input_file is not None:
+        text = sys.stdin.read() if args.input_file == "-" else Path(args.input_file).read_text()
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"input is not JSON: {exc}", EXIT_USAGE) from None
+
+
+def run_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"pts": args.name, "input": read_input(args)}
+    if args.timeout is not None:
+        body["timeout"] = args.timeout
+    return body
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # --timeout bounds the run; the reply may take that long plus the trip.
+    wait = args.timeout + 10.0 if args.timeout else RUN_WAIT
+    with client_of(args) as client:
+        emit(client.call("run", run_body(args), timeout=wait)["result"])
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    print(call(args, "submit", run_body(args))["job"]["id"])
+    return 0
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    body = {"pts": args.pts, "status": args.status, "limit": args.limit, "offset": args.offset}
+    emit(call(args, "job.list", {k: v for k, v in body.items() if v is not None}))
+    return 0
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    emit(call(args, "job.status", {"job": args.id})["job"])
+    return 0
+
+
+def cmd_jobs_result(args: argparse.Namespace) -> int:
+    emit(call(args, "job.result", {"job": args.id})["result"])
+    return 0
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    emit(call(args, "job.cancel", {"job": args.id})["job"])
+    return 0
+
+
+def cmd_jobs_delete(args: argparse.Namespace) -> int:
+    call(args, "job.delete", {"job": args.id})
+    return 0
+
+
+def cmd_jobs_cleanup(args: argparse.Namespace) -> int:
+    emit(call(args, "jobs.cleanup", {"max_age": args.max_age, "max_bytes": args.max_bytes}))
+    return 0
+
+
+def cmd_jobs_watch(args: argparse.Namespace) -> int:
+    with client_of(args) as client:
+        for event in client.stream("job.watch", {"job": args.id, "after": args.after},
+                                   timeout=args.timeout or 60.0):
+            print(json.dumps(event, ensure_ascii=False), flush=True)
+    return 0
+
+
+# -- the parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="config file (default: $PNS_CONFIG, then the usual places)")
+    common.add_argument("--home", help="PNS home (default: $PNS_HOME or ~/pns)")
+    common.add_argument("--timeout", type=float,
+                        help="seconds: for run and submit the run's timeout, else the wait")
+    parser = argparse.ArgumentParser(prog="pnsd", description="PNS processing node daemon")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
+            parent: Any = sub) -> argparse.ArgumentParser:
+        command: argparse.ArgumentParser = parent.add_parser(name, parents=[common],
+                                                             help=help_text)
+        command.set_defaults(handler=handler)
+        return command
+
+    start = add("start", cmd_start, "run the daemon (foreground unless --detach)")
+    start.add_argument("--detach", action="store_true", help="run in the background")
+    start.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    add("stop", cmd_stop, "stop the running daemon (SIGTERM, then wait)")
+    add("reload", cmd_reload, "re-read config and pts.d (SIGHUP)")
+    add("status", cmd_status, "daemon and PTS state").add_argument("--json", action="store_true")
+
+    pts = sub.add_parser("pts", help="list and inspect PTS").add_subparsers(required=True)
+    add("list", cmd_pts_list, "every PTS", pts)
+    add("show", cmd_pts_show, "one PTS's spec and state", pts).add_argument("name")
+
+    for name, handler, text in (("run", cmd_run, "run a PTS and print its result"),
+                                ("submit", cmd_submit, "submit a job and print its id")):
+        command = add(name, handler, text)
+        command.add_argument("name")
+        command.add_argument("--input", help="the input as JSON")
+        command.add_argument("--input-file", help="a file holding the input JSON ('-': stdin)")
+
+    jobs = sub.add_parser("jobs", help="list, inspect and manage jobs").add_subparsers(
+        required=True)
+    listing = add("list", cmd_jobs_list, "recent jobs, newest first", jobs)
+    listing.add_argument("--pts")
+    listing.add_argument("--status")
+    listing.add_argument("--limit", type=int)
+    listing.add_argument("--offset", type=int)
+    for name, handler, text in (("show", cmd_jobs_show, "a job's status record"),
+                                ("result", cmd_jobs_result, "a finished job's result"),
+                                ("cancel", cmd_jobs_cancel, "dismiss a job"),
+                                ("delete", cmd_jobs_delete, "delete a finished job")):
+        add(name, handler, text, jobs).add_argument("id")
+    watch = add("watch", cmd_jobs_watch, "follow a job's events", jobs)
+    watch.add_argument("id")
+    watch.add_argument("--after", type=int, default=0, help="last event number already seen")
+    cleanup = add("cleanup", cmd_jobs_cleanup, "delete old finished jobs", jobs)
+    cleanup.add_argument("--max-age", type=float)
+    cleanup.add_argument("--max-bytes", type=int)
+    return parser

@@ -1,0 +1,67 @@
+"""A job's event stream: status changes, progress and log lines, numbered for resumption.
+
+Owns a bounded buffer of one job's events and the waiting of watchers. A watcher that comes
+back with the last sequence number it saw gets every event still buffered after it; events
+that fell out of the buffer are summarised by the job's current status. No I/O here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pnsd.jobs import FINISHED, Job, Status
+
+BUFFER = 256
+
+
+class EventLog:
+    def __init__(self, job_id: str, *, size: int = BUFFER) -> None:
+        self.job_id = job_id
+        self.seq = 0
+        self._events: deque[dict[str, Any]] = deque(maxlen=size)
+        self._changed = asyncio.Event()
+        self.closed = False
+
+    def _add(self, kind: str, **data: Any) -> None:
+        self.seq += 1
+        self._events.append({"job": self.job_id, "seq": self.seq, "kind": kind, **data})
+        # Wake current watchers; the next ones wait on a fresh event.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def status(self, job: Job) -> None:
+        self._add("status", status=job.status.value, progress=job.progress,
+                  message=job.message, reason=job.reason)
+        if job.status in FINISHED:
+            self.closed = True
+
+    def progress(self, job: Job) -> None:
+        self._add("progress", progress=job.progress, message=job.message)
+
+    def log(self, line: str) -> None:
+        self._add("log", line=line[:4096])
+
+    def after(self, seq: int) -> list[dict[str, Any]]:
+        return [event for event in self._events if event["seq"] > seq]
+
+    async def follow(self, after: int, *, idle: float) -> AsyncIterator[dict[str, Any]]:
+        """Yield events after ``after`` until the job finishes; wait ``idle`` s at most each."""
+        while True:
+            changed = self._changed
+            for event in self.after(after):
+                after = event["seq"]
+                yield event
+            if self.closed:
+                return
+            async with asyncio.timeout(idle):
+                await changed.wait()
+
+
+def summary(job: Job, seq: int) -> dict[str, Any]:
+    """The event a late watcher gets when the job's own events are gone."""
+    return {"job": job.id, "seq": seq, "kind": "status", "status": job.status.value,
+            "progress": job.progress, "message": job.message, "reason": job.reason,
+            "final": job.status is not Status.ACCEPTED and job.status is not Status.RUNNING}

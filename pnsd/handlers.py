@@ -1,0 +1,195 @@
+"""One handler per protocol operation: check the request body, call the daemon, shape the reply.
+
+Owns the translation between message bodies (SPEC.md, "Operations") and the scheduler,
+registry and store. The tables at the bottom are plain data; a test checks that every
+operation in :data:`protocols.messages.OPERATIONS` has exactly one handler.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pnsd.errors import BadRequest, RunTimeout
+from pnsd.events import summary
+from pnsd.hosts.base import HOOKS
+from pnsd.jobs import Status
+from pnsd.registry import Registry
+from pnsd.scheduler import Scheduler
+from pnsd.server import Handler, StreamHandler
+from protocols.version import PROTOCOL_VERSION, __version__
+
+WATCH_IDLE = 30.0     # a watch stream with no event for this long ends with a timeout error
+MAX_LIST = 1000
+
+
+@dataclass
+class Handlers:
+    """The operations of one daemon; built by the daemon with its parts."""
+
+    registry: Registry
+    scheduler: Scheduler
+    started: float = field(default_factory=time.time)
+    failures: dict[str, str] = field(default_factory=dict)   # PTS that failed to start
+
+    async def ping(self, body: Any) -> Any:
+        return {"version": __version__, "protocol": PROTOCOL_VERSION, "time": time.time()}
+
+    async def status(self, body: Any) -> Any:
+        return {
+            "version": __version__, "protocol": PROTOCOL_VERSION,
+            "uptime": round(time.time() - self.started, 3),
+            "accepting": self.scheduler.accepting,
+            "pts": {g.spec.name: g.public() for g in self.registry.generations()}
+            | {name: {"state": "unavailable", "reason": why}
+               for name, why in self.failures.items()},
+            "store": self.scheduler.store.stats(),
+        }
+
+    async def pts_list(self, body: Any) -> Any:
+        return {"pts": [
+            {"name": g.spec.name, "mode": g.spec.mode.value, "version": g.spec.version,
+             "description": g.spec.description, "state": g.host.state().state}
+            for g in sorted(self.registry.generations(), key=lambda g: g.spec.name)
+        ]}
+
+    async def pts_describe(self, body: Any) -> Any:
+        generation = self.registry.get(_text(body, "name"))
+        return {"spec": generation.spec.public(), "state": generation.public()}
+
+    async def pts_hook(self, body: Any) -> Any:
+        generation = self.registry.get(_text(body, "name"))
+        hook = _text(body, "hook")
+        if hook not in HOOKS:
+            raise BadRequest(f"hook must be one of {', '.join(HOOKS)}")
+        timeout = _timeout(body, generation.spec.timeout)
+        async with generation.slot():
+            return {"result": await generation.host.hook(hook, timeout=timeout)}
+
+    async def pts_files(self, body: Any) -> Any:
+        generation = self.registry.get(_text(body, "name"))
+        which = _text(body, "which")
+        if which not in ("input", "output"):
+            raise BadRequest("which must be input or output")
+        files = getattr(generation.host, "files", None)
+        if files is None:
+            raise BadRequest(f"PTS {generation.spec.name} has no mailbox (not process mode)")
+        return {"files": await files(which)}
+
+    async def run(self, body: Any) -> Any:
+        job, result = await self.scheduler.run(
+            _text(body, "pts"), _field(body, "input"), timeout=_get(body, "timeout"))
+        return {"job": job.id, "result": result}
+
+    async def submit(self, body: Any) -> Any:
+        job = await self.scheduler.submit(
+            _text(body, "pts"), _field(body, "input"), timeout=_get(body, "timeout"))
+        return {"job": job.public()}
+
+    async def job_status(self, body: Any) -> Any:
+        return {"job": (await self.scheduler.status(_get(body, "job"))).public()}
+
+    async def job_result(self, body: Any) -> Any:
+        job, result = await self.scheduler.result(_get(body, "job"))
+        return {"job": job.public(), "result": result}
+
+    async def job_list(self, body: Any) -> Any:
+        pts = _get(body, "pts")
+        status = _get(body, "status")
+        if pts is not None and not isinstance(pts, str):
+            raise BadRequest("pts must be a string")
+        if status is not None and status not in {s.value for s in Status}:
+            raise BadRequest(f"status must be one of {', '.join(s.value for s in Status)}")
+        limit = _int(body, "limit", 100, 1, MAX_LIST)
+        offset = _int(body, "offset", 0, 0, 2**62)
+        state = Status(status) if status else None
+        store = self.scheduler.store
+        jobs = await store.list(pts=pts, status=state, limit=limit, offset=offset)
+        return {"jobs": [j.public() for j in jobs],
+                "total": await store.count(pts=pts, status=state)}
+
+    async def job_cancel(self, body: Any) -> Any:
+        return {"job": (await self.scheduler.cancel(_get(body, "job"))).public()}
+
+    async def job_delete(self, body: Any) -> Any:
+        job = await self.scheduler.status(_get(body, "job"))
+        await self.scheduler.store.delete(job.id)
+        return {}
+
+    async def jobs_cleanup(self, body: Any) -> Any:
+        max_age = _get(body, "max_age")
+        max_bytes = _get(body, "max_bytes")
+        for name, value in (("max_age", max_age), ("max_bytes", max_bytes)):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int | float) or value < 0):
+                raise BadRequest(f"{name} must be a non-negative number")
+        deleted = await self.scheduler.store.cleanup(
+            max_age=max_age, max_bytes=None if max_bytes is None else int(max_bytes))
+        return {"deleted": deleted}
+
+    async def job_watch(self, body: Any) -> AsyncIterator[Any]:
+        job_id = _get(body, "job")
+        after = _int(body, "after", 0, 0, 2**62)
+        job = await self.scheduler.status(job_id)
+        events = self.scheduler.events_of(job.id)
+        if events is None or (events.after(after) == [] and events.closed):
+            # The job's events are gone (or all seen): its status says where it stands.
+            yield summary(job, max(after, events.seq if events else 0) + 1)
+            return
+        try:
+            async for event in events.follow(after, idle=WATCH_IDLE):
+                yield event
+        except TimeoutError:
+            raise RunTimeout("no event within the watch's idle time; watch again") from None
+
+    def tables(self) -> tuple[Mapping[str, Handler], Mapping[str, StreamHandler]]:
+        """Operation name -> handler, as plain data."""
+        handlers: dict[str, Handler] = {
+            "ping": self.ping, "status": self.status, "pts.list": self.pts_list,
+            "pts.describe": self.pts_describe, "pts.hook": self.pts_hook,
+            "pts.files": self.pts_files, "run": self.run, "submit": self.submit,
+            "job.status": self.job_status, "job.result": self.job_result,
+            "job.list": self.job_list, "job.cancel": self.job_cancel,
+            "job.delete": self.job_delete, "jobs.cleanup": self.jobs_cleanup,
+        }
+        return handlers, {"job.watch": self.job_watch}
+
+
+def _get(body: Any, key: str) -> Any:
+    if not isinstance(body, Mapping):
+        raise BadRequest("request body must be a map")
+    return body.get(key)
+
+
+def _field(body: Any, key: str) -> Any:
+    if not isinstance(body, Mapping) or key not in body:
+        raise BadRequest(f"request body needs {key!r}")
+    return body[key]
+
+
+def _text(body: Any, key: str) -> str:
+    value = _get(body, key)
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{key!r} must be a non-empty string")
+    return value
+
+
+def _int(body: Any, key: str, default: int, low: int, high: int) -> int:
+    value = _get(body, key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(f"{key!r} must be an integer from {low} to {high}")
+    return value
+
+
+def _timeout(body: Any, cap: float) -> float:
+    value = _get(body, "timeout")
+    if value is None:
+        return cap
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise BadRequest("timeout must be a positive number of seconds")
+    return min(float(value), cap)
+

@@ -1,0 +1,125 @@
+"""The ``inproc`` hosting mode: a Python callable imported into the daemon.
+
+Owns importing the spec's callables and calling them without blocking the event loop:
+coroutine functions are awaited, ``inline`` callables (declared quick and non-blocking) are
+called directly, everything else runs in a thread pool. Cancellation is cooperative (a thread
+cannot be killed): on timeout or cancel the run's ``ctx.cancelled`` turns true and the caller
+is answered at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+
+from pnsd.errors import Cancelled, InvalidSpec, PtsFailed, RunTimeout
+from pnsd.hosts.base import HOOKS, HostState
+from pnsd.spec import PtsSpec
+from protocols.context import RunContext
+
+log = structlog.get_logger(__name__)
+
+
+def load_callable(entry: str) -> Callable[..., Any]:
+    """Import ``module:function``; raise InvalidSpec with the reason if it cannot be had."""
+    module_name, _, attr = entry.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure of user code is a bad spec
+        raise InvalidSpec(f"cannot import {module_name!r}: {exc}") from exc
+    func = getattr(module, attr, None)
+    if not callable(func):
+        raise InvalidSpec(f"{entry!r} is not a callable")
+    return func
+
+
+def accepts_ctx(func: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return "ctx" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+class _Call:
+    """One imported callable and how to invoke it."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.wants_ctx = accepts_ctx(func)
+        self.is_async = inspect.iscoroutinefunction(func)
+
+    def args(self, data: Any, ctx: RunContext) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (data,), ({"ctx": ctx} if self.wants_ctx else {})
+
+
+class InprocHost:
+    """Runs one generation of an inproc PTS."""
+
+    def __init__(self, spec: PtsSpec, *, executor: ThreadPoolExecutor) -> None:
+        self.spec = spec
+        self._executor = executor
+        self._calls: dict[str, _Call] = {}
+        self._state = HostState()
+
+    async def start(self) -> None:
+        entries = {"run": self.spec.entry, "init": self.spec.init_entry,
+                   "config": self.spec.config_entry, "clean": self.spec.clean_entry}
+        try:
+            for name, entry in entries.items():
+                if entry:
+                    func = await asyncio.to_thread(load_callable, entry)
+                    self._calls[name] = _Call(func)
+        except InvalidSpec as exc:
+            self._state = HostState("unavailable", exc.message)
+            raise
+        self._state = HostState("ready")
+
+    async def run(self, data: Any, *, timeout: float, ctx: RunContext) -> Any:
+        return await self._invoke("run", data, timeout=timeout, ctx=ctx)
+
+    async def hook(self, name: str, *, timeout: float) -> Any:
+        if name not in HOOKS:
+            raise InvalidSpec(f"unknown hook {name!r}")
+        if name not in self._calls:
+            return None
+        return await self._invoke(name, None, timeout=timeout, ctx=RunContext())
+
+    async def _invoke(self, name: str, data: Any, *, timeout: float, ctx: RunContext) -> Any:
+        call = self._calls[name]
+        args, kwargs = call.args(data, ctx)
+        try:
+            if call.is_async:
+                async with asyncio.timeout(timeout):
+                    return await call.func(*args, **kwargs)
+            if self.spec.inline:
+                return call.func(*args, **kwargs)
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._executor, lambda: call.func(*args, **kwargs))
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            ctx.cancel()
+            raise RunTimeout(f"{name} exceeded {timeout:g} s") from None
+        except asyncio.CancelledError:
+            ctx.cancel()
+            raise
+        except Cancelled:
+            raise
+        except Exception as exc:  # the PTS's own failure, reported without a traceback
+            if ctx.cancelled:
+                raise Cancelled("run was cancelled") from exc
+            log.info("pts_raised", pts=self.spec.name, op=name, error=repr(exc))
+            raise PtsFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    async def stop(self, *, grace: float) -> None:
+        self._calls.clear()
+        self._state = HostState("stopped")
+
+    def state(self) -> HostState:
+        return self._state

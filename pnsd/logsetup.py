@@ -1,0 +1,82 @@
+"""Logging for pnsd's entry points: structlog set up once, stdlib loggers routed through it.
+
+Owns the processor chain and pnsd's one root handler. Importing it does nothing: an entry point
+calls :func:`configure_logging` once; library modules only call ``structlog.get_logger``.
+
+structlog goes through the stdlib integration rather than ``make_filtering_bound_logger``:
+aiohttp and asyncio log through the stdlib anyway, so sending structlog events to the same root
+handler gives one stream, one level switch and one renderer for both, instead of two writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import IO
+
+import structlog
+from structlog.typing import Processor
+
+# shared with pnsweb's copy, so configuring either replaces the other's handler in one process
+HANDLER_NAME = "pns-structlog"
+# run on structlog events and on foreign (stdlib) records alike
+SHARED_PROCESSORS: tuple[Processor, ...] = (
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+)
+
+
+def configure_logging(
+    *, level: str = "info", json: bool | None = None, stream: IO[str] | None = None
+) -> None:
+    """Log to ``stream`` (stderr when None) at ``level``; calling again replaces the setup.
+
+    ``json=None`` picks JSON lines unless the stream is a terminal, which gets readable lines.
+    """
+    out = sys.stderr if stream is None else stream
+    numeric = logging.getLevelNamesMapping().get(level.upper())
+    if numeric is None:
+        raise ValueError(f"unknown log level {level!r}")
+    tty = out.isatty()
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *SHARED_PROCESSORS,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # no caching: a few lines per job cost nothing, and reconfiguring (tests, capture_logs)
+        # then reaches module-level loggers too
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=list(SHARED_PROCESSORS),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *_renderers(json=json if json is not None else not tty, colors=tty),
+        ],
+    ))
+    _install(handler, numeric)
+
+
+def _renderers(*, json: bool, colors: bool) -> list[Processor]:
+    if json:
+        return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    return [structlog.dev.ConsoleRenderer(colors=colors)]
+
+
+def _install(handler: logging.Handler, level: int) -> None:
+    """Put ``handler`` on the root logger in place of an earlier one, so setup is idempotent."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)

@@ -1,0 +1,289 @@
+"""Jobs in motion: admit a run, record it, execute it on its PTS, publish its events.
+
+Owns the live jobs (their tasks, cancel handles and event buffers). Synchronous runs are
+recorded with group commit and answered from memory; asynchronous submissions are committed
+before they are acknowledged and run in background tasks this scheduler owns and awaits on
+shutdown. It never touches sockets; records go through the store, hosts through the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import structlog
+
+from pnsd.errors import (
+    BadRequest,
+    Cancelled,
+    DaemonError,
+    NotFound,
+    NotReady,
+    PtsFailed,
+    Unavailable,
+)
+from pnsd.events import EventLog
+from pnsd.jobs import Job, Status, valid_job_id
+from pnsd.registry import Generation, Registry
+from pnsd.store import JobStore
+from protocols.context import RunContext
+from protocols.errors import ErrorCode
+
+log = structlog.get_logger(__name__)
+
+FINISHED_KEPT = 1024  # finished jobs whose event logs stay in memory for late watchers
+
+
+@dataclass
+class LiveJob:
+    job: Job
+    ctx: RunContext
+    events: EventLog
+    task: asyncio.Task[Any] | None = None    # the task awaiting the host, for cancel
+    cancel_requested: bool = False
+    result: Any = None
+    error: DaemonError | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def pack(value: Any) -> bytes:
+    try:
+        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise PtsFailed(f"the PTS returned a value that cannot be encoded: {exc}") from exc
+
+
+def unpack(blob: bytes) -> Any:
+    return msgpack.unpackb(blob, raw=False, strict_map_key=False)
+
+
+class Scheduler:
+    def __init__(
+        self, registry: Registry, store: JobStore, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.clock = clock
+        self._live: dict[str, LiveJob] = {}
+        self._finished: OrderedDict[str, LiveJob] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.accepting = True
+
+    # -- starting work -------------------------------------------------------------------
+
+    def _admit(self, pts: str, timeout: Any, *, sync: bool) -> tuple[Generation, LiveJob, float]:
+        if not self.accepting:
+            raise Unavailable("the daemon is shutting down", retry_after=5)
+        generation = self.registry.get(pts)
+        limit = generation.spec.timeout
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+                raise BadRequest("timeout must be a positive number of seconds")
+            limit = min(float(timeout), limit)
+        job = Job.create(pts, self.clock(), sync=sync, version=generation.spec.version)
+        events = EventLog(job.id)
+        live = LiveJob(job, RunContext(job.id, self._progress_sink(job, events),
+                                       self._log_sink(events)), events)
+        return generation, live, limit
+
+    async def run(self, pts: str, data: Any, *, timeout: Any = None) -> tuple[Job, Any]:
+        """A synchronous run: the caller waits for the result; recorded with group commit."""
+        generation, live, limit = self._admit(pts, timeout, sync=True)
+        async with generation.slot():
+            live.task = asyncio.current_task()
+            self._live[live.job.id] = live
+            self.store.add_nowait(live.job, pack(data))
+            try:
+                await self._execute(generation, live, data, limit)
+            finally:
+                self._retire(live)
+        if live.error is not None:
+            raise live.error
+        return live.job, live.result
+
+    async def submit(self, pts: str, data: Any, *, timeout: Any = None) -> Job:
+        """An asynchronous run: committed durably, then acknowledged with its job record."""
+        generation, live, limit = self._admit(pts, timeout, sync=False)
+        slot = generation.slot()
+        await slot.__aenter__()  # admission (or Busy) happens before anything is recorded
+        try:
+            await self.store.add(live.job, pack(data), durable=True)
+        except BaseException as exc:
+            await slot.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._live[live.job.id] = live
+        task = asyncio.get_running_loop().create_task(
+            self._background(generation, slot, live, data, limit), name=f"job-{live.job.id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return live.job
+
+    async def _background(
+        self, generation: Generation, slot: Any, live: LiveJob, data: Any, limit: float
+    ) -> None:
+        live.task = asyncio.current_task()
+        try:
+            await self._execute(generation, live, data, limit)
+        finally:
+            await slot.__aexit__(None, None, None)
+            self._retire(live)
+
+    async def _execute(
+        self, generation: Generation, live: LiveJob, data: Any, limit: float
+    ) -> None:
+        job = live.job
+        if job.is_finished:  # dismissed while queued
+            return
+        job.start(self.clock())
+        live.events.status(job)
+        try:
+            try:
+                live.result = await generation.host.run(data, timeout=limit, ctx=live.ctx)
+            except asyncio.CancelledError:
+                if not self._absorb_cancel(live):
+                    self._abandon(live)
+                    raise
+                raise Cancelled("cancelled on request") from None
+            blob = pack(live.result)
+        except DaemonError as exc:
+            live.error = exc
+            if job.status is Status.RUNNING:
+                if isinstance(exc, Cancelled):
+                    job.dismiss(self.clock(), exc.message)
+                else:
+                    job.fail(self.clock(), exc.code, exc.message)
+            blob = None
+        else:
+            job.succeed(self.clock())
+        live.events.status(job)
+        if job.sync:
+            self.store.finish_nowait(job, blob)
+        else:
+            await self.store.finish(job, blob, durable=True)
+        log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
+                 reason=job.reason or None, seconds=round(self.clock() - job.created, 6))
+
+    @staticmethod
+    def _absorb_cancel(live: LiveJob) -> bool:
+        """True when the cancellation was our own job.cancel (and only that): absorb it."""
+        task = asyncio.current_task()
+        if not live.cancel_requested or task is None:
+            return False
+        return task.uncancel() == 0
+
+    def _abandon(self, live: LiveJob) -> None:
+        """The daemon is stopping under this run: record it as failed, without waiting."""
+        job = live.job
+        if not job.is_finished:
+            job.fail(self.clock(), ErrorCode.UNAVAILABLE, "the daemon stopped during the run")
+            live.events.status(job)
+            self.store.finish_nowait(job, None)
+
+    def _retire(self, live: LiveJob) -> None:
+        live.done.set()
+        self._live.pop(live.job.id, None)
+        self._finished[live.job.id] = live
+        while len(self._finished) > FINISHED_KEPT:
+            self._finished.popitem(last=False)
+
+    # -- looking at work -----------------------------------------------------------------
+
+    async def status(self, job_id: Any) -> Job:
+        live = self._find(job_id)
+        return live.job if live is not None else await self.store.get(job_id)
+
+    async def result(self, job_id: Any) -> tuple[Job, Any]:
+        job = await self.status(job_id)
+        if not job.is_finished:
+            raise NotReady(f"job {job_id} is {job.status.value}: no result yet",
+                           job=job_id, status=job.status.value)
+        if job.status is not Status.SUCCESSFUL:
+            raise _failure(job)
+        live = self._find(job_id)
+        if live is not None and live.error is None:
+            return job, live.result
+        blob = await self.store.result(job_id)
+        return job, None if blob is None else unpack(blob)
+
+    async def cancel(self, job_id: Any) -> Job:
+        live = self._find(job_id)
+        if live is None or live.job.is_finished:
+            job = await self.store.get(job_id)
+            return job
+        job = live.job
+        if job.status is Status.ACCEPTED:
+            job.dismiss(self.clock(), "dismissed before it started")
+            live.events.status(job)
+            await self.store.finish(job, None, durable=True)
+        elif not live.cancel_requested:
+            live.cancel_requested = True
+            live.ctx.cancel()
+            if live.task is not None:
+                live.task.cancel()
+        return job
+
+    def events_of(self, job_id: str) -> EventLog | None:
+        live = self._find(job_id)
+        return live.events if live is not None else None
+
+    def _find(self, job_id: Any) -> LiveJob | None:
+        if not valid_job_id(job_id):
+            raise BadRequest(f"{job_id!r} is not a job id", job=str(job_id)[:64])
+        return self._live.get(job_id) or self._finished.get(job_id)
+
+    # -- event sinks ---------------------------------------------------------------------
+
+    def _progress_sink(self, job: Job, events: EventLog) -> Callable[[int, str], None]:
+        loop = asyncio.get_running_loop()
+
+        def report(percent: int, message: str) -> None:
+            def apply() -> None:
+                if job.status is Status.RUNNING:
+                    job.report_progress(self.clock(), percent, message)
+                    events.progress(job)
+            _call_in_loop(loop, apply)
+
+        return report
+
+    def _log_sink(self, events: EventLog) -> Callable[[str], None]:
+        loop = asyncio.get_running_loop()
+        return lambda line: _call_in_loop(loop, lambda: events.log(line))
+
+    async def shutdown(self, *, grace: float) -> None:
+        """Refuse new work, give running jobs ``grace`` seconds, then cancel the rest."""
+        self.accepting = False
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _call_in_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        fn()
+    else:
+        loop.call_soon_threadsafe(fn)
+
+
+def _failure(job: Job) -> DaemonError:
+    code = job.reason if job.reason in ErrorCode.ALL else ErrorCode.PTS_ERROR
+    if job.status is Status.DISMISSED:
+        code = ErrorCode.CANCELLED
+    error = DaemonError(job.message or f"job {job.id} {job.status.value}", job=job.id,
+                        status=job.status.value)
+    error.code = code
+    return error
+
+
+__all__ = ["NotFound", "Scheduler"]

@@ -1,0 +1,138 @@
+"""The daemon's front door: a ZeroMQ ROUTER that turns frames into handler calls and back.
+
+Owns the client-facing sockets, decoding and checking every message (signature, version,
+staleness, replay, size), dispatching each request to its handler in a task of its own, and
+sending the reply or a protocol error. It drains every queued message per wake-up (PERF.md).
+It knows nothing of PTS or jobs: the handler table does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+import zmq
+import zmq.asyncio
+
+from pnsd.errors import DaemonError
+from protocols.codec import Codec
+from protocols.errors import ErrorCode, ProtocolError
+from protocols.messages import ERROR, JOB_EVENT, op_of, reply_type
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Any], Awaitable[Any]]
+StreamHandler = Callable[[Any], AsyncIterator[Any]]
+
+
+class Server:
+    """Serves the handler tables on one ROUTER bound to ``endpoints``."""
+
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        codec: Codec,
+        *,
+        handlers: Mapping[str, Handler],
+        streams: Mapping[str, StreamHandler],
+        endpoints: list[str],
+    ) -> None:
+        self.codec = codec
+        self.handlers = handlers
+        self.streams = streams
+        self.endpoints = endpoints
+        self.socket = context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDHWM, 100_000)
+        self.socket.setsockopt(zmq.RCVHWM, 100_000)
+        # A hard cap well above the soft limit: bigger frames cost the peer its connection;
+        # messages between the two are answered with a too_large error.
+        self.socket.setsockopt(zmq.MAXMSGSIZE, codec.max_bytes + 2**20)
+        self._direct = zmq.Socket.shadow(self.socket.underlying)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.bound: list[str] = []
+
+    def bind(self) -> None:
+        for endpoint in self.endpoints:
+            self.socket.bind(endpoint)
+            self.bound.append(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
+        log.info("server_listening", endpoints=self.bound)
+
+    async def serve(self) -> None:
+        """Receive until cancelled; in-flight requests are left to :meth:`drain`."""
+        direct = self._direct
+        while True:
+            self._receive(await self.socket.recv_multipart(copy=True))
+            while True:
+                try:
+                    frames = direct.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._receive(frames)
+
+    def _receive(self, frames: list[bytes]) -> None:
+        identity, rest = frames[0], frames[1:]
+        try:
+            message = self.codec.decode(rest)
+        except ProtocolError as exc:
+            log.warning("message_refused", code=exc.code, error=exc.message,
+                        type=exc.details.get("type"))
+            re = exc.details.get("re")
+            if re is not None:
+                self._send(identity, ERROR, exc.to_body(), re)
+            return
+        task = asyncio.get_running_loop().create_task(self._dispatch(identity, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(self, identity: bytes, message: Any) -> None:
+        op = op_of(message.type)
+        started = time.perf_counter()
+        code = "ok"
+        try:
+            if op in self.handlers:
+                body = await self.handlers[op](message.body)
+            elif op in self.streams:
+                async for event in self.streams[op](message.body):
+                    self._send(identity, JOB_EVENT, event, message.id)
+                body = {}
+            else:
+                raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown message type {message.type!r}")
+            self._send(identity, reply_type(op), body, message.id)
+        except (DaemonError, ProtocolError) as exc:
+            code = exc.code
+            details = exc.details
+            self._send(identity, ERROR,
+                       {"code": exc.code, "message": exc.message, "details": details}, message.id)
+        except Exception:  # a handler bug: log it here, never send the traceback
+            code = ErrorCode.INTERNAL
+            log.exception("handler_failed", op=op, msg=message.id)
+            self._send(identity, ERROR, {"code": ErrorCode.INTERNAL, "message":
+                       "internal error; see the daemon log", "details": {}}, message.id)
+        finally:
+            log.debug("request", op=op, msg=message.id, code=code,
+                      ms=round((time.perf_counter() - started) * 1000, 3))
+
+    def _send(self, identity: bytes, msg_type: str, body: Any, re: str) -> None:
+        try:
+            frames = self.codec.encode(msg_type, body, re=re)
+        except ProtocolError as exc:
+            frames = self.codec.encode(ERROR, exc.to_body(), re=re)
+        try:
+            self._direct.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("reply_dropped", re=re, reason="peer not reading")
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for in-flight requests, then cancel what is left."""
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def close(self) -> None:
+        self.socket.close(linger=0)

@@ -1,0 +1,647 @@
+"""The durable job store: job records, inputs and results in SQLite, big blobs as files.
+
+Owns the database file (WAL, ``synchronous=NORMAL``, schema versioned by ``user_version``),
+the per-job blob directory and the one writer thread that holds the SQLite connection. Every
+statement runs on that thread; asyncio callers await futures. Writes are group-committed: a
+durable write returns only after its transaction committed, a non-durable one once it is
+applied to the open transaction, which commits when a durable write arrives, the batch is
+full or a few milliseconds have passed. Blobs are opaque bytes (msgpack from the caller): the
+store must not decode them, must not run jobs and must never block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from pnsd.errors import Conflict, DaemonError, NotFound, StorageError
+from pnsd.jobs import FINISHED, RESTART_REASON, Job, Status
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+JobList = list[Job]  # JobStore.list shadows the builtin inside the class
+SqlFn = Callable[[sqlite3.Connection], T]
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT = 5.0  # seconds SQLite waits for a lock held by another process
+# _MIGRATIONS[n] takes a database from user_version n to n + 1.
+_MIGRATIONS = (
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY, pts TEXT NOT NULL, status TEXT NOT NULL,
+        created REAL NOT NULL, started REAL, finished REAL, updated REAL NOT NULL,
+        progress INTEGER NOT NULL, message TEXT NOT NULL, reason TEXT NOT NULL,
+        sync INTEGER NOT NULL, version TEXT NOT NULL,
+        input BLOB, input_file INTEGER NOT NULL, result BLOB, result_file INTEGER NOT NULL,
+        input_size INTEGER NOT NULL, result_size INTEGER NOT NULL
+    );
+    CREATE INDEX jobs_pts_created ON jobs (pts, created);
+    CREATE INDEX jobs_status ON jobs (status);
+    """,
+)
+_JOB_COLUMNS = (
+    "id, pts, status, created, started, finished, updated, progress, message, reason, sync, "
+    "version, input_size, result_size"
+)
+_FINISHED_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in FINISHED))
+_STATE_SQL = (
+    "status = :status, started = :started, finished = :finished, updated = :updated, "
+    "progress = :progress, message = :message, reason = :reason, version = :version"
+)
+
+
+class _Kind(Enum):
+    READ = "read"
+    WRITE = "write"
+    FLUSH = "flush"
+    STOP = "stop"
+
+
+@dataclass
+class _Op:
+    kind: _Kind
+    fn: SqlFn[Any] | None
+    durable: bool
+    what: str
+    future: Future[Any] = field(default_factory=Future)
+
+
+class _Writer:
+    """The thread that owns the connection and group-commits what callers queue."""
+
+    def __init__(
+        self, path: Path, *, batch_size: int, batch_delay: float, max_db_bytes: int | None
+    ) -> None:
+        self.path = path
+        self.commits = 0
+        self.write_errors = 0
+        self.lost = 0  # non-durable writes applied, then lost with a failed transaction
+        self.crashed: StorageError | None = None
+        self._applied: list[_Op] = []  # writes in the open transaction
+        self._batch_size = batch_size
+        self._batch_delay = batch_delay
+        self._max_db_bytes = max_db_bytes
+        self._deadline = 0.0
+        self._waiting: list[tuple[Future[Any], Any]] = []
+        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._opened: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, name="pnsd-store", daemon=True)
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def pending(self) -> int:
+        return len(self._applied)
+
+    def start(self) -> Future[None]:
+        self._thread.start()
+        return self._opened
+
+    def submit(self, kind: _Kind, fn: SqlFn[Any] | None, *, durable: bool, what: str) -> _Op:
+        if self.crashed is not None:
+            raise self.crashed
+        op = _Op(kind, fn, durable, what)
+        self._queue.put(op)
+        return op
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:  # handed to the awaiting open(); nothing else runs
+            self._opened.set_exception(exc)
+            return
+        self._opened.set_result(None)
+        stop = None
+        try:
+            stop = self._serve(conn)
+        except Exception as exc:  # the thread's boundary: a bug must not hang every caller
+            log.exception("store_writer_crashed", path=str(self.path))
+            self._crash(StorageError(f"job store writer crashed: {exc}"))
+        finally:
+            conn.close()
+            if stop is not None:
+                stop.set_result(None)
+
+    def _serve(self, conn: sqlite3.Connection) -> Future[Any] | None:
+        """Run ops until STOP; returns STOP's future unless its caller gave up."""
+        while True:
+            op = self._next(conn)
+            if op is None:
+                self._commit(conn)
+            elif op.kind is _Kind.STOP:
+                self._commit(conn)
+                return op.future if op.future.set_running_or_notify_cancel() else None
+            elif not op.future.set_running_or_notify_cancel():
+                continue  # the caller gave up before we started
+            elif op.kind is _Kind.FLUSH:
+                self._waiting.append((op.future, None))
+                self._commit(conn)
+            elif op.kind is _Kind.WRITE:
+                self._write(conn, op)
+            else:
+                self._read(conn, op)
+
+    def _next(self, conn: sqlite3.Connection) -> _Op | None:
+        """The next op, or None when the open transaction is due to commit."""
+        if not conn.in_transaction:
+            return self._queue.get()
+        timeout = self._deadline - time.monotonic()
+        if timeout <= 0:
+            return None
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _read(self, conn: sqlite3.Connection, op: _Op) -> None:
+        assert op.fn is not None
+        try:
+            op.future.set_result(op.fn(conn))
+        except Exception as exc:
+            op.future.set_exception(_translate(exc, op.what))
+
+    def _write(self, conn: sqlite3.Connection, op: _Op) -> None:
+        assert op.fn is not None
+        try:
+            self._begin(conn)
+            conn.execute("SAVEPOINT op")
+            try:
+                result = op.fn(conn)
+            except Exception:
+                if conn.in_transaction:  # else SQLite rolled back the whole batch itself
+                    conn.execute("ROLLBACK TO op")
+                raise
+            finally:
+                if conn.in_transaction:
+                    conn.execute("RELEASE op")
+        except Exception as exc:
+            if isinstance(exc, sqlite3.Error):
+                self.write_errors += 1
+                log.warning("store_write_failed", what=op.what, error=str(exc))
+            op.future.set_exception(_translate(exc, op.what))
+            if not conn.in_transaction and self._applied:
+                self._replay(conn)
+            return
+        self._applied.append(op)
+        if op.durable:
+            self._waiting.append((op.future, result))
+        else:
+            op.future.set_result(result)
+        if op.durable or len(self._applied) >= self._batch_size:
+            self._commit(conn)
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+            self._deadline = time.monotonic() + self._batch_delay
+
+    def _replay(self, conn: sqlite3.Connection) -> None:
+        """Re-apply the batch a failed write took down (SQLite rolls back on SQLITE_FULL)."""
+        try:
+            self._begin(conn)
+            for op in self._applied:
+                assert op.fn is not None
+                op.fn(conn)
+        except Exception as exc:
+            self._abort(conn, exc)
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._abort(conn, exc)
+                return
+            self.commits += 1
+        waiting, self._waiting, self._applied = self._waiting, [], []
+        for future, result in waiting:
+            future.set_result(result)
+
+    def _abort(self, conn: sqlite3.Connection, exc: Exception) -> None:
+        """Roll back the whole batch: durable callers learn it, nothing is acknowledged."""
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("store_rollback_failed", path=str(self.path))
+        unacknowledged = sum(1 for op in self._applied if not op.durable)
+        self.lost += unacknowledged
+        log.error(
+            "store_batch_lost", path=str(self.path), writes=len(self._applied),
+            unacknowledged=unacknowledged, error=str(exc),
+        )
+        self._fail_waiting(StorageError(f"job store could not commit: {exc}"))
+        self._applied = []
+
+    def _crash(self, error: StorageError) -> None:
+        self.crashed = error
+        self._fail_waiting(error)
+        while True:
+            try:
+                op = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if op.future.set_running_or_notify_cancel():
+                op.future.set_exception(error)
+
+    def _fail_waiting(self, error: StorageError) -> None:
+        waiting, self._waiting = self._waiting, []
+        for future, _ in waiting:
+            future.set_exception(error)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
+        try:
+            self._prepare(conn)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            raise StorageError(f"cannot open job database {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StorageError(
+                f"job database {self.path} is corrupt or not a database: {exc}"
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"job database {self.path} has schema {version}; "
+                f"this pnsd understands up to {SCHEMA_VERSION}"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            conn.executescript(
+                f"BEGIN; {_MIGRATIONS[step]}; PRAGMA user_version = {step + 1}; COMMIT;"
+            )
+        if self._max_db_bytes is not None:
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = max(1, self._max_db_bytes // page_size)
+            conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+class JobStore:
+    """Job records in SQLite at ``db_path``; blobs over ``inline_limit`` under ``files_dir``."""
+
+    BATCH_DELAY = 0.005  # seconds a non-durable write may wait for its commit
+
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        files_dir: Path,
+        inline_limit: int = 64 * 1024,
+        clock: Callable[[], float] = time.time,
+        batch_size: int = 256,
+        max_db_bytes: int | None = None,
+    ) -> None:
+        self._path = db_path
+        self._files = files_dir
+        self._inline_limit = inline_limit
+        self._clock = clock
+        self._batch_size = batch_size
+        self._max_db_bytes = max_db_bytes  # a hard cap: past it, writes fail as disk full
+        self._writer: _Writer | None = None
+
+    async def open(self) -> None:
+        writer = _Writer(
+            self._path, batch_size=self._batch_size, batch_delay=self.BATCH_DELAY,
+            max_db_bytes=self._max_db_bytes,
+        )
+        try:
+            await asyncio.wrap_future(writer.start())
+        except BaseException:
+            writer.submit(_Kind.STOP, None, durable=True, what="close")  # if it did open
+            await asyncio.to_thread(writer.join)
+            raise
+        await asyncio.to_thread(self._files.mkdir, parents=True, exist_ok=True)
+        self._writer = writer
+        log.info("store_opened", path=str(self._path), jobs=await self.count())
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        op = writer.submit(_Kind.STOP, None, durable=True, what="close")
+        await asyncio.wrap_future(op.future)
+        await asyncio.to_thread(writer.join)
+        log.info("store_closed", path=str(self._path), commits=writer.commits)
+
+    async def flush(self) -> None:
+        """Commit every write queued so far."""
+        await self._submit(_Kind.FLUSH, None, durable=True, what="flush")
+
+    async def add(self, job: Job, input_blob: bytes, *, durable: bool = True) -> None:
+        """Record a new job and its input; sets ``job.input_size``."""
+        job.input_size = len(input_blob)
+        row = job.to_row()
+        row.update(await self._place(job.id, "input", input_blob), result=None, result_file=0)
+        try:
+            await self._write(partial(_insert, row), durable, f"record job {job.id}")
+        except StorageError:
+            await asyncio.to_thread(_remove, self._job_dir(job.id))
+            raise
+
+    async def update(self, job: Job, *, durable: bool = False) -> None:
+        """Record status, progress, message and timestamps."""
+        await self._write(partial(_update, job.to_row()), durable, f"update job {job.id}")
+
+    async def finish(self, job: Job, result_blob: bytes | None, *, durable: bool = True) -> None:
+        """Record the final state and result; sets ``job.result_size``."""
+        if not job.is_finished:
+            raise Conflict(f"job {job.id} is {job.status.value}, not finished", job=job.id)
+        job.result_size = 0 if result_blob is None else len(result_blob)
+        row = job.to_row()
+        row.update(await self._place(job.id, "result", result_blob))
+        try:
+            await self._write(partial(_finish, row), durable, f"finish job {job.id}")
+        except StorageError:
+            await asyncio.to_thread(_remove, self._job_dir(job.id) / "result.bin")
+            raise
+
+    async def get(self, job_id: str) -> Job:
+        return await self._read(partial(_select_job, job_id), f"read job {job_id}")
+
+    async def result(self, job_id: str) -> bytes | None:
+        """The result blob exactly as stored, None if there is none (yet)."""
+        return await self._blob(job_id, "result")
+
+    async def input(self, job_id: str) -> bytes:
+        blob = await self._blob(job_id, "input")
+        return b"" if blob is None else blob
+
+    async def list(
+        self, *, pts: str | None = None, status: Status | None = None, limit: int = 100,
+        offset: int = 0,
+    ) -> JobList:
+        """Jobs matching the filters, newest first."""
+        where, params = _where(pts, status)
+        sql = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs {where} "
+            "ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?"
+        )
+        query = partial(_select_jobs, sql, [*params, limit, offset])
+        return await self._read(query, "list jobs")
+
+    async def count(self, *, pts: str | None = None, status: Status | None = None) -> int:
+        where, params = _where(pts, status)
+        query = partial(_scalar, f"SELECT COUNT(*) FROM jobs {where}", params)
+        return int(await self._read(query, "count jobs"))
+
+    async def delete(self, job_id: str) -> None:
+        """Remove a finished job's record and files."""
+        await self._write(partial(_delete, job_id), True, f"delete job {job_id}")
+        await asyncio.to_thread(_remove, self._job_dir(job_id))
+
+    async def recover(
+        self, now: float, *, requeue: Callable[[str], bool] = lambda pts: False
+    ) -> tuple[JobList, JobList]:
+        """After a restart: unfinished jobs fail, or go back to accepted where ``requeue(pts)``.
+
+        Returns ``(failed, requeued)``, each oldest first.
+        """
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE NOT {_FINISHED_SQL} ORDER BY created"
+        jobs = await self._read(partial(_select_jobs, sql, []), "read unfinished jobs")
+        failed: JobList = []
+        requeued: JobList = []
+        for job in jobs:
+            if requeue(job.pts):
+                job.requeue(now)
+                requeued.append(job)
+            else:
+                was = job.status.value
+                job.fail(now, RESTART_REASON, f"the daemon restarted while the job was {was}")
+                failed.append(job)
+        if jobs:
+            rows = [job.to_row() for job in jobs]
+            await self._write(partial(_update_all, rows), True, "recover unfinished jobs")
+        log.info("store_recovered", failed=len(failed), requeued=len(requeued))
+        return failed, requeued
+
+    async def cleanup(self, *, max_age: float | None, max_bytes: int | None) -> int:
+        """Delete finished jobs older than ``max_age`` seconds, then the oldest finished ones
+        until inputs and results total at most ``max_bytes``. Returns how many went."""
+        cutoff = None if max_age is None else self._clock() - max_age
+        removed = await self._write(
+            partial(_cleanup, cutoff, max_bytes), True, "clean up finished jobs"
+        )
+        await asyncio.to_thread(_remove_all, [self._job_dir(i) for i, files in removed if files])
+        log.info("store_cleaned", deleted=len(removed), max_age=max_age, max_bytes=max_bytes)
+        return len(removed)
+
+    def stats(self) -> dict[str, Any]:
+        writer = self._writer
+        if writer is None:
+            return {"open": False}
+        return {
+            "open": True,
+            "queued": writer.queued,
+            "pending": writer.pending,
+            "commits": writer.commits,
+            "write_errors": writer.write_errors,
+            "lost": writer.lost,
+        }
+
+    async def _submit(self, kind: _Kind, fn: SqlFn[T] | None, *, durable: bool, what: str) -> T:
+        if self._writer is None:
+            raise StorageError(f"job store {self._path} is not open")
+        op = self._writer.submit(kind, fn, durable=durable, what=what)
+        result: T = await asyncio.wrap_future(op.future)
+        return result
+
+    async def _read(self, fn: SqlFn[T], what: str) -> T:
+        return await self._submit(_Kind.READ, fn, durable=False, what=what)
+
+    async def _write(self, fn: SqlFn[T], durable: bool, what: str) -> T:
+        return await self._submit(_Kind.WRITE, fn, durable=durable, what=what)
+
+    def _job_dir(self, job_id: str) -> Path:
+        return self._files / job_id
+
+    async def _place(self, job_id: str, name: str, blob: bytes | None) -> dict[str, Any]:
+        """Columns for one blob: inline, or written to a file before its row commits."""
+        if blob is None or len(blob) <= self._inline_limit:
+            return {name: blob, f"{name}_file": 0}
+        await asyncio.to_thread(_write_blob, self._job_dir(job_id) / f"{name}.bin", blob)
+        return {name: None, f"{name}_file": 1}
+
+    async def _blob(self, job_id: str, name: str) -> bytes | None:
+        blob, in_file = await self._read(partial(_select_blob, job_id, name), f"read {name}")
+        if not in_file:
+            return blob
+        return await asyncio.to_thread(_read_blob, self._job_dir(job_id) / f"{name}.bin")
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, sqlite3.Error) and not isinstance(exc, DaemonError):
+        error = StorageError(f"job store could not {what}: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+# --- SQL, run on the writer thread -------------------------------------------------------
+
+
+def _insert(row: dict[str, Any], conn: sqlite3.Connection) -> None:
+    if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (row["id"],)).fetchone() is not None:
+        raise Conflict(f"job {row['id']} exists already", job=row["id"])
+    columns = ", ".join(row)
+    values = ", ".join(f":{c}" for c in row)
+    conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({values})", row)
+
+
+def _update(row: dict[str, Any], conn: sqlite3.Connection) -> None:
+    cursor = conn.execute(f"UPDATE jobs SET {_STATE_SQL} WHERE id = :id", row)
+    if cursor.rowcount == 0:
+        raise NotFound(f"no job {row['id']}", job=row["id"])
+
+
+def _update_all(rows: Iterable[dict[str, Any]], conn: sqlite3.Connection) -> None:
+    conn.executemany(f"UPDATE jobs SET {_STATE_SQL} WHERE id = :id", rows)
+
+
+def _finish(row: dict[str, Any], conn: sqlite3.Connection) -> None:
+    sql = (
+        f"UPDATE jobs SET {_STATE_SQL}, result = :result, result_file = :result_file, "
+        "result_size = :result_size WHERE id = :id"
+    )
+    if conn.execute(sql, row).rowcount == 0:
+        raise NotFound(f"no job {row['id']}", job=row["id"])
+
+
+def _select_job(job_id: str, conn: sqlite3.Connection) -> Job:
+    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no job {job_id}", job=job_id)
+    return Job.from_row(row)
+
+
+def _select_jobs(sql: str, params: list[Any], conn: sqlite3.Connection) -> list[Job]:
+    return [Job.from_row(row) for row in conn.execute(sql, params)]
+
+
+def _scalar(sql: str, params: list[Any], conn: sqlite3.Connection) -> Any:
+    return conn.execute(sql, params).fetchone()[0]
+
+
+def _select_blob(job_id: str, name: str, conn: sqlite3.Connection) -> tuple[bytes | None, bool]:
+    sql = f"SELECT {name}, {name}_file FROM jobs WHERE id = ?"  # name is "input" or "result"
+    row = conn.execute(sql, (job_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no job {job_id}", job=job_id)
+    return row[0], bool(row[1])
+
+
+def _delete(job_id: str, conn: sqlite3.Connection) -> None:
+    row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no job {job_id}", job=job_id)
+    if Status(row[0]) not in FINISHED:
+        raise Conflict(f"job {job_id} is {row[0]}: cancel it before deleting", job=job_id)
+    conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+
+def _cleanup(
+    cutoff: float | None, max_bytes: int | None, conn: sqlite3.Connection
+) -> list[tuple[str, bool]]:
+    """Delete by age, then oldest first by size; returns (id, had files) of each deleted."""
+    columns = "id, input_file OR result_file, input_size + result_size"
+    oldest = f"SELECT {columns} FROM jobs WHERE {_FINISHED_SQL} ORDER BY finished, rowid"
+    victims: list[tuple[str, bool]] = []
+    if cutoff is not None:
+        sql = f"SELECT {columns} FROM jobs WHERE {_FINISHED_SQL} AND finished < ?"
+        victims += [(r[0], bool(r[1])) for r in conn.execute(sql, (cutoff,))]
+        conn.executemany("DELETE FROM jobs WHERE id = ?", [(v[0],) for v in victims])
+    if max_bytes is not None:
+        total = _scalar("SELECT COALESCE(SUM(input_size + result_size), 0) FROM jobs", [], conn)
+        by_size: list[tuple[str, bool]] = []
+        for job_id, files, size in conn.execute(oldest).fetchall():
+            if total <= max_bytes:
+                break
+            by_size.append((job_id, bool(files)))
+            total -= size
+        conn.executemany("DELETE FROM jobs WHERE id = ?", [(v[0],) for v in by_size])
+        victims += by_size
+    return victims
+
+
+def _where(pts: str | None, status: Status | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if pts is not None:
+        clauses.append("pts = ?")
+        params.append(pts)
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(Status(status).value)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+# --- blob files, run in worker threads ---------------------------------------------------
+
+
+def _write_blob(path: Path, data: bytes) -> None:
+    """Write, fsync and rename into place, so a committed row never sees a partial file."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        for directory in (path.parent, path.parent.parent):
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc}") from exc
+
+
+def _read_blob(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from exc
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _remove_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        _remove(path)

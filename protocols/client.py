@@ -1,0 +1,308 @@
+"""The PNS client library: call a daemon's operations over ZeroMQ.
+
+One implementation, two flavours. :class:`_Session` is the sans-I/O core: it encodes
+requests, matches replies to callers by message id and turns ``error`` replies into typed
+:class:`RemoteError`. :class:`AsyncClient` drives it with a zmq.asyncio DEALER and one reader
+task; :class:`Client` drives it with a blocking DEALER. Both keep many requests in flight on one
+socket and give every call a timeout. Owns sockets; never decides what a reply means beyond
+success or error. Python 3.8 compatible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+
+import zmq
+import zmq.asyncio
+
+from protocols.codec import DEFAULT_MAX_BYTES, Codec, Message, new_message_id
+from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, PnsError, RemoteError
+from protocols.messages import ERROR, JOB_EVENT, reply_type, request_type
+
+DEFAULT_TIMEOUT = 30.0
+CONNECT_WAIT = 2.0    # how long a send waits for the connection before "unavailable"
+
+
+class _Session:
+    """Encoding and reply matching shared by both flavours; owns no socket."""
+
+    def __init__(self, key: bytes, *, max_bytes: int, skew: float) -> None:
+        # Replies are matched against pending ids, so a replayed reply finds no caller; the
+        # id memory of the replay guard is only needed on the daemon side.
+        self.codec = Codec(key, max_bytes=max_bytes, skew=skew, guard_replay=False)
+
+    def request(self, op: str, body: Any) -> Tuple[str, List[bytes]]:
+        msg_id = new_message_id()
+        return msg_id, self.codec.encode(request_type(op), body, msg_id=msg_id)
+
+    def read(self, frames: Sequence[bytes]) -> Optional[Message]:
+        """Decode a reply; None for frames that cannot be trusted (they answer nobody)."""
+        try:
+            return self.codec.decode(frames)
+        except PnsError:
+            return None
+
+    @staticmethod
+    def outcome(op: str, message: Message) -> Any:
+        """The reply's body, or raise the remote error it carries."""
+        if message.type == ERROR:
+            raise RemoteError.from_body(message.body)
+        if message.type != reply_type(op):
+            raise RemoteError(
+                ErrorCode.MALFORMED, "expected %s, got %s" % (reply_type(op), message.type)
+            )
+        return message.body
+
+
+def _dealer(socket: zmq.Socket, endpoint: str, max_bytes: int) -> None:
+    socket.setsockopt(zmq.LINGER, 0)
+    # Queue nothing for a daemon that is not connected: a send fails at once instead, and the
+    # caller learns the daemon is unavailable rather than waiting out its timeout.
+    socket.setsockopt(zmq.IMMEDIATE, 1)
+    socket.setsockopt(zmq.MAXMSGSIZE, max_bytes + 2**20)
+    socket.setsockopt(zmq.SNDHWM, 100_000)
+    socket.setsockopt(zmq.RCVHWM, 100_000)
+    socket.connect(endpoint)
+
+
+def _unavailable(endpoint: str) -> RemoteError:
+    return RemoteError(ErrorCode.UNAVAILABLE, "daemon at %s is not reachable" % endpoint)
+
+
+class AsyncClient:
+    """asyncio client; safe to share between tasks of one event loop."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        key: bytes = b"",
+        timeout: float = DEFAULT_TIMEOUT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        skew: float = 60.0,
+        context: Optional[zmq.asyncio.Context] = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._session = _Session(key, max_bytes=max_bytes, skew=skew)
+        self._own_context = context is None
+        self._context = context or zmq.asyncio.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        _dealer(self._socket, endpoint, max_bytes)
+        # Non-blocking sends and drains go straight to the socket, skipping a future each.
+        self._direct = zmq.Socket.shadow(self._socket.underlying)
+        self._pending = {}  # type: Dict[str, asyncio.Future[Message]]
+        self._streams = {}  # type: Dict[str, asyncio.Queue[Message]]
+        self._reader = None  # type: Optional[asyncio.Task[None]]
+        self._closed = False
+
+    async def call(self, op: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
+        """Send one request and return the reply's body; raise RemoteError or ClientTimeout."""
+        msg_id, frames = self._send_prepare(op, body)
+        future = asyncio.get_running_loop().create_future()  # type: asyncio.Future[Message]
+        self._pending[msg_id] = future
+        try:
+            await self._send(frames)
+            message = await asyncio.wait_for(future, self.timeout if timeout is None else timeout)
+        except asyncio.TimeoutError:
+            raise ClientTimeout("no reply to %s within the timeout" % op) from None
+        finally:
+            self._pending.pop(msg_id, None)
+        return _Session.outcome(op, message)
+
+    async def stream(
+        self, op: str, body: Any = None, *, timeout: Optional[float] = None
+    ) -> AsyncIterator[Any]:
+        """Yield the bodies of the events a streaming request produces, then end on its reply.
+
+        ``timeout`` bounds the wait for each next event, not the whole stream.
+        """
+        msg_id, frames = self._send_prepare(op, body)
+        queue = asyncio.Queue()  # type: asyncio.Queue[Message]
+        self._streams[msg_id] = queue
+        limit = self.timeout if timeout is None else timeout
+        try:
+            await self._send(frames)
+            while True:
+                try:
+                    message = await asyncio.wait_for(queue.get(), limit)
+                except asyncio.TimeoutError:
+                    raise ClientTimeout("no event from %s within the timeout" % op) from None
+                if message.type != JOB_EVENT:
+                    _Session.outcome(op, message)
+                    return
+                yield message.body
+        finally:
+            self._streams.pop(msg_id, None)
+
+    def _send_prepare(self, op: str, body: Any) -> Tuple[str, List[bytes]]:
+        if self._closed:
+            raise ClientClosed("client is closed")
+        if self._reader is None:
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+        return self._session.request(op, body)
+
+    async def _send(self, frames: List[bytes]) -> None:
+        try:
+            self._direct.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            return
+        except zmq.Again:
+            pass
+        # Not connected (yet): give the connection a moment, then report the daemon absent.
+        if not await self._socket.poll(int(CONNECT_WAIT * 1000), zmq.POLLOUT):
+            raise _unavailable(self.endpoint)
+        try:
+            self._direct.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            raise _unavailable(self.endpoint) from None
+
+    async def _read(self) -> None:
+        direct = self._direct
+        while True:
+            self._deliver(await self._socket.recv_multipart())
+            # Drain what is already queued without going back through the event loop.
+            while True:
+                try:
+                    frames = direct.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._deliver(frames)
+
+    def _deliver(self, frames: List[bytes]) -> None:
+        message = self._session.read(frames)
+        if message is None or message.re is None:
+            return
+        queue = self._streams.get(message.re)
+        if queue is not None:
+            queue.put_nowait(message)
+            return
+        future = self._pending.get(message.re)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ClientClosed("client closed"))
+        self._socket.close(linger=0)
+        if self._own_context:
+            self._context.term()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class Pending:
+    """A request sent by the blocking client whose reply is collected later."""
+
+    def __init__(self, client: "Client", op: str, msg_id: str) -> None:
+        self._client = client
+        self.op = op
+        self.msg_id = msg_id
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        return self._client._wait(self, timeout)
+
+
+class Client:
+    """Blocking client for one thread; ``send`` many, then collect each ``Pending.result``."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        key: bytes = b"",
+        timeout: float = DEFAULT_TIMEOUT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        skew: float = 60.0,
+        context: Optional[zmq.Context] = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._session = _Session(key, max_bytes=max_bytes, skew=skew)
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        _dealer(self._socket, endpoint, max_bytes)
+        self._arrived = {}  # type: Dict[str, List[Message]]
+        self._waiting = set()  # type: Set[str]
+
+    def call(self, op: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
+        return self.send(op, body).result(timeout)
+
+    def send(self, op: str, body: Any = None) -> Pending:
+        msg_id, frames = self._session.request(op, body)
+        # Not connected (yet): give the connection a moment, then report the daemon absent.
+        if not self._socket.poll(int(CONNECT_WAIT * 1000), zmq.POLLOUT):
+            raise _unavailable(self.endpoint)
+        try:
+            self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            raise _unavailable(self.endpoint) from None
+        self._waiting.add(msg_id)
+        return Pending(self, op, msg_id)
+
+    def stream(
+        self, op: str, body: Any = None, *, timeout: Optional[float] = None
+    ) -> Iterator[Any]:
+        """Yield event bodies of a streaming request; ``timeout`` bounds each wait."""
+        pending = self.send(op, body)
+        try:
+            while True:
+                message = self._next_for(pending.msg_id, timeout)
+                if message.type != JOB_EVENT:
+                    _Session.outcome(op, message)
+                    return
+                yield message.body
+        finally:
+            self._forget(pending.msg_id)
+
+    def _wait(self, pending: Pending, timeout: Optional[float]) -> Any:
+        try:
+            message = self._next_for(pending.msg_id, timeout)
+        finally:
+            self._forget(pending.msg_id)
+        return _Session.outcome(pending.op, message)
+
+    def _forget(self, msg_id: str) -> None:
+        self._waiting.discard(msg_id)
+        self._arrived.pop(msg_id, None)
+
+    def _next_for(self, msg_id: str, timeout: Optional[float]) -> Message:
+        """The next message answering ``msg_id``, keeping others for their own callers."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not self._arrived.get(msg_id):
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._socket.poll(int(left * 1000) + 1):
+                raise ClientTimeout("no reply within the timeout")
+            message = self._session.read(self._socket.recv_multipart())
+            if message is not None and message.re in self._waiting:
+                self._arrived.setdefault(message.re, []).append(message)
+        queue = self._arrived[msg_id]
+        message = queue.pop(0)
+        if not queue:
+            del self._arrived[msg_id]
+        return message
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+        if self._own_context:
+            self._context.term()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
