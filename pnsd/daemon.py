@@ -36,7 +36,7 @@ from protocols.codec import Codec
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE = 10.0     # seconds running jobs get to finish on SIGTERM
-DEMO_SCRIPTS = ("initPTS", "configPTS", "runPTS", "cleanPTS")
+DEMO_SCRIPTS = ("initPTS", "configPTS", "runPTS", "cleanPTS", "sleepPTS")
 
 
 class Daemon:

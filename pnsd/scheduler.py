@@ -97,7 +97,7 @@ class Scheduler:
         async with generation.slot():
             live.task = asyncio.current_task()
             self._live[live.job.id] = live
-            self.store.add_nowait(live.job, pack(data))
+            await self.store.add(live.job, pack(data), durable=False)
             try:
                 await self._execute(generation, live, data, limit)
             finally:
@@ -147,7 +147,7 @@ class Scheduler:
                 live.result = await generation.host.run(data, timeout=limit, ctx=live.ctx)
             except asyncio.CancelledError:
                 if not self._absorb_cancel(live):
-                    self._abandon(live)
+                    await self._abandon(live)
                     raise
                 raise Cancelled("cancelled on request") from None
             blob = pack(live.result)
@@ -162,10 +162,7 @@ class Scheduler:
         else:
             job.succeed(self.clock())
         live.events.status(job)
-        if job.sync:
-            self.store.finish_nowait(job, blob)
-        else:
-            await self.store.finish(job, blob, durable=True)
+        await self.store.finish(job, blob, durable=not job.sync)
         log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
                  reason=job.reason or None, seconds=round(self.clock() - job.created, 6))
 
@@ -177,13 +174,13 @@ class Scheduler:
             return False
         return task.uncancel() == 0
 
-    def _abandon(self, live: LiveJob) -> None:
+    async def _abandon(self, live: LiveJob) -> None:
         """The daemon is stopping under this run: record it as failed, without waiting."""
         job = live.job
         if not job.is_finished:
             job.fail(self.clock(), ErrorCode.UNAVAILABLE, "the daemon stopped during the run")
             live.events.status(job)
-            self.store.finish_nowait(job, None)
+            await self.store.finish(job, None, durable=False)
 
     def _retire(self, live: LiveJob) -> None:
         live.done.set()

@@ -4,9 +4,10 @@ Owns the database file (WAL, ``synchronous=NORMAL``, schema versioned by ``user_
 the per-job blob directory and the one writer thread that holds the SQLite connection. Every
 statement runs on that thread; asyncio callers await futures. Writes are group-committed: a
 durable write returns only after its transaction committed, a non-durable one once it is
-applied to the open transaction, which commits when a durable write arrives, the batch is
-full or a few milliseconds have passed. Blobs are opaque bytes (msgpack from the caller): the
-store must not decode them, must not run jobs and must never block the event loop.
+queued (its failure is only logged and counted); the open transaction commits when a
+durable write arrives, the batch is full or a few milliseconds have passed. Blobs are opaque
+bytes (msgpack from the caller): the store must not decode them, must not run jobs and must
+never block the event loop.
 """
 
 from __future__ import annotations
@@ -195,8 +196,8 @@ class _Writer:
                 if conn.in_transaction:
                     conn.execute("RELEASE op")
         except Exception as exc:
-            if isinstance(exc, sqlite3.Error):
-                self.write_errors += 1
+            self.write_errors += 1
+            if not op.durable or isinstance(exc, sqlite3.Error):  # else the caller reports it
                 log.warning("store_write_failed", what=op.what, error=str(exc))
             op.future.set_exception(_translate(exc, op.what))
             if not conn.in_transaction and self._applied:
@@ -311,6 +312,7 @@ class JobStore:
     """Job records in SQLite at ``db_path``; blobs over ``inline_limit`` under ``files_dir``."""
 
     BATCH_DELAY = 0.005  # seconds a non-durable write may wait for its commit
+    MAX_BACKLOG = 10_000  # queued ops past which non-durable writes wait (back-pressure)
 
     def __init__(
         self,
@@ -331,6 +333,8 @@ class JobStore:
         self._writer: _Writer | None = None
 
     async def open(self) -> None:
+        if self._writer is not None:
+            raise StorageError(f"job store {self._path} is open already")
         writer = _Writer(
             self._path, batch_size=self._batch_size, batch_delay=self.BATCH_DELAY,
             max_db_bytes=self._max_db_bytes,
@@ -449,14 +453,17 @@ class JobStore:
         """Delete finished jobs older than ``max_age`` seconds, then the oldest finished ones
         until inputs and results total at most ``max_bytes``. Returns how many went."""
         cutoff = None if max_age is None else self._clock() - max_age
-        removed = await self._write(
-            partial(_cleanup, cutoff, max_bytes), True, "clean up finished jobs"
+        removed = await self._submit(
+            _Kind.WRITE, partial(_cleanup, cutoff, max_bytes), durable=True,
+            what="clean up finished jobs",
         )
         await asyncio.to_thread(_remove_all, [self._job_dir(i) for i, files in removed if files])
         log.info("store_cleaned", deleted=len(removed), max_age=max_age, max_bytes=max_bytes)
         return len(removed)
 
     def stats(self) -> dict[str, Any]:
+        """Cheap counters: ops queued, writes applied but not committed (pending), commits,
+        failed writes, and non-durable writes lost with a failed commit."""
         writer = self._writer
         if writer is None:
             return {"open": False}
@@ -469,18 +476,25 @@ class JobStore:
             "lost": writer.lost,
         }
 
-    async def _submit(self, kind: _Kind, fn: SqlFn[T] | None, *, durable: bool, what: str) -> T:
+    def _queue(self, kind: _Kind, fn: SqlFn[Any] | None, *, durable: bool, what: str) -> _Op:
         if self._writer is None:
             raise StorageError(f"job store {self._path} is not open")
-        op = self._writer.submit(kind, fn, durable=durable, what=what)
+        return self._writer.submit(kind, fn, durable=durable, what=what)
+
+    async def _submit(self, kind: _Kind, fn: SqlFn[T] | None, *, durable: bool, what: str) -> T:
+        op = self._queue(kind, fn, durable=durable, what=what)
         result: T = await asyncio.wrap_future(op.future)
         return result
 
     async def _read(self, fn: SqlFn[T], what: str) -> T:
         return await self._submit(_Kind.READ, fn, durable=False, what=what)
 
-    async def _write(self, fn: SqlFn[T], durable: bool, what: str) -> T:
-        return await self._submit(_Kind.WRITE, fn, durable=durable, what=what)
+    async def _write(self, fn: SqlFn[Any], durable: bool, what: str) -> None:
+        """Durable: return once committed. Otherwise return once queued (a failure is logged
+        and counted, nobody waits for it), unless the writer is far behind: then wait."""
+        op = self._queue(_Kind.WRITE, fn, durable=durable, what=what)
+        if durable or (self._writer is not None and self._writer.queued > self.MAX_BACKLOG):
+            await asyncio.wrap_future(op.future)
 
     def _job_dir(self, job_id: str) -> Path:
         return self._files / job_id

@@ -5,16 +5,16 @@ running a command in its own process group with capped output capture, and killi
 group on timeout, cancellation, stop, or when children outlive the command. It must not queue,
 record jobs or decide concurrency: the registry above does that.
 
-The low-level ``loop.subprocess_exec`` with a protocol is used rather than
-``asyncio.create_subprocess_exec``: in Python 3.11 ``Process.wait()`` only returns once every
-pipe is closed, which a grandchild holding stdout open can delay forever, and closing the pipes
-of a ``Process`` needs private attributes. The protocol learns about the exit at once, caps
-output as it arrives, and the transport can be closed through public API.
+Why ``loop.subprocess_exec`` with a protocol, not ``asyncio.create_subprocess_exec``: in 3.11
+``Process.wait()`` returns only once every pipe is closed (a grandchild holding stdout delays it
+forever) and closing a ``Process``'s pipes needs private attributes. The protocol sees the exit
+at once, caps output as it arrives, and its transport closes through public API.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import shutil
@@ -79,22 +79,26 @@ class ProcessHost:
             raise
         self._state = HostState("ready")
 
-    async def run(self, data: Any, *, timeout: float, ctx: RunContext) -> dict[str, Any]:
+    async def run(
+        self, data: Any, *, timeout: float, ctx: RunContext,  # noqa: ASYNC109 - Host contract
+    ) -> dict[str, Any]:
         self._require_ready()
         files = _validate_inputs(data, self.spec.inputs)
         job_dir = await asyncio.to_thread(_make_job_dir, self._work_dir, ctx.job_id, files)
         try:
             capture = await self._execute(
-                "run", self._commands["run"], cwd=job_dir, timeout=timeout, ctx=ctx)
-            outputs: dict[str, str | bytes] = {}
+                "run", self._commands["run"], cwd=job_dir, seconds=timeout, ctx=ctx)
+            outputs: dict[str, str | bytes] | None = {}
             if capture.returncode == 0:
-                outputs = await asyncio.to_thread(
-                    _read_outputs, job_dir / "output", self.spec.outputs, self._max_output)
-            return _checked("run", capture.result(outputs))
+                outputs = await asyncio.to_thread(_read_files, job_dir / "output",
+                                                  self.spec.outputs, self._max_output, "output")
+            return _checked("run", capture.result(outputs or {}))
         finally:
             await self._retire(job_dir)
 
-    async def hook(self, name: str, *, timeout: float) -> dict[str, Any] | None:
+    async def hook(
+        self, name: str, *, timeout: float,  # noqa: ASYNC109 - the Host contract's signature
+    ) -> dict[str, Any] | None:
         if name not in HOOKS:
             raise BadRequest(f"unknown hook {name!r}; expected one of {', '.join(HOOKS)}")
         self._require_ready()
@@ -104,7 +108,7 @@ class ProcessHost:
         if name == "init":
             await asyncio.to_thread(_make_exchange_dirs, self._pts_dir)
         cwd = self._last_run or self._pts_dir
-        capture = await self._execute(name, argv, cwd=cwd, timeout=timeout, ctx=None)
+        capture = await self._execute(name, argv, cwd=cwd, seconds=timeout, ctx=None)
         return _checked(name, capture.result({}))
 
     async def stop(self, *, grace: float) -> None:
@@ -125,8 +129,6 @@ class ProcessHost:
     def last_run_dir(self) -> Path | None:
         """The most recent finished job dir (what the reference API shows as input/output)."""
         return self._last_run
-
-    # -- internals ---------------------------------------------------------------------------
 
     def _require_ready(self) -> None:
         if self._state.state != "ready":
@@ -166,7 +168,7 @@ class ProcessHost:
         return (str(found), *argv[1:])
 
     async def _execute(
-        self, op: str, argv: tuple[str, ...], *, cwd: Path, timeout: float,
+        self, op: str, argv: tuple[str, ...], *, cwd: Path, seconds: float,
         ctx: RunContext | None,
     ) -> _Capture:
         """Run ``argv`` to its end (or kill its group) and return what it printed."""
@@ -175,7 +177,7 @@ class ProcessHost:
         started = time.monotonic()
         log.info("process_started", pts=self.spec.name, op=op, pid=pgid, command=list(argv))
         try:
-            ending = await _wait_exit(capture, timeout, ctx)
+            ending = await _wait_exit(capture, seconds, ctx)
             if ending == "exited":
                 await _reap_leftovers(pgid, capture)
             else:
@@ -191,8 +193,8 @@ class ProcessHost:
         elapsed = round(time.monotonic() - started, 3)
         if ending != "exited":
             log.warning("process_timeout", pts=self.spec.name, op=op, pid=pgid, reason=ending,
-                        timeout=timeout, returncode=capture.returncode)
-            _raise_unfinished(op, ending, timeout, capture)
+                        timeout=seconds, returncode=capture.returncode)
+            _raise_unfinished(op, ending, seconds, capture)
         log.info("process_finished", pts=self.spec.name, op=op, pid=pgid, seconds=elapsed,
                  returncode=capture.returncode, truncated=capture.truncated)
         return capture
@@ -291,20 +293,20 @@ def _checked(op: str, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _raise_unfinished(op: str, ending: str, timeout: float, capture: _Capture) -> NoReturn:
+def _raise_unfinished(op: str, ending: str, seconds: float, capture: _Capture) -> NoReturn:
     details = capture.result({})
     del details["outputs"]
     if ending == "cancelled":
         raise Cancelled(f"{op} cancelled", **details)
-    raise RunTimeout(f"{op} exceeded {timeout} s", **details)
+    raise RunTimeout(f"{op} exceeded {seconds} s", **details)
 
 
 # -- process groups ------------------------------------------------------------------------------
 
-async def _wait_exit(capture: _Capture, timeout: float, ctx: RunContext | None) -> str:
+async def _wait_exit(capture: _Capture, seconds: float, ctx: RunContext | None) -> str:
     """'exited', 'timeout' or 'cancelled' (the caller set ``ctx.cancelled``)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     while not capture.exited.done():
         remaining = deadline - loop.time()
         if remaining <= 0:
@@ -339,10 +341,9 @@ async def _stop_group(pgid: int, capture: _Capture, grace: float) -> None:
 
 
 def _signal_group(pgid: int, signum: int) -> None:
-    try:
+    # gone already (a PermissionError means the id now belongs to someone else)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass   # gone already (a PermissionError means the id now belongs to someone else)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -424,24 +425,17 @@ def _make_exchange_dirs(base: Path) -> None:
         (base / sub).mkdir(parents=True, exist_ok=True)
 
 
-def _read_outputs(
-    path: Path, names: Iterable[str] | None, max_bytes: int,
-) -> dict[str, str | bytes]:
-    files = _read_files(path, names, max_bytes, label="output")
-    return files if files is not None else {}
-
-
 def read_dir_files(path: Path, *, max_bytes: int) -> dict[str, str | bytes] | None:
     """``{name: content}`` of the regular files in ``path``; None when the dir is missing.
 
     Content is text when it decodes as UTF-8, else bytes. Symlinks are never followed; a file
     bigger than ``max_bytes`` raises :class:`PtsFailed`. Blocking: call it in a thread.
     """
-    return _read_files(path, None, max_bytes, label="file")
+    return _read_files(path, None, max_bytes, "file")
 
 
 def _read_files(
-    path: Path, names: Iterable[str] | None, max_bytes: int, *, label: str,
+    path: Path, names: Iterable[str] | None, max_bytes: int, label: str,
 ) -> dict[str, str | bytes] | None:
     try:
         dir_fd = os.open(path, _DIR_FLAGS)

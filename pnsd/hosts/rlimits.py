@@ -40,10 +40,9 @@ def rlimit_settings(limits: Limits) -> list[RlimitSetting]:
         wanted.append((resource.RLIMIT_NOFILE, limits.open_files, limits.open_files))
     settings: list[RlimitSetting] = []
     for res, soft, hard in wanted:
-        _, current_hard = resource.getrlimit(res)
-        if current_hard != resource.RLIM_INFINITY:
-            hard = min(hard, current_hard)
-        settings.append((res, (min(soft, hard), hard)))
+        _, current = resource.getrlimit(res)
+        capped = hard if current == resource.RLIM_INFINITY else min(hard, current)
+        settings.append((res, (min(soft, capped), capped)))
     return settings
 
 

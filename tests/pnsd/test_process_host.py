@@ -65,14 +65,29 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-async def _wait_for_file(path: Path, deadline: float = 10.0) -> str:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while loop.time() < end:
-        if path.exists() and path.read_text().strip():
-            return path.read_text().strip()
-        await asyncio.sleep(0.01)    # polling a file with a deadline, not sleeping to sync
-    raise AssertionError(f"{path} did not appear within {deadline} s")
+def _marker(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+async def _wait_for_marker(path: Path, deadline: float = 10.0) -> int:
+    """Poll for a file a script writes (a wait on a file with a deadline, not a sleep-sync)."""
+    for _ in range(int(deadline / 0.01)):
+        if text := _marker(path):
+            return int(text)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{path} was not written within {deadline} s")
+
+
+async def _wait_group_gone(pgid: int, deadline: float = 5.0) -> list[int]:
+    """SIGKILL is delivered asynchronously: poll the group with a deadline."""
+    for _ in range(int(deadline / 0.01)):
+        if not _group_members(pgid):
+            break
+        await asyncio.sleep(0.01)
+    return _group_members(pgid)
 
 
 RUN_ECHO = 'cat input/infile > output/outfile; echo "out $(cat input/infile)"; echo err >&2'
@@ -131,7 +146,7 @@ async def test_non_executable_command_is_an_invalid_spec_at_start(tmp_path: Path
     (tmp_path / "pts").mkdir()
     (tmp_path / "pts" / "cleanPTS").write_text("#!/bin/sh\n")
     host = _host(tmp_path, {"run": ["true"], "clean": ["cleanPTS"]})
-    with pytest.raises(InvalidSpec, match="clean command 'cleanPTS' .* not an executable"):
+    with pytest.raises(InvalidSpec, match=r"clean command 'cleanPTS' .* not an executable"):
         await host.start()
 
 
@@ -193,14 +208,11 @@ async def test_cancelling_the_caller_kills_the_group(tmp_path: Path) -> None:
     body = 'echo $$ > "$MARK/pgid"; sleep 60 & sleep 60; wait'
     host = await _started(tmp_path, {"runPTS": body}, {"run": ["runPTS"]})
     task = asyncio.create_task(host.run({}, timeout=30, ctx=RunContext()))
-    pgid = int(await _wait_for_file(tmp_path / "mark" / "pgid"))
+    pgid = await _wait_for_marker(tmp_path / "mark" / "pgid")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    end = asyncio.get_running_loop().time() + 5
-    while _group_members(pgid) and asyncio.get_running_loop().time() < end:
-        await asyncio.sleep(0.01)    # SIGKILL is asynchronous: wait for it with a deadline
-    assert _group_members(pgid) == []
+    assert await _wait_group_gone(pgid) == []
 
 
 @pytest.mark.timeout(20)
@@ -209,7 +221,7 @@ async def test_a_cancelled_context_stops_the_run(tmp_path: Path) -> None:
     host = await _started(tmp_path, {"runPTS": body}, {"run": ["runPTS"]})
     ctx = RunContext()
     task = asyncio.create_task(host.run({}, timeout=30, ctx=ctx))
-    pgid = int(await _wait_for_file(tmp_path / "mark" / "pgid"))
+    pgid = await _wait_for_marker(tmp_path / "mark" / "pgid")
     ctx.cancel()
     with pytest.raises(Cancelled):
         await task
@@ -285,7 +297,7 @@ async def test_stop_kills_running_groups_and_removes_the_work_dir(tmp_path: Path
     body = 'echo $$ > "$MARK/pgid"; sleep 60 & sleep 60; wait'
     host = await _started(tmp_path, {"runPTS": body}, {"run": ["runPTS"]})
     task = asyncio.create_task(host.run({}, timeout=30, ctx=RunContext()))
-    pgid = int(await _wait_for_file(tmp_path / "mark" / "pgid"))
+    pgid = await _wait_for_marker(tmp_path / "mark" / "pgid")
     await host.stop(grace=1)
     assert _group_members(pgid) == []
     with pytest.raises(PtsFailed):
@@ -310,7 +322,7 @@ async def test_hook_runs_in_the_last_run_dir_and_reports_failure(tmp_path: Path)
 async def test_hook_timeout_raises_run_timeout(tmp_path: Path) -> None:
     host = await _started(tmp_path, {"runPTS": "true", "configPTS": "sleep 60"},
                           {"run": ["runPTS"], "config": ["configPTS"]})
-    with pytest.raises(RunTimeout, match="config exceeded 0.5 s"):
+    with pytest.raises(RunTimeout, match=r"config exceeded 0\.5 s"):
         await host.hook("config", timeout=0.5)
 
 

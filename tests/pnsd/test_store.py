@@ -171,7 +171,13 @@ async def test_finish_refuses_an_unfinished_job(store: JobStore) -> None:
 
 async def test_update_of_unknown_job_is_not_found(store: JobStore) -> None:
     with pytest.raises(NotFound):
-        await store.update(Job.create("echo", 1.0), durable=False)
+        await store.update(Job.create("echo", 1.0), durable=True)
+
+
+async def test_failed_non_durable_write_is_counted_not_raised(store: JobStore) -> None:
+    await store.update(Job.create("echo", 1.0), durable=False)
+    await store.flush()
+    assert store.stats()["write_errors"] == 1
 
 
 async def test_adding_the_same_id_twice_is_a_conflict(store: JobStore) -> None:

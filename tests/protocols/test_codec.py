@@ -1,0 +1,147 @@
+"""Codec: framing, blobs, limits and every way a message can be refused."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from protocols.codec import BLOB_THRESHOLD, Codec
+from protocols.errors import ErrorCode, ProtocolError
+from protocols.version import MAGIC
+
+KEY = b"k" * 64
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_round_trip_keeps_type_ids_and_body() -> None:
+    codec = Codec(KEY)
+    body = {"a": [1, 2.5, None, True], "b": b"\x00\xff", "c": {"nested": "text"}}
+    message = Codec(KEY).decode(codec.encode("run.req", body, re="r1"))
+    assert message.type == "run.req" and message.re == "r1" and message.body == body
+
+
+def test_large_bytes_travel_as_blob_frames_and_come_back_identical() -> None:
+    payload = bytes(range(256)) * (BLOB_THRESHOLD // 256 + 1)
+    frames = Codec(KEY).encode("run.req", {"input": [payload, payload[:10]]})
+    assert len(frames) == 5 and frames[4] is payload  # sent as is, not copied
+    assert Codec(KEY).decode(frames).body == {"input": [payload, payload[:10]]}
+
+
+def test_tuples_become_lists_and_unencodable_values_are_a_bad_request() -> None:
+    codec = Codec(KEY)
+    assert Codec(KEY).decode(codec.encode("x", (1, 2))).body == [1, 2]
+    with pytest.raises(ProtocolError) as caught:
+        codec.encode("x", {"f": object()})
+    assert caught.value.code == ErrorCode.BAD_REQUEST
+    assert Codec(KEY).decode(codec.encode("x", {"ok": 1})).body == {"ok": 1}  # packer reset
+
+
+@pytest.mark.parametrize("frames", [
+    [], [MAGIC], [b"nope", b"", b"", b""], [MAGIC, b"", b"\xc1", b""],
+    [MAGIC, b"", msgpack.packb({"v": 1}), b""], [MAGIC, b"", msgpack.packb([1, 2, 3]), b""],
+    [MAGIC, b"", msgpack.packb([1, "", "t", None, 1.0]), b""],
+    [MAGIC, b"", msgpack.packb([1, "i", "t", 5, 1.0]), b""],
+    [MAGIC, b"", msgpack.packb([1, "i", "t", None, "x"]), b""],
+])
+def test_malformed_frames_are_refused(frames: list[bytes]) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        Codec(b"").decode(frames)
+    assert caught.value.code == ErrorCode.MALFORMED
+
+
+def test_undecodable_body_is_malformed_and_names_the_message() -> None:
+    frames = Codec(b"").encode("run.req", {})
+    frames[3] = b"\xc1"
+    with pytest.raises(ProtocolError) as caught:
+        Codec(b"").decode(frames)
+    assert caught.value.code == ErrorCode.MALFORMED
+    assert caught.value.details["type"] == "run.req" and caught.value.details["re"]
+
+
+def test_blob_reference_out_of_range_is_malformed() -> None:
+    frames = Codec(b"").encode("x", {"b": b"y" * BLOB_THRESHOLD})
+    with pytest.raises(ProtocolError) as caught:
+        Codec(b"").decode(frames[:4])
+    assert caught.value.code == ErrorCode.MALFORMED
+
+
+def test_oversized_message_is_too_large_with_the_id_to_answer() -> None:
+    frames = Codec(b"").encode("run.req", {"input": "x" * 2000}, msg_id="m1")
+    with pytest.raises(ProtocolError) as caught:
+        Codec(b"", max_bytes=1000).decode(frames)
+    assert caught.value.code == ErrorCode.TOO_LARGE and caught.value.details["re"] == "m1"
+
+
+def test_signature_is_checked_over_every_frame() -> None:
+    frames = Codec(KEY).encode("run.req", {"x": 1})
+    Codec(KEY).decode(frames)
+    for index in (0, 2, 3):
+        bent = list(frames)
+        bent[index] = bent[index] + b"\x00"
+        with pytest.raises(ProtocolError) as caught:
+            Codec(KEY).decode(bent)
+        assert caught.value.code in (ErrorCode.AUTH, ErrorCode.MALFORMED)
+
+
+def test_wrong_key_and_missing_signature_are_auth_errors() -> None:
+    frames = Codec(b"other" * 10).encode("run.req", {})
+    with pytest.raises(ProtocolError) as wrong:
+        Codec(KEY).decode(frames)
+    unsigned = Codec(b"").encode("run.req", {})
+    with pytest.raises(ProtocolError) as missing:
+        Codec(KEY).decode(unsigned)
+    assert wrong.value.code == missing.value.code == ErrorCode.AUTH
+
+
+def test_signing_off_accepts_any_signature() -> None:
+    frames = Codec(KEY).encode("x", 1)
+    assert Codec(b"").decode(frames).body == 1
+
+
+def test_replayed_and_stale_messages_are_refused() -> None:
+    clock = Clock()
+    sender, receiver = Codec(KEY, clock=clock), Codec(KEY, clock=clock, skew=60)
+    frames = sender.encode("ping.req", {})
+    receiver.decode(frames)
+    with pytest.raises(ProtocolError) as replayed:
+        receiver.decode(frames)
+    assert replayed.value.code == ErrorCode.REPLAY
+    stale = sender.encode("ping.req", {}, ts=clock.now - 61)
+    future = sender.encode("ping.req", {}, ts=clock.now + 61)
+    for message in (stale, future):
+        with pytest.raises(ProtocolError) as caught:
+            receiver.decode(message)
+        assert caught.value.code == ErrorCode.REPLAY
+
+
+def test_replay_memory_outlives_the_window_then_stale_check_takes_over() -> None:
+    clock = Clock()
+    sender, receiver = Codec(KEY, clock=clock), Codec(KEY, clock=clock, skew=10)
+    frames = sender.encode("ping.req", {})
+    receiver.decode(frames)
+    clock.now += 9  # still fresh: must still be remembered after a rotation
+    receiver.decode(sender.encode("ping.req", {}))
+    clock.now += 0.5
+    with pytest.raises(ProtocolError) as caught:
+        receiver.decode(frames)
+    assert caught.value.code == ErrorCode.REPLAY
+    clock.now += 100
+    with pytest.raises(ProtocolError) as stale:
+        receiver.decode(frames)
+    assert "stale" in stale.value.message
+
+
+def test_wrong_version_is_refused_with_version_code() -> None:
+    codec = Codec(b"")
+    frames = codec.encode("ping.req", {})
+    frames[2] = msgpack.packb([99, "id1", "ping.req", None, 1.0])
+    with pytest.raises(ProtocolError) as caught:
+        Codec(b"").decode(frames)
+    assert caught.value.code == ErrorCode.VERSION
