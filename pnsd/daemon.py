@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ import structlog
 import zmq.asyncio
 
 from pnsd import demo
+from pnsd.demo.install import install_scripts
 from pnsd.config import Settings, ensure_home, ipc_socket_path, load_or_create_key
 from pnsd.errors import ConfigError, InvalidSpec
 from pnsd.handlers import Handlers
@@ -36,7 +36,6 @@ from protocols.codec import Codec
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE = 10.0     # seconds running jobs get to finish on SIGTERM
-DEMO_SCRIPTS = ("initPTS", "configPTS", "runPTS", "cleanPTS", "sleepPTS")
 
 
 class Daemon:
@@ -90,7 +89,7 @@ class Daemon:
 
     async def _serve(self) -> None:
         await self.store.recover(time.time())
-        handlers = Handlers(self.registry, self.scheduler)
+        handlers = Handlers(self.registry, self.scheduler, home=self.settings.home)
         handlers.failures = await self.registry.add_all(self.settings.pts.values())
         self.handlers = handlers
         table, streams = handlers.tables()
@@ -173,15 +172,5 @@ class Daemon:
     def _prepare_home(self) -> None:
         ensure_home(self.settings)
         if self.settings.demo:
-            install_demo_scripts(self.settings.home)
+            install_scripts(self.settings.home)
 
-
-def install_demo_scripts(home: Path, *, overwrite: bool = False) -> list[str]:
-    """Copy the packaged hello scripts into ``home`` (only missing ones unless ``overwrite``)."""
-    copied = []
-    for name in DEMO_SCRIPTS:
-        target = home / name
-        if overwrite or not target.exists():
-            shutil.copy2(demo.SCRIPTS_DIR / name, target)
-            copied.append(name)
-    return copied

@@ -7,22 +7,29 @@ operation in :data:`protocols.messages.OPERATIONS` has exactly one handler.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from pnsd.errors import BadRequest, RunTimeout
+from pnsd.demo.install import install_scripts
+from pnsd.errors import BadRequest, NotFound, RunTimeout
 from pnsd.events import summary
 from pnsd.hosts.base import HOOKS
 from pnsd.jobs import Status
-from pnsd.registry import Registry
+from pnsd.hosts.process import ProcessHost, read_dir_files
+from pnsd.registry import Generation, Registry
 from pnsd.scheduler import Scheduler
 from pnsd.server import Handler, StreamHandler
+from pnsd.spec import parse_spec
 from protocols.version import PROTOCOL_VERSION, __version__
 
 WATCH_IDLE = 30.0     # a watch stream with no event for this long ends with a timeout error
 MAX_LIST = 1000
+MAX_SCRIPT = 16 * 2**20       # bytes of a script or mailbox file shown over the protocol
+UPDATABLE = frozenset({"timeout"})
 
 
 @dataclass
@@ -31,6 +38,7 @@ class Handlers:
 
     registry: Registry
     scheduler: Scheduler
+    home: Path
     started: float = field(default_factory=time.time)
     failures: dict[str, str] = field(default_factory=dict)   # PTS that failed to start
 
@@ -69,14 +77,44 @@ class Handlers:
             return {"result": await generation.host.hook(hook, timeout=timeout)}
 
     async def pts_files(self, body: Any) -> Any:
-        generation = self.registry.get(_text(body, "name"))
+        host = _process_host(self.registry.get(_text(body, "name")))
         which = _text(body, "which")
         if which not in ("input", "output"):
             raise BadRequest("which must be input or output")
-        files = getattr(generation.host, "files", None)
-        if files is None:
-            raise BadRequest(f"PTS {generation.spec.name} has no mailbox (not process mode)")
-        return {"files": await files(which)}
+        last = host.last_run_dir()
+        if last is None:
+            return {"files": None}
+        files = await asyncio.to_thread(read_dir_files, last / which, max_bytes=MAX_SCRIPT)
+        return {"files": files}
+
+    async def pts_script(self, body: Any) -> Any:
+        host = _process_host(self.registry.get(_text(body, "name")))
+        hook = _text(body, "hook")
+        if hook not in ("run", *HOOKS):
+            raise BadRequest(f"hook must be one of run, {', '.join(HOOKS)}")
+        argv = host.command(hook)
+        if not argv:
+            return {"text": None, "path": None}
+        path = Path(argv[0])
+        try:
+            text = await asyncio.to_thread(_read_text, path)
+        except OSError as exc:
+            raise NotFound(f"cannot read {path}: {exc.strerror}") from exc
+        return {"text": text, "path": str(path)}
+
+    async def pts_update(self, body: Any) -> Any:
+        current = self.registry.get(_text(body, "name")).spec
+        changes = _get(body, "changes")
+        if not isinstance(changes, Mapping) or set(changes) - UPDATABLE or not changes:
+            raise BadRequest(f"changes must be a map of {', '.join(sorted(UPDATABLE))}")
+        table = current.public() | dict(changes)
+        spec = parse_spec(current.name, {k: v for k, v in table.items()
+                                         if k != "name" and v is not None})
+        generation = await self.registry.replace(spec)
+        return {"spec": generation.spec.public()}
+
+    async def demo_reset(self, body: Any) -> Any:
+        return {"restored": await asyncio.to_thread(install_scripts, self.home, restore=True)}
 
     async def run(self, body: Any) -> Any:
         job, result = await self.scheduler.run(
@@ -149,12 +187,24 @@ class Handlers:
         handlers: dict[str, Handler] = {
             "ping": self.ping, "status": self.status, "pts.list": self.pts_list,
             "pts.describe": self.pts_describe, "pts.hook": self.pts_hook,
-            "pts.files": self.pts_files, "run": self.run, "submit": self.submit,
+            "pts.files": self.pts_files, "pts.script": self.pts_script,
+            "pts.update": self.pts_update, "demo.reset": self.demo_reset, "run": self.run, "submit": self.submit,
             "job.status": self.job_status, "job.result": self.job_result,
             "job.list": self.job_list, "job.cancel": self.job_cancel,
             "job.delete": self.job_delete, "jobs.cleanup": self.jobs_cleanup,
         }
         return handlers, {"job.watch": self.job_watch}
+
+
+def _process_host(generation: Generation) -> ProcessHost:
+    if not isinstance(generation.host, ProcessHost):
+        raise BadRequest(f"PTS {generation.spec.name} is not a process-mode PTS (no mailbox)")
+    return generation.host
+
+
+def _read_text(path: Path) -> str:
+    with path.open("rb") as handle:
+        return handle.read(MAX_SCRIPT).decode(errors="replace")
 
 
 def _get(body: Any, key: str) -> Any:

@@ -86,6 +86,7 @@ class Registry:
         self._factory = factory
         self._current: dict[str, Generation] = {}
         self._counter = 0
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def names(self) -> list[str]:
         return sorted(self._current)
@@ -145,6 +146,20 @@ class Registry:
         await generation.host.stop(grace=2.0)
         log.info("generation_stopped", pts=generation.spec.name, generation=generation.number)
 
+    async def replace(self, spec: PtsSpec, *, drain: float = 30.0) -> Generation:
+        """Start ``spec`` beside the current generation, switch to it, retire the old one.
+
+        If the new generation fails to start, the current one keeps serving and the error
+        propagates. The old generation drains in the background.
+        """
+        generation = await self.start(spec)
+        previous = self.install(generation)
+        if previous is not None:
+            task = asyncio.get_running_loop().create_task(self.retire(previous, drain=drain))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return generation
+
     async def apply(self, specs: Mapping[str, PtsSpec], *, drain: float = 30.0) -> dict[str, str]:
         """Make the registry serve ``specs``: start new and changed PTS, retire removed ones.
 
@@ -173,6 +188,8 @@ class Registry:
         return outcome
 
     async def stop_all(self, *, grace: float) -> None:
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         generations = list(self._current.values())
         self._current.clear()
         for generation in generations:

@@ -181,8 +181,11 @@ async def test_malformed_or_undeclared_input_is_a_bad_request(tmp_path: Path, da
 
 
 @pytest.mark.timeout(20)
-async def test_timeout_kills_the_whole_group_including_children(tmp_path: Path) -> None:
-    body = 'echo $$ > "$MARK/pgid"; sleep 60 & sleep 60; wait'
+@pytest.mark.parametrize("trap", ["", "trap '' TERM; "], ids=["polite", "ignores-sigterm"])
+async def test_timeout_kills_the_whole_group_including_children(
+    tmp_path: Path, trap: str,
+) -> None:
+    body = trap + 'echo $$ > "$MARK/pgid"; sleep 60 & sleep 60; wait'
     host = await _started(tmp_path, {"runPTS": body}, {"run": ["runPTS"]})
     with pytest.raises(RunTimeout) as caught:
         await host.run({}, timeout=1.5, ctx=RunContext())
