@@ -261,7 +261,7 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="config file (default: $PNS_CONFIG, then the usual places)")
+    common.add_argument("--config", help="config file (default: $PNS_CONFIG, then the usual)")
     common.add_argument("--home", help="PNS home (default: $PNS_HOME or ~/pns)")
     common.add_argument("--timeout", type=float,
                         help="seconds: for run and submit the run's timeout, else the wait")

@@ -11,21 +11,21 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import structlog
 import zmq.asyncio
 
 from pnsd import demo
-from pnsd.demo.install import install_scripts
 from pnsd.config import Settings, ensure_home, ipc_socket_path, load_or_create_key
+from pnsd.demo.install import install_scripts
 from pnsd.errors import ConfigError, InvalidSpec
 from pnsd.handlers import Handlers
-from pnsd.pidfile import Pidfile
 from pnsd.hosts.base import Host
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.process import ProcessHost
+from pnsd.pidfile import Pidfile
 from pnsd.registry import Registry
 from pnsd.scheduler import Scheduler
 from pnsd.server import Server
@@ -141,7 +141,7 @@ class Daemon:
         log.info("daemon_stopped")
 
     @contextlib.contextmanager
-    def _signals(self) -> object:
+    def _signals(self) -> Iterator[None]:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)

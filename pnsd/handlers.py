@@ -18,8 +18,8 @@ from pnsd.demo.install import install_scripts
 from pnsd.errors import BadRequest, NotFound, RunTimeout
 from pnsd.events import summary
 from pnsd.hosts.base import HOOKS
-from pnsd.jobs import Status
 from pnsd.hosts.process import ProcessHost, read_dir_files
+from pnsd.jobs import Status
 from pnsd.registry import Generation, Registry
 from pnsd.scheduler import Scheduler
 from pnsd.server import Handler, StreamHandler
@@ -188,7 +188,8 @@ class Handlers:
             "ping": self.ping, "status": self.status, "pts.list": self.pts_list,
             "pts.describe": self.pts_describe, "pts.hook": self.pts_hook,
             "pts.files": self.pts_files, "pts.script": self.pts_script,
-            "pts.update": self.pts_update, "demo.reset": self.demo_reset, "run": self.run, "submit": self.submit,
+            "pts.update": self.pts_update, "demo.reset": self.demo_reset,
+            "run": self.run, "submit": self.submit,
             "job.status": self.job_status, "job.result": self.job_result,
             "job.list": self.job_list, "job.cancel": self.job_cancel,
             "job.delete": self.job_delete, "jobs.cleanup": self.jobs_cleanup,

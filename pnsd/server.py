@@ -51,7 +51,7 @@ class Server:
         # A hard cap well above the soft limit: bigger frames cost the peer its connection;
         # messages between the two are answered with a too_large error.
         self.socket.setsockopt(zmq.MAXMSGSIZE, codec.max_bytes + 2**20)
-        self._direct = zmq.Socket.shadow(self.socket.underlying)
+        self._direct: zmq.Socket[bytes] = zmq.Socket.shadow(self.socket.underlying)
         self._tasks: set[asyncio.Task[None]] = set()
         self.bound: list[str] = []
 

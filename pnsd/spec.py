@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pnsd.errors import InvalidSpec
@@ -20,7 +20,7 @@ DEFAULT_TIMEOUT = 30.0
 MAX_TIMEOUT = 24 * 3600.0
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     INPROC = "inproc"
     WORKER = "worker"
     PROCESS = "process"
@@ -113,7 +113,7 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         raise InvalidSpec(f"PTS {name}: unknown keys {sorted(unknown)}")
     raw_mode = table.get("mode")
     try:
-        mode = Mode(raw_mode)
+        mode = Mode(raw_mode if isinstance(raw_mode, str) else repr(raw_mode))
     except ValueError:
         raise InvalidSpec(
             f"PTS {name}: mode must be one of inproc, worker, process (got {raw_mode!r})"

@@ -1,7 +1,9 @@
 """pnsweb's settings: where it listens, which daemon it fronts, who may modify.
 
-Owns the dataclass and the password hashing. Passwords are kept only as hashes (scrypt from
-the standard library: memory-hard, no extra dependency) and never shown by any route.
+Owns the dataclass, the password hashing and reading pnsweb's part of the shared TOML config
+(the daemon's endpoint and signing key, pnsweb's own table). Passwords are kept only as hashes
+(scrypt from the standard library: memory-hard, no extra dependency) and never shown by any
+route.
 """
 
 from __future__ import annotations
@@ -9,7 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import stat
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 
@@ -59,3 +66,139 @@ def verify_password(password: str, stored: str) -> bool:
         return False
     digest = hashlib.scrypt(password.encode(), salt=salt, **SCRYPT)
     return hmac.compare_digest(digest, expected)
+
+
+# -- reading the shared config file ---------------------------------------------------------------
+#
+# pnsweb reads the same file as pnsd (it must not import pnsd, so this is a small reader of just
+# the keys it needs): from ``[pnsd]`` the home, the ipc endpoint and the key file; from an
+# optional ``[pnsweb]`` table its own settings and users:
+#
+#     [pnsweb]
+#     host = "127.0.0.1"
+#     port = 5000
+#     endpoint = "tcp://10.0.0.5:7755"   # optional: another daemon endpoint than [pnsd]'s
+#     [[pnsweb.users]]
+#     name = "admin"
+#     password_hash = "scrypt$..."       # `pnsweb --hash-password` prints one
+#     admin = true
+
+DEFAULT_CONFIG_PATHS = ("~/.config/pns/pnsd.toml", "/etc/pns/pnsd.toml")
+WEB_KEYS = frozenset({"host", "port", "endpoint", "default_pts", "max_body", "call_timeout",
+                      "users"})
+USER_KEYS = frozenset({"name", "password_hash", "admin"})
+
+
+class SettingsError(Exception):
+    """The config file or the key file cannot be used; the message says which and why."""
+
+
+def load_settings(
+    *, config: Path | None = None, env: Mapping[str, str] | None = None
+) -> WebSettings:
+    """pnsweb's settings from the config file found for ``config`` and ``env``."""
+    env = os.environ if env is None else env
+    path = find_config(config, env)
+    document = _read_toml(path) if path else {}
+    pnsd = _table(document, "pnsd")
+    web = _table(document, "pnsweb")
+    unknown = set(web) - WEB_KEYS
+    if unknown:
+        raise SettingsError(f"{path}: unknown [pnsweb] keys: {', '.join(sorted(unknown))}")
+    home = _home(pnsd, path, env)
+    endpoint = _value(web, "endpoint", str, "") or _ipc_endpoint(pnsd, home, env)
+    key_file = home / _expand(_value(pnsd, "key_file", str, "secret.key"), env)
+    defaults = WebSettings()
+    return WebSettings(
+        host=_value(web, "host", str, defaults.host),
+        port=_value(web, "port", int, defaults.port),
+        endpoint=endpoint,
+        key=read_key(key_file),
+        users=tuple(_user(entry) for entry in _value(web, "users", list, [])),
+        default_pts=_value(web, "default_pts", str, defaults.default_pts),
+        max_body=_value(web, "max_body", int, defaults.max_body),
+        call_timeout=float(_value(web, "call_timeout", (int, float), defaults.call_timeout)),
+    )
+
+
+def find_config(config: Path | None, env: Mapping[str, str]) -> Path | None:
+    """``--config``, ``$PNS_CONFIG`` (both must exist), then the default places, else None."""
+    explicit = config or (Path(env["PNS_CONFIG"]) if env.get("PNS_CONFIG") else None)
+    if explicit is not None:
+        path = _expand(str(explicit), env)
+        if not path.is_file():
+            raise SettingsError(f"config file {path} does not exist")
+        return path
+    candidates = (_expand(p, env) for p in DEFAULT_CONFIG_PATHS)
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def read_key(path: Path) -> bytes:
+    """The message-signing key (the file's text, stripped); refused if others may read it."""
+    try:
+        with path.open("rb") as handle:
+            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+            if mode & 0o077:
+                raise SettingsError(f"key file {path} is readable by others (mode {mode:o}): "
+                                    "chmod 600 it")
+            return handle.read().strip()
+    except FileNotFoundError:
+        raise SettingsError(f"key file {path} does not exist: start pnsd once to create it, "
+                            "or set PNS_HOME") from None
+    except OSError as exc:
+        raise SettingsError(f"cannot read key file {path}: {exc.strerror}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc}") from None
+
+
+def _table(document: Mapping[str, Any], name: str) -> dict[str, Any]:
+    table = document.get(name, {})
+    if not isinstance(table, dict):
+        raise SettingsError(f"[{name}] must be a table")
+    return table
+
+
+def _value(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = table.get(key, default)
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        raise SettingsError(f"config key {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _user(entry: Any) -> User:
+    if not isinstance(entry, dict) or set(entry) - USER_KEYS:
+        raise SettingsError(f"each [[pnsweb.users]] takes only {', '.join(sorted(USER_KEYS))}")
+    name = _value(entry, "name", str, "")
+    password_hash = _value(entry, "password_hash", str, "")
+    if not name or not password_hash.startswith("scrypt$"):
+        raise SettingsError("each [[pnsweb.users]] needs a name and a scrypt password_hash")
+    return User(name, password_hash, admin=_value(entry, "admin", bool, False))
+
+
+def _home(pnsd: Mapping[str, Any], source: Path | None, env: Mapping[str, str]) -> Path:
+    """``$PNS_HOME`` > ``home`` in the file (relative to the file) > ``~/pns``, as pnsd does."""
+    if env.get("PNS_HOME"):
+        return _expand(env["PNS_HOME"], env).absolute()
+    if "home" in pnsd:
+        home = _expand(_value(pnsd, "home", str, ""), env)
+        return (source.parent / home if source else home).absolute()
+    return _expand("~/pns", env).absolute()
+
+
+def _ipc_endpoint(pnsd: Mapping[str, Any], home: Path, env: Mapping[str, str]) -> str:
+    value = _value(pnsd, "endpoint", str, "ipc://run/pnsd.sock")
+    if not value.startswith("ipc://"):
+        raise SettingsError("[pnsd] endpoint must be an ipc:// address")
+    return f"ipc://{home / _expand(value.removeprefix('ipc://'), env)}"
+
+
+def _expand(value: str, env: Mapping[str, str]) -> Path:
+    if value == "~" or value.startswith("~/"):
+        value = (env.get("HOME") or str(Path.home())) + value[1:]
+    return Path(value)

@@ -56,7 +56,7 @@ class _Session:
         return message.body
 
 
-def _dealer(socket: zmq.Socket, endpoint: str, max_bytes: int) -> None:
+def _dealer(socket: "zmq.Socket[Any]", endpoint: str, max_bytes: int) -> None:
     socket.setsockopt(zmq.LINGER, 0)
     # Queue nothing for a daemon that is not connected: a send fails at once instead, and the
     # caller learns the daemon is unavailable rather than waiting out its timeout.
@@ -92,16 +92,16 @@ class AsyncClient:
         self._socket = self._context.socket(zmq.DEALER)
         _dealer(self._socket, endpoint, max_bytes)
         # Non-blocking sends and drains go straight to the socket, skipping a future each.
-        self._direct = zmq.Socket.shadow(self._socket.underlying)
-        self._pending = {}  # type: Dict[str, asyncio.Future[Message]]
-        self._streams = {}  # type: Dict[str, asyncio.Queue[Message]]
-        self._reader = None  # type: Optional[asyncio.Task[None]]
+        self._direct: zmq.Socket[bytes] = zmq.Socket.shadow(self._socket.underlying)
+        self._pending: Dict[str, asyncio.Future[Message]] = {}
+        self._streams: Dict[str, asyncio.Queue[Message]] = {}
+        self._reader: Optional[asyncio.Task[None]] = None
         self._closed = False
 
     async def call(self, op: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
         """Send one request and return the reply's body; raise RemoteError or ClientTimeout."""
         msg_id, frames = self._send_prepare(op, body)
-        future = asyncio.get_running_loop().create_future()  # type: asyncio.Future[Message]
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = future
         try:
             await self._send(frames)
@@ -120,7 +120,7 @@ class AsyncClient:
         ``timeout`` bounds the wait for each next event, not the whole stream.
         """
         msg_id, frames = self._send_prepare(op, body)
-        queue = asyncio.Queue()  # type: asyncio.Queue[Message]
+        queue: asyncio.Queue[Message] = asyncio.Queue()
         self._streams[msg_id] = queue
         limit = self.timeout if timeout is None else timeout
         try:
@@ -150,13 +150,20 @@ class AsyncClient:
             return
         except zmq.Again:
             pass
-        # Not connected (yet): give the connection a moment, then report the daemon absent.
-        if not await self._socket.poll(int(CONNECT_WAIT * 1000), zmq.POLLOUT):
-            raise _unavailable(self.endpoint)
-        try:
-            self._direct.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            raise _unavailable(self.endpoint) from None
+        # Not connected (yet): retry for a moment, then report the daemon absent. A poll for
+        # POLLOUT on the asyncio socket would compete with the reader's recv for the socket's
+        # edge-triggered wake-ups (and lose replies), so this backs off on the clock instead.
+        deadline = time.monotonic() + CONNECT_WAIT
+        delay = 0.001
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            try:
+                self._direct.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                continue
+        raise _unavailable(self.endpoint)
 
     async def _read(self) -> None:
         direct = self._direct
@@ -186,10 +193,7 @@ class AsyncClient:
         self._closed = True
         if self._reader is not None:
             self._reader.cancel()
-            try:
-                await self._reader
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait([self._reader])  # our own reader's cancellation: not re-raised
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ClientClosed("client closed"))
@@ -227,7 +231,7 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         max_bytes: int = DEFAULT_MAX_BYTES,
         skew: float = 60.0,
-        context: Optional[zmq.Context] = None,
+        context: "Optional[zmq.Context[Any]]" = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
@@ -236,8 +240,8 @@ class Client:
         self._context = context or zmq.Context()
         self._socket = self._context.socket(zmq.DEALER)
         _dealer(self._socket, endpoint, max_bytes)
-        self._arrived = {}  # type: Dict[str, List[Message]]
-        self._waiting = set()  # type: Set[str]
+        self._arrived: Dict[str, List[Message]] = {}
+        self._waiting: Set[str] = set()
 
     def call(self, op: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
         return self.send(op, body).result(timeout)

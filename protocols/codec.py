@@ -72,10 +72,10 @@ class Codec:
             PROTOCOL_VERSION, msg_id or new_message_id(), msg_type, re,
             self.clock() if ts is None else ts,
         ])
-        blobs = []  # type: List[bytes]
+        blobs: List[bytes] = []
         packed = pack_body(self._packer, body, blobs)
-        payload = [MAGIC, header, packed] + blobs
-        return [MAGIC, self.signer.sign(payload), header, packed] + blobs
+        payload = [MAGIC, header, packed, *blobs]
+        return [MAGIC, self.signer.sign(payload), header, packed, *blobs]
 
     def decode(self, frames: Sequence[bytes]) -> Message:
         """Check and decode frames; raise ProtocolError with the code to answer with.
@@ -157,7 +157,7 @@ def pack_body(packer: Any, body: Any, blobs: List[bytes]) -> bytes:
         return value
 
     try:
-        packed = packer.pack(body)  # type: bytes
+        packed: bytes = packer.pack(body)
         if len(packed) >= BLOB_THRESHOLD:
             packed = packer.pack(blob_ref(body))
     except (TypeError, ValueError, OverflowError) as exc:

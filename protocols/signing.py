@@ -62,8 +62,8 @@ class ReplayGuard:
     def __init__(self, window: float, *, clock: Clock = time.time) -> None:
         self.window = window
         self.clock = clock
-        self._current = set()  # type: Set[str]
-        self._previous = set()  # type: Set[str]
+        self._current: Set[str] = set()
+        self._previous: Set[str] = set()
         self._rotated = clock()
 
     def check(self, msg_id: str, ts: float, *, remember: bool = True) -> None:
@@ -71,7 +71,7 @@ class ReplayGuard:
         if abs(now - ts) > self.window:
             raise ProtocolError(
                 ErrorCode.REPLAY,
-                "stale message: timestamp %.3f is %.1f s from the receiver's clock" % (ts, ts - now),
+                "stale message: timestamp %.3f is %.1f s off the receiver's clock" % (ts, ts - now),
             )
         if not remember:
             return

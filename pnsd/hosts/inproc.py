@@ -33,7 +33,7 @@ def load_callable(entry: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import-time failure of user code is a bad spec
         raise InvalidSpec(f"cannot import {module_name!r}: {exc}") from exc
-    func = getattr(module, attr, None)
+    func: Callable[..., Any] | None = getattr(module, attr, None)
     if not callable(func):
         raise InvalidSpec(f"{entry!r} is not a callable")
     return func

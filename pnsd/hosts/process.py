@@ -80,7 +80,7 @@ class ProcessHost:
         self._state = HostState("ready")
 
     async def run(
-        self, data: Any, *, timeout: float, ctx: RunContext,  # noqa: ASYNC109 - Host contract
+        self, data: Any, *, timeout: float, ctx: RunContext,
     ) -> dict[str, Any]:
         self._require_ready()
         files = _validate_inputs(data, self.spec.inputs)
@@ -97,7 +97,7 @@ class ProcessHost:
             await self._retire(job_dir)
 
     async def hook(
-        self, name: str, *, timeout: float,  # noqa: ASYNC109 - the Host contract's signature
+        self, name: str, *, timeout: float,
     ) -> dict[str, Any] | None:
         if name not in HOOKS:
             raise BadRequest(f"unknown hook {name!r}; expected one of {', '.join(HOOKS)}")
@@ -125,6 +125,10 @@ class ProcessHost:
         last = str(self._last_run) if self._last_run else None
         details = {**self._state.details, "running": len(self._running), "last_run_dir": last}
         return HostState(self._state.state, self._state.reason, details)
+
+    def command(self, name: str) -> tuple[str, ...]:
+        """The resolved argv of ``run`` or a hook (empty when the spec has none)."""
+        return self._commands.get(name, ())
 
     def last_run_dir(self) -> Path | None:
         """The most recent finished job dir (what the reference API shows as input/output)."""

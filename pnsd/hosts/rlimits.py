@@ -1,8 +1,9 @@
-"""Resource limits (rlimits) for the children the hosts start.
+"""Resource limits (rlimits) for the children the hosts start, and how a child's end is told.
 
 Owns turning a spec's :class:`~pnsd.spec.Limits` into ``setrlimit`` calls that run in the
-child between fork and exec. It must not start processes itself or touch the daemon's own
-limits.
+child between fork and exec, and describing how a child ended in words that say when a limit
+or the kernel's OOM killer was the cause. It must not start processes itself or touch the
+daemon's own limits.
 
 Why a ``preexec_fn`` is acceptable here: CPython warns that code run between fork and exec in a
 multi-threaded parent may deadlock on a lock another thread held at fork time (malloc, logging,
@@ -17,6 +18,7 @@ function is used at all, so :mod:`subprocess` keeps its fast vfork/posix_spawn p
 from __future__ import annotations
 
 import resource
+import signal
 from collections.abc import Callable
 
 from pnsd.spec import Limits
@@ -57,3 +59,45 @@ def preexec_for(limits: Limits) -> Callable[[], None] | None:
             resource.setrlimit(res, pair)
 
     return apply_rlimits
+
+
+def describe_exit(returncode: int | None, limits: Limits, *, oom_before: int) -> str:
+    """Why a child ended: "exit code 3 (...)", "killed by signal SIGKILL", "killed: out of memory".
+
+    ``oom_before`` is :func:`oom_kill_count` taken when the child started.
+    """
+    if returncode is None:
+        return "still running"
+    if returncode >= 0:
+        hint = {3: " (the entry cannot be loaded)", 4: " (the init hook failed)"}.get(returncode)
+        return f"exit code {returncode}{hint or ''}"
+    signum = -returncode
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = str(signum)
+    if signum == signal.SIGKILL and oom_kill_count() > oom_before:
+        return "killed: out of memory (SIGKILL from the OOM killer)"
+    if signum == signal.SIGXCPU and limits.cpu_seconds is not None:
+        return f"killed by signal {name}: CPU time limit of {limits.cpu_seconds} s"
+    return f"killed by signal {name}"
+
+
+def oom_kill_count() -> int:
+    """How often the OOM killer struck in this process's cgroup (v2); 0 when unknown.
+
+    A read of a few bytes from cgroupfs (kernel memory, not disk), so callers do it inline.
+    """
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as fh:
+            path = next((line[3:].strip() for line in fh if line.startswith("0::")), None)
+        if path is None:
+            return 0
+        with open(f"/sys/fs/cgroup{path}/memory.events", encoding="ascii") as fh:
+            for line in fh:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0

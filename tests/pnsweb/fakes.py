@@ -15,15 +15,24 @@ Every call is recorded, so tests can assert what pnsweb asked the daemon for.
 Async handlers are awaited, so a test can hold a call open (an ``asyncio.Event``) to exercise
 concurrency. An operation with no handler answers ``unknown_op``, as a real daemon does.
 Stream handlers return (or yield) the event bodies; the stream ends after the last one.
+
+Also here for every pnsweb test module: ``web_settings()`` (with an admin ``ADMIN`` and an
+ordinary ``USER``), ``basic(credentials)`` for an Authorization header, and ``demo_daemon()``, a
+FakeDaemon already answering like pnsd with its demo PTS.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import encode_basic_auth
+
+from pnsweb.settings import User, WebSettings, hash_password
 from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, RemoteError
 
 Handler = Callable[[Any], Any | Awaitable[Any]]
@@ -105,7 +114,7 @@ class FakeDaemon:
     # -- the DaemonClient surface --------------------------------------------------------------
 
     async def call(
-        self, op: str, body: Any = None, *, timeout: float | None = None  # noqa: ASYNC109 - AsyncClient's per-call timeout
+        self, op: str, body: Any = None, *, timeout: float | None = None
     ) -> Any:
         self._check(op, body, timeout)
         handler = self.handlers.get(op)
@@ -117,7 +126,7 @@ class FakeDaemon:
         return result
 
     async def stream(
-        self, op: str, body: Any = None, *, timeout: float | None = None  # noqa: ASYNC109 - as above
+        self, op: str, body: Any = None, *, timeout: float | None = None
     ) -> AsyncIterator[Any]:
         self._check(op, body, timeout)
         handler = self.streams.get(op)
@@ -140,3 +149,83 @@ class FakeDaemon:
         self.calls.append(Call(op, body, timeout))
         if self.is_down:
             raise RemoteError(ErrorCode.UNAVAILABLE, "daemon at ipc://fake is not reachable")
+
+
+# -- ready-made settings, credentials and a daemon that answers like the demo -------------------
+
+ADMIN = ("alice", "wonder land:1")     # an administrator (a colon in the password on purpose)
+USER = ("bob", "builder")              # an ordinary user
+
+
+@functools.cache
+def users() -> tuple[User, ...]:
+    """The test users, hashed once per test session (scrypt is slow on purpose)."""
+    return (User(ADMIN[0], hash_password(ADMIN[1]), admin=True),
+            User(USER[0], hash_password(USER[1])))
+
+
+def web_settings(**changes: Any) -> WebSettings:
+    """Settings for an app under test: the test users, a fake endpoint, no key."""
+    return dataclasses.replace(WebSettings(endpoint="ipc://fake", users=users()), **changes)
+
+
+def basic(credentials: tuple[str, str]) -> dict[str, str]:
+    """An Authorization header for ``(user, password)``."""
+    return {"Authorization": encode_basic_auth(*credentials)}
+
+
+HELLO_SPEC: dict[str, Any] = {
+    "name": "hello", "mode": "process", "version": "1", "description": "hello",
+    "init": ["initPTS"], "config": ["configPTS"], "run": ["runPTS"], "clean": ["cleanPTS"],
+    "inputs": ["infile"], "outputs": ["outfile"], "timeout": 10.0, "queue": 0,
+    "env": {"SECRET_TOKEN": "s3cret"},
+}
+SPECTRUM = {
+    "col1": {"data": [1, 4.4, 5400.0], "unit": "eV"},
+    "col2": {"data": [0, 43.2, 2000.0], "unit": "cnt"},
+}
+
+
+def outcome(command: str, stdout: str = "", returncode: int = 0, **more: Any) -> dict[str, Any]:
+    """A process-mode result as the daemon returns it."""
+    return {"command": [f"/home/pns/{command}"], "returncode": returncode, "stdout": stdout,
+            "stderr": "", "outputs": {}, "truncated": False, **more}
+
+
+def demo_daemon() -> FakeDaemon:
+    """A fake daemon whose operations answer like pnsd serving its demo PTS."""
+    spec = dict(HELLO_SPEC)
+    daemon = FakeDaemon()
+    daemon.on("ping", lambda body: {"version": "0.1.0", "protocol": 1, "time": 0.0})
+    daemon.on("pts.script", lambda body: {"text": f"#!/bin/sh\n# {body['hook']}PTS\n",
+                                          "path": f"/home/pns/{body['hook']}PTS"})
+    daemon.on("pts.files", lambda body: {"files": {"infile": "stranger"}})
+    daemon.on("pts.hook", lambda body: {"result": outcome(
+        f"{body['hook']}PTS", "The initialization script at /home/pns\n")})
+    daemon.on("demo.reset", lambda body: {"restored": ["initPTS", "configPTS", "runPTS",
+                                                       "cleanPTS"]})
+    daemon.on("pts.describe", lambda body: {"spec": dict(spec), "state": {"state": "ready"}})
+
+    def update(body: Any) -> Any:
+        spec.update(body["changes"])
+        return {"spec": dict(spec)}
+
+    daemon.on("pts.update", update)
+    daemon.on("run", _demo_run)
+    return daemon
+
+
+def _demo_run(body: Any) -> Any:
+    pts, data = body["pts"], body["input"]
+    if pts == "hello":
+        line = f"hello {data.get('infile') or 'stranger'}! From pns Sat Nov 28 01:45:31 UTC 2026\n"
+        return {"job": "j-hello", "result": outcome("runPTS", line, outputs={"outfile": line})}
+    if pts == "testcalc":
+        meta = next(iter(data["input"]["meta"].items()))
+        dataset = next((k, v) for k, v in data["input"].items() if k != "meta")
+        return {"job": "j-calc", "result": {
+            "creator": data["creator"], "rootcause": data["rootcause"],
+            "meta": dict([meta]), "datasets": {dataset[0]: dataset[1], "spectrum": SPECTRUM}}}
+    if pts == "sleep-process":
+        return {"job": "j-sleep", "result": outcome("sleepPTS", f"slept {data['seconds']}\n")}
+    raise RemoteError(ErrorCode.NOT_FOUND, f"no PTS named {pts!r}")

@@ -1,0 +1,80 @@
+"""The pnsweb application factory: ``create_app(settings, client=...)`` (STYLE rule 8).
+
+Owns assembling the app: its typed state (settings, daemon client, reply clock, credential
+cache), the middlewares (request id and summary log line outermost, then the one error
+middleware), the body size limit (``settings.max_body``, answered 413 in JSON) and the route
+modules. It holds no other state and never opens sockets itself: the caller owns the client
+(the CLI closes it; tests pass a fake).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+
+from pnsweb import routes_v06
+from pnsweb.auth import USER_NAME, VERIFIED, VerifiedCache
+from pnsweb.errors import Handler, error_middleware
+from pnsweb.keys import CLIENT, SETTINGS, DaemonClient
+from pnsweb.settings import WebSettings
+from pnsweb.views_v06_envelope import STAMP, Stamp
+
+REQUEST_ID = "X-Request-ID"
+# an id we echo must be harmless in headers and logs
+_GOOD_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# route modules written alongside this one; each has add_routes(app)
+OPTIONAL_ROUTES = ("pnsweb.routes_v1", "pnsweb.routes_ops")
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: WebSettings, *, client: DaemonClient) -> web.Application:
+    """A pnsweb app serving ``/v0.6`` (and ``/v1`` and the operations endpoints) over ``client``."""
+    app = web.Application(
+        client_max_size=settings.max_body,
+        middlewares=[request_id_middleware, error_middleware],
+    )
+    app[SETTINGS] = settings
+    app[CLIENT] = client
+    app[STAMP] = Stamp()
+    app[VERIFIED] = VerifiedCache()
+    routes_v06.add_routes(app)
+    for name in OPTIONAL_ROUTES:
+        # find_spec first: a module that is absent is skipped, one that fails to import raises
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).add_routes(app)
+    return app
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every request an id (the caller's X-Request-ID, or a new one), log one summary line.
+
+    The id is bound into structlog's contextvars, so every line logged while serving the request
+    carries it, and echoed in the reply. The protocol has no field for it yet, so it reaches the
+    daemon's side only through pnsweb's log.
+    """
+    given = request.headers.get(REQUEST_ID, "")
+    request_id = given if _GOOD_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    started = time.monotonic()
+    status = 500
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        try:
+            response = await handler(request)
+            status = response.status
+            if not response.prepared:
+                response.headers[REQUEST_ID] = request_id
+            return response
+        except web.HTTPException as exc:     # redirects and the like pass through
+            status = exc.status
+            exc.headers[REQUEST_ID] = request_id
+            raise
+        finally:
+            log.info("request_finished", method=request.method, path=request.path,
+                     status=status, user=request.get(USER_NAME),
+                     seconds=round(time.monotonic() - started, 6))

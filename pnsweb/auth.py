@@ -1,0 +1,133 @@
+"""HTTP Basic authentication for modifying calls, with a cache of verified credentials.
+
+Owns deciding who the caller is: :func:`require_user` answers 401 (with
+``WWW-Authenticate: Basic realm="pns"``) for missing, malformed or wrong credentials and for
+nothing else, and 403 for a non-admin on an admin call. Passwords are checked against the
+scrypt hashes of :class:`pnsweb.settings.User` in a worker thread (scrypt takes ~80 ms and must
+not block the event loop); successes are remembered in a small LRU keyed by an HMAC of user
+and password under a per-process random key, so neither the password nor a fast hash of it is
+ever stored. Failures are never cached. Must not call the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from collections import OrderedDict
+
+from aiohttp import hdrs, web
+
+from pnsweb.errors import ApiError
+from pnsweb.keys import SETTINGS
+from pnsweb.settings import User, WebSettings, hash_password, verify_password
+
+REALM = 'Basic realm="pns", charset="UTF-8"'
+CACHE_SIZE = 256
+
+
+class VerifiedCache:
+    """Credentials verified recently: HMAC(user, password) -> user name, least recent evicted."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._key = os.urandom(32)
+        self._size = size
+        self._entries: OrderedDict[bytes, str] = OrderedDict()
+        self._dummy_hash: str | None = None
+
+    def token(self, name: str, password: str) -> bytes:
+        # length-prefixed, so ("ab", "c") and ("a", "bc") differ
+        data = f"{len(name)}:{name}:{password}".encode()
+        return hmac.new(self._key, data, hashlib.sha256).digest()
+
+    def get(self, token: bytes) -> str | None:
+        name = self._entries.get(token)
+        if name is not None:
+            self._entries.move_to_end(token)
+        return name
+
+    def put(self, token: bytes, name: str) -> None:
+        self._entries[token] = name
+        self._entries.move_to_end(token)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def dummy_hash(self) -> str:
+        """A hash to check unknown users against, so they take as long as known ones."""
+        if self._dummy_hash is None:
+            self._dummy_hash = hash_password(os.urandom(16).hex())
+        return self._dummy_hash
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+VERIFIED = web.AppKey("verified_credentials", VerifiedCache)
+USER_NAME = web.RequestKey("user", str)     # set once the caller is authenticated
+
+
+async def require_user(request: web.Request, *, admin: bool = False) -> User:
+    """The authenticated caller; 401 unless the credentials check, 403 if ``admin`` is needed."""
+    name, password = credentials(request)
+    user = await _verify(request.app, name, password)
+    if user is None:
+        raise unauthorized("wrong user name or password")
+    if admin and not user.admin:
+        raise ApiError(403, f"user {user.name!r} may not do this: administrators only")
+    request[USER_NAME] = user.name
+    return user
+
+
+def credentials(request: web.Request) -> tuple[str, str]:
+    """User and password from the Authorization header; a 401 when absent or malformed."""
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is None:
+        raise unauthorized("credentials are needed (HTTP Basic)")
+    try:
+        return decode_basic(header)
+    except ValueError as exc:
+        raise unauthorized(f"malformed Authorization header: {exc}") from None
+
+
+def decode_basic(header: str) -> tuple[str, str]:
+    """``(user, password)`` from ``Basic <base64 of user:password>`` (RFC 7617, UTF-8).
+
+    Raises ValueError for another scheme, bad base64, text that is not UTF-8 or has no colon.
+    """
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise ValueError("expected the Basic scheme")
+    try:
+        text = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("credentials are not base64 of UTF-8 text") from None
+    name, colon, password = text.partition(":")
+    if not colon:
+        raise ValueError("credentials have no colon between user and password")
+    return name, password
+
+
+def unauthorized(detail: str) -> ApiError:
+    return ApiError(401, detail, headers={hdrs.WWW_AUTHENTICATE: REALM})
+
+
+async def _verify(app: web.Application, name: str, password: str) -> User | None:
+    settings: WebSettings = app[SETTINGS]
+    cache = app[VERIFIED]
+    token = cache.token(name, password)
+    cached = cache.get(token)
+    if cached is not None:
+        return settings.user(cached)
+    user = settings.user(name)
+    if user is None:
+        stored = await asyncio.to_thread(cache.dummy_hash)
+    else:
+        stored = user.password_hash
+    matches = await asyncio.to_thread(verify_password, password, stored)
+    if user is None or not matches:
+        return None
+    cache.put(token, user.name)
+    return user

@@ -1,0 +1,138 @@
+"""The ``pnsweb`` command: serve the web API in front of a running pnsd.
+
+Owns the reference server's flags (``--username/-u``, ``--password/-p``, ``--ip/-i``,
+``--port/-o``, ``-v``) plus ``--config``, building the settings from them and the shared config
+file, the daemon client's lifetime, and a graceful stop on SIGTERM/SIGINT. A password given on
+the command line is hashed at start and never kept in clear. ``--hash-password`` prints a hash
+for a ``[[pnsweb.users]]`` entry of the config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import getpass
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from pnsweb.app import create_app
+from pnsweb.logsetup import configure_logging
+from pnsweb.settings import SettingsError, User, WebSettings, hash_password, load_settings
+from protocols.client import AsyncClient
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+log = structlog.get_logger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pnsweb", description="The PNS web API (/v0.6 and /v1) in front of pnsd.")
+    parser.add_argument("--config", type=Path, help="the pnsd TOML config file")
+    parser.add_argument("--username", "-u", help="a user allowed to modify (an administrator)")
+    parser.add_argument("--password", "-p", help="that user's password (hashed at start)")
+    parser.add_argument("--ip", "-i", dest="host", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", "-o", type=int, help="port to listen on (5000)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument("--hash-password", action="store_true",
+                        help="read a password, print its hash for the config file, and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.hash_password:
+        print(hash_password(_read_password()))
+        return 0
+    configure_logging(level="debug" if args.verbose else "info")
+    try:
+        settings = settings_of(args)
+    except SettingsError as exc:
+        print(f"pnsweb: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:        # the address is taken, or not ours to bind
+        print(f"pnsweb: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def settings_of(args: argparse.Namespace) -> WebSettings:
+    """The config file's settings with the command line's on top."""
+    settings = load_settings(config=args.config)
+    port = settings.port if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"--port {port} is not a port number")
+    users = settings.users
+    if args.username is not None or args.password is not None:
+        if not args.username or not args.password:
+            raise SettingsError("--username and --password go together")
+        admin = User(args.username, hash_password(args.password), admin=True)
+        users = (admin, *(u for u in users if u.name != args.username))
+    return dataclasses.replace(settings, host=args.host or settings.host, port=port,
+                               users=users, verbose=args.verbose)
+
+
+async def serve(settings: WebSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop taking requests, finish, close the client."""
+    client = AsyncClient(settings.endpoint, key=settings.key, timeout=settings.call_timeout)
+    runner = web.AppRunner(create_app(settings, client=client), access_log=None)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        url = _url(runner, settings)
+        print(f"pnsweb serving {url}/v0.6/ (daemon {settings.endpoint}); Ctrl-C stops",
+              flush=True)
+        log.info("pnsweb_started", url=url, endpoint=settings.endpoint,
+                 users=len(settings.users))
+        if not settings.users:
+            log.warning("no_users", reason="every modifying call will be refused (401); "
+                        "give --username/--password or [[pnsweb.users]]")
+        await _stopped()
+        log.info("pnsweb_stopping")
+    finally:
+        await runner.cleanup()
+        await client.close()
+
+
+async def _stopped() -> None:
+    """Return on the first SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _url(runner: web.AppRunner, settings: WebSettings) -> str:
+    """The URL served, with the port actually bound (``--port 0`` picks a free one)."""
+    port = settings.port
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            port = address[1]
+            break
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{port}"
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise SystemExit("pnsweb: an empty password is not allowed")
+    return password

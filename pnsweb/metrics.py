@@ -1,0 +1,174 @@
+"""Request metrics and the Prometheus text exposition (format 0.0.4), written by hand.
+
+Owns :class:`Metrics` (requests by method, route and status; a latency histogram per method
+and route), :func:`metrics_middleware` that records them, and the rendering of daemon figures
+(per-PTS state, running, queue depth, worker restarts; store counters; jobs by status).
+Routes are labelled with the aiohttp resource's canonical path (``/v1/jobs/{jobId}``), never
+the raw path, so label cardinality stays bounded; requests that matched no route are
+``unmatched``. Why not ``prometheus_client``: a few counters and one histogram are ~100 lines
+here, and the library would add a dependency and a process-global registry (STYLE rule 8).
+Must not call the daemon: the /metrics view fetches and passes the replies in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+           30.0, 60.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNMATCHED = "unmatched"
+CLIENT_GONE = 499    # the client closed the connection before the reply (nginx's convention)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Histogram:
+    counts: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        index = bisect.bisect_left(BUCKETS, seconds)
+        if index < len(BUCKETS):
+            self.counts[index] += 1
+        self.total += seconds
+        self.count += 1
+
+
+@dataclass
+class Metrics:
+    """The web process's own request metrics (one per app, no global registry)."""
+
+    requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    latency: dict[tuple[str, str], Histogram] = field(default_factory=dict)
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests[(method, route, str(status))] += 1
+        histogram = self.latency.get((method, route))
+        if histogram is None:
+            histogram = self.latency[(method, route)] = Histogram()
+        histogram.observe(seconds)
+
+    def render(self) -> list[str]:
+        lines = _header("pnsweb_requests_total", "counter", "HTTP requests by route and status.")
+        for (method, route, status), count in sorted(self.requests.items()):
+            lines.append(_sample("pnsweb_requests_total",
+                                 {"method": method, "route": route, "status": status}, count))
+        name = "pnsweb_request_duration_seconds"
+        lines += _header(name, "histogram", "HTTP request latency by route.")
+        for (method, route), hist in sorted(self.latency.items()):
+            labels = {"method": method, "route": route}
+            running = 0
+            for bound, count in zip(BUCKETS, hist.counts, strict=True):
+                running += count
+                lines.append(_sample(f"{name}_bucket", {**labels, "le": f"{bound:g}"}, running))
+            lines.append(_sample(f"{name}_bucket", {**labels, "le": "+Inf"}, hist.count))
+            lines.append(_sample(f"{name}_sum", labels, hist.total))
+            lines.append(_sample(f"{name}_count", labels, hist.count))
+        return lines
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def route_of(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the request and time it; install it outermost to see the final status."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = CLIENT_GONE
+        raise
+    finally:
+        metrics = request.app.get(METRICS)
+        if metrics is not None:
+            metrics.observe(request.method, route_of(request), status,
+                            time.perf_counter() - started)
+
+
+# -- daemon figures ---------------------------------------------------------------------------
+
+def render_daemon(status: Mapping[str, Any] | None, jobs: Mapping[str, int]) -> list[str]:
+    """Gauges from the daemon's ``status`` reply (None: unreachable) and job totals."""
+    lines = _header("pns_daemon_up", "gauge", "1 when the daemon answered the scrape.")
+    lines.append(_sample("pns_daemon_up", {}, 0 if status is None else 1))
+    if status is None:
+        return lines
+    lines += _header("pns_daemon_uptime_seconds", "gauge", "Daemon uptime.")
+    lines.append(_sample("pns_daemon_uptime_seconds", {}, float(status.get("uptime") or 0)))
+    lines += _pts_lines(status.get("pts") or {})
+    for key, value in sorted((status.get("store") or {}).items()):
+        if isinstance(value, bool | int | float):
+            name = f"pns_store_{key}"
+            lines += _header(name, "gauge", f"Job store: {key}.")
+            lines.append(_sample(name, {}, float(value)))
+    lines += _header("pns_jobs", "gauge", "Jobs in the store by status.")
+    lines += [_sample("pns_jobs", {"status": s}, n) for s, n in sorted(jobs.items())]
+    return lines
+
+
+def _pts_lines(pts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    figures = (
+        ("pns_pts_ready", "gauge", "1 when the PTS is ready.",
+         lambda p: 1 if p.get("state") == "ready" else 0),
+        ("pns_pts_running", "gauge", "Runs executing now.", lambda p: p.get("running")),
+        ("pns_pts_queued", "gauge", "Runs waiting for a slot (queue depth).",
+         lambda p: p.get("queued")),
+        ("pns_worker_restarts_total", "counter", "Worker restarts.", lambda p: p.get("restarts")),
+    )
+    lines: list[str] = []
+    for name, kind, text, read in figures:
+        samples = [(pname, read(info)) for pname, info in sorted(pts.items())]
+        present = [(pname, v) for pname, v in samples if isinstance(v, int | float)]
+        if present:
+            lines += _header(name, kind, text)
+            lines += [_sample(name, {"pts": pname}, v) for pname, v in present]
+    return lines
+
+
+# -- exposition format ------------------------------------------------------------------------
+
+def _header(name: str, kind: str, text: str) -> list[str]:
+    return [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+
+
+def _sample(name: str, labels: Mapping[str, str], value: float) -> str:
+    if labels:
+        inner = ",".join(f'{key}="{_escape(val)}"' for key, val in labels.items())
+        return f"{name}{{{inner}}} {_number(value)}"
+    return f"{name} {_number(value)}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def exposition(lines: Iterable[str]) -> str:
+    return "\n".join(lines) + "\n"

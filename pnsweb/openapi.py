@@ -1,0 +1,168 @@
+"""The OpenAPI 3.0 document of the whole app, generated from its router at request time.
+
+Owns ``/v1/openapi.json``. Paths and methods come from ``app.router.routes()`` (canonical
+resource paths), so the document cannot drift from the routes: a route added anywhere appears
+with its handler's docstring as summary, and the /v1 and operations routes get hand-written
+summaries, parameters and responses here. Must not call the daemon.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from pnsweb import ogc
+from pnsweb.views_v1_io import send_json
+
+PARAM_RE = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
+ANY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+MODIFYING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_JSON = {"application/json": {"schema": {"type": "object"}}}
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/exception"}}}
+
+
+def _reply(text: str, content: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": text, "content": dict(content or _JSON)}
+
+
+_NOT_FOUND_JOB = _reply("no such job (`no-such-job`)", _PROBLEM)
+_NOT_FOUND_PROCESS = _reply("no such process (`no-such-process`)", _PROBLEM)
+_QUERY = {"name": "", "in": "query", "required": False, "schema": {"type": "string"}}
+
+# (method, canonical path) -> summary and the parts of the operation beyond the generic ones.
+OPERATIONS: Mapping[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/v1"): {"summary": "Landing page", "responses": {"200": _reply("links")}},
+    ("GET", "/v1/"): {"summary": "Landing page (trailing slash)",
+                      "responses": {"200": _reply("links")}},
+    ("GET", "/v1/conformance"): {"summary": "Conformance classes",
+                                 "responses": {"200": _reply("conformsTo")}},
+    ("GET", "/v1/openapi.json"): {"summary": "This OpenAPI document",
+                                  "responses": {"200": _reply("OpenAPI 3.0")}},
+    ("GET", "/v1/processes"): {"summary": "List the processes (one per PTS)",
+                               "responses": {"200": _reply("process summaries")}},
+    ("GET", "/v1/processes/{processId}"): {
+        "summary": "Describe a process: inputs and outputs with JSON schemas",
+        "responses": {"200": _reply("process description"), "404": _NOT_FOUND_PROCESS}},
+    ("POST", "/v1/processes/{processId}/execution"): {
+        "summary": "Execute a process: synchronous unless `Prefer: respond-async`",
+        "parameters": [{**_QUERY, "name": "Prefer", "in": "header"}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/execute"}}}},
+        "responses": {
+            "200": {"description": "results: raw (default) or a document keyed by output id",
+                    "content": {"application/json": {}, "application/octet-stream": {}}},
+            "201": {**_reply("the job's statusInfo"), "headers": {
+                "Location": {"schema": {"type": "string"}, "description": "the job"}}},
+            "400": _reply("bad inputs", _PROBLEM), "404": _NOT_FOUND_PROCESS,
+            "413": _reply("body over the limit", _PROBLEM)}},
+    ("GET", "/v1/jobs"): {
+        "summary": "List jobs, newest first",
+        "parameters": [{**_QUERY, "name": name} for name in
+                       ("limit", "offset", "processID", "status")],
+        "responses": {"200": _reply("jobs (statusInfo) and paging links")}},
+    ("GET", "/v1/jobs/{jobId}"): {"summary": "A job's status (statusInfo)",
+                                  "responses": {"200": _reply("statusInfo"),
+                                                "404": _NOT_FOUND_JOB}},
+    ("DELETE", "/v1/jobs/{jobId}"): {
+        "summary": "Dismiss a job: cancel it, or delete a finished one and its results",
+        "responses": {"200": _reply("statusInfo, status dismissed"), "404": _NOT_FOUND_JOB}},
+    ("GET", "/v1/jobs/{jobId}/results"): {
+        "summary": "A successful job's results, keyed by output id",
+        "responses": {"200": _reply("results"), "404": _reply(
+            "no such job, or `result-not-ready`", _PROBLEM)}},
+    ("GET", "/v1/jobs/{jobId}/events"): {
+        "summary": "A job's progress as Server-Sent Events (resume with Last-Event-ID)",
+        "parameters": [{**_QUERY, "name": "Last-Event-ID", "in": "header"}],
+        "responses": {"200": {"description": "id = seq, event = status|progress|log",
+                              "content": {"text/event-stream": {}}},
+                      "404": _NOT_FOUND_JOB}},
+    ("GET", "/healthz"): {"summary": "Liveness: the web process is up",
+                          "responses": {"200": _reply('{"status": "ok"}')}},
+    ("GET", "/readyz"): {"summary": "Readiness: the daemon answers and every PTS is ready",
+                         "responses": {"200": _reply("ready"),
+                                       "503": _reply("not ready, naming each degraded PTS")}},
+    ("GET", "/metrics"): {"summary": "Prometheus metrics (text exposition 0.0.4)",
+                          "responses": {"200": {"description": "metrics",
+                                                "content": {"text/plain": {}}}}},
+}
+
+COMPONENTS: Mapping[str, Any] = {
+    "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
+    "schemas": {
+        "exception": {"type": "object", "required": ["type"], "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"},
+            "status": {"type": "integer"}, "detail": {"type": "string"}}},
+        "execute": {"type": "object", "properties": {
+            "inputs": {"type": "object", "additionalProperties": True},
+            "outputs": {"type": "object", "additionalProperties": True},
+            "response": {"type": "string", "enum": ["raw", "document"], "default": "raw"}}},
+    },
+}
+
+
+async def view(request: web.Request) -> web.StreamResponse:
+    """The OpenAPI 3.0 document of every route."""
+    return await send_json(request, document(request.app, server=str(request.url.origin())))
+
+
+def document(app: web.Application, *, server: str = "") -> dict[str, Any]:
+    """The OpenAPI document for every route registered on ``app``."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes():
+        if route.resource is None:
+            continue
+        path = route.resource.canonical
+        methods = ANY_METHODS if route.method == hdrs.METH_ANY else (route.method,)
+        for method in methods:
+            paths.setdefault(path, {})[method.lower()] = operation(route, method, path)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "PNS - Processing Node Server", "version": "1.0.0",
+                 "description": "OGC API - Processes (/v1), the reference PNS API (/v0.6) "
+                                "and operations endpoints."},
+        "servers": [{"url": server or "/"}],
+        "paths": dict(sorted(paths.items())),
+        "components": COMPONENTS,
+        "externalDocs": {"url": ogc.CONF.rsplit("/conf/", 1)[0]},
+    }
+
+
+def operation(route: web.AbstractRoute, method: str, path: str) -> dict[str, Any]:
+    known = OPERATIONS.get(("GET" if method == "HEAD" else method, path), {})
+    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+              for name in PARAM_RE.findall(path)]
+    op: dict[str, Any] = {
+        "summary": known.get("summary") or _summary_of(route) or f"{method} {path}",
+        "operationId": _operation_id(method, path),
+        "tags": [_tag(path)],
+        "responses": known.get("responses") or {"default": {"description": "a JSON reply"}},
+    }
+    if method == "HEAD":
+        op["responses"] = {"200": {"description": "the GET reply's headers"}}
+    if params or known.get("parameters"):
+        op["parameters"] = params + list(known.get("parameters", []))
+    if "requestBody" in known:
+        op["requestBody"] = known["requestBody"]
+    if method in MODIFYING:
+        op["security"] = [{"basicAuth": []}]
+    return op
+
+
+def _summary_of(route: web.AbstractRoute) -> str:
+    doc = getattr(route.handler, "__doc__", None) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _operation_id(method: str, path: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_") or "root"
+    if len(path) > 1 and path.endswith("/"):
+        slug += "_slash"
+    return f"{method.lower()}_{slug}"
+
+
+def _tag(path: str) -> str:
+    first = path.strip("/").split("/", 1)[0]
+    return first if first in ("v1", "v0.6") else "operations"

@@ -1,0 +1,120 @@
+"""The ``/v0.6`` route table: every reference route, who may call it, and its description.
+
+Owns the table (plain data: method, path, view, access, description), adding it to an app with
+the access rule applied, and the API listing at ``/v0.6/`` and ``/v0.6/api`` built from it.
+The descriptions are the reference's own (``shared/seed/pns-readme.txt``), odd spacing included.
+Access follows REFERENCE.md: every PUT, POST (except ``/echo``) and DELETE needs credentials;
+GET does not, except ``/pnsconfig``; ``PUT /pnsconf`` is for administrators.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from pnsweb import views_v06 as v
+from pnsweb import views_v06_config as conf
+from pnsweb import views_v06_run as run
+from pnsweb.auth import require_user
+from pnsweb.views_v06 import View
+from pnsweb.views_v06_envelope import STAMP, json_response
+
+PREFIX = "/v0.6"
+
+
+class Access(enum.Enum):
+    PUBLIC = "public"
+    USER = "user"        # any authenticated user
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str            # under PREFIX
+    view: View
+    access: Access
+    description: str
+
+
+_FILES = " returns names and contents of all files in the dir, 'None' if dir not existing. "
+_PUBLIC, _USER, _ADMIN = Access.PUBLIC, Access.USER, Access.ADMIN
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/init", v.script_view("init"), _PUBLIC, "the initPTS file"),
+    Route("GET", "/config", v.script_view("config"), _PUBLIC, "the configPTS file"),
+    Route("GET", "/run", v.script_view("run"), _PUBLIC, "the file running PTS"),
+    Route("GET", "/clean", v.script_view("clean"), _PUBLIC, "the cleanPTS file"),
+    Route("GET", "/input", v.files_view("input"), _PUBLIC, _FILES),
+    Route("GET", "/output", v.files_view("output"), _PUBLIC, _FILES),
+    Route("GET", "/pnsconfig", conf.get_pnsconfig, _USER, "PNS configuration"),
+    Route("PUT", "/init", v.hook_view("init"), _USER,
+          " Initialize the Processing Task Software by running the init script defined in the "
+          "config. Execution on the server host is in the pnshome directory and run result and "
+          "status are returned. If input/output directories cannot be created with serveruser "
+          "as owner, Error401 will be given.\n    "),
+    Route("PUT", "/config", v.hook_view("config"), _USER,
+          " Configure the Processing Task Software by running the config script. Ref init PTS."
+          "\n    "),
+    Route("PUT", "/pnsconf", conf.put_pnsconf, _ADMIN,
+          " Configure the PNS itself by replacing the pnsconfig var\n    "),
+    Route("PUT", "/inittest", v.reset_demo, _USER,
+          "     Renames the 'init' 'config' 'run' 'clean' scripts to \"*.save\" and points it to "
+          "the '.ori' scripts.\n    "),
+    Route("PUT", "/testinit", v.reset_demo, _USER,
+          "     Renames the 'init' 'config' 'run' 'clean' scripts to \"*.save\" and points it to "
+          "the '.ori' scripts.\n    "),
+    Route("POST", "/calc", run.testcalc, _USER,
+          " generates result product directly using data on PNS.\n    "),
+    Route("POST", "/testcalc", run.testcalc, _USER,
+          " generate post test product.\n    put the 1st input (see maketestdata in "
+          "test_all.py)\n    parameter to metadata\n    and 2nd to the product's dataset\n    "),
+    Route("POST", "/echo", v.echo, _PUBLIC, "Echo"),
+    Route("POST", "/run", run.run, _USER,
+          " Generates a product by running script defined in the config under 'run'. Execution "
+          "on the server host is in the pnshome directory and run result and status are "
+          "returned.\n    "),
+    Route("POST", "/testrun", run.testrun, _USER,
+          "  Run 'runPTS' for testing, and as an example.\n    "),
+    Route("POST", "/sleep/{secs}", run.sleep, _USER,
+          " Run 'sleep <secs>' as a PTS process; a run longer than the body's timeout is "
+          "killed.\n    "),
+    Route("DELETE", "/clean", v.hook_view("clean"), _USER,
+          " Removing traces of past runnings the Processing Task Software.\n    "),
+)
+
+
+def add_routes(app: web.Application) -> None:
+    """Add the listing and every route of :data:`ROUTES` to ``app``, access rules applied."""
+    for path in ("", "/", "/api"):
+        app.router.add_get(PREFIX + path, api_listing)
+    for route in ROUTES:
+        view = route.view if route.access is Access.PUBLIC else guarded(route.view, route.access)
+        if route.method == "GET":
+            app.router.add_get(PREFIX + route.path, view)
+        else:
+            app.router.add_route(route.method, PREFIX + route.path, view)
+
+
+def guarded(view: View, access: Access) -> View:
+    """``view`` behind HTTP Basic: 401 without valid credentials, 403 for a non-admin if
+    ``access`` is ADMIN."""
+
+    async def authenticated(request: web.Request) -> web.StreamResponse:
+        await require_user(request, admin=access is Access.ADMIN)
+        return await view(request)
+
+    return authenticated
+
+
+async def api_listing(request: web.Request) -> web.StreamResponse:
+    """GET /v0.6/ and /v0.6/api: every route with its absolute URL and description."""
+    base = str(request.url.origin()) + PREFIX
+    apis: dict[str, list[dict[str, str]]] = {}
+    for route in ROUTES:
+        apis.setdefault(route.method, []).append(
+            {"URL": base + route.path, "description": route.description})
+    body = {"APIs": dict(sorted(apis.items())), "timestamp": request.app[STAMP].now()}
+    return json_response(body)

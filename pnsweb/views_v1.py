@@ -1,0 +1,140 @@
+"""The /v1 service and process views: landing page, conformance, processes, execution.
+
+Owns the HTTP side of OGC API - Processes for processes: each view asks the daemon through
+``app[CLIENT]`` and shapes the reply with :mod:`pnsweb.ogc`. Execution is synchronous unless
+the request says ``Prefer: respond-async`` (or the older body field ``"mode": "async"``).
+A synchronous result is answered ``raw`` by default, as the standard's ``response`` default
+says: the single output's value as the body (JSON; bytes as application/octet-stream); with
+several outputs selected, ``raw`` falls back to the results document (multipart is not
+offered). Errors the daemon reports (busy, timeout, the PTS failing) go to the app's error
+middleware as :class:`protocols.errors.RemoteError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from pnsweb import ogc
+from pnsweb.auth import require_user
+from pnsweb.keys import CLIENT, SETTINGS
+from pnsweb.views_v1_io import (
+    CATALOG,
+    META_TIMEOUT,
+    OCTETS,
+    base_of,
+    outputs_of,
+    pts_input,
+    read_json,
+    results_document,
+    select_outputs,
+    send,
+    send_json,
+)
+from protocols.errors import ErrorCode, RemoteError
+
+RESPONSES = ("raw", "document")
+
+
+async def landing(request: web.Request) -> web.StreamResponse:
+    """The landing page: links to the API definition, conformance, processes and jobs."""
+    return await send_json(request, ogc.landing(base_of(request)))
+
+
+async def conformance(request: web.Request) -> web.StreamResponse:
+    """The conformance classes this API implements."""
+    return await send_json(request, ogc.conformance())
+
+
+async def processes(request: web.Request) -> web.StreamResponse:
+    """Every PTS as a process summary."""
+    reply = await request.app[CLIENT].call("pts.list", {}, timeout=META_TIMEOUT)
+    return await send_json(request, ogc.process_list(reply["pts"], base_of(request)))
+
+
+async def process(request: web.Request) -> web.StreamResponse:
+    """One process description, derived from the PTS spec."""
+    name = request.match_info["processId"]
+    model = await request.app[CATALOG].model(request.app[CLIENT], name)
+    return await send_json(request, ogc.process_description(model, base_of(request)))
+
+
+async def execute(request: web.Request) -> web.StreamResponse:
+    """Run a process: synchronously (200 with results) or, asked to, as a job (201)."""
+    await require_user(request, admin=False)
+    name = request.match_info["processId"]
+    model = await request.app[CATALOG].model(request.app[CLIENT], name)
+    body = await read_json(request, limit=request.app[SETTINGS].max_body)
+    order = ExecuteOrder.parse(body, request.headers.get("Prefer", ""), model)
+    data = pts_input(model, body.get("inputs"))
+    if order.asynchronous:
+        return await _submit(request, model, data)
+    return await _run(request, model, data, order)
+
+
+class ExecuteOrder:
+    """The validated options of an execute request."""
+
+    def __init__(self, *, asynchronous: bool, response: str, outputs: Any,
+                 prefer_sync: bool) -> None:
+        self.asynchronous = asynchronous
+        self.response = response
+        self.outputs = outputs
+        self.prefer_sync = prefer_sync
+
+    @classmethod
+    def parse(cls, body: Any, prefer: str, model: ogc.ProcessModel) -> ExecuteOrder:
+        if not isinstance(body, Mapping):
+            raise ogc.bad_request("the execute request must be a JSON object with 'inputs'")
+        response = body.get("response", "raw")
+        if response not in RESPONSES:
+            raise ogc.bad_request("'response' must be 'raw' or 'document'")
+        mode = body.get("mode", "auto")
+        if mode not in ("auto", "sync", "async"):
+            raise ogc.bad_request("'mode' must be 'auto', 'sync' or 'async'")
+        tokens = {token.strip().split("=")[0].lower() for token in prefer.split(",")}
+        outputs = body.get("outputs")
+        # Validate the selection before running: a bad request must not cost a run.
+        select_outputs(dict.fromkeys(model.output_ids()), outputs)
+        return cls(asynchronous=mode == "async" or (mode == "auto" and "respond-async" in tokens),
+                   response=response, outputs=outputs, prefer_sync="respond-sync" in tokens)
+
+
+async def _submit(request: web.Request, model: ogc.ProcessModel, data: Any) -> web.StreamResponse:
+    reply = await _daemon(request, model.id, "submit", {"pts": model.id, "input": data},
+                          timeout=META_TIMEOUT)
+    base = base_of(request)
+    job = reply["job"]
+    headers = {"Location": f"{base}/jobs/{job['id']}", "Preference-Applied": "respond-async"}
+    return await send_json(request, ogc.status_info(job, base), status=201, headers=headers)
+
+
+async def _run(
+    request: web.Request, model: ogc.ProcessModel, data: Any, order: ExecuteOrder,
+) -> web.StreamResponse:
+    reply = await _daemon(request, model.id, "run", {"pts": model.id, "input": data},
+                          timeout=request.app[SETTINGS].call_timeout)
+    outputs = select_outputs(outputs_of(model, reply["result"]), order.outputs)
+    headers = {"Link": f'<{base_of(request)}/jobs/{reply["job"]}>; rel="monitor"'}
+    if order.prefer_sync:
+        headers["Preference-Applied"] = "respond-sync"
+    if order.response == "raw" and len(outputs) == 1:
+        value = next(iter(outputs.values()))
+        if isinstance(value, bytes):
+            return await send(request, value, content_type=OCTETS, headers=headers)
+        return await send_json(request, value, headers=headers)
+    return await send_json(request, results_document(outputs), headers=headers)
+
+
+async def _daemon(
+    request: web.Request, name: str, op: str, body: Any, *, timeout: float,
+) -> Any:
+    """One daemon call for process ``name``; its disappearance is OGC's no-such-process."""
+    try:
+        return await request.app[CLIENT].call(op, body, timeout=timeout)
+    except RemoteError as exc:
+        if exc.code == ErrorCode.NOT_FOUND:
+            raise ogc.no_such_process(name) from exc
+        raise

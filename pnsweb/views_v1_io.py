@@ -1,0 +1,228 @@
+"""What the /v1 views share: the process catalogue and the moving of values in and out.
+
+Owns :class:`Catalog` (PTS name -> :class:`pnsweb.ogc.ProcessModel`, fetched with
+``pts.describe`` and kept for a few seconds so that a synchronous execution costs one daemon
+round trip, not two), the translation of OGC execute inputs into the PTS input and of PTS
+results into OGC outputs, reading a request body under the configured limit, and writing
+JSON or bytes (streamed in chunks above :data:`STREAM_THRESHOLD`). No routes here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from pnsweb import ogc
+from pnsweb.errors import ApiError
+from pnsweb.keys import DaemonClient
+from protocols.errors import ErrorCode, RemoteError
+
+META_TIMEOUT = 10.0          # seconds for the daemon's quick metadata calls
+MODEL_TTL = 2.0              # a hot swap shows in descriptions and mappings within this
+MAX_MODELS = 1024
+STREAM_THRESHOLD = 1 << 20   # bodies larger than this are written in chunks, with backpressure
+CHUNK = 256 << 10
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
+QUALIFIED_KEYS = frozenset({"value", "mediaType", "encoding", "schema"})
+LINK_KEYS = frozenset({"href", "rel", "type", "hreflang", "title"})
+OCTETS = "application/octet-stream"
+
+
+class Catalog:
+    """PTS name -> process model, cached for :data:`MODEL_TTL` seconds."""
+
+    def __init__(self, *, ttl: float = MODEL_TTL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._models: dict[str, tuple[float, ogc.ProcessModel]] = {}
+
+    async def model(self, client: DaemonClient, name: str) -> ogc.ProcessModel:
+        """The model of PTS ``name``; raise the OGC no-such-process problem if it is unknown."""
+        now = self._clock()
+        hit = self._models.get(name)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        if not NAME_RE.fullmatch(name):
+            raise ogc.no_such_process(name)
+        try:
+            reply = await client.call("pts.describe", {"name": name}, timeout=META_TIMEOUT)
+        except RemoteError as exc:
+            if exc.code == ErrorCode.NOT_FOUND:
+                self._models.pop(name, None)
+                raise ogc.no_such_process(name) from exc
+            raise
+        model = ogc.model_of(reply["spec"])
+        if len(self._models) >= MAX_MODELS:
+            self._models.clear()
+        self._models[name] = (now, model)
+        return model
+
+
+CATALOG = web.AppKey("v1_catalog", Catalog)
+
+
+def job_id_of(request: web.Request) -> str:
+    """The ``jobId`` path parameter; a malformed id is a job that does not exist."""
+    job_id = request.match_info["jobId"]
+    if not JOB_ID_RE.fullmatch(job_id):
+        raise ogc.no_such_job(job_id)
+    return job_id
+
+
+def base_of(request: web.Request) -> str:
+    """The absolute URL of ``/v1`` as this request reached it."""
+    return f"{request.url.origin()}/v1"
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+def pts_input(model: ogc.ProcessModel, inputs: Any) -> Any:
+    """The PTS input for OGC ``inputs`` (see :class:`pnsweb.ogc.ProcessModel` for the rules)."""
+    if inputs is None:
+        inputs = {}
+    if not isinstance(inputs, Mapping):
+        raise ogc.bad_request("'inputs' must be an object: input id -> value")
+    declared = [port.id for port in model.inputs]
+    unknown = sorted(set(inputs) - set(declared))
+    if unknown:
+        raise ogc.bad_request(f"process {model.id} has no input {', '.join(unknown)} "
+                              f"(its inputs: {', '.join(declared) or 'none'})")
+    missing = [port.id for port in model.inputs if port.required and port.id not in inputs]
+    if missing:
+        raise ogc.bad_request(f"process {model.id} needs input {', '.join(missing)}")
+    values = {key: plain_value(key, value) for key, value in inputs.items()}
+    if model.whole_input:
+        return values.get(declared[0])
+    return values
+
+
+def plain_value(key: str, value: Any) -> Any:
+    """An input value with an OGC qualified value unwrapped (base64 decoded to bytes)."""
+    if not isinstance(value, Mapping):
+        return value
+    if "href" in value and set(value) <= LINK_KEYS:
+        raise ogc.bad_request(f"input {key}: inputs by reference (href) are not supported")
+    if "value" not in value or not set(value) <= QUALIFIED_KEYS:
+        return value
+    inner = value["value"]
+    if value.get("encoding") in ("base64", "binary") and isinstance(inner, str):
+        try:
+            return base64.b64decode(inner, validate=True)
+        except binascii.Error as exc:
+            raise ogc.bad_request(f"input {key}: value is not valid base64") from exc
+    return inner
+
+
+# -- outputs ----------------------------------------------------------------------------------
+
+def outputs_of(model: ogc.ProcessModel, result: Any) -> dict[str, Any]:
+    """Output id -> value for a PTS result."""
+    if model.mode != "process":
+        return {port.id: result for port in model.outputs}
+    files = result.get("outputs") if isinstance(result, Mapping) else None
+    if not isinstance(files, Mapping):
+        files = {}
+    if model.outputs == (ogc.ALL_FILES,):
+        return {ogc.ALL_FILES.id: dict(files)}
+    return {port.id: files.get(port.id) for port in model.outputs}
+
+
+def select_outputs(outputs: dict[str, Any], requested: Any) -> dict[str, Any]:
+    """The outputs an execute request's ``outputs`` asks for (all when absent)."""
+    if requested is None:
+        return outputs
+    if not isinstance(requested, Mapping):
+        raise ogc.bad_request("'outputs' must be an object: output id -> options")
+    unknown = sorted(set(requested) - set(outputs))
+    if unknown:
+        raise ogc.bad_request(f"no output {', '.join(unknown)} "
+                              f"(outputs: {', '.join(outputs)})")
+    for key, options in requested.items():
+        mode = options.get("transmissionMode", "value") if isinstance(options, Mapping) \
+            else "value"
+        if mode != "value":
+            raise ogc.bad_request(f"output {key}: only transmissionMode 'value' is supported")
+    return {key: value for key, value in outputs.items() if key in requested}
+
+
+def results_document(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The results document: output id -> value; bytes become a base64 qualified value."""
+    return {key: {"value": base64.b64encode(value).decode("ascii"), "encoding": "base64",
+                  "mediaType": OCTETS} if isinstance(value, bytes) else value
+            for key, value in outputs.items()}
+
+
+# -- bodies -----------------------------------------------------------------------------------
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode_json(value: Any) -> bytes:
+    return json.dumps(value, default=_json_default, ensure_ascii=False).encode()
+
+
+async def read_json(request: web.Request, *, limit: int) -> Any:
+    """The request body as JSON, read in chunks and refused (413) once over ``limit`` bytes."""
+    if hdrs.CONTENT_TYPE in request.headers and not _is_json(request.content_type):
+        raise ApiError(415, "the body must be application/json")
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    if not size:
+        raise ogc.bad_request("the request needs a JSON body")
+    try:
+        return json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ogc.bad_request(f"the body is not valid JSON: {exc}") from exc
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"the request body exceeds the limit of {limit} bytes")
+
+
+async def send(
+    request: web.Request, payload: bytes, *, content_type: str = ogc.JSON, status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    """Answer with ``payload``; above :data:`STREAM_THRESHOLD` in chunks, each awaiting drain."""
+    if len(payload) <= STREAM_THRESHOLD:
+        return web.Response(body=payload, status=status, content_type=content_type,
+                            headers=headers)
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_type = content_type
+    response.content_length = len(payload)
+    await response.prepare(request)
+    view = memoryview(payload)
+    for start in range(0, len(payload), CHUNK):
+        await response.write(view[start:start + CHUNK])
+    await response.write_eof()
+    return response
+
+
+async def send_json(
+    request: web.Request, value: Any, *, status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    return await send(request, encode_json(value), status=status, headers=headers)

@@ -1,0 +1,194 @@
+"""The /v1 job views: job list, status, dismiss, results and the Server-Sent Events stream.
+
+Owns the HTTP side of OGC API - Processes for jobs. A malformed or unknown job id is OGC's
+``no-such-job`` (404); results of an unfinished job are ``result-not-ready`` (404); the results
+of a failed or dismissed job are the daemon's error, rendered by the app's error middleware.
+Dismissing an unfinished job cancels it (the daemon cancels politely, then kills); dismissing a
+finished one deletes its record and results, so the job is then gone (404), as the standard's
+dismiss class describes. The event stream relays the daemon's ``job.watch`` (resuming after
+``Last-Event-ID``), sends a comment line as heartbeat when idle and ends when the job ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from pnsweb import ogc
+from pnsweb.auth import require_user
+from pnsweb.errors import ApiError
+from pnsweb.keys import CLIENT, DaemonClient
+from pnsweb.views_v1_io import (
+    CATALOG,
+    META_TIMEOUT,
+    base_of,
+    job_id_of,
+    outputs_of,
+    results_document,
+    send_json,
+)
+from protocols.errors import ClientTimeout, ErrorCode, PnsError, RemoteError
+
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 1000
+HEARTBEAT = 15.0     # seconds of silence before the event stream sends a comment line
+WATCH_WAIT = 60.0    # longest wait for the daemon's next event (it ends idle watches at 30 s)
+QUEUE = 256
+_GONE = (ErrorCode.NOT_FOUND, ErrorCode.BAD_REQUEST)   # bad_request: the daemon refused the id
+
+
+async def jobs(request: web.Request) -> web.StreamResponse:
+    """The job list, newest first, paged with ``limit`` and ``offset``."""
+    query = request.query
+    limit = _integer(query.get("limit"), "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _integer(query.get("offset"), "offset", 0, 0, 2**62)
+    ask: dict[str, Any] = {"limit": limit, "offset": offset}
+    page: dict[str, str] = {}
+    if "processID" in query:
+        ask["pts"] = page["processID"] = query["processID"]
+    if "status" in query:
+        if query["status"] not in ogc.JOB_STATUSES:
+            raise ogc.bad_request(f"status must be one of {', '.join(ogc.JOB_STATUSES)}")
+        ask["status"] = page["status"] = query["status"]
+    reply = await request.app[CLIENT].call("job.list", ask, timeout=META_TIMEOUT)
+    return await send_json(request, ogc.job_list(
+        reply["jobs"], base_of(request), total=int(reply["total"]), page=page,
+        limit=limit, offset=offset))
+
+
+async def job(request: web.Request) -> web.StreamResponse:
+    """A job's statusInfo."""
+    record = await job_record(request.app[CLIENT], job_id_of(request))
+    return await send_json(request, ogc.status_info(record, base_of(request)))
+
+
+async def dismiss(request: web.Request) -> web.StreamResponse:
+    """Dismiss a job: cancel it if unfinished, else delete it with its results."""
+    await require_user(request, admin=False)
+    job_id = job_id_of(request)
+    client = request.app[CLIENT]
+    record = (await _job_call(client, "job.cancel", job_id))["job"]
+    if record["status"] in ("successful", "failed"):
+        await _job_call(client, "job.delete", job_id)
+    message = record.get("message") if record["status"] == "dismissed" else "dismissed"
+    shown = {**record, "message": message}
+    return await send_json(request, ogc.status_info(shown, base_of(request), status="dismissed"))
+
+
+async def results(request: web.Request) -> web.StreamResponse:
+    """The results document of a successful job (output id -> value)."""
+    job_id = job_id_of(request)
+    client = request.app[CLIENT]
+    try:
+        reply = await _job_call(client, "job.result", job_id)
+    except RemoteError as exc:
+        if exc.code == ErrorCode.NOT_READY:
+            status = str(exc.details.get("status") or "not finished")
+            raise ogc.result_not_ready(job_id, status) from exc
+        raise
+    name = str(reply["job"]["pts"])
+    try:
+        model = await request.app[CATALOG].model(client, name)
+    except ApiError:     # the PTS is gone since: show the result as its single output
+        model = ogc.model_of({"name": name, "mode": "inproc"})
+    return await send_json(request, results_document(outputs_of(model, reply["result"])))
+
+
+async def job_record(client: DaemonClient, job_id: str) -> dict[str, Any]:
+    record: dict[str, Any] = (await _job_call(client, "job.status", job_id))["job"]
+    return record
+
+
+async def _job_call(client: DaemonClient, op: str, job_id: str) -> Any:
+    try:
+        return await client.call(op, {"job": job_id}, timeout=META_TIMEOUT)
+    except RemoteError as exc:
+        if exc.code in _GONE:
+            raise ogc.no_such_job(job_id) from exc
+        raise
+
+
+def _integer(text: str | None, name: str, default: int, low: int, high: int) -> int:
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ogc.bad_request(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise ogc.bad_request(f"{name} must be from {low} to {high}")
+    return value
+
+
+# -- Server-Sent Events -----------------------------------------------------------------------
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """The job's events as text/event-stream: ``id`` = seq, ``event`` = kind, ``data`` = JSON."""
+    job_id = job_id_of(request)
+    after = _integer(request.headers.get("Last-Event-ID"), "Last-Event-ID", 0, 0, 2**62)
+    client = request.app[CLIENT]
+    await job_record(client, job_id)      # a 404 must come before the stream starts
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+    })
+    await response.prepare(request)
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE)
+    async with asyncio.TaskGroup() as group:
+        pump = group.create_task(_pump(client, job_id, after, queue))
+        try:
+            await _relay(response, queue)
+        except ConnectionResetError:
+            pass          # the client went away; the job carries on
+        finally:
+            pump.cancel()
+    return response
+
+
+async def _pump(
+    client: DaemonClient, job_id: str, after: int, queue: asyncio.Queue[dict[str, Any] | None],
+) -> None:
+    """Daemon events into ``queue``, watching again after idle ends; None marks the end."""
+    while True:
+        try:
+            async for event in client.stream("job.watch", {"job": job_id, "after": after},
+                                             timeout=WATCH_WAIT):
+                after = max(after, int(event.get("seq", after)))
+                await queue.put(event)
+        except RemoteError as exc:
+            if exc.code == ErrorCode.TIMEOUT:     # the daemon ends idle watches: watch again
+                continue
+            await queue.put({"kind": "error", "code": exc.code, "message": exc.message})
+        except ClientTimeout:
+            continue
+        except PnsError as exc:
+            await queue.put({"kind": "error", "code": "unavailable", "message": str(exc)})
+        break
+    await queue.put(None)
+
+
+async def _relay(response: web.StreamResponse,
+                 queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    while True:
+        try:
+            event = await asyncio.wait_for(queue.get(), HEARTBEAT)
+        except TimeoutError:
+            await response.write(b": keep-alive\n\n")
+            continue
+        if event is None:
+            break
+        await response.write(sse_frame(event))
+    await response.write_eof()
+
+
+def sse_frame(event: dict[str, Any]) -> bytes:
+    """One event in the text/event-stream format (the data is one JSON line)."""
+    lines = []
+    if "seq" in event:
+        lines.append(f"id: {event['seq']}")
+    lines.append(f"event: {event.get('kind', 'message')}")
+    lines.append("data: " + json.dumps(event, ensure_ascii=False, default=str))
+    return ("\n".join(lines) + "\n\n").encode()

@@ -1,0 +1,149 @@
+"""Fixtures that start real daemons: in this test's event loop, or as a `pnsd` process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pnsd.config import Settings, load_or_create_key, load_settings
+from pnsd.daemon import Daemon
+from protocols.client import AsyncClient, Client
+from protocols.errors import PnsError
+
+START_TIMEOUT = 30.0
+
+
+def write_config(home: Path, extra: str = "") -> Path:
+    """A config file for a daemon living entirely under ``home``."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "pnsd.toml"
+    config.write_text(f"[pnsd]\nhome = {str(home)!r}\n{extra}")
+    return config
+
+
+def settings_for(home: Path, extra: str = "") -> Settings:
+    config = write_config(home, extra)
+    return load_settings(config=config, home=home, env={"HOME": str(home)})
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    settings: Settings
+    key: bytes
+
+    def client(self, **kwargs: float) -> AsyncClient:
+        return AsyncClient(self.settings.endpoint, key=self.key, **kwargs)
+
+
+async def start_daemon(settings: Settings) -> tuple[Daemon, asyncio.Task[None]]:
+    daemon = Daemon(settings)
+    task = asyncio.create_task(daemon.run())
+    ready = asyncio.create_task(daemon.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=START_TIMEOUT,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    if ready not in done:
+        ready.cancel()
+        if task in done:
+            task.result()  # raises the start-up error
+        raise TimeoutError("daemon did not become ready")
+    return daemon, task
+
+
+async def stop_daemon(daemon: Daemon, task: asyncio.Task[None]) -> None:
+    daemon.stopping.set()
+    await asyncio.wait_for(task, timeout=60)
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    settings = settings_for(tmp_path / "home")
+    daemon, task = await start_daemon(settings)
+    try:
+        yield Running(daemon, settings, load_or_create_key(settings.key_file, create=False))
+    finally:
+        await stop_daemon(daemon, task)
+
+
+@pytest.fixture
+async def client(running: Running) -> AsyncIterator[AsyncClient]:
+    async with running.client(timeout=30.0) as client:
+        yield client
+
+
+@dataclass
+class DaemonProcess:
+    process: subprocess.Popen[bytes]
+    home: Path
+    config: Path
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings(config=self.config, home=self.home, env={"HOME": str(self.home)})
+
+    def client(self, timeout: float = 30.0) -> Client:
+        settings = self.settings
+        return Client(settings.endpoint, key=load_or_create_key(settings.key_file, create=False),
+                      timeout=timeout)
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pnsd", *args, "--home", str(self.home),
+             "--config", str(self.config)],
+            capture_output=True, text=True, timeout=timeout, env=child_env(self.home),
+            check=False)
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def child_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PNS_CONFIG", None)
+    env.update(HOME=str(home), PNS_HOME=str(home))
+    return env
+
+
+def spawn_daemon(home: Path, extra: str = "") -> DaemonProcess:
+    config = write_config(home, extra)
+    log = (home / "pnsd.out").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pnsd", "start", "--home", str(home), "--config", str(config)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env(home),
+        start_new_session=True)
+    log.close()
+    running = DaemonProcess(process, home, config)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError((home / "pnsd.out").read_text())
+        try:
+            with running.client(timeout=1.0) as client:
+                client.call("ping", {})
+            return running
+        except (PnsError, FileNotFoundError):
+            time.sleep(0.05)  # polling a starting process: there is no event to wait on
+    running.terminate()
+    raise TimeoutError("pnsd did not answer a ping in time")
+
+
+@pytest.fixture
+def daemon_process(tmp_path: Path) -> Iterator[DaemonProcess]:
+    running = spawn_daemon(tmp_path / "home")
+    try:
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.wait(timeout=30)

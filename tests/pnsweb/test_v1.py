@@ -1,0 +1,263 @@
+"""/v1 service documents, processes and execution, driven through the real app with a fake daemon."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from pnsweb import ogc, views_v1_io
+from pnsweb.app import create_app
+from tests.pnsweb.test_v1_fakes import AUTH, SPECS, JobBook, demo_daemon, settings
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def book_and_daemon() -> Any:
+    return demo_daemon()
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, book_and_daemon: Any) -> TestClient[Any, Any]:
+    daemon, _book = book_and_daemon
+    app = create_app(settings(max_body=4096), client=daemon)
+    return await aiohttp_client(app)
+
+
+@pytest.fixture
+def book(book_and_daemon: Any) -> JobBook:
+    return book_and_daemon[1]  # type: ignore[no-any-return]
+
+
+async def execute(client: TestClient[Any, Any], pts: str, body: Any, **headers: str) -> Any:
+    return await client.post(f"/v1/processes/{pts}/execution", json=body,
+                             headers={**AUTH, **headers})
+
+
+# -- service documents ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/v1", "/v1/"])
+async def test_landing_page_links_the_standard_relations(client: Any, path: str) -> None:
+    response = await client.get(path)
+    assert response.status == 200
+    rels = {link["rel"]: link["href"] for link in (await response.json())["links"]}
+    origin = str(client.make_url(""))
+    assert rels["service-desc"] == f"{origin}/v1/openapi.json"
+    assert rels[ogc.REL + "processes"] == f"{origin}/v1/processes"
+    assert rels[ogc.REL + "job-list"] == f"{origin}/v1/jobs"
+    assert rels[ogc.REL + "conformance"] == f"{origin}/v1/conformance"
+
+
+async def test_conformance_declares_core_description_json_job_list_and_dismiss(
+        client: Any) -> None:
+    conforms = (await (await client.get("/v1/conformance")).json())["conformsTo"]
+    base = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
+    for name in ("core", "ogc-process-description", "json", "job-list", "dismiss"):
+        assert base + name in conforms
+
+
+# -- processes --------------------------------------------------------------------------------
+
+async def test_process_list_has_a_summary_with_links_for_every_pts(client: Any) -> None:
+    body = await (await client.get("/v1/processes")).json()
+    summaries = {p["id"]: p for p in body["processes"]}
+    assert set(summaries) == set(SPECS)
+    echo = summaries["echo"]
+    assert echo["jobControlOptions"] == ["sync-execute", "async-execute", "dismiss"]
+    assert echo["outputTransmission"] == ["value"]
+    assert {link["rel"] for link in echo["links"]} >= {"self", ogc.REL + "execute"}
+
+
+@pytest.mark.parametrize(("pts", "inputs", "outputs"), [
+    ("echo", {"value": {}}, ["result"]),
+    ("sleep", {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}}, ["result"]),
+    ("hello", {"infile": {"type": "string"}}, ["outfile"]),
+    ("hello-worker", {"name": {"type": "string"}}, ["result"]),
+    ("custom", {"input": {}}, ["result"]),
+])
+async def test_process_description_derives_inputs_and_outputs_from_the_spec(
+        client: Any, pts: str, inputs: dict[str, Any], outputs: list[str]) -> None:
+    response = await client.get(f"/v1/processes/{pts}")
+    assert response.status == 200
+    body = await response.json()
+    assert body["id"] == pts
+    assert body["version"] == SPECS[pts]["version"]
+    assert {key: value["schema"] for key, value in body["inputs"].items()} == inputs
+    assert list(body["outputs"]) == outputs
+
+
+async def test_testcalc_describes_its_three_named_inputs(client: Any) -> None:
+    body = await (await client.get("/v1/processes/testcalc")).json()
+    assert set(body["inputs"]) == {"creator", "rootcause", "input"}
+    assert body["inputs"]["input"]["schema"]["type"] == "object"
+
+
+@pytest.mark.parametrize("path", ["/v1/processes/nope", "/v1/processes/..%2Fx",
+                                  "/v1/processes/nope/execution"])
+async def test_unknown_process_is_the_no_such_process_problem(client: Any, path: str) -> None:
+    if path.endswith("execution"):
+        response = await client.post(path, json={"inputs": {}}, headers=AUTH)
+    else:
+        response = await client.get(path)
+    assert response.status == 404
+    assert response.content_type == PROBLEM
+    body = await response.json()
+    assert body["type"] == ogc.NO_SUCH_PROCESS
+    assert body["title"] == "No such process"
+
+
+# -- execution --------------------------------------------------------------------------------
+
+async def test_sync_execution_answers_the_raw_value_by_default(client: Any) -> None:
+    response = await execute(client, "echo", {"inputs": {"value": {"a": [1, 2]}}})
+    assert response.status == 200
+    assert await response.json() == {"a": [1, 2]}
+    assert "/v1/jobs/" in response.headers["Link"]
+
+
+async def test_respond_sync_preference_is_applied(client: Any) -> None:
+    response = await execute(client, "echo", {"inputs": {"value": 3}}, Prefer="respond-sync")
+    assert response.status == 200
+    assert response.headers["Preference-Applied"] == "respond-sync"
+    assert await response.json() == 3
+
+
+async def test_document_response_is_keyed_by_output_id(client: Any) -> None:
+    response = await execute(client, "hello", {"inputs": {"infile": "Ada"},
+                                               "response": "document"})
+    assert response.status == 200
+    assert await response.json() == {"outfile": "hello Ada!"}
+
+
+@pytest.mark.parametrize(("pts", "inputs", "sent"), [
+    ("echo", {"value": [1]}, [1]),
+    ("sleep", {"seconds": 0.5}, 0.5),
+    ("hello-worker", {"name": "Ada"}, "Ada"),
+    ("hello-worker", {}, None),
+    ("hello", {"infile": "Ada"}, {"infile": "Ada"}),
+    ("testcalc", {"creator": "c", "rootcause": "r", "input": {"meta": {}}},
+     {"creator": "c", "rootcause": "r", "input": {"meta": {}}}),
+    ("echo", {"value": {"value": "aGk=", "encoding": "base64"}}, b"hi"),
+    ("echo", {"value": {"value": 7, "mediaType": "application/json"}}, 7),
+])
+async def test_inputs_map_to_the_pts_input_by_mode(
+        client: Any, book: JobBook, pts: str, inputs: Any, sent: Any) -> None:
+    response = await execute(client, pts, {"inputs": inputs})
+    assert response.status == 200
+    assert list(book.inputs.values())[-1] == sent
+
+
+async def test_bytes_results_are_raw_octets_or_base64_in_a_document(client: Any) -> None:
+    inputs = {"value": {"value": base64.b64encode(b"\x00\x01").decode(), "encoding": "base64"}}
+    raw = await execute(client, "echo", {"inputs": inputs})
+    assert raw.content_type == "application/octet-stream"
+    assert await raw.read() == b"\x00\x01"
+    doc = await execute(client, "echo", {"inputs": inputs, "response": "document"})
+    assert (await doc.json())["result"] == {"value": "AAE=", "encoding": "base64",
+                                            "mediaType": "application/octet-stream"}
+
+
+async def test_async_execution_is_201_with_location_and_status_info(
+        client: Any, book: JobBook) -> None:
+    response = await execute(client, "sleep", {"inputs": {"seconds": 5}},
+                             Prefer="respond-async")
+    assert response.status == 201
+    assert response.headers["Preference-Applied"] == "respond-async"
+    body = await response.json()
+    job_id = body["jobID"]
+    assert response.headers["Location"] == str(client.make_url(f"/v1/jobs/{job_id}"))
+    assert body["type"] == "process"
+    assert body["processID"] == "sleep"
+    assert body["status"] == "accepted"
+    assert body["created"].endswith("Z")
+    assert book.inputs[job_id] == 5
+
+
+@pytest.mark.parametrize(("body", "detail"), [
+    ({"inputs": {"seconds": 1, "extra": 2}}, "no input extra"),
+    ({"inputs": {}}, "needs input seconds"),
+    ({"inputs": []}, "'inputs' must be an object"),
+    ({"inputs": {"seconds": 1}, "response": "weird"}, "'response'"),
+    ({"inputs": {"seconds": 1}, "outputs": {"other": {}}}, "no output other"),
+    ({"inputs": {"seconds": {"href": "http://x/y"}}}, "by reference"),
+    ([1, 2], "JSON object"),
+])
+async def test_bad_execute_requests_are_400_problems_and_run_nothing(
+        client: Any, book: JobBook, body: Any, detail: str) -> None:
+    response = await execute(client, "sleep", body)
+    assert response.status == 400
+    assert response.content_type == PROBLEM
+    assert detail in (await response.json())["detail"]
+    assert book.jobs == {}
+
+
+async def test_invalid_json_is_400_and_wrong_content_type_is_415(client: Any) -> None:
+    bad = await client.post("/v1/processes/echo/execution", data=b"{nope",
+                            headers={**AUTH, "Content-Type": "application/json"})
+    assert bad.status == 400
+    assert "not valid JSON" in (await bad.json())["detail"]
+    form = await client.post("/v1/processes/echo/execution", data=b"a=1",
+                             headers={**AUTH, "Content-Type": "text/plain"})
+    assert form.status == 415
+
+
+async def test_body_over_the_limit_is_413_even_when_streamed(client: Any) -> None:
+    big = b'{"inputs": {"value": "' + b"x" * 5000 + b'"}}'
+    response = await client.post("/v1/processes/echo/execution", data=big,
+                                 headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status == 413
+
+    async def chunks() -> Any:       # no Content-Length: the limit holds while reading
+        for _ in range(10):
+            yield b" " * 1000
+    streamed = await client.post("/v1/processes/echo/execution", data=chunks(),
+                                 headers={**AUTH, "Content-Type": "application/json"})
+    assert streamed.status == 413
+
+
+async def test_execution_needs_credentials(client: Any, book: JobBook) -> None:
+    response = await client.post("/v1/processes/echo/execution", json={"inputs": {"value": 1}})
+    assert response.status == 401
+    assert "WWW-Authenticate" in response.headers
+    assert book.jobs == {}
+
+
+async def test_a_failing_run_is_a_problem_from_the_daemon_error(
+        client: Any, book_and_daemon: Any) -> None:
+    daemon, _ = book_and_daemon
+    daemon.fail("run", "pts_error", "demo failure")
+    response = await execute(client, "echo", {"inputs": {"value": 1}})
+    assert response.status == 502
+    assert response.content_type == PROBLEM
+    assert "demo failure" in (await response.json())["detail"]
+
+
+async def test_large_raw_results_are_streamed_in_chunks(
+        client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(views_v1_io, "STREAM_THRESHOLD", 100)
+    monkeypatch.setattr(views_v1_io, "CHUNK", 64)
+    writes: list[int] = []
+    write = web.StreamResponse.write
+
+    async def counting_write(self: web.StreamResponse, data: Any) -> None:
+        writes.append(len(data))
+        await write(self, data)
+
+    monkeypatch.setattr(web.StreamResponse, "write", counting_write)
+    response = await execute(client, "echo", {"inputs": {"value": "y" * 1000}})
+    assert response.status == 200
+    assert await response.json() == "y" * 1000
+    assert response.headers["Content-Length"] == str(1002)
+    assert max(writes) == 64 and sum(writes) == 1002
+
+
+async def test_process_descriptions_are_cached_briefly(client: Any, book_and_daemon: Any) -> None:
+    daemon, _ = book_and_daemon
+    for _ in range(3):
+        assert (await execute(client, "echo", {"inputs": {"value": 1}})).status == 200
+    assert len(daemon.calls_of("pts.describe")) == 1
+    assert len(daemon.calls_of("run")) == 3

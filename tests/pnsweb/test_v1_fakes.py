@@ -1,0 +1,142 @@
+"""A fake daemon that behaves like pnsd for the /v1 and ops tests (no tests in this module).
+
+It programs ``tests.pnsweb.fakes.FakeDaemon`` with the demo PTS specs and a small in-memory job
+book, so the views can be driven end to end: run, submit, status, result, list, cancel,
+delete, watch and status.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from typing import Any
+
+from pnsweb.settings import WebSettings
+from protocols.errors import RemoteError
+from tests.pnsweb.fakes import USER, FakeDaemon, basic, web_settings
+
+AUTH = basic(USER)     # an ordinary user: /v1 execution and dismiss need no admin
+
+SPECS: dict[str, dict[str, Any]] = {
+    "echo": {"name": "echo", "mode": "inproc", "entry": "pnsd.demo:echo", "version": "1",
+             "description": "Returns its input unchanged."},
+    "sleep": {"name": "sleep", "mode": "inproc", "entry": "pnsd.demo:sleep", "version": "1",
+              "description": "Sleeps."},
+    "hello": {"name": "hello", "mode": "process", "version": "1", "description": "hello PTS",
+              "inputs": ["infile"], "outputs": ["outfile"]},
+    "hello-worker": {"name": "hello-worker", "mode": "worker", "entry": "pnsd.demo:hello",
+                     "version": "1", "description": "hello from workers"},
+    "testcalc": {"name": "testcalc", "mode": "inproc", "entry": "pnsd.demo:testcalc",
+                 "version": "1", "description": "calc"},
+    "custom": {"name": "custom", "mode": "worker", "entry": "mine:run", "version": "2"},
+}
+
+
+def settings(**changes: Any) -> WebSettings:
+    return web_settings(**changes)
+
+
+def record(pts: str, status: str = "accepted", **changes: Any) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex, "pts": pts, "status": status, "created": 1_700_000_000.0,
+            "started": None, "finished": None, "updated": 1_700_000_000.0, "progress": 0,
+            "message": "", "reason": "", "sync": False, "version": "1", **changes}
+
+
+def compute(pts: str, data: Any) -> Any:
+    """What the demo PTS return."""
+    if pts == "hello":
+        return {"command": ["runPTS"], "returncode": 0, "stdout": "", "stderr": "",
+                "outputs": {"outfile": f"hello {data.get('infile', '')}!"}, "truncated": False}
+    if pts == "sleep":
+        return {"slept": data}
+    return data
+
+
+class JobBook:
+    """The daemon's jobs, in memory."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.results: dict[str, Any] = {}
+        self.inputs: dict[str, Any] = {}
+
+    def add(self, job: dict[str, Any], result: Any = None) -> dict[str, Any]:
+        self.jobs[job["id"]] = job
+        self.results[job["id"]] = result
+        return job
+
+    def get(self, body: Any) -> dict[str, Any]:
+        job = self.jobs.get(body["job"])
+        if job is None:
+            raise RemoteError("not_found", f"no job {body['job']}")
+        return job
+
+    def run(self, body: Any) -> Any:
+        if body["pts"] not in SPECS:
+            raise RemoteError("not_found", f"no PTS named {body['pts']!r}")
+        job = self.add(record(body["pts"], "successful", sync=True, progress=100,
+                              finished=1_700_000_001.0), compute(body["pts"], body["input"]))
+        self.inputs[job["id"]] = body["input"]
+        return {"job": job["id"], "result": self.results[job["id"]]}
+
+    def submit(self, body: Any) -> Any:
+        job = self.add(record(body["pts"]))
+        self.inputs[job["id"]] = body["input"]
+        return {"job": job}
+
+    def result(self, body: Any) -> Any:
+        job = self.get(body)
+        if job["status"] in ("accepted", "running"):
+            raise RemoteError("not_ready", "no result yet", {"status": job["status"]})
+        if job["status"] == "failed":
+            raise RemoteError("pts_error", job["message"] or "failed")
+        return {"job": job, "result": self.results[job["id"]]}
+
+    def list(self, body: Any) -> Any:
+        found = [j for j in reversed(self.jobs.values())
+                 if body.get("status") in (None, j["status"])
+                 and body.get("pts") in (None, j["pts"])]
+        offset, limit = body.get("offset", 0), body.get("limit", 100)
+        return {"jobs": found[offset:offset + limit], "total": len(found)}
+
+    def cancel(self, body: Any) -> Any:
+        job = self.get(body)
+        if job["status"] == "accepted":
+            job.update(status="dismissed", message="dismissed before it started")
+        return {"job": dict(job)}
+
+    def delete(self, body: Any) -> Any:
+        self.get(body)
+        del self.jobs[body["job"]]
+        return {}
+
+
+def describe(body: Any) -> Any:
+    spec = SPECS.get(body["name"])
+    if spec is None:
+        raise RemoteError("not_found", f"no PTS named {body['name']!r}")
+    return {"spec": spec, "state": {"state": "ready"}}
+
+
+def status_reply(**states: str) -> dict[str, Any]:
+    pts = {name: {"state": "ready", "reason": "", "running": 0, "queued": 0} for name in SPECS}
+    for name, state in states.items():
+        pts[name] = {"state": state, "reason": f"{name} is {state}", "running": 0, "queued": 0}
+    return {"version": "0.1.0", "uptime": 12.5, "accepting": True, "pts": pts,
+            "store": {"open": True, "queued": 0, "pending": 0, "commits": 7}}
+
+
+def demo_daemon() -> tuple[FakeDaemon, JobBook]:
+    book = JobBook()
+    seq = itertools.count(1)
+    daemon = FakeDaemon()
+    daemon.reply("pts.list", {"pts": [
+        {"name": n, "mode": s["mode"], "version": s["version"],
+         "description": s.get("description", ""), "state": "ready"} for n, s in SPECS.items()]})
+    daemon.on("pts.describe", describe)
+    daemon.on("run", book.run).on("submit", book.submit).on("job.result", book.result)
+    daemon.on("job.status", lambda body: {"job": book.get(body)})
+    daemon.on("job.list", book.list).on("job.cancel", book.cancel).on("job.delete", book.delete)
+    daemon.on("status", lambda body: status_reply())
+    daemon.on("ping", lambda body: {"n": next(seq)})
+    return daemon, book
