@@ -272,12 +272,13 @@ class WorkerSlot:
         process.signal_group(signal.SIGKILL)
         return True
 
-    def release(self, process: WorkerProcess, limits: Limits) -> tuple[str, bool]:
+    def release(self, process: WorkerProcess, limits: Limits, *,
+                expected: bool) -> tuple[str, bool]:
         """Forget the ended ``process``: why it ended, and whether that spends budget."""
         reason = self.kill_reason or process.describe_exit(limits)
         counts = self.kill_counts if self.kill_reason else True
         self.process, self.ready, self.ended = None, False, process
-        log.log(logging.WARNING if counts else logging.INFO, "worker_exited",
+        log.log(logging.INFO if expected or not counts else logging.WARNING, "worker_exited",
                 **process.output.label, reason=reason, returncode=process.returncode)
         return reason, counts
 

@@ -343,12 +343,12 @@ class WorkerHost:
         process.closed.add_done_callback(lambda _: process.close())
         if worker.process is not process:
             return
-        reason, counts = worker.release(process, self.spec.limits)
+        reason, counts = worker.release(process, self.spec.limits,
+                                        expected=self._state.state in ("stopping", "stopped"))
         self._by_identity.pop(worker.identity, None)
         if worker.hello is not None and not worker.hello.done():
             worker.hello.set_exception(ChildProcessError(reason))
-        task = self._busy.get(worker)
-        if task is not None:
+        if (task := self._busy.get(worker)) is not None:
             self._settle(task, error=WorkerDied(
                 f"worker died during the {task.op}: {reason}", pid=process.pid))
         self._changed.set()

@@ -226,7 +226,8 @@ def test_sleep_already_cancelled_does_not_sleep() -> None:
 def test_demo_specs_parse() -> None:
     specs = {name: parse_spec(name, table) for name, table in _specs().items()}
     assert set(specs) == {
-        "echo", "testcalc", "sleep", "fail", "hello", "hello-worker", "echo-worker"
+        "echo", "testcalc", "sleep", "fail", "hello", "hello-worker", "echo-worker",
+        "sleep-process",
     }
     assert all(spec.version == "1" and spec.description for spec in specs.values())
     assert specs["hello"].mode is Mode.PROCESS and specs["hello"].queue == 0

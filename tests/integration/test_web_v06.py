@@ -1,0 +1,166 @@
+"""/v0.6 end to end: the real app and client in front of a real ``pnsd`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pnsweb.app import create_app
+from pnsweb.settings import User, hash_password, load_settings
+from protocols.client import AsyncClient
+from tests.integration.conftest import DaemonProcess, spawn_daemon
+
+pytestmark = pytest.mark.slow
+DATA = Path(__file__).parent.parent / "pnsweb" / "data"
+ADMIN = ("admin", "pw")
+KILL_MARGIN = 3.0       # seconds a killed run may take beyond its timeout to be answered
+
+
+@pytest.fixture(scope="module")
+def admin() -> User:
+    return User(ADMIN[0], hash_password(ADMIN[1]), admin=True)
+
+
+def _spawn(home: Path) -> DaemonProcess:
+    """``pnsd start`` under ``home``, its socket beside the home."""
+    # The key is made here, before the daemon starts: spawn_daemon's first ping would otherwise
+    # race the daemon creating it (and stop at pnsd's ConfigError, which it does not retry).
+    home.mkdir(parents=True, exist_ok=True)
+    key = home / "secret.key"
+    if not key.exists():
+        key.touch(mode=0o600)
+        key.write_text(secrets.token_hex(32))
+    return spawn_daemon(home, f'endpoint = "ipc://{home.parent}/d.sock"\n')
+
+
+@pytest.fixture
+def pnsd(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """A pnsd process under ``tmp_path/home``, stopped with SIGTERM at the end."""
+    running = _spawn(tmp_path / "home")
+    try:
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.terminate(timeout=60)
+
+
+@pytest.fixture
+async def web(aiohttp_client: Any, pnsd: DaemonProcess, admin: User) -> AsyncIterator[Any]:
+    """The app over a real AsyncClient, its settings read by pnsweb's own config reader."""
+    env = {"HOME": str(pnsd.home), "PNS_HOME": str(pnsd.home)}
+    settings = load_settings(config=pnsd.config, env=env)
+    settings = type(settings)(**{**vars(settings), "users": (admin,)})
+    async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
+        yield await aiohttp_client(create_app(settings, client=client))
+
+
+def _auth() -> dict[str, str]:
+    from aiohttp import encode_basic_auth  # noqa: PLC0415 - only the tests that modify use it
+
+    return {"Authorization": encode_basic_auth(*ADMIN)}
+
+
+async def test_settings_reader_finds_the_daemon(pnsd: DaemonProcess, tmp_path: Path) -> None:
+    settings = load_settings(config=pnsd.config, env={"PNS_HOME": str(pnsd.home)})
+    assert settings.endpoint == f"ipc://{tmp_path}/d.sock"
+    assert settings.key
+
+
+async def test_listing_and_echo(web: Any) -> None:
+    listing = await (await web.get("/v0.6/")).json()
+    assert "POST" in listing["APIs"]
+    value = {"any": ["json", 1, None]}
+    body = await (await web.post("/v0.6/echo", json=value)).json()
+    assert body["result"] == value
+
+
+async def test_testrun_runs_the_real_hello_script(web: Any) -> None:
+    body = {"creator": "me", "rootcause": "it", "input": {"theName": "stranger"}}
+    resp = await web.post("/v0.6/testrun", json=body, headers=_auth())
+    assert resp.status == 200, await resp.text()
+    reply = await resp.json()
+    assert reply["result"]["theAnswer"].startswith("hello stranger! From ")
+    assert reply["message"]["returncode"] == 0
+
+
+async def test_testrun_tagged_round_trip(web: Any) -> None:
+    request = json.loads((DATA / "fdi-testrun-request.json").read_text())
+    resp = await web.post("/v0.6/testrun", json=request, headers=_auth())
+    assert resp.status == 200, await resp.text()
+    product = (await resp.json())["result"]
+    assert product["_STID"] == "Product"
+    assert product["_sets"]["data"]["theAnswer"]["data"].startswith("hello stranger!")
+
+
+async def test_testcalc_tagged_round_trip(web: Any) -> None:
+    request = json.loads((DATA / "fdi-testcalc-request.json").read_text())
+    resp = await web.post("/v0.6/testcalc", json=request, headers=_auth())
+    assert resp.status == 200, await resp.text()
+    product = (await resp.json())["result"]
+    assert list(product["_sets"]["data"]) == ["testdataset", "spectrum"]
+
+
+async def test_concurrent_testruns_get_409_not_a_hang(web: Any) -> None:
+    body = {"creator": "me", "rootcause": "it"}
+    replies = await asyncio.gather(
+        *(web.post("/v0.6/testrun", json=body, headers=_auth()) for _ in range(6)))
+    statuses = sorted(r.status for r in replies)
+    assert set(statuses) <= {200, 409} and 200 in statuses
+
+
+async def test_sleep_is_killed_at_its_timeout(web: Any) -> None:
+    started = time.monotonic()
+    resp = await web.post("/v0.6/sleep/30", json={"timeout": 1}, headers=_auth())
+    elapsed = time.monotonic() - started
+    assert resp.status == 504, await resp.text()
+    body = await resp.json()
+    assert body["result"] < 0 and body["message"]["returncode"] == body["result"]
+    assert elapsed < 1 + KILL_MARGIN
+
+
+async def test_sleep_that_finishes_answers_zero(web: Any) -> None:
+    resp = await web.post("/v0.6/sleep/0.1", headers=_auth())
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["result"] == 0
+
+
+async def test_scripts_hooks_and_exchange_dirs(web: Any) -> None:
+    text = (await (await web.get("/v0.6/run")).json())["result"]
+    assert "hello" in text
+    resp = await web.put("/v0.6/init", headers=_auth())
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["message"]["stdout"].startswith("The initialization script at")
+    await web.post("/v0.6/testrun", json={"creator": "c", "rootcause": "r"}, headers=_auth())
+    output = (await (await web.get("/v0.6/output")).json())["result"]
+    assert output is None or "outfile" in output
+    assert (await web.delete("/v0.6/clean", headers=_auth())).status == 200
+
+
+async def test_testinit_and_pnsconf_round_trip(web: Any) -> None:
+    assert (await web.put("/v0.6/testinit", headers=_auth())).status == 200
+    config = (await (await web.get("/v0.6/pnsconfig", headers=_auth())).json())["result"]
+    assert config["password"] == "***" and config["scripts"]["run"]
+    config["timeout"] = 7
+    resp = await web.put("/v0.6/pnsconf", json={"input": config}, headers=_auth())
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["result"]["timeout"] == 7
+
+
+async def test_daemon_restart_is_503_then_recovers(web: Any, pnsd: DaemonProcess) -> None:
+    assert (await web.get("/v0.6/init")).status == 200
+    pnsd.terminate(timeout=60)
+    resp = await web.get("/v0.6/init")
+    assert resp.status == 503 and "Retry-After" in resp.headers
+    again = _spawn(pnsd.home)
+    try:
+        resp = await web.get("/v0.6/init")
+        assert resp.status == 200, await resp.text()
+    finally:
+        again.terminate(timeout=60)

@@ -1,0 +1,132 @@
+"""/v1 end to end: the real app and client in front of a real ``pnsd`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import encode_basic_auth
+
+from pnsweb import ogc
+from pnsweb.app import create_app
+from pnsweb.settings import User, hash_password, load_settings
+from protocols.client import AsyncClient
+from tests.integration.conftest import DaemonProcess, spawn_daemon
+
+pytestmark = pytest.mark.slow
+CREDENTIALS = ("carol", "pw")
+AUTH = {"Authorization": encode_basic_auth(*CREDENTIALS)}
+POLL_DEADLINE = 30.0
+
+
+@pytest.fixture
+def pnsd(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """A pnsd process under ``tmp_path/home``, stopped with SIGTERM at the end."""
+    running = spawn_daemon(tmp_path / "home", f'endpoint = "ipc://{tmp_path}/d.sock"\n')
+    try:
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.terminate(timeout=60)
+
+
+@pytest.fixture
+async def web(aiohttp_client: Any, pnsd: DaemonProcess) -> AsyncIterator[Any]:
+    env = {"HOME": str(pnsd.home), "PNS_HOME": str(pnsd.home)}
+    settings = load_settings(config=pnsd.config, env=env)
+    settings = dataclasses.replace(
+        settings, users=(User(CREDENTIALS[0], hash_password(CREDENTIALS[1])),))
+    async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
+        yield await aiohttp_client(create_app(settings, client=client))
+
+
+async def wait_for_status(web: Any, job_id: str, wanted: str) -> dict[str, Any]:
+    deadline = time.monotonic() + POLL_DEADLINE
+    while True:
+        info: dict[str, Any] = await (await web.get(f"/v1/jobs/{job_id}")).json()
+        if info["status"] == wanted:
+            return info
+        assert info["status"] in ("accepted", "running"), info
+        assert time.monotonic() < deadline, f"job {job_id} still {info['status']}"
+        await asyncio.sleep(0.05)   # polling the API is the behaviour under test
+
+
+async def test_every_demo_pts_is_a_process(web: Any) -> None:
+    body = await (await web.get("/v1/processes")).json()
+    assert {"echo", "sleep", "hello", "hello-worker", "testcalc"} <= {
+        p["id"] for p in body["processes"]}
+    sleep = await (await web.get("/v1/processes/sleep")).json()
+    assert sleep["inputs"]["seconds"]["schema"]["type"] == "number"
+
+
+async def test_sync_echo_execution_raw_and_document(web: Any) -> None:
+    value = {"any": ["json", 1, None]}
+    raw = await web.post("/v1/processes/echo/execution", json={"inputs": {"value": value}},
+                         headers=AUTH)
+    assert raw.status == 200, await raw.text()
+    assert await raw.json() == value
+    doc = await web.post("/v1/processes/echo/execution", headers=AUTH,
+                         json={"inputs": {"value": value}, "response": "document"})
+    assert await doc.json() == {"result": value}
+
+
+async def test_hello_process_mode_runs_the_real_script(web: Any) -> None:
+    response = await web.post("/v1/processes/hello/execution", headers=AUTH,
+                              json={"inputs": {"infile": "Ada"}, "response": "document"})
+    assert response.status == 200, await response.text()
+    assert (await response.json())["outfile"].startswith("hello Ada! From ")
+
+
+async def test_async_sleep_job_polls_to_success_and_has_results(web: Any) -> None:
+    response = await web.post("/v1/processes/sleep/execution", json={"inputs": {"seconds": 0.3}},
+                              headers={**AUTH, "Prefer": "respond-async"})
+    assert response.status == 201, await response.text()
+    job_id = (await response.json())["jobID"]
+    assert response.headers["Location"].endswith(f"/v1/jobs/{job_id}")
+    info = await wait_for_status(web, job_id, "successful")
+    assert info["progress"] == 100
+    assert "finished" in info
+    results = await web.get(f"/v1/jobs/{job_id}/results")
+    assert await results.json() == {"result": {"slept": 0.3}}
+    listed = await (await web.get("/v1/jobs?processID=sleep&limit=5")).json()
+    assert job_id in [job["jobID"] for job in listed["jobs"]]
+
+
+async def test_a_long_sleep_job_is_dismissed(web: Any) -> None:
+    response = await web.post("/v1/processes/sleep/execution", json={"inputs": {"seconds": 60}},
+                              headers={**AUTH, "Prefer": "respond-async"})
+    job_id = (await response.json())["jobID"]
+    await wait_for_status(web, job_id, "running")
+    early = await web.get(f"/v1/jobs/{job_id}/results")
+    assert (await early.json())["type"] == ogc.RESULT_NOT_READY
+    dismissed = await web.delete(f"/v1/jobs/{job_id}", headers=AUTH)
+    assert dismissed.status == 200
+    assert (await dismissed.json())["status"] == "dismissed"
+    await wait_for_status(web, job_id, "dismissed")
+
+
+async def test_events_stream_until_the_job_ends(web: Any) -> None:
+    response = await web.post("/v1/processes/sleep/execution", json={"inputs": {"seconds": 0.5}},
+                              headers={**AUTH, "Prefer": "respond-async"})
+    job_id = (await response.json())["jobID"]
+    async with asyncio.timeout(POLL_DEADLINE):
+        text = await (await web.get(f"/v1/jobs/{job_id}/events")).text()
+    data = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    assert data, text
+    assert data[-1]["kind"] == "status"
+    assert data[-1]["status"] == "successful"
+    assert any(event["kind"] == "progress" for event in data)
+
+
+async def test_unknown_process_and_job_are_ogc_404s(web: Any) -> None:
+    process = await web.get("/v1/processes/nope")
+    assert (await process.json())["type"] == ogc.NO_SUCH_PROCESS
+    job = await web.get("/v1/jobs/0123456789abcdef0123456789abcdef")
+    assert job.status == 404
+    assert (await job.json())["type"] == ogc.NO_SUCH_JOB

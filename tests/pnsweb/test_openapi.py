@@ -1,0 +1,82 @@
+"""The OpenAPI document at /v1/openapi.json documents every route of the app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp import hdrs, web
+from aiohttp.test_utils import TestClient
+
+from pnsweb import openapi
+from pnsweb.app import create_app
+from tests.pnsweb.test_v1_fakes import demo_daemon, settings
+
+
+@pytest.fixture
+def app() -> web.Application:
+    return create_app(settings(), client=demo_daemon()[0])
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, app: web.Application) -> TestClient[Any, Any]:
+    return await aiohttp_client(app)
+
+
+def registered(app: web.Application) -> set[tuple[str, str]]:
+    found = set()
+    for route in app.router.routes():
+        assert route.resource is not None
+        methods = openapi.ANY_METHODS if route.method == hdrs.METH_ANY else (route.method,)
+        found |= {(method.lower(), route.resource.canonical) for method in methods}
+    return found
+
+
+async def test_every_registered_route_is_in_the_document(
+        client: Any, app: web.Application) -> None:
+    response = await client.get("/v1/openapi.json")
+    assert response.status == 200
+    doc = await response.json()
+    assert doc["openapi"].startswith("3.0")
+    documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
+    routes = registered(app)
+    assert routes - documented == set()
+    assert documented - routes == set()
+    # every face is there: /v1, the reference API and the operations endpoints
+    paths = set(doc["paths"])
+    assert {"/v1/processes/{processId}/execution", "/healthz", "/readyz", "/metrics"} <= paths
+    assert any(path.startswith("/v0.6") for path in paths)
+
+
+async def test_a_route_added_later_appears_without_editing_the_document(
+        aiohttp_client: Any) -> None:
+    app = create_app(settings(), client=demo_daemon()[0])
+
+    async def extra(request: web.Request) -> web.Response:
+        """An extra route."""
+        return web.json_response({})
+
+    app.router.add_put("/v1/extra/{thing}", extra)
+    doc = await (await (await aiohttp_client(app)).get("/v1/openapi.json")).json()
+    operation = doc["paths"]["/v1/extra/{thing}"]["put"]
+    assert operation["summary"] == "An extra route."
+    assert operation["parameters"][0]["name"] == "thing"
+    assert operation["security"] == [{"basicAuth": []}]
+
+
+def test_v1_operations_have_written_summaries_and_unique_ids(app: web.Application) -> None:
+    doc = openapi.document(app)
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+    execute = doc["paths"]["/v1/processes/{processId}/execution"]["post"]
+    assert execute["summary"].startswith("Execute a process")
+    assert {"200", "201", "404"} <= set(execute["responses"])
+    assert execute["parameters"][0] == {"name": "processId", "in": "path", "required": True,
+                                        "schema": {"type": "string"}}
+
+
+def test_only_modifying_calls_ask_for_credentials(app: web.Application) -> None:
+    doc = openapi.document(app)
+    for ops in doc["paths"].values():
+        for method, op in ops.items():
+            assert ("security" in op) == (method in ("post", "put", "patch", "delete"))
