@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,7 +29,14 @@ POLL_DEADLINE = 30.0
 @pytest.fixture
 def pnsd(tmp_path: Path) -> Iterator[DaemonProcess]:
     """A pnsd process under ``tmp_path/home``, stopped with SIGTERM at the end."""
-    running = spawn_daemon(tmp_path / "home", f'endpoint = "ipc://{tmp_path}/d.sock"\n')
+    home = tmp_path / "home"
+    # Made before the daemon starts: spawn_daemon's first ping would otherwise race the daemon
+    # creating the key (pnsd's ConfigError for a missing key file is not retried there).
+    home.mkdir(parents=True)
+    key = home / "secret.key"
+    key.touch(mode=0o600)
+    key.write_text(secrets.token_hex(32))
+    running = spawn_daemon(home, f'endpoint = "ipc://{tmp_path}/d.sock"\n')
     try:
         yield running
     finally:

@@ -248,6 +248,6 @@ def test_process_mode_scripts_exist_and_are_executable() -> None:
         spec = parse_spec(name, table)
         if spec.mode is not Mode.PROCESS:
             continue
-        for argv in (spec.init, spec.config, spec.run, spec.clean):
+        for argv in filter(None, (spec.init, spec.config, spec.run, spec.clean)):
             script = demo.SCRIPTS_DIR / argv[0]
             assert script.is_file() and os.access(script, os.X_OK), script

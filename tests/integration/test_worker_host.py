@@ -1,0 +1,308 @@
+"""The worker hosting mode with real worker processes: dispatch, death, hangs, budgets, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import zmq
+import zmq.asyncio
+
+from pnsd.errors import InvalidSpec, RunTimeout, Unavailable, WorkerDied
+from pnsd.hosts.worker import WorkerHost
+from pnsd.spec import parse_spec
+from pnsd.supervisor import WorkerTuning
+from protocols.codec import Codec
+from protocols.context import RunContext
+
+pytestmark = pytest.mark.slow
+
+KEY = b"worker-host-test-key"
+FAST = WorkerTuning(heartbeat=0.2, missed_beats=3, start_timeout=20.0, cancel_grace=0.5,
+                    restarts=5, restart_window=60.0, backoff_first=0.05, backoff_max=0.5)
+
+PTS_MODULE = '''
+import os, subprocess, sys, time
+
+def slow_pid(seconds, ctx):
+    ctx.progress(1, str(os.getpid()))
+    ctx.wait_cancelled(seconds)
+    return os.getpid()
+
+def stubborn(seconds, ctx):
+    ctx.progress(1, str(os.getpid()))
+    time.sleep(seconds)          # ignores cancel
+    return "finished"
+
+def crash(data):
+    os._exit(7)
+
+def flood(megabytes):
+    line = "x" * 99 + "\\n"
+    chunk = line * 10000            # about 1 MB
+    for _ in range(megabytes):
+        sys.stdout.write(chunk)
+        sys.stderr.write(chunk)
+    sys.stdout.flush()
+    return "flooded"
+
+def forker(seconds, ctx):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    ctx.progress(1, str(child.pid))
+    time.sleep(seconds)
+    return child.pid
+'''
+
+HostMaker = Callable[..., Awaitable[WorkerHost]]
+
+
+@pytest.fixture
+async def make_host(tmp_path: Path) -> AsyncIterator[HostMaker]:
+    (tmp_path / "ptsmod.py").write_text(PTS_MODULE)
+    context = zmq.asyncio.Context()
+    hosts: list[WorkerHost] = []
+
+    async def make(table: Mapping[str, Any], tuning: WorkerTuning = FAST,
+                   start: bool = True) -> WorkerHost:
+        spec = parse_spec("t", {"mode": "worker", "pythonpath": [str(tmp_path)], **table})
+        host = WorkerHost(spec, context=context, run_dir=tmp_path / "run", key=KEY,
+                          tuning=tuning)
+        hosts.append(host)
+        if start:
+            await host.start()
+        return host
+
+    try:
+        yield make
+    finally:
+        for host in hosts:
+            await host.stop(grace=1.0)
+        context.term()
+        assert _processes_under(tmp_path) == []
+
+
+def _processes_under(path: Path) -> list[int]:
+    """Live (not zombie) processes whose command line mentions ``path``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if str(path).encode() in cmdline and stat[stat.rfind(")") + 2] not in "ZX":
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"
+
+
+class Watch:
+    """A RunContext whose first progress message (the worker's pid) can be awaited."""
+
+    def __init__(self) -> None:
+        self.first: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.progress: list[tuple[int, str]] = []
+        self.lines: list[str] = []
+        self.ctx = RunContext("job-1", self._on_progress, self.lines.append)
+
+    def _on_progress(self, percent: int, message: str) -> None:
+        self.progress.append((percent, message))
+        if not self.first.done():
+            self.first.set_result(message)
+
+    async def pid(self) -> int:
+        return int(await asyncio.wait_for(self.first, 20))
+
+
+async def _until(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)   # polling host state with a deadline; no event to wait on
+
+
+async def test_echo_and_hello_and_hooks_run_on_workers(make_host: HostMaker) -> None:
+    host = await make_host({"entry": "pnsd.demo:hello", "init": "pnsd.demo:init",
+                            "clean": "pnsd.demo:clean", "workers": 2})
+    assert host.state().state == "ready"
+    assert len(host.state().details["pids"]) == 2
+    greeting = await host.run({"theName": "Ann"}, timeout=10, ctx=RunContext())
+    assert greeting.startswith("hello Ann! From ")
+    assert await host.hook("init", timeout=10) == "hello initialised"
+    assert await host.hook("config", timeout=10) is None
+    echo = await make_host({"entry": "pnsd.demo:echo"})
+    assert await echo.run({"b": b"\x00" * 100_000}, timeout=10, ctx=RunContext()) == {
+        "b": b"\x00" * 100_000}
+
+
+async def test_concurrent_runs_go_to_different_workers(make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:slow_pid", "workers": 2})
+    pids = await asyncio.gather(*(host.run(0.3, timeout=10, ctx=RunContext()) for _ in range(2)))
+    assert sorted(pids) == sorted(host.state().details["pids"])
+
+
+async def test_progress_and_log_lines_reach_the_run_context(make_host: HostMaker) -> None:
+    host = await make_host({"entry": "pnsd.demo:hello"})
+    watch = Watch()
+    await host.run("Bo", timeout=10, ctx=watch.ctx)
+    assert watch.lines == ["greeting Bo"]
+    sleeper = await make_host({"entry": "pnsd.demo:sleep"})
+    watch = Watch()
+    await sleeper.run(0.3, timeout=10, ctx=watch.ctx)
+    assert watch.progress[-1] == (100, "done")
+
+
+async def test_sigkill_mid_run_fails_it_with_the_signal_and_a_new_worker_serves(
+        make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:slow_pid"})
+    watch = Watch()
+    run = asyncio.create_task(host.run(30, timeout=60, ctx=watch.ctx))
+    victim = await watch.pid()
+    os.kill(victim, signal.SIGKILL)
+    with pytest.raises(WorkerDied, match="killed by signal SIGKILL"):
+        await asyncio.wait_for(run, 10)
+    assert await host.run(0, timeout=20, ctx=RunContext()) != victim
+    assert host.state().details["restarts"] == 1
+
+
+async def test_a_timeout_kills_a_stubborn_worker_and_respawns_it(make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:stubborn"})
+    watch = Watch()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(RunTimeout, match="exceeded 0.5 s"):
+        await host.run(60, timeout=0.5, ctx=watch.ctx)
+    assert loop.time() - started < 5
+    victim = await watch.pid()
+    await _until(lambda: not _alive(victim) and host.state().state == "ready")
+    assert await host.run(0, timeout=20, ctx=RunContext()) == "finished"
+    assert host.state().details["restarts"] == 0     # a timeout does not spend the budget
+
+
+async def test_a_timeout_of_a_cooperative_run_keeps_the_worker(make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:slow_pid"})
+    pid = host.state().details["pids"][0]
+    with pytest.raises(RunTimeout):
+        await host.run(30, timeout=0.3, ctx=RunContext())
+    assert await host.run(0, timeout=20, ctx=RunContext()) == pid
+
+
+async def test_a_cancelled_run_returns_at_once_and_the_worker_is_replaced(
+        make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:stubborn"})
+    watch = Watch()
+    run = asyncio.create_task(host.run(60, timeout=60, ctx=watch.ctx))
+    victim = await watch.pid()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(run, 2)
+    await _until(lambda: not _alive(victim))
+    assert await host.run(0, timeout=20, ctx=RunContext()) == "finished"
+
+
+async def test_a_stopped_worker_is_found_by_heartbeat_and_replaced(make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:slow_pid", "workers": 2})
+    idle = host.state().details["pids"][1]
+    watch = Watch()
+    run = asyncio.create_task(host.run(30, timeout=60, ctx=watch.ctx))
+    busy = await watch.pid()
+    idle = next(pid for pid in host.state().details["pids"] if pid != busy)
+    os.kill(busy, signal.SIGSTOP)
+    os.kill(idle, signal.SIGSTOP)
+    with pytest.raises(WorkerDied, match="no heartbeat"):
+        await asyncio.wait_for(run, 10)
+    await _until(lambda: host.state().state == "ready")
+    assert not {busy, idle} & set(host.state().details["pids"])
+    assert await host.run(0, timeout=20, ctx=RunContext()) in host.state().details["pids"]
+
+
+async def test_a_worker_that_cannot_load_its_entry_fails_start_clearly(
+        make_host: HostMaker) -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        await make_host({"entry": "no_such_module_xyz:run", "workers": 2})
+    message = caught.value.message
+    assert "PTS t" in message and "exit code 3" in message
+    assert "No module named 'no_such_module_xyz'" in message
+
+
+async def test_crashing_past_the_restart_budget_makes_the_pts_unavailable(
+        make_host: HostMaker) -> None:
+    tuning = WorkerTuning(heartbeat=0.2, restarts=2, restart_window=60.0, backoff_first=0.01,
+                          start_timeout=20.0)
+    host = await make_host({"entry": "ptsmod:crash"}, tuning)
+    for _ in range(3):
+        await _until(lambda: host.state().state in ("ready", "unavailable"))
+        with pytest.raises(WorkerDied, match="exit code 7"):
+            await host.run(None, timeout=20, ctx=RunContext())
+    state = host.state()
+    assert state.state == "unavailable"
+    assert "restart budget exhausted" in state.reason and "exit code 7" in state.reason
+    with pytest.raises(Unavailable, match="restart budget"):
+        await host.run(None, timeout=5, ctx=RunContext())
+
+
+async def test_a_flood_of_output_is_capped_and_the_host_keeps_serving(
+        make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:flood"})
+    with structlog.testing.capture_logs() as logs:
+        assert await host.run(25, timeout=120, ctx=RunContext()) == "flooded"   # 50 MB
+    lines = [e for e in logs if e["event"] == "worker_output"]
+    assert 0 < len(lines) < 2000
+    assert all(len(e["line"]) <= FAST.output_line for e in lines)
+    assert any(e["event"] == "worker_output_dropped" for e in logs)
+    assert await host.run(0, timeout=20, ctx=RunContext()) == "flooded"
+
+
+async def test_malformed_and_foreign_frames_are_dropped(make_host: HostMaker,
+                                                        tmp_path: Path) -> None:
+    host = await make_host({"entry": "pnsd.demo:echo"})
+    endpoint = host._launch.endpoint
+    context = zmq.asyncio.Context()
+    rogue = context.socket(zmq.DEALER)
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.connect(endpoint)
+    await rogue.send_multipart([b"garbage"])
+    await rogue.send_multipart(Codec(KEY).encode("worker.hello", {"pid": 1}))
+    await rogue.send_multipart(Codec(b"wrong").encode("task.rep", {"result": 1}))
+    rogue.close()
+    context.term()
+    host._receive([b"w0.1", b"PNS", b"", b"not msgpack", b""])   # a known worker's junk
+    host._receive([b"w0.1", b"junk"])
+    assert await host.run("still fine", timeout=10, ctx=RunContext()) == "still fine"
+    assert host.state().details["ready"] == 1
+
+
+async def test_stop_leaves_no_process_behind(make_host: HostMaker, tmp_path: Path) -> None:
+    host = await make_host({"entry": "ptsmod:forker", "workers": 2})
+    pids = list(host.state().details["pids"])
+    watch = Watch()
+    run = asyncio.create_task(host.run(60, timeout=60, ctx=watch.ctx))
+    grandchild = await watch.pid()
+    await host.stop(grace=0.5)
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(run, 5)
+    for pid in [*pids, grandchild]:
+        assert not _alive(pid)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0) if _alive(pid) else (_ for _ in ()).throw(ProcessLookupError())
+    assert _processes_under(tmp_path) == []
+    assert not list((tmp_path / "run").iterdir())    # socket, key copy and lib dir removed
+    with pytest.raises(Unavailable):
+        await host.run(0, timeout=1, ctx=RunContext())

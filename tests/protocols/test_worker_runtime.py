@@ -1,0 +1,267 @@
+"""The worker runtime (`python -m protocols.worker`) driven by a ROUTER this test binds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from protocols import messages
+from protocols.codec import Codec, Message, new_message_id
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = b"runtime-test-key"
+WAIT = 20.0
+
+PTS_MODULE = '''
+import os, time
+
+class Opaque:
+    pass
+
+def act(data, ctx):
+    do = data.get("do")
+    if do == "echo":
+        return data.get("value")
+    if do == "boom":
+        raise ValueError("bad value 42")
+    if do == "opaque":
+        return Opaque()
+    if do == "chatty":
+        ctx.progress(50, "half way")
+        ctx.log("a line from the PTS")
+        return "chatted"
+    if do == "wait_cancel":
+        ctx.progress(1, "started")
+        ctx.wait_cancelled(WAIT)
+        return ctx.cancelled
+    if do == "pid":
+        return os.getpid()
+    raise KeyError(do)
+
+WAIT = 20.0
+
+def configure(data):
+    return "configured"
+
+def failing_init(data):
+    raise RuntimeError("no licence")
+'''
+
+
+class Peer:
+    """The daemon's side of one worker: a ROUTER and the worker process."""
+
+    def __init__(self, tmp_path: Path, socket: zmq.Socket[bytes]) -> None:
+        self.tmp_path = tmp_path
+        self.socket = socket
+        self.codec = Codec(KEY)
+        self.endpoint = f"ipc://{tmp_path}/w.sock"
+        self.key_file = tmp_path / "key"
+        self.key_file.write_bytes(KEY)
+        self.key_file.chmod(0o600)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.identity = b"w0.1"
+
+    def spawn(self, *extra: str, entry: str = "ptsmod:act") -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.tmp_path), str(REPO)])}
+        argv = [sys.executable, "-m", "protocols.worker", "--connect", self.endpoint,
+                "--entry", entry, "--key-file", str(self.key_file), "--id", "w0.1",
+                "--heartbeat", "0.2", *extra]
+        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE)
+        return self.process
+
+    def receive(self, *, skip_heartbeats: bool = True, timeout: float = WAIT) -> Message:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.socket.poll(int(left * 1000)):
+                raise AssertionError("no message from the worker in time")
+            identity, *frames = self.socket.recv_multipart()
+            assert identity == self.identity
+            message = self.codec.decode(frames)
+            if not (skip_heartbeats and message.type == messages.WORKER_HEARTBEAT):
+                return message
+
+    def send(self, msg_type: str, body: Any, *, re: str | None = None,
+             codec: Codec | None = None) -> str:
+        msg_id = new_message_id()
+        frames = (codec or self.codec).encode(msg_type, body, re=re, msg_id=msg_id)
+        self.socket.send_multipart([self.identity, *frames])
+        return msg_id
+
+    def task(self, data: Any, op: str = "run") -> str:
+        return self.send(messages.TASK_REQ, {"op": op, "data": data, "timeout": 5, "job": "j1"})
+
+    def started(self) -> Message:
+        self.spawn()
+        hello = self.receive()
+        assert hello.type == messages.WORKER_HELLO
+        return hello
+
+    def finish(self) -> tuple[int, str]:
+        assert self.process is not None
+        _out, err = self.process.communicate(timeout=WAIT)
+        return self.process.returncode, err.decode()
+
+
+@pytest.fixture
+def peer(tmp_path: Path) -> Iterator[Peer]:
+    (tmp_path / "ptsmod.py").write_text(PTS_MODULE)
+    context = zmq.Context()
+    socket = context.socket(zmq.ROUTER)
+    socket.setsockopt(zmq.LINGER, 0)
+    peer = Peer(tmp_path, socket)
+    socket.bind(peer.endpoint)
+    try:
+        yield peer
+    finally:
+        if peer.process is not None and peer.process.poll() is None:
+            peer.process.kill()
+            peer.process.communicate(timeout=WAIT)
+        socket.close()
+        context.term()
+
+
+def test_hello_names_the_pid_entry_hooks_and_capabilities(peer: Peer) -> None:
+    peer.spawn("--config", "ptsmod:configure")
+    hello = peer.receive()
+    assert hello.type == messages.WORKER_HELLO
+    assert peer.process is not None
+    assert hello.body["pid"] == peer.process.pid
+    assert hello.body["entry"] == "ptsmod:act"
+    assert hello.body["hooks"] == ["config"]
+    assert set(hello.body["capabilities"]) == {"cancel", "progress", "log"}
+    assert hello.body["python"] == sys.version
+
+
+def test_a_task_is_answered_with_its_result(peer: Peer) -> None:
+    peer.started()
+    task = peer.task({"do": "echo", "value": {"x": [1, 2], "b": b"\x00\xff"}})
+    reply = peer.receive()
+    assert (reply.type, reply.re) == (messages.TASK_REP, task)
+    assert reply.body == {"result": {"x": [1, 2], "b": b"\x00\xff"}}
+
+
+def test_a_hook_runs_its_entry_and_a_missing_hook_returns_none(peer: Peer) -> None:
+    peer.spawn("--config", "ptsmod:configure")
+    peer.receive()
+    peer.task(None, op="config")
+    assert peer.receive().body == {"result": "configured"}
+    peer.task(None, op="clean")
+    assert peer.receive().body == {"result": None}
+
+
+def test_an_exception_becomes_an_error_without_traceback(peer: Peer) -> None:
+    peer.started()
+    task = peer.task({"do": "boom"})
+    reply = peer.receive()
+    assert (reply.type, reply.re) == (messages.ERROR, task)
+    assert reply.body == {"code": "pts_error", "message": "ValueError: bad value 42",
+                          "details": {}}
+    peer.send(messages.WORKER_STOP, {})
+    code, stderr = peer.finish()
+    assert code == 0
+    assert "Traceback" in stderr and "bad value 42" in stderr   # the traceback stays local
+
+
+def test_an_unserialisable_result_is_an_error_and_the_worker_keeps_serving(peer: Peer) -> None:
+    peer.started()
+    task = peer.task({"do": "opaque"})
+    reply = peer.receive()
+    assert (reply.type, reply.re) == (messages.ERROR, task)
+    assert reply.body["code"] == "pts_error"
+    assert "cannot be encoded" in reply.body["message"]
+    peer.task({"do": "echo", "value": 7})
+    assert peer.receive().body == {"result": 7}
+
+
+def test_progress_and_log_lines_are_sent_for_the_task(peer: Peer) -> None:
+    peer.started()
+    task = peer.task({"do": "chatty"})
+    seen = [peer.receive() for _ in range(3)]
+    by_type = {m.type: m for m in seen}
+    assert by_type[messages.TASK_PROGRESS].body == {"percent": 50, "message": "half way"}
+    assert by_type[messages.TASK_LOG].body == {"line": "a line from the PTS"}
+    assert by_type[messages.TASK_REP].body == {"result": "chatted"}
+    assert all(m.re == task for m in seen)
+    assert seen[-1].type == messages.TASK_REP    # the outcome comes after what it reported
+
+
+def test_cancel_sets_ctx_cancelled_and_heartbeats_go_on_while_busy(peer: Peer) -> None:
+    peer.started()
+    task = peer.task({"do": "wait_cancel"})
+    assert peer.receive().body["message"] == "started"
+    beat = peer.receive(skip_heartbeats=False)
+    assert (beat.type, beat.body) == (messages.WORKER_HEARTBEAT, {"busy": True})
+    peer.send(messages.TASK_CANCEL, {}, re=task)
+    reply = peer.receive()
+    assert (reply.type, reply.re, reply.body) == (messages.TASK_REP, task, {"result": True})
+
+
+def test_worker_stop_exits_with_code_zero(peer: Peer) -> None:
+    peer.started()
+    peer.send(messages.WORKER_STOP, {})
+    assert peer.finish()[0] == 0
+
+
+def test_sigterm_exits_cleanly_even_during_a_task(peer: Peer) -> None:
+    peer.started()
+    peer.task({"do": "wait_cancel"})
+    assert peer.receive().body["message"] == "started"
+    assert peer.process is not None
+    peer.process.send_signal(signal.SIGTERM)
+    assert peer.finish()[0] == 0
+
+
+def test_an_entry_that_cannot_be_imported_exits_3_before_hello(peer: Peer) -> None:
+    peer.spawn(entry="no_such_module_xyz:run")
+    code, stderr = peer.finish()
+    assert code == 3
+    assert "cannot import 'no_such_module_xyz'" in stderr
+    assert "No module named 'no_such_module_xyz'" in stderr
+    assert not peer.socket.poll(0)             # it never said hello
+
+
+def test_a_failing_init_exits_4_before_hello(peer: Peer) -> None:
+    peer.spawn("--init", "ptsmod:failing_init")
+    code, stderr = peer.finish()
+    assert code == 4
+    assert "no licence" in stderr
+
+
+def test_a_message_with_a_bad_signature_is_ignored(peer: Peer) -> None:
+    peer.started()
+    forged = peer.send(   # a task signed with another key
+        messages.TASK_REQ, {"op": "run", "data": {"do": "echo", "value": "forged"},
+                            "timeout": 5, "job": ""}, codec=Codec(b"another key"))
+    genuine = peer.task({"do": "echo", "value": "genuine"})
+    reply = peer.receive()
+    assert (reply.re, reply.body) == (genuine, {"result": "genuine"})
+    assert forged != genuine
+    peer.send(messages.WORKER_STOP, {})
+    code, stderr = peer.finish()
+    assert code == 0
+    assert "dropped a message: bad message signature" in stderr
+
+
+def test_a_task_while_busy_is_refused_as_busy(peer: Peer) -> None:
+    peer.started()
+    first = peer.task({"do": "wait_cancel"})
+    assert peer.receive().body["message"] == "started"
+    second = peer.task({"do": "echo", "value": 1})
+    reply = peer.receive()
+    assert (reply.type, reply.re, reply.body["code"]) == (messages.ERROR, second, "busy")
+    peer.send(messages.TASK_CANCEL, {}, re=first)
+    assert peer.receive().re == first
