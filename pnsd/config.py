@@ -52,7 +52,8 @@ PATH_DEFAULTS = {"key_file": "secret.key", "pidfile": "run/pnsd.pid", "db_path":
                  "files_dir": "jobs", "work_dir": "work"}
 PNSD_KEYS = frozenset({
     "home", "endpoint", "tcp_endpoint", "max_message_bytes", "max_clock_skew", "inline_limit",
-    "retention_age", "retention_bytes", "log_level", "demo", *PATH_DEFAULTS,
+    "retention_age", "retention_bytes", "log_level", "demo", "record_sync_runs",
+    *PATH_DEFAULTS,
 })
 
 _log = structlog.get_logger(__name__)
@@ -80,6 +81,7 @@ class Settings:
     retention_bytes: int | None     # default 1 GiB; None: no size bound
     log_level: str                  # debug | info (default) | warning | error | critical
     demo: bool                      # serve the packaged demo PTS, default true
+    record_sync_runs: bool          # keep a job record of synchronous runs, default true
     pts: Mapping[str, PtsSpec]      # demo, config file and pts.d PTS by name
     source: Path | None             # the config file read, if any
 
@@ -285,6 +287,7 @@ def _pnsd_values(table: _Table, home: Path, env: Mapping[str, str]) -> dict[str,
         retention_bytes=retention_bytes or None,
         log_level=table.choice("log_level", "info", LOG_LEVELS),
         demo=table.boolean("demo", True),
+        record_sync_runs=table.boolean("record_sync_runs", True),
     )
     return values
 

@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import structlog
 import zmq.asyncio
@@ -45,11 +46,12 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pts")
-        self.context = zmq.asyncio.Context()
+        self.context: zmq.Context[Any] = zmq.Context()
         self.store = JobStore(settings.db_path, files_dir=settings.files_dir,
                               inline_limit=settings.inline_limit)
         self.registry = Registry(self.build_host)
-        self.scheduler = Scheduler(self.registry, self.store)
+        self.scheduler = Scheduler(self.registry, self.store,
+                                   record_sync=settings.record_sync_runs)
         self.server: Server | None = None
 
     def build_host(self, spec: PtsSpec) -> Host:
@@ -62,8 +64,8 @@ class Daemon:
                                scripts_fallback=demo.SCRIPTS_DIR)
         from pnsd.hosts.worker import WorkerHost  # noqa: PLC0415 - built only when used
 
-        return WorkerHost(spec, context=self.context, run_dir=self.settings.run_dir,
-                          key=self.key)
+        context = zmq.asyncio.Context.shadow(self.context.underlying)
+        return WorkerHost(spec, context=context, run_dir=self.settings.run_dir, key=self.key)
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT (or :attr:`stopping`), then stop gracefully."""

@@ -64,11 +64,13 @@ def unpack(blob: bytes) -> Any:
 
 class Scheduler:
     def __init__(
-        self, registry: Registry, store: JobStore, *, clock: Callable[[], float] = time.time
+        self, registry: Registry, store: JobStore, *, clock: Callable[[], float] = time.time,
+        record_sync: bool = True,
     ) -> None:
         self.registry = registry
         self.store = store
         self.clock = clock
+        self.record_sync = record_sync
         self._live: dict[str, LiveJob] = {}
         self._finished: OrderedDict[str, LiveJob] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -97,7 +99,8 @@ class Scheduler:
         async with generation.slot():
             live.task = asyncio.current_task()
             self._live[live.job.id] = live
-            await self.store.add(live.job, pack(data), durable=False)
+            if self.record_sync:
+                await self.store.add(live.job, pack(data), durable=False)
             try:
                 await self._execute(generation, live, data, limit)
             finally:
@@ -162,7 +165,8 @@ class Scheduler:
         else:
             job.succeed(self.clock())
         live.events.status(job)
-        await self.store.finish(job, blob, durable=not job.sync)
+        if self.record_sync or not job.sync:
+            await self.store.finish(job, blob, durable=not job.sync)
         log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
                  reason=job.reason or None, seconds=round(self.clock() - job.created, 6))
 
@@ -180,7 +184,8 @@ class Scheduler:
         if not job.is_finished:
             job.fail(self.clock(), ErrorCode.UNAVAILABLE, "the daemon stopped during the run")
             live.events.status(job)
-            await self.store.finish(job, None, durable=False)
+            if self.record_sync or not job.sync:
+                await self.store.finish(job, None, durable=False)
 
     def _retire(self, live: LiveJob) -> None:
         live.done.set()

@@ -2,7 +2,7 @@
 
 Owns the client-facing sockets, decoding and checking every message (signature, version,
 staleness, replay, size), dispatching each request to its handler in a task of its own, and
-sending the reply or a protocol error. It drains every queued message per wake-up (PERF.md).
+sending the reply or a protocol error. A :class:`protocols.pump.Pump` drives the socket.
 It knows nothing of PTS or jobs: the handler table does.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 
 import structlog
 import zmq
-import zmq.asyncio
 
 from pnsd.errors import DaemonError
 from protocols.codec import Codec
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.messages import ERROR, JOB_EVENT, op_of, reply_type
+from protocols.pump import Pump
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +33,7 @@ class Server:
 
     def __init__(
         self,
-        context: zmq.asyncio.Context,
+        context: zmq.Context[Any],
         codec: Codec,
         *,
         handlers: Mapping[str, Handler],
@@ -44,14 +44,14 @@ class Server:
         self.handlers = handlers
         self.streams = streams
         self.endpoints = endpoints
-        self.socket = context.socket(zmq.ROUTER)
+        self.socket: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, 100_000)
         self.socket.setsockopt(zmq.RCVHWM, 100_000)
         # A hard cap well above the soft limit: bigger frames cost the peer its connection;
         # messages between the two are answered with a too_large error.
         self.socket.setsockopt(zmq.MAXMSGSIZE, codec.max_bytes + 2**20)
-        self._direct: zmq.Socket[bytes] = zmq.Socket.shadow(self.socket.underlying)
+        self._pump: Pump | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.bound: list[str] = []
 
@@ -63,17 +63,15 @@ class Server:
 
     async def serve(self) -> None:
         """Receive until cancelled; in-flight requests are left to :meth:`drain`."""
-        direct = self._direct
-        while True:
-            self._receive(await self.socket.recv_multipart(copy=True))
-            while True:
-                try:
-                    frames = direct.recv_multipart(flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self._receive(frames)
+        self._pump = Pump(self.socket, self._receive)
+        try:
+            await asyncio.Event().wait()  # the pump works from the loop's reader callbacks
+        finally:
+            self._pump.close()
 
     def _receive(self, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            return
         identity, rest = frames[0], frames[1:]
         try:
             message = self.codec.decode(rest)
@@ -121,8 +119,10 @@ class Server:
             frames = self.codec.encode(msg_type, body, re=re)
         except ProtocolError as exc:
             frames = self.codec.encode(ERROR, exc.to_body(), re=re)
+        if self._pump is None:
+            return
         try:
-            self._direct.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
+            self._pump.send([identity, *frames])
         except zmq.Again:
             log.warning("reply_dropped", re=re, reason="peer not reading")
 
@@ -135,4 +135,5 @@ class Server:
             await asyncio.gather(*pending, return_exceptions=True)
 
     def close(self) -> None:
-        self.socket.close(linger=0)
+        if self._pump is None:
+            self.socket.close(linger=0)

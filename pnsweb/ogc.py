@@ -40,7 +40,6 @@ TITLES = {
 JSON = "application/json"
 JOB_CONTROL = ("sync-execute", "async-execute", "dismiss")
 JOB_STATUSES = ("accepted", "running", "successful", "failed", "dismissed")
-FINISHED = frozenset({"successful", "failed", "dismissed"})
 
 
 # -- problems --------------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 
 One implementation, two flavours. :class:`_Session` is the sans-I/O core: it encodes
 requests, matches replies to callers by message id and turns ``error`` replies into typed
-:class:`RemoteError`. :class:`AsyncClient` drives it with a zmq.asyncio DEALER and one reader
-task; :class:`Client` drives it with a blocking DEALER. Both keep many requests in flight on one
-socket and give every call a timeout. Owns sockets; never decides what a reply means beyond
-success or error. Python 3.8 compatible.
+:class:`RemoteError`. :class:`AsyncClient` drives it with a DEALER pumped by the event
+loop (:mod:`protocols.pump`); :class:`Client` drives it with a blocking DEALER. Both keep many
+requests in flight on one socket and give every call a timeout. Owns sockets; never decides
+what a reply means beyond success or error. Python 3.8 compatible.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import time
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import zmq
-import zmq.asyncio
 
 from protocols.codec import DEFAULT_MAX_BYTES, Codec, Message, new_message_id
 from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, PnsError, RemoteError
 from protocols.messages import ERROR, JOB_EVENT, reply_type, request_type
+from protocols.pump import Pump
 
 DEFAULT_TIMEOUT = 30.0
 CONNECT_WAIT = 2.0    # how long a send waits for the connection before "unavailable"
@@ -82,20 +82,18 @@ class AsyncClient:
         timeout: float = DEFAULT_TIMEOUT,
         max_bytes: int = DEFAULT_MAX_BYTES,
         skew: float = 60.0,
-        context: Optional[zmq.asyncio.Context] = None,
+        context: "Optional[zmq.Context[Any]]" = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self._session = _Session(key, max_bytes=max_bytes, skew=skew)
         self._own_context = context is None
-        self._context = context or zmq.asyncio.Context()
-        self._socket = self._context.socket(zmq.DEALER)
+        self._context = context or zmq.Context()
+        self._socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
         _dealer(self._socket, endpoint, max_bytes)
-        # Non-blocking sends and drains go straight to the socket, skipping a future each.
-        self._direct: zmq.Socket[bytes] = zmq.Socket.shadow(self._socket.underlying)
         self._pending: Dict[str, asyncio.Future[Message]] = {}
         self._streams: Dict[str, asyncio.Queue[Message]] = {}
-        self._reader: Optional[asyncio.Task[None]] = None
+        self._pump: Optional[Pump] = None   # made on first use, in the caller's loop
         self._closed = False
 
     async def call(self, op: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
@@ -140,42 +138,30 @@ class AsyncClient:
     def _send_prepare(self, op: str, body: Any) -> Tuple[str, List[bytes]]:
         if self._closed:
             raise ClientClosed("client is closed")
-        if self._reader is None:
-            self._reader = asyncio.get_running_loop().create_task(self._read())
+        if self._pump is None:
+            self._pump = Pump(self._socket, self._deliver)
         return self._session.request(op, body)
 
     async def _send(self, frames: List[bytes]) -> None:
+        assert self._pump is not None
         try:
-            self._direct.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            self._pump.send(frames)
             return
         except zmq.Again:
             pass
-        # Not connected (yet): retry for a moment, then report the daemon absent. A poll for
-        # POLLOUT on the asyncio socket would compete with the reader's recv for the socket's
-        # edge-triggered wake-ups (and lose replies), so this backs off on the clock instead.
+        # Not connected (yet): retry for a moment, then report the daemon absent. ZeroMQ has
+        # no "connected" event short of a monitor socket, so this backs off on the clock.
         deadline = time.monotonic() + CONNECT_WAIT
         delay = 0.001
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
             try:
-                self._direct.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                self._pump.send(frames)
                 return
             except zmq.Again:
                 continue
         raise _unavailable(self.endpoint)
-
-    async def _read(self) -> None:
-        direct = self._direct
-        while True:
-            self._deliver(await self._socket.recv_multipart())
-            # Drain what is already queued without going back through the event loop.
-            while True:
-                try:
-                    frames = direct.recv_multipart(flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self._deliver(frames)
 
     def _deliver(self, frames: List[bytes]) -> None:
         message = self._session.read(frames)
@@ -191,13 +177,13 @@ class AsyncClient:
 
     async def close(self) -> None:
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.wait([self._reader])  # our own reader's cancellation: not re-raised
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ClientClosed("client closed"))
-        self._socket.close(linger=0)
+        if self._pump is not None:
+            self._pump.close()
+        else:
+            self._socket.close(linger=0)
         if self._own_context:
             self._context.term()
 

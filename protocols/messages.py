@@ -66,10 +66,10 @@ OPERATIONS: Tuple[Operation, ...] = (
 OPERATION_NAMES = frozenset(op.name for op in OPERATIONS)
 
 # Daemon <-> worker (see SPEC.md, "Worker protocol").
-WORKER_HELLO = "worker.hello"           # worker -> daemon: {pid, entry, hooks, python, capabilities}
+WORKER_HELLO = "worker.hello"           # worker -> daemon: {pid, entry, hooks, python, ...}
 WORKER_HEARTBEAT = "worker.heartbeat"   # worker -> daemon: {busy}
 WORKER_STOP = "worker.stop"             # daemon -> worker: {} finish and exit
-TASK_REQ = "task.req"                   # daemon -> worker: {op: run|init|config|clean, data, timeout, job}
+TASK_REQ = "task.req"                   # daemon -> worker: {op, data, timeout, job}
 TASK_REP = "task.rep"                   # worker -> daemon, re=task: {result}
 TASK_PROGRESS = "task.progress"         # worker -> daemon, re=task: {percent, message}
 TASK_LOG = "task.log"                   # worker -> daemon, re=task: {line}

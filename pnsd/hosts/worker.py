@@ -132,10 +132,10 @@ class WorkerHost:
         self._changed.set()
         for worker in self._workers:
             self._send(worker, messages.WORKER_STOP, {})
+        for task in list(self._tasks.values()):   # a drained generation has none left
+            self._settle(task, error=Unavailable(f"PTS {self.spec.name} stopped during the run"))
         await cancel_and_wait(self._background)   # respawns first: then every child is known
         await stop_processes([w.process for w in self._workers if w.process], grace)
-        for task in list(self._tasks.values()):
-            self._settle(task, error=Unavailable(f"PTS {self.spec.name} stopped during the run"))
         if self._socket is not None:
             self._socket.close(linger=0)
         await asyncio.to_thread(self._launch.remove)

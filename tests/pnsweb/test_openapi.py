@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from aiohttp import hdrs, web
-from aiohttp.test_utils import TestClient
 
 from pnsweb import openapi
 from pnsweb.app import create_app
@@ -19,7 +18,7 @@ def app() -> web.Application:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, app: web.Application) -> TestClient[Any, Any]:
+async def client(aiohttp_client: Any, app: web.Application) -> Any:
     return await aiohttp_client(app)
 
 

@@ -6,13 +6,12 @@ import re
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from pnsweb import routes_ops
 from pnsweb.app import create_app
 from pnsweb.metrics import Metrics
 from tests.pnsweb.fakes import FakeDaemon
-from tests.pnsweb.test_v1_fakes import AUTH, JobBook, demo_daemon, record, settings, status_reply
+from tests.pnsweb.test_v1_fakes import AUTH, demo_daemon, record, settings, status_reply
 
 
 @pytest.fixture
@@ -26,7 +25,7 @@ def daemon(book_and_daemon: Any) -> FakeDaemon:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, daemon: FakeDaemon) -> TestClient[Any, Any]:
+async def client(aiohttp_client: Any, daemon: FakeDaemon) -> Any:
     return await aiohttp_client(create_app(settings(), client=daemon))
 
 

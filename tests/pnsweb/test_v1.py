@@ -1,4 +1,4 @@
-"""/v1 service documents, processes and execution, driven through the real app with a fake daemon."""
+"""/v1 service documents, processes and execution: the real app over a fake daemon."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def book_and_daemon() -> Any:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, book_and_daemon: Any) -> TestClient[Any, Any]:
+async def client(aiohttp_client: Any, book_and_daemon: Any) -> Any:
     daemon, _book = book_and_daemon
     app = create_app(settings(max_body=4096), client=daemon)
     return await aiohttp_client(app)

@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from pnsweb import ogc, views_v1_jobs
@@ -30,7 +29,7 @@ def book(book_and_daemon: Any) -> JobBook:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, book_and_daemon: Any) -> TestClient[Any, Any]:
+async def client(aiohttp_client: Any, book_and_daemon: Any) -> Any:
     return await aiohttp_client(create_app(settings(), client=book_and_daemon[0]))
 
 

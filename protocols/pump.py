@@ -1,0 +1,67 @@
+"""Driving a ZeroMQ socket from an asyncio loop, correctly and fast.
+
+A ZeroMQ socket's file descriptor is edge-triggered: it signals only that the socket's events
+*changed*, and any operation on the socket (a send too) may consume that signal. Mixing
+awaited receives with direct sends therefore loses wake-ups and strands replies. A
+:class:`Pump` owns its socket: it watches the descriptor, and on every wake-up and after every
+send it drains every message already queued (non-blocking receives until empty), which is also
+~3x faster under load than awaiting each message (PERF.md, "Batch draining").
+Python 3.8 compatible; imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, List, Optional, cast
+
+import zmq
+
+Receiver = Callable[[List[bytes]], None]
+
+
+class Pump:
+    """Feeds every message of ``socket`` to ``receive``; sends without blocking."""
+
+    def __init__(
+        self,
+        socket: "zmq.Socket[Any]",
+        receive: Receiver,
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+    ) -> None:
+        self.socket = socket
+        self._receive = receive
+        self._loop = loop or asyncio.get_running_loop()
+        self._scheduled = False
+        self._closed = False
+        self._fd = socket.fileno()
+        self._loop.add_reader(self._fd, self._drain)
+        self._schedule()  # messages may have arrived before the reader was added
+
+    def send(self, frames: List[Any]) -> None:
+        """Queue a message now; raise ``zmq.Again`` if it cannot be queued (no peer, HWM)."""
+        self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        # The send may have consumed a readability edge: look again soon.
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._closed:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        socket, receive = self.socket, self._receive
+        while not self._closed and cast(int, socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                frames = socket.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            receive(frames)
+
+    def close(self) -> None:
+        """Stop watching and close the socket (pending outgoing messages are dropped)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._fd)
+        self.socket.close(linger=0)
