@@ -17,9 +17,18 @@ $(STAMP): pyproject.toml
 
 venv install: $(STAMP)
 
-## Start pnsd (and pnsweb once it exists) with the demo PTS under an embedded home ($(PNS_HOME)).
+## Start pnsd (in the background) and pnsweb (in the foreground) with the demo PTS under an
+## embedded home ($(PNS_HOME)). Ctrl-C stops both.
+WEB_USER ?= demo
+WEB_PASSWORD ?= demo
 run: $(STAMP)
-	$(VENV)/bin/pnsd start --home $(PNS_HOME)
+	@$(VENV)/bin/pnsd status --home $(PNS_HOME) >/dev/null 2>&1 || \
+		$(VENV)/bin/pnsd start --detach --home $(PNS_HOME) >/dev/null
+	@echo "pnsd is running (home $(PNS_HOME), log $(PNS_HOME)/pnsd.log)"
+	@echo "web API: http://127.0.0.1:5000/v0.6/ and http://127.0.0.1:5000/v1/processes"
+	@echo "         (user $(WEB_USER), password $(WEB_PASSWORD)); Ctrl-C stops pnsweb and pnsd"
+	@trap '$(VENV)/bin/pnsd stop --home $(PNS_HOME) >/dev/null 2>&1' EXIT INT TERM; \
+		$(VENV)/bin/pnsweb -u $(WEB_USER) -p $(WEB_PASSWORD)
 
 ## Lint, then the whole test suite (slow integration tests included).
 test: $(STAMP) lint

@@ -122,7 +122,7 @@ def detach(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError(f"pnsd exited with {child.returncode}; see {settings.home}/pnsd.log")
         try:
             call(args, "ping", {})
-        except (PnsError, CliError):
+        except (PnsError, CliError, DaemonError):  # not listening yet, or no key file yet
             time.sleep(0.1)  # polling a process that is starting: nothing to wait on
             continue
         print(child.pid)

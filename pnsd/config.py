@@ -116,7 +116,8 @@ def load_settings(*, config: Path | None = None, home: Path | None = None,
     source = find_config(config, env)
     origin = str(source) if source else "<built-in defaults>"
     document = _read_toml(source, origin) if source else {}
-    _check_top_level(document, origin, allowed={"pnsd", "pts"})
+    # [pnsweb] belongs to the web front-end, which shares this file; pnsd ignores it.
+    _check_top_level(document, origin, allowed={"pnsd", "pts", "pnsweb"})
     table = _Table(document.get("pnsd", {}), origin, "pnsd")
     table.check_known(PNSD_KEYS)
     home_dir = _resolve_home(home, env, table, source)

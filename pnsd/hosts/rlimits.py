@@ -62,15 +62,14 @@ def preexec_for(limits: Limits) -> Callable[[], None] | None:
 
 
 def describe_exit(returncode: int | None, limits: Limits, *, oom_before: int) -> str:
-    """Why a child ended: "exit code 3 (...)", "killed by signal SIGKILL", "killed: out of memory".
+    """Why a child ended: "exit code 3", "killed by signal SIGKILL", "killed: out of memory".
 
     ``oom_before`` is :func:`oom_kill_count` taken when the child started.
     """
     if returncode is None:
         return "still running"
     if returncode >= 0:
-        hint = {3: " (the entry cannot be loaded)", 4: " (the init hook failed)"}.get(returncode)
-        return f"exit code {returncode}{hint or ''}"
+        return f"exit code {returncode}"
     signum = -returncode
     try:
         name = signal.Signals(signum).name

@@ -16,6 +16,7 @@ import pytest
 
 from pnsd.config import Settings, load_or_create_key, load_settings
 from pnsd.daemon import Daemon
+from pnsd.errors import DaemonError
 from protocols.client import AsyncClient, Client
 from protocols.errors import PnsError
 
@@ -132,7 +133,7 @@ def spawn_daemon(home: Path, extra: str = "") -> DaemonProcess:
             with running.client(timeout=1.0) as client:
                 client.call("ping", {})
             return running
-        except (PnsError, FileNotFoundError):
+        except (PnsError, DaemonError, FileNotFoundError):  # not up yet, or no key file yet
             time.sleep(0.05)  # polling a starting process: there is no event to wait on
     running.terminate()
     raise TimeoutError("pnsd did not answer a ping in time")

@@ -83,7 +83,7 @@ def test_output_over_the_rate_is_counted_not_logged() -> None:
 
 @pytest.mark.parametrize(("code", "limits", "expected"), [
     (0, Limits(), "exit code 0"),
-    (3, Limits(), "exit code 3 (the entry cannot be loaded)"),
+    (3, Limits(), "exit code 3"),
     (-signal.SIGKILL, Limits(), "killed by signal SIGKILL"),
     (-signal.SIGXCPU, Limits(cpu_seconds=5), "killed by signal SIGXCPU: CPU time limit of 5 s"),
     (-signal.SIGSEGV, Limits(), "killed by signal SIGSEGV"),
