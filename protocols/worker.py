@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import zmq
 
@@ -131,12 +131,11 @@ class Outbox:
         return items
 
 
-class Task:
-    def __init__(self, msg_id: str, op: str, data: Any, ctx: RunContext) -> None:
-        self.id = msg_id
-        self.op = op
-        self.data = data
-        self.ctx = ctx
+class Task(NamedTuple):
+    id: str
+    op: str
+    data: Any
+    ctx: RunContext
 
 
 class PtsThread(threading.Thread):
@@ -304,11 +303,9 @@ class WorkerRuntime:
 
 
 def _drain_pipe(fd: int) -> None:
-    try:
+    with contextlib.suppress(BlockingIOError):   # empty: every wake-up byte is read
         while os.read(fd, 4096):
             pass
-    except BlockingIOError:
-        pass
 
 
 def load_calls(args: argparse.Namespace) -> Dict[str, Call]:

@@ -73,9 +73,10 @@ class Peer:
         self.process: subprocess.Popen[bytes] | None = None
         self.identity = b"w0.1"
 
-    def spawn(self, *extra: str, entry: str = "ptsmod:act") -> subprocess.Popen[bytes]:
+    def spawn(self, *extra: str, entry: str = "ptsmod:act",
+              wrapper: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.tmp_path), str(REPO)])}
-        argv = [sys.executable, "-m", "protocols.worker", "--connect", self.endpoint,
+        argv = [*wrapper, sys.executable, "-m", "protocols.worker", "--connect", self.endpoint,
                 "--entry", entry, "--key-file", str(self.key_file), "--id", "w0.1",
                 "--heartbeat", "0.2", *extra]
         self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
@@ -265,3 +266,24 @@ def test_a_task_while_busy_is_refused_as_busy(peer: Peer) -> None:
     assert (reply.type, reply.re, reply.body["code"]) == (messages.ERROR, second, "busy")
     peer.send(messages.TASK_CANCEL, {}, re=first)
     assert peer.receive().re == first
+
+
+def test_a_worker_whose_daemon_dies_exits_on_its_own(peer: Peer) -> None:
+    parent = peer.spawn(wrapper=(sys.executable, "-c",
+                                 "import subprocess, sys; subprocess.run(sys.argv[1:])"))
+    worker = peer.receive().body["pid"]
+    assert worker != parent.pid
+    parent.kill()                       # like a daemon killed with SIGKILL
+    parent.communicate(timeout=WAIT)
+    deadline = time.monotonic() + WAIT
+    while _alive(worker):
+        assert time.monotonic() < deadline, "the orphaned worker did not exit"
+        time.sleep(0.05)   # polling another process's end: there is no event to wait on
+
+
+def _alive(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rfind(")") + 2] not in "ZX"     # a zombie has exited
