@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
-import zmq.asyncio
+import zmq
 
 from pnsd import demo
 from pnsd.config import Settings, ensure_home, ipc_socket_path, load_or_create_key
@@ -64,8 +64,8 @@ class Daemon:
                                scripts_fallback=demo.SCRIPTS_DIR)
         from pnsd.hosts.worker import WorkerHost  # noqa: PLC0415 - built only when used
 
-        context = zmq.asyncio.Context.shadow(self.context.underlying)
-        return WorkerHost(spec, context=context, run_dir=self.settings.run_dir, key=self.key)
+        return WorkerHost(spec, context=self.context, run_dir=self.settings.run_dir, key=self.key,
+                          key_file=self.settings.key_file)
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT (or :attr:`stopping`), then stop gracefully."""

@@ -29,7 +29,6 @@ from typing import Any
 
 import structlog
 import zmq
-import zmq.asyncio
 
 import protocols
 from pnsd.hosts.rlimits import describe_exit, oom_kill_count, preexec_for
@@ -320,9 +319,9 @@ class Launch:
         self.argv = worker_command(spec, self.endpoint, key_file, heartbeat)
         self.env = worker_env(spec, lib)
 
-    def bind(self, context: zmq.asyncio.Context) -> zmq.asyncio.Socket:
+    def bind(self, context: zmq.Context[Any]) -> zmq.Socket[bytes]:
         """The ROUTER the workers connect to, bound to :attr:`endpoint`."""
-        socket = context.socket(zmq.ROUTER)
+        socket: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.ROUTER_MANDATORY, 1)    # a send to a gone worker fails loudly
         socket.setsockopt(zmq.SNDHWM, 100_000)

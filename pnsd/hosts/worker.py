@@ -21,7 +21,6 @@ from typing import Any
 
 import structlog
 import zmq
-import zmq.asyncio
 
 from pnsd.errors import (
     BadRequest,
@@ -48,6 +47,7 @@ from protocols import messages
 from protocols.codec import Codec, Message, new_message_id
 from protocols.context import RunContext
 from protocols.errors import ErrorCode, ProtocolError, RemoteError
+from protocols.pump import Pump
 
 __all__ = ["WorkerHost", "WorkerTuning"]
 
@@ -66,7 +66,7 @@ class _Task:
 class WorkerHost:
     """Runs one generation of a worker-mode PTS."""
 
-    def __init__(self, spec: PtsSpec, *, context: zmq.asyncio.Context, run_dir: Path,
+    def __init__(self, spec: PtsSpec, *, context: zmq.Context[Any], run_dir: Path,
                  key: bytes, key_file: Path | None = None,
                  tuning: WorkerTuning | None = None) -> None:
         self.spec = spec
@@ -77,8 +77,7 @@ class WorkerHost:
         self._key_file = key_file
         self._codec = Codec(key)
         self._launch = Launch()
-        self._socket: zmq.asyncio.Socket | None = None
-        self._direct: zmq.Socket[bytes] | None = None
+        self._pump: Pump | None = None
         self._workers = [WorkerSlot(i) for i in range(spec.workers)]
         self._by_identity: dict[bytes, WorkerSlot] = {}
         self._tasks: dict[str, _Task] = {}            # by task id
@@ -101,9 +100,7 @@ class WorkerHost:
             await asyncio.to_thread(
                 self._launch.prepare, self.spec, run_dir=self._run_dir, key=self._key,
                 key_file=self._key_file, heartbeat=self.tuning.heartbeat)
-            self._socket = self._launch.bind(self._context)
-            self._direct = zmq.Socket.shadow(self._socket.underlying)
-            self._keep(self._read_loop(), "reader")
+            self._pump = Pump(self._launch.bind(self._context), self._receive)
             self._keep(self._watch_heartbeats(), "heartbeats")
             await self._start_workers()
         except BaseException as exc:
@@ -136,8 +133,8 @@ class WorkerHost:
             self._settle(task, error=Unavailable(f"PTS {self.spec.name} stopped during the run"))
         await cancel_and_wait(self._background)   # respawns first: then every child is known
         await stop_processes([w.process for w in self._workers if w.process], grace)
-        if self._socket is not None:
-            self._socket.close(linger=0)
+        if self._pump is not None:
+            self._pump.close()
         await asyncio.to_thread(self._launch.remove)
         self._state = HostState("stopped")
         log.info("worker_host_stopped", pts=self.spec.name, restarts=self._restarts.total)
@@ -230,18 +227,6 @@ class WorkerHost:
             else:
                 task.future.set_result(result)
 
-    async def _read_loop(self) -> None:
-        assert self._socket is not None and self._direct is not None
-        socket, direct = self._socket, self._direct
-        while True:
-            self._receive(await socket.recv_multipart())
-            while True:    # drain what is queued before awaiting again (PERF.md)
-                try:
-                    frames = direct.recv_multipart(flags=zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self._receive(frames)
-
     def _receive(self, frames: list[bytes]) -> None:
         worker = self._by_identity.get(frames[0])
         if worker is None:
@@ -304,9 +289,10 @@ class WorkerHost:
             self._send_frames(worker, self._codec.encode(msg_type, body, re=re))
 
     def _send_frames(self, worker: WorkerSlot, frames: list[bytes]) -> None:
-        assert self._direct is not None
+        if self._pump is None:
+            return
         try:
-            self._direct.send_multipart([worker.identity, *frames], flags=zmq.NOBLOCK, copy=False)
+            self._pump.send([worker.identity, *frames])
         except zmq.ZMQError as exc:    # unroutable (gone) or not reading: it cannot serve
             worker.kill(f"unreachable ({exc.strerror})", counts=True)
 

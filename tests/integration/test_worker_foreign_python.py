@@ -64,7 +64,7 @@ def old_python(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[int, int
 
 @pytest.fixture
 async def context() -> AsyncIterator[zmq.asyncio.Context]:
-    context = zmq.asyncio.Context()
+    context = zmq.Context()
     yield context
     context.term()
 

@@ -65,7 +65,7 @@ HostMaker = Callable[..., Awaitable[WorkerHost]]
 @pytest.fixture
 async def make_host(tmp_path: Path) -> AsyncIterator[HostMaker]:
     (tmp_path / "ptsmod.py").write_text(PTS_MODULE)
-    context = zmq.asyncio.Context()
+    context = zmq.Context()
     hosts: list[WorkerHost] = []
 
     async def make(table: Mapping[str, Any], tuning: WorkerTuning = FAST,

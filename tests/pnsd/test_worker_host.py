@@ -135,7 +135,7 @@ def test_launch_files_are_private_and_removed(tmp_path: Path) -> None:
 
 
 async def test_a_host_that_is_not_started_refuses_runs_and_unknown_hooks(tmp_path: Path) -> None:
-    context = zmq.asyncio.Context()
+    context = zmq.Context()
     host = WorkerHost(_spec(), context=context, run_dir=tmp_path, key=b"")
     try:
         assert host.state().state == "starting"
