@@ -53,7 +53,7 @@ PATH_DEFAULTS = {"key_file": "secret.key", "pidfile": "run/pnsd.pid", "db_path":
 PNSD_KEYS = frozenset({
     "home", "endpoint", "tcp_endpoint", "max_message_bytes", "max_clock_skew", "inline_limit",
     "retention_age", "retention_bytes", "log_level", "demo", "record_sync_runs",
-    *PATH_DEFAULTS,
+    "swap_timeout", "drain_timeout", "watch", *PATH_DEFAULTS,
 })
 
 _log = structlog.get_logger(__name__)
@@ -84,6 +84,9 @@ class Settings:
     record_sync_runs: bool          # keep a job record of synchronous runs, default true
     pts: Mapping[str, PtsSpec]      # demo, config file and pts.d PTS by name
     source: Path | None             # the config file read, if any
+    swap_timeout: float = 60.0      # seconds a new generation has to start, init and self-test
+    drain_timeout: float = 30.0     # seconds a replaced generation's runs get to finish
+    watch: bool = False             # development: reload when the config or pts.d changes
 
     @property
     def pts_dir(self) -> Path:
@@ -289,6 +292,9 @@ def _pnsd_values(table: _Table, home: Path, env: Mapping[str, str]) -> dict[str,
         log_level=table.choice("log_level", "info", LOG_LEVELS),
         demo=table.boolean("demo", True),
         record_sync_runs=table.boolean("record_sync_runs", True),
+        swap_timeout=table.number("swap_timeout", 60.0, low=0.001),
+        drain_timeout=table.number("drain_timeout", 30.0, low=0),
+        watch=table.boolean("watch", False),
     )
     return values
 

@@ -18,7 +18,8 @@ from pnsd.demo.install import install_scripts
 from pnsd.errors import BadRequest, NotFound, RunTimeout
 from pnsd.events import summary
 from pnsd.hosts.base import HOOKS
-from pnsd.hosts.process import ProcessHost, read_dir_files
+from pnsd.hosts.mailbox import read_dir_files
+from pnsd.hosts.process import ProcessHost
 from pnsd.jobs import Status
 from pnsd.registry import Generation, Registry
 from pnsd.scheduler import Scheduler

@@ -2,8 +2,11 @@
 
 Owns the map name -> current :class:`Generation` and every generation's slots and bounded
 queue. A run is admitted (or refused as busy at once), waits for a slot, runs on the host of the
-generation it was admitted to, and releases the slot. It does not record jobs or talk to
-sockets; hosts are built by the factory it is given.
+generation it was admitted to, and releases the slot. It also retires generations: a retired
+one admits nothing new, gets a drain time for what it admitted, then has its leftover runs
+cancelled (through the canceller the scheduler registers) and its host stopped. It does not
+record jobs, decide swaps (:mod:`pnsd.deploy` does) or talk to sockets; hosts are built by the
+factory it is given.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +27,8 @@ from pnsd.spec import PtsSpec
 log = structlog.get_logger(__name__)
 
 HostFactory = Callable[[PtsSpec], Host]
+Canceller = Callable[["Generation", str], Awaitable[None]]
+CANCEL_WAIT = 5.0     # seconds cancelled runs of a retired generation get to wind down
 
 
 @dataclass
@@ -37,6 +42,7 @@ class Generation:
     admitted: int = 0          # runs holding or waiting for a slot
     running: int = 0           # runs holding a slot
     draining: bool = False
+    refusal: str = ""          # set by close(): why queued runs are refused
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.spec.slots)
@@ -58,6 +64,8 @@ class Generation:
         self._idle.clear()
         try:
             async with self._slots:
+                if self.refusal:
+                    raise Unavailable(self.refusal)
                 self.running += 1
                 try:
                     yield
@@ -70,6 +78,26 @@ class Generation:
 
     async def drained(self) -> None:
         await self._idle.wait()
+
+    async def wait_drained(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for every admitted run to finish; False if some are left."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self, reason: str) -> None:
+        """Admit nothing more and fail the queued runs with ``reason`` (running ones go on).
+
+        Queued runs wait on the slot semaphore: one release per waiter wakes each of them to
+        see the refusal and fail. The surplus never matters: a closed generation admits nothing.
+        """
+        self.refusal = reason
+        self.draining = True
+        for _ in range(self.admitted - self.running):
+            self._slots.release()
 
     def public(self) -> dict[str, Any]:
         return {
@@ -86,7 +114,12 @@ class Registry:
         self._factory = factory
         self._current: dict[str, Generation] = {}
         self._counter = 0
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring: dict[asyncio.Task[None], Generation] = {}
+        self._canceller: Canceller | None = None
+
+    def set_canceller(self, canceller: Canceller) -> None:
+        """Who cancels the runs a retired generation still has after its drain time."""
+        self._canceller = canceller
 
     def names(self) -> list[str]:
         return sorted(self._current)
@@ -97,8 +130,22 @@ class Registry:
         except KeyError:
             raise NotFound(f"no PTS named {name!r}", pts=name) from None
 
+    def find(self, name: str) -> Generation | None:
+        return self._current.get(name)
+
     def generations(self) -> Iterable[Generation]:
         return self._current.values()
+
+    def retiring(self) -> list[Generation]:
+        """Generations replaced or removed but not yet stopped."""
+        return list(self._retiring.values())
+
+    def remove(self, name: str) -> Generation:
+        """Stop serving ``name``: new runs get not_found; the caller retires what is returned."""
+        generation = self.get(name)
+        del self._current[name]
+        log.info("pts_removed", pts=name, generation=generation.number)
+        return generation
 
     async def start(self, spec: PtsSpec) -> Generation:
         """Build and start a generation for ``spec`` (not yet serving)."""
@@ -134,62 +181,53 @@ class Registry:
                 log.error("pts_start_failed", pts=spec.name, reason=reason)
         return failures
 
-    async def retire(self, generation: Generation, *, drain: float) -> None:
-        """Let a replaced generation finish what it admitted (up to ``drain`` s), then stop it."""
+    async def retire(self, generation: Generation, *, drain: float, reason: str) -> None:
+        """Let a replaced generation finish what it admitted (up to ``drain`` s), then stop it.
+
+        Runs left after the drain time are cancelled with ``reason`` ("replaced by version 2").
+        """
         generation.draining = True
-        try:
-            async with asyncio.timeout(drain):
-                await generation.drained()
-        except TimeoutError:
+        if not await generation.wait_drained(drain):
             log.warning("drain_timeout", pts=generation.spec.name, generation=generation.number,
-                        left=generation.admitted)
+                        left=generation.admitted, reason=reason)
+            generation.close(reason)
+            if self._canceller is not None:
+                await self._canceller(generation, reason)
+            if not await generation.wait_drained(CANCEL_WAIT):
+                log.warning("runs_abandoned", pts=generation.spec.name,
+                            generation=generation.number, left=generation.admitted)
         await generation.host.stop(grace=2.0)
         log.info("generation_stopped", pts=generation.spec.name, generation=generation.number)
+
+    def retire_later(self, generation: Generation, *, drain: float, reason: str) -> None:
+        """:meth:`retire` in a background task the registry owns (awaited by :meth:`settled`)."""
+        task = asyncio.get_running_loop().create_task(
+            self.retire(generation, drain=drain, reason=reason),
+            name=f"retire-{generation.spec.name}-{generation.number}")
+        self._retiring[task] = generation
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
+
+    async def settled(self) -> None:
+        """Wait until every retiring generation has stopped."""
+        while self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
 
     async def replace(self, spec: PtsSpec, *, drain: float = 30.0) -> Generation:
         """Start ``spec`` beside the current generation, switch to it, retire the old one.
 
-        If the new generation fails to start, the current one keeps serving and the error
-        propagates. The old generation drains in the background.
+        The plain swap, without init, self-test, lock or audit (those are
+        :class:`pnsd.deploy.Deployer`'s). If the new generation fails to start, the current one
+        keeps serving and the error propagates. The old generation drains in the background.
         """
         generation = await self.start(spec)
         previous = self.install(generation)
         if previous is not None:
-            task = asyncio.get_running_loop().create_task(self.retire(previous, drain=drain))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            version = spec.version or f"generation {generation.number}"
+            self.retire_later(previous, drain=drain, reason=f"replaced by version {version}")
         return generation
 
-    async def apply(self, specs: Mapping[str, PtsSpec], *, drain: float = 30.0) -> dict[str, str]:
-        """Make the registry serve ``specs``: start new and changed PTS, retire removed ones.
-
-        A PTS whose new spec fails to start keeps its old generation; the outcome maps each
-        touched name to "added", "replaced", "removed" or the reason it was kept.
-        """
-        outcome: dict[str, str] = {}
-        old_ones: list[Generation] = []
-        for name, spec in specs.items():
-            current = self._current.get(name)
-            if current is not None and current.spec == spec:
-                continue
-            try:
-                generation = await self.start(spec)
-            except Exception as exc:  # the old generation keeps serving
-                outcome[name] = f"kept: {getattr(exc, 'message', None) or exc!r}"
-                continue
-            previous = self.install(generation)
-            outcome[name] = "replaced" if previous else "added"
-            if previous is not None:
-                old_ones.append(previous)
-        for name in set(self._current) - set(specs):
-            old_ones.append(self._current.pop(name))
-            outcome[name] = "removed"
-        await asyncio.gather(*(self.retire(g, drain=drain) for g in old_ones))
-        return outcome
-
     async def stop_all(self, *, grace: float) -> None:
-        if self._retiring:
-            await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self.settled()
         generations = list(self._current.values())
         self._current.clear()
         for generation in generations:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from pnsd.errors import BadRequest, Cancelled, InvalidSpec, NotReady, PtsFailed, RunTimeout
-from pnsd.hosts.process import ProcessHost, read_dir_files
+from pnsd.hosts.mailbox import read_dir_files
+from pnsd.hosts.process import ProcessHost
 from pnsd.spec import parse_spec
 from protocols.context import RunContext
 

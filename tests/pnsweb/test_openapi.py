@@ -9,7 +9,7 @@ from aiohttp import hdrs, web
 
 from pnsweb import openapi
 from pnsweb.app import create_app
-from tests.pnsweb.test_v1_fakes import demo_daemon, settings
+from tests.pnsweb.fakes_v1 import demo_daemon, settings
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pnsweb import routes_ops
 from pnsweb.app import create_app
 from pnsweb.metrics import Metrics
 from tests.pnsweb.fakes import FakeDaemon
-from tests.pnsweb.test_v1_fakes import AUTH, demo_daemon, record, settings, status_reply
+from tests.pnsweb.fakes_v1 import AUTH, demo_daemon, record, settings, status_reply
 
 
 @pytest.fixture

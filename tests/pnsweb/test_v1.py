@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from pnsweb import ogc, views_v1_io
 from pnsweb.app import create_app
-from tests.pnsweb.test_v1_fakes import AUTH, SPECS, JobBook, demo_daemon, settings
+from tests.pnsweb.fakes_v1 import AUTH, SPECS, JobBook, demo_daemon, settings
 
 PROBLEM = "application/problem+json"
 

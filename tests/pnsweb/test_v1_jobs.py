@@ -13,7 +13,7 @@ from yarl import URL
 from pnsweb import ogc, views_v1_jobs
 from pnsweb.app import create_app
 from protocols.errors import RemoteError
-from tests.pnsweb.test_v1_fakes import AUTH, JobBook, demo_daemon, record, settings
+from tests.pnsweb.fakes_v1 import AUTH, JobBook, demo_daemon, record, settings
 
 PROBLEM = "application/problem+json"
 
