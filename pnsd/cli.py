@@ -21,7 +21,7 @@ from typing import Any
 from pnsd.config import Settings, load_or_create_key, load_settings
 from pnsd.errors import DaemonError
 from pnsd.logsetup import configure_logging
-from pnsd.pidfile import read_pid
+from pnsd.pidfile import process_alive, read_pid
 from protocols.client import Client
 from protocols.errors import PnsError, RemoteError
 
@@ -63,11 +63,10 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 def client_of(args: argparse.Namespace) -> Client:
     settings = settings_of(args)
-    try:
-        key = load_or_create_key(settings.key_file, create=False)
-    except FileNotFoundError:
-        raise CliError(f"no key file at {settings.key_file}: is pnsd started?",
-                       EXIT_UNAVAILABLE) from None
+    if not settings.key_file.exists():
+        raise CliError(f"no key file at {settings.key_file}: has pnsd been started?",
+                       EXIT_UNAVAILABLE)
+    key = load_or_create_key(settings.key_file, create=False)
     return Client(settings.endpoint, key=key, timeout=args.timeout or 60.0)
 
 
@@ -138,9 +137,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + (args.timeout or 30.0)
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not process_alive(pid):
             return 0
         time.sleep(0.05)  # waiting for another process to exit: no event to wait on
     raise CliError(f"pnsd (pid {pid}) did not stop within the timeout")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pnsd.demo.install import install_scripts
-from pnsd.errors import BadRequest, NotFound, RunTimeout
+from pnsd.deploy import Deployer
+from pnsd.errors import BadRequest, NotFound, RunTimeout, Unavailable
 from pnsd.events import summary
 from pnsd.hosts.base import HOOKS
 from pnsd.hosts.mailbox import read_dir_files
@@ -31,6 +32,7 @@ WATCH_IDLE = 30.0     # a watch stream with no event for this long ends with a t
 MAX_LIST = 1000
 MAX_SCRIPT = 16 * 2**20       # bytes of a script or mailbox file shown over the protocol
 UPDATABLE = frozenset({"timeout"})
+MAX_WHO = 200         # characters of an audit entry's "who"
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Handlers:
     home: Path
     started: float = field(default_factory=time.time)
     failures: dict[str, str] = field(default_factory=dict)   # PTS that failed to start
+    deployer: Deployer | None = None                          # hot swap; None: not offered
+    reloader: Callable[[], Awaitable[dict[str, str]]] | None = None
 
     async def ping(self, body: Any) -> Any:
         return {"version": __version__, "protocol": PROTOCOL_VERSION, "time": time.time()}
@@ -55,6 +59,7 @@ class Handlers:
             | {name: {"state": "unavailable", "reason": why}
                for name, why in self.failures.items()},
             "store": self.scheduler.store.stats(),
+            "retiring": [{"name": g.spec.name, **g.public()} for g in self.registry.retiring()],
         }
 
     async def pts_list(self, body: Any) -> Any:
@@ -113,6 +118,31 @@ class Handlers:
                                          if k != "name" and v is not None})
         generation = await self.registry.replace(spec)
         return {"spec": generation.spec.public()}
+
+    async def pts_deploy(self, body: Any) -> Any:
+        return await self._deployer().deploy(_text(body, "name"), _field(body, "spec"),
+                                             who=_who(body))
+
+    async def pts_replace(self, body: Any) -> Any:
+        return await self._deployer().replace(_text(body, "name"), _field(body, "spec"),
+                                              who=_who(body))
+
+    async def pts_undeploy(self, body: Any) -> Any:
+        return await self._deployer().undeploy(_text(body, "name"), who=_who(body))
+
+    async def pts_history(self, body: Any) -> Any:
+        limit = _int(body, "limit", 100, 1, MAX_LIST)
+        return {"events": await self._deployer().history(_text(body, "name"), limit=limit)}
+
+    async def reload(self, body: Any) -> Any:
+        if self.reloader is None:
+            raise Unavailable("this daemon cannot reload")
+        return {"outcome": await self.reloader()}
+
+    def _deployer(self) -> Deployer:
+        if self.deployer is None:
+            raise Unavailable("this daemon does not deploy PTS")
+        return self.deployer
 
     async def demo_reset(self, body: Any) -> Any:
         return {"restored": await asyncio.to_thread(install_scripts, self.home, restore=True)}
@@ -190,6 +220,9 @@ class Handlers:
             "pts.describe": self.pts_describe, "pts.hook": self.pts_hook,
             "pts.files": self.pts_files, "pts.script": self.pts_script,
             "pts.update": self.pts_update, "demo.reset": self.demo_reset,
+            "pts.deploy": self.pts_deploy, "pts.replace": self.pts_replace,
+            "pts.undeploy": self.pts_undeploy, "pts.history": self.pts_history,
+            "reload": self.reload,
             "run": self.run, "submit": self.submit,
             "job.status": self.job_status, "job.result": self.job_result,
             "job.list": self.job_list, "job.cancel": self.job_cancel,
@@ -226,6 +259,16 @@ def _text(body: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise BadRequest(f"{key!r} must be a non-empty string")
     return value
+
+
+def _who(body: Any) -> str:
+    """Who asks for a change, as the caller says (pnsweb: the user; the CLI: the OS user)."""
+    who = _get(body, "who")
+    if who is None:
+        return "unknown"
+    if not isinstance(who, str) or not who or len(who) > MAX_WHO:
+        raise BadRequest(f"'who' must be a non-empty string of at most {MAX_WHO} characters")
+    return who
 
 
 def _int(body: Any, key: str, default: int, low: int, high: int) -> int:

@@ -45,7 +45,9 @@ class LiveJob:
     ctx: RunContext
     events: EventLog
     task: asyncio.Task[Any] | None = None    # the task awaiting the host, for cancel
+    generation: Generation | None = None     # the generation the run was admitted to
     cancel_requested: bool = False
+    cancel_reason: str = "cancelled on request"
     result: Any = None
     error: DaemonError | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -75,6 +77,7 @@ class Scheduler:
         self._finished: OrderedDict[str, LiveJob] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.accepting = True
+        registry.set_canceller(self.cancel_runs_on)
 
     # -- starting work -------------------------------------------------------------------
 
@@ -90,7 +93,7 @@ class Scheduler:
         job = Job.create(pts, self.clock(), sync=sync, version=generation.spec.version)
         events = EventLog(job.id)
         live = LiveJob(job, RunContext(job.id, self._progress_sink(job, events),
-                                       self._log_sink(events)), events)
+                                       self._log_sink(events)), events, generation=generation)
         return generation, live, limit
 
     async def run(self, pts: str, data: Any, *, timeout: Any = None) -> tuple[Job, Any]:
@@ -152,7 +155,7 @@ class Scheduler:
                 if not self._absorb_cancel(live):
                     await self._abandon(live)
                     raise
-                raise Cancelled("cancelled on request") from None
+                raise Cancelled(live.cancel_reason) from None
             blob = pack(live.result)
         except DaemonError as exc:
             live.error = exc
@@ -218,17 +221,31 @@ class Scheduler:
         if live is None or live.job.is_finished:
             job = await self.store.get(job_id)
             return job
+        await self._cancel_live(live, "dismissed before it started", "cancelled on request")
+        return live.job
+
+    async def cancel_runs_on(self, generation: Generation, reason: str) -> None:
+        """Cancel every unfinished run admitted to ``generation`` (retired, past its drain)."""
+        victims = [live for live in self._live.values()
+                   if live.generation is generation and not live.job.is_finished]
+        for live in victims:
+            await self._cancel_live(live, reason, reason)
+        if victims:
+            log.warning("runs_cancelled", pts=generation.spec.name,
+                        generation=generation.number, count=len(victims), reason=reason)
+
+    async def _cancel_live(self, live: LiveJob, queued_reason: str, running_reason: str) -> None:
         job = live.job
         if job.status is Status.ACCEPTED:
-            job.dismiss(self.clock(), "dismissed before it started")
+            job.dismiss(self.clock(), queued_reason)
             live.events.status(job)
             await self.store.finish(job, None, durable=True)
         elif not live.cancel_requested:
             live.cancel_requested = True
+            live.cancel_reason = running_reason
             live.ctx.cancel()
             if live.task is not None:
                 live.task.cancel()
-        return job
 
     def events_of(self, job_id: str) -> EventLog | None:
         live = self._find(job_id)

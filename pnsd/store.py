@@ -461,6 +461,12 @@ class JobStore:
         log.info("store_cleaned", deleted=len(removed), max_age=max_age, max_bytes=max_bytes)
         return len(removed)
 
+    async def run_sql(self, fn: SqlFn[T], *, write: bool, what: str) -> T:
+        """Run ``fn(conn)`` on the writer thread: a durable write (committed when this returns)
+        or a read. The hook for tables other modules own (:mod:`pnsd.audit`)."""
+        return await self._submit(_Kind.WRITE if write else _Kind.READ, fn, durable=write,
+                                  what=what)
+
     def stats(self) -> dict[str, Any]:
         """Cheap counters: ops queued, writes applied but not committed (pending), commits,
         failed writes, and non-durable writes lost with a failed commit."""

@@ -5,6 +5,11 @@ coroutine functions are awaited, ``inline`` callables (declared quick and non-bl
 called directly, everything else runs in a thread pool. Cancellation is cooperative (a thread
 cannot be killed): on timeout or cancel the run's ``ctx.cancelled`` turns true and the caller
 is answered at once.
+
+The spec's ``pythonpath`` is honoured here too: its entries are put in front of ``sys.path``
+(once, for the daemon's lifetime) before the callables are imported. A hot swap asks for a
+fresh import with :func:`forget_modules`: the old generation keeps its function objects (and
+through them its module), the new one imports the code as it is on disk now.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,6 +31,7 @@ from pnsd.spec import PtsSpec
 from protocols.context import RunContext
 
 log = structlog.get_logger(__name__)
+OWN_PACKAGES = frozenset({"pnsd", "pnsweb", "protocols"})
 
 
 def load_callable(entry: str) -> Callable[..., Any]:
@@ -37,6 +45,27 @@ def load_callable(entry: str) -> Callable[..., Any]:
     if not callable(func):
         raise InvalidSpec(f"{entry!r} is not a callable")
     return func
+
+
+def forget_modules(spec: PtsSpec) -> None:
+    """Drop the spec's entry modules from ``sys.modules`` so that loading imports them afresh.
+
+    The daemon's own packages are kept: their code cannot change without a restart, and
+    re-importing them would split their module state.
+    """
+    importlib.invalidate_caches()
+    for entry in (spec.entry, spec.init_entry, spec.config_entry, spec.clean_entry):
+        module = (entry or "").partition(":")[0]
+        if module and module.split(".")[0] not in OWN_PACKAGES:
+            sys.modules.pop(module, None)
+
+
+def extend_path(pythonpath: tuple[str, ...]) -> None:
+    """Put the spec's ``pythonpath`` entries in front of ``sys.path`` (each once)."""
+    for item in reversed(pythonpath):
+        path = os.path.abspath(item)
+        if path not in sys.path:
+            sys.path.insert(0, path)
 
 
 def accepts_ctx(func: Callable[..., Any]) -> bool:
@@ -71,6 +100,7 @@ class InprocHost:
     async def start(self) -> None:
         entries = {"run": self.spec.entry, "init": self.spec.init_entry,
                    "config": self.spec.config_entry, "clean": self.spec.clean_entry}
+        extend_path(self.spec.pythonpath)
         try:
             for name, entry in entries.items():
                 if entry:

@@ -9,7 +9,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from protocols.client import AsyncClient
+from protocols.client import AsyncClient, Client
 from protocols.codec import Codec
 from protocols.errors import ClientTimeout, ErrorCode, RemoteError
 from protocols.version import MAGIC
@@ -190,3 +190,23 @@ async def test_unreachable_daemon_is_unavailable_at_once(tmp_path: object) -> No
         with pytest.raises(RemoteError) as caught:
             await client.call("ping", {}, timeout=30)
     assert caught.value.code == ErrorCode.UNAVAILABLE
+
+
+async def test_blocking_client_keeps_many_requests_in_flight(running: Running) -> None:
+    def exercise() -> None:
+        with Client(running.settings.endpoint, key=running.key, timeout=30) as client:
+            slow = client.send("run", {"pts": "sleep", "input": 0.3})
+            fast = [client.send("run", {"pts": "echo", "input": i}) for i in range(50)]
+            # collected in reverse order: replies that arrive for others are kept for them
+            assert [p.result()["result"] for p in reversed(fast)] == list(range(49, -1, -1))
+            assert slow.result()["result"] == {"slept": 0.3}
+            job = client.call("submit", {"pts": "sleep", "input": 0.1})["job"]["id"]
+            events = list(client.stream("job.watch", {"job": job}, timeout=10))
+            assert events[-1]["status"] == "successful"
+            with pytest.raises(ClientTimeout):
+                client.call("run", {"pts": "sleep", "input": 5}, timeout=0.2)
+            with pytest.raises(RemoteError) as caught:
+                client.call("run", {"pts": "nope", "input": 1})
+            assert caught.value.code == ErrorCode.NOT_FOUND
+
+    await asyncio.to_thread(exercise)

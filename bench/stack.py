@@ -1,0 +1,327 @@
+"""The processes under test and the load agent: started on demand, all stopped at the end.
+
+Owns where everything lives (one short temporary directory, so ipc:// paths stay far below
+the 107-byte limit), how each service is started and known to be ready, and the load
+:class:`Agent`. :class:`Stack` is a context manager: leaving it stops every process it started,
+on every path out (SIGTERM, grace, SIGKILL on each process group; pnsd's workers, which live in
+groups of their own, by pid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.procs import (
+    PYTHON,
+    ROOT,
+    Child,
+    child_env,
+    free_port,
+    http_ready,
+    ipc_ready,
+    rss_mb,
+    wait_until,
+)
+
+START_TIMEOUT = 60.0
+RUN_PTS = ROOT / "pnsd" / "demo" / "scripts" / "runPTS"
+WEB_USER = "bench"
+
+
+@dataclass
+class Service:
+    name: str
+    child: Child
+    endpoint: str = ""          # ipc:// endpoint of a ZeroMQ service
+    port: int = 0               # TCP port of an HTTP service
+    key: str = ""               # hex of the signing key (pnsd)
+    home: Path | None = None    # pnsd's home
+    config: Path | None = None
+    rss_start: float | None = None   # MB, settled after start, before any load
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+
+class Agent:
+    """The load process: one JSON command in, one JSON answer out, within a deadline."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        with (self.tmp / "agent.log").open("ab") as log:
+            return subprocess.Popen([PYTHON, "-m", "bench.agent"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=log, env=child_env(),
+                                    cwd=ROOT, start_new_session=True)
+
+    def call(self, command: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+        if self.process is None or self.process.poll() is not None:
+            self.process = self._start()
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write((json.dumps(command) + "\n").encode())
+        self.process.stdin.flush()
+        line = self._read_line(self.process.stdout.fileno(), timeout)
+        if line is None:
+            self.stop()
+            self.restarts += 1
+            raise TimeoutError(f"load {command['kind']} overran {timeout:.0f} s; agent restarted")
+        answer: dict[str, Any] = json.loads(line)
+        if not answer["ok"]:
+            raise RuntimeError(f"load {command['kind']} failed: {answer['error']}")
+        result: dict[str, Any] = answer["result"]
+        return result
+
+    @staticmethod
+    def _read_line(fd: int, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        data = b""
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    def stop(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, 9)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+            self.process = None
+
+
+class RssSampler:
+    """Peak VmRSS of some processes while a ``with`` block runs (sampled every 50 ms)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.peak: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, pid in self.pids.items():
+                value = rss_mb(pid)
+                if value is not None:
+                    self.peak[name] = max(self.peak.get(name, 0.0), value)
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+class Stack:
+    """Starts services by name (see :data:`STARTERS`), each once; stops them all on exit."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="pb", dir="/tmp"))
+        self.services: dict[str, Service] = {}
+        self.agent = Agent(self.tmp)
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.agent.stop()
+        # pnsweb before pnsd, the web baseline before the echo it calls
+        for service in reversed(list(self.services.values())):
+            service.child.stop()
+        self.services.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def start(self, names: list[str]) -> None:
+        """Start the named services (and what they depend on), concurrently where possible."""
+        order = []
+        for name in names:
+            for dep in (*DEPENDS.get(name, ()), name):
+                if dep not in order and dep not in self.services:
+                    order.append(dep)
+        first = [n for n in order if not DEPENDS.get(n)]
+        later = [n for n in order if DEPENDS.get(n)]
+        for group in (first, later):
+            launched = [(name, STARTERS[name](self, name)) for name in group]
+            for name, service in launched:
+                self.services[name] = service
+            for name, service in launched:
+                READY[name](self, service)
+        time.sleep(0.5)   # let start-up work settle before the idle RSS is read
+        for name in order:
+            service = self.services[name]
+            service.rss_start = rss_mb(service.pid)
+
+    def __getitem__(self, name: str) -> Service:
+        return self.services[name]
+
+    def child(self, name: str, argv: list[str], **kwargs: Any) -> Child:
+        return Child(name, argv, log=self.tmp / f"{name}.log", **kwargs)
+
+    # -- pnsd ---------------------------------------------------------------------------------
+
+    def pnsd_status(self, name: str) -> dict[str, Any]:
+        from protocols.client import Client  # noqa: PLC0415 - the orchestrator's only call
+
+        service = self.services[name]
+        with Client(service.endpoint, key=bytes.fromhex(service.key), timeout=10.0) as client:
+            status: dict[str, Any] = client.call("status", {})
+        return status
+
+    @contextlib.contextmanager
+    def sampling(self, *names: str) -> Iterator[RssSampler]:
+        with RssSampler({n: self.services[n].pid for n in names if n in self.services}) as s:
+            yield s
+
+
+def _start_pnsd(stack: Stack, name: str) -> Service:
+    home = stack.tmp / name
+    home.mkdir()
+    record = "false" if name == "pnsd_off" else "true"
+    config = home / "pnsd.toml"
+    config.write_text(f'[pnsd]\nhome = "{home}"\nlog_level = "warning"\n'
+                      f"record_sync_runs = {record}\n")
+    child = stack.child(name, [PYTHON, "-m", "pnsd", "start", "--home", str(home),
+                               "--config", str(config)],
+                        env=child_env(HOME=str(home), PNS_HOME=str(home)))
+    return Service(name, child, endpoint=f"ipc://{home}/run/pnsd.sock", home=home, config=config,
+                   info={"record_sync_runs": record == "true"})
+
+
+def _ready_pnsd(stack: Stack, service: Service) -> None:
+    assert service.home is not None
+    key_file = service.home / "secret.key"
+    wait_until(lambda: key_file.exists() and ipc_ready(service.endpoint), timeout=START_TIMEOUT,
+               what=service.name, child=service.child)
+    service.key = key_file.read_bytes().strip().hex()
+
+    def answers() -> bool:
+        try:
+            status = stack.pnsd_status(service.name)
+        except Exception:  # noqa: BLE001 - not up yet: any failure means "poll again"
+            return False
+        states = [p.get("state") for p in status["pts"].values()]
+        return all(s == "ready" for s in states)
+
+    wait_until(answers, timeout=START_TIMEOUT, what=f"{service.name} PTS", child=service.child)
+    for pts in stack.pnsd_status(service.name)["pts"].values():
+        service.child.extra_pids.update(_pids_of(pts))
+
+
+def _pids_of(pts: dict[str, Any]) -> list[int]:
+    pids = pts.get("pids") or (pts.get("details") or {}).get("pids") or []
+    return [int(p) for p in pids]
+
+
+def _start_pnsweb(stack: Stack, name: str) -> Service:
+    daemon = stack.services["pnsd_on"]
+    port = free_port()
+    assert daemon.home is not None and daemon.config is not None
+    child = stack.child(name, [PYTHON, "-m", "pnsweb", "-u", WEB_USER, "-p", WEB_USER,
+                               "--ip", "127.0.0.1", "--port", str(port),
+                               "--config", str(daemon.config)],
+                        env=child_env(HOME=str(daemon.home), PNS_HOME=str(daemon.home)))
+    return Service(name, child, port=port)
+
+
+def _ready_http(path: str) -> Any:
+    def ready(stack: Stack, service: Service) -> None:
+        url = f"http://127.0.0.1:{service.port}{path}"
+        wait_until(lambda: http_ready(url), timeout=START_TIMEOUT, what=service.name,
+                   child=service.child)
+    return ready
+
+
+def _ready_port(stack: Stack, service: Service) -> None:
+    import socket  # noqa: PLC0415
+
+    def accepts() -> bool:
+        with socket.create_connection(("127.0.0.1", service.port), timeout=1):
+            return True
+
+    wait_until(accepts, timeout=START_TIMEOUT, what=service.name, child=service.child)
+
+
+def _ready_ipc(stack: Stack, service: Service) -> None:
+    wait_until(lambda: ipc_ready(service.endpoint), timeout=START_TIMEOUT, what=service.name,
+               child=service.child)
+
+
+def _start_base_echo(stack: Stack, name: str) -> Service:
+    endpoint = f"ipc://{stack.tmp}/echo.sock"
+    return Service(name, stack.child(name, [PYTHON, "-m", "bench.base_echo", endpoint]),
+                   endpoint=endpoint)
+
+
+def _start_base_relay(stack: Stack, name: str) -> Service:
+    front, back = f"ipc://{stack.tmp}/relay.sock", f"ipc://{stack.tmp}/relay-back.sock"
+    marker = stack.tmp / "relay.ready"
+    child = stack.child(name, [PYTHON, "-m", "bench.base_relay", front, back, "2", str(marker)])
+    return Service(name, child, endpoint=front, info={"marker": marker})
+
+
+def _ready_relay(stack: Stack, service: Service) -> None:
+    marker: Path = service.info["marker"]
+    wait_until(marker.exists, timeout=START_TIMEOUT, what=service.name, child=service.child)
+
+
+def _start_base_web(stack: Stack, name: str) -> Service:
+    port = free_port()
+    echo = stack.services["base_echo"].endpoint
+    return Service(name, stack.child(name, [PYTHON, "-m", "bench.base_web", str(port), echo]),
+                   port=port)
+
+
+def _start_base_spawn(stack: Stack, name: str) -> Service:
+    port = free_port()
+    work = stack.tmp / "spawn"
+    work.mkdir()
+    return Service(name, stack.child(name, [PYTHON, "-m", "bench.base_spawn", str(port),
+                                            str(RUN_PTS), str(work)]), port=port)
+
+
+def _start_base_jobs(stack: Stack, name: str) -> Service:
+    endpoint = f"ipc://{stack.tmp}/jobs.sock"
+    db = stack.tmp / "bare-jobs.db"
+    return Service(name, stack.child(name, [PYTHON, "-m", "bench.base_jobs", endpoint, str(db)]),
+                   endpoint=endpoint, info={"db": db})
+
+
+STARTERS = {
+    "pnsd_on": _start_pnsd, "pnsd_off": _start_pnsd, "pnsweb": _start_pnsweb,
+    "base_echo": _start_base_echo, "base_relay": _start_base_relay,
+    "base_web": _start_base_web, "base_spawn": _start_base_spawn, "base_jobs": _start_base_jobs,
+}
+READY = {
+    "pnsd_on": _ready_pnsd, "pnsd_off": _ready_pnsd, "pnsweb": _ready_http("/healthz"),
+    "base_echo": _ready_ipc, "base_relay": _ready_relay, "base_web": _ready_http("/hello"),
+    "base_spawn": _ready_port, "base_jobs": _ready_ipc,
+}
+DEPENDS = {"pnsweb": ("pnsd_on",), "base_web": ("base_echo",)}

@@ -1,0 +1,157 @@
+"""The `pnsd` command against a real daemon process: lifecycle, runs, jobs, and crash recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from protocols.errors import RemoteError
+from tests.integration.conftest import DaemonProcess, child_env, spawn_daemon, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live (non-zombie) process below ``pid``, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        if fields[0] not in ("Z", "X"):
+            parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rfind(")") + 2] not in "ZX"
+
+
+def test_run_status_and_stop_leave_nothing_behind(daemon_process: DaemonProcess) -> None:
+    ran = daemon_process.cli("run", "echo", "--input", '{"x": 1}')
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == {"x": 1}
+    status = daemon_process.cli("status", "--json")
+    assert json.loads(status.stdout)["pts"]["echo"]["state"] == "ready"
+    assert daemon_process.cli("pts", "show", "hello").returncode == 0
+    worker = daemon_process.cli("run", "hello-worker", "--input", '"Ann"')
+    assert json.loads(worker.stdout).startswith("hello Ann! From ")
+    children = descendants(daemon_process.process.pid)
+    assert children, "the worker PTS should have child processes"
+    settings = daemon_process.settings
+    stopped = daemon_process.cli("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert daemon_process.process.wait(timeout=30) == 0
+    assert not settings.pidfile.exists()
+    assert not Path(settings.endpoint.removeprefix("ipc://")).exists()
+    assert not [pid for pid in children if alive(pid)]
+
+
+def test_cli_errors_are_one_line_with_a_non_zero_exit(daemon_process: DaemonProcess) -> None:
+    for args in (("run", "nope", "--input", "1"), ("run", "fail", "--input", "1"),
+                 ("run", "echo", "--input", "{bad json"), ("jobs", "show", "0" * 32)):
+        result = daemon_process.cli(*args)
+        assert result.returncode != 0
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("pnsd: ")
+        assert "Traceback" not in result.stderr
+
+
+def test_cli_talks_to_no_daemon_with_exit_3(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    config = write_config(home)
+    result = subprocess.run(
+        [sys.executable, "-m", "pnsd", "status", "--home", str(home), "--config", str(config)],
+        capture_output=True, text=True, timeout=60, env=child_env(home), check=False)
+    assert result.returncode == 3 and result.stderr.startswith("pnsd: ")
+
+
+def test_jobs_from_the_cli(daemon_process: DaemonProcess) -> None:
+    submitted = daemon_process.cli("submit", "sleep", "--input", "0.3")
+    job_id = submitted.stdout.strip()
+    assert len(job_id) == 32, submitted.stderr
+    watched = daemon_process.cli("jobs", "watch", job_id)
+    events = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert events[-1]["status"] == "successful"
+    assert json.loads(daemon_process.cli("jobs", "result", job_id).stdout) == {"slept": 0.3}
+    shown = json.loads(daemon_process.cli("jobs", "show", job_id).stdout)
+    assert shown["status"] == "successful" and shown["pts"] == "sleep"
+    listed = json.loads(daemon_process.cli("jobs", "list", "--pts", "sleep").stdout)
+    assert job_id in [j["id"] for j in listed["jobs"]]
+    long_job = daemon_process.cli("submit", "sleep", "--input", "60").stdout.strip()
+    cancelled = daemon_process.cli("jobs", "cancel", long_job)
+    assert cancelled.returncode == 0
+    final = [json.loads(line) for line in
+             daemon_process.cli("jobs", "watch", long_job).stdout.splitlines()]
+    assert final[-1]["status"] == "dismissed"
+    not_ready = daemon_process.cli("jobs", "result", long_job)
+    assert not_ready.returncode != 0
+
+
+def test_crash_recovery_keeps_finished_results_and_fails_interrupted_jobs(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = spawn_daemon(home)
+    try:
+        payloads = [{"n": i, "blob": os.urandom(100 + i * 5000)} for i in range(20)]
+        with first.client() as client:
+            done = [client.call("submit", {"pts": "echo", "input": p})["job"]["id"]
+                    for p in payloads]
+            for job in done:      # wait for every echo job to finish
+                for _ in client.stream("job.watch", {"job": job}, timeout=30):
+                    pass
+            running = [client.call("submit", {"pts": "sleep", "input": 60})["job"]["id"]
+                       for _ in range(3)]
+            for job in running:   # each has started
+                for event in client.stream("job.watch", {"job": job}, timeout=30):
+                    if event.get("status") == "running":
+                        break
+        os.killpg(first.process.pid, signal.SIGKILL)
+        first.process.wait(timeout=30)
+    finally:
+        if first.process.poll() is None:
+            first.process.kill()
+    second = spawn_daemon(home)
+    try:
+        with second.client() as client:
+            for job, payload in zip(done, payloads, strict=True):
+                assert client.call("job.result", {"job": job})["result"] == payload
+            for job in running:
+                record = client.call("job.status", {"job": job})["job"]
+                assert record["status"] == "failed" and record["reason"] == "daemon restarted"
+                with pytest.raises(RemoteError):
+                    client.call("job.result", {"job": job})
+            assert client.call("run", {"pts": "echo", "input": 7})["result"] == 7
+    finally:
+        second.terminate()
+
+
+def test_a_corrupt_database_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    config = write_config(home)
+    (home / "jobs.db").write_bytes(b"this is not a database" * 100)
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "pnsd", "start", "--home", str(home), "--config", str(config)],
+        capture_output=True, text=True, timeout=60, env=child_env(home), check=False)
+    assert result.returncode != 0 and time.monotonic() - started < 60
+    assert str(home / "jobs.db") in result.stderr
+    assert "Traceback" not in result.stderr
