@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import getpass
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 RUN_WAIT = 24 * 3600.0   # a run without --timeout may take as long as its PTS allows
+SWAP_WAIT = 300.0        # a deploy or replace waits for start, init and self-test
 
 
 class CliError(Exception):
@@ -84,9 +88,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot show {type(value).__name__}")
 
 
-def call(args: argparse.Namespace, op: str, body: Any = None) -> Any:
+def call(args: argparse.Namespace, op: str, body: Any = None, *, wait: float | None = None) -> Any:
     with client_of(args) as client:
-        return client.call(op, body, timeout=args.timeout)
+        return client.call(op, body, timeout=args.timeout or wait)
 
 
 # -- daemon lifecycle ---------------------------------------------------------------------------
@@ -96,6 +100,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     if args.detach:
         return detach(args, settings)
+    if args.watch:
+        settings = dataclasses.replace(settings, watch=True)
     configure_logging(level=args.log_level or settings.log_level)
     from pnsd.daemon import Daemon  # noqa: PLC0415 - only the daemon needs its parts
 
@@ -144,10 +150,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    pid = read_pid(settings_of(args).pidfile)
-    if pid is None:
-        raise CliError("pnsd is not running", EXIT_UNAVAILABLE)
-    os.kill(pid, signal.SIGHUP)
+    emit(call(args, "reload", {}, wait=SWAP_WAIT)["outcome"])
     return 0
 
 
@@ -174,6 +177,51 @@ def cmd_pts_list(args: argparse.Namespace) -> int:
 
 def cmd_pts_show(args: argparse.Namespace) -> int:
     emit(call(args, "pts.describe", {"name": args.name}))
+    return 0
+
+
+def who() -> str:
+    """The OS user, for the audit trail."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):    # no name for this uid (a container, say)
+        return f"uid {os.getuid()}"
+
+
+def read_spec(path: str, name: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The one ``[pts.NAME]`` table of a TOML file, as (name, table)."""
+    try:
+        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CliError(f"cannot read the spec {path}: {exc}", EXIT_USAGE) from None
+    tables = document.get("pts")
+    if set(document) != {"pts"} or not isinstance(tables, dict) or len(tables) != 1:
+        raise CliError(f"{path} must hold exactly one [pts.NAME] table", EXIT_USAGE)
+    found, table = next(iter(tables.items()))
+    if name is not None and found != name:
+        raise CliError(f"{path} defines PTS {found!r}, not {name!r}", EXIT_USAGE)
+    return found, table
+
+
+def cmd_pts_deploy(args: argparse.Namespace) -> int:
+    name, table = read_spec(args.file)
+    emit(call(args, "pts.deploy", {"name": name, "spec": table, "who": who()}, wait=SWAP_WAIT))
+    return 0
+
+
+def cmd_pts_replace(args: argparse.Namespace) -> int:
+    name, table = read_spec(args.file, args.name)
+    emit(call(args, "pts.replace", {"name": name, "spec": table, "who": who()}, wait=SWAP_WAIT))
+    return 0
+
+
+def cmd_pts_undeploy(args: argparse.Namespace) -> int:
+    emit(call(args, "pts.undeploy", {"name": args.name, "who": who()}))
+    return 0
+
+
+def cmd_pts_history(args: argparse.Namespace) -> int:
+    emit(call(args, "pts.history", {"name": args.name, "limit": args.limit})["events"])
     return 0
 
 
@@ -275,13 +323,25 @@ def build_parser() -> argparse.ArgumentParser:
     start = add("start", cmd_start, "run the daemon (foreground unless --detach)")
     start.add_argument("--detach", action="store_true", help="run in the background")
     start.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    start.add_argument("--watch", action="store_true",
+                       help="development: reload when the config or pts.d changes")
     add("stop", cmd_stop, "stop the running daemon (SIGTERM, then wait)")
-    add("reload", cmd_reload, "re-read config and pts.d (SIGHUP)")
+    add("reload", cmd_reload, "re-read config and pts.d, apply the differences")
     add("status", cmd_status, "daemon and PTS state").add_argument("--json", action="store_true")
 
-    pts = sub.add_parser("pts", help="list and inspect PTS").add_subparsers(required=True)
+    pts = sub.add_parser("pts", help="list, inspect and deploy PTS").add_subparsers(
+        required=True)
     add("list", cmd_pts_list, "every PTS", pts)
     add("show", cmd_pts_show, "one PTS's spec and state", pts).add_argument("name")
+    add("deploy", cmd_pts_deploy, "deploy the [pts.NAME] of a TOML file", pts).add_argument(
+        "file")
+    replace = add("replace", cmd_pts_replace, "swap in a new version of a PTS", pts)
+    replace.add_argument("name")
+    replace.add_argument("file")
+    add("undeploy", cmd_pts_undeploy, "drain and remove a PTS", pts).add_argument("name")
+    history = add("history", cmd_pts_history, "a PTS's deploy audit, newest first", pts)
+    history.add_argument("name")
+    history.add_argument("--limit", type=int, default=100)
 
     for name, handler, text in (("run", cmd_run, "run a PTS and print its result"),
                                 ("submit", cmd_submit, "submit a job and print its id")):

@@ -1,7 +1,9 @@
 """The daemon: builds every part from the settings, serves, reloads and shuts down.
 
-Owns the lifecycle (pidfile, signals, start-up order, graceful stop) and the wiring of store,
-registry, scheduler, handlers and server. It holds no request logic itself.
+Owns the lifecycle (pidfile, signals, start-up order, graceful stop), reloading (SIGHUP, the
+``reload`` operation and watch mode all re-read the settings and hand the PTS to the deployer)
+and the wiring of store, audit, registry, scheduler, deployer, handlers and server. It holds no
+request logic itself.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,9 +21,17 @@ import structlog
 import zmq
 
 from pnsd import demo
-from pnsd.config import Settings, ensure_home, ipc_socket_path, load_or_create_key
+from pnsd.audit import AuditLog
+from pnsd.config import (
+    Settings,
+    ensure_home,
+    ipc_socket_path,
+    load_or_create_key,
+    load_settings,
+)
 from pnsd.demo.install import install_scripts
-from pnsd.errors import ConfigError, InvalidSpec
+from pnsd.deploy import Deployer, SwapTiming
+from pnsd.errors import ConfigError, DaemonError, InvalidSpec
 from pnsd.handlers import Handlers
 from pnsd.hosts.base import Host
 from pnsd.hosts.inproc import InprocHost
@@ -31,7 +41,9 @@ from pnsd.registry import Registry
 from pnsd.scheduler import Scheduler
 from pnsd.server import Server
 from pnsd.spec import Mode, PtsSpec
+from pnsd.specfiles import SpecFiles
 from pnsd.store import JobStore
+from pnsd.watch import watch
 from protocols.codec import Codec
 
 log = structlog.get_logger(__name__)
@@ -40,9 +52,12 @@ SHUTDOWN_GRACE = 10.0     # seconds running jobs get to finish on SIGTERM
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, reload_settings: object = None) -> None:
+    def __init__(self, settings: Settings, *,
+                 reload_settings: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
-        self.reload_settings = reload_settings
+        # how a reload reads the settings again: by default the same file and home
+        self.reload_settings = reload_settings or (
+            lambda: load_settings(config=settings.source, home=settings.home))
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pts")
@@ -52,7 +67,13 @@ class Daemon:
         self.registry = Registry(self.build_host)
         self.scheduler = Scheduler(self.registry, self.store,
                                    record_sync=settings.record_sync_runs)
+        self.audit = AuditLog(self.store)
+        self.deployer = Deployer(self.registry, self.audit,
+                                 SpecFiles(settings.pts_dir, config=settings.source),
+                                 timing=SwapTiming(settings.swap_timeout, settings.drain_timeout))
         self.server: Server | None = None
+        self._reloading = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
 
     def build_host(self, spec: PtsSpec) -> Host:
         if spec.mode is Mode.INPROC:
@@ -91,8 +112,11 @@ class Daemon:
 
     async def _serve(self) -> None:
         await self.store.recover(time.time())
-        handlers = Handlers(self.registry, self.scheduler, home=self.settings.home)
-        handlers.failures = await self.registry.add_all(self.settings.pts.values())
+        await self.audit.open()
+        handlers = Handlers(self.registry, self.scheduler, home=self.settings.home,
+                            deployer=self.deployer, reloader=self.reload)
+        handlers.failures = self.deployer.failures
+        self.deployer.failures.update(await self.registry.add_all(self.settings.pts.values()))
         self.handlers = handlers
         table, streams = handlers.tables()
         codec = Codec(self.key, max_bytes=self.settings.max_message_bytes,
@@ -104,9 +128,15 @@ class Daemon:
                              endpoints=endpoints)
         try:
             self._bind(self.server)
+            if self.settings.watch:
+                self._keep(watch(self.settings.source, self.settings.pts_dir, self.reload),
+                           "watch")
             with self._signals():
                 await self._until_stopped(self.server)
         finally:
+            for task in list(self._background):
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
             await self._shutdown(self.server)
 
     def _bind(self, server: Server) -> None:
@@ -155,21 +185,34 @@ class Daemon:
                 loop.remove_signal_handler(signum)
 
     def _reload_soon(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._keep(self._reload_logged(), "reload")
+
+    async def _reload_logged(self) -> None:
+        with contextlib.suppress(DaemonError):     # reload() logged it: SIGHUP has no caller
+            await self.reload()
+
+    def _keep(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def reload(self) -> dict[str, str]:
-        """Re-read the config and apply only the PTS that changed, appeared or went away."""
-        if not callable(self.reload_settings):
-            return {}
-        try:
-            fresh: Settings = self.reload_settings()
-        except (ConfigError, InvalidSpec) as exc:
-            log.error("reload_failed", error=exc.message)
-            return {"config": exc.message}
-        outcome = await self.registry.apply(fresh.pts)
-        self.settings = fresh
-        log.info("reloaded", outcome=outcome)
-        return outcome
+        """Re-read the config and pts.d; apply only the PTS that changed, appeared or went away.
+
+        Each goes through the deployer's swap (init, self-test, audit with who = "reload").
+        A config that does not load changes nothing and raises its ConfigError.
+        """
+        async with self._reloading:
+            try:
+                fresh = await asyncio.to_thread(self.reload_settings)
+            except (ConfigError, InvalidSpec) as exc:
+                log.error("reload_failed", error=exc.message)
+                raise
+            self.deployer.timing = SwapTiming(fresh.swap_timeout, fresh.drain_timeout)
+            outcome = await self.deployer.apply(fresh.pts, who="reload")
+            self.settings = fresh
+            log.info("reloaded", outcome=outcome)
+            return outcome
 
     def _prepare_home(self) -> None:
         ensure_home(self.settings)

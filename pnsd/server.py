@@ -17,7 +17,7 @@ import structlog
 import zmq
 
 from pnsd.errors import DaemonError
-from protocols.codec import Codec
+from protocols.codec import Codec, Message
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.messages import ERROR, JOB_EVENT, op_of, reply_type
 from protocols.pump import Pump
@@ -86,7 +86,9 @@ class Server:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _dispatch(self, identity: bytes, message: Any) -> None:
+    async def _dispatch(self, identity: bytes, message: Message) -> None:
+        if message.trace:  # this task's own context: the binding ends with the request
+            structlog.contextvars.bind_contextvars(trace=message.trace)
         op = op_of(message.type)
         started = time.perf_counter()
         code = "ok"

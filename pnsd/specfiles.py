@@ -99,11 +99,8 @@ def value(item: Any, where: str = "value") -> str:
     """``item`` as a TOML value (inline tables and arrays for nested data)."""
     if isinstance(item, bool):
         return "true" if item else "false"
-    if isinstance(item, int):
-        return str(item)
-    if isinstance(item, float):
-        return repr(item) if math.isfinite(item) else ("nan" if item != item else
-                                                       "inf" if item > 0 else "-inf")
+    if isinstance(item, int | float):
+        return _number(item)
     if isinstance(item, str):
         return _string(item)
     if isinstance(item, list | tuple):
@@ -111,9 +108,15 @@ def value(item: Any, where: str = "value") -> str:
     if isinstance(item, Mapping):
         return "{" + ", ".join(f"{key(str(k))} = {value(v, f'{where}.{k}')}"
                                for k, v in item.items()) + "}"
-    if item is None:
-        raise InvalidSpec(f"{where!r} is null, which a spec file cannot hold: leave it out")
-    raise InvalidSpec(f"{where!r} holds a {type(item).__name__}, which a spec cannot hold")
+    what = "null, which a spec file cannot hold: leave it out" if item is None else (
+        f"a {type(item).__name__}, which a spec cannot hold")
+    raise InvalidSpec(f"{where!r} is {what}")
+
+
+def _number(item: float) -> str:
+    if isinstance(item, int) or math.isfinite(item):
+        return repr(item)
+    return "nan" if math.isnan(item) else "inf" if item > 0 else "-inf"
 
 
 def _string(text: str) -> str:

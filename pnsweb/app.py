@@ -24,6 +24,7 @@ from pnsweb.errors import Handler, error_middleware
 from pnsweb.keys import CLIENT, SETTINGS, DaemonClient
 from pnsweb.settings import WebSettings
 from pnsweb.views_v06_envelope import STAMP, Stamp
+from protocols.client import TRACE
 
 REQUEST_ID = "X-Request-ID"
 # an id we echo must be harmless in headers and logs
@@ -56,13 +57,14 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     """Give every request an id (the caller's X-Request-ID, or a new one), log one summary line.
 
     The id is bound into structlog's contextvars, so every line logged while serving the request
-    carries it, and echoed in the reply. The protocol has no field for it yet, so it reaches the
-    daemon's side only through pnsweb's log.
+    carries it, and echoed in the reply. It reaches the daemon too: it is sent as the protocol's
+    trace id, which the daemon binds to its log lines for the request.
     """
     given = request.headers.get(REQUEST_ID, "")
     request_id = given if _GOOD_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     started = time.monotonic()
     status = 500
+    trace = TRACE.set(request_id)   # sent to the daemon with every call made for this request
     with structlog.contextvars.bound_contextvars(request_id=request_id):
         try:
             response = await handler(request)
@@ -75,6 +77,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
             exc.headers[REQUEST_ID] = request_id
             raise
         finally:
+            TRACE.reset(trace)
             log.info("request_finished", method=request.method, path=request.path,
                      status=status, user=request.get(USER_NAME),
                      seconds=round(time.monotonic() - started, 6))

@@ -46,6 +46,34 @@ OPERATIONS: Mapping[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/processes/{processId}"): {
         "summary": "Describe a process: inputs and outputs with JSON schemas",
         "responses": {"200": _reply("process description"), "404": _NOT_FOUND_PROCESS}},
+    ("POST", "/v1/processes"): {
+        "summary": "Deploy a process (Part 2): a new PTS from its spec; administrators only",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/deploy"}}}},
+        "responses": {
+            "201": {**_reply("the new process's summary"), "headers": {
+                "Location": {"schema": {"type": "string"}, "description": "the process"}}},
+            "400": _reply("bad spec, or the new PTS failed to start, init or self-test",
+                          _PROBLEM),
+            "403": _reply("not an administrator", _PROBLEM),
+            "409": _reply("the name exists, or another change is under way", _PROBLEM)}},
+    ("PUT", "/v1/processes/{processId}"): {
+        "summary": "Replace a process (Part 2): hot-swap a new version; administrators only",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/deploy"}}}},
+        "responses": {
+            "204": {"description": "swapped: new runs go to the new version"},
+            "400": _reply("bad spec, or the new version failed (the old keeps serving)",
+                          _PROBLEM),
+            "403": _reply("not an administrator", _PROBLEM), "404": _NOT_FOUND_PROCESS,
+            "409": _reply("another change of this process is under way", _PROBLEM)}},
+    ("DELETE", "/v1/processes/{processId}"): {
+        "summary": "Undeploy a process (Part 2): its runs drain, then it is gone; admins only",
+        "responses": {"204": {"description": "undeployed"},
+                      "403": _reply("not an administrator", _PROBLEM),
+                      "404": _NOT_FOUND_PROCESS,
+                      "409": _reply("another change is under way, or the process is not "
+                                    "deployed in pts.d", _PROBLEM)}},
     ("POST", "/v1/processes/{processId}/execution"): {
         "summary": "Execute a process: synchronous unless `Prefer: respond-async`",
         "parameters": [{**_QUERY, "name": "Prefer", "in": "header"}],
@@ -95,6 +123,11 @@ COMPONENTS: Mapping[str, Any] = {
         "exception": {"type": "object", "required": ["type"], "properties": {
             "type": {"type": "string"}, "title": {"type": "string"},
             "status": {"type": "integer"}, "detail": {"type": "string"}}},
+        "deploy": {"type": "object", "required": ["spec"], "properties": {
+            "name": {"type": "string", "description": "the process id (deploy only)"},
+            "spec": {"type": "object", "additionalProperties": True,
+                     "description": "the keys of a [pts.NAME] table, e.g. mode, entry, "
+                                    "version, selftest"}}},
         "execute": {"type": "object", "properties": {
             "inputs": {"type": "object", "additionalProperties": True},
             "outputs": {"type": "object", "additionalProperties": True},

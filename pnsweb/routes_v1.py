@@ -1,8 +1,10 @@
-"""The /v1 routes table (OGC API - Processes - Part 1: Core, job list, dismiss).
+"""The /v1 routes table (OGC API - Processes - Part 1: Core, job list, dismiss; Part 2 shape:
+deploy, replace, undeploy).
 
 Owns which URL and method reach which view, as plain data, and the state the /v1 views
-share (the process catalogue). Views live in :mod:`pnsweb.views_v1` and
-:mod:`pnsweb.views_v1_jobs`; the OpenAPI document in :mod:`pnsweb.openapi`.
+share (the process catalogue). Views live in :mod:`pnsweb.views_v1`,
+:mod:`pnsweb.views_v1_jobs` and :mod:`pnsweb.views_v1_deploy`; the OpenAPI document in
+:mod:`pnsweb.openapi`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from pnsweb import openapi, views_v1, views_v1_jobs
+from pnsweb import openapi, views_v1, views_v1_deploy, views_v1_jobs
 from pnsweb.views_v1_io import CATALOG, Catalog
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -22,7 +24,10 @@ ROUTES: tuple[tuple[str, str, View, str], ...] = (
     ("GET", "/v1/conformance", views_v1.conformance, "v1.conformance"),
     ("GET", "/v1/openapi.json", openapi.view, "v1.openapi"),
     ("GET", "/v1/processes", views_v1.processes, "v1.processes"),
+    ("POST", "/v1/processes", views_v1_deploy.deploy, "v1.deploy"),
     ("GET", "/v1/processes/{processId}", views_v1.process, "v1.process"),
+    ("PUT", "/v1/processes/{processId}", views_v1_deploy.replace, "v1.replace"),
+    ("DELETE", "/v1/processes/{processId}", views_v1_deploy.undeploy, "v1.undeploy"),
     ("POST", "/v1/processes/{processId}/execution", views_v1.execute, "v1.execute"),
     ("GET", "/v1/jobs", views_v1_jobs.jobs, "v1.jobs"),
     ("GET", "/v1/jobs/{jobId}", views_v1_jobs.job, "v1.job"),

@@ -11,6 +11,7 @@ what a reply means beyond success or error. Python 3.8 compatible.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
@@ -22,6 +23,9 @@ from protocols.messages import ERROR, JOB_EVENT, reply_type, request_type
 from protocols.pump import Pump
 
 DEFAULT_TIMEOUT = 30.0
+# The caller's request id (e.g. pnsweb's X-Request-ID): sent with every request made in this
+# context, and bound by the daemon to the log lines of that request.
+TRACE: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar("pns_trace", default=None)
 CONNECT_WAIT = 2.0    # how long a send waits for the connection before "unavailable"
 
 
@@ -35,7 +39,7 @@ class _Session:
 
     def request(self, op: str, body: Any) -> Tuple[str, List[bytes]]:
         msg_id = new_message_id()
-        return msg_id, self.codec.encode(request_type(op), body, msg_id=msg_id)
+        return msg_id, self.codec.encode(request_type(op), body, msg_id=msg_id, trace=TRACE.get())
 
     def read(self, frames: Sequence[bytes]) -> Optional[Message]:
         """Decode a reply; None for frames that cannot be trusted (they answer nobody)."""

@@ -32,6 +32,7 @@ class Message(NamedTuple):
     re: Optional[str]
     ts: float
     v: int = PROTOCOL_VERSION
+    trace: Optional[str] = None   # a caller-chosen id tying the daemon's log lines to a request
 
 
 def new_message_id() -> str:
@@ -66,12 +67,14 @@ class Codec:
         re: Optional[str] = None,
         msg_id: Optional[str] = None,
         ts: Optional[float] = None,
+        trace: Optional[str] = None,
     ) -> List[bytes]:
         """The frames of one message (ROUTER identities not included)."""
-        header = self._packer.pack([
-            PROTOCOL_VERSION, msg_id or new_message_id(), msg_type, re,
-            self.clock() if ts is None else ts,
-        ])
+        fields = [PROTOCOL_VERSION, msg_id or new_message_id(), msg_type, re,
+                  self.clock() if ts is None else ts]
+        if trace:
+            fields.append(trace[:64])
+        header = self._packer.pack(fields)
         blobs: List[bytes] = []
         packed = pack_body(self._packer, body, blobs)
         payload = [MAGIC, header, packed, *blobs]
@@ -85,7 +88,7 @@ class Codec:
         """
         if len(frames) < 4 or frames[0] != MAGIC:
             raise ProtocolError(ErrorCode.MALFORMED, "not a PNS message (bad frame layout)")
-        version, msg_id, msg_type, re, ts = read_header(frames[2])
+        version, msg_id, msg_type, re, ts, trace = read_header(frames[2])
         try:
             size = 0
             for frame in frames:
@@ -110,28 +113,30 @@ class Codec:
         except ProtocolError as exc:
             exc.details.update({"re": msg_id, "type": msg_type})
             raise
-        return Message(msg_type, body, msg_id, re, ts, version)
+        return Message(msg_type, body, msg_id, re, ts, version, trace)
 
 
-def read_header(frame: bytes) -> Tuple[int, str, str, Optional[str], float]:
-    """The header array ``[v, id, type, re, ts]``, checked field by field."""
+def read_header(frame: bytes) -> Tuple[int, str, str, Optional[str], float, Optional[str]]:
+    """The header array ``[v, id, type, re, ts]`` (+ optional ``trace``), checked."""
     try:
         header = msgpack.unpackb(frame, raw=False)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ProtocolError(ErrorCode.MALFORMED, "header is not msgpack: %s" % exc) from exc
-    if not isinstance(header, list) or len(header) != 5:
-        raise ProtocolError(ErrorCode.MALFORMED, "header is not an array of 5 fields")
-    version, msg_id, msg_type, re, ts = header
+    if not isinstance(header, list) or len(header) not in (5, 6):
+        raise ProtocolError(ErrorCode.MALFORMED, "header is not an array of 5 or 6 fields")
+    version, msg_id, msg_type, re, ts = header[:5]
+    trace = header[5] if len(header) == 6 else None
     ok = (
         type(version) is int
         and isinstance(msg_id, str) and 0 < len(msg_id) <= 64
         and isinstance(msg_type, str) and 0 < len(msg_type) <= 64
         and (re is None or isinstance(re, str))
         and type(ts) in (int, float)
+        and (trace is None or (isinstance(trace, str) and len(trace) <= 64))
     )
     if not ok:
         raise ProtocolError(ErrorCode.MALFORMED, "header lacks a valid v, id, type, re or ts")
-    return version, msg_id, msg_type, re, float(ts)
+    return version, msg_id, msg_type, re, float(ts), trace
 
 
 def _encode_default(obj: Any) -> Any:

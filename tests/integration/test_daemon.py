@@ -6,10 +6,12 @@ import asyncio
 
 import msgpack
 import pytest
+import structlog
 import zmq
 import zmq.asyncio
+from structlog.testing import capture_logs
 
-from protocols.client import AsyncClient, Client
+from protocols.client import TRACE, AsyncClient, Client
 from protocols.codec import Codec
 from protocols.errors import ClientTimeout, ErrorCode, RemoteError
 from protocols.version import MAGIC
@@ -210,3 +212,14 @@ async def test_blocking_client_keeps_many_requests_in_flight(running: Running) -
             assert caught.value.code == ErrorCode.NOT_FOUND
 
     await asyncio.to_thread(exercise)
+
+
+async def test_a_callers_trace_id_reaches_the_daemons_log_lines(client: AsyncClient) -> None:
+    token = TRACE.set("web-request-7")
+    try:
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            await client.call("run", {"pts": "echo", "input": 1})
+    finally:
+        TRACE.reset(token)
+    finished = [e for e in logs if e["event"] == "job_finished"]
+    assert finished and finished[0]["trace"] == "web-request-7"

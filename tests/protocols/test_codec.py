@@ -145,3 +145,10 @@ def test_wrong_version_is_refused_with_version_code() -> None:
     with pytest.raises(ProtocolError) as caught:
         Codec(b"").decode(frames)
     assert caught.value.code == ErrorCode.VERSION
+
+
+def test_trace_id_travels_in_an_optional_sixth_header_field() -> None:
+    traced = Codec(KEY).encode("ping.req", {}, trace="req-42")
+    assert Codec(KEY).decode(traced).trace == "req-42"
+    assert Codec(KEY).decode(Codec(KEY).encode("ping.req", {})).trace is None
+    assert len(msgpack.unpackb(traced[2])) == 6

@@ -1,0 +1,96 @@
+"""Direct ZeroMQ ``run``: inproc, worker and process modes, and recording on vs off.
+
+Baselines: the bare ROUTER echo (inproc), the bare 2-hop relay with two echo workers (worker
+mode, like ``echo-worker``'s two workers), running the hello scripts with no server at all
+(process mode), and the same daemon with ``record_sync_runs = false`` (recording).
+"""
+
+from __future__ import annotations
+
+from bench.measure import Agg, Bench
+from bench.report import Row, Target
+from bench.stack import RUN_PTS
+
+NEEDS = ("base_echo", "base_relay", "pnsd_on", "pnsd_off")
+LABELS = {
+    "direct.inproc.seq": "direct run, inproc echo, sequential",
+    "direct.inproc.32": "direct run, inproc echo, 32 in flight",
+    "direct.worker.seq": "direct run, worker echo-worker, sequential",
+    "direct.worker.32": "direct run, worker echo-worker, 32 in flight",
+    "direct.process.seq": "direct run, process hello, sequential",
+    "direct.hello.ratio": "hello-worker vs hello (process), sequential",
+    "direct.record.seq": "recording on vs off, inproc echo, sequential",
+    "direct.record.32": "recording on vs off, inproc echo, 32 in flight",
+}
+
+
+def pair_row(key: str, pns: Agg, base: Agg, base_label: str, *, target: Target | None = None,
+             note: str = "") -> Row:
+    problems = pns.problems() or base.problems()
+    if problems:
+        note = f"{note} First error: {problems}".strip()
+    return Row("direct", key, LABELS[key], "/s", pns=pns.rate, base=base.rate,
+               base_label=base_label, pns_lat=pns.lat, base_lat=base.lat, target=target,
+               note=note, errors=pns.errors + base.errors,
+               extra={"pns_busy": pns.total("busy")})
+
+
+def run(bench: Bench) -> list[Row]:
+    rows = []
+    seq, par = {"kind": "zmq_seq"}, {"kind": "zmq_async", "inflight": 32}
+    sample = {"pns": ("pnsd_on",)}
+    for mode, pts, base_name, base_label, targets in (
+        ("inproc", "echo", "base_echo", "bare asyncio ROUTER echo",
+         (Target(">=", 0.6, source="issue 7"), Target(">=", 0.5, source="issue 7"))),
+        ("worker", "echo-worker", "base_relay", "bare 2-hop relay, 2 echo workers",
+         (Target(">=", 0.5, source="issue 3/7"), Target(">=", 0.5, source="issue 3/7"))),
+    ):
+        for shape, target in zip((seq, par), targets, strict=True):
+            aggs = bench.interleave({"base": bench.zmq(base_name, **shape),
+                                     "pns": bench.zmq("pnsd_on", pts=pts, **shape)},
+                                    sample=sample)
+            suffix = "seq" if shape is seq else "32"
+            rows.append(pair_row(f"direct.{mode}.{suffix}", aggs["pns"], aggs["base"],
+                                 base_label, target=target,
+                                 note="Daemon with its default record_sync_runs = true."))
+    rows += _process_mode(bench)
+    for shape, suffix in ((seq, "seq"), (par, "32")):
+        aggs = bench.interleave({"off": bench.zmq("pnsd_off", pts="echo", **shape),
+                                 "on": bench.zmq("pnsd_on", pts="echo", **shape)})
+        rows.append(pair_row(f"direct.record.{suffix}", aggs["on"], aggs["off"],
+                             "same daemon, record_sync_runs = false",
+                             target=Target(">=", 0.7, source="issue 4"),
+                             note="Two daemons differing only in record_sync_runs, "
+                                  "trials interleaved."))
+    return rows
+
+
+def _process_mode(bench: Bench) -> list[Row]:
+    work = bench.stack.tmp / "floor"
+    work.mkdir(exist_ok=True)
+    seconds = max(bench.plan.seconds, 1.0)
+    hello = {"kind": "zmq_seq", "input": {"infile": "stranger"}, "call_timeout": 15.0,
+             "seconds": seconds, "warmup": 3}
+    aggs = bench.interleave({
+        "floor": {"kind": "spawn_floor", "script": str(RUN_PTS), "workdir": str(work),
+                  "count": bench.plan.max_count, "seconds": seconds},
+        "hello": bench.zmq("pnsd_on", pts="hello", **hello),
+        "worker": bench.zmq("pnsd_on", pts="hello-worker", kind="zmq_seq", input="stranger"),
+    })
+    burst = Agg()
+    bench.trial(bench.zmq("pnsd_on", pts="hello", kind="zmq_async", inflight=32,
+                          input={"infile": "stranger"}, call_timeout=15.0, warmup=0,
+                          seconds=min(seconds, 1.0)), burst)
+    ok, busy = burst.total("ok"), burst.total("busy")
+    note = (f"Sequential only: hello has queue = 0 (the reference's busy rule), so with 32 in "
+            f"flight one run proceeds and the rest are refused at once — a 32-in-flight burst "
+            f"got {ok} ok and {busy} busy, {burst.total('errors')} other errors. Baseline: "
+            f"the same runPTS run by the load process itself (mkdir input/output, write "
+            f"infile, bash, read outfile) with no server.")
+    return [
+        pair_row("direct.process.seq", aggs["hello"], aggs["floor"],
+                 "runPTS spawned per request, no server", note=note),
+        pair_row("direct.hello.ratio", aggs["worker"], aggs["hello"],
+                 "hello in process mode (row above)", target=Target(">", 20, source="issue 3"),
+                 note="Same greeting; worker mode keeps 2 Python workers warm."),
+    ]
