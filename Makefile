@@ -39,7 +39,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check protocols pnsd pnsweb tests bench
+	$(VENV)/bin/ruff check protocols pnslog pnsd pnsweb tests bench faults
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

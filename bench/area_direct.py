@@ -75,7 +75,8 @@ def _process_mode(bench: Bench) -> list[Row]:
         "floor": {"kind": "spawn_floor", "script": str(RUN_PTS), "workdir": str(work),
                   "count": bench.plan.max_count, "seconds": seconds},
         "hello": bench.zmq("pnsd_on", pts="hello", **hello),
-        "worker": bench.zmq("pnsd_on", pts="hello-worker", kind="zmq_seq", input="stranger"),
+        "worker": bench.zmq("pnsd_on", pts="hello-worker", kind="zmq_seq", input="stranger",
+                            seconds=seconds),
     })
     burst = Agg()
     bench.trial(bench.zmq("pnsd_on", pts="hello", kind="zmq_async", inflight=32,

@@ -72,16 +72,29 @@ class Agent:
                                     cwd=ROOT, start_new_session=True)
 
     def call(self, command: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-        if self.process is None or self.process.poll() is not None:
-            self.process = self._start()
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write((json.dumps(command) + "\n").encode())
-        self.process.stdin.flush()
-        line = self._read_line(self.process.stdout.fileno(), timeout)
-        if line is None:
+        """Run one load; an agent that died before answering is restarted and asked again."""
+        for attempt in (1, 2):
+            if self.process is None or self.process.poll() is not None:
+                self.process = self._start()
+            assert self.process.stdin is not None and self.process.stdout is not None
+            try:
+                self.process.stdin.write((json.dumps(command) + "\n").encode())
+                self.process.stdin.flush()
+                line = self._read_line(self.process.stdout.fileno(), timeout)
+            except BrokenPipeError:
+                line = b""
+            if line:
+                break
+            died = line == b""
+            code = self.process.poll()
             self.stop()
             self.restarts += 1
-            raise TimeoutError(f"load {command['kind']} overran {timeout:.0f} s; agent restarted")
+            if not died:
+                raise TimeoutError(f"load {command['kind']} overran {timeout:.0f} s; "
+                                   "agent restarted")
+            if attempt == 2:
+                raise RuntimeError(f"the load agent died during {command['kind']} "
+                                   f"(exit status {code}); see agent.log")
         answer: dict[str, Any] = json.loads(line)
         if not answer["ok"]:
             raise RuntimeError(f"load {command['kind']} failed: {answer['error']}")
@@ -90,6 +103,7 @@ class Agent:
 
     @staticmethod
     def _read_line(fd: int, timeout: float) -> bytes | None:
+        """One answer line; None on timeout, b"" when the agent closed its end (died)."""
         deadline = time.monotonic() + timeout
         data = b""
         while not data.endswith(b"\n"):
@@ -98,7 +112,7 @@ class Agent:
                 return None
             chunk = os.read(fd, 65536)
             if not chunk:
-                return None
+                return b""
             data += chunk
         return data
 
@@ -140,7 +154,8 @@ class RssSampler:
 class Stack:
     """Starts services by name (see :data:`STARTERS`), each once; stops them all on exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep: bool = False) -> None:
+        self.keep = keep      # leave the temporary directory (logs, databases) for a post-mortem
         self.tmp = Path(tempfile.mkdtemp(prefix="pb", dir="/tmp"))
         self.services: dict[str, Service] = {}
         self.agent = Agent(self.tmp)
@@ -157,7 +172,8 @@ class Stack:
         for service in reversed(list(self.services.values())):
             service.child.stop()
         self.services.clear()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def start(self, names: list[str]) -> None:
         """Start the named services (and what they depend on), concurrently where possible."""

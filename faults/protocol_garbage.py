@@ -170,7 +170,6 @@ class Forge:
 
     def bad_job_id(self) -> Bad:
         job = self.rng.choice(["../../etc/passwd", "%2e%2e", "", 12, None, "a" * 10_000])
-        msg_id, frames = self.valid("job.result", {"job": job})
         msg_id, frames = self.valid("job.result.req", {"job": job})
         return Bad("job id that is a path or not a string", frames, ErrorCode.BAD_REQUEST, msg_id)
 
@@ -192,6 +191,11 @@ class Forge:
                              b"\x91" * 200_000 + b"\xc0")
         return Bad("body nested 200,000 deep", frames, ErrorCode.MALFORMED, msg_id)
 
+    def replayed(self) -> list[Bad]:
+        msg_id, frames = self.valid()
+        return [Bad("original of a replay", frames, "ok", msg_id),
+                Bad("replayed message", frames, ErrorCode.REPLAY, msg_id)]
+
     def body_noise(self) -> Bad:
         msg_id = new_message_id()
         frames = self.signed([1, msg_id, "run.req", None, time.time()], b"\xc1" + self.noise(40))
@@ -200,7 +204,7 @@ class Forge:
 
 def plan(forge: Forge, count: int) -> list[Bad]:
     """``count`` bad messages, the kinds in turn; replays come in (original, copy) pairs."""
-    makers: list[Callable[[], Bad]] = [
+    makers: list[Callable[[], Bad | list[Bad]]] = [
         forge.garbage, forge.bad_magic, forge.too_few, forge.header_noise, forge.header_cut,
         forge.header_shape, forge.header_id, forge.header_type, forge.body_cut,
         forge.body_cut_signed, forge.unsigned, forge.bad_signature, forge.wrong_key,
@@ -223,15 +227,6 @@ def plan(forge: Forge, count: int) -> list[Bad]:
         out.append(forge.oversized_hard())
     forge.rng.shuffle(out)
     return out
-
-
-def _replayed(self: Forge) -> list[Bad]:
-    msg_id, frames = self.valid()
-    return [Bad("original of a replay", frames, "ok", msg_id),
-            Bad("replayed message", frames, ErrorCode.REPLAY, msg_id)]
-
-
-Forge.replayed = _replayed  # type: ignore[attr-defined]
 
 
 def protocol_garbage(ctx: Context) -> Row:

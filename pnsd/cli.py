@@ -23,8 +23,8 @@ from typing import Any
 
 from pnsd.config import Settings, load_or_create_key, load_settings
 from pnsd.errors import DaemonError
-from pnsd.logsetup import configure_logging
 from pnsd.pidfile import process_alive, read_pid
+from pnslog import configure_logging
 from protocols.client import Client
 from protocols.errors import PnsError, RemoteError
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from pnslog import configure_logging
 from pnsweb.app import create_app
-from pnsweb.logsetup import configure_logging
 from pnsweb.settings import SettingsError, User, WebSettings, hash_password, load_settings
 from protocols.client import AsyncClient
 

@@ -60,23 +60,8 @@ class _Session:
         return message.body
 
 
-def _dealer(socket: "zmq.Socket[Any]", endpoint: str, max_bytes: int) -> None:
-    socket.setsockopt(zmq.LINGER, 0)
-    # Queue nothing for a daemon that is not connected: a send fails at once instead, and the
-    # caller learns the daemon is unavailable rather than waiting out its timeout.
-    socket.setsockopt(zmq.IMMEDIATE, 1)
-    socket.setsockopt(zmq.MAXMSGSIZE, max_bytes + 2**20)
-    socket.setsockopt(zmq.SNDHWM, 100_000)
-    socket.setsockopt(zmq.RCVHWM, 100_000)
-    socket.connect(endpoint)
-
-
-def _unavailable(endpoint: str) -> RemoteError:
-    return RemoteError(ErrorCode.UNAVAILABLE, "daemon at %s is not reachable" % endpoint)
-
-
-class AsyncClient:
-    """asyncio client; safe to share between tasks of one event loop."""
+class _Connection:
+    """A DEALER connected to the daemon plus the session that encodes for it."""
 
     def __init__(
         self,
@@ -92,9 +77,35 @@ class AsyncClient:
         self.timeout = timeout
         self._session = _Session(key, max_bytes=max_bytes, skew=skew)
         self._own_context = context is None
-        self._context = context or zmq.Context()
-        self._socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
-        _dealer(self._socket, endpoint, max_bytes)
+        self._context: zmq.Context[Any] = context or zmq.Context()
+        socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        # Queue nothing for a daemon that is not connected: a send fails at once instead, and
+        # the caller learns the daemon is unavailable rather than waiting out its timeout.
+        socket.setsockopt(zmq.IMMEDIATE, 1)
+        socket.setsockopt(zmq.MAXMSGSIZE, max_bytes + 2**20)
+        socket.setsockopt(zmq.SNDHWM, 100_000)
+        socket.setsockopt(zmq.RCVHWM, 100_000)
+        socket.connect(endpoint)
+        self._socket = socket
+        self._setup()
+
+    def _setup(self) -> None:
+        """The flavour's own state."""
+
+    def _release(self) -> None:
+        if self._own_context:
+            self._context.term()
+
+
+def _unavailable(endpoint: str) -> RemoteError:
+    return RemoteError(ErrorCode.UNAVAILABLE, "daemon at %s is not reachable" % endpoint)
+
+
+class AsyncClient(_Connection):
+    """asyncio client; safe to share between tasks of one event loop."""
+
+    def _setup(self) -> None:
         self._pending: Dict[str, asyncio.Future[Message]] = {}
         self._streams: Dict[str, asyncio.Queue[Message]] = {}
         self._pump: Optional[Pump] = None   # made on first use, in the caller's loop
@@ -188,8 +199,7 @@ class AsyncClient:
             self._pump.close()
         else:
             self._socket.close(linger=0)
-        if self._own_context:
-            self._context.term()
+        self._release()
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -210,26 +220,10 @@ class Pending:
         return self._client._wait(self, timeout)
 
 
-class Client:
+class Client(_Connection):
     """Blocking client for one thread; ``send`` many, then collect each ``Pending.result``."""
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        key: bytes = b"",
-        timeout: float = DEFAULT_TIMEOUT,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        skew: float = 60.0,
-        context: "Optional[zmq.Context[Any]]" = None,
-    ) -> None:
-        self.endpoint = endpoint
-        self.timeout = timeout
-        self._session = _Session(key, max_bytes=max_bytes, skew=skew)
-        self._own_context = context is None
-        self._context = context or zmq.Context()
-        self._socket = self._context.socket(zmq.DEALER)
-        _dealer(self._socket, endpoint, max_bytes)
+    def _setup(self) -> None:
         self._arrived: Dict[str, List[Message]] = {}
         self._waiting: Set[str] = set()
 
@@ -292,8 +286,7 @@ class Client:
 
     def close(self) -> None:
         self._socket.close(linger=0)
-        if self._own_context:
-            self._context.term()
+        self._release()
 
     def __enter__(self) -> "Client":
         return self

@@ -26,7 +26,8 @@ def imported_roots(package: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("package", "forbidden"), [
-    ("protocols", {"pnsd", "pnsweb", "aiohttp", "structlog"}),
+    ("protocols", {"pnsd", "pnsweb", "pnslog", "aiohttp", "structlog"}),
+    ("pnslog", {"protocols", "pnsd", "pnsweb"}),
     ("pnsd", {"pnsweb", "aiohttp"}),
     ("pnsweb", {"pnsd"}),
 ])

@@ -1,7 +1,10 @@
-"""Logging for pnsd's entry points: structlog set up once, stdlib loggers routed through it.
+"""Logging for the entry points of pnsd and pnsweb: structlog set up once, stdlib loggers
+routed through it.
 
-Owns the processor chain and pnsd's one root handler. Importing it does nothing: an entry point
-calls :func:`configure_logging` once; library modules only call ``structlog.get_logger``.
+Owns the processor chain and the one root handler. It is a package of its own because both
+services need it, pnsd and pnsweb must not import each other, and ``protocols`` must not depend
+on structlog. It imports nothing of ours. Importing it does nothing: an entry point calls
+:func:`configure_logging` once; library modules only call ``structlog.get_logger``.
 
 structlog goes through the stdlib integration rather than ``make_filtering_bound_logger``:
 aiohttp and asyncio log through the stdlib anyway, so sending structlog events to the same root
@@ -17,7 +20,7 @@ from typing import IO
 import structlog
 from structlog.typing import Processor
 
-# shared with pnsweb's copy, so configuring either replaces the other's handler in one process
+# one name, so configuring again replaces the handler instead of adding a second one
 HANDLER_NAME = "pns-structlog"
 # run on structlog events and on foreign (stdlib) records alike
 SHARED_PROCESSORS: tuple[Processor, ...] = (

@@ -1,4 +1,4 @@
-"""pnsd.logsetup (and pnsweb's copy of it): JSON lines, bound ids, stdlib loggers, idempotence."""
+"""pnslog: JSON lines, bound ids, stdlib loggers, idempotence."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ from typing import Any
 import pytest
 import structlog
 
-import pnsd.logsetup
-import pnsweb.logsetup
+import pnslog
 
 
-@pytest.fixture(params=[pnsd.logsetup, pnsweb.logsetup], ids=["pnsd", "pnsweb"])
-def logsetup(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
+@pytest.fixture
+def logsetup() -> Iterator[ModuleType]:
     """The module under test; logging is put back as it was afterwards."""
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
-    yield request.param
+    yield pnslog
     for handler in root.handlers[:]:
         if handler not in handlers:
             root.removeHandler(handler)

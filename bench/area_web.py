@@ -1,0 +1,78 @@
+"""HTTP through pnsweb: ``/v1`` sync execution, ``/v0.6/echo``, ``GET /v0.6/``, ``/v0.6/testrun``.
+
+Load: :mod:`bench.httpload` with 32 keep-alive connections (one for ``/testrun``: the hello PTS
+takes one run at a time, like the reference). Baselines: :mod:`bench.base_web` (a bare
+aiohttp handler doing one ZeroMQ round trip to the bare echo process; a bare aiohttp hello) and
+:mod:`bench.base_spawn` (a process spawned per request). REFERENCE.md's figures come from
+another run (wrk, 8 connections) and are shown apart.
+"""
+
+from __future__ import annotations
+
+from bench.loads import SMALL
+from bench.measure import Agg, Bench
+from bench.report import Row, Target
+from bench.stack import WEB_USER
+
+NEEDS = ("pnsweb", "base_web", "base_spawn")
+LABELS = {
+    "web.v1.echo": "web POST /v1/processes/echo/execution, 32 conns",
+    "web.v06.echo": "web POST /v0.6/echo, 32 conns",
+    "web.v06.get": "web GET /v0.6/, 32 conns",
+    "web.v06.testrun": "web POST /v0.6/testrun, 1 conn",
+}
+AUTH = f"{WEB_USER}:{WEB_USER}"
+TESTRUN = {"creator": "bench", "rootcause": "bench", "input": {"theName": "stranger"}}
+
+
+def web_row(key: str, pns: Agg, base: Agg, base_label: str, *, target: Target | None = None,
+            ref: float | None = None, note: str = "") -> Row:
+    problems = pns.problems() or base.problems()
+    if problems:
+        note = f"{note} First error: {problems}".strip()
+    busy = pns.total("busy")
+    if busy:
+        note += f" {busy} busy replies (409/429/503)."
+    return Row("web", key, LABELS[key], "/s", pns=pns.rate, base=base.rate, base_label=base_label,
+               pns_lat=pns.lat, base_lat=base.lat, target=target, ref=ref, note=note,
+               errors=pns.errors + base.errors)
+
+
+def run(bench: Bench) -> list[Row]:
+    sample = {"pns": ("pnsweb", "pnsd_on")}
+    rows = []
+    cases = (
+        ("web.v1.echo",
+         bench.http("base_web", "POST", "/v1echo", body={"inputs": {"value": SMALL}},
+                    expect="stranger"),
+         bench.http("pnsweb", "POST", "/v1/processes/echo/execution",
+                    body={"inputs": {"value": SMALL}}, auth=AUTH, expect="stranger"),
+         "bare aiohttp -> ZeroMQ -> echo process", Target(">=", 0.6, source="issue 5/7"), None,
+         "Basic auth bench:bench on every request (verified once, then cached by pnsweb); the "
+         "reply is the raw JSON value."),
+        ("web.v06.echo",
+         bench.http("base_web", "POST", "/echo", body=SMALL, expect="stranger"),
+         bench.http("pnsweb", "POST", "/v0.6/echo", body=SMALL, expect="stranger"),
+         "bare aiohttp -> ZeroMQ -> echo process", None, 1700.0,
+         "Issue 5 expects > 10x the reference figure."),
+        ("web.v06.get",
+         bench.http("base_web", "GET", "/hello", expect="hello"),
+         bench.http("pnsweb", "GET", "/v0.6/", expect="APIs"),
+         "bare aiohttp hello handler", None, 1400.0,
+         "PNS builds the API listing (20 routes, absolute URLs) per request; the baseline "
+         "answers a constant. Issue 5 expects > 10x the reference figure."),
+        ("web.v06.testrun",
+         bench.http("base_spawn", "POST", "/testrun", body=TESTRUN, conns=1,
+                    expect="hello stranger", warmup=3),
+         bench.http("pnsweb", "POST", "/v0.6/testrun", body=TESTRUN, conns=1, auth=AUTH,
+                    expect="hello stranger", warmup=3),
+         "aiohttp spawning runPTS per request", None, 63.0,
+         "One connection: the hello PTS has queue = 0 (the reference's 409 busy rule)."),
+    )
+    for key, base_cmd, pns_cmd, base_label, target, ref, note in cases:
+        aggs = bench.interleave({"base": base_cmd, "pns": pns_cmd}, sample=sample)
+        rows.append(web_row(key, aggs["pns"], aggs["base"], base_label, target=target, ref=ref,
+                            note=note))
+        bench.web_peak = max(getattr(bench, "web_peak", 0.0),
+                             aggs["pns"].peak_rss.get("pnsweb", 0.0))
+    return rows

@@ -1,0 +1,142 @@
+"""The bench command line: pick areas, start what they need, measure, write the report.
+
+``python -m bench [--quick] [--only AREA[,AREA]] [--out DIR] [--trials N]``. Areas run in a
+fixed order (memory last); an area that fails or does not fit the time budget leaves
+"not measured" rows rather than stopping the run. Exit status 0 when the report was written
+(targets missed are findings, not failures), 1 when no area produced a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+import msgpack
+import zmq
+
+from bench import (
+    area_direct,
+    area_jobs,
+    area_memory,
+    area_payload,
+    area_swap,
+    area_web,
+    chart,
+    report,
+)
+from bench.measure import Bench, Plan
+from bench.report import Row
+from bench.stack import Stack
+
+AREAS: dict[str, ModuleType] = {
+    "direct": area_direct, "jobs": area_jobs, "web": area_web, "payload": area_payload,
+    "swap": area_swap, "memory": area_memory,
+}
+NOTES = [
+    "Every PNS process is real: `python -m pnsd start --home <tmp> --config <cfg>` "
+    "(`[pnsd]` home, `log_level = \"warning\"`) and `python -m pnsweb -u bench -p bench --ip "
+    "127.0.0.1 --port <free>`; ipc:// sockets under one short /tmp directory; TCP on loopback.",
+    "Two daemons run side by side: the default (`record_sync_runs = true`, used for every "
+    "figure unless said otherwise) and one with `record_sync_runs = false` (recording "
+    "comparison; the async jobs, so its database holds only them).",
+    "Baselines are small modules of this package, each its own process: `base_echo` (asyncio "
+    "ROUTER echo with batch draining), `base_relay` (ROUTER relay + 2 DEALER echo workers), "
+    "`base_web` (aiohttp hello; aiohttp -> ZeroMQ -> base_echo), `base_spawn` (aiohttp "
+    "spawning runPTS per request), `base_jobs` (ROUTER + SQLite WAL group commit).",
+    "Load comes from one separate agent process (`bench.agent`): PNS's own `Client` "
+    "(blocking, sequential) and `AsyncClient` (32 calls in flight on one socket) for the "
+    "daemon; bare DEALERs of the same shapes for the bare servers; a small asyncio HTTP/1.1 "
+    "client (`bench.httpload`, 32 keep-alive connections) for HTTP — lighter on the shared "
+    "CPUs than aiohttp's client, so the figures are less client-bound.",
+    "Trials are interleaved (baseline, PNS, baseline, PNS, …); each is bounded by a count and a "
+    "deadline after a short warm-up; the figure is the median over trials, latencies are the "
+    "medians of each trial's p50 / p99. Ratios are PNS / baseline; only ratios from one run "
+    "are meaningful on this shared machine.",
+    "The chart (`report.png`) is drawn by `bench.chart` (a 5x7 bitmap font and a PNG encoder on "
+    "zlib) rather than matplotlib, so nothing is installed at run time.",
+]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts (< 90 s)")
+    parser.add_argument("--only", default="", help=f"areas, comma-separated: {', '.join(AREAS)}")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
+                        help="where report.md / report.png / report.json go")
+    parser.add_argument("--trials", type=int, help="interleaved trials per figure")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (logs, databases) afterwards")
+    return parser.parse_args(argv)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt   # unwinds through every finally: processes get stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    names = [a.strip() for a in args.only.split(",") if a.strip()] or list(AREAS)
+    unknown = [n for n in names if n not in AREAS]
+    if unknown:
+        print(f"bench: unknown area(s) {', '.join(unknown)}; known: {', '.join(AREAS)}",
+              file=sys.stderr)
+        return 2
+    areas = [n for n in AREAS if n in names]
+    plan = Plan.of(quick=args.quick, trials=args.trials)
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    rows: list[Row] = []
+    with Stack(keep=args.keep) as stack:
+        needs = [s for area in areas for s in AREAS[area].NEEDS]
+        print(f"bench: starting {', '.join(dict.fromkeys(needs))} in {stack.tmp}", flush=True)
+        stack.start(list(dict.fromkeys(needs)))
+        bench = Bench(stack, plan)
+        for area in areas:
+            rows += run_area(bench, area)
+    wall = time.monotonic() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"quick": plan.quick, "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "cpus": _cpus(), "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
+            "msgpack": ".".join(map(str, msgpack.version)), "aiohttp": aiohttp.__version__,
+            "trials": plan.trials, "seconds": plan.seconds, "wall": wall, "areas": areas,
+            "machine": platform.machine()}
+    chart.draw(rows, args.out / "report.png")
+    report.write(args.out, rows, meta=meta, notes=NOTES, chart="report.png")
+    print()
+    print(report.stdout_table(rows))
+    print(f"\nbench: {wall:.0f} s; wrote {args.out / 'report.md'} and report.png")
+    return 0 if any(r.measured for r in rows) else 1
+
+
+def run_area(bench: Bench, area: str) -> list[Row]:
+    module = AREAS[area]
+    if bench.over_budget():
+        return _placeholders(module, area, "not measured: the run's time budget was spent")
+    t0 = time.monotonic()
+    print(f"bench: {area} ...", flush=True)
+    try:
+        rows: list[Row] = module.run(bench)
+    except Exception as exc:  # noqa: BLE001 - one broken area must not lose the others
+        traceback.print_exc()
+        return _placeholders(module, area, f"not measured: the area failed: {exc}")
+    print(f"bench: {area} done in {time.monotonic() - t0:.0f} s", flush=True)
+    print(report.stdout_table(rows), flush=True)
+    return rows
+
+
+def _placeholders(module: ModuleType, area: str, why: str) -> list[Row]:
+    return [Row(area, key, label, "/s", note=why) for key, label in module.LABELS.items()]
+
+
+def _cpus() -> int:
+    import os  # noqa: PLC0415
+
+    return len(os.sched_getaffinity(0))

@@ -1,0 +1,2 @@
+"""stub"""
+disk_full = None

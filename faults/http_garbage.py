@@ -1,0 +1,2 @@
+"""stub"""
+http_garbage = None

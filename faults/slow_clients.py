@@ -1,0 +1,2 @@
+"""stub"""
+slow_clients = None

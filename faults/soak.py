@@ -1,0 +1,2 @@
+"""stub"""
+soak = None

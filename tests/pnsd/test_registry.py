@@ -1,0 +1,113 @@
+"""Generations: admission while draining, closing, and retiring with a cancel reason."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pnsd.errors import Unavailable
+from pnsd.hosts.base import HostState
+from pnsd.registry import Generation, Registry
+from pnsd.spec import PtsSpec, parse_spec
+from protocols.context import RunContext
+
+
+class FakeHost:
+    """A host whose runs wait for ``release`` (or forever); records stop."""
+
+    def __init__(self, spec: PtsSpec) -> None:
+        self.spec = spec
+        self.release = asyncio.Event()
+        self.stopped = False
+
+    async def start(self) -> None:
+        return None
+
+    async def run(self, data: Any, *, timeout: float, ctx: RunContext) -> Any:
+        await self.release.wait()
+        return self.spec.version
+
+    async def hook(self, name: str, *, timeout: float) -> Any:
+        return None
+
+    async def stop(self, *, grace: float) -> None:
+        self.stopped = True
+
+    def state(self) -> HostState:
+        return HostState("stopped" if self.stopped else "ready")
+
+
+def _spec(version: str = "1", **table: Any) -> PtsSpec:
+    return parse_spec("p", {"mode": "inproc", "entry": "m:f", "version": version, **table})
+
+
+async def _hold(generation: Generation, events: list[str]) -> None:
+    try:
+        async with generation.slot():
+            events.append("running")
+            await generation.host.run(None, timeout=1, ctx=RunContext())
+            events.append("done")
+    except Unavailable as exc:
+        events.append(exc.message)
+
+
+async def test_closing_a_generation_fails_its_queued_runs_with_the_reason() -> None:
+    registry = Registry(FakeHost)
+    generation = await registry.start(_spec(concurrency=1))
+    events: list[str] = []
+    first = asyncio.create_task(_hold(generation, events))
+    queued = asyncio.create_task(_hold(generation, events))
+    await asyncio.sleep(0.01)
+    assert generation.running == 1 and generation.admitted == 2
+    generation.close("PTS p was undeployed")
+    await asyncio.wait_for(queued, 1)
+    assert events == ["running", "PTS p was undeployed"]
+    assert not first.done()          # the running one goes on
+    generation.host.release.set()    # type: ignore[attr-defined]
+    await asyncio.wait_for(first, 1)
+    assert events[-1] == "done"
+
+
+async def test_a_retired_generation_admits_nothing_and_stops_once_drained() -> None:
+    registry = Registry(FakeHost)
+    old = await registry.start(_spec("1"))
+    registry.install(old)
+    events: list[str] = []
+    running = asyncio.create_task(_hold(old, events))
+    await asyncio.sleep(0.01)
+    new = await registry.replace(_spec("2"), drain=5)
+    assert registry.get("p") is new
+    assert registry.retiring() == [old]
+    await asyncio.sleep(0.01)
+    with pytest.raises(Unavailable, match="draining"):
+        async with old.slot():
+            pass
+    assert not old.host.stopped           # type: ignore[attr-defined]
+    old.host.release.set()                # type: ignore[attr-defined]
+    await asyncio.wait_for(registry.settled(), 2)
+    assert old.host.stopped and events[-1] == "done"   # type: ignore[attr-defined]
+    assert registry.retiring() == []
+    await running
+
+
+async def test_runs_left_after_the_drain_time_are_cancelled_with_the_reason() -> None:
+    registry = Registry(FakeHost)
+    cancelled: list[tuple[int, str]] = []
+
+    async def canceller(generation: Generation, reason: str) -> None:
+        cancelled.append((generation.number, reason))
+        generation.host.release.set()     # type: ignore[attr-defined]
+
+    registry.set_canceller(canceller)
+    old = await registry.start(_spec("1"))
+    registry.install(old)
+    events: list[str] = []
+    running = asyncio.create_task(_hold(old, events))
+    await asyncio.sleep(0.01)
+    await registry.replace(_spec("2"), drain=0.05)
+    await asyncio.wait_for(registry.settled(), 2)
+    assert cancelled == [(old.number, "replaced by version 2")]
+    assert old.host.stopped               # type: ignore[attr-defined]
+    await running
