@@ -46,5 +46,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
+## The fault-injection suite and a modest leak soak (python -m faults --help for options).
+faults: $(STAMP)
+	$(PY) -m faults
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -24,7 +24,7 @@ def main() -> None:
         try:
             command = json.loads(line)
             answer = {"ok": True, "result": LOADS[command["kind"]](command)}
-        except Exception as exc:  # noqa: BLE001 - the boundary: report, keep serving
+        except Exception as exc:  # the boundary: report, keep serving
             traceback.print_exc()
             answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         out.write(json.dumps(answer) + "\n")

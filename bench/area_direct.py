@@ -7,7 +7,7 @@ mode, like ``echo-worker``'s two workers), running the hello scripts with no ser
 
 from __future__ import annotations
 
-from bench.measure import Agg, Bench
+from bench.measure import Agg, Bench, cpu_note
 from bench.report import Row, Target
 from bench.stack import RUN_PTS
 
@@ -26,6 +26,7 @@ LABELS = {
 
 def pair_row(key: str, pns: Agg, base: Agg, base_label: str, *, target: Target | None = None,
              note: str = "") -> Row:
+    note += cpu_note(pns, base)
     problems = pns.problems() or base.problems()
     if problems:
         note = f"{note} First error: {problems}".strip()
@@ -38,7 +39,6 @@ def pair_row(key: str, pns: Agg, base: Agg, base_label: str, *, target: Target |
 def run(bench: Bench) -> list[Row]:
     rows = []
     seq, par = {"kind": "zmq_seq"}, {"kind": "zmq_async", "inflight": 32}
-    sample = {"pns": ("pnsd_on",)}
     for mode, pts, base_name, base_label, targets in (
         ("inproc", "echo", "base_echo", "bare asyncio ROUTER echo",
          (Target(">=", 0.6, source="issue 7"), Target(">=", 0.5, source="issue 7"))),
@@ -47,8 +47,7 @@ def run(bench: Bench) -> list[Row]:
     ):
         for shape, target in zip((seq, par), targets, strict=True):
             aggs = bench.interleave({"base": bench.zmq(base_name, **shape),
-                                     "pns": bench.zmq("pnsd_on", pts=pts, **shape)},
-                                    sample=sample)
+                                     "pns": bench.zmq("pnsd_on", pts=pts, **shape)})
             suffix = "seq" if shape is seq else "32"
             rows.append(pair_row(f"direct.{mode}.{suffix}", aggs["pns"], aggs["base"],
                                  base_label, target=target,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.measure import Bench
+from bench.measure import Bench, cpu_note
 from bench.report import Row
 
 NEEDS = ("pnsd_off", "base_jobs")
@@ -35,8 +35,7 @@ def run(bench: Bench) -> list[Row]:
     count = bench.plan.jobs
     cmd = {"kind": "jobs", "count": count, "inflight": 32, "seconds": 120.0}
     aggs = bench.interleave({"base": bench.zmq("base_jobs", **cmd),
-                             "pns": bench.zmq("pnsd_off", pts="echo", **cmd)},
-                            sample={"pns": ("pnsd_off",)})
+                             "pns": bench.zmq("pnsd_off", pts="echo", **cmd)})
     pns, base = aggs["pns"], aggs["base"]
     home = bench.stack["pnsd_off"].home
     assert home is not None
@@ -48,6 +47,7 @@ def run(bench: Bench) -> list[Row]:
             f"submitted, {missing} missing or wrong, {pns.total('busy')} busy refusals "
             f"retried; submit phase median {pns.median('submit_s') or 0:.2f} s, collect "
             f"{pns.median('collect_s') or 0:.2f} s. Bare: {base.total('missing')} missing.")
+    note += cpu_note(pns, base)
     if pns.problems():
         note += f" First error: {pns.problems()}"
     per = 10_000

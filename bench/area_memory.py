@@ -7,10 +7,8 @@ Run last, so "after the run" is pnsd after every other load of this run.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from bench.measure import Bench
-from bench.procs import rss_mb
+from bench.procs import children, rss_mb
 from bench.report import Row, Target
 
 NEEDS = ("base_echo", "base_relay", "base_web", "pnsd_on", "pnsweb")
@@ -23,30 +21,19 @@ LABELS = {
 }
 
 
-def children_of(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
 def run(bench: Bench) -> list[Row]:
     stack = bench.stack
     one = {"kind": "zmq_async", "inflight": 32}
     zmq = bench.interleave({"base": bench.zmq("base_echo", **one),
-                            "pns": bench.zmq("pnsd_on", pts="echo", **one)}, trials=1,
-                           sample={"base": ("base_echo",), "pns": ("pnsd_on",)})
+                            "pns": bench.zmq("pnsd_on", pts="echo", **one)}, trials=1)
     web = bench.interleave({"base": bench.http("base_web", "POST", "/echo", body={"x": 1}),
                             "pns": bench.http("pnsweb", "POST", "/v0.6/echo", body={"x": 1})},
-                           trials=1, sample={"base": ("base_web",), "pns": ("pnsweb",)})
+                           trials=1)
     status = stack.pnsd_status("pnsd_on")["pts"]["echo-worker"]
     pids = status.get("pids") or (status.get("details") or {}).get("pids") or []
     stack["pnsd_on"].child.extra_pids.update(int(p) for p in pids)
     worker_rss = [v for v in (rss_mb(int(p)) for p in pids) if v is not None]
-    bare_rss = [v for v in (rss_mb(p) for p in children_of(stack["base_relay"].pid))
+    bare_rss = [v for v in (rss_mb(p) for p in children(stack["base_relay"].pid))
                 if v is not None]
     pnsd, pnsweb = stack["pnsd_on"], stack["pnsweb"]
     after = rss_mb(pnsd.pid)

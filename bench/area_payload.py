@@ -10,7 +10,7 @@ handler doing the same JSON parse / msgpack / JSON dump.
 
 from __future__ import annotations
 
-from bench.measure import Agg, Bench
+from bench.measure import Agg, Bench, cpu_note
 from bench.report import Row, Target
 from bench.stack import WEB_USER
 
@@ -37,8 +37,7 @@ def run(bench: Bench) -> list[Row]:
         cmd = {"kind": "zmq_seq", "blob_size": size, "seconds": seconds, "count": 400,
                "warmup": 2, "call_timeout": 30.0}
         aggs = bench.interleave({"base": bench.zmq("base_echo", **cmd),
-                                 "pns": bench.zmq("pnsd_on", pts="echo", **cmd)},
-                                sample={"pns": ("pnsd_on",)})
+                                 "pns": bench.zmq("pnsd_on", pts="echo", **cmd)})
         rows.append(_row(f"payload.direct.{mib}", aggs, 2 * size, "bare ROUTER echo, blob frame",
                          Target(">=", 1000, on="pns", source="issue 7") if mib == 16 else None))
     for mib in (1, 16):
@@ -48,8 +47,7 @@ def run(bench: Bench) -> list[Row]:
         aggs = bench.interleave({
             "base": bench.http("base_web", "POST", "/v1echo", **common),
             "pns": bench.http("pnsweb", "POST", "/v1/processes/echo/execution", auth=
-                              f"{WEB_USER}:{WEB_USER}", **common)},
-            sample={"pns": ("pnsweb", "pnsd_on")})
+                              f"{WEB_USER}:{WEB_USER}", **common)})
         per_call = (aggs["pns"].median("request_bytes") or 0) + size
         rows.append(_row(f"payload.web.{mib}", aggs, per_call, "bare aiohttp -> ZeroMQ -> echo",
                          Target(">=", 200, on="pns", source="issue 7") if mib == 16 else None))
@@ -59,9 +57,11 @@ def run(bench: Bench) -> list[Row]:
 def _row(key: str, aggs: dict[str, Agg], per_call: float, base_label: str,
          target: Target | None) -> Row:
     pns, base = aggs["pns"], aggs["base"]
+    peaks = ", ".join(f"{k} {v:.0f} MB" for k, v in pns.peak_rss.items())
     note = (f"MB/s = (bytes sent + bytes received) / round-trip time; round trip p50 "
-            f"{(pns.lat[0] or 0) * 1e3:.1f} ms (PNS) vs {(base.lat[0] or 0) * 1e3:.1f} ms (bare); "
-            f"peak RSS during the trials: {', '.join(f'{k} {v:.0f} MB' for k, v in pns.peak_rss.items())}.")
+            f"{(pns.lat[0] or 0) * 1e3:.1f} ms (PNS) vs {(base.lat[0] or 0) * 1e3:.1f} ms "
+            f"(bare); peak RSS during the PNS trials: {peaks}.")
+    note += cpu_note(pns, base)
     problems = pns.problems() or base.problems()
     if problems:
         note += f" First error: {problems}"

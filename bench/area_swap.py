@@ -42,20 +42,22 @@ def run(bench: Bench) -> list[Row]:
         with Client(service.endpoint, key=bytes.fromhex(service.key)) as client:
             spec = client.call("pts.describe", {"name": PTS})["spec"]
         spec = {k: v for k, v in spec.items() if v is not None and k != "name"}
-    seconds = bench.plan.seconds * 2
-    every = max(seconds / 4, 0.2)
-    common = {"kind": "zmq_async", "inflight": 32, "seconds": seconds, "pts": PTS}
+    swaps = 2 if bench.plan.quick else 3
+    gap = 0.2 if bench.plan.quick else 0.5
+    common = {"kind": "zmq_async", "inflight": 32, "pts": PTS}
     aggs = bench.interleave({
-        "steady": bench.zmq("pnsd_on", **common),
-        "swap": bench.zmq("pnsd_on", **common | {"kind": "swap", "op": op, "every": every,
-                                                  "spec": spec}),
+        "steady": bench.zmq("pnsd_on", seconds=max(2 * bench.plan.seconds, 1.0), **common),
+        "swap": bench.zmq("pnsd_on", **common | {"kind": "swap", "op": op, "swaps": swaps,
+                                                  "gap": gap, "spec": spec, "seconds": 30.0}),
     })
     # new generations mean new worker pids: know them, to stop them at the end
     status = bench.stack.pnsd_status("pnsd_on")["pts"][PTS]
     bench.stack["pnsd_on"].child.extra_pids.update(int(p) for p in status.get("pids", []))
     swap, steady = aggs["swap"], aggs["steady"]
-    swaps, swap_errors = swap.total("swaps"), swap.total("swap_errors")
-    note = (f"Via `{op}` every {every:.2f} s during {seconds:.1f} s trials: {swaps} swaps, "
+    swap_errors = swap.total("swap_errors")
+    note = (f"Via `{op}`: per trial {swaps} swaps {gap} s apart, the load running from {gap} s "
+            f"before the first to {gap} s after the last (median "
+            f"{swap.median('elapsed') or 0:.1f} s); in all {swap.total('swaps')} swaps, "
             f"{swap_errors} swap errors, {swap.total('errors')} failed runs, "
             f"{swap.total('busy')} busy; a swap took {(swap.median('swap_p50') or 0) * 1e3:.0f} "
             f"ms (median). Lower ratio is better; 1.0 would be invisible swaps.")

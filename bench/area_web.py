@@ -10,7 +10,7 @@ another run (wrk, 8 connections) and are shown apart.
 from __future__ import annotations
 
 from bench.loads import SMALL
-from bench.measure import Agg, Bench
+from bench.measure import Agg, Bench, cpu_note
 from bench.report import Row, Target
 from bench.stack import WEB_USER
 
@@ -27,6 +27,7 @@ TESTRUN = {"creator": "bench", "rootcause": "bench", "input": {"theName": "stran
 
 def web_row(key: str, pns: Agg, base: Agg, base_label: str, *, target: Target | None = None,
             ref: float | None = None, note: str = "") -> Row:
+    note += cpu_note(pns, base)
     problems = pns.problems() or base.problems()
     if problems:
         note = f"{note} First error: {problems}".strip()
@@ -39,7 +40,6 @@ def web_row(key: str, pns: Agg, base: Agg, base_label: str, *, target: Target | 
 
 
 def run(bench: Bench) -> list[Row]:
-    sample = {"pns": ("pnsweb", "pnsd_on")}
     rows = []
     cases = (
         ("web.v1.echo",
@@ -70,7 +70,7 @@ def run(bench: Bench) -> list[Row]:
          "One connection: the hello PTS has queue = 0 (the reference's 409 busy rule)."),
     )
     for key, base_cmd, pns_cmd, base_label, target, ref, note in cases:
-        aggs = bench.interleave({"base": base_cmd, "pns": pns_cmd}, sample=sample)
+        aggs = bench.interleave({"base": base_cmd, "pns": pns_cmd})
         rows.append(web_row(key, aggs["pns"], aggs["base"], base_label, target=target, ref=ref,
                             note=note))
         bench.web_peak = max(getattr(bench, "web_peak", 0.0),

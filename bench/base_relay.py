@@ -1,8 +1,9 @@
 """Baseline 2: a bare 2-hop relay — client -> asyncio ROUTER relay -> DEALER echo workers.
 
-``python -m bench.base_relay FRONT BACK WORKERS READY_FILE`` starts the relay and ``WORKERS`` echo worker
-processes (``python -m bench.base_relay worker BACK``), children of the relay in its process
-group, and writes READY_FILE once every worker said hello. The relay forwards frames untouched, round-robin over the workers that said hello,
+``python -m bench.base_relay FRONT BACK WORKERS READY_FILE`` starts the relay and ``WORKERS``
+echo worker processes (``python -m bench.base_relay worker BACK``), children of the relay in
+its process group, and writes READY_FILE once every worker said hello. The relay forwards
+frames untouched, round-robin over the workers that said hello,
 draining both sockets in batches; a worker is a blocking loop that decodes and re-encodes each
 request (msgpack). The floor PNS's worker mode is compared with.
 """
@@ -48,8 +49,9 @@ async def relay(front_endpoint: str, back_endpoint: str, workers: int, ready_fil
 
     front_drainer = Drainer(front, from_client)
     back_drainer = Drainer(back, from_worker)
-    children = [subprocess.Popen([sys.executable, "-m", "bench.base_relay", "worker",
-                                  back_endpoint]) for _ in range(workers)]
+    argv = [sys.executable, "-m", "bench.base_relay", "worker", back_endpoint]
+    # started once, before any load: a blocking Popen is harmless here
+    children = [subprocess.Popen(argv) for _ in range(workers)]  # noqa: ASYNC220
     try:
         await until_signalled()
     finally:

@@ -138,6 +138,10 @@ def draw(rows: list[Row], path: Path) -> None:
         canvas.text(x_of(row.ratio) + 6, y + 6, ratio_text(row) + ("+" if row.ratio > full
                                                                      else ""))
         if row.target is not None and row.target.on == "ratio":
-            x = x_of(row.target.value)
-            canvas.rect(x - 1, y, x + 2, y + row_h, TARGET)
+            if row.target.value <= full:
+                x = x_of(row.target.value)
+                canvas.rect(x - 1, y, x + 2, y + row_h, TARGET)
+            else:   # off the scale: say it in words
+                canvas.text(x_of(full) + 60, y + 6, f"TARGET {row.target.text(row.unit)}",
+                            TARGET)
     path.write_bytes(canvas.png())

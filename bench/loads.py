@@ -34,7 +34,10 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def outcome(tally: Tally, elapsed: float, **extra: Any) -> dict[str, Any]:
-    return {"ok": tally.ok, "errors": tally.errors, "busy": tally.busy, "elapsed": elapsed,
+    """The figures of a timed phase that ended just now (``window``: its wall-clock span)."""
+    end = time.time()
+    return {"window": [end - elapsed, end], "ok": tally.ok, "errors": tally.errors,
+            "busy": tally.busy, "elapsed": elapsed,
             "rate": tally.ok / elapsed if elapsed > 0 else 0.0,
             "p50": percentile(tally.latencies, 0.50), "p99": percentile(tally.latencies, 0.99),
             "error": tally.first_error, **extra}
@@ -161,7 +164,8 @@ async def _zmq_async(cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 async def async_phase(call: Callable[[], Awaitable[Any]], *, inflight: int, count: int,
-                      seconds: float, tally: Tally) -> float:
+                      seconds: float, tally: Tally,
+                      stop: asyncio.Event | None = None) -> float:
     remaining = [count]
     started = time.perf_counter()
     deadline = started + seconds
@@ -169,7 +173,7 @@ async def async_phase(call: Callable[[], Awaitable[Any]], *, inflight: int, coun
     async def lane() -> None:
         while remaining[0] > 0:
             t0 = time.perf_counter()
-            if t0 > deadline:
+            if t0 > deadline or (stop is not None and stop.is_set()):
                 return
             remaining[0] -= 1
             try:
@@ -248,7 +252,9 @@ async def _jobs(cmd: dict[str, Any]) -> dict[str, Any]:
     finally:
         await close()
     wrong = sum(1 for i in range(count) if ids[i] is not None and got[i] != inputs[i])
-    return {"count": count, "submitted": sum(j is not None for j in ids), "busy": busy[0],
+    end = time.time()
+    return {"window": [end - (finished - started), end], "count": count,
+            "submitted": sum(j is not None for j in ids), "busy": busy[0],
             "missing": missing[0], "wrong": wrong - missing[0], "errors": len(errors),
             "error": errors[0] if errors else "",
             "submit_s": submitted - started, "collect_s": finished - submitted,
@@ -368,31 +374,38 @@ def swap(cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _swap(cmd: dict[str, Any]) -> dict[str, Any]:
-    """A load of ``inflight`` runs while another client swaps the PTS every ``every`` s."""
+    """A load of ``inflight`` runs while another client swaps the PTS ``swaps`` times.
+
+    The load runs from a gap before the first swap until a gap after the last one finished
+    (bounded by ``seconds``), so every swap falls inside the measured window.
+    """
     call, close = async_caller(cmd)
     admin = AsyncClient(cmd["endpoint"], key=bytes.fromhex(cmd["key"]), timeout=60.0)
     swaps: list[float] = []
     swap_errors: list[str] = []
+    done = asyncio.Event()
     try:
         await async_phase(call, inflight=cmd["inflight"], count=500, seconds=1.0, tally=Tally())
 
         async def swapper() -> None:
-            n = 0
-            while True:
-                await asyncio.sleep(cmd["every"])
-                n += 1
-                t0 = time.perf_counter()
-                try:
-                    await admin.call(cmd["op"], swap_body(cmd, n))
-                    swaps.append(time.perf_counter() - t0)
-                except PnsError as exc:
-                    swap_errors.append(str(exc))
+            try:
+                for n in range(1, cmd["swaps"] + 1):
+                    await asyncio.sleep(cmd["gap"])
+                    t0 = time.perf_counter()
+                    try:
+                        await admin.call(cmd["op"], swap_body(cmd, n))
+                        swaps.append(time.perf_counter() - t0)
+                    except PnsError as exc:
+                        swap_errors.append(str(exc))
+                await asyncio.sleep(cmd["gap"])
+            finally:
+                done.set()
 
         tally = Tally()
         task = asyncio.create_task(swapper())
         try:
             elapsed = await async_phase(call, inflight=cmd["inflight"], count=cmd["count"],
-                                        seconds=cmd["seconds"], tally=tally)
+                                        seconds=cmd["seconds"], tally=tally, stop=done)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

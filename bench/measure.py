@@ -43,6 +43,12 @@ class Agg:
     results: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     peak_rss: dict[str, float] = field(default_factory=dict)
+    cpu: float = 0.0      # CPU seconds of the server side's process trees in timed phases
+    cpu_ok: int = 0       # requests those phases completed
+
+    def cpu_per_ok(self) -> float | None:
+        """Server CPU seconds per successful request (robust to a noisy machine)."""
+        return self.cpu / self.cpu_ok if self.cpu_ok and self.cpu else None
 
     def median(self, key: str) -> float | None:
         values = [r[key] for r in self.results if r.get(key) is not None]
@@ -84,31 +90,53 @@ class Bench:
         service = self.stack[name]
         target = "pns" if name.startswith("pnsd") else "bare"
         cmd = {"target": target, "endpoint": service.endpoint, "key": service.key,
-               "seconds": self.plan.seconds, "count": self.plan.max_count}
+               "seconds": self.plan.seconds, "count": self.plan.max_count, "_sample": [name]}
         cmd.update(fields)
         return cmd
 
     def http(self, name: str, method: str, path: str, **fields: Any) -> dict[str, Any]:
+        backend = {"pnsweb": ["pnsd_on"], "base_web": ["base_echo"]}.get(name, [])
         cmd = {"kind": "http", "port": self.stack[name].port, "method": method, "path": path,
-               "conns": 32, "seconds": self.plan.http_seconds, "count": self.plan.max_count}
+               "conns": 32, "seconds": self.plan.http_seconds, "count": self.plan.max_count,
+               "_sample": [name, *backend]}
         cmd.update(fields)
         return cmd
 
     def trial(self, cmd: dict[str, Any], agg: Agg, sample: tuple[str, ...] = ()) -> None:
+        """One load; the services it loads (``_sample``) are watched for RSS and CPU."""
         limit = float(cmd.get("seconds", 10)) * 3 + 60
         try:
-            with self.stack.sampling(*sample) as sampler:
+            with self.stack.sampling(*cmd.get("_sample", ()), *sample) as sampler:
                 agg.results.append(self.stack.agent.call(cmd, timeout=limit))
             for name, peak in sampler.peak.items():
                 agg.peak_rss[name] = max(agg.peak_rss.get(name, 0.0), peak)
+            result = agg.results[-1]
+            window = result.get("window")
+            cpu = sampler.cpu_between(*window) if window else None
+            if cpu is not None:   # the timed phase only, without warm-up and set-up
+                agg.cpu += cpu
+                agg.cpu_ok += result.get("ok") or result.get("submitted") or 0
         except (RuntimeError, TimeoutError) as exc:
             agg.failures.append(str(exc))
 
-    def interleave(self, cmds: dict[str, dict[str, Any]], *, trials: int | None = None,
-                   sample: dict[str, tuple[str, ...]] | None = None) -> dict[str, Agg]:
+    def interleave(self, cmds: dict[str, dict[str, Any]], *,
+                   trials: int | None = None) -> dict[str, Agg]:
         """Run each command once per round, in the given order, for ``trials`` rounds."""
         aggs = {name: Agg() for name in cmds}
         for _ in range(trials or self.plan.trials):
             for name, cmd in cmds.items():
-                self.trial(cmd, aggs[name], (sample or {}).get(name, ()))
+                self.trial(cmd, aggs[name])
         return aggs
+
+
+def cpu_note(pns: Agg, base: Agg, *, base_name: str = "baseline") -> str:
+    """Server-side CPU per request of both sides, a robust figure on a busy machine."""
+    a, b = pns.cpu_per_ok(), base.cpu_per_ok()
+    if a is None or b is None:
+        return ""
+    return (f" Server CPU per request (process trees, all trials): PNS {_us(a)}, {base_name} "
+            f"{_us(b)} ({a / b:.1f}x).")
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f} µs" if seconds < 0.01 else f"{seconds * 1e3:,.1f} ms"

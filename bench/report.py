@@ -74,9 +74,12 @@ class Row:
         return self.pns is not None
 
 
+NONE = "-"
+
+
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
-        return "–"
+        return NONE
     if unit == "/s":
         return f"{value / 1000:.2f} k/s" if value >= 1000 else f"{value:.1f} /s"
     if unit == "MB/s":
@@ -92,7 +95,7 @@ def fmt(value: float | None, unit: str) -> str:
 
 def fmt_time(seconds: float | None) -> str:
     if seconds is None:
-        return "–"
+        return NONE
     if seconds < 1e-3:
         return f"{seconds * 1e6:.0f} µs"
     if seconds < 1:
@@ -108,8 +111,8 @@ def fmt_lat(lat: tuple[float | None, float | None] | None) -> str:
 
 def ratio_text(row: Row) -> str:
     if row.ratio is None:
-        return "–"
-    if row.unit == "x" or row.ratio >= 10:
+        return NONE
+    if row.unit == "x" or row.ratio >= 2:
         return f"{row.ratio:.1f}x"
     return f"{row.ratio * 100:.0f} %"
 
@@ -148,6 +151,12 @@ def stdout_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _miss(row: Row) -> str:
+    assert row.target is not None
+    got = ratio_text(row) if row.target.on == "ratio" else fmt(row.pns, row.unit)
+    return f"{row.label} ({got} vs {row.target.text(row.unit)})"
+
+
 def write(out: Path, rows: list[Row], *, meta: dict[str, Any], notes: list[str],
           chart: str) -> None:
     misses = [r for r in rows if r.verdict == "MISS"]
@@ -163,7 +172,7 @@ def write(out: Path, rows: list[Row], *, meta: dict[str, Any], notes: list[str],
         f"{meta['wall']:.0f} s.",
         "",
         f"**Targets: {len(passes)} PASS, {len(misses)} MISS.**"
-        + (" Missed: " + "; ".join(f"{r.label} ({ratio_text(r) if r.target and r.target.on == 'ratio' else fmt(r.pns, r.unit)} vs {r.target.text(r.unit) if r.target else ''})" for r in misses) if misses else ""),
+        + (" Missed: " + "; ".join(_miss(r) for r in misses) if misses else ""),
         "",
         markdown_table(rows),
         "",

@@ -10,6 +10,7 @@ groups of their own, by pid).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import select
@@ -32,6 +33,7 @@ from bench.procs import (
     http_ready,
     ipc_ready,
     rss_mb,
+    tree_cpu,
     wait_until,
 )
 
@@ -125,30 +127,52 @@ class Agent:
             self.process = None
 
 
-class RssSampler:
-    """Peak VmRSS of some processes while a ``with`` block runs (sampled every 50 ms)."""
+class Sampler:
+    """While a ``with`` block runs: peak VmRSS of some processes (every 50 ms), and the CPU
+    time their process trees used (each process with its descendants: pnsd's workers, the
+    relay's workers)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.peak: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}     # seconds of CPU used during the block
+        self.series: list[tuple[float, float]] = []   # (wall time, CPU of all trees)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while True:
             for name, pid in self.pids.items():
                 value = rss_mb(pid)
                 if value is not None:
                     self.peak[name] = max(self.peak.get(name, 0.0), value)
-            self._stop.wait(0.05)
+            self.series.append((time.time(), sum(tree_cpu(p) for p in self.pids.values())))
+            if self._stop.wait(0.05):
+                return
 
-    def __enter__(self) -> RssSampler:
+    def cpu_between(self, start: float, end: float) -> float | None:
+        """CPU seconds of all trees between two wall-clock times (linear interpolation)."""
+        if len(self.series) < 2 or end <= start:
+            return None
+        return _at(self.series, end) - _at(self.series, start)
+
+    def __enter__(self) -> Sampler:
+        self.cpu = {name: -tree_cpu(pid) for name, pid in self.pids.items()}
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
+        self._thread.join(timeout=5)
+        for name, pid in self.pids.items():
+            self.cpu[name] += tree_cpu(pid)
+
+
+def _at(series: list[tuple[float, float]], t: float) -> float:
+    for (t0, c0), (t1, c1) in itertools.pairwise(series):
+        if t0 <= t <= t1:
+            return c0 + (c1 - c0) * ((t - t0) / (t1 - t0) if t1 > t0 else 0.0)
+    return series[0][1] if t < series[0][0] else series[-1][1]
 
 
 class Stack:
@@ -212,8 +236,8 @@ class Stack:
         return status
 
     @contextlib.contextmanager
-    def sampling(self, *names: str) -> Iterator[RssSampler]:
-        with RssSampler({n: self.services[n].pid for n in names if n in self.services}) as s:
+    def sampling(self, *names: str) -> Iterator[Sampler]:
+        with Sampler({n: self.services[n].pid for n in names if n in self.services}) as s:
             yield s
 
 
@@ -241,7 +265,7 @@ def _ready_pnsd(stack: Stack, service: Service) -> None:
     def answers() -> bool:
         try:
             status = stack.pnsd_status(service.name)
-        except Exception:  # noqa: BLE001 - not up yet: any failure means "poll again"
+        except Exception:  # not up yet: any failure means "poll again"
             return False
         states = [p.get("state") for p in status["pts"].values()]
         return all(s == "ready" for s in states)

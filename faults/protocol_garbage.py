@@ -53,7 +53,8 @@ class Forge:
         self.signer = Signer(key)
         self.rng = random.Random(7)
 
-    def valid(self, msg_type: str = "ping.req", body: Any = None, **kw: Any) -> tuple[str, list]:
+    def valid(self, msg_type: str = "ping.req", body: Any = None,
+              **kw: Any) -> tuple[str, list[bytes]]:
         msg_id = new_message_id()
         return msg_id, self.codec.encode(msg_type, {} if body is None else body,
                                          msg_id=msg_id, **kw)
@@ -284,7 +285,9 @@ async def _send_bad(node: Node, forge: Forge, bad: list[Bad], row: Row) -> None:
             await asyncio.sleep(0)
         row.sent += len(bad)
         deadline = time.monotonic() + REPLY_WAIT
-        while time.monotonic() < deadline and _missing(pending, answered):
+        while _missing(pending, answered):
+            if time.monotonic() > deadline:
+                break
             await asyncio.sleep(0.05)   # replies arrive on the reader task
     finally:
         reader.cancel()

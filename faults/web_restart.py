@@ -54,7 +54,7 @@ async def call(session: aiohttp.ClientSession, url: str, value: Any, *, asynchro
                                     headers=headers, auth=AUTH) as reply:
                 payload = await reply.read()
                 status, retry_after = reply.status, reply.headers.get("Retry-After")
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             if not retry or time.monotonic() > deadline:
                 raise Unexpected(f"connection error {type(exc).__name__}") from exc
             traffic.retried += 1
@@ -70,15 +70,15 @@ async def call(session: aiohttp.ClientSession, url: str, value: Any, *, asynchro
         return status, json.loads(payload)
 
 
-async def _client(session: aiohttp.ClientSession, url: str, n: int, stop: asyncio.Event,
-                  traffic: Traffic, row: Row, *, retry: bool) -> None:
+async def _client(session: aiohttp.ClientSession, url: str, n: int, *, stop: asyncio.Event,
+                  traffic: Traffic, row: Row, retry: bool) -> None:
     index = 0
     while not stop.is_set():
         index += 1
         value = {"client": n, "i": index, "token": os.urandom(8).hex()}
         asynchronous = index % 5 == 0
         try:
-            status, body = await call(session, url, value, asynchronous=asynchronous,
+            _, body = await call(session, url, value, asynchronous=asynchronous,
                                       traffic=traffic, retry=retry)
         except Unexpected as exc:
             row.fail(str(exc))
@@ -95,8 +95,8 @@ async def _phase(url: str, seconds: float, traffic: Traffic, row: Row, *, retry:
     connector = aiohttp.TCPConnector(limit=16, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        tasks = [asyncio.create_task(_client(session, url, n, stop, traffic, row, retry=retry))
-                 for n in range(8)]
+        tasks = [asyncio.create_task(_client(session, url, n, stop=stop, traffic=traffic,
+                                             row=row, retry=retry)) for n in range(8)]
         await asyncio.sleep(seconds / 2)
         if during is not None:
             await asyncio.to_thread(during)
@@ -149,8 +149,9 @@ def web_restart(ctx: Context) -> Row:
         row.sent += during_sent + after.sent
         lat = sorted(after.latencies)
         if lat:
-            row.note(f"after the restarts: {len(lat)} requests, p50 "
-                     f"{lat[len(lat) // 2] * 1000:.1f} ms, p99 {lat[int(len(lat) * .99)] * 1000:.1f} ms")
+            p50, p99 = lat[len(lat) // 2] * 1000, lat[int(len(lat) * .99)] * 1000
+            row.note(f"after the restarts: {len(lat)} requests, p50 {p50:.1f} ms, "
+                     f"p99 {p99:.1f} ms")
         row.note(f"{traffic.retried} retries (connection error or 503 + Retry-After) during "
                  f"{len(modes)} restart(s); {len(traffic.jobs)} async jobs collected afterwards")
     finally:

@@ -97,7 +97,8 @@ async def _tries(node: Node, ctx: Context, row: Row, names: list[str], signum: i
     async with node.async_client(timeout=60.0) as client:
         for attempt in range(row.tries):
             name = names[attempt // KILLS_PER_PTS] if len(names) > 1 else names[0]
-            seconds = await _one_try(client, ctx, row, name, attempt, signum, long_run=long_run,
+            seconds = await _one_try(client, ctx, row, name, attempt=attempt, signum=signum,
+                                     long_run=long_run,
                                      expected=expected)
             if seconds is not None:
                 took.append(seconds)
@@ -108,8 +109,8 @@ async def _tries(node: Node, ctx: Context, row: Row, names: list[str], signum: i
                  f"({'heartbeat watch' if signum == signal.SIGSTOP else 'exit noticed'})")
 
 
-async def _one_try(client: AsyncClient, ctx: Context, row: Row, name: str, attempt: int,
-                   signum: int, *, long_run: float, expected: tuple[str, ...]) -> float | None:
+async def _one_try(client: AsyncClient, ctx: Context, row: Row, name: str, *, attempt: int,
+                   signum: int, long_run: float, expected: tuple[str, ...]) -> float | None:
     marker_a = ctx.dir / "markers" / f"{attempt}-a"
     a_input = {"seconds": long_run, "marker": str(marker_a), "echo": f"a{attempt}"}
     b_input = {"seconds": 0.8, "echo": f"b{attempt}"}
@@ -165,7 +166,7 @@ async def _marker_pid(marker: Path, timeout: float = 15.0) -> int | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            return int(marker.read_text())
+            return int(await asyncio.to_thread(marker.read_text))
         except (OSError, ValueError):
             await asyncio.sleep(0.01)   # the worker writes it when the run starts
     return None

@@ -107,8 +107,8 @@ async def test_deployed_specs_survive_a_restart_and_undeploy_removes_them(
 ) -> None:
     code = tmp_path / "code"
     code.mkdir()
-    settings = settings_for(tmp_path / "home", OPTIONS)
     for step in ("deploy", "check-and-undeploy", "check-gone"):
+        settings = settings_for(tmp_path / "home", OPTIONS)     # read afresh, as a restart does
         daemon, task = await start_daemon(settings)
         key = load_or_create_key(settings.key_file, create=False)
         try:

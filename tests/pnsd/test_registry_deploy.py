@@ -227,6 +227,6 @@ def test_a_pts_defined_in_the_config_file_is_not_written_to_pts_d(tmp_path: Path
     files = SpecFiles(tmp_path / "pts.d", config=config)
     with pytest.raises(Conflict, match="change it there"):
         files.check_writable("c")
-    with pytest.raises(Conflict, match="not deployed in pts.d"):
+    with pytest.raises(Conflict, match=r"not deployed in pts\.d"):
         files.check_removable("c")
     files.check_writable("other")
