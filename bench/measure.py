@@ -28,12 +28,12 @@ class Plan:
     budget: float           # seconds for the whole run; areas beyond it are skipped
 
     @classmethod
-    def of(cls, *, quick: bool, trials: int | None) -> Plan:
+    def of(cls, *, quick: bool, trials: int | None, budget: float | None = None) -> Plan:
         if quick:
             return cls(quick=True, trials=trials or 3, seconds=0.3, http_seconds=0.4,
-                       max_count=50_000, jobs=1_000, payload_seconds=0.4, budget=80)
+                       max_count=50_000, jobs=1_000, payload_seconds=0.4, budget=budget or 80)
         return cls(quick=False, trials=trials or 3, seconds=1.5, http_seconds=2.0,
-                   max_count=400_000, jobs=10_000, payload_seconds=1.5, budget=540)
+                   max_count=400_000, jobs=10_000, payload_seconds=1.5, budget=budget or 540)
 
 
 @dataclass

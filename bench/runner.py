@@ -72,6 +72,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
                         help="where report.md / report.png / report.json go")
     parser.add_argument("--trials", type=int, help="interleaved trials per figure")
+    parser.add_argument("--budget", type=float,
+                        help="seconds of measuring after which remaining areas are skipped")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (logs, databases) afterwards")
     return parser.parse_args(argv)
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     areas = [n for n in AREAS if n in names]
-    plan = Plan.of(quick=args.quick, trials=args.trials)
+    plan = Plan.of(quick=args.quick, trials=args.trials, budget=args.budget)
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     rows: list[Row] = []

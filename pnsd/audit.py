@@ -42,7 +42,7 @@ class AuditEvent:
     """One attempted change. ``outcome`` is "ok" or the error code; ``error`` its message."""
 
     pts: str
-    action: str                      # deploy | replace | undeploy
+    action: str                      # deploy | replace | update | undeploy
     who: str
     at: float = 0.0
     old_version: str | None = None   # None: there was no old generation

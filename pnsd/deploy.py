@@ -63,6 +63,16 @@ class Deployer:
         async with self._audited(name, "replace", who) as event, self._lock(name, wait=False):
             return await self._replace(event, _table(name, table), persist=True)
 
+    async def update(self, name: str, changes: Mapping[str, Any], *, who: str) -> dict[str, Any]:
+        """A new generation of a PTS with a few settings changed (the reference's pnsconf).
+
+        Not written to ``pts.d``: like a change made by hand, a reload reverts it.
+        """
+        async with self._audited(name, "update", who) as event, self._lock(name, wait=False):
+            table = {key: value for key, value in self.registry.get(name).spec.public().items()
+                     if key != "name" and value is not None} | dict(changes)
+            return await self._replace(event, table, persist=False)
+
     async def undeploy(self, name: str, *, who: str) -> dict[str, Any]:
         """Stop serving a PTS: queued runs fail now, running ones drain; its file goes."""
         async with self._audited(name, "undeploy", who) as event, self._lock(name, wait=False):

@@ -25,7 +25,6 @@ from pnsd.jobs import Status
 from pnsd.registry import Generation, Registry
 from pnsd.scheduler import Scheduler
 from pnsd.server import Handler, StreamHandler
-from pnsd.spec import parse_spec
 from protocols.version import PROTOCOL_VERSION, __version__
 
 WATCH_IDLE = 30.0     # a watch stream with no event for this long ends with a timeout error
@@ -109,15 +108,12 @@ class Handlers:
         return {"text": text, "path": str(path)}
 
     async def pts_update(self, body: Any) -> Any:
-        current = self.registry.get(_text(body, "name")).spec
+        name = _text(body, "name")
         changes = _get(body, "changes")
         if not isinstance(changes, Mapping) or set(changes) - UPDATABLE or not changes:
             raise BadRequest(f"changes must be a map of {', '.join(sorted(UPDATABLE))}")
-        table = current.public() | dict(changes)
-        spec = parse_spec(current.name, {k: v for k, v in table.items()
-                                         if k != "name" and v is not None})
-        generation = await self.registry.replace(spec)
-        return {"spec": generation.spec.public()}
+        await self._deployer().update(name, changes, who=_who(body))
+        return {"spec": self.registry.get(name).spec.public()}
 
     async def pts_deploy(self, body: Any) -> Any:
         return await self._deployer().deploy(_text(body, "name"), _field(body, "spec"),

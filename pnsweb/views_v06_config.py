@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pnsweb.auth import USER_NAME
 from pnsweb.errors import ApiError
 from pnsweb.keys import SETTINGS
 from pnsweb.settings import WebSettings
@@ -73,7 +74,9 @@ async def put_pnsconf(request: web.Request) -> web.StreamResponse:
     changes = changed_keys(current, wanted)
     if not changes:
         return ok(request, current, "nothing changed")
-    reply = await call(request, "pts.update", {"name": default_pts(request), "changes": changes})
+    body = {"name": default_pts(request), "changes": changes,
+            "who": request.get(USER_NAME) or "pnsweb"}   # the audit trail's "who"
+    reply = await call(request, "pts.update", body)
     document = config_document(settings, reply.get("spec") or {})
     return ok(request, document, f"updated: {', '.join(sorted(changes))}")
 
