@@ -49,6 +49,7 @@ from protocols.codec import Codec
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE = 10.0     # seconds running jobs get to finish on SIGTERM
+RETENTION_EVERY = 3600.0  # seconds between retention sweeps (age and size bounds of the store)
 
 
 class Daemon:
@@ -111,12 +112,14 @@ class Daemon:
             self.context.term()
 
     async def _serve(self) -> None:
-        await self.store.recover(time.time())
+        _failed, requeued = await self.store.recover(time.time(), requeue=self._idempotent)
         await self.audit.open()
         handlers = Handlers(self.registry, self.scheduler, home=self.settings.home,
                             deployer=self.deployer, reloader=self.reload)
         handlers.failures = self.deployer.failures
         self.deployer.failures.update(await self.registry.add_all(self.settings.pts.values()))
+        for job in requeued:
+            await self.scheduler.resume(job)
         self.handlers = handlers
         table, streams = handlers.tables()
         codec = Codec(self.key, max_bytes=self.settings.max_message_bytes,
@@ -128,6 +131,7 @@ class Daemon:
                              endpoints=endpoints)
         try:
             self._bind(self.server)
+            self._keep(self._retention(), "retention")
             if self.settings.watch:
                 self._keep(watch(self.settings.source, self.settings.pts_dir, self.reload),
                            "watch")
@@ -138,6 +142,22 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
             await self._shutdown(self.server)
+
+    def _idempotent(self, pts: str) -> bool:
+        spec = self.settings.pts.get(pts)
+        return spec is not None and spec.idempotent
+
+    async def _retention(self) -> None:
+        """Apply the retention bounds now and every RETENTION_EVERY seconds."""
+        age, size = self.settings.retention_age, self.settings.retention_bytes
+        if age is None and size is None:
+            return
+        while True:
+            try:
+                await self.store.cleanup(max_age=age, max_bytes=size)
+            except DaemonError as exc:   # a full or broken store: say so, try again later
+                log.error("retention_failed", error=exc.message)
+            await asyncio.sleep(RETENTION_EVERY)
 
     def _bind(self, server: Server) -> None:
         socket_path = ipc_socket_path(self.settings.endpoint)

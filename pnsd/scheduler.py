@@ -91,10 +91,12 @@ class Scheduler:
                 raise BadRequest("timeout must be a positive number of seconds")
             limit = min(float(timeout), limit)
         job = Job.create(pts, self.clock(), sync=sync, version=generation.spec.version)
+        return generation, self._live_job(job, generation), limit
+
+    def _live_job(self, job: Job, generation: Generation) -> LiveJob:
         events = EventLog(job.id)
-        live = LiveJob(job, RunContext(job.id, self._progress_sink(job, events),
-                                       self._log_sink(events)), events, generation=generation)
-        return generation, live, limit
+        ctx = RunContext(job.id, self._progress_sink(job, events), self._log_sink(events))
+        return LiveJob(job, ctx, events, generation=generation)
 
     async def run(self, pts: str, data: Any, *, timeout: Any = None) -> tuple[Job, Any]:
         """A synchronous run: the caller waits for the result; recorded with group commit."""
@@ -122,13 +124,33 @@ class Scheduler:
         except BaseException as exc:
             await slot.__aexit__(type(exc), exc, exc.__traceback__)
             raise
+        self._start(generation, slot, live, data, limit)
+        return live.job
+
+    async def resume(self, job: Job) -> None:
+        """Run again a job that recovery put back to accepted (its PTS is idempotent)."""
+        try:
+            generation = self.registry.get(job.pts)
+            data = unpack(await self.store.input(job.id))
+            slot = generation.slot()
+            await slot.__aenter__()
+        except DaemonError as exc:
+            job.fail(self.clock(), exc.code, f"could not be requeued: {exc.message}")
+            await self.store.finish(job, None, durable=True)
+            return
+        self._start(generation, slot, self._live_job(job, generation), data,
+                    generation.spec.timeout)
+        log.info("job_requeued", job=job.id, pts=job.pts)
+
+    def _start(self, generation: Generation, slot: Any, live: LiveJob, data: Any,
+               limit: float) -> None:
+        """Run an admitted, recorded job in a background task this scheduler owns."""
         self._live[live.job.id] = live
         task = asyncio.get_running_loop().create_task(
             self._background(generation, slot, live, data, limit), name=f"job-{live.job.id}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return live.job
 
     async def _background(
         self, generation: Generation, slot: Any, live: LiveJob, data: Any, limit: float

@@ -155,3 +155,55 @@ def test_a_corrupt_database_is_a_clear_error_at_start(tmp_path: Path) -> None:
     assert result.returncode != 0 and time.monotonic() - started < 60
     assert str(home / "jobs.db") in result.stderr
     assert "Traceback" not in result.stderr
+
+
+IDEMPOTENT = """
+[pts.nap]
+mode = "inproc"
+entry = "pnsd.demo:sleep"
+idempotent = true
+"""
+
+
+def test_idempotent_jobs_interrupted_by_a_crash_run_again(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = spawn_daemon(home, IDEMPOTENT)
+    try:
+        with first.client() as client:
+            job = client.call("submit", {"pts": "nap", "input": 1.0})["job"]["id"]
+            for event in client.stream("job.watch", {"job": job}, timeout=30):
+                if event.get("status") == "running":
+                    break
+        os.killpg(first.process.pid, signal.SIGKILL)
+        first.process.wait(timeout=30)
+    finally:
+        if first.process.poll() is None:
+            first.process.kill()
+    second = spawn_daemon(home, IDEMPOTENT)
+    try:
+        with second.client() as client:
+            events = list(client.stream("job.watch", {"job": job}, timeout=30))
+            assert events[-1]["status"] == "successful"
+            assert client.call("job.result", {"job": job})["result"] == {"slept": 1.0}
+    finally:
+        second.terminate()
+
+
+def test_retention_bounds_are_applied_at_start(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    bounded = "retention_bytes = 1\n"
+    first = spawn_daemon(home, bounded)
+    try:
+        with first.client() as client:
+            job = client.call("submit", {"pts": "echo", "input": "x" * 100})["job"]["id"]
+            list(client.stream("job.watch", {"job": job}, timeout=30))
+            assert client.call("job.result", {"job": job})["result"] == "x" * 100
+    finally:
+        first.terminate()
+    second = spawn_daemon(home, bounded)
+    try:
+        with second.client() as client, pytest.raises(RemoteError) as caught:
+            client.call("job.status", {"job": job})
+        assert caught.value.code == "not_found"
+    finally:
+        second.terminate()
