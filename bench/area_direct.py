@@ -67,12 +67,13 @@ def run(bench: Bench) -> list[Row]:
 def _process_mode(bench: Bench) -> list[Row]:
     work = bench.stack.tmp / "floor"
     work.mkdir(exist_ok=True)
-    seconds = max(bench.plan.seconds, 1.0)
+    seconds = max(bench.plan.seconds, 0.5 if bench.plan.quick else 1.5)
     hello = {"kind": "zmq_seq", "input": {"infile": "stranger"}, "call_timeout": 15.0,
              "seconds": seconds, "warmup": 3}
     aggs = bench.interleave({
         "floor": {"kind": "spawn_floor", "script": str(RUN_PTS), "workdir": str(work),
-                  "count": bench.plan.max_count, "seconds": seconds},
+                  "count": bench.plan.max_count, "seconds": seconds,
+                  "warmup_seconds": bench.plan.warmup},
         "hello": bench.zmq("pnsd_on", pts="hello", **hello),
         "worker": bench.zmq("pnsd_on", pts="hello-worker", kind="zmq_seq", input="stranger",
                             seconds=seconds),
@@ -80,7 +81,7 @@ def _process_mode(bench: Bench) -> list[Row]:
     burst = Agg()
     bench.trial(bench.zmq("pnsd_on", pts="hello", kind="zmq_async", inflight=32,
                           input={"infile": "stranger"}, call_timeout=15.0, warmup=0,
-                          seconds=min(seconds, 1.0)), burst)
+                          seconds=min(seconds, 0.5)), burst)
     ok, busy = burst.total("ok"), burst.total("busy")
     note = (f"Sequential only: hello has queue = 0 (the reference's busy rule), so with 32 in "
             f"flight one run proceeds and the rest are refused at once — a 32-in-flight burst "

@@ -35,7 +35,7 @@ def run(bench: Bench) -> list[Row]:
     for mib in (1, 16):
         size = mib * MIB
         cmd = {"kind": "zmq_seq", "blob_size": size, "seconds": seconds, "count": 400,
-               "warmup": 2, "call_timeout": 30.0}
+               "warmup": 0 if bench.plan.quick else 2, "call_timeout": 30.0}
         aggs = bench.interleave({"base": bench.zmq("base_echo", **cmd),
                                  "pns": bench.zmq("pnsd_on", pts="echo", **cmd)})
         rows.append(_row(f"payload.direct.{mib}", aggs, 2 * size, "bare ROUTER echo, blob frame",
@@ -43,7 +43,7 @@ def run(bench: Bench) -> list[Row]:
     for mib in (1, 16):
         size = mib * MIB
         common = {"string_size": size, "ogc": True, "conns": 1, "seconds": seconds,
-                  "count": 400, "warmup": 1, "call_timeout": 60.0}
+                  "count": 400, "warmup": 0 if bench.plan.quick else 1, "call_timeout": 60.0}
         aggs = bench.interleave({
             "base": bench.http("base_web", "POST", "/v1echo", **common),
             "pns": bench.http("pnsweb", "POST", "/v1/processes/echo/execution", auth=

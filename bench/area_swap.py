@@ -42,7 +42,7 @@ def run(bench: Bench) -> list[Row]:
         with Client(service.endpoint, key=bytes.fromhex(service.key)) as client:
             spec = client.call("pts.describe", {"name": PTS})["spec"]
         spec = {k: v for k, v in spec.items() if v is not None and k != "name"}
-    swaps = 2 if bench.plan.quick else 3
+    swaps = 1 if bench.plan.quick else 3
     gap = 0.2 if bench.plan.quick else 0.5
     common = {"kind": "zmq_async", "inflight": 32, "pts": PTS}
     aggs = bench.interleave({

@@ -45,6 +45,11 @@ def outcome(tally: Tally, elapsed: float, **extra: Any) -> dict[str, Any]:
 
 # -- what one call is -------------------------------------------------------------------------
 
+def _warm(cmd: dict[str, Any]) -> float:
+    """The longest a warm-up may take (it is also bounded by its count)."""
+    return float(cmd.get("warmup_seconds", 1.0))
+
+
 def _payload(cmd: dict[str, Any]) -> Any:
     size = cmd.get("blob_size")
     return bytes(size) if size else cmd.get("input", SMALL)
@@ -120,7 +125,7 @@ def zmq_seq(cmd: dict[str, Any]) -> dict[str, Any]:
     payload = _payload(cmd)
     try:
         _check(payload, call())   # correctness once, outside the clock
-        _seq_phase(call, count=cmd.get("warmup", 50), seconds=1.0, tally=Tally())
+        _seq_phase(call, count=cmd.get("warmup", 50), seconds=_warm(cmd), tally=Tally())
         tally = Tally()
         elapsed = _seq_phase(call, count=cmd["count"], seconds=cmd["seconds"], tally=tally)
     finally:
@@ -154,7 +159,7 @@ async def _zmq_async(cmd: dict[str, Any]) -> dict[str, Any]:
     try:
         _check(_payload(cmd), await call())
         await async_phase(call, inflight=cmd["inflight"], count=cmd.get("warmup", 500),
-                          seconds=1.0, tally=Tally())
+                          seconds=_warm(cmd), tally=Tally())
         tally = Tally()
         elapsed = await async_phase(call, inflight=cmd["inflight"], count=cmd["count"],
                                     seconds=cmd["seconds"], tally=tally)
@@ -207,7 +212,7 @@ def spawn_floor(cmd: dict[str, Any]) -> dict[str, Any]:
             raise ValueError("runPTS wrote no greeting")
         shutil.rmtree(job)
 
-    _seq_phase(one, count=3, seconds=1.0, tally=Tally())
+    _seq_phase(one, count=3, seconds=_warm(cmd), tally=Tally())
     tally = Tally()
     elapsed = _seq_phase(one, count=cmd["count"], seconds=cmd["seconds"], tally=tally)
     return outcome(tally, elapsed)
@@ -354,7 +359,7 @@ async def _http(cmd: dict[str, Any]) -> dict[str, Any]:
 
     timeout = float(cmd.get("call_timeout", 30.0))
     await run_load(host, port, request, conns=cmd["conns"], count=cmd.get("warmup", 200),
-                   seconds=1.0, tally=Tally(), ok_status=ok, timeout=timeout)
+                   seconds=_warm(cmd), tally=Tally(), ok_status=ok, timeout=timeout)
     tally = Tally()
     elapsed = await run_load(host, port, request, conns=cmd["conns"], count=cmd["count"],
                              seconds=cmd["seconds"], tally=tally, ok_status=ok, timeout=timeout)
@@ -385,7 +390,8 @@ async def _swap(cmd: dict[str, Any]) -> dict[str, Any]:
     swap_errors: list[str] = []
     done = asyncio.Event()
     try:
-        await async_phase(call, inflight=cmd["inflight"], count=500, seconds=1.0, tally=Tally())
+        await async_phase(call, inflight=cmd["inflight"], count=500, seconds=_warm(cmd),
+                          tally=Tally())
 
         async def swapper() -> None:
             try:

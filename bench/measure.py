@@ -25,15 +25,18 @@ class Plan:
     max_count: int          # every trial is bounded by this count too
     jobs: int               # async submissions per trial
     payload_seconds: float
+    warmup: float           # longest warm-up before a trial's timed phase
     budget: float           # seconds for the whole run; areas beyond it are skipped
 
     @classmethod
     def of(cls, *, quick: bool, trials: int | None, budget: float | None = None) -> Plan:
         if quick:
             return cls(quick=True, trials=trials or 3, seconds=0.3, http_seconds=0.4,
-                       max_count=50_000, jobs=1_000, payload_seconds=0.4, budget=budget or 80)
+                       max_count=50_000, jobs=500, payload_seconds=0.3, warmup=0.1,
+                       budget=budget or 70)
         return cls(quick=False, trials=trials or 3, seconds=1.5, http_seconds=2.0,
-                   max_count=400_000, jobs=10_000, payload_seconds=1.5, budget=budget or 540)
+                   max_count=400_000, jobs=10_000, payload_seconds=1.5, warmup=0.5,
+                   budget=budget or 480)
 
 
 @dataclass
@@ -90,7 +93,8 @@ class Bench:
         service = self.stack[name]
         target = "pns" if name.startswith("pnsd") else "bare"
         cmd = {"target": target, "endpoint": service.endpoint, "key": service.key,
-               "seconds": self.plan.seconds, "count": self.plan.max_count, "_sample": [name]}
+               "seconds": self.plan.seconds, "count": self.plan.max_count,
+               "warmup_seconds": self.plan.warmup, "_sample": [name]}
         cmd.update(fields)
         return cmd
 
@@ -98,7 +102,7 @@ class Bench:
         backend = {"pnsweb": ["pnsd_on"], "base_web": ["base_echo"]}.get(name, [])
         cmd = {"kind": "http", "port": self.stack[name].port, "method": method, "path": path,
                "conns": 32, "seconds": self.plan.http_seconds, "count": self.plan.max_count,
-               "_sample": [name, *backend]}
+               "warmup_seconds": self.plan.warmup, "_sample": [name, *backend]}
         cmd.update(fields)
         return cmd
 

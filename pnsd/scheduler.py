@@ -170,6 +170,8 @@ class Scheduler:
             return
         job.start(self.clock())
         live.events.status(job)
+        if self.record_sync or not job.sync:   # listings by status see it running
+            await self.store.update(job, durable=False)
         try:
             try:
                 live.result = await generation.host.run(data, timeout=limit, ctx=live.ctx)

@@ -138,3 +138,28 @@ async def test_unknown_process_and_job_are_ogc_404s(web: Any) -> None:
     job = await web.get("/v1/jobs/0123456789abcdef0123456789abcdef")
     assert job.status == 404
     assert (await job.json())["type"] == ogc.NO_SUCH_JOB
+
+
+async def test_a_client_that_disconnects_mid_request_leaves_the_job_to_complete(
+        web: Any, pnsd: DaemonProcess) -> None:
+    url = web.make_url("/v1/processes/sleep/execution")
+    body = json.dumps({"inputs": {"seconds": 0.5}}).encode()
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(
+        f"POST {url.path} HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: {AUTH['Authorization']}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body)
+    await writer.drain()
+    with pnsd.client() as daemon:      # the run has reached the daemon: then hang up
+        deadline = time.monotonic() + POLL_DEADLINE
+        while not daemon.call("job.list", {"pts": "sleep", "status": "running"})["jobs"]:
+            assert time.monotonic() < deadline, "the run never started"
+            await asyncio.sleep(0.02)  # polling the daemon is the observation under test
+        writer.close()
+        await writer.wait_closed()
+        job = daemon.call("job.list", {"pts": "sleep"})["jobs"][0]["id"]
+        for _event in daemon.stream("job.watch", {"job": job}, timeout=30):
+            pass
+        assert daemon.call("job.status", {"job": job})["job"]["status"] == "successful"
+    assert (await web.get("/v1/processes")).status == 200   # and the front-end carries on
+    del reader
