@@ -22,15 +22,15 @@ class EventLog:
         self.job_id = job_id
         self.seq = 0
         self._events: deque[dict[str, Any]] = deque(maxlen=size)
-        self._changed = asyncio.Event()
+        self._changed: asyncio.Event | None = None   # made when a watcher first waits
         self.closed = False
 
     def _add(self, kind: str, **data: Any) -> None:
         self.seq += 1
         self._events.append({"job": self.job_id, "seq": self.seq, "kind": kind, **data})
-        # Wake current watchers; the next ones wait on a fresh event.
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._changed is not None:   # wake current watchers; later ones wait afresh
+            self._changed.set()
+            self._changed = None
 
     def status(self, job: Job) -> None:
         self._add("status", status=job.status.value, progress=job.progress,
@@ -50,6 +50,8 @@ class EventLog:
     async def follow(self, after: int, *, idle: float) -> AsyncIterator[dict[str, Any]]:
         """Yield events after ``after`` until the job finishes; wait ``idle`` s at most each."""
         while True:
+            if self._changed is None:
+                self._changed = asyncio.Event()
             changed = self._changed
             for event in self.after(after):
                 after = event["seq"]
