@@ -67,7 +67,7 @@ def run(bench: Bench) -> list[Row]:
 def _process_mode(bench: Bench) -> list[Row]:
     work = bench.stack.tmp / "floor"
     work.mkdir(exist_ok=True)
-    seconds = max(bench.plan.seconds, 0.5 if bench.plan.quick else 1.5)
+    seconds = max(bench.plan.seconds, 0.4 if bench.plan.quick else 1.5)
     hello = {"kind": "zmq_seq", "input": {"infile": "stranger"}, "call_timeout": 15.0,
              "seconds": seconds, "warmup": 3}
     aggs = bench.interleave({

@@ -43,7 +43,7 @@ def run(bench: Bench) -> list[Row]:
             spec = client.call("pts.describe", {"name": PTS})["spec"]
         spec = {k: v for k, v in spec.items() if v is not None and k != "name"}
     swaps = 1 if bench.plan.quick else 3
-    gap = 0.2 if bench.plan.quick else 0.5
+    gap = 0.1 if bench.plan.quick else 0.5
     common = {"kind": "zmq_async", "inflight": 32, "pts": PTS}
     aggs = bench.interleave({
         "steady": bench.zmq("pnsd_on", seconds=max(2 * bench.plan.seconds, 1.0), **common),

@@ -123,13 +123,29 @@ def zmq_seq(cmd: dict[str, Any]) -> dict[str, Any]:
     """One blocking client, one call at a time."""
     call, close = sync_caller(cmd)
     payload = _payload(cmd)
+    checked = [False]
+
+    def first_checked() -> Any:
+        """The first call's answer is checked; with no warm-up it is a timed call."""
+        if checked[0]:
+            return call()
+        result = call()
+        _check(payload, result)
+        checked[0] = True
+        return result
+
     try:
-        _check(payload, call())   # correctness once, outside the clock
-        _seq_phase(call, count=cmd.get("warmup", 50), seconds=_warm(cmd), tally=Tally())
+        warmup = cmd.get("warmup", 50)
+        if warmup:
+            first_checked()    # correctness once, outside the clock
+            _seq_phase(call, count=warmup, seconds=_warm(cmd), tally=Tally())
         tally = Tally()
-        elapsed = _seq_phase(call, count=cmd["count"], seconds=cmd["seconds"], tally=tally)
+        elapsed = _seq_phase(first_checked, count=cmd["count"], seconds=cmd["seconds"],
+                             tally=tally)
     finally:
         close()
+    if not checked[0] and not tally.errors:
+        tally.error("no call completed")
     return outcome(tally, elapsed)
 
 
@@ -144,7 +160,7 @@ def _seq_phase(call: Callable[[], Any], *, count: int, seconds: float, tally: Ta
             call()
             tally.latencies.append(time.perf_counter() - t0)
             tally.ok += 1
-        except (PnsError, TimeoutError) as exc:
+        except (PnsError, TimeoutError, ValueError) as exc:
             _count_failure(tally, exc)
     return time.perf_counter() - started
 

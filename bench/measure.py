@@ -31,7 +31,7 @@ class Plan:
     @classmethod
     def of(cls, *, quick: bool, trials: int | None, budget: float | None = None) -> Plan:
         if quick:
-            return cls(quick=True, trials=trials or 3, seconds=0.3, http_seconds=0.4,
+            return cls(quick=True, trials=trials or 3, seconds=0.25, http_seconds=0.3,
                        max_count=50_000, jobs=500, payload_seconds=0.3, warmup=0.1,
                        budget=budget or 70)
         return cls(quick=False, trials=trials or 3, seconds=1.5, http_seconds=2.0,

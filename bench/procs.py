@@ -157,8 +157,13 @@ def http_ready(url: str) -> bool:
 
 
 def children(pid: int) -> list[int]:
+    """Live child pids of ``pid`` (none if it is gone: processes come and go while we look)."""
     found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    for task in tasks:
         try:
             found += [int(p) for p in (task / "children").read_text().split()]
         except (OSError, ValueError):

@@ -114,7 +114,7 @@ def ratio_text(row: Row) -> str:
         return NONE
     if row.unit == "x" or row.ratio >= 2:
         return f"{row.ratio:.1f}x"
-    return f"{row.ratio * 100:.0f} %"
+    return f"{row.ratio * 100:.1f} %" if row.ratio < 1 else f"{row.ratio * 100:.0f} %"
 
 
 def cells(row: Row) -> list[str]:

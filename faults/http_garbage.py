@@ -5,7 +5,10 @@ Requests are written as raw bytes on fresh TCP connections (so paths like
 huge and numerous headers, path traversal (plain, ``%2e%2e``, ``%2f``, double-encoded, NUL),
 missing, malformed and wrong credentials, bodies over the limit, bad methods, bad query
 parameters, broken framing (Content-Length, chunked) and bad request lines. Every reply must
-be a 4xx with a JSON body, within the deadline; never a 5xx, a non-JSON error or a hang.
+be a 4xx within the deadline, never a 5xx or a hang; and a JSON body for every request that is
+valid HTTP. Requests aiohttp's HTTP parser refuses before any application code runs (header or
+request line over its limits, broken framing, a method that is not an HTTP token) get aiohttp's
+plain-text 400 and a closed connection: that is the one place pnsweb cannot answer in JSON.
 Meanwhile a good client runs ``echo`` through ``/v1`` and must see no failure.
 """
 
@@ -184,13 +187,20 @@ def _dechunk(body: bytes) -> bytes:
     return out
 
 
-def judge(status: int | None, headers: dict[str, str], body: bytes, problem: str) -> str:
+# Kinds that are not valid HTTP/1.1 (aiohttp's parser answers them before pnsweb runs).
+NOT_HTTP = frozenset({"huge header", "many headers", "huge URL", "broken framing or request line"})
+
+
+def judge(status: int | None, headers: dict[str, str], body: bytes, problem: str,
+          *, valid_http: bool = True) -> str:
     """'' for a good error reply, else what is wrong with it."""
     if problem:
         return problem
     assert status is not None
     if not 400 <= status < 500:
         return f"status {status}"
+    if not valid_http and status == 400:
+        return ""
     kind = headers.get("content-type", "").split(";")[0]
     if kind not in ("application/json", "application/problem+json"):
         return f"{status} with content type {kind or 'none'}"
@@ -230,7 +240,9 @@ async def _attack(node: Node, count: int, row: Row) -> None:
             item = queue.get_nowait()
             status, headers, body, problem = await send_raw(node.web_port, item.raw)
             statuses[str(status)] += 1
-            verdict = judge(status, headers, body, problem)
+            valid_http = item.kind not in NOT_HTTP and not (
+                item.kind == "bad method" and status == 400)   # a method that is no token
+            verdict = judge(status, headers, body, problem, valid_http=valid_http)
             if verdict:
                 wrong[f"{item.kind}: {verdict}"] += 1
 

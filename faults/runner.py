@@ -47,8 +47,10 @@ def run_fault(fault: Fault, *, quick: bool, soak_requests: int) -> Row:
     try:
         row = fault.run(Context(directory, quick=quick, soak_requests=soak_requests))
     except Exception as exc:  # the suite's boundary: a harness error fails the row, visibly
-        row = Row(fault.name, broken=f"{type(exc).__name__}: {exc}")
-        row.note(traceback.format_exc(limit=4).replace("\n", " | ")[-600:])
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        summary = lines[0] if len(lines) < 2 else f"{lines[0]} ... {lines[-1].strip()}"
+        row = Row(fault.name, broken=f"{type(exc).__name__}: {summary}"[:300])
+        row.note(traceback.format_exc(limit=3).replace("\n", " | ")[-400:])
     row.seconds = time.monotonic() - started
     left = kill_leftovers(directory)
     if left:

@@ -9,6 +9,7 @@ shutdown. It never touches sockets; records go through the store, hosts through 
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from pnsd.errors import (
     NotFound,
     NotReady,
     PtsFailed,
+    StorageError,
     Unavailable,
 )
 from pnsd.events import EventLog
@@ -47,6 +49,7 @@ class LiveJob:
     task: asyncio.Task[Any] | None = None    # the task awaiting the host, for cancel
     generation: Generation | None = None     # the generation the run was admitted to
     cancel_requested: bool = False
+    finishing: bool = False       # the outcome is being recorded: too late to cancel
     cancel_reason: str = "cancelled on request"
     result: Any = None
     error: DaemonError | None = None
@@ -183,19 +186,39 @@ class Scheduler:
             blob = pack(live.result)
         except DaemonError as exc:
             live.error = exc
-            if job.status is Status.RUNNING:
-                if isinstance(exc, Cancelled):
-                    job.dismiss(self.clock(), exc.message)
-                else:
-                    job.fail(self.clock(), exc.code, exc.message)
             blob = None
+        # The live job shows its outcome only once the outcome is recorded: a success that a
+        # full disk (or a crash) could undo is never reported.
+        live.finishing = True
+        final = copy.copy(job)
+        if live.error is None:
+            final.succeed(self.clock())
+        elif isinstance(live.error, Cancelled):
+            final.dismiss(self.clock(), live.error.message)
         else:
-            job.succeed(self.clock())
+            final.fail(self.clock(), live.error.code, live.error.message)
+        vars(job).update(vars(await self._record(live, final, blob)))
         live.events.status(job)
-        if self.record_sync or not job.sync:
-            await self.store.finish(job, blob, durable=not job.sync)
         log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
                  reason=job.reason or None, seconds=round(self.clock() - job.created, 6))
+
+    async def _record(self, live: LiveJob, final: Job, blob: bytes | None) -> Job:
+        """Store the outcome; if the store refuses, the job fails with ``storage`` instead."""
+        if not (self.record_sync or not final.sync):
+            return final
+        try:
+            await self.store.finish(final, blob, durable=not final.sync)
+            return final
+        except StorageError as exc:
+            failed = copy.copy(live.job)
+            failed.fail(self.clock(), ErrorCode.STORAGE,
+                        f"the outcome could not be recorded: {exc.message}")
+            live.error, live.result = exc, None
+            try:
+                await self.store.finish(failed, None, durable=not failed.sync)
+            except StorageError:
+                log.error("job_record_failed", job=failed.id, error=exc.message)
+            return failed
 
     @staticmethod
     def _absorb_cancel(live: LiveJob) -> bool:
@@ -264,7 +287,7 @@ class Scheduler:
             job.dismiss(self.clock(), queued_reason)
             live.events.status(job)
             await self.store.finish(job, None, durable=True)
-        elif not live.cancel_requested:
+        elif not live.cancel_requested and not live.finishing:
             live.cancel_requested = True
             live.cancel_reason = running_reason
             live.ctx.cancel()

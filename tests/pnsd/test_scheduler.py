@@ -1,0 +1,108 @@
+"""The scheduler over a real store and in-process hosts: outcomes, cancels, storage failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pnsd.errors import Busy, DaemonError, StorageError
+from pnsd.hosts.inproc import InprocHost
+from pnsd.jobs import Job
+from pnsd.registry import Registry
+from pnsd.scheduler import Scheduler
+from pnsd.spec import PtsSpec, parse_spec
+from pnsd.store import JobStore
+
+
+class RefusingStore(JobStore):
+    """A store whose disk fills up when told to: durable finishes then fail."""
+
+    full = False
+
+    async def finish(self, job: Job, result_blob: bytes | None, *, durable: bool = True) -> None:
+        if self.full and result_blob is not None:
+            raise StorageError("disk full")
+        await super().finish(job, result_blob, durable=durable)
+
+
+@pytest.fixture
+async def parts(tmp_path: Path) -> AsyncIterator[tuple[Scheduler, RefusingStore]]:
+    store = RefusingStore(tmp_path / "jobs.db", files_dir=tmp_path / "jobs")
+    await store.open()
+    executor = ThreadPoolExecutor(4)
+    registry = Registry(lambda spec: InprocHost(spec, executor=executor))
+    specs: list[PtsSpec] = [
+        parse_spec("echo", {"mode": "inproc", "entry": "pnsd.demo:echo", "inline": True}),
+        parse_spec("sleep", {"mode": "inproc", "entry": "pnsd.demo:sleep", "queue": 0}),
+    ]
+    assert await registry.add_all(specs) == {}
+    scheduler = Scheduler(registry, store)
+    try:
+        yield scheduler, store
+    finally:
+        await scheduler.shutdown(grace=1)
+        await registry.stop_all(grace=1)
+        await store.close()
+        executor.shutdown()
+
+
+async def finished(scheduler: Scheduler, job_id: str) -> Job:
+    events = scheduler.events_of(job_id)
+    assert events is not None
+    async for _event in events.follow(0, idle=10):
+        pass
+    return await scheduler.status(job_id)
+
+
+async def test_a_result_the_store_refuses_fails_the_job_with_storage(parts: Any) -> None:
+    scheduler, store = parts
+    store.full = True
+    job = await scheduler.submit("echo", {"x": 1})
+    done = await finished(scheduler, job.id)
+    assert done.status.value == "failed" and done.reason == "storage"
+    with pytest.raises(DaemonError) as caught:
+        await scheduler.result(job.id)
+    assert caught.value.code == "storage"
+    recorded = await store.get(job.id)       # the record agrees with what was reported
+    assert recorded.status.value == "failed" and recorded.reason == "storage"
+
+
+async def test_success_is_reported_only_with_its_result_stored(parts: Any) -> None:
+    scheduler, store = parts
+    job = await scheduler.submit("echo", [1, 2])
+    done = await finished(scheduler, job.id)
+    assert done.status.value == "successful"
+    assert (await store.get(job.id)).status.value == "successful"
+    assert (await scheduler.result(job.id))[1] == [1, 2]
+
+
+async def test_a_full_slot_with_no_queue_is_busy_at_once(parts: Any) -> None:
+    scheduler, _store = parts
+    first = asyncio.create_task(scheduler.run("sleep", 5))
+    for _ in range(100):             # let the first run take the only slot
+        await asyncio.sleep(0)
+        if scheduler.registry.get("sleep").running:
+            break
+    with pytest.raises(Busy):
+        await scheduler.run("sleep", 0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_cancel_of_a_running_job_dismisses_it(parts: Any) -> None:
+    scheduler, _store = parts
+    job = await scheduler.submit("sleep", 30)
+    events = scheduler.events_of(job.id)
+    assert events is not None
+    async for event in events.follow(0, idle=10):
+        if event.get("status") == "running":
+            break
+    await scheduler.cancel(job.id)
+    done = await finished(scheduler, job.id)
+    assert done.status.value == "dismissed"
