@@ -84,6 +84,14 @@ class Bench:
         self.stack = stack
         self.plan = plan
         self.started = time.monotonic()
+        self.area = ""      # the area being measured, set by the runner
+        self.peaks: dict[str, dict[str, float]] = {}   # area -> service -> peak RSS (MB)
+
+    def peak(self, service: str, areas: tuple[str, ...]) -> float | None:
+        """Peak RSS of ``service`` seen during the trials of ``areas`` (None: not loaded)."""
+        values = [self.peaks.get(a, {}).get(service) for a in areas]
+        found = [v for v in values if v]
+        return max(found) if found else None
 
     def over_budget(self) -> bool:
         return time.monotonic() - self.started > self.plan.budget
@@ -112,8 +120,10 @@ class Bench:
         try:
             with self.stack.sampling(*cmd.get("_sample", ()), *sample) as sampler:
                 agg.results.append(self.stack.agent.call(cmd, timeout=limit))
+            area = self.peaks.setdefault(self.area, {})
             for name, peak in sampler.peak.items():
                 agg.peak_rss[name] = max(agg.peak_rss.get(name, 0.0), peak)
+                area[name] = max(area.get(name, 0.0), peak)
             result = agg.results[-1]
             window = result.get("window")
             cpu = sampler.cpu_between(*window) if window else None

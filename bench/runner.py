@@ -124,6 +124,7 @@ def run_area(bench: Bench, area: str) -> list[Row]:
     if bench.over_budget() and area not in ALWAYS:
         return _placeholders(module, area, "not measured: the run's time budget was spent")
     t0 = time.monotonic()
+    bench.area = area
     print(f"bench: {area} ...", flush=True)
     try:
         rows: list[Row] = module.run(bench)

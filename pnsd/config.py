@@ -53,7 +53,7 @@ PATH_DEFAULTS = {"key_file": "secret.key", "pidfile": "run/pnsd.pid", "db_path":
 PNSD_KEYS = frozenset({
     "home", "endpoint", "tcp_endpoint", "max_message_bytes", "max_clock_skew", "inline_limit",
     "retention_age", "retention_bytes", "log_level", "demo", "record_sync_runs",
-    "swap_timeout", "drain_timeout", "watch", *PATH_DEFAULTS,
+    "swap_timeout", "drain_timeout", "watch", "max_db_bytes", *PATH_DEFAULTS,
 })
 
 _log = structlog.get_logger(__name__)
@@ -87,6 +87,7 @@ class Settings:
     swap_timeout: float = 60.0      # seconds a new generation has to start, init and self-test
     drain_timeout: float = 30.0     # seconds a replaced generation's runs get to finish
     watch: bool = False             # development: reload when the config or pts.d changes
+    max_db_bytes: int | None = None # a hard cap on jobs.db (writes past it fail as disk full)
 
     @property
     def pts_dir(self) -> Path:
@@ -295,6 +296,7 @@ def _pnsd_values(table: _Table, home: Path, env: Mapping[str, str]) -> dict[str,
         swap_timeout=table.number("swap_timeout", 60.0, low=0.001),
         drain_timeout=table.number("drain_timeout", 30.0, low=0),
         watch=table.boolean("watch", False),
+        max_db_bytes=table.integer("max_db_bytes", 0, low=0) or None,
     )
     return values
 

@@ -64,7 +64,8 @@ class Daemon:
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pts")
         self.context: zmq.Context[Any] = zmq.Context()
         self.store = JobStore(settings.db_path, files_dir=settings.files_dir,
-                              inline_limit=settings.inline_limit)
+                              inline_limit=settings.inline_limit,
+                              max_db_bytes=settings.max_db_bytes)
         self.registry = Registry(self.build_host)
         self.scheduler = Scheduler(self.registry, self.store,
                                    record_sync=settings.record_sync_runs)

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import hdrs, web
 
@@ -27,6 +28,7 @@ from pnsweb.settings import User, WebSettings, hash_password, verify_password
 
 REALM = 'Basic realm="pns", charset="UTF-8"'
 CACHE_SIZE = 256
+HASH_THREADS = 2            # concurrent scrypt checks (each 16 MiB, ~80 ms)
 
 
 class VerifiedCache:
@@ -37,6 +39,10 @@ class VerifiedCache:
         self._size = size
         self._entries: OrderedDict[bytes, str] = OrderedDict()
         self._dummy_hash: str | None = None
+        # scrypt takes 16 MiB and ~80 ms a check: two threads bound both the memory a burst of
+        # logins costs and the CPU it steals; one check serves concurrent identical logins.
+        self._hasher = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="scrypt")
+        self._checking: dict[bytes, asyncio.Future[bool]] = {}
 
     def token(self, name: str, password: str) -> bytes:
         # length-prefixed, so ("ab", "c") and ("a", "bc") differ
@@ -54,6 +60,19 @@ class VerifiedCache:
         self._entries.move_to_end(token)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
+
+    async def check(self, token: bytes, password: str, stored: str | None) -> bool:
+        """Verify ``password`` against ``stored`` (None: an unknown user, checked all the same)."""
+        pending = self._checking.get(token)
+        if pending is None:
+            loop = asyncio.get_running_loop()
+            pending = loop.run_in_executor(self._hasher, self._verify, password, stored)
+            self._checking[token] = pending
+            pending.add_done_callback(lambda _done: self._checking.pop(token, None))
+        return await asyncio.shield(pending)
+
+    def _verify(self, password: str, stored: str | None) -> bool:
+        return verify_password(password, stored or self.dummy_hash()) and stored is not None
 
     def dummy_hash(self) -> str:
         """A hash to check unknown users against, so they take as long as known ones."""
@@ -122,11 +141,7 @@ async def _verify(app: web.Application, name: str, password: str) -> User | None
     if cached is not None:
         return settings.user(cached)
     user = settings.user(name)
-    if user is None:
-        stored = await asyncio.to_thread(cache.dummy_hash)
-    else:
-        stored = user.password_hash
-    matches = await asyncio.to_thread(verify_password, password, stored)
+    matches = await cache.check(token, password, user.password_hash if user else None)
     if user is None or not matches:
         return None
     cache.put(token, user.name)
