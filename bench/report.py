@@ -15,21 +15,26 @@ from typing import Any
 
 @dataclass
 class Target:
-    """``ratio >= 0.6`` (on="ratio") or ``pns <= 60`` (on="pns")."""
+    """``ratio >= 0.6`` (on="ratio"), ``pns <= 60`` (on="pns") or ``pns / ref > 10``
+    (on="ref": against the reference figure of REFERENCE.md)."""
 
     op: str            # ">=", "<=", ">"
     value: float
     on: str = "ratio"
     source: str = ""   # "issue 7" etc.
 
-    def met(self, ratio: float | None, pns: float | None) -> bool | None:
-        subject = ratio if self.on == "ratio" else pns
+    def met(self, ratio: float | None, pns: float | None,
+            ref: float | None = None) -> bool | None:
+        subject = {"ratio": ratio, "pns": pns,
+                   "ref": pns / ref if pns is not None and ref else None}[self.on]
         if subject is None:
             return None
         return {">=": subject >= self.value, "<=": subject <= self.value,
                 ">": subject > self.value}[self.op]
 
     def text(self, unit: str) -> str:
+        if self.on == "ref":
+            return f"{self.op} {self.value:g}x ref"
         if self.on == "ratio":
             shown = f"{self.value:g}x" if self.value >= 2 else f"{self.value * 100:g} %"
         else:
@@ -64,7 +69,7 @@ class Row:
     def verdict(self) -> str:
         if self.target is None:
             return ""
-        met = self.target.met(self.ratio, self.pns)
+        met = self.target.met(self.ratio, self.pns, self.ref)
         if met is None:
             return "not measured"
         return "PASS" if met else "MISS"
@@ -153,7 +158,8 @@ def stdout_table(rows: list[Row]) -> str:
 
 def _miss(row: Row) -> str:
     assert row.target is not None
-    got = ratio_text(row) if row.target.on == "ratio" else fmt(row.pns, row.unit)
+    got = {"ratio": ratio_text(row), "pns": fmt(row.pns, row.unit),
+           "ref": f"{(row.pns or 0) / (row.ref or 1):.1f}x ref"}[row.target.on]
     return f"{row.label} ({got} vs {row.target.text(row.unit)})"
 
 

@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pnsd.config import Settings, load_or_create_key, load_settings
+from pnsd.config import Settings, load_settings
 from pnsd.errors import DaemonError
+from pnsd.keyfile import load_or_create_key
 from pnsd.pidfile import process_alive, read_pid
 from pnslog import configure_logging
 from protocols.client import Client

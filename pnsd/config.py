@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-import secrets
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -44,7 +42,6 @@ from pnsd.spec import PtsSpec, parse_spec
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
-KEY_BYTES = 32
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_CONFIG_PATHS = ("~/.config/pns/pnsd.toml", "/etc/pns/pnsd.toml")
 # [pnsd] keys naming a path, with their default relative to the home
@@ -169,51 +166,6 @@ def ensure_home(settings: Settings) -> None:
 def ipc_socket_path(endpoint: str) -> Path | None:
     """The file behind an ``ipc://`` endpoint, or None for other transports."""
     return Path(endpoint.removeprefix("ipc://")) if endpoint.startswith("ipc://") else None
-
-
-def load_or_create_key(path: Path, *, create: bool) -> bytes:
-    """Read the HMAC key (the file's text, whitespace stripped); with ``create``, make one first.
-
-    A created key is 32 random bytes written as 64 hex characters, mode 0600. A key file that
-    others can read is refused. An EMPTY file switches signing off: for tests only.
-    """
-    if create:
-        _create_key(path)
-    try:
-        with path.open("rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ConfigError(f"key file {path} is not a regular file", file=str(path))
-            if (mode := stat.S_IMODE(info.st_mode)) & 0o077:
-                raise ConfigError(f"key file {path} is readable by others (mode {mode:o}): "
-                                  "chmod 600 it", file=str(path))
-            key = handle.read().strip()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"key file {path} does not exist", file=str(path)) from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read key file {path}: {exc.strerror}", file=str(path)) from exc
-    if not key:
-        _log.warning("message_signing_disabled", key_file=str(path), reason="empty key file")
-    return key
-
-
-def _create_key(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise ConfigError(f"cannot create key file {path}: {exc.strerror}", file=str(path)) from exc
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(secrets.token_hex(KEY_BYTES))
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        # a half-written key file would read as empty, which means "signing off": never leave one
-        path.unlink(missing_ok=True)
-        raise
-    _log.info("key_file_created", key_file=str(path))
 
 
 def _make_private_dir(path: Path) -> None:

@@ -26,7 +26,6 @@ from pnsd.config import (
     Settings,
     ensure_home,
     ipc_socket_path,
-    load_or_create_key,
     load_settings,
 )
 from pnsd.demo.install import install_scripts
@@ -36,6 +35,7 @@ from pnsd.handlers import Handlers
 from pnsd.hosts.base import Host
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.process import ProcessHost
+from pnsd.keyfile import load_or_create_key
 from pnsd.pidfile import Pidfile
 from pnsd.registry import Registry
 from pnsd.scheduler import Scheduler

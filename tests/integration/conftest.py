@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pnsd.config import Settings, load_or_create_key, load_settings
+from pnsd.config import Settings, load_settings
 from pnsd.daemon import Daemon
 from pnsd.errors import DaemonError
+from pnsd.keyfile import load_or_create_key
 from protocols.client import AsyncClient, Client
 from protocols.errors import PnsError
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import encode_basic_auth
 
-from pnsd.config import load_or_create_key
+from pnsd.keyfile import load_or_create_key
 from pnsweb.app import create_app
 from pnsweb.settings import User, WebSettings, hash_password
 from protocols.client import AsyncClient

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pnsd.config import load_or_create_key
+from pnsd.keyfile import load_or_create_key
 from protocols.client import AsyncClient
 from protocols.errors import RemoteError
 from tests.integration.conftest import (

@@ -16,10 +16,10 @@ from pnsd.config import (
     config_search_path,
     ensure_home,
     find_config,
-    load_or_create_key,
     load_settings,
 )
 from pnsd.errors import ConfigError
+from pnsd.keyfile import load_or_create_key
 from pnsd.spec import Mode
 
 DEMO = """
