@@ -34,7 +34,7 @@ def run(bench: Bench) -> list[Row]:
         one = {"kind": "zmq_async", "inflight": 32}
         bench.interleave({"base": bench.zmq("base_echo", **one),
                           "pns": bench.zmq("pnsd_on", pts="echo", **one)}, trials=1)
-        bench.interleave({"base": bench.http("base_web", "POST", "/echo", body={"x": 1}),
+        bench.interleave({"base": bench.http("base_web", "POST", "/jsonecho", body={"x": 1}),
                           "pns": bench.http("pnsweb", "POST", "/v0.6/echo", body={"x": 1})},
                          trials=1)
     status = stack.pnsd_status("pnsd_on")["pts"]["echo-worker"]

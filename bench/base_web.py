@@ -5,8 +5,11 @@
 - ``GET /hello``: a small JSON body (the floor of any aiohttp route);
 - ``POST /echo``: the JSON body -> msgpack -> one round trip to the bare echo process
   (:mod:`bench.base_echo`) -> JSON back (the baseline of ``/v0.6/echo``);
-- ``POST /v1echo``: the same, for an OGC execute body ``{"inputs": {"value": X}}``, answering
-  ``X`` (the baseline of ``/v1/processes/echo/execution``).
+- ``POST /jsonecho``: the JSON body parsed and sent back, no ZeroMQ (the baseline of
+  ``/v0.6/echo``, which pnsweb answers itself without asking the daemon);
+- ``POST /v1echo``: the ZeroMQ round trip, for an OGC execute body
+  ``{"inputs": {"value": X}}``, answering ``X`` (the baseline of
+  ``/v1/processes/echo/execution``).
 
 No auth, middlewares, logging or envelope: what the same libraries do with nothing else.
 """
@@ -34,6 +37,11 @@ async def echo(request: web.Request) -> web.Response:
     return web.Response(body=json.dumps(reply).encode(), content_type="application/json")
 
 
+async def jsonecho(request: web.Request) -> web.Response:
+    body = json.loads(await request.read())
+    return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+
 async def v1echo(request: web.Request) -> web.Response:
     body = json.loads(await request.read())
     reply, _blobs = await request.app[CLIENT].call(body["inputs"]["value"])
@@ -45,6 +53,7 @@ async def serve(port: int, endpoint: str) -> None:
     app[CLIENT] = BareAsyncClient(endpoint)
     app.router.add_get("/hello", hello)
     app.router.add_post("/echo", echo)
+    app.router.add_post("/jsonecho", jsonecho)
     app.router.add_post("/v1echo", v1echo)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -1,8 +1,7 @@
 """The durable job store: job records, inputs and results in SQLite, big blobs as files.
 
-Owns the database file (WAL, ``synchronous=NORMAL``, schema versioned by ``user_version``),
-the per-job blob directory and the one writer thread that holds the SQLite connection. Every
-statement runs on that thread; asyncio callers await futures. Writes are group-committed: a
+Owns the job operations and the per-job blob directory; every statement runs on the writer
+thread of :mod:`pnsd.storedb`, and asyncio callers await futures. Writes are group-committed: a
 durable write returns only after its transaction committed, a non-durable one once it is
 queued (its failure is only logged and counted); the open transaction commits when a
 durable write arrives, the batch is full or a few milliseconds have passed. Blobs are opaque
@@ -14,47 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import shutil
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from enum import Enum
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
-from pnsd.errors import Conflict, DaemonError, NotFound, StorageError
+from pnsd.errors import Conflict, NotFound, StorageError
 from pnsd.jobs import FINISHED, RESTART_REASON, Job, Status
+from pnsd.storedb import Kind, Op, SqlFn, Writer
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 JobList = list[Job]  # JobStore.list shadows the builtin inside the class
-SqlFn = Callable[[sqlite3.Connection], T]
 
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT = 5.0  # seconds SQLite waits for a lock held by another process
-# _MIGRATIONS[n] takes a database from user_version n to n + 1.
-_MIGRATIONS = (
-    """
-    CREATE TABLE jobs (
-        id TEXT PRIMARY KEY, pts TEXT NOT NULL, status TEXT NOT NULL,
-        created REAL NOT NULL, started REAL, finished REAL, updated REAL NOT NULL,
-        progress INTEGER NOT NULL, message TEXT NOT NULL, reason TEXT NOT NULL,
-        sync INTEGER NOT NULL, version TEXT NOT NULL,
-        input BLOB, input_file INTEGER NOT NULL, result BLOB, result_file INTEGER NOT NULL,
-        input_size INTEGER NOT NULL, result_size INTEGER NOT NULL
-    );
-    CREATE INDEX jobs_pts_created ON jobs (pts, created);
-    CREATE INDEX jobs_status ON jobs (status);
-    """,
-)
 _JOB_COLUMNS = (
     "id, pts, status, created, started, finished, updated, progress, message, reason, sync, "
     "version, input_size, result_size"
@@ -64,248 +41,6 @@ _STATE_SQL = (
     "status = :status, started = :started, finished = :finished, updated = :updated, "
     "progress = :progress, message = :message, reason = :reason, version = :version"
 )
-
-
-class _Kind(Enum):
-    READ = "read"
-    WRITE = "write"
-    FLUSH = "flush"
-    STOP = "stop"
-
-
-@dataclass
-class _Op:
-    kind: _Kind
-    fn: SqlFn[Any] | None
-    durable: bool
-    what: str
-    future: Future[Any] = field(default_factory=Future)
-
-
-class _Writer:
-    """The thread that owns the connection and group-commits what callers queue."""
-
-    def __init__(
-        self, path: Path, *, batch_size: int, batch_delay: float, max_db_bytes: int | None
-    ) -> None:
-        self.path = path
-        self.commits = 0
-        self.write_errors = 0
-        self.lost = 0  # non-durable writes applied, then lost with a failed transaction
-        self.crashed: StorageError | None = None
-        self._applied: list[_Op] = []  # writes in the open transaction
-        self._batch_size = batch_size
-        self._batch_delay = batch_delay
-        self._max_db_bytes = max_db_bytes
-        self._deadline = 0.0
-        self._waiting: list[tuple[Future[Any], Any]] = []
-        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
-        self._opened: Future[None] = Future()
-        self._thread = threading.Thread(target=self._run, name="pnsd-store", daemon=True)
-
-    @property
-    def queued(self) -> int:
-        return self._queue.qsize()
-
-    @property
-    def pending(self) -> int:
-        return len(self._applied)
-
-    def start(self) -> Future[None]:
-        self._thread.start()
-        return self._opened
-
-    def submit(self, kind: _Kind, fn: SqlFn[Any] | None, *, durable: bool, what: str) -> _Op:
-        if self.crashed is not None:
-            raise self.crashed
-        op = _Op(kind, fn, durable, what)
-        self._queue.put(op)
-        return op
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def _run(self) -> None:
-        try:
-            conn = self._connect()
-        except BaseException as exc:  # handed to the awaiting open(); nothing else runs
-            self._opened.set_exception(exc)
-            return
-        self._opened.set_result(None)
-        stop = None
-        try:
-            stop = self._serve(conn)
-        except Exception as exc:  # the thread's boundary: a bug must not hang every caller
-            log.exception("store_writer_crashed", path=str(self.path))
-            self._crash(StorageError(f"job store writer crashed: {exc}"))
-        finally:
-            conn.close()
-            if stop is not None:
-                stop.set_result(None)
-
-    def _serve(self, conn: sqlite3.Connection) -> Future[Any] | None:
-        """Run ops until STOP; returns STOP's future unless its caller gave up."""
-        while True:
-            op = self._next(conn)
-            if op is None:
-                self._commit(conn)
-            elif op.kind is _Kind.STOP:
-                self._commit(conn)
-                return op.future if op.future.set_running_or_notify_cancel() else None
-            elif not op.future.set_running_or_notify_cancel():
-                continue  # the caller gave up before we started
-            elif op.kind is _Kind.FLUSH:
-                self._waiting.append((op.future, None))
-                self._commit(conn)
-            elif op.kind is _Kind.WRITE:
-                self._write(conn, op)
-            else:
-                self._read(conn, op)
-
-    def _next(self, conn: sqlite3.Connection) -> _Op | None:
-        """The next op, or None when the open transaction is due to commit."""
-        if not conn.in_transaction:
-            return self._queue.get()
-        timeout = self._deadline - time.monotonic()
-        if timeout <= 0:
-            return None
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def _read(self, conn: sqlite3.Connection, op: _Op) -> None:
-        assert op.fn is not None
-        try:
-            op.future.set_result(op.fn(conn))
-        except Exception as exc:
-            op.future.set_exception(_translate(exc, op.what))
-
-    def _write(self, conn: sqlite3.Connection, op: _Op) -> None:
-        assert op.fn is not None
-        try:
-            self._begin(conn)
-            conn.execute("SAVEPOINT op")
-            try:
-                result = op.fn(conn)
-            except Exception:
-                if conn.in_transaction:  # else SQLite rolled back the whole batch itself
-                    conn.execute("ROLLBACK TO op")
-                raise
-            finally:
-                if conn.in_transaction:
-                    conn.execute("RELEASE op")
-        except Exception as exc:
-            self.write_errors += 1
-            if not op.durable or isinstance(exc, sqlite3.Error):  # else the caller reports it
-                log.warning("store_write_failed", what=op.what, error=str(exc))
-            op.future.set_exception(_translate(exc, op.what))
-            if not conn.in_transaction and self._applied:
-                self._replay(conn)
-            return
-        self._applied.append(op)
-        if op.durable:
-            self._waiting.append((op.future, result))
-        else:
-            op.future.set_result(result)
-        if op.durable or len(self._applied) >= self._batch_size:
-            self._commit(conn)
-
-    def _begin(self, conn: sqlite3.Connection) -> None:
-        if not conn.in_transaction:
-            conn.execute("BEGIN IMMEDIATE")
-            self._deadline = time.monotonic() + self._batch_delay
-
-    def _replay(self, conn: sqlite3.Connection) -> None:
-        """Re-apply the batch a failed write took down (SQLite rolls back on SQLITE_FULL)."""
-        try:
-            self._begin(conn)
-            for op in self._applied:
-                assert op.fn is not None
-                op.fn(conn)
-        except Exception as exc:
-            self._abort(conn, exc)
-
-    def _commit(self, conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._abort(conn, exc)
-                return
-            self.commits += 1
-        waiting, self._waiting, self._applied = self._waiting, [], []
-        for future, result in waiting:
-            future.set_result(result)
-
-    def _abort(self, conn: sqlite3.Connection, exc: Exception) -> None:
-        """Roll back the whole batch: durable callers learn it, nothing is acknowledged."""
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                log.exception("store_rollback_failed", path=str(self.path))
-        unacknowledged = sum(1 for op in self._applied if not op.durable)
-        self.lost += unacknowledged
-        log.error(
-            "store_batch_lost", path=str(self.path), writes=len(self._applied),
-            unacknowledged=unacknowledged, error=str(exc),
-        )
-        self._fail_waiting(StorageError(f"job store could not commit: {exc}"))
-        self._applied = []
-
-    def _crash(self, error: StorageError) -> None:
-        self.crashed = error
-        self._fail_waiting(error)
-        while True:
-            try:
-                op = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if op.future.set_running_or_notify_cancel():
-                op.future.set_exception(error)
-
-    def _fail_waiting(self, error: StorageError) -> None:
-        waiting, self._waiting = self._waiting, []
-        for future, _ in waiting:
-            future.set_exception(error)
-
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
-        try:
-            self._prepare(conn)
-        except sqlite3.OperationalError as exc:
-            conn.close()
-            raise StorageError(f"cannot open job database {self.path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise StorageError(
-                f"job database {self.path} is corrupt or not a database: {exc}"
-            ) from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"job database {self.path} has schema {version}; "
-                f"this pnsd understands up to {SCHEMA_VERSION}"
-            )
-        for step in range(version, SCHEMA_VERSION):
-            conn.executescript(
-                f"BEGIN; {_MIGRATIONS[step]}; PRAGMA user_version = {step + 1}; COMMIT;"
-            )
-        if self._max_db_bytes is not None:
-            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-            pages = max(1, self._max_db_bytes // page_size)
-            conn.execute(f"PRAGMA max_page_count = {pages}")
 
 
 class JobStore:
@@ -330,19 +65,19 @@ class JobStore:
         self._clock = clock
         self._batch_size = batch_size
         self._max_db_bytes = max_db_bytes  # a hard cap: past it, writes fail as disk full
-        self._writer: _Writer | None = None
+        self._writer: Writer | None = None
 
     async def open(self) -> None:
         if self._writer is not None:
             raise StorageError(f"job store {self._path} is open already")
-        writer = _Writer(
+        writer = Writer(
             self._path, batch_size=self._batch_size, batch_delay=self.BATCH_DELAY,
             max_db_bytes=self._max_db_bytes,
         )
         try:
             await asyncio.wrap_future(writer.start())
         except BaseException:
-            writer.submit(_Kind.STOP, None, durable=True, what="close")  # if it did open
+            writer.submit(Kind.STOP, None, durable=True, what="close")  # if it did open
             await asyncio.to_thread(writer.join)
             raise
         await asyncio.to_thread(self._files.mkdir, parents=True, exist_ok=True)
@@ -353,14 +88,14 @@ class JobStore:
         writer, self._writer = self._writer, None
         if writer is None:
             return
-        op = writer.submit(_Kind.STOP, None, durable=True, what="close")
+        op = writer.submit(Kind.STOP, None, durable=True, what="close")
         await asyncio.wrap_future(op.future)
         await asyncio.to_thread(writer.join)
         log.info("store_closed", path=str(self._path), commits=writer.commits)
 
     async def flush(self) -> None:
         """Commit every write queued so far."""
-        await self._submit(_Kind.FLUSH, None, durable=True, what="flush")
+        await self._submit(Kind.FLUSH, None, durable=True, what="flush")
 
     async def add(self, job: Job, input_blob: bytes, *, durable: bool = True) -> None:
         """Record a new job and its input; sets ``job.input_size``."""
@@ -454,7 +189,7 @@ class JobStore:
         until inputs and results total at most ``max_bytes``. Returns how many went."""
         cutoff = None if max_age is None else self._clock() - max_age
         removed = await self._submit(
-            _Kind.WRITE, partial(_cleanup, cutoff, max_bytes), durable=True,
+            Kind.WRITE, partial(_cleanup, cutoff, max_bytes), durable=True,
             what="clean up finished jobs",
         )
         await asyncio.to_thread(_remove_all, [self._job_dir(i) for i, files in removed if files])
@@ -464,7 +199,7 @@ class JobStore:
     async def run_sql(self, fn: SqlFn[T], *, write: bool, what: str) -> T:
         """Run ``fn(conn)`` on the writer thread: a durable write (committed when this returns)
         or a read. The hook for tables other modules own (:mod:`pnsd.audit`)."""
-        return await self._submit(_Kind.WRITE if write else _Kind.READ, fn, durable=write,
+        return await self._submit(Kind.WRITE if write else Kind.READ, fn, durable=write,
                                   what=what)
 
     def stats(self) -> dict[str, Any]:
@@ -482,23 +217,23 @@ class JobStore:
             "lost": writer.lost,
         }
 
-    def _queue(self, kind: _Kind, fn: SqlFn[Any] | None, *, durable: bool, what: str) -> _Op:
+    def _queue(self, kind: Kind, fn: SqlFn[Any] | None, *, durable: bool, what: str) -> Op:
         if self._writer is None:
             raise StorageError(f"job store {self._path} is not open")
         return self._writer.submit(kind, fn, durable=durable, what=what)
 
-    async def _submit(self, kind: _Kind, fn: SqlFn[T] | None, *, durable: bool, what: str) -> T:
+    async def _submit(self, kind: Kind, fn: SqlFn[T] | None, *, durable: bool, what: str) -> T:
         op = self._queue(kind, fn, durable=durable, what=what)
         result: T = await asyncio.wrap_future(op.future)
         return result
 
     async def _read(self, fn: SqlFn[T], what: str) -> T:
-        return await self._submit(_Kind.READ, fn, durable=False, what=what)
+        return await self._submit(Kind.READ, fn, durable=False, what=what)
 
     async def _write(self, fn: SqlFn[Any], durable: bool, what: str) -> None:
         """Durable: return once committed. Otherwise return once queued (a failure is logged
         and counted, nobody waits for it), unless the writer is far behind: then wait."""
-        op = self._queue(_Kind.WRITE, fn, durable=durable, what=what)
+        op = self._queue(Kind.WRITE, fn, durable=durable, what=what)
         if durable or (self._writer is not None and self._writer.queued > self.MAX_BACKLOG):
             await asyncio.wrap_future(op.future)
 
@@ -517,14 +252,6 @@ class JobStore:
         if not in_file:
             return blob
         return await asyncio.to_thread(_read_blob, self._job_dir(job_id) / f"{name}.bin")
-
-
-def _translate(exc: Exception, what: str) -> Exception:
-    if isinstance(exc, sqlite3.Error) and not isinstance(exc, DaemonError):
-        error = StorageError(f"job store could not {what}: {exc}")
-        error.__cause__ = exc
-        return error
-    return exc
 
 
 # --- SQL, run on the writer thread -------------------------------------------------------
