@@ -116,7 +116,7 @@ def draw(rows: list[Row], path: Path) -> None:
     """One bar per row with a ratio (higher is better); scale 0-200 %, longer bars clipped."""
     bars = [r for r in rows if r.ratio is not None and not r.lower_is_better]
     label_w, bar_w, row_h, top = 400, 520, 20, 50
-    width, height = label_w + bar_w + 110, top + row_h * max(1, len(bars)) + 40
+    width, height = label_w + bar_w + 190, top + row_h * max(1, len(bars)) + 40
     canvas = Canvas(width, height)
     canvas.text(10, 10, "PNS / BASELINE, SAME RUN (TARGET = DARK RED LINE)", scale=2)
     full = 2.0   # 200 % at the right edge
@@ -131,7 +131,8 @@ def draw(rows: list[Row], path: Path) -> None:
     for i, row in enumerate(bars):
         y = top + i * row_h
         assert row.ratio is not None
-        verdict = row.verdict
+        # colour by the verdict only when the target is about this bar (not a reference figure)
+        verdict = row.verdict if row.target is not None and row.target.on == "ratio" else ""
         color = GREEN if verdict == "PASS" else RED if verdict == "MISS" else BLUE
         canvas.text(10, y + 6, row.label[:64])
         canvas.rect(label_w, y + 3, x_of(row.ratio), y + row_h - 3, color)

@@ -61,6 +61,8 @@ NOTES = [
     "deadline after a short warm-up; the figure is the median over trials, latencies are the "
     "medians of each trial's p50 / p99. Ratios are PNS / baseline; only ratios from one run "
     "are meaningful on this shared machine.",
+    "Profiled causes of the misses and proposed fixes: `bench/FINDINGS.md` (a dated "
+    "snapshot; it is written by hand, not by this run).",
     "The chart (`report.png`) is drawn by `bench.chart` (a 5x7 bitmap font and a PNG encoder on "
     "zlib) rather than matplotlib, so nothing is installed at run time.",
 ]

@@ -50,6 +50,7 @@ class LiveJob:
     generation: Generation | None = None     # the generation the run was admitted to
     cancel_requested: bool = False
     finishing: bool = False       # the outcome is being recorded: too late to cancel
+    input_blob: bytes = b""       # a synchronous run's input, recorded with its outcome
     cancel_reason: str = "cancelled on request"
     result: Any = None
     error: DaemonError | None = None
@@ -107,8 +108,8 @@ class Scheduler:
         async with generation.slot():
             live.task = asyncio.current_task()
             self._live[live.job.id] = live
-            if self.record_sync:
-                await self.store.add(live.job, pack(data), durable=False)
+            if self.record_sync:     # recorded once, finished, in _record
+                live.input_blob = pack(data)
             try:
                 await self._execute(generation, live, data, limit)
             finally:
@@ -173,7 +174,7 @@ class Scheduler:
             return
         job.start(self.clock())
         live.events.status(job)
-        if self.record_sync or not job.sync:   # listings by status see it running
+        if not job.sync:   # listings by status see it running
             await self.store.update(job, durable=False)
         try:
             try:
@@ -204,10 +205,12 @@ class Scheduler:
 
     async def _record(self, live: LiveJob, final: Job, blob: bytes | None) -> Job:
         """Store the outcome; if the store refuses, the job fails with ``storage`` instead."""
-        if not (self.record_sync or not final.sync):
+        if final.sync:
+            if self.record_sync:
+                await self.store.record(final, live.input_blob, blob)
             return final
         try:
-            await self.store.finish(final, blob, durable=not final.sync)
+            await self.store.finish(final, blob, durable=True)
             return final
         except StorageError as exc:
             failed = copy.copy(live.job)
@@ -215,7 +218,7 @@ class Scheduler:
                         f"the outcome could not be recorded: {exc.message}")
             live.error, live.result = exc, None
             try:
-                await self.store.finish(failed, None, durable=not failed.sync)
+                await self.store.finish(failed, None, durable=True)
             except StorageError:
                 log.error("job_record_failed", job=failed.id, error=exc.message)
             return failed
@@ -234,8 +237,10 @@ class Scheduler:
         if not job.is_finished:
             job.fail(self.clock(), ErrorCode.UNAVAILABLE, "the daemon stopped during the run")
             live.events.status(job)
-            if self.record_sync or not job.sync:
+            if not job.sync:
                 await self.store.finish(job, None, durable=False)
+            elif self.record_sync:
+                await self.store.record(job, live.input_blob, None)
 
     def _retire(self, live: LiveJob) -> None:
         live.done.set()

@@ -108,6 +108,21 @@ class JobStore:
             await asyncio.to_thread(_remove, self._job_dir(job.id))
             raise
 
+    async def record(self, job: Job, input_blob: bytes, result_blob: bytes | None) -> None:
+        """Record a finished synchronous run in one insert, group-committed, not awaited.
+
+        Its caller already has the outcome, so nothing waits for the commit (or for the blobs
+        to reach the disk); a crash may lose the latest such records, never an acknowledged one.
+        """
+        if not job.is_finished:
+            raise Conflict(f"job {job.id} is {job.status.value}, not finished", job=job.id)
+        job.input_size = len(input_blob)
+        job.result_size = 0 if result_blob is None else len(result_blob)
+        row = job.to_row()
+        row.update(await self._place(job.id, "input", input_blob, durable=False))
+        row.update(await self._place(job.id, "result", result_blob, durable=False))
+        await self._write(partial(_insert, row), False, f"record job {job.id}")
+
     async def update(self, job: Job, *, durable: bool = False) -> None:
         """Record status, progress, message and timestamps."""
         await self._write(partial(_update, job.to_row()), durable, f"update job {job.id}")
@@ -240,11 +255,13 @@ class JobStore:
     def _job_dir(self, job_id: str) -> Path:
         return self._files / job_id
 
-    async def _place(self, job_id: str, name: str, blob: bytes | None) -> dict[str, Any]:
+    async def _place(self, job_id: str, name: str, blob: bytes | None, *,
+                     durable: bool = True) -> dict[str, Any]:
         """Columns for one blob: inline, or written to a file before its row commits."""
         if blob is None or len(blob) <= self._inline_limit:
             return {name: blob, f"{name}_file": 0}
-        await asyncio.to_thread(_write_blob, self._job_dir(job_id) / f"{name}.bin", blob)
+        await asyncio.to_thread(_write_blob, self._job_dir(job_id) / f"{name}.bin", blob,
+                                durable=durable)
         return {name: None, f"{name}_file": 1}
 
     async def _blob(self, job_id: str, name: str) -> bytes | None:
@@ -355,17 +372,18 @@ def _where(pts: str | None, status: Status | None) -> tuple[str, list[Any]]:
 # --- blob files, run in worker threads ---------------------------------------------------
 
 
-def _write_blob(path: Path, data: bytes) -> None:
-    """Write, fsync and rename into place, so a committed row never sees a partial file."""
+def _write_blob(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write (and, if ``durable``, fsync) then rename into place: a row never sees a part file."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
-        for directory in (path.parent, path.parent.parent):
+        for directory in (path.parent, path.parent.parent) if durable else ():
             fd = os.open(directory, os.O_RDONLY)
             try:
                 os.fsync(fd)

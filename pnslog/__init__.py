@@ -52,9 +52,11 @@ def configure_logging(
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        # no caching: a few lines per job cost nothing, and reconfiguring (tests, capture_logs)
-        # then reaches module-level loggers too
-        cache_logger_on_first_use=False,
+        # Cached: an uncached module-level logger re-resolves the configuration on every call,
+        # a measurable share of a fast run's cost. Only entry points configure (once), so a
+        # cached logger never misses a later configuration; tests that capture logs do not
+        # call this.
+        cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(out)
     handler.set_name(HANDLER_NAME)

@@ -8,6 +8,7 @@ are sent zero-copy and never packed). Owns encoding, decoding, the size limit an
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import time
@@ -35,8 +36,24 @@ class Message(NamedTuple):
     trace: Optional[str] = None   # a caller-chosen id tying the daemon's log lines to a request
 
 
+# Message ids: a random per-process prefix and a counter, cheaper than a random draw per id.
+# 16 random hex characters make two processes' ids collide with negligible probability; a forked
+# child draws a prefix of its own.
+_id_prefix = ""
+_id_counter = itertools.count()
+
+
+def _reseed_ids() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix, _id_counter = os.urandom(8).hex(), itertools.count()
+
+
+_reseed_ids()
+os.register_at_fork(after_in_child=_reseed_ids)
+
+
 def new_message_id() -> str:
-    return os.urandom(16).hex()
+    return _id_prefix + format(next(_id_counter), "016x")
 
 
 class Codec:

@@ -29,18 +29,27 @@ class RunContext:
         self.job_id = job_id
         self._on_progress = on_progress
         self._on_log = on_log
-        self._cancel = threading.Event()
+        self._cancelled = False
+        # Made only when a PTS waits on it: most runs never do, and an Event is not free.
+        self._event: Optional[threading.Event] = None
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
-        self._cancel.set()
+        self._cancelled = True          # first the flag, then wake a waiter if there is one
+        event = self._event
+        if event is not None:
+            event.set()
 
     def wait_cancelled(self, timeout: float) -> bool:
         """Sleep up to ``timeout`` seconds, waking early (and returning True) on cancel."""
-        return self._cancel.wait(timeout)
+        if self._event is None:
+            self._event = threading.Event()
+        if self._cancelled:             # a cancel that came before the event existed
+            return True
+        return self._event.wait(timeout)
 
     def progress(self, percent: int, message: str = "") -> None:
         if self._on_progress is not None:
