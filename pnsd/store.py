@@ -89,6 +89,7 @@ class JobStore:
         if writer is None:
             return
         op = writer.submit(Kind.STOP, None, durable=True, what="close")
+        assert op.future is not None
         await asyncio.wrap_future(op.future)
         await asyncio.to_thread(writer.join)
         log.info("store_closed", path=str(self._path), commits=writer.commits)
@@ -239,6 +240,7 @@ class JobStore:
 
     async def _submit(self, kind: Kind, fn: SqlFn[T] | None, *, durable: bool, what: str) -> T:
         op = self._queue(kind, fn, durable=durable, what=what)
+        assert op.future is not None
         result: T = await asyncio.wrap_future(op.future)
         return result
 
@@ -248,9 +250,15 @@ class JobStore:
     async def _write(self, fn: SqlFn[Any], durable: bool, what: str) -> None:
         """Durable: return once committed. Otherwise return once queued (a failure is logged
         and counted, nobody waits for it), unless the writer is far behind: then wait."""
-        op = self._queue(Kind.WRITE, fn, durable=durable, what=what)
-        if durable or (self._writer is not None and self._writer.queued > self.MAX_BACKLOG):
+        writer = self._writer
+        if writer is None:
+            raise StorageError(f"job store {self._path} is not open")
+        if durable or writer.queued > self.MAX_BACKLOG:
+            op = writer.submit(Kind.WRITE, fn, durable=durable, what=what)
+            assert op.future is not None
             await asyncio.wrap_future(op.future)
+        else:
+            writer.submit_nowait(fn, what=what)
 
     def _job_dir(self, job_id: str) -> Path:
         return self._files / job_id
@@ -275,11 +283,12 @@ class JobStore:
 
 
 def _insert(row: dict[str, Any], conn: sqlite3.Connection) -> None:
-    if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (row["id"],)).fetchone() is not None:
-        raise Conflict(f"job {row['id']} exists already", job=row["id"])
     columns = ", ".join(row)
     values = ", ".join(f":{c}" for c in row)
-    conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({values})", row)
+    try:
+        conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({values})", row)
+    except sqlite3.IntegrityError:   # the primary key: one statement, no look-up first
+        raise Conflict(f"job {row['id']} exists already", job=row["id"]) from None
 
 
 def _update(row: dict[str, Any], conn: sqlite3.Connection) -> None:

@@ -61,7 +61,8 @@ class Op:
     fn: SqlFn[Any] | None
     durable: bool
     what: str
-    future: Future[Any] = field(default_factory=Future)
+    # None for a non-durable write: nobody waits for it, and a Future is not free.
+    future: Future[Any] | None = field(default_factory=Future)
 
 
 class Writer:
@@ -104,6 +105,12 @@ class Writer:
         self._queue.put(op)
         return op
 
+    def submit_nowait(self, fn: SqlFn[Any], *, what: str) -> None:
+        """Queue a non-durable write nobody waits for (a single statement: see _write)."""
+        if self.crashed is not None:
+            raise self.crashed
+        self._queue.put(Op(Kind.WRITE, fn, False, what, None))
+
     def join(self) -> None:
         self._thread.join()
 
@@ -131,6 +138,8 @@ class Writer:
             op = self._next(conn)
             if op is None:
                 self._commit(conn)
+            elif op.future is None:
+                self._write(conn, op)
             elif op.kind is Kind.STOP:
                 self._commit(conn)
                 return op.future if op.future.set_running_or_notify_cancel() else None
@@ -157,7 +166,7 @@ class Writer:
             return None
 
     def _read(self, conn: sqlite3.Connection, op: Op) -> None:
-        assert op.fn is not None
+        assert op.fn is not None and op.future is not None
         try:
             op.future.set_result(op.fn(conn))
         except Exception as exc:
@@ -167,31 +176,39 @@ class Writer:
         assert op.fn is not None
         try:
             self._begin(conn)
-            conn.execute("SAVEPOINT op")
-            try:
-                result = op.fn(conn)
-            except Exception:
-                if conn.in_transaction:  # else SQLite rolled back the whole batch itself
-                    conn.execute("ROLLBACK TO op")
-                raise
-            finally:
-                if conn.in_transaction:
-                    conn.execute("RELEASE op")
+            # A nowait write is one statement, which SQLite undoes by itself on failure.
+            result = op.fn(conn) if op.future is None else self._isolated(conn, op.fn)
         except Exception as exc:
             self.write_errors += 1
             if not op.durable or isinstance(exc, sqlite3.Error):  # else the caller reports it
                 log.warning("store_write_failed", what=op.what, error=str(exc))
-            op.future.set_exception(translate(exc, op.what))
+            if op.future is not None:
+                op.future.set_exception(translate(exc, op.what))
             if not conn.in_transaction and self._applied:
                 self._replay(conn)
             return
         self._applied.append(op)
         if op.durable:
+            assert op.future is not None
             self._waiting.append((op.future, result))
-        else:
+        elif op.future is not None:
             op.future.set_result(result)
         if op.durable or len(self._applied) >= self._batch_size:
             self._commit(conn)
+
+    @staticmethod
+    def _isolated(conn: sqlite3.Connection, fn: SqlFn[T]) -> T:
+        """Run ``fn`` in a savepoint, so its failure undoes only its own statements."""
+        conn.execute("SAVEPOINT op")
+        try:
+            return fn(conn)
+        except Exception:
+            if conn.in_transaction:  # else SQLite rolled back the whole batch itself
+                conn.execute("ROLLBACK TO op")
+            raise
+        finally:
+            if conn.in_transaction:
+                conn.execute("RELEASE op")
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         if not conn.in_transaction:
@@ -244,7 +261,7 @@ class Writer:
                 op = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if op.future.set_running_or_notify_cancel():
+            if op.future is not None and op.future.set_running_or_notify_cancel():
                 op.future.set_exception(error)
 
     def _fail_waiting(self, error: StorageError) -> None:

@@ -40,7 +40,6 @@ from pnsd.supervisor import (
     WorkerSlot,
     WorkerTuning,
     cancel_and_wait,
-    consume,
     stop_processes,
 )
 from protocols import messages
@@ -61,6 +60,7 @@ class _Task:
     future: asyncio.Future[Any]
     ctx: RunContext
     worker: WorkerSlot
+    settled: asyncio.Future[None] | None = None   # made by a cancel ladder: the worker is free
 
 
 class WorkerHost:
@@ -155,17 +155,37 @@ class WorkerHost:
     async def _call(self, op: str, data: Any, *, timeout: float, ctx: RunContext) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        worker = await self._acquire(op, deadline, timeout)
+        worker = self._idle_worker() or await self._acquire(op, deadline, timeout)
         task = self._dispatch(worker, op, data, timeout, ctx)
+        # The caller awaits the outcome itself and one timer handle, cancelled on completion,
+        # enforces the deadline: asyncio.wait would add a waiter future, a set, a timer and two
+        # done callbacks to every run. A cancelled caller cancels task.future: that is fine,
+        # _settle skips a done future and _abort goes by the task table.
+        timer = loop.call_at(deadline, self._expire, task, timeout)
         try:
-            await asyncio.wait({task.future}, timeout=max(0.0, deadline - loop.time()))
+            return await task.future
         except asyncio.CancelledError:
             self._abort(task, f"{op} cancelled")
             raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, task: _Task, timeout: float) -> None:
         if not task.future.done():
-            self._abort(task, f"{op} exceeded {timeout:g} s")
-            raise RunTimeout(f"PTS {self.spec.name}: {op} exceeded {timeout:g} s")
-        return task.future.result()
+            self._abort(task, f"{task.op} exceeded {timeout:g} s")
+            task.future.set_exception(
+                RunTimeout(f"PTS {self.spec.name}: {task.op} exceeded {timeout:g} s"))
+
+    def _idle_worker(self) -> WorkerSlot | None:
+        """The least-used idle worker of a ready host, or None."""
+        if self._state.state != "ready":
+            return None
+        best: WorkerSlot | None = None
+        for worker in self._workers:
+            if worker.ready and worker not in self._busy and (
+                    best is None or worker.served < best.served):
+                best = worker
+        return best
 
     async def _acquire(self, op: str, deadline: float, timeout: float) -> WorkerSlot:
         """An idle worker, waiting (up to the deadline) while workers restart or wind down."""
@@ -174,9 +194,8 @@ class WorkerHost:
             if self._state.state != "ready":
                 reason = f": {self._state.reason}" if self._state.reason else ""
                 raise Unavailable(f"PTS {self.spec.name} is {self._state.state}{reason}")
-            idle = [w for w in self._workers if w.ready and w not in self._busy]
-            if idle:
-                return min(idle, key=lambda w: w.served)
+            if (idle := self._idle_worker()) is not None:
+                return idle
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise RunTimeout(f"PTS {self.spec.name}: no worker free for the {op} "
@@ -193,8 +212,8 @@ class WorkerHost:
             frames = self._codec.encode(messages.TASK_REQ, body, msg_id=msg_id)
         except ProtocolError as exc:
             raise BadRequest(f"the input cannot be encoded: {exc.message}") from exc
+        # No consume callback: the caller awaits this future until it is done or cancelled
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(consume)
         task = _Task(msg_id, op, future, ctx, worker)
         self._busy[worker] = task
         self._tasks[msg_id] = task
@@ -203,14 +222,16 @@ class WorkerHost:
 
     def _abort(self, task: _Task, reason: str) -> None:
         """Cancel politely, then kill the worker if it does not stop within the grace."""
-        if not task.future.done():
-            self._keep(self._cancel_ladder(task, reason), f"cancel-{task.id[:8]}")
+        if self._tasks.get(task.id) is task and task.settled is None:
+            settled = task.settled = asyncio.get_running_loop().create_future()
+            self._keep(self._cancel_ladder(task, settled, reason), f"cancel-{task.id[:8]}")
 
-    async def _cancel_ladder(self, task: _Task, reason: str) -> None:
+    async def _cancel_ladder(self, task: _Task, settled: asyncio.Future[None],
+                             reason: str) -> None:
         self._send(task.worker, messages.TASK_CANCEL, {}, re=task.id)
         grace = self.tuning.cancel_grace
-        await asyncio.wait({task.future}, timeout=grace)
-        if not task.future.done():
+        await asyncio.wait({settled}, timeout=grace)
+        if not settled.done():
             task.worker.kill(f"{reason}; still running {grace:g} s after cancel",
                        counts=False)
 
@@ -221,6 +242,8 @@ class WorkerHost:
             del self._busy[worker]
             worker.served += 1
             self._changed.set()
+        if task.settled is not None and not task.settled.done():
+            task.settled.set_result(None)
         if not task.future.done():
             if error is not None:
                 task.future.set_exception(error)

@@ -155,6 +155,29 @@ def test_a_task_is_answered_with_its_result(peer: Peer) -> None:
     assert reply.body == {"result": {"x": [1, 2], "b": b"\x00\xff"}}
 
 
+def test_a_large_bytes_value_travels_as_a_blob_both_ways(peer: Peer) -> None:
+    peer.started()
+    blob = os.urandom(300 * 1024)
+    task = peer.task({"do": "echo", "value": blob})
+    reply = peer.receive()
+    assert (reply.type, reply.re) == (messages.TASK_REP, task)
+    assert reply.body == {"result": blob}
+
+
+def test_messages_sent_in_one_burst_are_all_handled(peer: Peer) -> None:
+    peer.started()
+    first = peer.task({"do": "echo", "value": 1})     # queued together: the worker reads
+    second = peer.task({"do": "echo", "value": 2})    # one per wake-up and must see them all
+    peer.send(messages.WORKER_STOP, {})
+    replies = {}
+    for _ in range(2):
+        reply = peer.receive()
+        replies[reply.re] = (reply.type, reply.body.get("result"), reply.body.get("code"))
+    assert replies[first] == (messages.TASK_REP, 1, None)
+    assert replies[second] in ((messages.TASK_REP, 2, None), (messages.ERROR, None, "busy"))
+    assert peer.finish()[0] == 0
+
+
 def test_a_hook_runs_its_entry_and_a_missing_hook_returns_none(peer: Peer) -> None:
     peer.spawn("--config", "ptsmod:configure")
     peer.receive()
