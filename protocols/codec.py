@@ -168,7 +168,6 @@ def pack_body(packer: Any, body: Any, blobs: List[bytes]) -> bytes:
     """msgpack the body; large bytes values are appended to ``blobs`` and referenced."""
 
     def blob_ref(value: Any) -> Any:
-        # Walk containers only when a large bytes value may be inside; small bodies skip this.
         if isinstance(value, bytes) and len(value) >= BLOB_THRESHOLD:
             blobs.append(value)
             return msgpack.ExtType(BLOB_EXT, _INDEX.pack(len(blobs) - 1))
@@ -179,13 +178,26 @@ def pack_body(packer: Any, body: Any, blobs: List[bytes]) -> bytes:
         return value
 
     try:
-        packed: bytes = packer.pack(body)
-        if len(packed) >= BLOB_THRESHOLD:
-            packed = packer.pack(blob_ref(body))
+        # Large bytes go out as blob frames; packing them into the body first would copy
+        # them for nothing, so look for them before packing once.
+        packed: bytes = packer.pack(blob_ref(body) if _has_big_bytes(body) else body)
     except (TypeError, ValueError, OverflowError) as exc:
         packer.reset()
         raise ProtocolError(ErrorCode.BAD_REQUEST, "body cannot be encoded: %s" % exc) from exc
     return packed
+
+
+def _has_big_bytes(value: Any, depth: int = 0) -> bool:
+    """True if a bytes value of at least BLOB_THRESHOLD sits in ``value`` (maps and lists)."""
+    if isinstance(value, bytes):
+        return len(value) >= BLOB_THRESHOLD
+    if depth > 32:      # deeper than any real body: let msgpack judge it
+        return False
+    if isinstance(value, dict):
+        return any(_has_big_bytes(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_big_bytes(v, depth + 1) for v in value)
+    return False
 
 
 def _no_blobs(code: int, data: bytes) -> Any:
