@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PNS_HOME ?= $(CURDIR)/.pns-home
 export PNS_HOME
 
-.PHONY: venv install run test test-fast lint bench faults clean
+.PHONY: venv install run test test-fast lint bench faults soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench: $(STAMP)
 ## The fault-injection suite and a modest leak soak (python -m faults --help for options).
 faults: $(STAMP)
 	$(PY) -m faults
+
+## The memory soak at full length: 100,000 echo runs per path, RSS growth judged.
+soak: $(STAMP)
+	$(PY) -m faults --soak --soak-requests 100000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
