@@ -39,6 +39,7 @@ from protocols.errors import ErrorCode
 log = structlog.get_logger(__name__)
 
 FINISHED_KEPT = 1024  # finished jobs whose event logs stay in memory for late watchers
+KEEP_RESULT_BYTES = 64 * 1024  # larger results of finished jobs are read from the store
 
 
 @dataclass
@@ -51,6 +52,8 @@ class LiveJob:
     cancel_requested: bool = False
     finishing: bool = False       # the outcome is being recorded: too late to cancel
     input_blob: bytes = b""       # a synchronous run's input, recorded with its outcome
+    result_bytes: int = 0         # the packed result's size
+    result_kept: bool = True      # False once a large result was dropped from memory
     cancel_reason: str = "cancelled on request"
     result: Any = None
     error: DaemonError | None = None
@@ -185,6 +188,7 @@ class Scheduler:
                     raise
                 raise Cancelled(live.cancel_reason) from None
             blob = pack(live.result)
+            live.result_bytes = len(blob)
         except DaemonError as exc:
             live.error = exc
             blob = None
@@ -245,6 +249,11 @@ class Scheduler:
     def _retire(self, live: LiveJob) -> None:
         live.done.set()
         self._live.pop(live.job.id, None)
+        # Finished jobs stay here for late watchers and quick results; large results are read
+        # back from the store instead, or a thousand 16 MiB results would pin 16 GiB.
+        live.input_blob = b""
+        if live.result_bytes > KEEP_RESULT_BYTES:
+            live.result, live.result_kept = None, False
         self._finished[live.job.id] = live
         while len(self._finished) > FINISHED_KEPT:
             self._finished.popitem(last=False)
@@ -263,7 +272,7 @@ class Scheduler:
         if job.status is not Status.SUCCESSFUL:
             raise _failure(job)
         live = self._find(job_id)
-        if live is not None and live.error is None:
+        if live is not None and live.error is None and live.result_kept:
             return job, live.result
         blob = await self.store.result(job_id)
         return job, None if blob is None else unpack(blob)

@@ -106,3 +106,16 @@ async def test_cancel_of_a_running_job_dismisses_it(parts: Any) -> None:
     await scheduler.cancel(job.id)
     done = await finished(scheduler, job.id)
     assert done.status.value == "dismissed"
+
+
+async def test_large_results_of_finished_jobs_are_read_back_from_the_store(parts: Any) -> None:
+    scheduler, _store = parts
+    payload = bytes(range(256)) * 1024   # 256 KiB: more than a finished job keeps in memory
+    job = await scheduler.submit("echo", payload)
+    await finished(scheduler, job.id)
+    assert scheduler.events_of(job.id) is not None          # still known for watchers
+    assert (await scheduler.result(job.id))[1] == payload   # but read back from the store
+    sync_job, result = await scheduler.run("echo", payload)
+    assert result == payload
+    await scheduler.store.flush()
+    assert (await scheduler.result(sync_job.id))[1] == payload
