@@ -116,10 +116,11 @@ class Scheduler:
             try:
                 await self._execute(generation, live, data, limit)
             finally:
+                result = live.result      # _retire may drop a large one from memory
                 self._retire(live)
         if live.error is not None:
             raise live.error
-        return live.job, live.result
+        return live.job, result
 
     async def submit(self, pts: str, data: Any, *, timeout: Any = None) -> Job:
         """An asynchronous run: committed durably, then acknowledged with its job record."""
