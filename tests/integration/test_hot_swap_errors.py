@@ -84,9 +84,15 @@ async def test_a_bad_replace_is_refused_with_its_reason_and_v1_keeps_serving(
 async def test_conflicts_and_unknown_names(deployed: tuple[AsyncClient, Path]) -> None:
     client, code_dir = deployed
     slow = v2(code_dir, init="swap_init:init")
-    (code_dir / "swap_init.py").write_text("import time\n\ndef init(data):\n    time.sleep(1)\n")
+    started = code_dir / "init-started"
+    (code_dir / "swap_init.py").write_text(
+        "import pathlib, time\n\ndef init(data):\n"
+        f"    pathlib.Path({str(started)!r}).touch()\n    time.sleep(1)\n")
     first = asyncio.create_task(client.call("pts.replace", {"name": "swap", "spec": slow}))
-    await asyncio.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while not started.exists():      # the first replace is under way (its init is running)
+        assert time.monotonic() < deadline, "the first replace never reached its init"
+        await asyncio.sleep(0.01)
     with pytest.raises(RemoteError) as second:
         await client.call("pts.replace", {"name": "swap", "spec": v2(code_dir)})
     assert second.value.code == "conflict"
