@@ -12,6 +12,7 @@ never block the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -66,6 +67,7 @@ class JobStore:
         self._batch_size = batch_size
         self._max_db_bytes = max_db_bytes  # a hard cap: past it, writes fail as disk full
         self._writer: Writer | None = None
+        self._records: list[dict[str, Any]] = []   # finished sync runs, handed over per tick
 
     async def open(self) -> None:
         if self._writer is not None:
@@ -85,6 +87,8 @@ class JobStore:
         log.info("store_opened", path=str(self._path), jobs=await self.count())
 
     async def close(self) -> None:
+        if self._records:
+            self._hand_over()
         writer, self._writer = self._writer, None
         if writer is None:
             return
@@ -96,6 +100,8 @@ class JobStore:
 
     async def flush(self) -> None:
         """Commit every write queued so far."""
+        if self._records:
+            self._hand_over()
         await self._submit(Kind.FLUSH, None, durable=True, what="flush")
 
     async def add(self, job: Job, input_blob: bytes, *, durable: bool = True) -> None:
@@ -122,7 +128,20 @@ class JobStore:
         row = job.to_row()
         row.update(await self._place(job.id, "input", input_blob, durable=False))
         row.update(await self._place(job.id, "result", result_blob, durable=False))
-        await self._write(partial(_insert, row), False, f"record job {job.id}")
+        if self._writer is None:
+            raise StorageError(f"job store {self._path} is not open")
+        # Rows gathered during one turn of the event loop go to the writer thread as one
+        # write: a hand-over (and a thread wake-up) per run costs more than the insert.
+        if not self._records:
+            asyncio.get_running_loop().call_soon(self._hand_over)
+        self._records.append(row)
+
+    def _hand_over(self) -> None:
+        rows, self._records = self._records, []
+        if self._writer is None:       # closed in between: they were never acknowledged
+            log.warning("records_dropped", count=len(rows), reason="store closed")
+            return
+        self._writer.submit_nowait(partial(_insert_many, rows), what=f"record {len(rows)} jobs")
 
     async def update(self, job: Job, *, durable: bool = False) -> None:
         """Record status, progress, message and timestamps."""
@@ -282,11 +301,22 @@ class JobStore:
 # --- SQL, run on the writer thread -------------------------------------------------------
 
 
-def _insert(row: dict[str, Any], conn: sqlite3.Connection) -> None:
-    columns = ", ".join(row)
-    values = ", ".join(f":{c}" for c in row)
+def _insert_many(rows: list[dict[str, Any]], conn: sqlite3.Connection) -> None:
     try:
-        conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({values})", row)
+        conn.executemany(_insert_sql(rows[0]), rows)   # every row has the same columns
+    except sqlite3.IntegrityError:   # a duplicate id among them: keep the others
+        for row in rows:
+            with contextlib.suppress(Conflict):
+                _insert(row, conn)
+
+
+def _insert_sql(row: dict[str, Any]) -> str:
+    return f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join(f':{c}' for c in row)})"
+
+
+def _insert(row: dict[str, Any], conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute(_insert_sql(row), row)
     except sqlite3.IntegrityError:   # the primary key: one statement, no look-up first
         raise Conflict(f"job {row['id']} exists already", job=row["id"]) from None
 

@@ -338,3 +338,35 @@ async def test_closed_store_refuses_work(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="not open"):
         await store.get("0" * 32)
     assert store.stats() == {"open": False}
+
+
+def finished_sync_job(at: float = 100.0) -> Job:
+    job = Job.create("echo", at, sync=True)
+    job.start(at + 1)
+    job.succeed(at + 2)
+    return job
+
+
+async def test_records_of_one_loop_turn_reach_the_writer_as_one_write(store: JobStore) -> None:
+    jobs = [finished_sync_job() for _ in range(50)]
+    for job in jobs:
+        await store.record(job, b"in", b"out")   # no await point inside: one turn of the loop
+    await store.flush()
+    assert store.stats()["commits"] <= 2
+    for job in jobs:
+        assert (await store.get(job.id)).status.value == "successful"
+        assert await store.result(job.id) == b"out" and await store.input(job.id) == b"in"
+
+
+async def test_records_still_waiting_are_written_on_close(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    await store.open()
+    job = finished_sync_job()
+    await store.record(job, b"in", None)
+    await store.close()
+    reopened = make_store(tmp_path)
+    await reopened.open()
+    try:
+        assert (await reopened.get(job.id)).sync is True
+    finally:
+        await reopened.close()
