@@ -138,11 +138,7 @@ class Deployer:
         text = await self._prepare_file(spec, source, persist=persist)
         generation = await self._ready(spec, serving=current.spec.version)
         await self._write(generation, text)
-        previous = self.registry.install(generation)
-        if previous is not None:
-            version = spec.version or f"generation {generation.number}"
-            self.registry.retire_later(previous, drain=self.timing.drain,
-                                       reason=f"replaced by version {version}")
+        self.registry.switch(generation, drain=self.timing.drain)
         return _reply(event, generation)
 
     async def _undeploy(self, event: AuditEvent, *, persist: bool) -> dict[str, Any]:

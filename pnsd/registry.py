@@ -212,19 +212,17 @@ class Registry:
         while self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
 
-    async def replace(self, spec: PtsSpec, *, drain: float = 30.0) -> Generation:
-        """Start ``spec`` beside the current generation, switch to it, retire the old one.
+    def switch(self, generation: Generation, *, drain: float) -> Generation | None:
+        """Make a started generation current; the one it replaces drains in the background.
 
         The plain swap, without init, self-test, lock or audit (those are
-        :class:`pnsd.deploy.Deployer`'s). If the new generation fails to start, the current one
-        keeps serving and the error propagates. The old generation drains in the background.
+        :class:`pnsd.deploy.Deployer`'s). Returns the replaced generation.
         """
-        generation = await self.start(spec)
         previous = self.install(generation)
         if previous is not None:
-            version = spec.version or f"generation {generation.number}"
+            version = generation.spec.version or f"generation {generation.number}"
             self.retire_later(previous, drain=drain, reason=f"replaced by version {version}")
-        return generation
+        return previous
 
     async def stop_all(self, *, grace: float) -> None:
         await self.settled()

@@ -77,7 +77,8 @@ async def test_a_retired_generation_admits_nothing_and_stops_once_drained() -> N
     events: list[str] = []
     running = asyncio.create_task(_hold(old, events))
     await asyncio.sleep(0.01)
-    new = await registry.replace(_spec("2"), drain=5)
+    new = await registry.start(_spec("2"))
+    assert registry.switch(new, drain=5) is old
     assert registry.get("p") is new
     assert registry.retiring() == [old]
     await asyncio.sleep(0.01)
@@ -106,7 +107,7 @@ async def test_runs_left_after_the_drain_time_are_cancelled_with_the_reason() ->
     events: list[str] = []
     running = asyncio.create_task(_hold(old, events))
     await asyncio.sleep(0.01)
-    await registry.replace(_spec("2"), drain=0.05)
+    registry.switch(await registry.start(_spec("2")), drain=0.05)
     await asyncio.wait_for(registry.settled(), 2)
     assert cancelled == [(old.number, "replaced by version 2")]
     assert old.host.stopped               # type: ignore[attr-defined]
