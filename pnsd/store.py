@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -24,6 +22,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from pnsd.blobfiles import read_blob, remove, remove_all, write_blob
 from pnsd.errors import Conflict, NotFound, StorageError
 from pnsd.jobs import FINISHED, RESTART_REASON, Job, Status
 from pnsd.storedb import Kind, Op, SqlFn, Writer
@@ -112,7 +111,7 @@ class JobStore:
         try:
             await self._write(partial(_insert, row), durable, f"record job {job.id}")
         except StorageError:
-            await asyncio.to_thread(_remove, self._job_dir(job.id))
+            await asyncio.to_thread(remove, self._job_dir(job.id))
             raise
 
     async def record(self, job: Job, input_blob: bytes, result_blob: bytes | None) -> None:
@@ -157,7 +156,7 @@ class JobStore:
         try:
             await self._write(partial(_finish, row), durable, f"finish job {job.id}")
         except StorageError:
-            await asyncio.to_thread(_remove, self._job_dir(job.id) / "result.bin")
+            await asyncio.to_thread(remove, self._job_dir(job.id) / "result.bin")
             raise
 
     async def get(self, job_id: str) -> Job:
@@ -192,7 +191,7 @@ class JobStore:
     async def delete(self, job_id: str) -> None:
         """Remove a finished job's record and files."""
         await self._write(partial(_delete, job_id), True, f"delete job {job_id}")
-        await asyncio.to_thread(_remove, self._job_dir(job_id))
+        await asyncio.to_thread(remove, self._job_dir(job_id))
 
     async def recover(
         self, now: float, *, requeue: Callable[[str], bool] = lambda pts: False
@@ -227,7 +226,7 @@ class JobStore:
             Kind.WRITE, partial(_cleanup, cutoff, max_bytes), durable=True,
             what="clean up finished jobs",
         )
-        await asyncio.to_thread(_remove_all, [self._job_dir(i) for i, files in removed if files])
+        await asyncio.to_thread(remove_all, [self._job_dir(i) for i, files in removed if files])
         log.info("store_cleaned", deleted=len(removed), max_age=max_age, max_bytes=max_bytes)
         return len(removed)
 
@@ -287,7 +286,7 @@ class JobStore:
         """Columns for one blob: inline, or written to a file before its row commits."""
         if blob is None or len(blob) <= self._inline_limit:
             return {name: blob, f"{name}_file": 0}
-        await asyncio.to_thread(_write_blob, self._job_dir(job_id) / f"{name}.bin", blob,
+        await asyncio.to_thread(write_blob, self._job_dir(job_id) / f"{name}.bin", blob,
                                 durable=durable)
         return {name: None, f"{name}_file": 1}
 
@@ -295,7 +294,7 @@ class JobStore:
         blob, in_file = await self._read(partial(_select_blob, job_id, name), f"read {name}")
         if not in_file:
             return blob
-        return await asyncio.to_thread(_read_blob, self._job_dir(job_id) / f"{name}.bin")
+        return await asyncio.to_thread(read_blob, self._job_dir(job_id) / f"{name}.bin")
 
 
 # --- SQL, run on the writer thread -------------------------------------------------------
@@ -409,43 +408,3 @@ def _where(pts: str | None, status: Status | None) -> tuple[str, list[Any]]:
 
 
 # --- blob files, run in worker threads ---------------------------------------------------
-
-
-def _write_blob(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write (and, if ``durable``, fsync) then rename into place: a row never sees a part file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        for directory in (path.parent, path.parent.parent) if durable else ():
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc}") from exc
-
-
-def _read_blob(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc}") from exc
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _remove_all(paths: Iterable[Path]) -> None:
-    for path in paths:
-        _remove(path)

@@ -1,0 +1,54 @@
+"""Job blobs as files: large inputs and results beside the database, under one dir per job.
+
+Owns writing (temp file, optional fsync, rename: a committed row never sees a part file),
+reading and removing them. Blocking: callers run these in a thread.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from pnsd.errors import StorageError
+
+
+def write_blob(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write (and, if ``durable``, fsync) then rename into place: a row never sees a part file."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        for directory in (path.parent, path.parent.parent) if durable else ():
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc}") from exc
+
+
+def read_blob(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from exc
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        remove(path)
