@@ -18,12 +18,10 @@ import asyncio
 import base64
 import json
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass
 
-import aiohttp
-
+from faults.goodload import EXECUTE, GoodLoad
 from faults.procs import WEB_USER, Node
 from faults.report import Row
 from faults.runner import Context
@@ -31,7 +29,6 @@ from faults.runner import Context
 MAX_BODY = 64 * 1024        # pnsweb's max_body for this fault
 REPLY_DEADLINE = 10.0
 PARALLEL = 8
-EXECUTE = "/v1/processes/echo/execution"
 GOOD_AUTH = "Basic " + base64.b64encode(f"{WEB_USER[0]}:{WEB_USER[1]}".encode()).decode()
 
 
@@ -228,7 +225,8 @@ def http_garbage(ctx: Context) -> Row:
 async def _attack(node: Node, count: int, row: Row) -> None:
     bad = plan(count, random.Random(11))
     stop = asyncio.Event()
-    good = asyncio.create_task(_good(node.url, stop))
+    load = GoodLoad(node.url, loops=2)
+    good = asyncio.create_task(load.run(stop))
     statuses: Counter[str] = Counter()
     wrong: Counter[str] = Counter()
     queue: asyncio.Queue[Bad] = asyncio.Queue()
@@ -250,7 +248,8 @@ async def _attack(node: Node, count: int, row: Row) -> None:
         await asyncio.gather(*(sender() for _ in range(PARALLEL)))
     finally:
         stop.set()
-        sent, failures, latencies = await good
+        await good
+    sent, failures, latencies = load.sent, load.failures, load.latencies
     row.sent += len(bad) + sent
     row.expected = len(bad) - sum(wrong.values())
     for text, n in wrong.most_common():
@@ -263,28 +262,3 @@ async def _attack(node: Node, count: int, row: Row) -> None:
     for text in failures[:3]:
         row.fail(f"good client: {text}", count=0)
     row.failed += len(failures)
-
-
-async def _good(url: str, stop: asyncio.Event) -> tuple[int, list[str], list[float]]:
-    sent, failures, latencies = 0, [], []
-    auth = aiohttp.BasicAuth(*WEB_USER)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-
-        async def loop(n: int) -> None:
-            nonlocal sent
-            while not stop.is_set():
-                sent += 1
-                value = {"n": n, "i": sent}
-                started = time.monotonic()
-                try:
-                    async with session.post(f"{url}{EXECUTE}", json={"inputs": {"value": value}},
-                                            auth=auth) as reply:
-                        body = await reply.read()
-                        if reply.status != 200 or json.loads(body) != value:
-                            failures.append(f"HTTP {reply.status}: {body[:100]!r}")
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    failures.append(f"{type(exc).__name__}: {exc}")
-                latencies.append(time.monotonic() - started)
-
-        await asyncio.gather(*(loop(n) for n in range(2)))
-    return sent, failures, latencies

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 
-import aiohttp
-
-from faults.procs import WEB_USER, Node, fd_count
+from faults.goodload import EXECUTE, GoodLoad
+from faults.procs import Node, fd_count
 from faults.report import Row
 from faults.runner import Context
 
-EXECUTE = "/v1/processes/echo/execution"
 TRICKLE = 0.5      # seconds between header lines of a slow client
 
 
@@ -46,49 +43,21 @@ async def _slow(port: int, stop: asyncio.Event, closed: list[int]) -> int:
     return sent
 
 
-async def _good(url: str, stop: asyncio.Event, latencies: list[float], failures: list[str],
-                sent: list[int]) -> None:
-    auth = aiohttp.BasicAuth(*WEB_USER)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-
-        async def loop(n: int) -> None:
-            index = 0
-            while not stop.is_set():
-                index += 1
-                sent[0] += 1
-                value = {"n": n, "i": index}
-                started = time.monotonic()
-                try:
-                    async with session.post(f"{url}{EXECUTE}", json={"inputs": {"value": value}},
-                                            auth=auth) as reply:
-                        body = await reply.read()
-                    if reply.status != 200 or json.loads(body) != value:
-                        failures.append(f"HTTP {reply.status}: {body[:100]!r}")
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    failures.append(f"{type(exc).__name__}: {exc}")
-                latencies.append(time.monotonic() - started)
-
-        await asyncio.gather(*(loop(n) for n in range(4)))
-
-
 async def _phase(node: Node, seconds: float, slow: int) -> tuple[list[float], list[str], int,
                                                                   list[int], int | None]:
     stop = asyncio.Event()
-    latencies: list[float] = []
-    failures: list[str] = []
-    sent = [0]
     closed: list[int] = []
     slow_tasks = [asyncio.create_task(_slow(node.web_port, stop, closed)) for _ in range(slow)]
     await asyncio.sleep(0.2 if slow else 0)
-    good = asyncio.create_task(_good(node.url, stop, latencies, failures, sent))
+    load = GoodLoad(node.url, loops=4)
+    good = asyncio.create_task(load.run(stop))
     await asyncio.sleep(seconds)
     assert node.web is not None
     during_fds = fd_count(node.web.pid)
     stop.set()
     await good
     await asyncio.gather(*slow_tasks, return_exceptions=True)
-    return latencies, failures, sent[0], closed, during_fds
+    return load.latencies, load.failures, load.sent, closed, during_fds
 
 
 def _p(values: list[float], q: float) -> float:
