@@ -1,13 +1,16 @@
-"""What a PTS callable sees as ``ctx``: progress, log lines and cancellation.
+"""What a PTS callable is and sees: loading ``module:function``, and its ``ctx``.
 
-The in-process host and the worker runtime both hand a PTS an object of this shape, so PTS code
-runs unchanged in either mode. Python 3.8 compatible; imports nothing of ours.
+The in-process host and the worker runtime both load PTS entries with :func:`load_entry` and
+hand a PTS a :class:`RunContext`, so PTS code runs unchanged in either mode. Python 3.8
+compatible; imports nothing of ours.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 ProgressSink = Callable[[int, str], None]
 LogSink = Callable[[str], None]
@@ -58,3 +61,32 @@ class RunContext:
     def log(self, line: str) -> None:
         if self._on_log is not None:
             self._on_log(str(line))
+
+
+class EntryError(Exception):
+    """A ``module:function`` cannot be loaded."""
+
+
+def load_entry(entry: str) -> Callable[..., Any]:
+    """Import ``module:function``; raise EntryError saying why it cannot be had."""
+    module_name, _, attr = entry.partition(":")
+    if not module_name or not attr:
+        raise EntryError("%r is not of the form module:function" % entry)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure of user code means a bad entry
+        raise EntryError("cannot import %r: %s: %s"
+                         % (module_name, type(exc).__name__, exc)) from exc
+    func = getattr(module, attr, None)
+    if not callable(func):
+        raise EntryError("%r is not a callable" % entry)
+    return func  # type: ignore[no-any-return]
+
+
+def accepts_ctx(func: Callable[..., Any]) -> bool:
+    """True when ``func`` takes a ``ctx`` keyword (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return "ctx" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import inspect
 import os
 import queue
@@ -31,7 +30,7 @@ import zmq
 
 from protocols import messages
 from protocols.codec import DEFAULT_MAX_BYTES, Codec, Message, new_message_id
-from protocols.context import RunContext
+from protocols.context import EntryError, RunContext, accepts_ctx, load_entry
 from protocols.errors import ErrorCode, PnsError, ProtocolError
 
 EXIT_OK = 0
@@ -57,43 +56,20 @@ def note(text: str) -> None:
     sys.stderr.flush()
 
 
-class EntryError(Exception):
-    """A ``module:function`` cannot be loaded."""
-
-
 class Call:
     """One loaded callable and how to invoke it (with ``ctx=`` if it takes one)."""
 
     def __init__(self, entry: str) -> None:
-        module_name, _, attr = entry.partition(":")
-        if not module_name or not attr:
-            raise EntryError("%r is not of the form module:function" % entry)
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:  # any import-time failure of user code means a bad entry
-            raise EntryError("cannot import %r: %s: %s"
-                             % (module_name, type(exc).__name__, exc)) from exc
-        func = getattr(module, attr, None)
-        if not callable(func):
-            raise EntryError("%r has no callable %r" % (module_name, attr))
         self.entry = entry
-        self.func = func  # type: Callable[..., Any]
-        self.wants_ctx = _accepts_ctx(func)
-        self.is_async = inspect.iscoroutinefunction(func)
+        self.func = load_entry(entry)
+        self.wants_ctx = accepts_ctx(self.func)
+        self.is_async = inspect.iscoroutinefunction(self.func)
 
     def __call__(self, data: Any, ctx: RunContext) -> Any:
         kwargs = {"ctx": ctx} if self.wants_ctx else {}
         if self.is_async:
             return asyncio.run(self.func(data, **kwargs))
         return self.func(data, **kwargs)
-
-
-def _accepts_ctx(func: Callable[..., Any]) -> bool:
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-    return "ctx" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 class Outbox:

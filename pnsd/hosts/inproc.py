@@ -28,7 +28,7 @@ import structlog
 from pnsd.errors import Cancelled, InvalidSpec, PtsFailed, RunTimeout
 from pnsd.hosts.base import HOOKS, HostState
 from pnsd.spec import PtsSpec
-from protocols.context import RunContext
+from protocols.context import EntryError, RunContext, accepts_ctx, load_entry
 
 log = structlog.get_logger(__name__)
 OWN_PACKAGES = frozenset({"pnsd", "pnsweb", "protocols"})
@@ -36,15 +36,10 @@ OWN_PACKAGES = frozenset({"pnsd", "pnsweb", "protocols"})
 
 def load_callable(entry: str) -> Callable[..., Any]:
     """Import ``module:function``; raise InvalidSpec with the reason if it cannot be had."""
-    module_name, _, attr = entry.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # any import-time failure of user code is a bad spec
-        raise InvalidSpec(f"cannot import {module_name!r}: {exc}") from exc
-    func: Callable[..., Any] | None = getattr(module, attr, None)
-    if not callable(func):
-        raise InvalidSpec(f"{entry!r} is not a callable")
-    return func
+        return load_entry(entry)
+    except EntryError as exc:
+        raise InvalidSpec(str(exc)) from exc
 
 
 def forget_modules(spec: PtsSpec) -> None:
@@ -66,14 +61,6 @@ def extend_path(pythonpath: tuple[str, ...]) -> None:
         path = os.path.abspath(item)
         if path not in sys.path:
             sys.path.insert(0, path)
-
-
-def accepts_ctx(func: Callable[..., Any]) -> bool:
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-    return "ctx" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 class _Call:
