@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from protocols.client import Client
 from protocols.errors import RemoteError
 from tests.integration.conftest import DaemonProcess, child_env, spawn_daemon, write_config
 
@@ -45,6 +46,19 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return text[text.rfind(")") + 2] not in "ZX"
+
+
+def wait_running(client: Client, job: str) -> None:
+    for event in client.stream("job.watch", {"job": job}, timeout=30):
+        if event.get("status") == "running":
+            return
+
+
+def crash(daemon: DaemonProcess) -> None:
+    """SIGKILL the daemon's whole process group, as a crash would end it."""
+    if daemon.process.poll() is None:
+        os.killpg(daemon.process.pid, signal.SIGKILL)
+    daemon.process.wait(timeout=30)
 
 
 def test_run_status_and_stop_leave_nothing_behind(daemon_process: DaemonProcess) -> None:
@@ -120,15 +134,10 @@ def test_crash_recovery_keeps_finished_results_and_fails_interrupted_jobs(tmp_pa
                     pass
             running = [client.call("submit", {"pts": "sleep", "input": 60})["job"]["id"]
                        for _ in range(3)]
-            for job in running:   # each has started
-                for event in client.stream("job.watch", {"job": job}, timeout=30):
-                    if event.get("status") == "running":
-                        break
-        os.killpg(first.process.pid, signal.SIGKILL)
-        first.process.wait(timeout=30)
+            for job in running:
+                wait_running(client, job)
     finally:
-        if first.process.poll() is None:
-            first.process.kill()
+        crash(first)
     second = spawn_daemon(home)
     try:
         with second.client() as client:
@@ -171,14 +180,9 @@ def test_idempotent_jobs_interrupted_by_a_crash_run_again(tmp_path: Path) -> Non
     try:
         with first.client() as client:
             job = client.call("submit", {"pts": "nap", "input": 1.0})["job"]["id"]
-            for event in client.stream("job.watch", {"job": job}, timeout=30):
-                if event.get("status") == "running":
-                    break
-        os.killpg(first.process.pid, signal.SIGKILL)
-        first.process.wait(timeout=30)
+            wait_running(client, job)
     finally:
-        if first.process.poll() is None:
-            first.process.kill()
+        crash(first)
     second = spawn_daemon(home, IDEMPOTENT)
     try:
         with second.client() as client:
