@@ -149,3 +149,19 @@ def daemon_process(tmp_path: Path) -> Iterator[DaemonProcess]:
         if running.process.poll() is None:
             running.process.kill()
             running.process.wait(timeout=30)
+
+
+def spawn_web_daemon(home: Path) -> DaemonProcess:
+    """``pnsd start`` under ``home`` with its socket beside it (a short ipc path)."""
+    return spawn_daemon(home, f'endpoint = "ipc://{home.parent}/d.sock"\n')
+
+
+@pytest.fixture
+def pnsd(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """A pnsd process under ``tmp_path/home`` for the web tests, stopped with SIGTERM."""
+    running = spawn_web_daemon(tmp_path / "home")
+    try:
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.terminate(timeout=60)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from pnsweb.app import create_app
 from pnsweb.settings import User, hash_password, load_settings
 from protocols.client import AsyncClient
-from tests.integration.conftest import DaemonProcess, spawn_daemon
+from tests.integration.conftest import DaemonProcess, spawn_web_daemon
 
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).parent.parent / "pnsweb" / "data"
@@ -26,29 +25,6 @@ KILL_MARGIN = 3.0       # seconds a killed run may take beyond its timeout to be
 @pytest.fixture(scope="module")
 def admin() -> User:
     return User(ADMIN[0], hash_password(ADMIN[1]), admin=True)
-
-
-def _spawn(home: Path) -> DaemonProcess:
-    """``pnsd start`` under ``home``, its socket beside the home."""
-    # The key is made here, before the daemon starts: spawn_daemon's first ping would otherwise
-    # race the daemon creating it (and stop at pnsd's ConfigError, which it does not retry).
-    home.mkdir(parents=True, exist_ok=True)
-    key = home / "secret.key"
-    if not key.exists():
-        key.touch(mode=0o600)
-        key.write_text(secrets.token_hex(32))
-    return spawn_daemon(home, f'endpoint = "ipc://{home.parent}/d.sock"\n')
-
-
-@pytest.fixture
-def pnsd(tmp_path: Path) -> Iterator[DaemonProcess]:
-    """A pnsd process under ``tmp_path/home``, stopped with SIGTERM at the end."""
-    running = _spawn(tmp_path / "home")
-    try:
-        yield running
-    finally:
-        if running.process.poll() is None:
-            running.terminate(timeout=60)
 
 
 @pytest.fixture
@@ -158,7 +134,7 @@ async def test_daemon_restart_is_503_then_recovers(web: Any, pnsd: DaemonProcess
     pnsd.terminate(timeout=60)
     resp = await web.get("/v0.6/init")
     assert resp.status == 503 and "Retry-After" in resp.headers
-    again = _spawn(pnsd.home)
+    again = spawn_web_daemon(pnsd.home)
     try:
         resp = await web.get("/v0.6/init")
         assert resp.status == 200, await resp.text()

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,30 +16,12 @@ from pnsweb import ogc
 from pnsweb.app import create_app
 from pnsweb.settings import User, hash_password, load_settings
 from protocols.client import AsyncClient
-from tests.integration.conftest import DaemonProcess, spawn_daemon
+from tests.integration.conftest import DaemonProcess
 
 pytestmark = pytest.mark.slow
 CREDENTIALS = ("carol", "pw")
 AUTH = {"Authorization": encode_basic_auth(*CREDENTIALS)}
 POLL_DEADLINE = 30.0
-
-
-@pytest.fixture
-def pnsd(tmp_path: Path) -> Iterator[DaemonProcess]:
-    """A pnsd process under ``tmp_path/home``, stopped with SIGTERM at the end."""
-    home = tmp_path / "home"
-    # Made before the daemon starts: spawn_daemon's first ping would otherwise race the daemon
-    # creating the key (pnsd's ConfigError for a missing key file is not retried there).
-    home.mkdir(parents=True)
-    key = home / "secret.key"
-    key.touch(mode=0o600)
-    key.write_text(secrets.token_hex(32))
-    running = spawn_daemon(home, f'endpoint = "ipc://{tmp_path}/d.sock"\n')
-    try:
-        yield running
-    finally:
-        if running.process.poll() is None:
-            running.terminate(timeout=60)
 
 
 @pytest.fixture
