@@ -21,7 +21,7 @@ from pnsd.events import summary
 from pnsd.hosts.base import HOOKS
 from pnsd.hosts.mailbox import read_dir_files
 from pnsd.hosts.process import ProcessHost
-from pnsd.jobs import Status
+from pnsd.jobs import Job, Status
 from pnsd.registry import Generation, Registry
 from pnsd.scheduler import Scheduler
 from pnsd.server import Handler, StreamHandler
@@ -143,10 +143,13 @@ class Handlers:
     async def demo_reset(self, body: Any) -> Any:
         return {"restored": await asyncio.to_thread(install_scripts, self.home, restore=True)}
 
-    async def run(self, body: Any) -> Any:
-        job, result = await self.scheduler.run(
+    def run(self, body: Any) -> Any:
+        """Answered within this call when the run can be (Scheduler.run_now), else awaitable."""
+        outcome = self.scheduler.run_now(
             _text(body, "pts"), _field(body, "input"), timeout=_get(body, "timeout"))
-        return {"job": job.id, "result": result}
+        if isinstance(outcome, tuple):
+            return _ran(*outcome)
+        return _ran_later(outcome)
 
     async def submit(self, body: Any) -> Any:
         job = await self.scheduler.submit(
@@ -236,6 +239,14 @@ def _process_host(generation: Generation) -> ProcessHost:
 def _read_text(path: Path) -> str:
     with path.open("rb") as handle:
         return handle.read(MAX_SCRIPT).decode(errors="replace")
+
+
+def _ran(job: Job, result: Any) -> dict[str, Any]:
+    return {"job": job.id, "result": result}
+
+
+async def _ran_later(outcome: Awaitable[tuple[Job, Any]]) -> dict[str, Any]:
+    return _ran(*await outcome)
 
 
 def _get(body: Any, key: str) -> Any:

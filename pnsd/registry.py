@@ -76,6 +76,10 @@ class Generation:
             if self.admitted == 0:
                 self._idle.set()
 
+    def free_now(self) -> bool:
+        """True when a run admitted now would start at once: a slot is free, nobody waits."""
+        return not self.draining and not self._slots.locked()
+
     async def drained(self) -> None:
         await self._idle.wait()
 

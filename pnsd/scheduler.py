@@ -12,7 +12,7 @@ import asyncio
 import copy
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from pnsd.errors import (
     Unavailable,
 )
 from pnsd.events import EventLog
+from pnsd.hosts.inproc import InprocHost
 from pnsd.jobs import Job, Status, valid_job_id
 from pnsd.registry import Generation, Registry
 from pnsd.store import JobStore
@@ -40,6 +41,8 @@ log = structlog.get_logger(__name__)
 
 FINISHED_KEPT = 1024  # finished jobs whose event logs stay in memory for late watchers
 KEEP_RESULT_BYTES = 64 * 1024  # larger results of finished jobs are read from the store
+
+Outcome = tuple[Job, Any]   # a finished synchronous run: its job and result
 
 
 @dataclass
@@ -105,7 +108,52 @@ class Scheduler:
         ctx = RunContext(job.id, self._progress_sink(job, events), self._log_sink(events))
         return LiveJob(job, ctx, events, generation=generation)
 
-    async def run(self, pts: str, data: Any, *, timeout: Any = None) -> tuple[Job, Any]:
+    def run_now(self, pts: str, data: Any, *, timeout: Any = None) -> Outcome | Awaitable[Outcome]:
+        """A synchronous run, finished within this call when it can be; else one to await.
+
+        It can be when its PTS runs inline (quick, in the daemon, neither blocking nor
+        awaiting), a slot is free now and the record needs no file written. Nothing else runs
+        on the loop meanwhile, so nobody can see the slot taken, watch or cancel: the run skips
+        the task, slot and copies the general path (:meth:`run`) needs, with the same outcome.
+        """
+        generation = self.registry.get(pts)
+        host = generation.host
+        if not (self.accepting and isinstance(host, InprocHost) and host.inline
+                and generation.free_now()):
+            return self.run(pts, data, timeout=timeout)
+        input_blob = pack(data) if self.record_sync else b""
+        if not self.store.fits_inline(input_blob):
+            return self.run(pts, data, timeout=timeout)
+        generation, live, _limit = self._admit(pts, timeout, sync=True)  # inline: no timer
+        job = live.job
+        live.input_blob = input_blob
+        job.start(self.clock())
+        live.events.status(job)
+        try:
+            live.result = host.run_now(data, ctx=live.ctx)
+            blob = pack(live.result)
+            live.result_bytes = len(blob)
+        except DaemonError as exc:
+            live.error = exc
+            blob = None
+        if self.record_sync and not self.store.fits_inline(blob):
+            return self._finish_later(live, blob)
+        self._settle(job, live.error)
+        if self.record_sync:
+            self.store.record_now(job, input_blob, blob)
+        self._finished_event(live)
+        return _outcome(live, self._retire(live))
+
+    async def _finish_later(self, live: LiveJob, blob: bytes | None) -> Outcome:
+        """The rest of :meth:`run_now` once its record needs a file written."""
+        self._live[live.job.id] = live
+        try:
+            await self._finish(live, blob)
+        finally:
+            result = self._retire(live)
+        return _outcome(live, result)
+
+    async def run(self, pts: str, data: Any, *, timeout: Any = None) -> Outcome:
         """A synchronous run: the caller waits for the result; recorded with group commit."""
         generation, live, limit = self._admit(pts, timeout, sync=True)
         async with generation.slot():
@@ -116,11 +164,8 @@ class Scheduler:
             try:
                 await self._execute(generation, live, data, limit)
             finally:
-                result = live.result      # _retire may drop a large one from memory
-                self._retire(live)
-        if live.error is not None:
-            raise live.error
-        return live.job, result
+                result = self._retire(live)
+        return _outcome(live, result)
 
     async def submit(self, pts: str, data: Any, *, timeout: Any = None) -> Job:
         """An asynchronous run: committed durably, then acknowledged with its job record."""
@@ -193,17 +238,29 @@ class Scheduler:
         except DaemonError as exc:
             live.error = exc
             blob = None
+        await self._finish(live, blob)
+
+    async def _finish(self, live: LiveJob, blob: bytes | None) -> None:
+        """Record the run's outcome, then show it on the live job."""
         # The live job shows its outcome only once the outcome is recorded: a success that a
         # full disk (or a crash) could undo is never reported.
         live.finishing = True
-        final = copy.copy(job)
-        if live.error is None:
-            final.succeed(self.clock())
-        elif isinstance(live.error, Cancelled):
-            final.dismiss(self.clock(), live.error.message)
+        final = copy.copy(live.job)
+        self._settle(final, live.error)
+        vars(live.job).update(vars(await self._record(live, final, blob)))
+        self._finished_event(live)
+
+    def _settle(self, job: Job, error: DaemonError | None) -> None:
+        """Move ``job`` to the final state ``error`` (None: success) calls for."""
+        if error is None:
+            job.succeed(self.clock())
+        elif isinstance(error, Cancelled):
+            job.dismiss(self.clock(), error.message)
         else:
-            final.fail(self.clock(), live.error.code, live.error.message)
-        vars(job).update(vars(await self._record(live, final, blob)))
+            job.fail(self.clock(), error.code, error.message)
+
+    def _finished_event(self, live: LiveJob) -> None:
+        job = live.job
         live.events.status(job)
         log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
                  reason=job.reason or None, seconds=round(self.clock() - job.created, 6))
@@ -247,7 +304,10 @@ class Scheduler:
             elif self.record_sync:
                 await self.store.record(job, live.input_blob, None)
 
-    def _retire(self, live: LiveJob) -> None:
+    def _retire(self, live: LiveJob) -> Any:
+        """Move a finished run to the finished jobs; returns its result (which may be dropped
+        from memory here)."""
+        result = live.result
         live.done.set()
         self._live.pop(live.job.id, None)
         # Finished jobs stay here for late watchers and quick results; large results are read
@@ -258,6 +318,7 @@ class Scheduler:
         self._finished[live.job.id] = live
         while len(self._finished) > FINISHED_KEPT:
             self._finished.popitem(last=False)
+        return result
 
     # -- looking at work -----------------------------------------------------------------
 
@@ -355,6 +416,13 @@ def _call_in_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> No
         fn()
     else:
         loop.call_soon_threadsafe(fn)
+
+
+def _outcome(live: LiveJob, result: Any) -> Outcome:
+    """A finished synchronous run's job and result, or its error raised."""
+    if live.error is not None:
+        raise live.error
+    return live.job, result
 
 
 def _failure(job: Job) -> DaemonError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import structlog
@@ -24,7 +24,8 @@ from protocols.pump import Pump
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[Any], Awaitable[Any]]
+# A handler returns the reply body, or an awaitable of it when it cannot finish within its call.
+Handler = Callable[[Any], Any]
 StreamHandler = Callable[[Any], AsyncIterator[Any]]
 
 
@@ -82,39 +83,77 @@ class Server:
             if re is not None:
                 self._send(identity, ERROR, exc.to_body(), re)
             return
-        task = asyncio.get_running_loop().create_task(self._dispatch(identity, message))
+        if message.trace:  # a task started here copies the binding; it ends with the request
+            with structlog.contextvars.bound_contextvars(trace=message.trace):
+                self._handle(identity, message)
+        else:
+            self._handle(identity, message)
+
+    def _handle(self, identity: bytes, message: Message) -> None:
+        """Answer now what a handler finishes within its call; await the rest in a task."""
+        op = op_of(message.type)
+        handler = self.handlers.get(op)
+        if handler is None:
+            self._start(self._stream(identity, message, op))
+            return
+        started = time.perf_counter()
+        try:
+            body = handler(message.body)
+        except Exception as exc:
+            self._fail(identity, message, op, started, exc)
+            return
+        if isinstance(body, Awaitable):
+            self._start(self._finish(identity, message, op, started, body))
+        else:
+            self._reply(identity, message, op, started, body)
+
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _dispatch(self, identity: bytes, message: Message) -> None:
-        if message.trace:  # this task's own context: the binding ends with the request
-            structlog.contextvars.bind_contextvars(trace=message.trace)
-        op = op_of(message.type)
-        started = time.perf_counter()
-        code = "ok"
+    async def _finish(self, identity: bytes, message: Message, op: str, started: float,
+                      pending: Awaitable[Any]) -> None:
         try:
-            if op in self.handlers:
-                body = await self.handlers[op](message.body)
-            elif op in self.streams:
-                async for event in self.streams[op](message.body):
-                    self._send(identity, JOB_EVENT, event, message.id)
-                body = {}
-            else:
+            body = await pending
+        except Exception as exc:
+            self._fail(identity, message, op, started, exc)
+        else:
+            self._reply(identity, message, op, started, body)
+
+    async def _stream(self, identity: bytes, message: Message, op: str) -> None:
+        started = time.perf_counter()
+        try:
+            if op not in self.streams:
                 raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown message type {message.type!r}")
-            self._send(identity, reply_type(op), body, message.id)
-        except (DaemonError, ProtocolError) as exc:
-            code = exc.code
-            details = exc.details
-            self._send(identity, ERROR,
-                       {"code": exc.code, "message": exc.message, "details": details}, message.id)
-        except Exception:  # a handler bug: log it here, never send the traceback
+            async for event in self.streams[op](message.body):
+                self._send(identity, JOB_EVENT, event, message.id)
+        except Exception as exc:
+            self._fail(identity, message, op, started, exc)
+        else:
+            self._reply(identity, message, op, started, {})
+
+    def _reply(self, identity: bytes, message: Message, op: str, started: float,
+               body: Any) -> None:
+        self._send(identity, reply_type(op), body, message.id)
+        self._done(message, op, started, "ok")
+
+    def _fail(self, identity: bytes, message: Message, op: str, started: float,
+              exc: Exception) -> None:
+        if isinstance(exc, DaemonError | ProtocolError):
+            code, body = exc.code, {"code": exc.code, "message": exc.message,
+                                    "details": exc.details}
+        else:  # a handler bug: log it here, never send the traceback
             code = ErrorCode.INTERNAL
-            log.exception("handler_failed", op=op, msg=message.id)
-            self._send(identity, ERROR, {"code": ErrorCode.INTERNAL, "message":
-                       "internal error; see the daemon log", "details": {}}, message.id)
-        finally:
-            log.debug("request", op=op, msg=message.id, code=code,
-                      ms=round((time.perf_counter() - started) * 1000, 3))
+            log.error("handler_failed", op=op, msg=message.id, exc_info=exc)
+            body = {"code": code, "message": "internal error; see the daemon log", "details": {}}
+        self._send(identity, ERROR, body, message.id)
+        self._done(message, op, started, code)
+
+    @staticmethod
+    def _done(message: Message, op: str, started: float, code: str) -> None:
+        log.debug("request", op=op, msg=message.id, code=code,
+                  ms=round((time.perf_counter() - started) * 1000, 3))
 
     def _send(self, identity: bytes, msg_type: str, body: Any, re: str) -> None:
         try:

@@ -47,6 +47,8 @@ class JobStore:
     """Job records in SQLite at ``db_path``; blobs over ``inline_limit`` under ``files_dir``."""
 
     BATCH_DELAY = 0.005  # seconds a non-durable write may wait for its commit
+    RECORD_DELAY = 0.005  # seconds records of finished sync runs gather before the hand-over
+    RECORD_BATCH = 256    # ... or this many of them
     MAX_BACKLOG = 10_000  # queued ops past which non-durable writes wait (back-pressure)
 
     def __init__(
@@ -66,7 +68,8 @@ class JobStore:
         self._batch_size = batch_size
         self._max_db_bytes = max_db_bytes  # a hard cap: past it, writes fail as disk full
         self._writer: Writer | None = None
-        self._records: list[dict[str, Any]] = []   # finished sync runs, handed over per tick
+        self._records: list[dict[str, Any]] = []   # finished sync runs, not handed over yet
+        self._hand_over_timer: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
         if self._writer is not None:
@@ -86,8 +89,7 @@ class JobStore:
         log.info("store_opened", path=str(self._path), jobs=await self.count())
 
     async def close(self) -> None:
-        if self._records:
-            self._hand_over()
+        self._hand_over()
         writer, self._writer = self._writer, None
         if writer is None:
             return
@@ -99,8 +101,6 @@ class JobStore:
 
     async def flush(self) -> None:
         """Commit every write queued so far."""
-        if self._records:
-            self._hand_over()
         await self._submit(Kind.FLUSH, None, durable=True, what="flush")
 
     async def add(self, job: Job, input_blob: bytes, *, durable: bool = True) -> None:
@@ -114,33 +114,70 @@ class JobStore:
             await asyncio.to_thread(remove, self._job_dir(job.id))
             raise
 
+    def fits_inline(self, blob: bytes | None) -> bool:
+        """True when ``blob`` is kept in its row rather than in a file."""
+        return blob is None or len(blob) <= self._inline_limit
+
     async def record(self, job: Job, input_blob: bytes, result_blob: bytes | None) -> None:
         """Record a finished synchronous run in one insert, group-committed, not awaited.
 
         Its caller already has the outcome, so nothing waits for the commit (or for the blobs
         to reach the disk); a crash may lose the latest such records, never an acknowledged one.
         """
+        row = self._record_row(job, input_blob, result_blob)
+        row.update(await self._place(job.id, "input", input_blob, durable=False))
+        row.update(await self._place(job.id, "result", result_blob, durable=False))
+        self._queue_record(row)
+
+    def record_now(self, job: Job, input_blob: bytes, result_blob: bytes | None) -> None:
+        """:meth:`record` for blobs that :meth:`fits_inline`: no file to write, no wait."""
+        if not (self.fits_inline(input_blob) and self.fits_inline(result_blob)):
+            raise ValueError("record_now takes blobs that fit inline only")
+        row = self._record_row(job, input_blob, result_blob)
+        row.update(input=input_blob, input_file=0, result=result_blob, result_file=0)
+        self._queue_record(row)
+
+    @staticmethod
+    def _record_row(job: Job, input_blob: bytes, result_blob: bytes | None) -> dict[str, Any]:
         if not job.is_finished:
             raise Conflict(f"job {job.id} is {job.status.value}, not finished", job=job.id)
         job.input_size = len(input_blob)
         job.result_size = 0 if result_blob is None else len(result_blob)
-        row = job.to_row()
-        row.update(await self._place(job.id, "input", input_blob, durable=False))
-        row.update(await self._place(job.id, "result", result_blob, durable=False))
+        return job.to_row()
+
+    def _queue_record(self, row: dict[str, Any]) -> None:
         if self._writer is None:
             raise StorageError(f"job store {self._path} is not open")
-        # Rows gathered during one turn of the event loop go to the writer thread as one
-        # write: a hand-over (and a thread wake-up) per run costs more than the insert.
+        # Rows gathered for a few milliseconds go to the writer thread as one write: a
+        # hand-over (a thread wake-up, and the GIL passed back and forth) per run costs more
+        # than the insert. Every other op hands them over first (_queued_writer), so reads
+        # and later writes still see them in order.
         if not self._records:
-            asyncio.get_running_loop().call_soon(self._hand_over)
+            self._hand_over_timer = asyncio.get_running_loop().call_later(
+                self.RECORD_DELAY, self._hand_over)
         self._records.append(row)
+        if len(self._records) >= self.RECORD_BATCH:
+            self._hand_over()
 
     def _hand_over(self) -> None:
+        if self._hand_over_timer is not None:
+            self._hand_over_timer.cancel()
+            self._hand_over_timer = None
         rows, self._records = self._records, []
+        if not rows:
+            return
         if self._writer is None:       # closed in between: they were never acknowledged
             log.warning("records_dropped", count=len(rows), reason="store closed")
             return
         self._writer.submit_nowait(partial(_insert_many, rows), what=f"record {len(rows)} jobs")
+
+    def _queued_writer(self) -> Writer:
+        """The writer, once the records waiting for their hand-over are queued to it."""
+        if self._records:
+            self._hand_over()
+        if self._writer is None:
+            raise StorageError(f"job store {self._path} is not open")
+        return self._writer
 
     async def update(self, job: Job, *, durable: bool = False) -> None:
         """Record status, progress, message and timestamps."""
@@ -252,9 +289,7 @@ class JobStore:
         }
 
     def _queue(self, kind: Kind, fn: SqlFn[Any] | None, *, durable: bool, what: str) -> Op:
-        if self._writer is None:
-            raise StorageError(f"job store {self._path} is not open")
-        return self._writer.submit(kind, fn, durable=durable, what=what)
+        return self._queued_writer().submit(kind, fn, durable=durable, what=what)
 
     async def _submit(self, kind: Kind, fn: SqlFn[T] | None, *, durable: bool, what: str) -> T:
         op = self._queue(kind, fn, durable=durable, what=what)
@@ -268,9 +303,7 @@ class JobStore:
     async def _write(self, fn: SqlFn[Any], durable: bool, what: str) -> None:
         """Durable: return once committed. Otherwise return once queued (a failure is logged
         and counted, nobody waits for it), unless the writer is far behind: then wait."""
-        writer = self._writer
-        if writer is None:
-            raise StorageError(f"job store {self._path} is not open")
+        writer = self._queued_writer()
         if durable or writer.queued > self.MAX_BACKLOG:
             op = writer.submit(Kind.WRITE, fn, durable=durable, what=what)
             assert op.future is not None

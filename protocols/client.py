@@ -20,7 +20,7 @@ import zmq
 from protocols.codec import DEFAULT_MAX_BYTES, Codec, Message, new_message_id
 from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, PnsError, RemoteError
 from protocols.messages import ERROR, JOB_EVENT, reply_type, request_type
-from protocols.pump import Pump
+from protocols.pump import Pump, recv_frames, send_frames
 
 DEFAULT_TIMEOUT = 30.0
 # The caller's request id (e.g. pnsweb's X-Request-ID): sent with every request made in this
@@ -98,6 +98,11 @@ class _Connection:
             self._context.term()
 
 
+def _expire(future: "asyncio.Future[Message]", op: str) -> None:
+    if not future.done():
+        future.set_exception(ClientTimeout("no reply to %s within the timeout" % op))
+
+
 def _unavailable(endpoint: str) -> RemoteError:
     return RemoteError(ErrorCode.UNAVAILABLE, "daemon at %s is not reachable" % endpoint)
 
@@ -114,14 +119,16 @@ class AsyncClient(_Connection):
     async def call(self, op: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
         """Send one request and return the reply's body; raise RemoteError or ClientTimeout."""
         msg_id, frames = self._send_prepare(op, body)
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
         self._pending[msg_id] = future
+        # A timer rather than asyncio.wait_for, which costs a task-like wrapper per call.
+        timer = loop.call_later(self.timeout if timeout is None else timeout, _expire, future, op)
         try:
             await self._send(frames)
-            message = await asyncio.wait_for(future, self.timeout if timeout is None else timeout)
-        except asyncio.TimeoutError:
-            raise ClientTimeout("no reply to %s within the timeout" % op) from None
+            message = await future
         finally:
+            timer.cancel()
             self._pending.pop(msg_id, None)
         return _Session.outcome(op, message)
 
@@ -226,6 +233,10 @@ class Client(_Connection):
     def _setup(self) -> None:
         self._arrived: Dict[str, List[Message]] = {}
         self._waiting: Set[str] = set()
+        # Pollers made once: Socket.poll builds a new one per call.
+        self._readable, self._writable = zmq.Poller(), zmq.Poller()
+        self._readable.register(self._socket, zmq.POLLIN)
+        self._writable.register(self._socket, zmq.POLLOUT)
 
     def call(self, op: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
         return self.send(op, body).result(timeout)
@@ -233,10 +244,10 @@ class Client(_Connection):
     def send(self, op: str, body: Any = None) -> Pending:
         msg_id, frames = self._session.request(op, body)
         # Not connected (yet): give the connection a moment, then report the daemon absent.
-        if not self._socket.poll(int(CONNECT_WAIT * 1000), zmq.POLLOUT):
+        if not self._writable.poll(int(CONNECT_WAIT * 1000)):
             raise _unavailable(self.endpoint)
         try:
-            self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            send_frames(self._socket, frames)
         except zmq.Again:
             raise _unavailable(self.endpoint) from None
         self._waiting.add(msg_id)
@@ -273,9 +284,12 @@ class Client(_Connection):
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._arrived.get(msg_id):
             left = deadline - time.monotonic()
-            if left <= 0 or not self._socket.poll(int(left * 1000) + 1):
+            if left <= 0 or not self._readable.poll(int(left * 1000) + 1):
                 raise ClientTimeout("no reply within the timeout")
-            message = self._session.read(self._socket.recv_multipart())
+            try:
+                message = self._session.read(recv_frames(self._socket))
+            except zmq.Again:   # reported readable, then not: poll again
+                continue
             if message is not None and message.re in self._waiting:
                 self._arrived.setdefault(message.re, []).append(message)
         queue = self._arrived[msg_id]

@@ -178,9 +178,11 @@ def pack_body(packer: Any, body: Any, blobs: List[bytes]) -> bytes:
         return value
 
     try:
-        # Large bytes go out as blob frames; packing them into the body first would copy
-        # them for nothing, so look for them before packing once.
-        packed: bytes = packer.pack(blob_ref(body) if _has_big_bytes(body) else body)
+        packed: bytes = packer.pack(body)
+        # Only a body packed this large can hold a large bytes value: those go out as blob
+        # frames instead (packed again, with references; a copy beside hashing them).
+        if len(packed) >= BLOB_THRESHOLD and _has_big_bytes(body):
+            packed = packer.pack(blob_ref(body))
     except (TypeError, ValueError, OverflowError) as exc:
         packer.reset()
         raise ProtocolError(ErrorCode.BAD_REQUEST, "body cannot be encoded: %s" % exc) from exc

@@ -108,6 +108,23 @@ class InprocHost:
             return None
         return await self._invoke(name, None, timeout=timeout, ctx=RunContext())
 
+    @property
+    def inline(self) -> bool:
+        """True when runs may use :meth:`run_now`: the spec says quick and the entry is plain."""
+        call = self._calls.get("run")
+        return self.spec.inline and call is not None and not call.is_async
+
+    def run_now(self, data: Any, *, ctx: RunContext) -> Any:
+        """Run an :attr:`inline` PTS within this call (it neither blocks nor awaits)."""
+        call = self._calls["run"]
+        args, kwargs = call.args(data, ctx)
+        try:
+            return call.func(*args, **kwargs)
+        except Cancelled:
+            raise
+        except Exception as exc:
+            raise self._failure("run", exc, ctx) from exc
+
     async def _invoke(self, name: str, data: Any, *, timeout: float, ctx: RunContext) -> Any:
         call = self._calls[name]
         args, kwargs = call.args(data, ctx)
@@ -128,11 +145,15 @@ class InprocHost:
             raise
         except Cancelled:
             raise
-        except Exception as exc:  # the PTS's own failure, reported without a traceback
-            if ctx.cancelled:
-                raise Cancelled("run was cancelled") from exc
-            log.info("pts_raised", pts=self.spec.name, op=name, error=repr(exc))
-            raise PtsFailed(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise self._failure(name, exc, ctx) from exc
+
+    def _failure(self, name: str, exc: Exception, ctx: RunContext) -> Cancelled | PtsFailed:
+        """The PTS's own exception as the error its run reports (without a traceback)."""
+        if ctx.cancelled:
+            return Cancelled("run was cancelled")
+        log.info("pts_raised", pts=self.spec.name, op=name, error=repr(exc))
+        return PtsFailed(f"{type(exc).__name__}: {exc}")
 
     async def stop(self, *, grace: float) -> None:
         self._calls.clear()
