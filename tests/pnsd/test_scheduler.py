@@ -119,3 +119,58 @@ async def test_large_results_of_finished_jobs_are_read_back_from_the_store(parts
     assert result == payload
     await scheduler.store.flush()
     assert (await scheduler.result(sync_job.id))[1] == payload
+
+
+async def test_an_inline_run_finishes_within_the_call_and_is_recorded(parts: Any) -> None:
+    scheduler, store = parts
+    outcome = scheduler.run_now("echo", {"x": 1})
+    assert isinstance(outcome, tuple)            # no await: done before the call returned
+    job, result = outcome
+    assert result == {"x": 1} and job.status.value == "successful" and job.sync
+    assert (await scheduler.status(job.id)).status.value == "successful"
+    recorded = await store.get(job.id)           # a read hands the pending records over
+    assert recorded.status.value == "successful" and recorded.input_size > 0
+    assert (await scheduler.result(job.id))[1] == {"x": 1}
+
+
+async def test_runs_that_cannot_finish_within_the_call_are_awaited(parts: Any) -> None:
+    scheduler, _store = parts
+    later = scheduler.run_now("sleep", 0)        # not inline: a coroutine to await
+    assert not isinstance(later, tuple)
+    job, _result = await later
+    assert job.status.value == "successful"
+    payload = bytes(200 * 1024)                  # an input too big for the row: the same
+    later = scheduler.run_now("echo", payload)
+    assert not isinstance(later, tuple)
+    assert (await later)[1] == payload
+
+
+async def test_an_inline_result_too_big_for_the_row_is_recorded_before_the_answer(
+    parts: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scheduler, store = parts
+    fits = iter([True, False])                     # the input fits its row, the result not
+    monkeypatch.setattr(store, "fits_inline", lambda blob: next(fits))
+    later = scheduler.run_now("echo", b"payload")
+    assert not isinstance(later, tuple)
+    job, result = await later
+    assert result == b"payload" and job.status.value == "successful"
+    assert (await store.get(job.id)).result_size == len(b"payload") + 2
+
+
+async def test_a_failing_inline_run_raises_and_is_recorded_as_failed(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db", files_dir=tmp_path / "jobs")
+    await store.open()
+    registry = Registry(lambda spec: InprocHost(spec, executor=ThreadPoolExecutor(1)))
+    spec = parse_spec("fail", {"mode": "inproc", "entry": "pnsd.demo:fail", "inline": True})
+    assert await registry.add_all([spec]) == {}
+    scheduler = Scheduler(registry, store)
+    try:
+        with pytest.raises(DaemonError) as caught:
+            scheduler.run_now("fail", None)
+        assert caught.value.code == "pts_error"
+        [job] = await store.list(pts="fail", status=None, limit=10, offset=0)
+        assert job.status.value == "failed" and job.reason == "pts_error"
+    finally:
+        await registry.stop_all(grace=1)
+        await store.close()

@@ -370,3 +370,44 @@ async def test_records_still_waiting_are_written_on_close(tmp_path: Path) -> Non
         assert (await reopened.get(job.id)).sync is True
     finally:
         await reopened.close()
+
+
+class SlowHandOverStore(JobStore):
+    """Records wait for a hand-over for an hour unless something else sends them on."""
+
+    RECORD_DELAY = 3600.0
+    RECORD_BATCH = 10
+
+
+async def test_a_read_or_write_after_records_finds_them_in_order(tmp_path: Path) -> None:
+    store = make_store(tmp_path, store=SlowHandOverStore)
+    await store.open()
+    try:
+        first, second = finished_sync_job(), finished_sync_job()
+        store.record_now(first, b"in", b"out")
+        assert (await store.get(first.id)).status.value == "successful"   # the read sent it
+        store.record_now(second, b"in", None)
+        await store.delete(second.id)     # a later write cannot overtake the record
+        with pytest.raises(NotFound):
+            await store.get(second.id)
+    finally:
+        await store.close()
+
+
+async def test_records_are_handed_over_in_batches_without_waiting(tmp_path: Path) -> None:
+    store = make_store(tmp_path, store=SlowHandOverStore)
+    await store.open()
+    try:
+        jobs = [finished_sync_job() for _ in range(SlowHandOverStore.RECORD_BATCH)]
+        for job in jobs:
+            store.record_now(job, b"in", b"out")
+        assert store._records == []       # the full batch went without its hour's wait
+        listed = await store.list(pts="echo", status=None, limit=100, offset=0)
+        assert {job.id for job in listed} == {job.id for job in jobs}
+    finally:
+        await store.close()
+
+
+async def test_record_now_refuses_blobs_that_need_a_file(store: JobStore) -> None:
+    with pytest.raises(ValueError, match="fit inline"):
+        store.record_now(finished_sync_job(), bytes(INLINE + 1), None)
