@@ -13,7 +13,7 @@ import copy
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -49,7 +49,7 @@ Outcome = tuple[Job, Any]   # a finished synchronous run: its job and result
 class LiveJob:
     job: Job
     ctx: RunContext
-    events: EventLog
+    events: EventLog | None   # None: an inline run no one could watch (watchers get a summary)
     task: asyncio.Task[Any] | None = None    # the task awaiting the host, for cancel
     generation: Generation | None = None     # the generation the run was admitted to
     cancel_requested: bool = False
@@ -60,7 +60,11 @@ class LiveJob:
     cancel_reason: str = "cancelled on request"
     result: Any = None
     error: DaemonError | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def publish(self) -> None:
+        """Tell watchers the job's status (if it has an event log)."""
+        if self.events is not None:
+            self.events.status(self.job)
 
 
 def pack(value: Any) -> bytes:
@@ -91,7 +95,7 @@ class Scheduler:
 
     # -- starting work -------------------------------------------------------------------
 
-    def _admit(self, pts: str, timeout: Any, *, sync: bool) -> tuple[Generation, LiveJob, float]:
+    def _admit(self, pts: str, timeout: Any, *, sync: bool) -> tuple[Generation, Job, float]:
         if not self.accepting:
             raise Unavailable("the daemon is shutting down", retry_after=5)
         generation = self.registry.get(pts)
@@ -101,7 +105,7 @@ class Scheduler:
                 raise BadRequest("timeout must be a positive number of seconds")
             limit = min(float(timeout), limit)
         job = Job.create(pts, self.clock(), sync=sync, version=generation.spec.version)
-        return generation, self._live_job(job, generation), limit
+        return generation, job, limit
 
     def _live_job(self, job: Job, generation: Generation) -> LiveJob:
         events = EventLog(job.id)
@@ -124,11 +128,14 @@ class Scheduler:
         input_blob = pack(data) if self.record_sync else b""
         if not self.store.fits_inline(input_blob):
             return self.run(pts, data, timeout=timeout)
-        generation, live, _limit = self._admit(pts, timeout, sync=True)  # inline: no timer
-        job = live.job
+        generation, job, _limit = self._admit(pts, timeout, sync=True)  # inline: no timer
+        if host.run_takes_ctx:    # its progress and log lines go to watchers of its events
+            live = self._live_job(job, generation)
+        else:                     # nothing to report between start and end: no event log
+            live = LiveJob(job, RunContext(job.id), None, generation=generation)
         live.input_blob = input_blob
         job.start(self.clock())
-        live.events.status(job)
+        live.publish()
         try:
             live.result = host.run_now(data, ctx=live.ctx)
             blob = pack(live.result)
@@ -155,7 +162,8 @@ class Scheduler:
 
     async def run(self, pts: str, data: Any, *, timeout: Any = None) -> Outcome:
         """A synchronous run: the caller waits for the result; recorded with group commit."""
-        generation, live, limit = self._admit(pts, timeout, sync=True)
+        generation, job, limit = self._admit(pts, timeout, sync=True)
+        live = self._live_job(job, generation)
         async with generation.slot():
             live.task = asyncio.current_task()
             self._live[live.job.id] = live
@@ -169,7 +177,8 @@ class Scheduler:
 
     async def submit(self, pts: str, data: Any, *, timeout: Any = None) -> Job:
         """An asynchronous run: committed durably, then acknowledged with its job record."""
-        generation, live, limit = self._admit(pts, timeout, sync=False)
+        generation, job, limit = self._admit(pts, timeout, sync=False)
+        live = self._live_job(job, generation)
         slot = generation.slot()
         await slot.__aenter__()  # admission (or Busy) happens before anything is recorded
         try:
@@ -222,7 +231,7 @@ class Scheduler:
         if job.is_finished:  # dismissed while queued
             return
         job.start(self.clock())
-        live.events.status(job)
+        live.publish()
         if not job.sync:   # listings by status see it running
             await self.store.update(job, durable=False)
         try:
@@ -261,7 +270,7 @@ class Scheduler:
 
     def _finished_event(self, live: LiveJob) -> None:
         job = live.job
-        live.events.status(job)
+        live.publish()
         log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
                  reason=job.reason or None, seconds=round(self.clock() - job.created, 6))
 
@@ -298,7 +307,7 @@ class Scheduler:
         job = live.job
         if not job.is_finished:
             job.fail(self.clock(), ErrorCode.UNAVAILABLE, "the daemon stopped during the run")
-            live.events.status(job)
+            live.publish()
             if not job.sync:
                 await self.store.finish(job, None, durable=False)
             elif self.record_sync:
@@ -308,7 +317,6 @@ class Scheduler:
         """Move a finished run to the finished jobs; returns its result (which may be dropped
         from memory here)."""
         result = live.result
-        live.done.set()
         self._live.pop(live.job.id, None)
         # Finished jobs stay here for late watchers and quick results; large results are read
         # back from the store instead, or a thousand 16 MiB results would pin 16 GiB.
@@ -361,7 +369,7 @@ class Scheduler:
         job = live.job
         if job.status is Status.ACCEPTED:
             job.dismiss(self.clock(), queued_reason)
-            live.events.status(job)
+            live.publish()
             await self.store.finish(job, None, durable=True)
         elif not live.cancel_requested and not live.finishing:
             live.cancel_requested = True

@@ -47,7 +47,7 @@ class JobStore:
     """Job records in SQLite at ``db_path``; blobs over ``inline_limit`` under ``files_dir``."""
 
     BATCH_DELAY = 0.005  # seconds a non-durable write may wait for its commit
-    RECORD_DELAY = 0.005  # seconds records of finished sync runs gather before the hand-over
+    RECORD_DELAY = 0.020  # seconds records of finished sync runs gather before the hand-over
     RECORD_BATCH = 256    # ... or this many of them
     MAX_BACKLOG = 10_000  # queued ops past which non-durable writes wait (back-pressure)
 

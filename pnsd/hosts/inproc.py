@@ -114,6 +114,11 @@ class InprocHost:
         call = self._calls.get("run")
         return self.spec.inline and call is not None and not call.is_async
 
+    @property
+    def run_takes_ctx(self) -> bool:
+        """True when the run entry takes ``ctx`` (and may report progress and log lines)."""
+        return self._calls["run"].wants_ctx
+
     def run_now(self, data: Any, *, ctx: RunContext) -> Any:
         """Run an :attr:`inline` PTS within this call (it neither blocks nor awaits)."""
         call = self._calls["run"]
