@@ -13,10 +13,8 @@ import copy
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import structlog
 
 from pnsd.errors import (
@@ -25,16 +23,15 @@ from pnsd.errors import (
     DaemonError,
     NotFound,
     NotReady,
-    PtsFailed,
     StorageError,
     Unavailable,
 )
 from pnsd.events import EventLog
 from pnsd.hosts.inproc import InprocHost
 from pnsd.jobs import Job, Status, valid_job_id
+from pnsd.livejob import LiveJob, pack, unpack
 from pnsd.registry import Generation, Registry
 from pnsd.store import JobStore
-from protocols.context import RunContext
 from protocols.errors import ErrorCode
 
 log = structlog.get_logger(__name__)
@@ -43,39 +40,6 @@ FINISHED_KEPT = 1024  # finished jobs whose event logs stay in memory for late w
 KEEP_RESULT_BYTES = 64 * 1024  # larger results of finished jobs are read from the store
 
 Outcome = tuple[Job, Any]   # a finished synchronous run: its job and result
-
-
-@dataclass
-class LiveJob:
-    job: Job
-    ctx: RunContext
-    events: EventLog | None   # None: an inline run no one could watch (watchers get a summary)
-    task: asyncio.Task[Any] | None = None    # the task awaiting the host, for cancel
-    generation: Generation | None = None     # the generation the run was admitted to
-    cancel_requested: bool = False
-    finishing: bool = False       # the outcome is being recorded: too late to cancel
-    input_blob: bytes = b""       # a synchronous run's input, recorded with its outcome
-    result_bytes: int = 0         # the packed result's size
-    result_kept: bool = True      # False once a large result was dropped from memory
-    cancel_reason: str = "cancelled on request"
-    result: Any = None
-    error: DaemonError | None = None
-
-    def publish(self) -> None:
-        """Tell watchers the job's status (if it has an event log)."""
-        if self.events is not None:
-            self.events.status(self.job)
-
-
-def pack(value: Any) -> bytes:
-    try:
-        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise PtsFailed(f"the PTS returned a value that cannot be encoded: {exc}") from exc
-
-
-def unpack(blob: bytes) -> Any:
-    return msgpack.unpackb(blob, raw=False, strict_map_key=False)
 
 
 class Scheduler:
@@ -108,9 +72,7 @@ class Scheduler:
         return generation, job, limit
 
     def _live_job(self, job: Job, generation: Generation) -> LiveJob:
-        events = EventLog(job.id)
-        ctx = RunContext(job.id, self._progress_sink(job, events), self._log_sink(events))
-        return LiveJob(job, ctx, events, generation=generation)
+        return LiveJob.watched(job, generation, clock=self.clock)
 
     def run_now(self, pts: str, data: Any, *, timeout: Any = None) -> Outcome | Awaitable[Outcome]:
         """A synchronous run, finished within this call when it can be; else one to await.
@@ -132,7 +94,7 @@ class Scheduler:
         if host.run_takes_ctx:    # its progress and log lines go to watchers of its events
             live = self._live_job(job, generation)
         else:                     # nothing to report between start and end: no event log
-            live = LiveJob(job, RunContext(job.id), None, generation=generation)
+            live = LiveJob.quiet(job, generation)
         live.input_blob = input_blob
         job.start(self.clock())
         live.publish()
@@ -387,24 +349,6 @@ class Scheduler:
             raise BadRequest(f"{job_id!r} is not a job id", job=str(job_id)[:64])
         return self._live.get(job_id) or self._finished.get(job_id)
 
-    # -- event sinks ---------------------------------------------------------------------
-
-    def _progress_sink(self, job: Job, events: EventLog) -> Callable[[int, str], None]:
-        loop = asyncio.get_running_loop()
-
-        def report(percent: int, message: str) -> None:
-            def apply() -> None:
-                if job.status is Status.RUNNING:
-                    job.report_progress(self.clock(), percent, message)
-                    events.progress(job)
-            _call_in_loop(loop, apply)
-
-        return report
-
-    def _log_sink(self, events: EventLog) -> Callable[[str], None]:
-        loop = asyncio.get_running_loop()
-        return lambda line: _call_in_loop(loop, lambda: events.log(line))
-
     async def shutdown(self, *, grace: float) -> None:
         """Refuse new work, give running jobs ``grace`` seconds, then cancel the rest."""
         self.accepting = False
@@ -413,17 +357,6 @@ class Scheduler:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _call_in_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        fn()
-    else:
-        loop.call_soon_threadsafe(fn)
 
 
 def _outcome(live: LiveJob, result: Any) -> Outcome:

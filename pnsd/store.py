@@ -12,36 +12,24 @@ never block the event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
+from pnsd import jobsql
 from pnsd.blobfiles import read_blob, remove, remove_all, write_blob
-from pnsd.errors import Conflict, NotFound, StorageError
-from pnsd.jobs import FINISHED, RESTART_REASON, Job, Status
+from pnsd.errors import Conflict, StorageError
+from pnsd.jobs import RESTART_REASON, Job, Status
 from pnsd.storedb import Kind, Op, SqlFn, Writer
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 JobList = list[Job]  # JobStore.list shadows the builtin inside the class
-
-_JOB_COLUMNS = (
-    "id, pts, status, created, started, finished, updated, progress, message, reason, sync, "
-    "version, input_size, result_size"
-)
-_FINISHED_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in FINISHED))
-_STATE_SQL = (
-    "status = :status, started = :started, finished = :finished, updated = :updated, "
-    "progress = :progress, message = :message, reason = :reason, version = :version"
-)
-
 
 class JobStore:
     """Job records in SQLite at ``db_path``; blobs over ``inline_limit`` under ``files_dir``."""
@@ -109,7 +97,7 @@ class JobStore:
         row = job.to_row()
         row.update(await self._place(job.id, "input", input_blob), result=None, result_file=0)
         try:
-            await self._write(partial(_insert, row), durable, f"record job {job.id}")
+            await self._write(partial(jobsql.insert, row), durable, f"record job {job.id}")
         except StorageError:
             await asyncio.to_thread(remove, self._job_dir(job.id))
             raise
@@ -169,7 +157,8 @@ class JobStore:
         if self._writer is None:       # closed in between: they were never acknowledged
             log.warning("records_dropped", count=len(rows), reason="store closed")
             return
-        self._writer.submit_nowait(partial(_insert_many, rows), what=f"record {len(rows)} jobs")
+        self._writer.submit_nowait(partial(jobsql.insert_many, rows),
+                                   what=f"record {len(rows)} jobs")
 
     def _queued_writer(self) -> Writer:
         """The writer, once the records waiting for their hand-over are queued to it."""
@@ -181,7 +170,7 @@ class JobStore:
 
     async def update(self, job: Job, *, durable: bool = False) -> None:
         """Record status, progress, message and timestamps."""
-        await self._write(partial(_update, job.to_row()), durable, f"update job {job.id}")
+        await self._write(partial(jobsql.update, job.to_row()), durable, f"update job {job.id}")
 
     async def finish(self, job: Job, result_blob: bytes | None, *, durable: bool = True) -> None:
         """Record the final state and result; sets ``job.result_size``."""
@@ -191,13 +180,13 @@ class JobStore:
         row = job.to_row()
         row.update(await self._place(job.id, "result", result_blob))
         try:
-            await self._write(partial(_finish, row), durable, f"finish job {job.id}")
+            await self._write(partial(jobsql.finish, row), durable, f"finish job {job.id}")
         except StorageError:
             await asyncio.to_thread(remove, self._job_dir(job.id) / "result.bin")
             raise
 
     async def get(self, job_id: str) -> Job:
-        return await self._read(partial(_select_job, job_id), f"read job {job_id}")
+        return await self._read(partial(jobsql.select_job, job_id), f"read job {job_id}")
 
     async def result(self, job_id: str) -> bytes | None:
         """The result blob exactly as stored, None if there is none (yet)."""
@@ -212,22 +201,22 @@ class JobStore:
         offset: int = 0,
     ) -> JobList:
         """Jobs matching the filters, newest first."""
-        where, params = _where(pts, status)
+        where, params = jobsql.where(pts, status)
         sql = (
-            f"SELECT {_JOB_COLUMNS} FROM jobs {where} "
+            f"SELECT {jobsql.JOB_COLUMNS} FROM jobs {where} "
             "ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?"
         )
-        query = partial(_select_jobs, sql, [*params, limit, offset])
+        query = partial(jobsql.select_jobs, sql, [*params, limit, offset])
         return await self._read(query, "list jobs")
 
     async def count(self, *, pts: str | None = None, status: Status | None = None) -> int:
-        where, params = _where(pts, status)
-        query = partial(_scalar, f"SELECT COUNT(*) FROM jobs {where}", params)
+        where, params = jobsql.where(pts, status)
+        query = partial(jobsql.scalar, f"SELECT COUNT(*) FROM jobs {where}", params)
         return int(await self._read(query, "count jobs"))
 
     async def delete(self, job_id: str) -> None:
         """Remove a finished job's record and files."""
-        await self._write(partial(_delete, job_id), True, f"delete job {job_id}")
+        await self._write(partial(jobsql.delete, job_id), True, f"delete job {job_id}")
         await asyncio.to_thread(remove, self._job_dir(job_id))
 
     async def recover(
@@ -237,8 +226,9 @@ class JobStore:
 
         Returns ``(failed, requeued)``, each oldest first.
         """
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE NOT {_FINISHED_SQL} ORDER BY created"
-        jobs = await self._read(partial(_select_jobs, sql, []), "read unfinished jobs")
+        sql = (f"SELECT {jobsql.JOB_COLUMNS} FROM jobs WHERE NOT {jobsql.FINISHED_SQL} "
+               "ORDER BY created")
+        jobs = await self._read(partial(jobsql.select_jobs, sql, []), "read unfinished jobs")
         failed: JobList = []
         requeued: JobList = []
         for job in jobs:
@@ -251,7 +241,7 @@ class JobStore:
                 failed.append(job)
         if jobs:
             rows = [job.to_row() for job in jobs]
-            await self._write(partial(_update_all, rows), True, "recover unfinished jobs")
+            await self._write(partial(jobsql.update_all, rows), True, "recover unfinished jobs")
         log.info("store_recovered", failed=len(failed), requeued=len(requeued))
         return failed, requeued
 
@@ -260,7 +250,7 @@ class JobStore:
         until inputs and results total at most ``max_bytes``. Returns how many went."""
         cutoff = None if max_age is None else self._clock() - max_age
         removed = await self._submit(
-            Kind.WRITE, partial(_cleanup, cutoff, max_bytes), durable=True,
+            Kind.WRITE, partial(jobsql.cleanup, cutoff, max_bytes), durable=True,
             what="clean up finished jobs",
         )
         await asyncio.to_thread(remove_all, [self._job_dir(i) for i, files in removed if files])
@@ -324,120 +314,8 @@ class JobStore:
         return {name: None, f"{name}_file": 1}
 
     async def _blob(self, job_id: str, name: str) -> bytes | None:
-        blob, in_file = await self._read(partial(_select_blob, job_id, name), f"read {name}")
+        query = partial(jobsql.select_blob, job_id, name)
+        blob, in_file = await self._read(query, f"read {name}")
         if not in_file:
             return blob
         return await asyncio.to_thread(read_blob, self._job_dir(job_id) / f"{name}.bin")
-
-
-# --- SQL, run on the writer thread -------------------------------------------------------
-
-
-def _insert_many(rows: list[dict[str, Any]], conn: sqlite3.Connection) -> None:
-    try:
-        conn.executemany(_insert_sql(rows[0]), rows)   # every row has the same columns
-    except sqlite3.IntegrityError:   # a duplicate id among them: keep the others
-        for row in rows:
-            with contextlib.suppress(Conflict):
-                _insert(row, conn)
-
-
-def _insert_sql(row: dict[str, Any]) -> str:
-    return f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join(f':{c}' for c in row)})"
-
-
-def _insert(row: dict[str, Any], conn: sqlite3.Connection) -> None:
-    try:
-        conn.execute(_insert_sql(row), row)
-    except sqlite3.IntegrityError:   # the primary key: one statement, no look-up first
-        raise Conflict(f"job {row['id']} exists already", job=row["id"]) from None
-
-
-def _update(row: dict[str, Any], conn: sqlite3.Connection) -> None:
-    cursor = conn.execute(f"UPDATE jobs SET {_STATE_SQL} WHERE id = :id", row)
-    if cursor.rowcount == 0:
-        raise NotFound(f"no job {row['id']}", job=row["id"])
-
-
-def _update_all(rows: Iterable[dict[str, Any]], conn: sqlite3.Connection) -> None:
-    conn.executemany(f"UPDATE jobs SET {_STATE_SQL} WHERE id = :id", rows)
-
-
-def _finish(row: dict[str, Any], conn: sqlite3.Connection) -> None:
-    sql = (
-        f"UPDATE jobs SET {_STATE_SQL}, result = :result, result_file = :result_file, "
-        "result_size = :result_size WHERE id = :id"
-    )
-    if conn.execute(sql, row).rowcount == 0:
-        raise NotFound(f"no job {row['id']}", job=row["id"])
-
-
-def _select_job(job_id: str, conn: sqlite3.Connection) -> Job:
-    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"no job {job_id}", job=job_id)
-    return Job.from_row(row)
-
-
-def _select_jobs(sql: str, params: list[Any], conn: sqlite3.Connection) -> list[Job]:
-    return [Job.from_row(row) for row in conn.execute(sql, params)]
-
-
-def _scalar(sql: str, params: list[Any], conn: sqlite3.Connection) -> Any:
-    return conn.execute(sql, params).fetchone()[0]
-
-
-def _select_blob(job_id: str, name: str, conn: sqlite3.Connection) -> tuple[bytes | None, bool]:
-    sql = f"SELECT {name}, {name}_file FROM jobs WHERE id = ?"  # name is "input" or "result"
-    row = conn.execute(sql, (job_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"no job {job_id}", job=job_id)
-    return row[0], bool(row[1])
-
-
-def _delete(job_id: str, conn: sqlite3.Connection) -> None:
-    row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"no job {job_id}", job=job_id)
-    if Status(row[0]) not in FINISHED:
-        raise Conflict(f"job {job_id} is {row[0]}: cancel it before deleting", job=job_id)
-    conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-
-
-def _cleanup(
-    cutoff: float | None, max_bytes: int | None, conn: sqlite3.Connection
-) -> list[tuple[str, bool]]:
-    """Delete by age, then oldest first by size; returns (id, had files) of each deleted."""
-    columns = "id, input_file OR result_file, input_size + result_size"
-    oldest = f"SELECT {columns} FROM jobs WHERE {_FINISHED_SQL} ORDER BY finished, rowid"
-    victims: list[tuple[str, bool]] = []
-    if cutoff is not None:
-        sql = f"SELECT {columns} FROM jobs WHERE {_FINISHED_SQL} AND finished < ?"
-        victims += [(r[0], bool(r[1])) for r in conn.execute(sql, (cutoff,))]
-        conn.executemany("DELETE FROM jobs WHERE id = ?", [(v[0],) for v in victims])
-    if max_bytes is not None:
-        total = _scalar("SELECT COALESCE(SUM(input_size + result_size), 0) FROM jobs", [], conn)
-        by_size: list[tuple[str, bool]] = []
-        for job_id, files, size in conn.execute(oldest).fetchall():
-            if total <= max_bytes:
-                break
-            by_size.append((job_id, bool(files)))
-            total -= size
-        conn.executemany("DELETE FROM jobs WHERE id = ?", [(v[0],) for v in by_size])
-        victims += by_size
-    return victims
-
-
-def _where(pts: str | None, status: Status | None) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if pts is not None:
-        clauses.append("pts = ?")
-        params.append(pts)
-    if status is not None:
-        clauses.append("status = ?")
-        params.append(Status(status).value)
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-# --- blob files, run in worker threads ---------------------------------------------------

@@ -1,0 +1,133 @@
+"""The SQL of the job store: the statements :class:`pnsd.store.JobStore` runs on its writer
+thread, each a function of its arguments and the connection.
+
+Owns the statements and the mapping between rows and :class:`pnsd.jobs.Job`; it must not
+queue work, touch files or know about asyncio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from pnsd.errors import Conflict, NotFound
+from pnsd.jobs import FINISHED, Job, Status
+
+JOB_COLUMNS = (
+    "id, pts, status, created, started, finished, updated, progress, message, reason, sync, "
+    "version, input_size, result_size"
+)
+FINISHED_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in FINISHED))
+STATE_SQL = (
+    "status = :status, started = :started, finished = :finished, updated = :updated, "
+    "progress = :progress, message = :message, reason = :reason, version = :version"
+)
+
+
+def insert_many(rows: list[dict[str, Any]], conn: sqlite3.Connection) -> None:
+    try:
+        conn.executemany(insert_sql(rows[0]), rows)   # every row has the same columns
+    except sqlite3.IntegrityError:   # a duplicate id among them: keep the others
+        for row in rows:
+            with contextlib.suppress(Conflict):
+                insert(row, conn)
+
+
+def insert_sql(row: dict[str, Any]) -> str:
+    return f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join(f':{c}' for c in row)})"
+
+
+def insert(row: dict[str, Any], conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute(insert_sql(row), row)
+    except sqlite3.IntegrityError:   # the primary key: one statement, no look-up first
+        raise Conflict(f"job {row['id']} exists already", job=row["id"]) from None
+
+
+def update(row: dict[str, Any], conn: sqlite3.Connection) -> None:
+    cursor = conn.execute(f"UPDATE jobs SET {STATE_SQL} WHERE id = :id", row)
+    if cursor.rowcount == 0:
+        raise NotFound(f"no job {row['id']}", job=row["id"])
+
+
+def update_all(rows: Iterable[dict[str, Any]], conn: sqlite3.Connection) -> None:
+    conn.executemany(f"UPDATE jobs SET {STATE_SQL} WHERE id = :id", rows)
+
+
+def finish(row: dict[str, Any], conn: sqlite3.Connection) -> None:
+    sql = (
+        f"UPDATE jobs SET {STATE_SQL}, result = :result, result_file = :result_file, "
+        "result_size = :result_size WHERE id = :id"
+    )
+    if conn.execute(sql, row).rowcount == 0:
+        raise NotFound(f"no job {row['id']}", job=row["id"])
+
+
+def select_job(job_id: str, conn: sqlite3.Connection) -> Job:
+    row = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no job {job_id}", job=job_id)
+    return Job.from_row(row)
+
+
+def select_jobs(sql: str, params: list[Any], conn: sqlite3.Connection) -> list[Job]:
+    return [Job.from_row(row) for row in conn.execute(sql, params)]
+
+
+def scalar(sql: str, params: list[Any], conn: sqlite3.Connection) -> Any:
+    return conn.execute(sql, params).fetchone()[0]
+
+
+def select_blob(job_id: str, name: str, conn: sqlite3.Connection) -> tuple[bytes | None, bool]:
+    sql = f"SELECT {name}, {name}_file FROM jobs WHERE id = ?"  # name is "input" or "result"
+    row = conn.execute(sql, (job_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no job {job_id}", job=job_id)
+    return row[0], bool(row[1])
+
+
+def delete(job_id: str, conn: sqlite3.Connection) -> None:
+    row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no job {job_id}", job=job_id)
+    if Status(row[0]) not in FINISHED:
+        raise Conflict(f"job {job_id} is {row[0]}: cancel it before deleting", job=job_id)
+    conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+
+def cleanup(
+    cutoff: float | None, max_bytes: int | None, conn: sqlite3.Connection
+) -> list[tuple[str, bool]]:
+    """Delete by age, then oldest first by size; returns (id, had files) of each deleted."""
+    columns = "id, input_file OR result_file, input_size + result_size"
+    oldest = f"SELECT {columns} FROM jobs WHERE {FINISHED_SQL} ORDER BY finished, rowid"
+    victims: list[tuple[str, bool]] = []
+    if cutoff is not None:
+        sql = f"SELECT {columns} FROM jobs WHERE {FINISHED_SQL} AND finished < ?"
+        victims += [(r[0], bool(r[1])) for r in conn.execute(sql, (cutoff,))]
+        conn.executemany("DELETE FROM jobs WHERE id = ?", [(v[0],) for v in victims])
+    if max_bytes is not None:
+        total = scalar("SELECT COALESCE(SUM(input_size + result_size), 0) FROM jobs", [], conn)
+        by_size: list[tuple[str, bool]] = []
+        for job_id, files, size in conn.execute(oldest).fetchall():
+            if total <= max_bytes:
+                break
+            by_size.append((job_id, bool(files)))
+            total -= size
+        conn.executemany("DELETE FROM jobs WHERE id = ?", [(v[0],) for v in by_size])
+        victims += by_size
+    return victims
+
+
+def where(pts: str | None, status: Status | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if pts is not None:
+        clauses.append("pts = ?")
+        params.append(pts)
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(Status(status).value)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
