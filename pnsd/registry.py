@@ -12,9 +12,8 @@ factory it is given.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,32 +48,14 @@ class Generation:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def slot(self) -> Slot:
         """Admit a run or refuse it as busy at once; then hold a slot while it runs."""
-        if self.draining:
-            raise Unavailable(f"PTS {self.spec.name} generation {self.number} is draining")
-        if self.admitted >= self.spec.slots + self.spec.queue:
-            raise Busy(
-                f"PTS {self.spec.name} is busy: {self.running} running, "
-                f"{self.admitted - self.running} queued (limit {self.spec.queue})",
-                retry_after=1,
-            )
-        self.admitted += 1
-        self._idle.clear()
-        try:
-            async with self._slots:
-                if self.refusal:
-                    raise Unavailable(self.refusal)
-                self.running += 1
-                try:
-                    yield
-                finally:
-                    self.running -= 1
-        finally:
-            self.admitted -= 1
-            if self.admitted == 0:
-                self._idle.set()
+        return Slot(self)
+
+    def _leave(self) -> None:
+        self.admitted -= 1
+        if self.admitted == 0:
+            self._idle.set()
 
     def free_now(self) -> bool:
         """True when a run admitted now would start at once: a slot is free, nobody waits."""
@@ -109,6 +90,48 @@ class Generation:
             "running": self.running, "queued": self.admitted - self.running,
             "slots": self.spec.slots, "queue": self.spec.queue, **self.host.state().public(),
         }
+
+
+class Slot:
+    """``async with generation.slot():`` admission, then a slot of the generation held.
+
+    A class rather than a generator-based context manager: this runs for every run.
+    """
+
+    __slots__ = ("_generation",)
+
+    def __init__(self, generation: Generation) -> None:
+        self._generation = generation
+
+    async def __aenter__(self) -> None:
+        generation = self._generation
+        spec = generation.spec
+        if generation.draining:
+            raise Unavailable(f"PTS {spec.name} generation {generation.number} is draining")
+        if generation.admitted >= spec.slots + spec.queue:
+            raise Busy(
+                f"PTS {spec.name} is busy: {generation.running} running, "
+                f"{generation.admitted - generation.running} queued (limit {spec.queue})",
+                retry_after=1,
+            )
+        generation.admitted += 1
+        generation._idle.clear()
+        try:
+            await generation._slots.acquire()
+        except BaseException:
+            generation._leave()
+            raise
+        if generation.refusal:      # closed while this run was queued
+            generation._slots.release()
+            generation._leave()
+            raise Unavailable(generation.refusal)
+        generation.running += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        generation = self._generation
+        generation.running -= 1
+        generation._slots.release()
+        generation._leave()
 
 
 class Registry:

@@ -9,7 +9,6 @@ shutdown. It never touches sockets; records go through the store, hosts through 
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -216,7 +215,7 @@ class Scheduler:
         # The live job shows its outcome only once the outcome is recorded: a success that a
         # full disk (or a crash) could undo is never reported.
         live.finishing = True
-        final = copy.copy(live.job)
+        final = live.job.copy()
         self._settle(final, live.error)
         vars(live.job).update(vars(await self._record(live, final, blob)))
         self._finished_event(live)
@@ -246,7 +245,7 @@ class Scheduler:
             await self.store.finish(final, blob, durable=True)
             return final
         except StorageError as exc:
-            failed = copy.copy(live.job)
+            failed = live.job.copy()
             failed.fail(self.clock(), ErrorCode.STORAGE,
                         f"the outcome could not be recorded: {exc.message}")
             live.error, live.result = exc, None
