@@ -6,9 +6,12 @@ It loads the callables (exit code 3 if the entry cannot be loaded, 4 if the init
 runs init once, connects a DEALER to the daemon, says ``worker.hello`` and then serves
 ``task.req`` messages one at a time (see SPEC.md, "Worker protocol").
 
-Threads: the main thread owns the socket (heartbeats, cancel, stop, sending); the PTS runs in
-one long-lived second thread so a long run never silences the heartbeat. Owns nothing of the
-daemon's state and imports only ``protocols``, pyzmq, msgpack and the stdlib (Python 3.8+).
+Threads: the main thread owns the socket and runs each task itself, so a short run costs no
+thread hand-off. While it runs one, a keeper thread watches; once a task has run for a tick
+(at most 0.1 s), the keeper takes the socket over (heartbeats, progress, cancel, stop, busy
+answers) and hands it back when the task ends, so a long run never silences the heartbeat.
+Owns nothing of the daemon's state and imports only ``protocols``, pyzmq, msgpack and the
+stdlib (Python 3.8+).
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import asyncio
 import contextlib
 import inspect
 import os
-import queue
+import select
 import signal
 import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import zmq
 
@@ -32,20 +35,20 @@ from protocols import messages
 from protocols.codec import DEFAULT_MAX_BYTES, Codec, Message, new_message_id
 from protocols.context import EntryError, RunContext, accepts_ctx, load_entry
 from protocols.errors import ErrorCode, PnsError, ProtocolError
+from protocols.pump import recv_frames, send_frames
 
 EXIT_OK = 0
 EXIT_BAD_ENTRY = 3
 EXIT_INIT_FAILED = 4
+EXIT_KEEPER_FAILED = 5
 OPS = ("run", "init", "config", "clean")
 CAPABILITIES = ["cancel", "progress", "log"]
 MAX_LINE = 16 * 1024          # characters of one task.log line
 MAX_PENDING_LOGS = 1000       # log lines waiting to be sent; beyond, lines are dropped
+URGENT_PENDING = 64           # this many waiting messages call the keeper in before its tick
+MAX_TICK = 0.1                # seconds a task runs before the keeper takes the socket over
 FINAL_LINGER_MS = 1000        # how long the last reply may take to leave at exit
-COPY_THRESHOLD = 64 * 1024    # frames from this size on are sent zero-copy
-# Plain ints: pyzmq's enum flags cost an enum construction on every ``|`` (~2 us per frame).
-_SEND_MORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
-_SEND_LAST = int(zmq.NOBLOCK)
-_RECV = int(zmq.NOBLOCK)
+_POLLIN = int(zmq.POLLIN)     # a plain int: pyzmq's enum flags cost a construction per use
 
 Outgoing = Tuple[str, Any, Optional[str]]     # (message type, body, re)
 
@@ -73,118 +76,130 @@ class Call:
 
 
 class Outbox:
-    """Messages from any thread to the main thread, which alone may touch the socket.
+    """Progress and log messages from the PTS (any thread) to whoever holds the socket.
 
-    Why a list plus a self-pipe: zmq sockets are not thread-safe and an inproc PAIR would need
-    the bodies serialised twice; a plain lock-protected list carries Python objects as they
-    are, and one byte on a pipe wakes the main thread's ``zmq.Poller`` (which polls raw fds).
-    The same pipe is the signal wake-up fd, so SIGTERM also wakes the poller at once.
-    Progress is coalesced and log lines are capped, so a chatty PTS cannot exhaust memory.
+    A byte on a pipe wakes the keeper while it stands in (``listening``) or when messages pile
+    up; otherwise the main thread sends them after the task, at no cost per message. Progress
+    is coalesced and log lines are capped, so a chatty PTS cannot exhaust memory.
     """
 
     def __init__(self, wake_fd: int) -> None:
-        self._wake_fd = wake_fd
+        self.wake_fd = wake_fd
         self._lock = threading.Lock()
         self._items = []  # type: List[Outgoing]
         self._logs = 0
+        self._listening = False
         self.dropped = 0
 
     def put(self, item: Outgoing) -> None:
         with self._lock:
-            was_empty = not self._items
             kind = item[0]
             if kind == messages.TASK_PROGRESS and self._items and self._items[-1][0] == kind:
                 self._items[-1] = item
-            elif kind == messages.TASK_LOG and self._logs >= MAX_PENDING_LOGS:
+                return
+            if kind == messages.TASK_LOG and self._logs >= MAX_PENDING_LOGS:
                 self.dropped += 1
                 return
-            else:
-                self._items.append(item)
-                self._logs += kind == messages.TASK_LOG
-        if was_empty:
-            # a full pipe holds wake-ups already: the main thread will look
-            with contextlib.suppress(BlockingIOError):
-                os.write(self._wake_fd, b"\0")
+            self._items.append(item)
+            self._logs += kind == messages.TASK_LOG
+            count = len(self._items)
+            wake = count == URGENT_PENDING or (count == 1 and self._listening)
+        if wake:
+            wake_up(self.wake_fd)
+
+    def listen(self, on: bool) -> None:
+        """Whether every first message should wake the socket's holder (the keeper)."""
+        with self._lock:
+            self._listening = on
 
     def take(self) -> List[Outgoing]:
+        if not self._items:     # most tasks report nothing: no lock, no new list
+            return []
         with self._lock:
             items, self._items, self._logs = self._items, [], 0
         return items
 
 
-class Task(NamedTuple):
-    id: str
-    op: str
-    data: Any
-    ctx: RunContext
+class Task:
+    """The task being run; ``finished`` tells the keeper to hand the socket back."""
 
+    __slots__ = ("ctx", "data", "finished", "id", "op")
 
-class PtsThread(threading.Thread):
-    """Runs tasks one at a time and posts each outcome to the outbox."""
-
-    def __init__(self, calls: Dict[str, Call], outbox: Outbox) -> None:
-        # daemon: a PTS that ignores cancel must not keep the process alive at exit
-        super().__init__(name="pts", daemon=True)
-        self.calls = calls
-        self.outbox = outbox
-        # SimpleQueue: a C lock and no Condition, about half the hand-off cost of queue.Queue
-        self.inbox = queue.SimpleQueue()  # type: queue.SimpleQueue[Task]
-
-    def run(self) -> None:
-        while True:
-            task = self.inbox.get()
-            self.outbox.put(self.execute(task))
-
-    def execute(self, task: Task) -> Outgoing:
-        call = self.calls.get(task.op)
-        if call is None:
-            return (messages.TASK_REP, {"result": None}, task.id)   # no such hook: nothing to do
-        try:
-            result = call(task.data, task.ctx)
-        except Exception as exc:  # the PTS's own failure: a clear message, traceback to stderr
-            note("%s of %s raised:\n%s" % (task.op, call.entry, traceback.format_exc().rstrip()))
-            code = ErrorCode.CANCELLED if task.ctx.cancelled else ErrorCode.PTS_ERROR
-            body = {"code": code, "message": "%s: %s" % (type(exc).__name__, exc), "details": {}}
-            return (messages.ERROR, body, task.id)
-        return (messages.TASK_REP, {"result": result}, task.id)
+    def __init__(self, task_id: str, op: str, data: Any, ctx: RunContext) -> None:
+        self.id, self.op, self.data, self.ctx = task_id, op, data, ctx
+        self.finished = False
 
 
 class WorkerRuntime:
-    """The main thread's loop: socket I/O, heartbeats, cancel and stop."""
+    """Socket I/O, heartbeats, cancel and stop; tasks run on the thread that calls serve.
 
-    def __init__(self, socket: zmq.Socket[bytes], codec: Codec, pts: PtsThread, *,
-                 wake_fd: int, heartbeat: float) -> None:
+    ``owner`` is held by the thread using the socket and codec (ZeroMQ sockets may change
+    threads, never be shared): the main thread, except while it runs a task.
+    """
+
+    def __init__(self, socket: zmq.Socket[bytes], codec: Codec, calls: Dict[str, Call], *,
+                 signal_fd: int, heartbeat: float) -> None:
         self.socket = socket
         self.codec = codec
-        self.pts = pts
-        self.wake_fd = wake_fd
+        self.calls = calls
+        self.signal_fd = signal_fd
         self.heartbeat = heartbeat
+        self.owner = threading.Lock()
+        self.wake_fd, wake_write = _pipe()
+        self.outbox = Outbox(wake_write)
         self.current = None  # type: Optional[Task]
         self.stopping = False
         self.signalled = False
         self.parent = os.getppid()
+        self.next_beat = 0.0
+        self._idle_items = [(socket, _POLLIN), (signal_fd, _POLLIN)]
+        self._busy_items = [*self._idle_items, (self.wake_fd, _POLLIN)]
 
     def serve(self, hello: Dict[str, Any]) -> int:
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        poller.register(self.wake_fd, zmq.POLLIN)
+        self.owner.acquire()
+        Keeper(self, tick=max(0.01, min(MAX_TICK, self.heartbeat / 4))).start()
         self.send(messages.WORKER_HELLO, hello)
-        next_beat = time.monotonic() + self.heartbeat
-        while not self.signalled and not (self.stopping and self.current is None):
-            wait = max(0.0, next_beat - time.monotonic())
-            ready = dict(poller.poll(int(wait * 1000) + 1))
-            if self.wake_fd in ready:
-                _drain_pipe(self.wake_fd)
-            self.flush()
-            if self.socket in ready:
-                self.receive()
-            if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + self.heartbeat
-                self.send(messages.WORKER_HEARTBEAT, {"busy": self.current is not None})
-                self.check_parent()
-        if self.signalled and self.current is not None:
-            self.current.ctx.cancel()
+        self.next_beat = time.monotonic() + self.heartbeat
+        while not (self.signalled or self.stopping):
+            self.poll(self._idle_items)
         return EXIT_OK
+
+    def poll(self, items: List[Tuple[Any, int]]) -> None:
+        """Wait for a message, a signal or a wake-up up to the next heartbeat; handle it."""
+        wait = self.next_beat - time.monotonic()
+        for item, _events in zmq.zmq_poll(items, max(0, int(wait * 1000) + 1)):
+            if item is self.socket:
+                self.receive()
+            elif item == self.signal_fd:
+                _drain_pipe(self.signal_fd)      # only signals write there
+                self.signalled = True
+            else:
+                _drain_pipe(self.wake_fd)
+        if time.monotonic() >= self.next_beat:
+            self.next_beat = time.monotonic() + self.heartbeat
+            self.send(messages.WORKER_HEARTBEAT, {"busy": self.current is not None})
+            self.check_parent()
+
+    def stand_in(self, task: Task) -> None:
+        """Serve the socket while the main thread runs ``task``; the keeper holds ``owner``."""
+        self.outbox.listen(True)
+        try:
+            while not task.finished:
+                self.flush()
+                if self.signalled:
+                    self.exit_now()
+                self.poll(self._busy_items)
+        finally:
+            self.outbox.listen(False)
+
+    def exit_now(self) -> None:
+        """A signal or a vanished daemon during a task: cancel it and leave at once."""
+        if self.current is not None:
+            self.current.ctx.cancel()
+        with contextlib.suppress(Exception):    # the streams may be closed: leave anyway
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(EXIT_OK)
 
     def check_parent(self) -> None:
         if os.getppid() != self.parent:   # the daemon died: never live on as an orphan
@@ -192,18 +207,9 @@ class WorkerRuntime:
             self.signalled = True
 
     def receive(self) -> None:
-        """One message: zmq_poll is level-triggered, so any further one is reported at once.
-
-        Frame by frame with ``Frame.more`` rather than ``recv_multipart``: pyzmq's getsockopt
-        builds an enum per call, which is a third of the receive's cost for small messages.
-        """
-        recv = self.socket.recv
+        """One message: zmq_poll is level-triggered, so any further one is reported at once."""
         try:
-            frame = recv(_RECV, copy=False)
-            frames = [frame.bytes]
-            while frame.more:
-                frame = recv(_RECV, copy=False)
-                frames.append(frame.bytes)
+            frames = recv_frames(self.socket)
         except zmq.Again:   # reported readable, then not (a spurious wake-up): nothing to do
             return
         try:
@@ -237,27 +243,48 @@ class WorkerRuntime:
         ctx = RunContext(job if isinstance(job, str) else "",
                          on_progress=self._progress_sink(message.id),
                          on_log=self._log_sink(message.id))
-        self.current = Task(message.id, op, body.get("data"), ctx)
-        self.pts.inbox.put(self.current)
+        self.run_task(Task(message.id, op, body.get("data"), ctx))
+
+    def run_task(self, task: Task) -> None:
+        """Run ``task`` here, the socket left to the keeper meanwhile; then send its outcome."""
+        self.current = task
+        self.owner.release()
+        try:
+            msg_type, body = self.execute(task)
+        finally:
+            task.finished = True
+            if not self.owner.acquire(False):   # the keeper stands in: call it off
+                wake_up(self.outbox.wake_fd)
+                self.owner.acquire()
+            self.current = None
+        self.flush()                            # what the task reported comes first
+        self.send_reply(msg_type, body, task.id)
+
+    def execute(self, task: Task) -> Tuple[str, Any]:
+        call = self.calls.get(task.op)
+        if call is None:
+            return messages.TASK_REP, {"result": None}   # no such hook: nothing to do
+        try:
+            result = call(task.data, task.ctx)
+        except Exception as exc:  # the PTS's own failure: a clear message, traceback to stderr
+            note("%s of %s raised:\n%s" % (task.op, call.entry, traceback.format_exc().rstrip()))
+            code = ErrorCode.CANCELLED if task.ctx.cancelled else ErrorCode.PTS_ERROR
+            return messages.ERROR, {"code": code, "message": "%s: %s" % (type(exc).__name__, exc),
+                                    "details": {}}
+        return messages.TASK_REP, {"result": result}
 
     def _progress_sink(self, task_id: str) -> Callable[[int, str], None]:
-        outbox = self.pts.outbox
+        outbox = self.outbox
         return lambda percent, text: outbox.put(
             (messages.TASK_PROGRESS, {"percent": percent, "message": text[:MAX_LINE]}, task_id))
 
     def _log_sink(self, task_id: str) -> Callable[[str], None]:
-        outbox = self.pts.outbox
+        outbox = self.outbox
         return lambda line: outbox.put((messages.TASK_LOG, {"line": line[:MAX_LINE]}, task_id))
 
     def flush(self) -> None:
-        for msg_type, body, re in self.pts.outbox.take():
-            if msg_type in (messages.TASK_REP, messages.ERROR):
-                if self.current is None or re != self.current.id:
-                    continue
-                self.current = None
-                self.send_reply(msg_type, body, re)
-            else:
-                self.send(msg_type, body, re)
+        for msg_type, body, re in self.outbox.take():
+            self.send(msg_type, body, re)
 
     def send_reply(self, msg_type: str, body: Any, re: Optional[str]) -> None:
         """The task's outcome; a result that cannot travel becomes a pts_error instead."""
@@ -268,7 +295,7 @@ class WorkerRuntime:
             self.send_error(re, ErrorCode.PTS_ERROR, "the result cannot be encoded: %s"
                             % exc.message.replace("body cannot be encoded: ", ""))
             return
-        size = sum(len(frame) for frame in frames)
+        size = sum(map(len, frames))
         if size > self.codec.max_bytes:
             self.send_error(re, ErrorCode.PTS_ERROR, "the result of %d bytes exceeds the "
                             "message limit of %d bytes" % (size, self.codec.max_bytes))
@@ -287,17 +314,62 @@ class WorkerRuntime:
         self._send_frames(frames)
 
     def _send_frames(self, frames: List[bytes]) -> None:
-        """Send one message without blocking; frame by frame with int flags (see _SEND_MORE).
-
-        The first frame decides: ZeroMQ queues a multipart message whole or not at all.
-        """
-        send = self.socket.send
         try:
-            for frame in frames[:-1]:
-                send(frame, _SEND_MORE, copy=len(frame) < COPY_THRESHOLD)
-            send(frames[-1], _SEND_LAST, copy=len(frames[-1]) < COPY_THRESHOLD)
+            send_frames(self.socket, frames)
         except zmq.Again:
             note("dropped an outgoing message: the daemon is not reading")
+
+
+class Keeper(threading.Thread):
+    """Takes the socket over while a task runs for longer than a tick (see the module doc).
+
+    It looks once a tick rather than being told of each task: waking a thread per task costs
+    more than a short task's whole round trip.
+    """
+
+    def __init__(self, runtime: WorkerRuntime, *, tick: float) -> None:
+        # daemon: a PTS that ignores cancel must not keep the process alive at exit
+        super().__init__(name="keeper", daemon=True)
+        self.runtime = runtime
+        self.tick = tick
+
+    def run(self) -> None:
+        try:
+            self.watch()
+        except Exception:  # the thread's boundary: a worker without its keeper must not go on
+            note("the keeper failed:\n%s" % traceback.format_exc().rstrip())
+            os._exit(EXIT_KEEPER_FAILED)
+
+    def watch(self) -> None:
+        runtime, seen = self.runtime, None  # type: WorkerRuntime, Optional[Task]
+        poller = select.poll()
+        poller.register(runtime.wake_fd, select.POLLIN)
+        while True:
+            woken = bool(poller.poll(self.tick * 1000))
+            if woken:
+                _drain_pipe(runtime.wake_fd)
+            task = runtime.current
+            if task is None or task.finished:
+                seen = None
+            elif task is not seen and not woken:
+                seen = task          # running now; still running a tick later: stand in
+            else:
+                with runtime.owner:
+                    if runtime.current is task and not task.finished:
+                        runtime.stand_in(task)
+                seen = None
+
+
+def _pipe() -> Tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    return read_fd, write_fd
+
+
+def wake_up(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):   # a full pipe holds wake-ups already
+        os.write(fd, b"\0")
 
 
 def _drain_pipe(fd: int) -> None:
@@ -332,14 +404,18 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _install_signals(wake_fd: int, runtime_box: List[WorkerRuntime]) -> None:
+def _install_signals(signal_fd: int, runtime_box: List[WorkerRuntime]) -> None:
+    """SIGTERM, SIGINT, SIGHUP: cancel the task and exit (the main loop, or the keeper)."""
     def on_signal(signum: int, frame: Any) -> None:
         for runtime in runtime_box:
             runtime.signalled = True
+            if runtime.current is not None:
+                runtime.current.ctx.cancel()
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
-    signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
+    # Written even while the main thread is deep in C code: the keeper sees it there
+    signal.set_wakeup_fd(signal_fd, warn_on_full_buffer=False)
 
 
 def _prepare(args: argparse.Namespace) -> Tuple[Dict[str, Call], bytes]:
@@ -366,11 +442,9 @@ def _prepare(args: argparse.Namespace) -> Tuple[Dict[str, Call], bytes]:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     calls, key = _prepare(args)
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
-    os.set_blocking(write_fd, False)
+    signal_read, signal_write = _pipe()
     runtimes = []  # type: List[WorkerRuntime]
-    _install_signals(write_fd, runtimes)
+    _install_signals(signal_write, runtimes)
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
     if args.id:
@@ -378,10 +452,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     socket.setsockopt(zmq.LINGER, FINAL_LINGER_MS)
     socket.setsockopt(zmq.MAXMSGSIZE, args.max_bytes + 2**20)
     socket.connect(args.connect)
-    pts = PtsThread(calls, Outbox(write_fd))
-    pts.start()
-    runtime = WorkerRuntime(socket, Codec(key, max_bytes=args.max_bytes), pts,
-                            wake_fd=read_fd, heartbeat=args.heartbeat)
+    runtime = WorkerRuntime(socket, Codec(key, max_bytes=args.max_bytes), calls,
+                            signal_fd=signal_read, heartbeat=args.heartbeat)
     runtimes.append(runtime)
     hello = {"pid": os.getpid(), "id": args.id, "entry": args.entry,
              "hooks": sorted(op for op in calls if op != "run"), "python": sys.version,

@@ -1,17 +1,18 @@
 """The ``worker`` hosting mode: N persistent worker processes that speak the worker protocol.
 
 Owns one ROUTER per generation (ipc:// under the run dir), the worker slots, dispatching one task
-at a time per worker (least-used idle worker first), relaying progress and log lines into the
-run's context, the cancel -> grace -> kill ladder of timed-out or cancelled runs, and watching
-heartbeats. Processes are spawned, described and stopped by :mod:`pnsd.supervisor`. It must not
-queue or record jobs: the registry and scheduler above do that, and only call :meth:`run` when
-a slot is free.
+at a time per worker (least-used idle worker first; calls beyond the idle workers wait in line
+and are handed a worker in the very callback that frees it), relaying progress and log lines
+into the run's context, deadlines, the cancel -> grace -> kill ladder of timed-out or cancelled
+runs, and watching heartbeats. Processes are spawned, described and stopped by
+:mod:`pnsd.supervisor`. It must not admit or record jobs: the registry and scheduler above do
+that, and call :meth:`run` for at most ``spec.slots`` runs at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import signal
 import time
 from collections.abc import Callable
@@ -60,7 +61,20 @@ class _Task:
     future: asyncio.Future[Any]
     ctx: RunContext
     worker: WorkerSlot
+    deadline: float                               # loop time the task must be done by
+    timeout: float
     settled: asyncio.Future[None] | None = None   # made by a cancel ladder: the worker is free
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A caller in line for a worker; ``future`` gets its dispatched task (None: look again)."""
+
+    op: str
+    data: Any
+    ctx: RunContext
+    timeout: float
+    future: asyncio.Future[_Task | None]
 
 
 class WorkerHost:
@@ -82,7 +96,8 @@ class WorkerHost:
         self._by_identity: dict[bytes, WorkerSlot] = {}
         self._tasks: dict[str, _Task] = {}            # by task id
         self._busy: dict[WorkerSlot, _Task] = {}
-        self._changed = asyncio.Event()       # set when a worker may have become idle
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._alarm: asyncio.TimerHandle | None = None   # the earliest deadline of a task
         self._background: set[asyncio.Task[Any]] = set()
         self._restarts = RestartPolicy(self.tuning)
         self._state = HostState()
@@ -126,7 +141,9 @@ class WorkerHost:
         if self._state.state == "stopped":
             return
         self._state = HostState("stopping")
-        self._changed.set()
+        self._wake_all()
+        if self._alarm is not None:
+            self._alarm.cancel()
         for worker in self._workers:
             self._send(worker, messages.WORKER_STOP, {})
         for task in list(self._tasks.values()):   # a drained generation has none left
@@ -147,34 +164,26 @@ class WorkerHost:
             state, reason = "degraded", f"{len(workers) - ready} of {len(workers)} restarting"
         details = {
             "workers": len(workers), "ready": ready, "busy": len(self._busy),
+            "waiting": sum(not w.future.done() for w in self._waiters),
             "alive": sum(w.process is not None for w in workers), "restarts": self._restarts.total,
             "pids": [w.process.pid for w in workers if w.process is not None],
         }
         return HostState(state, reason, details)
 
     async def _call(self, op: str, data: Any, *, timeout: float, ctx: RunContext) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        worker = self._idle_worker() or await self._acquire(op, deadline, timeout)
-        task = self._dispatch(worker, op, data, timeout, ctx)
-        # The caller awaits the outcome itself and one timer handle, cancelled on completion,
-        # enforces the deadline: asyncio.wait would add a waiter future, a set, a timer and two
-        # done callbacks to every run. A cancelled caller cancels task.future: that is fine,
-        # _settle skips a done future and _abort goes by the task table.
-        timer = loop.call_at(deadline, self._expire, task, timeout)
+        worker = self._idle_worker()
+        if worker is not None:
+            task = self._dispatch(worker, op, data, ctx, timeout=timeout)
+        else:
+            task = await self._queue(op, data, ctx, timeout=timeout)
+        # The caller awaits the outcome itself; deadlines are watched by one alarm per host
+        # (see _dispatch). A cancelled caller cancels task.future: _settle skips a done future
+        # and _abort goes by the task table.
         try:
             return await task.future
         except asyncio.CancelledError:
             self._abort(task, f"{op} cancelled")
             raise
-        finally:
-            timer.cancel()
-
-    def _expire(self, task: _Task, timeout: float) -> None:
-        if not task.future.done():
-            self._abort(task, f"{task.op} exceeded {timeout:g} s")
-            task.future.set_exception(
-                RunTimeout(f"PTS {self.spec.name}: {task.op} exceeded {timeout:g} s"))
 
     def _idle_worker(self) -> WorkerSlot | None:
         """The least-used idle worker of a ready host, or None."""
@@ -187,38 +196,116 @@ class WorkerHost:
                 best = worker
         return best
 
-    async def _acquire(self, op: str, deadline: float, timeout: float) -> WorkerSlot:
-        """An idle worker, waiting (up to the deadline) while workers restart or wind down."""
+    async def _queue(self, op: str, data: Any, ctx: RunContext, *, timeout: float) -> _Task:
+        """Wait in line for a worker (at most ``timeout`` s); the task dispatched for us.
+
+        A freed worker is handed to the first in line at once, in the callback that freed it
+        (_hand_over): the next task leaves with no event-loop round trip in between. The run's
+        own timeout starts when its task is dispatched.
+        """
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while True:
             if self._state.state != "ready":
                 reason = f": {self._state.reason}" if self._state.reason else ""
                 raise Unavailable(f"PTS {self.spec.name} is {self._state.state}{reason}")
             if (idle := self._idle_worker()) is not None:
-                return idle
+                return self._dispatch(idle, op, data, ctx, timeout=timeout)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise RunTimeout(f"PTS {self.spec.name}: no worker free for the {op} "
-                                 f"within {timeout:g} s (workers restarting)")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                                 f"within {timeout:g} s ({len(self._busy)} busy, "
+                                 f"{sum(not w.ready for w in self._workers)} restarting)")
+            waiter = _Waiter(op, data, ctx, timeout, loop.create_future())
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait({waiter.future}, timeout=remaining)
+            except BaseException:
+                self._leave_queue(waiter, f"{op} cancelled")
+                raise
+            if not waiter.future.done():
+                waiter.future.cancel()          # waited too long: skipped by _hand_over
+            elif (task := waiter.future.result()) is not None:   # raises a dispatch error
+                return task
 
-    def _dispatch(self, worker: WorkerSlot, op: str, data: Any, timeout: float,
-                  ctx: RunContext) -> _Task:
+    def _leave_queue(self, waiter: _Waiter, reason: str) -> None:
+        """A queued caller gives up: undo what was done for it meanwhile."""
+        if not waiter.future.done():
+            waiter.future.cancel()
+        elif not waiter.future.cancelled() and waiter.future.exception() is None:
+            task = waiter.future.result()
+            if task is None:
+                self._hand_over()               # woken to look again: the next one looks
+            else:                               # dispatched already: nobody awaits it
+                task.future.cancel()
+                self._abort(task, reason)
+
+    def _hand_over(self) -> None:
+        """Dispatch the first queued callers' tasks to idle workers, now."""
+        while self._waiters and (worker := self._idle_worker()) is not None:
+            waiter = self._waiters.popleft()
+            if waiter.future.done():            # gave up meanwhile
+                continue
+            try:
+                task = self._dispatch(worker, waiter.op, waiter.data, waiter.ctx,
+                                      timeout=waiter.timeout)
+            except BadRequest as exc:
+                waiter.future.set_exception(exc)
+                continue
+            waiter.future.set_result(task)
+
+    def _wake_all(self) -> None:
+        """The host's state changed: every queued caller looks again."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_result(None)
+
+    def _dispatch(self, worker: WorkerSlot, op: str, data: Any, ctx: RunContext, *,
+                  timeout: float) -> _Task:
         msg_id = new_message_id()
         body = {"op": op, "data": data, "timeout": timeout, "job": ctx.job_id}
         try:
             frames = self._codec.encode(messages.TASK_REQ, body, msg_id=msg_id)
         except ProtocolError as exc:
             raise BadRequest(f"the input cannot be encoded: {exc.message}") from exc
+        loop = asyncio.get_running_loop()
         # No consume callback: the caller awaits this future until it is done or cancelled
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        task = _Task(msg_id, op, future, ctx, worker)
+        future: asyncio.Future[Any] = loop.create_future()
+        deadline = loop.time() + timeout
+        task = _Task(msg_id, op, future, ctx, worker, deadline, timeout)
         self._busy[worker] = task
         self._tasks[msg_id] = task
         self._send_frames(worker, frames)
+        # One alarm per host, at the earliest deadline: a timer per run costs every run, and
+        # with one timeout per PTS the next deadline is almost always later than the alarm.
+        if self._alarm is None or deadline < self._alarm.when():
+            self._set_alarm(deadline)
         return task
+
+    def _set_alarm(self, when: float) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+        self._alarm = asyncio.get_running_loop().call_at(when, self._on_alarm, when)
+
+    def _on_alarm(self, when: float) -> None:
+        """Expire every task due by ``when``; then wait for the earliest deadline left."""
+        self._alarm = None
+        earliest: float | None = None
+        for task in list(self._tasks.values()):
+            if task.future.done():          # expired or abandoned already: settling
+                continue
+            if task.deadline <= when:
+                self._expire(task)
+            elif earliest is None or task.deadline < earliest:
+                earliest = task.deadline
+        if earliest is not None:
+            self._set_alarm(earliest)
+
+    def _expire(self, task: _Task) -> None:
+        self._abort(task, f"{task.op} exceeded {task.timeout:g} s")
+        task.future.set_exception(
+            RunTimeout(f"PTS {self.spec.name}: {task.op} exceeded {task.timeout:g} s"))
 
     def _abort(self, task: _Task, reason: str) -> None:
         """Cancel politely, then kill the worker if it does not stop within the grace."""
@@ -241,7 +328,8 @@ class WorkerHost:
         if self._busy.get(worker) is task:
             del self._busy[worker]
             worker.served += 1
-            self._changed.set()
+            if self._waiters:
+                self._hand_over()
         if task.settled is not None and not task.settled.done():
             task.settled.set_result(None)
         if not task.future.done():
@@ -279,7 +367,7 @@ class WorkerHost:
         worker.ready = True
         worker.failures = 0
         worker.hello.set_result(None)
-        self._changed.set()
+        self._hand_over()
         log.info("worker_ready", pts=self.spec.name, worker=worker.index,
                  pid=worker.process.pid, python=str(body.get("python", ""))[:40])
 
@@ -360,7 +448,7 @@ class WorkerHost:
         if (task := self._busy.get(worker)) is not None:
             self._settle(task, error=WorkerDied(
                 f"worker died during the {task.op}: {reason}", pid=process.pid))
-        self._changed.set()
+        self._wake_all()      # the state may have changed: every waiter looks again
         if self._state.state == "ready":
             self._respawn_later(worker, reason, counts=counts)
 
@@ -388,7 +476,7 @@ class WorkerHost:
 
     def _mark_unavailable(self, reason: str) -> None:
         self._state = HostState("unavailable", reason)
-        self._changed.set()
+        self._wake_all()
         log.error("pts_unavailable", pts=self.spec.name, reason=reason)
 
     async def _watch_heartbeats(self) -> None:

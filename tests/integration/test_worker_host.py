@@ -170,6 +170,54 @@ async def test_concurrent_runs_go_to_different_workers(make_host: HostMaker) -> 
     assert sorted(pids) == sorted(host.state().details["pids"])
 
 
+async def test_runs_beyond_the_free_workers_wait_their_turn(make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:slow_pid"})      # one worker
+    pid = host.state().details["pids"][0]
+    runs = [asyncio.create_task(host.run(0.1, timeout=20, ctx=RunContext())) for _ in range(4)]
+    assert await asyncio.gather(*runs) == [pid] * 4
+    with pytest.raises(RunTimeout, match="no worker free"):   # a waiter that times out
+        await asyncio.gather(host.run(0.5, timeout=20, ctx=RunContext()),
+                             host.run(0, timeout=0.2, ctx=RunContext()))
+    assert await host.run(0, timeout=20, ctx=RunContext()) == pid
+
+
+async def test_a_queued_run_gets_its_whole_timeout_once_a_worker_takes_it(
+        make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:slow_pid"})      # one worker
+    pid = host.state().details["pids"][0]
+    first = asyncio.create_task(host.run(0.4, timeout=20, ctx=RunContext()))
+    await asyncio.sleep(0)                                    # first takes the worker
+    assert await host.run(0.4, timeout=0.6, ctx=RunContext()) == pid   # 0.4 s in line
+    assert await first == pid
+
+
+async def test_a_caller_that_gives_up_in_line_leaves_the_line(make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:slow_pid"})
+    pid = host.state().details["pids"][0]
+    first = asyncio.create_task(host.run(0.3, timeout=20, ctx=RunContext()))
+    await asyncio.sleep(0)
+    queued = asyncio.create_task(host.run(0, timeout=20, ctx=RunContext()))
+    await _until(lambda: host.state().details["waiting"] == 1)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert host.state().details["waiting"] == 0
+    assert await first == pid
+    assert await host.run(0, timeout=20, ctx=RunContext()) == pid
+    assert host.state().details["busy"] == 0
+
+
+async def test_a_short_timeout_after_a_long_one_expires_on_time(make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:slow_pid", "workers": 2})
+    long_run = asyncio.create_task(host.run(0.5, timeout=60, ctx=RunContext()))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(RunTimeout, match=r"exceeded 0\.3 s"):
+        await host.run(30, timeout=0.3, ctx=RunContext())
+    assert loop.time() - started < 2
+    assert await long_run in host.state().details["pids"]     # the long one is unaffected
+
+
 async def test_progress_and_log_lines_reach_the_run_context(make_host: HostMaker) -> None:
     host = await make_host({"entry": "pnsd.demo:hello"})
     watch = Watch()

@@ -47,6 +47,14 @@ def act(data, ctx):
         return ctx.cancelled
     if do == "pid":
         return os.getpid()
+    if do == "stubborn":
+        ctx.progress(1, "started")
+        time.sleep(WAIT)          # ignores cancel
+        return "finished"
+    if do == "many_logs":
+        for n in range(data["lines"]):
+            ctx.log("line %d" % n)
+        return "logged"
     raise KeyError(do)
 
 WAIT = 20.0
@@ -247,6 +255,43 @@ def test_sigterm_exits_cleanly_even_during_a_task(peer: Peer) -> None:
     assert peer.process is not None
     peer.process.send_signal(signal.SIGTERM)
     assert peer.finish()[0] == 0
+
+
+def test_sigterm_exits_at_once_even_when_the_task_ignores_cancel(peer: Peer) -> None:
+    peer.started()
+    peer.task({"do": "stubborn"})
+    assert peer.receive().body["message"] == "started"
+    assert peer.process is not None
+    started = time.monotonic()
+    peer.process.send_signal(signal.SIGTERM)
+    assert peer.finish()[0] == 0
+    assert time.monotonic() - started < WAIT / 2
+
+
+def test_heartbeats_go_on_while_a_task_ignores_cancel(peer: Peer) -> None:
+    peer.started()
+    task = peer.task({"do": "stubborn"})
+    assert peer.receive().body["message"] == "started"
+    beats = [peer.receive(skip_heartbeats=False) for _ in range(3)]
+    assert [(m.type, m.body) for m in beats] == [(messages.WORKER_HEARTBEAT, {"busy": True})] * 3
+    peer.send(messages.TASK_CANCEL, {}, re=task)     # asked, not obeyed: still beating
+    assert peer.receive(skip_heartbeats=False).type == messages.WORKER_HEARTBEAT
+
+
+def test_log_lines_of_a_short_task_all_arrive_before_its_reply(peer: Peer) -> None:
+    peer.started()
+    task = peer.task({"do": "many_logs", "lines": 500})
+    seen = [peer.receive() for _ in range(501)]
+    assert [m.body["line"] for m in seen[:-1]] == [f"line {n}" for n in range(500)]
+    assert (seen[-1].type, seen[-1].re, seen[-1].body) == (
+        messages.TASK_REP, task, {"result": "logged"})
+
+
+def test_tasks_in_a_row_are_each_answered_in_order(peer: Peer) -> None:
+    peer.started()
+    tasks = [peer.task({"do": "echo", "value": n}) for n in range(50)]
+    replies = [peer.receive() for _ in tasks]
+    assert [(m.re, m.body) for m in replies] == [(t, {"result": n}) for n, t in enumerate(tasks)]
 
 
 def test_an_entry_that_cannot_be_imported_exits_3_before_hello(peer: Peer) -> None:
