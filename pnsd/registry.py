@@ -2,11 +2,12 @@
 
 Owns the map name -> current :class:`Generation` and every generation's slots and bounded
 queue. A run is admitted (or refused as busy at once), waits for a slot, runs on the host of the
-generation it was admitted to, and releases the slot. It also retires generations: a retired
-one admits nothing new, gets a drain time for what it admitted, then has its leftover runs
-cancelled (through the canceller the scheduler registers) and its host stopped. It does not
-record jobs, decide swaps (:mod:`pnsd.deploy` does) or talk to sockets; hosts are built by the
-factory it is given.
+generation it was admitted to, and releases the slot. A host that keeps its own line of runs
+(worker mode) gets every admitted run at once and hands each a worker as one frees up. It
+also retires generations: a retired one admits nothing new, gets a drain time for what it
+admitted, then has its leftover runs cancelled (through the canceller the scheduler registers)
+and its host stopped. It does not record jobs, decide swaps (:mod:`pnsd.deploy` does) or talk
+to sockets; hosts are built by the factory it is given.
 """
 
 from __future__ import annotations
@@ -44,9 +45,15 @@ class Generation:
     refusal: str = ""          # set by close(): why queued runs are refused
 
     def __post_init__(self) -> None:
-        self._slots = asyncio.Semaphore(self.spec.slots)
+        through = self.spec.slots + (self.spec.queue if self.host.queues_runs else 0)
+        self._slots = asyncio.Semaphore(through)
         self._idle = asyncio.Event()
         self._idle.set()
+
+    @property
+    def executing(self) -> int:
+        """Runs executing now (past admission, and not waiting in a host's own line)."""
+        return min(self.running, self.spec.slots)
 
     def slot(self) -> Slot:
         """Admit a run or refuse it as busy at once; then hold a slot while it runs."""
@@ -87,7 +94,7 @@ class Generation:
     def public(self) -> dict[str, Any]:
         return {
             "generation": self.number, "version": self.spec.version, "mode": self.spec.mode.value,
-            "running": self.running, "queued": self.admitted - self.running,
+            "running": self.executing, "queued": self.admitted - self.executing,
             "slots": self.spec.slots, "queue": self.spec.queue, **self.host.state().public(),
         }
 
@@ -110,8 +117,8 @@ class Slot:
             raise Unavailable(f"PTS {spec.name} generation {generation.number} is draining")
         if generation.admitted >= spec.slots + spec.queue:
             raise Busy(
-                f"PTS {spec.name} is busy: {generation.running} running, "
-                f"{generation.admitted - generation.running} queued (limit {spec.queue})",
+                f"PTS {spec.name} is busy: {generation.executing} running, "
+                f"{generation.admitted - generation.executing} queued (limit {spec.queue})",
                 retry_after=1,
             )
         generation.admitted += 1

@@ -29,6 +29,10 @@ class HostState:
 
 class Host(Protocol):
     spec: PtsSpec
+    # True when the host keeps its own line of runs waiting for a worker (handing each the
+    # worker freed by the one before, at once): the registry then lets every admitted run
+    # through to it instead of holding the runs beyond ``spec.slots`` itself.
+    queues_runs: bool
 
     async def start(self) -> None:
         """Load or spawn what the PTS needs; raise a DaemonError if it cannot serve."""

@@ -78,6 +78,8 @@ class _Call:
 class InprocHost:
     """Runs one generation of an inproc PTS."""
 
+    queues_runs = False
+
     def __init__(self, spec: PtsSpec, *, executor: ThreadPoolExecutor) -> None:
         self.spec = spec
         self._executor = executor

@@ -45,6 +45,8 @@ POLL = 0.05           # seconds between checks of ctx.cancelled and of a dying g
 class ProcessHost:
     """Runs a process-mode PTS: each run in a fresh job dir, each command in its own group."""
 
+    queues_runs = False
+
     def __init__(
         self, spec: PtsSpec, *, pts_dir: Path, work_dir: Path,
         scripts_fallback: Path | None = None, max_output: int = 16 * 2**20,

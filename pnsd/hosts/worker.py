@@ -80,6 +80,8 @@ class _Waiter:
 class WorkerHost:
     """Runs one generation of a worker-mode PTS."""
 
+    queues_runs = True
+
     def __init__(self, spec: PtsSpec, *, context: zmq.Context[Any], run_dir: Path,
                  key: bytes, key_file: Path | None = None,
                  tuning: WorkerTuning | None = None) -> None:

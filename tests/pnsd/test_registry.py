@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pnsd.errors import Unavailable
+from pnsd.errors import Busy, Unavailable
 from pnsd.hosts.base import HostState
 from pnsd.registry import Generation, Registry
 from pnsd.spec import PtsSpec, parse_spec
@@ -16,6 +16,8 @@ from protocols.context import RunContext
 
 class FakeHost:
     """A host whose runs wait for ``release`` (or forever); records stop."""
+
+    queues_runs = False
 
     def __init__(self, spec: PtsSpec) -> None:
         self.spec = spec
@@ -112,3 +114,37 @@ async def test_runs_left_after_the_drain_time_are_cancelled_with_the_reason() ->
     assert cancelled == [(old.number, "replaced by version 2")]
     assert old.host.stopped               # type: ignore[attr-defined]
     await running
+
+
+class LineHost(FakeHost):
+    """A host with its own line of runs (like worker mode); counts the runs it was given."""
+
+    queues_runs = True
+
+    def __init__(self, spec: PtsSpec) -> None:
+        super().__init__(spec)
+        self.given = 0
+        self.all_given = asyncio.Event()
+
+    async def run(self, data: Any, *, timeout: float, ctx: RunContext) -> Any:
+        self.given += 1
+        if self.given == 3:
+            self.all_given.set()
+        return await super().run(data, timeout=timeout, ctx=ctx)
+
+
+async def test_a_host_with_its_own_line_gets_every_admitted_run_at_once() -> None:
+    registry = Registry(LineHost)
+    generation = await registry.start(_spec(concurrency=1, queue=2))
+    host = generation.host
+    assert isinstance(host, LineHost)
+    events: list[str] = []
+    runs = [asyncio.create_task(_hold(generation, events)) for _ in range(3)]
+    await asyncio.wait_for(host.all_given.wait(), 5)     # none held back in the registry
+    assert generation.public()["running"] == 1 and generation.public()["queued"] == 2
+    with pytest.raises(Busy):                             # the queue limit still holds
+        async with generation.slot():
+            pass
+    host.release.set()
+    await asyncio.wait_for(asyncio.gather(*runs), 5)
+    assert events.count("done") == 3 and generation.admitted == 0
