@@ -1,0 +1,371 @@
+"""The worker runtime's serving loop: one PTS callable served over a DEALER socket.
+
+:class:`WorkerRuntime` receives ``task.req`` messages, runs each task and answers it, sends
+heartbeats, progress and log lines, and obeys cancel and stop (see SPEC.md, "Worker protocol").
+
+Threads: the main thread owns the socket and runs each task itself, so a short run costs no
+thread hand-off. While it runs one, a :class:`Keeper` thread watches; once a task has run for a
+tick (at most 0.1 s), the keeper takes the socket over (heartbeats, progress, cancel, stop, busy
+answers) and hands it back when the task ends, so a long run never silences the heartbeat.
+The process entry (options, key, signals, init) is :mod:`protocols.worker`. Imports only
+``protocols``, pyzmq, msgpack and the stdlib (Python 3.8+).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import select
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import zmq
+
+from protocols import messages
+from protocols.codec import Codec, Message, new_message_id
+from protocols.context import RunContext, accepts_ctx, load_entry
+from protocols.errors import ErrorCode, PnsError, ProtocolError
+from protocols.pump import recv_frames, send_frames
+
+EXIT_OK = 0
+EXIT_KEEPER_FAILED = 5
+OPS = ("run", "init", "config", "clean")
+CAPABILITIES = ["cancel", "progress", "log"]
+MAX_LINE = 16 * 1024          # characters of one task.log line
+MAX_PENDING_LOGS = 1000       # log lines waiting to be sent; beyond, lines are dropped
+URGENT_PENDING = 64           # this many waiting messages call the keeper in before its tick
+MAX_TICK = 0.1                # seconds a task runs before the keeper takes the socket over
+_POLLIN = int(zmq.POLLIN)     # a plain int: pyzmq's enum flags cost a construction per use
+
+Outgoing = Tuple[str, Any, Optional[str]]     # (message type, body, re)
+
+
+def note(text: str) -> None:
+    """One line on stderr: the daemon forwards the worker's stderr into its log."""
+    sys.stderr.write("pns-worker[%d]: %s\n" % (os.getpid(), text))
+    sys.stderr.flush()
+
+
+class Call:
+    """One loaded callable and how to invoke it (with ``ctx=`` if it takes one)."""
+
+    def __init__(self, entry: str) -> None:
+        self.entry = entry
+        self.func = load_entry(entry)
+        self.wants_ctx = accepts_ctx(self.func)
+        self.is_async = inspect.iscoroutinefunction(self.func)
+
+    def __call__(self, data: Any, ctx: RunContext) -> Any:
+        kwargs = {"ctx": ctx} if self.wants_ctx else {}
+        if self.is_async:
+            return asyncio.run(self.func(data, **kwargs))
+        return self.func(data, **kwargs)
+
+
+class Outbox:
+    """Progress and log messages from the PTS (any thread) to whoever holds the socket.
+
+    A byte on a pipe wakes the keeper while it stands in (``listening``) or when messages pile
+    up; otherwise the main thread sends them after the task, at no cost per message. Progress
+    is coalesced and log lines are capped, so a chatty PTS cannot exhaust memory.
+    """
+
+    def __init__(self, wake_fd: int) -> None:
+        self.wake_fd = wake_fd
+        self._lock = threading.Lock()
+        self._items = []  # type: List[Outgoing]
+        self._logs = 0
+        self._listening = False
+        self.dropped = 0
+
+    def put(self, item: Outgoing) -> None:
+        with self._lock:
+            kind = item[0]
+            if kind == messages.TASK_PROGRESS and self._items and self._items[-1][0] == kind:
+                self._items[-1] = item
+                return
+            if kind == messages.TASK_LOG and self._logs >= MAX_PENDING_LOGS:
+                self.dropped += 1
+                return
+            self._items.append(item)
+            self._logs += kind == messages.TASK_LOG
+            count = len(self._items)
+            wake = count == URGENT_PENDING or (count == 1 and self._listening)
+        if wake:
+            wake_up(self.wake_fd)
+
+    def listen(self, on: bool) -> None:
+        """Whether every first message should wake the socket's holder (the keeper)."""
+        with self._lock:
+            self._listening = on
+
+    def take(self) -> List[Outgoing]:
+        if not self._items:     # most tasks report nothing: no lock, no new list
+            return []
+        with self._lock:
+            items, self._items, self._logs = self._items, [], 0
+        return items
+
+
+class Task:
+    """The task being run; ``finished`` tells the keeper to hand the socket back."""
+
+    __slots__ = ("ctx", "data", "finished", "id", "op")
+
+    def __init__(self, task_id: str, op: str, data: Any, ctx: RunContext) -> None:
+        self.id, self.op, self.data, self.ctx = task_id, op, data, ctx
+        self.finished = False
+
+
+class WorkerRuntime:
+    """Socket I/O, heartbeats, cancel and stop; tasks run on the thread that calls serve.
+
+    ``owner`` is held by the thread using the socket and codec (ZeroMQ sockets may change
+    threads, never be shared): the main thread, except while it runs a task.
+    """
+
+    def __init__(self, socket: zmq.Socket[bytes], codec: Codec, calls: Dict[str, Call], *,
+                 signal_fd: int, heartbeat: float) -> None:
+        self.socket = socket
+        self.codec = codec
+        self.calls = calls
+        self.signal_fd = signal_fd
+        self.heartbeat = heartbeat
+        self.owner = threading.Lock()
+        self.wake_fd, wake_write = make_pipe()
+        self.outbox = Outbox(wake_write)
+        self.current = None  # type: Optional[Task]
+        self.stopping = False
+        self.signalled = False
+        self.parent = os.getppid()
+        self.next_beat = 0.0
+        self._idle_items = [(socket, _POLLIN), (signal_fd, _POLLIN)]
+        self._busy_items = [*self._idle_items, (self.wake_fd, _POLLIN)]
+
+    def serve(self, hello: Dict[str, Any]) -> int:
+        self.owner.acquire()
+        Keeper(self, tick=max(0.01, min(MAX_TICK, self.heartbeat / 4))).start()
+        self.send(messages.WORKER_HELLO, hello)
+        self.next_beat = time.monotonic() + self.heartbeat
+        while not (self.signalled or self.stopping):
+            self.poll(self._idle_items)
+        return EXIT_OK
+
+    def poll(self, items: List[Tuple[Any, int]]) -> None:
+        """Wait for a message, a signal or a wake-up up to the next heartbeat; handle it."""
+        wait = self.next_beat - time.monotonic()
+        for item, _events in zmq.zmq_poll(items, max(0, int(wait * 1000) + 1)):
+            if item is self.socket:
+                self.receive()
+            elif item == self.signal_fd:
+                _drain_pipe(self.signal_fd)      # only signals write there
+                self.signalled = True
+            else:
+                _drain_pipe(self.wake_fd)
+        if time.monotonic() >= self.next_beat:
+            self.next_beat = time.monotonic() + self.heartbeat
+            self.send(messages.WORKER_HEARTBEAT, {"busy": self.current is not None})
+            self.check_parent()
+
+    def stand_in(self, task: Task) -> None:
+        """Serve the socket while the main thread runs ``task``; the keeper holds ``owner``."""
+        self.outbox.listen(True)
+        try:
+            while not task.finished:
+                self.flush()
+                if self.signalled:
+                    self.exit_now()
+                self.poll(self._busy_items)
+        finally:
+            self.outbox.listen(False)
+
+    def exit_now(self) -> None:
+        """A signal or a vanished daemon during a task: cancel it and leave at once."""
+        if self.current is not None:
+            self.current.ctx.cancel()
+        with contextlib.suppress(Exception):    # the streams may be closed: leave anyway
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(EXIT_OK)
+
+    def check_parent(self) -> None:
+        if os.getppid() != self.parent:   # the daemon died: never live on as an orphan
+            note("the daemon (pid %d) is gone; exiting" % self.parent)
+            self.signalled = True
+
+    def receive(self) -> None:
+        """One message: zmq_poll is level-triggered, so any further one is reported at once."""
+        try:
+            frames = recv_frames(self.socket)
+        except zmq.Again:   # reported readable, then not (a spurious wake-up): nothing to do
+            return
+        try:
+            message = self.codec.decode(frames)
+        except PnsError as exc:
+            note("dropped a message: %s" % exc)
+            return
+        self.handle(message)
+
+    def handle(self, message: Message) -> None:
+        if message.type == messages.TASK_REQ:
+            self.start_task(message)
+        elif message.type == messages.TASK_CANCEL:
+            if self.current is not None and message.re == self.current.id:
+                self.current.ctx.cancel()
+        elif message.type == messages.WORKER_STOP:
+            self.stopping = True
+        else:
+            note("ignored a message of type %r" % message.type)
+
+    def start_task(self, message: Message) -> None:
+        body = message.body if isinstance(message.body, dict) else {}
+        op = body.get("op")
+        if op not in OPS:
+            self.send_error(message.id, ErrorCode.BAD_REQUEST, "unknown task op %r" % (op,))
+            return
+        if self.current is not None or self.stopping:
+            self.send_error(message.id, ErrorCode.BUSY, "the worker is busy or stopping")
+            return
+        job = body.get("job")
+        ctx = RunContext(job if isinstance(job, str) else "",
+                         on_progress=self._progress_sink(message.id),
+                         on_log=self._log_sink(message.id))
+        self.run_task(Task(message.id, op, body.get("data"), ctx))
+
+    def run_task(self, task: Task) -> None:
+        """Run ``task`` here, the socket left to the keeper meanwhile; then send its outcome."""
+        self.current = task
+        self.owner.release()
+        try:
+            msg_type, body = self.execute(task)
+        finally:
+            task.finished = True
+            if not self.owner.acquire(False):   # the keeper stands in: call it off
+                wake_up(self.outbox.wake_fd)
+                self.owner.acquire()
+            self.current = None
+        self.flush()                            # what the task reported comes first
+        self.send_reply(msg_type, body, task.id)
+
+    def execute(self, task: Task) -> Tuple[str, Any]:
+        call = self.calls.get(task.op)
+        if call is None:
+            return messages.TASK_REP, {"result": None}   # no such hook: nothing to do
+        try:
+            result = call(task.data, task.ctx)
+        except Exception as exc:  # the PTS's own failure: a clear message, traceback to stderr
+            note("%s of %s raised:\n%s" % (task.op, call.entry, traceback.format_exc().rstrip()))
+            code = ErrorCode.CANCELLED if task.ctx.cancelled else ErrorCode.PTS_ERROR
+            return messages.ERROR, {"code": code, "message": "%s: %s" % (type(exc).__name__, exc),
+                                    "details": {}}
+        return messages.TASK_REP, {"result": result}
+
+    def _progress_sink(self, task_id: str) -> Callable[[int, str], None]:
+        outbox = self.outbox
+        return lambda percent, text: outbox.put(
+            (messages.TASK_PROGRESS, {"percent": percent, "message": text[:MAX_LINE]}, task_id))
+
+    def _log_sink(self, task_id: str) -> Callable[[str], None]:
+        outbox = self.outbox
+        return lambda line: outbox.put((messages.TASK_LOG, {"line": line[:MAX_LINE]}, task_id))
+
+    def flush(self) -> None:
+        for msg_type, body, re in self.outbox.take():
+            self.send(msg_type, body, re)
+
+    def send_reply(self, msg_type: str, body: Any, re: Optional[str]) -> None:
+        """The task's outcome; a result that cannot travel becomes a pts_error instead."""
+        try:
+            frames = self.codec.encode(msg_type, body, re=re)
+        except ProtocolError as exc:
+            note("the result cannot be encoded: %s" % exc.message)
+            self.send_error(re, ErrorCode.PTS_ERROR, "the result cannot be encoded: %s"
+                            % exc.message.replace("body cannot be encoded: ", ""))
+            return
+        size = sum(map(len, frames))
+        if size > self.codec.max_bytes:
+            self.send_error(re, ErrorCode.PTS_ERROR, "the result of %d bytes exceeds the "
+                            "message limit of %d bytes" % (size, self.codec.max_bytes))
+            return
+        self._send_frames(frames)
+
+    def send_error(self, re: Optional[str], code: str, text: str) -> None:
+        self.send(messages.ERROR, {"code": code, "message": text, "details": {}}, re)
+
+    def send(self, msg_type: str, body: Any, re: Optional[str] = None) -> None:
+        try:
+            frames = self.codec.encode(msg_type, body, re=re, msg_id=new_message_id())
+        except ProtocolError as exc:
+            note("cannot encode %s: %s" % (msg_type, exc.message))
+            return
+        self._send_frames(frames)
+
+    def _send_frames(self, frames: List[bytes]) -> None:
+        try:
+            send_frames(self.socket, frames)
+        except zmq.Again:
+            note("dropped an outgoing message: the daemon is not reading")
+
+
+class Keeper(threading.Thread):
+    """Takes the socket over while a task runs for longer than a tick (see the module doc).
+
+    It looks once a tick rather than being told of each task: waking a thread per task costs
+    more than a short task's whole round trip.
+    """
+
+    def __init__(self, runtime: WorkerRuntime, *, tick: float) -> None:
+        # daemon: a PTS that ignores cancel must not keep the process alive at exit
+        super().__init__(name="keeper", daemon=True)
+        self.runtime = runtime
+        self.tick = tick
+
+    def run(self) -> None:
+        try:
+            self.watch()
+        except Exception:  # the thread's boundary: a worker without its keeper must not go on
+            note("the keeper failed:\n%s" % traceback.format_exc().rstrip())
+            os._exit(EXIT_KEEPER_FAILED)
+
+    def watch(self) -> None:
+        runtime, seen = self.runtime, None  # type: WorkerRuntime, Optional[Task]
+        poller = select.poll()
+        poller.register(runtime.wake_fd, select.POLLIN)
+        while True:
+            woken = bool(poller.poll(self.tick * 1000))
+            if woken:
+                _drain_pipe(runtime.wake_fd)
+            task = runtime.current
+            if task is None or task.finished:
+                seen = None
+            elif task is not seen and not woken:
+                seen = task          # running now; still running a tick later: stand in
+            else:
+                with runtime.owner:
+                    if runtime.current is task and not task.finished:
+                        runtime.stand_in(task)
+                seen = None
+
+
+def make_pipe() -> Tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    return read_fd, write_fd
+
+
+def wake_up(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):   # a full pipe holds wake-ups already
+        os.write(fd, b"\0")
+
+
+def _drain_pipe(fd: int) -> None:
+    # One read takes every wake-up byte there is; only a full buffer means there may be more.
+    with contextlib.suppress(BlockingIOError):
+        while len(os.read(fd, 4096)) == 4096:
+            pass
