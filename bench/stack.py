@@ -246,8 +246,10 @@ def _start_pnsd(stack: Stack, name: str) -> Service:
     home.mkdir()
     record = "false" if name == "pnsd_off" else "true"
     config = home / "pnsd.toml"
+    # Both services log at warning, as a busy production node would: no line per run or request
     config.write_text(f'[pnsd]\nhome = "{home}"\nlog_level = "warning"\n'
-                      f"record_sync_runs = {record}\n")
+                      f"record_sync_runs = {record}\n"
+                      '[pnsweb]\nlog_level = "warning"\n')
     child = stack.child(name, [PYTHON, "-m", "pnsd", "start", "--home", str(home),
                                "--config", str(config)],
                         env=child_env(HOME=str(home), PNS_HOME=str(home)))

@@ -1,14 +1,20 @@
 """The pnsweb application factory: ``create_app(settings, client=...)`` (STYLE rule 8).
 
 Owns assembling the app: its typed state (settings, daemon client, reply clock, credential
-cache), the middlewares (request id and summary log line outermost, then the one error
-middleware), the body size limit (``settings.max_body``, answered 413 in JSON) and the route
-modules. It holds no other state and never opens sockets itself: the caller owns the client
-(the CLI closes it; tests pass a fake).
+cache, request metrics), the middlewares (:func:`request_middleware` outermost, then the one
+error middleware), the body size limit (``settings.max_body``, answered 413 in JSON) and the
+route modules. It holds no other state and never opens sockets itself: the caller owns the
+client (the CLI closes it; tests pass a fake).
+
+Every request gets one summary line, ``request_finished``, at ``info`` (STYLE rule 7). Rendering
+and writing it costs a large share of a small request's CPU; a deployment that serves many
+small requests can set ``log_level = "warning"`` in ``[pnsweb]``, the /metrics counters and
+latency histograms still account for every request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import itertools
@@ -23,6 +29,7 @@ from pnsweb import routes_v06
 from pnsweb.auth import USER_NAME, VERIFIED, VerifiedCache
 from pnsweb.errors import Handler, error_middleware
 from pnsweb.keys import CLIENT, SETTINGS, DaemonClient
+from pnsweb.metrics import CLIENT_GONE, METRICS, Metrics, route_of
 from pnsweb.settings import WebSettings
 from pnsweb.views_v06_envelope import STAMP, Stamp
 from protocols.client import TRACE
@@ -39,12 +46,13 @@ def create_app(settings: WebSettings, *, client: DaemonClient) -> web.Applicatio
     """A pnsweb app serving ``/v0.6`` (and ``/v1`` and the operations endpoints) over ``client``."""
     app = web.Application(
         client_max_size=settings.max_body,
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[request_middleware, error_middleware],
     )
     app[SETTINGS] = settings
     app[CLIENT] = client
     app[STAMP] = Stamp()
     app[VERIFIED] = VerifiedCache()
+    app[METRICS] = Metrics()
     routes_v06.add_routes(app)
     for name in OPTIONAL_ROUTES:
         # find_spec first: a module that is absent is skipped, one that fails to import raises
@@ -63,31 +71,42 @@ def new_request_id() -> str:
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give every request an id (the caller's X-Request-ID, or a new one), log one summary line.
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every request an id, count and time it, and log its summary line.
 
-    The id is bound into structlog's contextvars, so every line logged while serving the request
-    carries it, and echoed in the reply. It reaches the daemon too: it is sent as the protocol's
-    trace id, which the daemon binds to its log lines for the request.
+    The id is the caller's X-Request-ID when it is harmless, else a new one. It is echoed in
+    the reply, bound into structlog's contextvars (every line logged while serving the request
+    carries it) and sent to the daemon as the protocol's trace id. Outermost, so the metrics
+    see the final status (errors included, as the error middleware rendered them).
     """
-    given = request.headers.get(REQUEST_ID, "")
-    request_id = given if _GOOD_REQUEST_ID.fullmatch(given) else new_request_id()
-    started = time.monotonic()
+    given = request.headers.get(REQUEST_ID)
+    request_id = given if given and _GOOD_REQUEST_ID.fullmatch(given) else new_request_id()
+    started = time.perf_counter()
     status = 500
     trace = TRACE.set(request_id)   # sent to the daemon with every call made for this request
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
-        try:
-            response = await handler(request)
-            status = response.status
-            if not response.prepared:
-                response.headers[REQUEST_ID] = request_id
-            return response
-        except web.HTTPException as exc:     # redirects and the like pass through
-            status = exc.status
-            exc.headers[REQUEST_ID] = request_id
-            raise
-        finally:
-            TRACE.reset(trace)
-            log.info("request_finished", method=request.method, path=request.path,
-                     status=status, user=request.get(USER_NAME),
-                     seconds=round(time.monotonic() - started, 6))
+    bound = structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+        status = response.status
+        if not response.prepared:
+            response.headers[REQUEST_ID] = request_id
+        return response
+    except web.HTTPException as exc:     # redirects and the like pass through
+        status = exc.status
+        exc.headers[REQUEST_ID] = request_id
+        raise
+    except asyncio.CancelledError:
+        status = CLIENT_GONE
+        raise
+    finally:
+        _finished(request, status, time.perf_counter() - started)
+        structlog.contextvars.reset_contextvars(**bound)
+        TRACE.reset(trace)
+
+
+def _finished(request: web.Request, status: int, seconds: float) -> None:
+    """Count the request and log its summary line."""
+    method = request.method
+    request.app[METRICS].observe(method, route_of(request), status, seconds)
+    log.info("request_finished", method=method, path=request.path, status=status,
+             user=request.get(USER_NAME), seconds=round(seconds, 6))

@@ -4,9 +4,9 @@ Owns deciding who the caller is: :func:`require_user` answers 401 (with
 ``WWW-Authenticate: Basic realm="pns"``) for missing, malformed or wrong credentials and for
 nothing else, and 403 for a non-admin on an admin call. Passwords are checked against the
 scrypt hashes of :class:`pnsweb.settings.User` in a worker thread (scrypt takes ~80 ms and must
-not block the event loop); successes are remembered in a small LRU keyed by an HMAC of user
-and password under a per-process random key, so neither the password nor a fast hash of it is
-ever stored. Failures are never cached. Must not call the daemon.
+not block the event loop); successes are remembered in a small LRU keyed by a MAC (keyed
+BLAKE2b) of user and password under a per-process random key, so neither the password nor a
+fast hash of it is ever stored. Failures are never cached. Must not call the daemon.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import hmac
 import os
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,7 @@ HASH_THREADS = 2            # concurrent scrypt checks (each 16 MiB, ~80 ms)
 
 
 class VerifiedCache:
-    """Credentials verified recently: HMAC(user, password) -> user name, least recent evicted."""
+    """Credentials verified recently: MAC(user, password) -> user name, least recent evicted."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self._key = os.urandom(32)
@@ -47,7 +46,8 @@ class VerifiedCache:
     def token(self, name: str, password: str) -> bytes:
         # length-prefixed, so ("ab", "c") and ("a", "bc") differ
         data = f"{len(name)}:{name}:{password}".encode()
-        return hmac.new(self._key, data, hashlib.sha256).digest()
+        # keyed BLAKE2b is a MAC by design (RFC 7693), and a few times cheaper than HMAC here
+        return hashlib.blake2b(data, key=self._key, digest_size=32).digest()
 
     def get(self, token: bytes) -> str | None:
         name = self._entries.get(token)

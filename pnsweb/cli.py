@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--password", "-p", help="that user's password (hashed at start)")
     parser.add_argument("--ip", "-i", dest="host", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", "-o", type=int, help="port to listen on (5000)")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="debug logging")
     parser.add_argument("--hash-password", action="store_true",
                         help="read a password, print its hash for the config file, and exit")
     return parser
@@ -50,12 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.hash_password:
         print(hash_password(_read_password()))
         return 0
-    configure_logging(level="debug" if args.verbose else "info")
     try:
         settings = settings_of(args)
     except SettingsError as exc:
         print(f"pnsweb: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    configure_logging(level="debug" if settings.verbose else settings.log_level)
     try:
         asyncio.run(serve(settings))
     except OSError as exc:        # the address is taken, or not ours to bind

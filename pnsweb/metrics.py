@@ -1,8 +1,9 @@
 """Request metrics and the Prometheus text exposition (format 0.0.4), written by hand.
 
 Owns :class:`Metrics` (requests by method, route and status; a latency histogram per method
-and route), :func:`metrics_middleware` that records them, and the rendering of daemon figures
-(per-PTS state, running, queue depth, worker restarts; store counters; jobs by status).
+and route; :func:`pnsweb.app.request_middleware` records every request in it) and the
+rendering of daemon figures (per-PTS state, running, queue depth, worker restarts; store
+counters; jobs by status).
 Routes are labelled with the aiohttp resource's canonical path (``/v1/jobs/{jobId}``), never
 the raw path, so label cardinality stays bounded; requests that matched no route are
 ``unmatched``. Why not ``prometheus_client``: a few counters and one histogram are ~100 lines
@@ -12,11 +13,9 @@ Must not call the daemon: the /metrics view fetches and passes the replies in.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +26,6 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "unmatched"
 CLIENT_GONE = 499    # the client closed the connection before the reply (nginx's convention)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -48,11 +46,12 @@ class Histogram:
 class Metrics:
     """The web process's own request metrics (one per app, no global registry)."""
 
-    requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    requests: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     latency: dict[tuple[str, str], Histogram] = field(default_factory=dict)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests[(method, route, str(status))] += 1
+        """Record one request (called for every request: keep it cheap)."""
+        self.requests[(method, route, status)] += 1
         histogram = self.latency.get((method, route))
         if histogram is None:
             histogram = self.latency[(method, route)] = Histogram()
@@ -62,7 +61,7 @@ class Metrics:
         lines = _header("pnsweb_requests_total", "counter", "HTTP requests by route and status.")
         for (method, route, status), count in sorted(self.requests.items()):
             lines.append(_sample("pnsweb_requests_total",
-                                 {"method": method, "route": route, "status": status}, count))
+                                 {"method": method, "route": route, "status": str(status)}, count))
         name = "pnsweb_request_duration_seconds"
         lines += _header(name, "histogram", "HTTP request latency by route.")
         for (method, route), hist in sorted(self.latency.items()):
@@ -83,28 +82,6 @@ METRICS = web.AppKey("metrics", Metrics)
 def route_of(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else UNMATCHED
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count the request and time it; install it outermost to see the final status."""
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        status = CLIENT_GONE
-        raise
-    finally:
-        metrics = request.app.get(METRICS)
-        if metrics is not None:
-            metrics.observe(request.method, route_of(request), status,
-                            time.perf_counter() - started)
 
 
 # -- daemon figures ---------------------------------------------------------------------------

@@ -3,9 +3,8 @@
 Owns liveness (the web process answers; no daemon call), readiness (the daemon answers
 ``status`` within :data:`READY_TIMEOUT` and every PTS is ``ready``; otherwise 503 with
 ``Retry-After`` and a JSON body naming each degraded PTS and why) and the Prometheus scrape
-(this process's request metrics plus figures fetched from the daemon at scrape time).
-``add_routes`` also installs :func:`pnsweb.metrics.metrics_middleware`, outermost, so it
-counts the final status of every request.
+(this process's request metrics, which :func:`pnsweb.app.request_middleware` records, plus
+figures fetched from the daemon at scrape time).
 """
 
 from __future__ import annotations
@@ -18,14 +17,7 @@ from aiohttp import web
 
 from pnsweb import ogc
 from pnsweb.keys import CLIENT, DaemonClient
-from pnsweb.metrics import (
-    CONTENT_TYPE,
-    METRICS,
-    Metrics,
-    exposition,
-    metrics_middleware,
-    render_daemon,
-)
+from pnsweb.metrics import CONTENT_TYPE, METRICS, exposition, render_daemon
 from protocols.errors import PnsError
 
 READY_TIMEOUT = 2.0      # seconds: a readiness probe must answer fast
@@ -99,9 +91,6 @@ ROUTES: tuple[tuple[str, View, str], ...] = (
 
 
 def add_routes(app: web.Application) -> None:
-    """Register the operations routes and install the metrics middleware (outermost)."""
-    app[METRICS] = Metrics()
-    if metrics_middleware not in app.middlewares:
-        app.middlewares.insert(0, metrics_middleware)
+    """Register the operations routes (the app's metrics come from ``create_app``)."""
     for path, view, name in ROUTES:
         app.router.add_get(path, view, name=name)

@@ -10,16 +10,18 @@ GET does not, except ``/pnsconfig``; ``PUT /pnsconf`` is for administrators.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from aiohttp import web
+from yarl import URL
 
 from pnsweb import views_v06 as v
 from pnsweb import views_v06_config as conf
 from pnsweb import views_v06_run as run
 from pnsweb.auth import require_user
 from pnsweb.views_v06 import View
-from pnsweb.views_v06_envelope import STAMP, json_response
+from pnsweb.views_v06_envelope import JSON_TYPE, STAMP, dumps
 
 PREFIX = "/v0.6"
 
@@ -110,11 +112,23 @@ def guarded(view: View, access: Access) -> View:
 
 
 async def api_listing(request: web.Request) -> web.StreamResponse:
-    """GET /v0.6/ and /v0.6/api: every route with its absolute URL and description."""
-    base = str(request.url.origin()) + PREFIX
+    """GET /v0.6/ and /v0.6/api: every route with its absolute URL and description.
+
+    The body is ``{"APIs": ..., "timestamp": ...}``; only the timestamp changes between two
+    requests to one origin, so the APIs' JSON text is made once per origin.
+    """
+    apis = listing_text(request.scheme, request.host)
+    timestamp = repr(request.app[STAMP].now())    # a finite float's JSON text is its repr
+    return web.Response(text=f'{{"APIs": {apis}, "timestamp": {timestamp}}}',
+                        content_type=JSON_TYPE)
+
+
+@functools.lru_cache(maxsize=64)    # the Host header is the caller's: keep the cache bounded
+def listing_text(scheme: str, host: str) -> str:
+    """The JSON text of the ``APIs`` member for requests that reached ``scheme://host``."""
+    base = str(URL.build(scheme=scheme, authority=host).origin()) + PREFIX
     apis: dict[str, list[dict[str, str]]] = {}
     for route in ROUTES:
         apis.setdefault(route.method, []).append(
             {"URL": base + route.path, "description": route.description})
-    body = {"APIs": dict(sorted(apis.items())), "timestamp": request.app[STAMP].now()}
-    return json_response(body)
+    return dumps(dict(sorted(apis.items())))

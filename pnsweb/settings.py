@@ -41,6 +41,7 @@ class WebSettings:
     default_pts: str = "hello"           # the PTS the /v0.6 routes drive
     max_body: int = 64 * 2**20           # request bodies above this get 413
     call_timeout: float = 3600.0         # longest wait for a daemon reply
+    log_level: str = "info"              # debug | info | warning | error | critical
     verbose: bool = False
 
     def user(self, name: str) -> User | None:
@@ -78,6 +79,7 @@ def verify_password(password: str, stored: str) -> bool:
 #     host = "127.0.0.1"
 #     port = 5000
 #     endpoint = "tcp://10.0.0.5:7755"   # optional: another daemon endpoint than [pnsd]'s
+#     log_level = "info"                 # "warning" drops the per-request summary lines
 #     [[pnsweb.users]]
 #     name = "admin"
 #     password_hash = "scrypt$..."       # `pnsweb --hash-password` prints one
@@ -85,7 +87,8 @@ def verify_password(password: str, stored: str) -> bool:
 
 DEFAULT_CONFIG_PATHS = ("~/.config/pns/pnsd.toml", "/etc/pns/pnsd.toml")
 WEB_KEYS = frozenset({"host", "port", "endpoint", "default_pts", "max_body", "call_timeout",
-                      "users"})
+                      "log_level", "users"})
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 USER_KEYS = frozenset({"name", "password_hash", "admin"})
 
 
@@ -118,7 +121,15 @@ def load_settings(
         default_pts=_value(web, "default_pts", str, defaults.default_pts),
         max_body=_value(web, "max_body", int, defaults.max_body),
         call_timeout=float(_value(web, "call_timeout", (int, float), defaults.call_timeout)),
+        log_level=_log_level(web),
     )
+
+
+def _log_level(web: Mapping[str, Any]) -> str:
+    level = _value(web, "log_level", str, WebSettings.log_level)
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+    return str(level)
 
 
 def find_config(config: Path | None, env: Mapping[str, str]) -> Path | None:

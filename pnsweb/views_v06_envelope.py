@@ -58,7 +58,7 @@ def json_response(
 
 def dumps(value: Any) -> str:
     """JSON text; bytes become UTF-8 text, or ``{"base64": ...}`` when they are not UTF-8."""
-    return json.dumps(value, default=_jsonable, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def _jsonable(value: Any) -> Any:
@@ -69,3 +69,7 @@ def _jsonable(value: Any) -> Any:
         except UnicodeDecodeError:
             return {"base64": base64.b64encode(raw).decode("ascii")}
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# made once: json.dumps with options builds a new encoder on every call
+_ENCODER = json.JSONEncoder(default=_jsonable, allow_nan=False)

@@ -94,10 +94,12 @@ class ExecuteOrder:
         mode = body.get("mode", "auto")
         if mode not in ("auto", "sync", "async"):
             raise ogc.bad_request("'mode' must be 'auto', 'sync' or 'async'")
-        tokens = {token.strip().split("=")[0].lower() for token in prefer.split(",")}
+        tokens = {token.strip().split("=")[0].lower() for token in prefer.split(",")} \
+            if prefer else set()
         outputs = body.get("outputs")
-        # Validate the selection before running: a bad request must not cost a run.
-        select_outputs(dict.fromkeys(model.output_ids()), outputs)
+        if outputs is not None:
+            # Validate the selection before running: a bad request must not cost a run.
+            select_outputs(dict.fromkeys(model.output_ids()), outputs)
         return cls(asynchronous=mode == "async" or (mode == "auto" and "respond-async" in tokens),
                    response=response, outputs=outputs, prefer_sync="respond-sync" in tokens)
 

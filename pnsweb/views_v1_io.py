@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
+from yarl import URL
 
 from pnsweb import ogc
 from pnsweb.errors import ApiError
@@ -80,7 +82,13 @@ def job_id_of(request: web.Request) -> str:
 
 def base_of(request: web.Request) -> str:
     """The absolute URL of ``/v1`` as this request reached it."""
-    return f"{request.url.origin()}/v1"
+    return _base(request.scheme, request.host)
+
+
+@functools.lru_cache(maxsize=64)    # the Host header is the caller's: keep the cache bounded
+def _base(scheme: str, host: str) -> str:
+    # what ``request.url.origin()`` gives, without building the request's whole URL each time
+    return f"{URL.build(scheme=scheme, authority=host).origin()}/v1"
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -169,16 +177,32 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+# made once: json.dumps with options builds a new encoder on every call
+_ENCODER = json.JSONEncoder(default=_json_default, ensure_ascii=False)
+
+
 def encode_json(value: Any) -> bytes:
-    return json.dumps(value, default=_json_default, ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 async def read_json(request: web.Request, *, limit: int) -> Any:
     """The request body as JSON, read in chunks and refused (413) once over ``limit`` bytes."""
     if hdrs.CONTENT_TYPE in request.headers and not _is_json(request.content_type):
         raise ApiError(415, "the body must be application/json")
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         raise _too_large(limit)
+    # a declared length within the limit is read at once; a chunked body is counted as it comes
+    raw = await request.read() if length is not None else await _read_chunks(request, limit)
+    if not raw:
+        raise ogc.bad_request("the request needs a JSON body")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ogc.bad_request(f"the body is not valid JSON: {exc}") from exc
+
+
+async def _read_chunks(request: web.Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(CHUNK):
@@ -186,12 +210,7 @@ async def read_json(request: web.Request, *, limit: int) -> Any:
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    if not size:
-        raise ogc.bad_request("the request needs a JSON body")
-    try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ogc.bad_request(f"the body is not valid JSON: {exc}") from exc
+    return b"".join(chunks)
 
 
 def _is_json(content_type: str) -> bool:

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from pnsweb import cli
 from pnsweb.app import create_app
@@ -120,6 +122,22 @@ async def test_errors_carry_the_request_id_too(client: Any) -> None:
     assert resp.status == 404 and resp.headers["X-Request-ID"] == "r1"
 
 
+async def test_an_error_gets_one_summary_line_with_its_request_id(client: Any) -> None:
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        await client.get("/nothing", headers={"X-Request-ID": "r-404"})
+    lines = [line for line in logs if line["event"] == "request_finished"]
+    assert len(lines) == 1
+    assert lines[0]["log_level"] == "info" and lines[0]["status"] == 404
+    assert lines[0]["request_id"] == "r-404" and lines[0]["path"] == "/nothing"
+
+
+async def test_every_request_gets_one_summary_line(client: Any) -> None:
+    with capture_logs() as logs:
+        assert (await client.get("/healthz")).status == 200
+    lines = [line for line in logs if line["event"] == "request_finished"]
+    assert [(line["log_level"], line["status"]) for line in lines] == [("info", 200)]
+
+
 async def test_daemon_down_is_503_with_retry_after_then_recovers(
     client: Any, daemon: FakeDaemon
 ) -> None:
@@ -218,10 +236,10 @@ def test_settings_follow_the_pnsd_table_and_add_pnsweb_users(tmp_path: Path) -> 
     config = tmp_path / "pnsd.toml"
     config.write_text(
         f'[pnsd]\nhome = "{home}"\nendpoint = "ipc://sockets/d.sock"\n'
-        f'[pnsweb]\nport = 5055\n[[pnsweb.users]]\nname = "carol"\n'
+        f'[pnsweb]\nport = 5055\nlog_level = "warning"\n[[pnsweb.users]]\nname = "carol"\n'
         f'password_hash = "{users()[1].password_hash}"\nadmin = true\n')
     settings = load_settings(config=config, env={"HOME": str(tmp_path)})
-    assert settings.endpoint == f"ipc://{home}/sockets/d.sock"
+    assert settings.endpoint == f"ipc://{home}/sockets/d.sock" and settings.log_level == "warning"
     assert settings.key == b"ab" * 32
     assert settings.port == 5055 and settings.host == "127.0.0.1"
     assert settings.users[0].name == "carol" and settings.users[0].admin
@@ -243,6 +261,7 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "match"), [
     ("[pnsweb]\ncolour = 1\n", "unknown"),
     ("[pnsweb]\nport = \"80\"\n", "wrong type"),
+    ("[pnsweb]\nlog_level = \"loud\"\n", "log_level must be one of"),
     ("[[pnsweb.users]]\nname = \"x\"\npassword_hash = \"plain\"\n", "scrypt"),
     ("[pnsweb\n", "cannot read"),
 ])

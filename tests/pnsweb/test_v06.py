@@ -54,6 +54,16 @@ async def test_listing_urls_follow_the_host_asked_for(client: Any) -> None:
     assert body["APIs"]["POST"][0]["URL"].startswith("http://pns.example:8080/v0.6/")
 
 
+async def test_listing_is_made_per_host_and_stamped_per_request(client: Any) -> None:
+    bodies = [await (await client.get("/v0.6/", headers={"Host": host})).json()
+              for host in ("a.example", "b.example", "a.example")]
+    urls = [body["APIs"]["GET"][0]["URL"] for body in bodies]
+    assert urls == ["http://a.example/v0.6/init", "http://b.example/v0.6/init",
+                    "http://a.example/v0.6/init"]
+    stamps = [body["timestamp"] for body in bodies]
+    assert stamps == sorted(set(stamps))
+
+
 # -- scripts and exchange dirs ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("hook", ["init", "config", "run", "clean"])
