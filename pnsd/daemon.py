@@ -110,7 +110,9 @@ class Daemon:
         finally:
             await self.store.close()
             self.executor.shutdown(wait=False, cancel_futures=True)
-            self.context.term()
+            # destroy, not term: a stop cut short (cancelled) may leave a socket open, and
+            # term would then wait for it forever
+            self.context.destroy(linger=0)
 
     async def _serve(self) -> None:
         _failed, requeued = await self.store.recover(time.time(), requeue=self._idempotent)

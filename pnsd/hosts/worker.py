@@ -112,10 +112,15 @@ class WorkerHost:
         self._runs.close(f"PTS {self.spec.name} stopped during the run")
         for worker in self._workers:
             self._send(worker, messages.WORKER_STOP, {})
-        await cancel_and_wait(self._background)   # respawns first: then every child is known
-        await stop_processes([w.process for w in self._workers if w.process], grace)
-        if self._pump is not None:
-            self._pump.close()
+        try:
+            await cancel_and_wait(self._background)   # respawns first: every child is known
+            await stop_processes([w.process for w in self._workers if w.process], grace)
+        finally:    # even when this stop is cut short: no child, no open socket left behind
+            for worker in self._workers:
+                if worker.process is not None and not worker.process.exited.done():
+                    worker.process.signal_group(signal.SIGKILL)
+            if self._pump is not None:
+                self._pump.close()
         await asyncio.to_thread(self._launch.remove)
         self._set_state("stopped")
         log.info("worker_host_stopped", pts=self.spec.name, restarts=self._restarts.total)
