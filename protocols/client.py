@@ -125,7 +125,8 @@ class AsyncClient(_Connection):
         # A timer rather than asyncio.wait_for, which costs a task-like wrapper per call.
         timer = loop.call_later(self.timeout if timeout is None else timeout, _expire, future, op)
         try:
-            await self._send(frames)
+            if not self._send_now(frames):
+                await self._send_when_connected(frames)
             message = await future
         finally:
             timer.cancel()
@@ -144,7 +145,8 @@ class AsyncClient(_Connection):
         self._streams[msg_id] = queue
         limit = self.timeout if timeout is None else timeout
         try:
-            await self._send(frames)
+            if not self._send_now(frames):
+                await self._send_when_connected(frames)
             while True:
                 try:
                     message = await asyncio.wait_for(queue.get(), limit)
@@ -164,25 +166,28 @@ class AsyncClient(_Connection):
             self._pump = Pump(self._socket, self._deliver)
         return self._session.request(op, body)
 
-    async def _send(self, frames: List[bytes]) -> None:
+    def _send_now(self, frames: List[bytes]) -> bool:
+        """Queue the message if the socket takes it now (the usual case); False if not."""
         assert self._pump is not None
         try:
             self._pump.send(frames)
-            return
         except zmq.Again:
-            pass
-        # Not connected (yet): retry for a moment, then report the daemon absent. ZeroMQ has
-        # no "connected" event short of a monitor socket, so this backs off on the clock.
+            return False
+        return True
+
+    async def _send_when_connected(self, frames: List[bytes]) -> None:
+        """Not connected (yet): retry for a moment, then report the daemon absent.
+
+        ZeroMQ has no "connected" event short of a monitor socket, so this backs off on the
+        clock.
+        """
         deadline = time.monotonic() + CONNECT_WAIT
         delay = 0.001
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
-            try:
-                self._pump.send(frames)
+            if self._send_now(frames):
                 return
-            except zmq.Again:
-                continue
         raise _unavailable(self.endpoint)
 
     def _deliver(self, frames: List[bytes]) -> None:
