@@ -122,14 +122,17 @@ class AsyncClient(_Connection):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Message] = loop.create_future()
         self._pending[msg_id] = future
-        # A timer rather than asyncio.wait_for, which costs a task-like wrapper per call.
-        timer = loop.call_later(self.timeout if timeout is None else timeout, _expire, future, op)
         try:
             if not self._send_now(frames):
                 await self._send_when_connected(frames)
-            message = await future
+            # A timer rather than asyncio.wait_for, which costs a task-like wrapper per call.
+            limit = self.timeout if timeout is None else timeout
+            timer = loop.call_later(limit, _expire, future, op)
+            try:
+                message = await future
+            finally:
+                timer.cancel()
         finally:
-            timer.cancel()
             self._pending.pop(msg_id, None)
         return _Session.outcome(op, message)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import msgpack
 import pytest
@@ -192,6 +193,21 @@ async def test_unreachable_daemon_is_unavailable_at_once(tmp_path: object) -> No
         with pytest.raises(RemoteError) as caught:
             await client.call("ping", {}, timeout=30)
     assert caught.value.code == ErrorCode.UNAVAILABLE
+
+
+async def test_a_short_timeout_to_an_unreachable_daemon_leaves_no_stray_error(
+    tmp_path: object,
+) -> None:
+    """The call's timeout starts once the request is sent: no orphaned timeout error."""
+    stray: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: stray.append(context))
+    async with AsyncClient(f"ipc://{tmp_path}/none.sock") as client:
+        with pytest.raises(RemoteError) as caught:
+            await client.call("ping", {}, timeout=0.05)
+    code = caught.value.code
+    del caught           # its traceback holds the call's frame, and so its future
+    gc.collect()
+    assert code == ErrorCode.UNAVAILABLE and stray == []
 
 
 async def test_blocking_client_keeps_many_requests_in_flight(running: Running) -> None:
