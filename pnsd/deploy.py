@@ -226,13 +226,17 @@ class Deployer:
                     error=message)
         return error
 
+    def busy(self, name: str) -> bool:
+        """True while a deploy, replace, update or undeploy of PTS ``name`` is under way."""
+        lock = self._locks.get(name)
+        return lock is not None and lock.locked()
+
     @contextlib.asynccontextmanager
     async def _lock(self, name: str, *, wait: bool) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        if lock.locked() and not wait:
+        if self.busy(name) and not wait:
             raise Conflict(f"another deploy, replace or undeploy of PTS {name} is under way",
                            pts=name)
-        async with lock:
+        async with self._locks.setdefault(name, asyncio.Lock()):
             yield
 
     @contextlib.asynccontextmanager

@@ -20,6 +20,7 @@ from pnsd.spec import parse_spec
 from pnsd.supervisor import WorkerTuning
 from protocols.codec import Codec
 from protocols.context import RunContext
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -141,15 +142,6 @@ class Watch:
         return int(await asyncio.wait_for(self.first, 20))
 
 
-async def _until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)   # polling host state with a deadline; no event to wait on
-
-
 async def test_echo_and_hello_and_hooks_run_on_workers(make_host: HostMaker) -> None:
     host = await make_host({"entry": "pnsd.demo:hello", "init": "pnsd.demo:init",
                             "clean": "pnsd.demo:clean", "workers": 2})
@@ -186,7 +178,7 @@ async def test_a_queued_run_gets_its_whole_timeout_once_a_worker_takes_it(
     host = await make_host({"entry": "ptsmod:slow_pid"})      # one worker
     pid = host.state().details["pids"][0]
     first = asyncio.create_task(host.run(0.4, timeout=20, ctx=RunContext()))
-    await asyncio.sleep(0)                                    # first takes the worker
+    await until(lambda: host.state().details["busy"] == 1)   # first takes the worker
     assert await host.run(0.4, timeout=0.6, ctx=RunContext()) == pid   # 0.4 s in line
     assert await first == pid
 
@@ -195,9 +187,9 @@ async def test_a_caller_that_gives_up_in_line_leaves_the_line(make_host: HostMak
     host = await make_host({"entry": "ptsmod:slow_pid"})
     pid = host.state().details["pids"][0]
     first = asyncio.create_task(host.run(0.3, timeout=20, ctx=RunContext()))
-    await asyncio.sleep(0)
+    await until(lambda: host.state().details["busy"] == 1)
     queued = asyncio.create_task(host.run(0, timeout=20, ctx=RunContext()))
-    await _until(lambda: host.state().details["waiting"] == 1)
+    await until(lambda: host.state().details["waiting"] == 1)
     queued.cancel()
     with pytest.raises(asyncio.CancelledError):
         await queued
@@ -251,7 +243,7 @@ async def test_a_timeout_kills_a_stubborn_worker_and_respawns_it(make_host: Host
         await host.run(60, timeout=0.5, ctx=watch.ctx)
     assert loop.time() - started < 5
     victim = await watch.pid()
-    await _until(lambda: not _alive(victim) and host.state().state == "ready")
+    await until(lambda: not _alive(victim) and host.state().state == "ready")
     assert await host.run(0, timeout=20, ctx=RunContext()) == "finished"
     assert host.state().details["restarts"] == 0     # a timeout does not spend the budget
 
@@ -273,7 +265,7 @@ async def test_a_cancelled_run_returns_at_once_and_the_worker_is_replaced(
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(run, 2)
-    await _until(lambda: not _alive(victim))
+    await until(lambda: not _alive(victim))
     assert await host.run(0, timeout=20, ctx=RunContext()) == "finished"
 
 
@@ -287,7 +279,7 @@ async def test_a_stopped_worker_is_found_by_heartbeat_and_replaced(make_host: Ho
     os.kill(idle, signal.SIGSTOP)
     with pytest.raises(WorkerDied, match="no heartbeat"):
         await asyncio.wait_for(run, 10)
-    await _until(lambda: host.state().state == "ready")
+    await until(lambda: host.state().state == "ready")
     assert not {busy, idle} & set(host.state().details["pids"])
     assert await host.run(0, timeout=20, ctx=RunContext()) in host.state().details["pids"]
 
@@ -338,7 +330,7 @@ async def test_malformed_and_foreign_frames_are_dropped(make_host: HostMaker) ->
         await rogue.send_multipart([b"garbage"])
         await rogue.send_multipart(Codec(KEY).encode("worker.hello", {"pid": 1}))
         await rogue.send_multipart(Codec(b"wrong").encode("task.rep", {"result": 1}))
-        await _until(lambda: sum(e["event"] == "worker_message_ignored" for e in logs) == 3)
+        await until(lambda: sum(e["event"] == "worker_message_ignored" for e in logs) == 3)
         host._receive([b"w0.1", b"PNS", b"", b"not msgpack", b""])   # a known worker's junk
         host._receive([b"w0.1", b"junk"])
         host._receive([b"w0.1", *Codec(b"wrong").encode("worker.heartbeat", {})])

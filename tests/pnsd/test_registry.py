@@ -12,6 +12,7 @@ from pnsd.hosts.base import HostState
 from pnsd.registry import Generation, Registry
 from pnsd.spec import PtsSpec, parse_spec
 from protocols.context import RunContext
+from tests.waiting import until
 
 
 class FakeHost:
@@ -61,7 +62,7 @@ async def test_closing_a_generation_fails_its_queued_runs_with_the_reason() -> N
     events: list[str] = []
     first = asyncio.create_task(_hold(generation, events))
     queued = asyncio.create_task(_hold(generation, events))
-    await asyncio.sleep(0.01)
+    await until(lambda: generation.admitted == 2)
     assert generation.running == 1 and generation.admitted == 2
     generation.close("PTS p was undeployed")
     await asyncio.wait_for(queued, 1)
@@ -78,12 +79,12 @@ async def test_a_retired_generation_admits_nothing_and_stops_once_drained() -> N
     registry.install(old)
     events: list[str] = []
     running = asyncio.create_task(_hold(old, events))
-    await asyncio.sleep(0.01)
+    await until(lambda: old.running == 1)
     new = await registry.start(_spec("2"))
     assert registry.switch(new, drain=5) is old
     assert registry.get("p") is new
     assert registry.retiring() == [old]
-    await asyncio.sleep(0.01)
+    await until(lambda: old.draining)      # retiring runs in a task of the registry's
     with pytest.raises(Unavailable, match="draining"):
         async with old.slot():
             pass
@@ -108,7 +109,7 @@ async def test_runs_left_after_the_drain_time_are_cancelled_with_the_reason() ->
     registry.install(old)
     events: list[str] = []
     running = asyncio.create_task(_hold(old, events))
-    await asyncio.sleep(0.01)
+    await until(lambda: old.running == 1)
     registry.switch(await registry.start(_spec("2")), drain=0.05)
     await asyncio.wait_for(registry.settled(), 2)
     assert cancelled == [(old.number, "replaced by version 2")]

@@ -21,6 +21,7 @@ from pnsd.registry import Registry
 from pnsd.scheduler import Scheduler
 from pnsd.specfiles import SpecFiles, value
 from pnsd.store import JobStore
+from tests.waiting import until
 
 MODULE = '''
 import asyncio
@@ -105,7 +106,7 @@ async def test_replace_swaps_in_a_fresh_import_and_history_records_it(node: Node
 async def test_a_run_started_before_the_swap_finishes_on_the_old_version(node: Node) -> None:
     await node.deployer.deploy("p", node.spec("v1", entry="swapmod:slow"), who="a")
     old_run = asyncio.create_task(node.scheduler.run("p", 0.3))
-    await asyncio.sleep(0.05)
+    await until(lambda: node.registry.get("p").running == 1)
     await node.deployer.replace("p", node.spec("v2", entry="swapmod:slow"), who="a")
     _job, new_result = await node.scheduler.run("p", 0)
     _job, old_result = await old_run
@@ -148,7 +149,7 @@ async def test_two_replaces_at_once_the_second_is_a_conflict(node: Node) -> None
     await node.deployer.deploy("p", node.spec("v1"), who="a")
     slow = {**node.spec("v2"), "selftest": {"input": 0.3}, "entry": "swapmod:slow"}
     first = asyncio.create_task(node.deployer.replace("p", slow, who="a"))
-    await asyncio.sleep(0.05)
+    await until(lambda: node.deployer.busy("p"))
     with pytest.raises(Conflict, match="under way"):
         await node.deployer.replace("p", node.spec("v3"), who="b")
     await first
@@ -173,7 +174,7 @@ async def test_undeploy_fails_queued_runs_and_drains_running_ones(node: Node) ->
     await node.deployer.deploy("p", node.spec("v1", entry="swapmod:slow"), who="a")
     running = asyncio.create_task(node.scheduler.run("p", 0.3))
     queued = asyncio.create_task(node.scheduler.run("p", 0))
-    await asyncio.sleep(0.05)
+    await until(lambda: node.registry.get("p").admitted == 2)
     await node.deployer.undeploy("p", who="a")
     assert not node.files.path("p").exists()
     with pytest.raises(DaemonError, match="PTS p was undeployed"):
@@ -189,7 +190,7 @@ async def test_runs_past_the_drain_time_are_cancelled_with_the_new_version(node:
     node.deployer.timing = SwapTiming(swap=1.0, drain=0.1)
     await node.deployer.deploy("p", node.spec("v1", entry="swapmod:slow"), who="a")
     long_run = asyncio.create_task(node.scheduler.run("p", 30))
-    await asyncio.sleep(0.05)
+    await until(lambda: node.registry.get("p").running == 1)
     await node.deployer.replace("p", node.spec("v2", entry="swapmod:slow"), who="a")
     with pytest.raises(Cancelled, match="replaced by version v2"):
         await asyncio.wait_for(long_run, 5)

@@ -17,6 +17,7 @@ from pnsd.registry import Registry
 from pnsd.scheduler import Scheduler
 from pnsd.spec import PtsSpec, parse_spec
 from pnsd.store import JobStore
+from tests.waiting import until
 
 
 class RefusingStore(JobStore):
@@ -84,10 +85,7 @@ async def test_success_is_reported_only_with_its_result_stored(parts: Any) -> No
 async def test_a_full_slot_with_no_queue_is_busy_at_once(parts: Any) -> None:
     scheduler, _store = parts
     first = asyncio.create_task(scheduler.run("sleep", 5))
-    for _ in range(100):             # let the first run take the only slot
-        await asyncio.sleep(0)
-        if scheduler.registry.get("sleep").running:
-            break
+    await until(lambda: scheduler.registry.get("sleep").running == 1)
     with pytest.raises(Busy):
         await scheduler.run("sleep", 0)
     first.cancel()
