@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -66,14 +67,20 @@ async def stop_daemon(daemon: Daemon, task: asyncio.Task[None]) -> None:
     await asyncio.wait_for(task, timeout=60)
 
 
-@pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Running]:
-    settings = settings_for(tmp_path / "home")
+@contextlib.asynccontextmanager
+async def running_daemon(settings: Settings) -> AsyncIterator[Running]:
+    """An in-process daemon with ``settings``, stopped gracefully at the end."""
     daemon, task = await start_daemon(settings)
     try:
         yield Running(daemon, settings, load_or_create_key(settings.key_file, create=False))
     finally:
         await stop_daemon(daemon, task)
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    async with running_daemon(settings_for(tmp_path / "home")) as node:
+        yield node
 
 
 @pytest.fixture

@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 from aiohttp import encode_basic_auth
 
-from pnsd.keyfile import load_or_create_key
 from pnsweb.app import create_app
 from pnsweb.settings import User, WebSettings, hash_password
 from protocols.client import AsyncClient
 from protocols.errors import RemoteError
-from tests.integration.conftest import Running, settings_for, start_daemon, stop_daemon
+from tests.integration.conftest import Running, running_daemon, settings_for
 
 pytestmark = pytest.mark.slow
 ADMIN = ("root", "pw")
@@ -49,11 +48,8 @@ def write_version(code: Path, version: str, *, broken: bool = False) -> dict[str
 async def node(tmp_path: Path) -> AsyncIterator[Running]:
     settings = settings_for(tmp_path / "home", "demo = false\nswap_timeout = 20\n"
                                                "drain_timeout = 10\n")
-    daemon, task = await start_daemon(settings)
-    try:
-        yield Running(daemon, settings, load_or_create_key(settings.key_file, create=False))
-    finally:
-        await stop_daemon(daemon, task)
+    async with running_daemon(settings) as started:
+        yield started
 
 
 @dataclass

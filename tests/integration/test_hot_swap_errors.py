@@ -12,15 +12,13 @@ from typing import Any
 
 import pytest
 
-from pnsd.keyfile import load_or_create_key
 from protocols.client import AsyncClient
 from protocols.errors import RemoteError
 from tests.integration.conftest import (
     Running,
+    running_daemon,
     settings_for,
     spawn_daemon,
-    start_daemon,
-    stop_daemon,
 )
 from tests.integration.test_hot_swap import write_version
 
@@ -32,12 +30,8 @@ BAD_INIT = "def init(data):\n    raise RuntimeError('no licence for v2')\n"
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[Running]:
-    settings = settings_for(tmp_path / "home", OPTIONS)
-    daemon, task = await start_daemon(settings)
-    try:
-        yield Running(daemon, settings, load_or_create_key(settings.key_file, create=False))
-    finally:
-        await stop_daemon(daemon, task)
+    async with running_daemon(settings_for(tmp_path / "home", OPTIONS)) as started:
+        yield started
 
 
 @pytest.fixture
@@ -115,23 +109,18 @@ async def test_deployed_specs_survive_a_restart_and_undeploy_removes_them(
     code.mkdir()
     for step in ("deploy", "check-and-undeploy", "check-gone"):
         settings = settings_for(tmp_path / "home", OPTIONS)     # read afresh, as a restart does
-        daemon, task = await start_daemon(settings)
-        key = load_or_create_key(settings.key_file, create=False)
-        try:
-            async with AsyncClient(settings.endpoint, key=key, timeout=60) as client:
-                if step == "deploy":
-                    await client.call("pts.deploy", {"name": "swap", "who": "ann",
-                                                     "spec": write_version(code, "v1")})
-                elif step == "check-and-undeploy":
-                    assert await serves(client) == "v1"
-                    await client.call("pts.undeploy", {"name": "swap", "who": "ann"})
-                else:
-                    assert "swap" not in (await client.call("status", {}))["pts"]
-                    events = (await client.call("pts.history", {"name": "swap"}))["events"]
-                    assert [(e["action"], e["who"]) for e in events] == [
-                        ("undeploy", "ann"), ("deploy", "ann")]
-        finally:
-            await stop_daemon(daemon, task)
+        async with running_daemon(settings) as node, node.client(timeout=60) as client:
+            if step == "deploy":
+                await client.call("pts.deploy", {"name": "swap", "who": "ann",
+                                                 "spec": write_version(code, "v1")})
+            elif step == "check-and-undeploy":
+                assert await serves(client) == "v1"
+                await client.call("pts.undeploy", {"name": "swap", "who": "ann"})
+            else:
+                assert "swap" not in (await client.call("status", {}))["pts"]
+                events = (await client.call("pts.history", {"name": "swap"}))["events"]
+                assert [(e["action"], e["who"]) for e in events] == [
+                    ("undeploy", "ann"), ("deploy", "ann")]
     assert not (settings.pts_dir / "swap.toml").exists()
 
 
@@ -151,21 +140,15 @@ async def test_reload_applies_edited_spec_files_as_who_reload(
 
 async def test_watch_mode_deploys_a_file_dropped_into_pts_d(tmp_path: Path) -> None:
     settings = settings_for(tmp_path / "home", OPTIONS + "watch = true\n")
-    daemon, task = await start_daemon(settings)
     code = tmp_path / "code"
     code.mkdir()
-    try:
-        spec = write_version(code, "v1")
-        daemon.deployer.files.write("swap", spec)
-        key = load_or_create_key(settings.key_file, create=False)
-        async with AsyncClient(settings.endpoint, key=key, timeout=30) as client:
-            deadline = time.monotonic() + 20
-            while "swap" not in (await client.call("status", {}))["pts"]:
-                assert time.monotonic() < deadline, "watch mode did not pick the file up"
-                await asyncio.sleep(0.2)
-            assert await serves(client) == "v1"
-    finally:
-        await stop_daemon(daemon, task)
+    async with running_daemon(settings) as node, node.client(timeout=30) as client:
+        node.daemon.deployer.files.write("swap", write_version(code, "v1"))
+        deadline = time.monotonic() + 20
+        while "swap" not in (await client.call("status", {}))["pts"]:
+            assert time.monotonic() < deadline, "watch mode did not pick the file up"
+            await asyncio.sleep(0.2)   # polling the daemon's status, with a deadline
+        assert await serves(client) == "v1"
 
 
 def test_the_pnsd_commands_deploy_replace_undeploy_and_show_history(tmp_path: Path) -> None:
