@@ -58,17 +58,21 @@ class Scheduler:
 
     # -- starting work -------------------------------------------------------------------
 
-    def _admit(self, pts: str, timeout: Any, *, sync: bool) -> tuple[Generation, Job, float]:
+    def _generation(self, pts: str) -> Generation:
+        """The generation that takes new runs of ``pts``."""
         if not self.accepting:
             raise Unavailable("the daemon is shutting down", retry_after=5)
-        generation = self.registry.get(pts)
-        limit = generation.spec.timeout
+        return self.registry.get(pts)
+
+    def _admit(self, generation: Generation, timeout: Any, *, sync: bool) -> tuple[Job, float]:
+        """A new job for ``generation`` and its time limit (the spec's, or a lower one asked)."""
+        spec = generation.spec
+        limit = spec.timeout
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
                 raise BadRequest("timeout must be a positive number of seconds")
             limit = min(float(timeout), limit)
-        job = Job.create(pts, self.clock(), sync=sync, version=generation.spec.version)
-        return generation, job, limit
+        return Job.create(spec.name, self.clock(), sync=sync, version=spec.version), limit
 
     def _live_job(self, job: Job, generation: Generation) -> LiveJob:
         return LiveJob.watched(job, generation, clock=self.clock)
@@ -81,15 +85,14 @@ class Scheduler:
         on the loop meanwhile, so nobody can see the slot taken, watch or cancel: the run skips
         the task, slot and copies the general path (:meth:`run`) needs, with the same outcome.
         """
-        generation = self.registry.get(pts)
+        generation = self._generation(pts)
         host = generation.host
-        if not (self.accepting and isinstance(host, InprocHost) and host.inline
-                and generation.free_now()):
-            return self.run(pts, data, timeout=timeout)
+        if not (isinstance(host, InprocHost) and host.inline and generation.free_now()):
+            return self._run(generation, data, timeout)
         input_blob = pack(data) if self.record_sync else b""
         if not self.store.fits_inline(input_blob):
-            return self.run(pts, data, timeout=timeout)
-        generation, job, _limit = self._admit(pts, timeout, sync=True)  # inline: no timer
+            return self._run(generation, data, timeout, input_blob=input_blob)
+        job, _limit = self._admit(generation, timeout, sync=True)  # inline: no timer
         if host.run_takes_ctx:    # its progress and log lines go to watchers of its events
             live = self._live_job(job, generation)
         else:                     # nothing to report between start and end: no event log
@@ -123,13 +126,17 @@ class Scheduler:
 
     async def run(self, pts: str, data: Any, *, timeout: Any = None) -> Outcome:
         """A synchronous run: the caller waits for the result; recorded with group commit."""
-        generation, job, limit = self._admit(pts, timeout, sync=True)
+        return await self._run(self._generation(pts), data, timeout)
+
+    async def _run(self, generation: Generation, data: Any, timeout: Any, *,
+                   input_blob: bytes | None = None) -> Outcome:
+        job, limit = self._admit(generation, timeout, sync=True)
         live = self._live_job(job, generation)
         async with generation.slot():
             live.task = asyncio.current_task()
             self._live[live.job.id] = live
             if self.record_sync:     # recorded once, finished, in _record
-                live.input_blob = pack(data)
+                live.input_blob = pack(data) if input_blob is None else input_blob
             try:
                 await self._execute(generation, live, data, limit)
             finally:
@@ -138,7 +145,8 @@ class Scheduler:
 
     async def submit(self, pts: str, data: Any, *, timeout: Any = None) -> Job:
         """An asynchronous run: committed durably, then acknowledged with its job record."""
-        generation, job, limit = self._admit(pts, timeout, sync=False)
+        generation = self._generation(pts)
+        job, limit = self._admit(generation, timeout, sync=False)
         live = self._live_job(job, generation)
         slot = generation.slot()
         await slot.__aenter__()  # admission (or Busy) happens before anything is recorded
