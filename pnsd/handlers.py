@@ -22,6 +22,7 @@ from pnsd.hosts.base import HOOKS
 from pnsd.hosts.mailbox import read_dir_files
 from pnsd.hosts.process import ProcessHost
 from pnsd.jobs import Job, Status
+from pnsd.later import Later
 from pnsd.registry import Generation, Registry
 from pnsd.scheduler import Scheduler
 from pnsd.server import Handler, StreamHandler
@@ -144,11 +145,13 @@ class Handlers:
         return {"restored": await asyncio.to_thread(install_scripts, self.home, restore=True)}
 
     def run(self, body: Any) -> Any:
-        """Answered within this call when the run can be (Scheduler.run_now), else awaitable."""
+        """Answered within this call when the run can be (Scheduler.run_now), else later."""
         outcome = self.scheduler.run_now(
             _text(body, "pts"), _field(body, "input"), timeout=_get(body, "timeout"))
         if isinstance(outcome, tuple):
             return _ran(*outcome)
+        if isinstance(outcome, Later):
+            return outcome.map(lambda ran: _ran(*ran))
         return _ran_later(outcome)
 
     async def submit(self, body: Any) -> Any:

@@ -27,6 +27,7 @@ class LiveJob:
     ctx: RunContext
     events: EventLog | None   # None: an inline run no one could watch (watchers get a summary)
     task: asyncio.Task[Any] | None = None    # the task awaiting the host, for cancel
+    abort: Callable[[str], None] | None = None   # cancels a run answered by callback instead
     generation: Generation | None = None     # the generation the run was admitted to
     cancel_requested: bool = False
     finishing: bool = False       # the outcome is being recorded: too late to cancel

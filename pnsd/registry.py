@@ -45,8 +45,8 @@ class Generation:
     refusal: str = ""          # set by close(): why queued runs are refused
 
     def __post_init__(self) -> None:
-        through = self.spec.slots + (self.spec.queue if self.host.queues_runs else 0)
-        self._slots = asyncio.Semaphore(through)
+        # A host with its own line gets every admitted run at once: it needs no slots here.
+        self._slots = None if self.host.queues_runs else asyncio.Semaphore(self.spec.slots)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -59,6 +59,35 @@ class Generation:
         """Admit a run or refuse it as busy at once; then hold a slot while it runs."""
         return Slot(self)
 
+    def admit(self) -> None:
+        """Count a run in, or refuse it at once: Unavailable (draining) or Busy (queue full)."""
+        spec = self.spec
+        if self.draining:
+            raise Unavailable(f"PTS {spec.name} generation {self.number} is draining")
+        if self.admitted >= spec.slots + spec.queue:
+            raise Busy(
+                f"PTS {spec.name} is busy: {self.executing} running, "
+                f"{self.admitted - self.executing} queued (limit {spec.queue})",
+                retry_after=1,
+            )
+        self.admitted += 1
+        self._idle.clear()
+
+    def enter_now(self) -> None:
+        """:meth:`admit` and hold a slot at once, for a host with its own line (no waiting);
+        :meth:`release` gives it back."""
+        if self._slots is not None:
+            raise TypeError(f"PTS {self.spec.name}: its host has no line; use slot()")
+        self.admit()
+        self.running += 1
+
+    def release(self) -> None:
+        """A run that held a slot has ended."""
+        self.running -= 1
+        if self._slots is not None:
+            self._slots.release()
+        self._leave()
+
     def _leave(self) -> None:
         self.admitted -= 1
         if self.admitted == 0:
@@ -66,7 +95,7 @@ class Generation:
 
     def free_now(self) -> bool:
         """True when a run admitted now would start at once: a slot is free, nobody waits."""
-        return not self.draining and not self._slots.locked()
+        return not self.draining and (self._slots is None or not self._slots.locked())
 
     async def drained(self) -> None:
         await self._idle.wait()
@@ -88,8 +117,9 @@ class Generation:
         """
         self.refusal = reason
         self.draining = True
-        for _ in range(self.admitted - self.running):
-            self._slots.release()
+        if self._slots is not None:
+            for _ in range(self.admitted - self.running):
+                self._slots.release()
 
     def public(self) -> dict[str, Any]:
         return {
@@ -112,33 +142,22 @@ class Slot:
 
     async def __aenter__(self) -> None:
         generation = self._generation
-        spec = generation.spec
-        if generation.draining:
-            raise Unavailable(f"PTS {spec.name} generation {generation.number} is draining")
-        if generation.admitted >= spec.slots + spec.queue:
-            raise Busy(
-                f"PTS {spec.name} is busy: {generation.executing} running, "
-                f"{generation.admitted - generation.executing} queued (limit {spec.queue})",
-                retry_after=1,
-            )
-        generation.admitted += 1
-        generation._idle.clear()
-        try:
-            await generation._slots.acquire()
-        except BaseException:
-            generation._leave()
-            raise
-        if generation.refusal:      # closed while this run was queued
-            generation._slots.release()
-            generation._leave()
-            raise Unavailable(generation.refusal)
+        generation.admit()
+        slots = generation._slots
+        if slots is not None:        # no line of its host's own: wait here for a slot
+            try:
+                await slots.acquire()
+            except BaseException:
+                generation._leave()
+                raise
+            if generation.refusal:      # closed while this run was queued
+                slots.release()
+                generation._leave()
+                raise Unavailable(generation.refusal)
         generation.running += 1
 
     async def __aexit__(self, *exc: object) -> None:
-        generation = self._generation
-        generation.running -= 1
-        generation._slots.release()
-        generation._leave()
+        self._generation.release()
 
 
 class Registry:

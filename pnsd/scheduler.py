@@ -9,9 +9,11 @@ shutdown. It never touches sockets; records go through the store, hosts through 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import structlog
@@ -27,7 +29,9 @@ from pnsd.errors import (
 )
 from pnsd.events import EventLog
 from pnsd.hosts.inproc import InprocHost
+from pnsd.hosts.worker import WorkerHost
 from pnsd.jobs import Job, Status, valid_job_id
+from pnsd.later import Later
 from pnsd.livejob import LiveJob, pack, unpack
 from pnsd.registry import Generation, Registry
 from pnsd.store import JobStore
@@ -77,16 +81,21 @@ class Scheduler:
     def _live_job(self, job: Job, generation: Generation) -> LiveJob:
         return LiveJob.watched(job, generation, clock=self.clock)
 
-    def run_now(self, pts: str, data: Any, *, timeout: Any = None) -> Outcome | Awaitable[Outcome]:
-        """A synchronous run, finished within this call when it can be; else one to await.
+    def run_now(self, pts: str, data: Any, *,
+                timeout: Any = None) -> Outcome | Later[Outcome] | Awaitable[Outcome]:
+        """A synchronous run: finished within this call when it can be, else one to wait for.
 
         It can be when its PTS runs inline (quick, in the daemon, neither blocking nor
         awaiting), a slot is free now and the record needs no file written. Nothing else runs
         on the loop meanwhile, so nobody can see the slot taken, watch or cancel: the run skips
         the task, slot and copies the general path (:meth:`run`) needs, with the same outcome.
+        A run on a worker host is answered by callback (:meth:`_start_on_worker`); any other
+        is an awaitable of the general path.
         """
         generation = self._generation(pts)
         host = generation.host
+        if isinstance(host, WorkerHost):
+            return self._start_on_worker(generation, host, data, timeout)
         if not (isinstance(host, InprocHost) and host.inline and generation.free_now()):
             return self._run(generation, data, timeout)
         input_blob = pack(data) if self.record_sync else b""
@@ -107,11 +116,79 @@ class Scheduler:
         except DaemonError as exc:
             live.error = exc
             blob = None
+        return self._conclude(live, blob)
+
+    def _start_on_worker(self, generation: Generation, host: WorkerHost, data: Any,
+                         timeout: Any) -> Later[Outcome] | Awaitable[Outcome]:
+        """A synchronous run on a worker host, with no task: the host answers it by callback
+        (:meth:`_worker_replied`), from the callback that receives the worker's reply."""
+        input_blob = pack(data) if self.record_sync else b""
+        if not self.store.fits_inline(input_blob):   # its record needs a file written first
+            return self._run(generation, data, timeout, input_blob=input_blob)
+        job, limit = self._admit(generation, timeout, sync=True)
+        generation.enter_now()
+        live = self._live_job(job, generation)
+        live.input_blob = input_blob
+        self._live[job.id] = live
+        job.start(self.clock())
+        live.publish()
+        later: Later[Outcome] = Later()
+        context = contextvars.copy_context()   # its log lines keep the request's trace
+
+        def reply(result: Any, error: DaemonError | None) -> None:
+            context.run(self._worker_replied, live, later, result, error)
+
+        try:
+            run = host.start_run(data, timeout=limit, ctx=live.ctx, reply=reply)
+        except DaemonError as exc:
+            reply(None, exc)
+        else:
+            live.abort = partial(host.cancel_run, run)
+        return later
+
+    def _worker_replied(self, live: LiveJob, later: Later[Outcome], result: Any,
+                        error: DaemonError | None) -> None:
+        """The outcome of a :meth:`_start_on_worker` run: record it, then answer its caller."""
+        assert live.generation is not None
+        live.generation.release()
+        live.abort = None
+        blob = None
+        if error is not None:
+            live.error = error
+        else:
+            live.result = result
+            try:
+                blob = pack(result)
+                live.result_bytes = len(blob)
+            except DaemonError as exc:
+                live.error = exc
+        try:
+            outcome = self._conclude(live, blob)
+        except Exception as exc:  # the run's error, raised for its caller (a bug: logged there)
+            later.settle(None, exc)
+            return
+        if isinstance(outcome, tuple):
+            later.settle(outcome)
+        else:
+            self._keep(self._settle_later(outcome, later), f"record-{live.job.id}")
+
+    @staticmethod
+    async def _settle_later(pending: Awaitable[Outcome], later: Later[Outcome]) -> None:
+        try:
+            outcome = await pending
+        except Exception as exc:  # the run's own error, raised for its caller
+            later.settle(None, exc)
+        else:
+            later.settle(outcome)
+
+    def _conclude(self, live: LiveJob, blob: bytes | None) -> Outcome | Awaitable[Outcome]:
+        """Record and retire a finished synchronous run, now unless its result needs a file
+        written (then an awaitable); a failed run's error is raised."""
         if self.record_sync and not self.store.fits_inline(blob):
             return self._finish_later(live, blob)
-        self._settle(job, live.error)
+        self._settle(live.job, live.error)
         if self.record_sync:
-            self.store.record_now(job, input_blob, blob)
+            self.store.record_now(live.job, live.input_blob, blob)
         self._finished_event(live)
         return _outcome(live, self._retire(live))
 
@@ -177,9 +254,11 @@ class Scheduler:
                limit: float) -> None:
         """Run an admitted, recorded job in a background task this scheduler owns."""
         self._live[live.job.id] = live
-        task = asyncio.get_running_loop().create_task(
-            self._background(generation, slot, live, data, limit), name=f"job-{live.job.id}"
-        )
+        self._keep(self._background(generation, slot, live, data, limit), f"job-{live.job.id}")
+
+    def _keep(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in a task this scheduler owns and waits for on shutdown."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -346,6 +425,8 @@ class Scheduler:
             live.ctx.cancel()
             if live.task is not None:
                 live.task.cancel()
+            elif live.abort is not None:     # answered at once, as Cancelled: dismissed
+                live.abort(running_reason)
 
     def events_of(self, job_id: str) -> EventLog | None:
         live = self._find(job_id)

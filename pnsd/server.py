@@ -1,8 +1,10 @@
 """The daemon's front door: a ZeroMQ ROUTER that turns frames into handler calls and back.
 
 Owns the client-facing sockets, decoding and checking every message (signature, version,
-staleness, replay, size), dispatching each request to its handler in a task of its own, and
-sending the reply or a protocol error. A :class:`protocols.pump.Pump` drives the socket.
+staleness, replay, size), dispatching each request to its handler, and sending the reply or a
+protocol error: at once when the handler returns the body, when a :class:`pnsd.later.Later`
+is settled, or from a task of its own when the handler returns an awaitable. A
+:class:`protocols.pump.Pump` drives the socket.
 It knows nothing of PTS or jobs: the handler table does.
 """
 
@@ -17,6 +19,7 @@ import structlog
 import zmq
 
 from pnsd.errors import DaemonError
+from pnsd.later import Later
 from protocols.codec import Codec, Message
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.messages import ERROR, JOB_EVENT, op_of, reply_type
@@ -24,7 +27,8 @@ from protocols.pump import Pump
 
 log = structlog.get_logger(__name__)
 
-# A handler returns the reply body, or an awaitable of it when it cannot finish within its call.
+# A handler returns the reply body, or when it cannot finish within its call, a Later of it
+# (settled by a callback) or an awaitable of it.
 Handler = Callable[[Any], Any]
 StreamHandler = Callable[[Any], AsyncIterator[Any]]
 
@@ -54,6 +58,9 @@ class Server:
         self.socket.setsockopt(zmq.MAXMSGSIZE, codec.max_bytes + 2**20)
         self._pump: Pump | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._awaited = 0                    # Laters not settled yet
+        self._all_settled = asyncio.Event()  # no Later awaited: drain waits for this
+        self._all_settled.set()
         self.bound: list[str] = []
 
     def bind(self) -> None:
@@ -102,7 +109,21 @@ class Server:
         except Exception as exc:
             self._fail(identity, message, op, started, exc)
             return
-        if isinstance(body, Awaitable):
+        if isinstance(body, Later):
+            self._awaited += 1
+            self._all_settled.clear()
+
+            def settled(value: Any, error: Exception | None) -> None:
+                self._awaited -= 1
+                if self._awaited == 0:
+                    self._all_settled.set()
+                if error is not None:
+                    self._fail(identity, message, op, started, error)
+                else:
+                    self._reply(identity, message, op, started, value)
+
+            body.then(settled)
+        elif isinstance(body, Awaitable):
             self._start(self._finish(identity, message, op, started, body))
         else:
             self._reply(identity, message, op, started, body)
@@ -160,7 +181,7 @@ class Server:
             frames = self.codec.encode(msg_type, body, re=re)
         except ProtocolError as exc:
             frames = self.codec.encode(ERROR, exc.to_body(), re=re)
-        if self._pump is None:
+        if self._pump is None or self._pump.closed:   # stopped: a late answer has no one to go to
             return
         try:
             self._pump.send([identity, *frames])
@@ -168,9 +189,16 @@ class Server:
             log.warning("reply_dropped", re=re, reason="peer not reading")
 
     async def drain(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for in-flight requests, then cancel what is left."""
-        if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        """Wait up to ``timeout`` for in-flight requests, then cancel the tasks left.
+
+        A request answered by a Later is left to its work (a run ends when its host stops);
+        an answer after the server closed is dropped.
+        """
+        waits: set[asyncio.Future[Any]] = set(self._tasks)
+        if not self._all_settled.is_set():
+            waits.add(asyncio.ensure_future(self._all_settled.wait()))
+        if waits:
+            _done, pending = await asyncio.wait(waits, timeout=timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

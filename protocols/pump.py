@@ -79,6 +79,10 @@ class Pump:
         if not self._scheduled and cast(int, self.socket.getsockopt(_EVENTS)) & _POLLIN:
             self._schedule()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _schedule(self) -> None:
         if not self._scheduled and not self._closed:
             self._scheduled = True

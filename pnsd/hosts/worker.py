@@ -23,7 +23,7 @@ import zmq
 
 from pnsd.errors import BadRequest, InvalidSpec, Unavailable
 from pnsd.hosts.base import HOOKS, HostState
-from pnsd.hosts.dispatcher import Dispatcher, Task
+from pnsd.hosts.dispatcher import Dispatcher, Reply, Run
 from pnsd.spec import PtsSpec
 from pnsd.supervisor import (
     Launch,
@@ -97,6 +97,15 @@ class WorkerHost:
     async def run(self, data: Any, *, timeout: float, ctx: RunContext) -> Any:
         return await self._runs.call("run", data, timeout=timeout, ctx=ctx)
 
+    def start_run(self, data: Any, *, timeout: float, ctx: RunContext, reply: Reply) -> Run:
+        """:meth:`run` without a task: ``reply`` gets the outcome, at once, from the callback
+        that receives it (see :meth:`pnsd.hosts.dispatcher.Dispatcher.start`)."""
+        return self._runs.start("run", data, timeout=timeout, ctx=ctx, reply=reply)
+
+    def cancel_run(self, run: Run, reason: str) -> None:
+        """Cancel a run of :meth:`start_run`; it is answered with Cancelled at once."""
+        self._runs.cancel(run, reason)
+
     async def hook(self, name: str, *, timeout: float) -> Any:
         if name not in HOOKS:
             raise BadRequest(f"unknown hook {name!r}; expected one of {', '.join(HOOKS)}")
@@ -145,17 +154,19 @@ class WorkerHost:
 
     # -- the cancel ladder ---------------------------------------------------------------
 
-    def _cancel(self, task: Task, settled: asyncio.Future[None], reason: str) -> None:
-        self._keep(self._cancel_ladder(task, settled, reason), f"cancel-{task.id[:8]}")
+    def _cancel(self, run: Run, settled: asyncio.Future[None], reason: str) -> None:
+        self._keep(self._cancel_ladder(run, settled, reason), f"cancel-{run.id[:8]}")
 
-    async def _cancel_ladder(self, task: Task, settled: asyncio.Future[None],
+    async def _cancel_ladder(self, run: Run, settled: asyncio.Future[None],
                              reason: str) -> None:
         """Cancel politely, then kill the worker if it does not stop within the grace."""
-        self._send(task.worker, messages.TASK_CANCEL, {}, re=task.id)
+        worker = run.worker
+        assert worker is not None       # only a dispatched run has a ladder
+        self._send(worker, messages.TASK_CANCEL, {}, re=run.id)
         grace = self.tuning.cancel_grace
         await asyncio.wait({settled}, timeout=grace)
         if not settled.done():
-            task.worker.kill(f"{reason}; still running {grace:g} s after cancel", counts=False)
+            worker.kill(f"{reason}; still running {grace:g} s after cancel", counts=False)
 
     # -- worker messages -----------------------------------------------------------------
 
@@ -272,7 +283,7 @@ class WorkerHost:
 
     def _mark_unavailable(self, reason: str) -> None:
         self._set_state("unavailable", reason)
-        self._runs.wake_all()
+        self._runs.recheck()
         log.error("pts_unavailable", pts=self.spec.name, reason=reason)
 
     async def _watch_heartbeats(self) -> None:

@@ -1,0 +1,147 @@
+"""The worker host's dispatcher without processes: the line, answers, cancels, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pnsd.errors import BadRequest, Cancelled, DaemonError, RunTimeout, Unavailable, WorkerDied
+from pnsd.hosts.base import HostState
+from pnsd.hosts.dispatcher import Dispatcher, Run
+from pnsd.supervisor import WorkerSlot
+from protocols import messages
+from protocols.codec import Codec, Message
+from protocols.context import RunContext
+from tests.waiting import until
+
+KEY = b"dispatcher-test-key"
+
+
+class Outcomes:
+    """Every answer, by run name, in the order they came."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any, DaemonError | None]] = []
+
+    def reply(self, name: str) -> Any:
+        return lambda result, error: self.seen.append((name, result, error))
+
+    def errors(self) -> dict[str, type[DaemonError] | None]:
+        return {name: type(error) if error else None for name, _, error in self.seen}
+
+
+class Node:
+    """A dispatcher over two ready fake workers, recording what it sends and cancels."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self.state = HostState("ready")
+        self.workers = [WorkerSlot(i, ready=True) for i in range(workers)]
+        self.sent: list[tuple[WorkerSlot, Message]] = []
+        self.ladders: list[tuple[Run, str]] = []
+        self.codec = Codec(KEY, guard_replay=False)
+        self.dispatcher = Dispatcher("t", workers=self.workers, state=self.state,
+                                     codec=self.codec, send=self._send, cancel=self._cancel)
+        self.outcomes = Outcomes()
+
+    def _send(self, worker: WorkerSlot, frames: list[bytes]) -> None:
+        self.sent.append((worker, self.codec.decode(frames)))
+
+    def _cancel(self, run: Run, settled: asyncio.Future[None], reason: str) -> None:
+        self.ladders.append((run, reason))
+
+    def start(self, name: str, *, timeout: float = 30.0, data: Any = None) -> Run:
+        return self.dispatcher.start("run", data if data is not None else name, timeout=timeout,
+                                     ctx=RunContext(name), reply=self.outcomes.reply(name))
+
+    def reply(self, run: Run, result: Any) -> None:
+        assert run.worker is not None
+        message = Message(messages.TASK_REP, {"result": result}, "m", run.id, 0.0)
+        self.dispatcher.on_outcome(run.worker, message)
+
+
+async def test_runs_go_to_idle_workers_then_wait_in_line_in_order() -> None:
+    node = Node()
+    first, second, third, fourth = (node.start(n) for n in ("a", "b", "c", "d"))
+    assert [m.body["data"] for _, m in node.sent] == ["a", "b"]
+    assert {first.worker, second.worker} == set(node.workers)
+    assert third.worker is None and node.dispatcher.load() == (2, 2)
+
+    node.reply(first, "A")        # answered at once; its worker takes the first in line
+    assert node.outcomes.seen == [("a", "A", None)]
+    assert third.worker is first.worker and fourth.worker is None
+    node.reply(second, "B")
+    node.reply(third, "C")
+    node.reply(fourth, "D")
+    assert [(n, r) for n, r, _ in node.outcomes.seen] == [
+        ("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")]
+    assert node.dispatcher.load() == (0, 0)
+
+
+async def test_a_cancelled_run_is_answered_at_once_and_leaves_the_line() -> None:
+    node = Node(workers=1)
+    running, waiting, after = node.start("a"), node.start("b"), node.start("c")
+    node.dispatcher.cancel(waiting, "no longer wanted")
+    assert node.outcomes.errors() == {"b": Cancelled}
+    assert node.ladders == []                     # nothing ran: nothing to stop
+    node.reply(running, "A")
+    assert after.worker is running.worker         # the cancelled one was skipped
+    node.dispatcher.cancel(after, "stop it")
+    assert node.ladders == [(after, "stop it")]   # on a worker: the cancel ladder starts
+    assert node.outcomes.errors() == {"a": None, "b": Cancelled, "c": Cancelled}
+    node.reply(after, "late")                     # the worker's late answer is not passed on
+    assert len(node.outcomes.seen) == 3
+
+
+async def test_timeouts_in_line_and_on_a_worker_fail_the_run_alone() -> None:
+    node = Node(workers=1)
+    slow = node.start("slow", timeout=0.05)
+    waiting = node.start("waiting", timeout=0.05)
+    await until(lambda: len(node.outcomes.seen) == 2, timeout=5)
+    assert node.outcomes.errors() == {"slow": RunTimeout, "waiting": RunTimeout}
+    assert "no worker free" in str(node.outcomes.seen[1][2])
+    assert node.ladders == [(slow, "run exceeded 0.05 s")]
+    assert waiting.worker is None
+
+
+async def test_a_lost_worker_fails_its_run_and_a_host_that_stops_fails_the_line() -> None:
+    node = Node(workers=1)
+    running, waiting = node.start("a"), node.start("b")
+    assert running.worker is not None
+    node.dispatcher.worker_lost(running.worker, "killed by signal 9", pid=1234)
+    assert node.outcomes.errors() == {"a": WorkerDied}
+    assert waiting.worker is running.worker       # the next in line took the worker
+    waiting_too = node.start("c")
+    node.state.state = "stopping"
+    node.dispatcher.close("PTS t stopped during the run")
+    assert node.outcomes.errors() == {"a": WorkerDied, "b": Unavailable, "c": Unavailable}
+    assert waiting_too.worker is None
+    with pytest.raises(Unavailable, match="stopping"):
+        node.start("d")
+
+
+async def test_an_input_that_cannot_be_encoded_is_refused_at_once() -> None:
+    node = Node()
+    with pytest.raises(BadRequest, match="cannot be encoded"):
+        node.start("x", data=object())
+    assert node.dispatcher.load() == (0, 0)
+
+
+async def test_call_awaits_the_answer_and_a_cancelled_caller_cancels_the_run() -> None:
+    node = Node(workers=1)
+    call = asyncio.ensure_future(
+        node.dispatcher.call("run", 1, timeout=30, ctx=RunContext("j")))
+    await until(lambda: bool(node.sent))
+    worker, task = node.sent[-1]
+    node.dispatcher.on_outcome(worker, Message(messages.TASK_REP, {"result": "one"}, "m",
+                                               task.id, 0.0))
+    assert await call == "one"
+
+    call = asyncio.ensure_future(
+        node.dispatcher.call("run", 2, timeout=30, ctx=RunContext("j")))
+    await until(lambda: len(node.sent) == 2)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert [reason for _, reason in node.ladders] == ["run cancelled"]
