@@ -1,7 +1,8 @@
 """Direct ZeroMQ ``run``: inproc, worker and process modes, and recording on vs off.
 
 Baselines: the bare ROUTER echo (inproc), the bare 2-hop relay with two echo workers (worker
-mode, like ``echo-worker``'s two workers), running the hello scripts with no server at all
+mode, like ``echo-worker``'s two workers; also, for information, the same relay giving each
+worker one request at a time as PNS does), running the hello scripts with no server at all
 (process mode), and the same daemon with ``record_sync_runs = false`` (recording).
 """
 
@@ -11,12 +12,14 @@ from bench.measure import Agg, Bench, cpu_note
 from bench.report import Row, Target
 from bench.stack import RUN_PTS
 
-NEEDS = ("base_echo", "base_relay", "pnsd_on", "pnsd_off")
+NEEDS = ("base_echo", "base_relay", "base_relay_one", "pnsd_on", "pnsd_off")
 LABELS = {
     "direct.inproc.seq": "direct run, inproc echo, sequential",
     "direct.inproc.32": "direct run, inproc echo, 32 in flight",
     "direct.worker.seq": "direct run, worker echo-worker, sequential",
     "direct.worker.32": "direct run, worker echo-worker, 32 in flight",
+    "direct.worker.seq.one": "direct run, worker echo-worker, sequential, one-each relay",
+    "direct.worker.32.one": "direct run, worker echo-worker, 32 in flight, one-each relay",
     "direct.process.seq": "direct run, process hello, sequential",
     "direct.hello.ratio": "hello-worker vs hello (process), sequential",
     "direct.record.seq": "recording on vs off, inproc echo, sequential",
@@ -46,12 +49,23 @@ def run(bench: Bench) -> list[Row]:
          (Target(">=", 0.5, source="issue 3/7"), Target(">=", 0.5, source="issue 3/7"))),
     ):
         for shape, target in zip((seq, par), targets, strict=True):
-            aggs = bench.interleave({"base": bench.zmq(base_name, **shape),
-                                     "pns": bench.zmq("pnsd_on", pts=pts, **shape)})
+            loads = {"base": bench.zmq(base_name, **shape),
+                     "pns": bench.zmq("pnsd_on", pts=pts, **shape)}
+            if mode == "worker":
+                loads["one"] = bench.zmq("base_relay_one", **shape)
+            aggs = bench.interleave(loads)
             suffix = "seq" if shape is seq else "32"
             rows.append(pair_row(f"direct.{mode}.{suffix}", aggs["pns"], aggs["base"],
                                  base_label, target=target,
                                  note="Daemon with its default record_sync_runs = true."))
+            if mode == "worker":
+                rows.append(pair_row(
+                    f"direct.worker.{suffix}.one", aggs["pns"], aggs["one"],
+                    "bare 2-hop relay, 2 echo workers, one request per worker at a time",
+                    note="For information: the relay above, but giving each worker one "
+                         "request at a time and keeping the rest in its own line, as PNS "
+                         "must (issue 3). The round-robin relay queues requests in each "
+                         "worker's socket, so its workers never wait for the relay."))
     rows += _process_mode(bench)
     for shape, suffix in ((seq, "seq"), (par, "32")):
         aggs = bench.interleave({"off": bench.zmq("pnsd_off", pts="echo", **shape),

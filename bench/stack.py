@@ -339,9 +339,11 @@ def _start_base_echo(stack: Stack, name: str) -> Service:
 
 
 def _start_base_relay(stack: Stack, name: str) -> Service:
-    front, back = f"ipc://{stack.tmp}/relay.sock", f"ipc://{stack.tmp}/relay-back.sock"
-    marker = stack.tmp / "relay.ready"
-    child = stack.child(name, [PYTHON, "-m", "bench.base_relay", front, back, "2", str(marker)])
+    front, back = f"ipc://{stack.tmp}/{name}.sock", f"ipc://{stack.tmp}/{name}-back.sock"
+    marker = stack.tmp / f"{name}.ready"
+    policy = "one-each" if name == "base_relay_one" else "round-robin"
+    child = stack.child(name, [PYTHON, "-m", "bench.base_relay", front, back, "2", str(marker),
+                               policy])
     return Service(name, child, endpoint=front, info={"marker": marker})
 
 
@@ -375,11 +377,13 @@ def _start_base_jobs(stack: Stack, name: str) -> Service:
 STARTERS = {
     "pnsd_on": _start_pnsd, "pnsd_off": _start_pnsd, "pnsweb": _start_pnsweb,
     "base_echo": _start_base_echo, "base_relay": _start_base_relay,
+    "base_relay_one": _start_base_relay,
     "base_web": _start_base_web, "base_spawn": _start_base_spawn, "base_jobs": _start_base_jobs,
 }
 READY = {
     "pnsd_on": _ready_pnsd, "pnsd_off": _ready_pnsd, "pnsweb": _ready_pnsweb,
-    "base_echo": _ready_ipc, "base_relay": _ready_relay, "base_web": _ready_http("/hello"),
+    "base_echo": _ready_ipc, "base_relay": _ready_relay, "base_relay_one": _ready_relay,
+    "base_web": _ready_http("/hello"),
     "base_spawn": _ready_port, "base_jobs": _ready_ipc,
 }
 DEPENDS = {"pnsweb": ("pnsd_on",), "base_web": ("base_echo",)}
