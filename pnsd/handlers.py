@@ -253,13 +253,13 @@ async def _ran_later(outcome: Awaitable[tuple[Job, Any]]) -> dict[str, Any]:
 
 
 def _get(body: Any, key: str) -> Any:
-    if not isinstance(body, Mapping):
+    if not isinstance(body, dict):    # a msgpack map is a dict (and this is not an ABC check)
         raise BadRequest("request body must be a map")
     return body.get(key)
 
 
 def _field(body: Any, key: str) -> Any:
-    if not isinstance(body, Mapping) or key not in body:
+    if not isinstance(body, dict) or key not in body:
         raise BadRequest(f"request body needs {key!r}")
     return body[key]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -319,8 +320,9 @@ class Scheduler:
     def _finished_event(self, live: LiveJob) -> None:
         job = live.job
         live.publish()
-        log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
-                 reason=job.reason or None, seconds=round(self.clock() - job.created, 6))
+        if log.is_enabled_for(logging.INFO):    # skip building the line (every run)
+            log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
+                     reason=job.reason or None, seconds=round(self.clock() - job.created, 6))
 
     async def _record(self, live: LiveJob, final: Job, blob: bytes | None) -> Job:
         """Store the outcome; if the store refuses, the job fails with ``storage`` instead."""

@@ -11,6 +11,7 @@ It knows nothing of PTS or jobs: the handler table does.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
@@ -109,7 +110,9 @@ class Server:
         except Exception as exc:
             self._fail(identity, message, op, started, exc)
             return
-        if isinstance(body, Later):
+        if isinstance(body, dict):       # most replies: checked first, as the ABC check is slow
+            self._reply(identity, message, op, started, body)
+        elif isinstance(body, Later):
             self._awaited += 1
             self._all_settled.clear()
 
@@ -173,8 +176,9 @@ class Server:
 
     @staticmethod
     def _done(message: Message, op: str, started: float, code: str) -> None:
-        log.debug("request", op=op, msg=message.id, code=code,
-                  ms=round((time.perf_counter() - started) * 1000, 3))
+        if log.is_enabled_for(logging.DEBUG):    # skip building the line (every request)
+            log.debug("request", op=op, msg=message.id, code=code,
+                      ms=round((time.perf_counter() - started) * 1000, 3))
 
     def _send(self, identity: bytes, msg_type: str, body: Any, re: str) -> None:
         try:
