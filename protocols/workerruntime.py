@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import zmq
 
@@ -249,8 +249,7 @@ class WorkerRuntime:
                 wake_up(self.outbox.wake_fd)
                 self.owner.acquire()
             self.current = None
-        self.flush()                            # what the task reported comes first
-        self.send_reply(msg_type, body, task.id)
+        self.send_reply(msg_type, body, task.id, events=self.outbox.take())
 
     def execute(self, task: Task) -> Tuple[str, Any]:
         call = self.calls.get(task.op)
@@ -278,21 +277,40 @@ class WorkerRuntime:
         for msg_type, body, re in self.outbox.take():
             self.send(msg_type, body, re)
 
-    def send_reply(self, msg_type: str, body: Any, re: Optional[str]) -> None:
-        """The task's outcome; a result that cannot travel becomes a pts_error instead."""
+    def send_reply(self, msg_type: str, body: Any, re: Optional[str], *,
+                   events: Sequence[Outgoing] = ()) -> None:
+        """The task's outcome, after what the task reported (``events``).
+
+        A ``task.rep`` carries those progress and log lines itself (one message, not one
+        each); an error follows them. A result that cannot travel becomes a pts_error.
+        """
+        if msg_type == messages.TASK_REP:
+            frames, problem = self._reply_frames(body, re, events)
+            if frames is not None:
+                self._send_frames(frames)
+                return
+            msg_type, body = messages.ERROR, {"code": ErrorCode.PTS_ERROR, "message": problem,
+                                              "details": {}}
+        for kind, item, item_re in events:
+            self.send(kind, item, item_re)
+        self.send(msg_type, body, re)
+
+    def _reply_frames(self, body: Any, re: Optional[str],
+                      events: Sequence[Outgoing]) -> Tuple[Optional[List[bytes]], str]:
+        """The frames of a ``task.rep`` with its events, or None and why it cannot travel."""
+        if events:
+            body = dict(body, events=[[kind, item] for kind, item, _re in events])
         try:
-            frames = self.codec.encode(msg_type, body, re=re)
+            frames = self.codec.encode(messages.TASK_REP, body, re=re)
         except ProtocolError as exc:
             note("the result cannot be encoded: %s" % exc.message)
-            self.send_error(re, ErrorCode.PTS_ERROR, "the result cannot be encoded: %s"
-                            % exc.message.replace("body cannot be encoded: ", ""))
-            return
+            return None, "the result cannot be encoded: %s" % exc.message.replace(
+                "body cannot be encoded: ", "")
         size = sum(map(len, frames))
         if size > self.codec.max_bytes:
-            self.send_error(re, ErrorCode.PTS_ERROR, "the result of %d bytes exceeds the "
-                            "message limit of %d bytes" % (size, self.codec.max_bytes))
-            return
-        self._send_frames(frames)
+            return None, ("the result of %d bytes exceeds the message limit of %d bytes"
+                          % (size, self.codec.max_bytes))
+        return frames, ""
 
     def send_error(self, re: Optional[str], code: str, text: str) -> None:
         self.send(messages.ERROR, {"code": code, "message": text, "details": {}}, re)

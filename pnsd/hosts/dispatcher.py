@@ -230,8 +230,13 @@ class Dispatcher:
                         type=message.type)
             return
         if message.type == messages.TASK_REP:
-            body = message.body
-            self._settle(run, result=body.get("result") if isinstance(body, dict) else None)
+            body = message.body if isinstance(message.body, dict) else {}
+            events = body.get("events")
+            if isinstance(events, list):    # the task's progress and log lines, in order
+                for event in events:
+                    if isinstance(event, list) and len(event) == 2:
+                        self._apply_event(run, *event)
+            self._settle(run, result=body.get("result"))
             return
         remote = RemoteError.from_body(message.body)
         error_type = Cancelled if remote.code == ErrorCode.CANCELLED else PtsFailed
@@ -239,13 +244,19 @@ class Dispatcher:
 
     def on_event(self, worker: WorkerSlot, message: Message) -> None:
         """A progress or log line of a worker's task, relayed into the run's context."""
-        run, body = self._tasks.get(message.re or ""), message.body
-        if run is None or run.worker is not worker or not isinstance(body, dict):
+        run = self._tasks.get(message.re or "")
+        if run is not None and run.worker is worker:
+            self._apply_event(run, message.type, message.body)
+
+    @staticmethod
+    def _apply_event(run: Run, kind: Any, body: Any) -> None:
+        if not isinstance(body, dict):
             return
         percent = body.get("percent")
-        if message.type == messages.TASK_LOG:
+        if kind == messages.TASK_LOG:
             run.ctx.log(str(body.get("line", ""))[:16384])
-        elif isinstance(percent, int | float) and not isinstance(percent, bool):
+        elif kind == messages.TASK_PROGRESS and isinstance(percent, int | float) and (
+                not isinstance(percent, bool)):
             run.ctx.progress(int(percent), str(body.get("message", ""))[:1000])
 
     def worker_lost(self, worker: WorkerSlot, reason: str, *, pid: int) -> None:

@@ -145,3 +145,17 @@ async def test_call_awaits_the_answer_and_a_cancelled_caller_cancels_the_run() -
     with pytest.raises(asyncio.CancelledError):
         await call
     assert [reason for _, reason in node.ladders] == ["run cancelled"]
+
+
+async def test_lines_that_ride_with_a_reply_reach_the_run_before_its_answer() -> None:
+    node = Node()
+    order: list[str] = []
+    ctx = RunContext("j", lambda percent, text: order.append(f"{percent} {text}"), order.append)
+    run = node.dispatcher.start("run", 1, timeout=30, ctx=ctx,
+                                reply=lambda result, error: order.append(f"answer {result}"))
+    assert run.worker is not None
+    events = [[messages.TASK_PROGRESS, {"percent": 50, "message": "half"}],
+              [messages.TASK_LOG, {"line": "a line"}], ["bogus"], [messages.TASK_LOG, "x"]]
+    node.dispatcher.on_outcome(run.worker, Message(
+        messages.TASK_REP, {"result": "r", "events": events}, "m", run.id, 0.0))
+    assert order == ["50 half", "a line", "answer r"]

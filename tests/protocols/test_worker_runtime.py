@@ -41,6 +41,9 @@ def act(data, ctx):
         ctx.progress(50, "half way")
         ctx.log("a line from the PTS")
         return "chatted"
+    if do == "chatty_fail":
+        ctx.log("about to fail")
+        raise ValueError("failed after a line")
     if do == "wait_cancel":
         ctx.progress(1, "started")
         ctx.wait_cancelled(WAIT)
@@ -219,16 +222,25 @@ def test_an_unserialisable_result_is_an_error_and_the_worker_keeps_serving(peer:
     assert peer.receive().body == {"result": 7}
 
 
-def test_progress_and_log_lines_are_sent_for_the_task(peer: Peer) -> None:
+def test_a_short_tasks_progress_and_log_lines_ride_with_its_reply(peer: Peer) -> None:
     peer.started()
     task = peer.task({"do": "chatty"})
-    seen = [peer.receive() for _ in range(3)]
-    by_type = {m.type: m for m in seen}
-    assert by_type[messages.TASK_PROGRESS].body == {"percent": 50, "message": "half way"}
-    assert by_type[messages.TASK_LOG].body == {"line": "a line from the PTS"}
-    assert by_type[messages.TASK_REP].body == {"result": "chatted"}
-    assert all(m.re == task for m in seen)
-    assert seen[-1].type == messages.TASK_REP    # the outcome comes after what it reported
+    reply = peer.receive()
+    assert (reply.type, reply.re) == (messages.TASK_REP, task)
+    assert reply.body == {"result": "chatted", "events": [
+        [messages.TASK_PROGRESS, {"percent": 50, "message": "half way"}],
+        [messages.TASK_LOG, {"line": "a line from the PTS"}]]}
+    peer.task({"do": "echo", "value": 7})
+    assert peer.receive().body == {"result": 7}    # nothing reported: no events
+
+
+def test_a_failed_tasks_lines_are_sent_before_its_error(peer: Peer) -> None:
+    peer.started()
+    task = peer.task({"do": "chatty_fail"})
+    seen = [peer.receive() for _ in range(2)]
+    assert [(m.type, m.re) for m in seen] == [(messages.TASK_LOG, task), (messages.ERROR, task)]
+    assert seen[0].body == {"line": "about to fail"}
+    assert seen[1].body["message"] == "ValueError: failed after a line"
 
 
 def test_cancel_sets_ctx_cancelled_and_heartbeats_go_on_while_busy(peer: Peer) -> None:
@@ -281,10 +293,14 @@ def test_heartbeats_go_on_while_a_task_ignores_cancel(peer: Peer) -> None:
 def test_log_lines_of_a_short_task_all_arrive_before_its_reply(peer: Peer) -> None:
     peer.started()
     task = peer.task({"do": "many_logs", "lines": 500})
-    seen = [peer.receive() for _ in range(501)]
-    assert [m.body["line"] for m in seen[:-1]] == [f"line {n}" for n in range(500)]
-    assert (seen[-1].type, seen[-1].re, seen[-1].body) == (
-        messages.TASK_REP, task, {"result": "logged"})
+    lines = []
+    while (message := peer.receive()).type == messages.TASK_LOG:   # sent while it ran
+        assert message.re == task
+        lines.append(message.body["line"])
+    assert (message.type, message.re, message.body["result"]) == (
+        messages.TASK_REP, task, "logged")
+    lines += [body["line"] for _kind, body in message.body.get("events", [])]   # the rest
+    assert lines == [f"line {n}" for n in range(500)]
 
 
 def test_tasks_in_a_row_are_each_answered_in_order(peer: Peer) -> None:
