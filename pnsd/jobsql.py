@@ -8,6 +8,7 @@ queue work, touch files or know about asyncio.
 from __future__ import annotations
 
 import contextlib
+import operator
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -27,8 +28,12 @@ STATE_SQL = (
 
 
 def insert_many(rows: list[dict[str, Any]], conn: sqlite3.Connection) -> None:
+    columns = list(rows[0])     # every row has these columns
+    # Positional parameters: binding by name costs about a third more per row here.
+    sql = (f"INSERT INTO jobs ({', '.join(columns)}) "
+           f"VALUES ({', '.join('?' * len(columns))})")
     try:
-        conn.executemany(insert_sql(rows[0]), rows)   # every row has the same columns
+        conn.executemany(sql, map(operator.itemgetter(*columns), rows))
     except sqlite3.IntegrityError:   # a duplicate id among them: keep the others
         for row in rows:
             with contextlib.suppress(Conflict):
