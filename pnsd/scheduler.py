@@ -1,18 +1,18 @@
-"""Jobs in motion: admit a run, record it, execute it on its PTS, publish its events.
+"""Jobs in motion: admit a run, execute it on its PTS, cancel it, find it.
 
 Owns the live jobs (their tasks, cancel handles and event buffers). Synchronous runs are
-recorded with group commit and answered from memory; asynchronous submissions are committed
-before they are acknowledged and run in background tasks this scheduler owns and awaits on
-shutdown. It never touches sockets; records go through the store, hosts through the registry.
+answered from memory (inline ones within the request's call, worker ones from the worker's
+reply); asynchronous submissions are committed before they are acknowledged and run in
+background tasks this scheduler owns and awaits on shutdown. Recording and retiring finished
+runs is :mod:`pnsd.finishing`'s. It never touches sockets; records go through the store,
+hosts through the registry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -25,10 +25,10 @@ from pnsd.errors import (
     DaemonError,
     NotFound,
     NotReady,
-    StorageError,
     Unavailable,
 )
 from pnsd.events import EventLog
+from pnsd.finishing import Finisher, Outcome, outcome
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.worker import WorkerHost
 from pnsd.jobs import Job, Status, valid_job_id
@@ -40,10 +40,6 @@ from protocols.errors import ErrorCode
 
 log = structlog.get_logger(__name__)
 
-FINISHED_KEPT = 1024  # finished jobs whose event logs stay in memory for late watchers
-KEEP_RESULT_BYTES = 64 * 1024  # larger results of finished jobs are read from the store
-
-Outcome = tuple[Job, Any]   # a finished synchronous run: its job and result
 
 
 class Scheduler:
@@ -56,7 +52,7 @@ class Scheduler:
         self.clock = clock
         self.record_sync = record_sync
         self._live: dict[str, LiveJob] = {}
-        self._finished: OrderedDict[str, LiveJob] = OrderedDict()
+        self.finisher = Finisher(store, self._live, clock=clock, record_sync=record_sync)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.accepting = True
         registry.set_canceller(self.cancel_runs_on)
@@ -117,7 +113,7 @@ class Scheduler:
         except DaemonError as exc:
             live.error = exc
             blob = None
-        return self._conclude(live, blob)
+        return self.finisher.conclude(live, blob)
 
     def _start_on_worker(self, generation: Generation, host: WorkerHost, data: Any,
                          timeout: Any) -> Later[Outcome] | Awaitable[Outcome]:
@@ -143,6 +139,10 @@ class Scheduler:
             run = host.start_run(data, timeout=limit, ctx=live.ctx, reply=reply)
         except DaemonError as exc:
             reply(None, exc)
+        except BaseException:       # a bug: give the slot back, the server reports it
+            generation.release()
+            self._live.pop(job.id, None)
+            raise
         else:
             live.abort = partial(host.cancel_run, run)
         return later
@@ -164,7 +164,7 @@ class Scheduler:
             except DaemonError as exc:
                 live.error = exc
         try:
-            outcome = self._conclude(live, blob)
+            outcome = self.finisher.conclude(live, blob)
         except Exception as exc:  # the run's error, raised for its caller (a bug: logged there)
             later.settle(None, exc)
             return
@@ -182,26 +182,6 @@ class Scheduler:
         else:
             later.settle(outcome)
 
-    def _conclude(self, live: LiveJob, blob: bytes | None) -> Outcome | Awaitable[Outcome]:
-        """Record and retire a finished synchronous run, now unless its result needs a file
-        written (then an awaitable); a failed run's error is raised."""
-        if self.record_sync and not self.store.fits_inline(blob):
-            return self._finish_later(live, blob)
-        self._settle(live.job, live.error)
-        if self.record_sync:
-            self.store.record_now(live.job, live.input_blob, blob)
-        self._finished_event(live)
-        return _outcome(live, self._retire(live))
-
-    async def _finish_later(self, live: LiveJob, blob: bytes | None) -> Outcome:
-        """The rest of :meth:`run_now` once its record needs a file written."""
-        self._live[live.job.id] = live
-        try:
-            await self._finish(live, blob)
-        finally:
-            result = self._retire(live)
-        return _outcome(live, result)
-
     async def run(self, pts: str, data: Any, *, timeout: Any = None) -> Outcome:
         """A synchronous run: the caller waits for the result; recorded with group commit."""
         return await self._run(self._generation(pts), data, timeout)
@@ -213,13 +193,13 @@ class Scheduler:
         async with generation.slot():
             live.task = asyncio.current_task()
             self._live[live.job.id] = live
-            if self.record_sync:     # recorded once, finished, in _record
+            if self.record_sync:     # recorded once, finished (Finisher.finish)
                 live.input_blob = pack(data) if input_blob is None else input_blob
             try:
                 await self._execute(generation, live, data, limit)
             finally:
-                result = self._retire(live)
-        return _outcome(live, result)
+                result = self.finisher.retire(live)
+        return outcome(live, result)
 
     async def submit(self, pts: str, data: Any, *, timeout: Any = None) -> Job:
         """An asynchronous run: committed durably, then acknowledged with its job record."""
@@ -271,7 +251,7 @@ class Scheduler:
             await self._execute(generation, live, data, limit)
         finally:
             await slot.__aexit__(None, None, None)
-            self._retire(live)
+            self.finisher.retire(live)
 
     async def _execute(
         self, generation: Generation, live: LiveJob, data: Any, limit: float
@@ -288,7 +268,7 @@ class Scheduler:
                 live.result = await generation.host.run(data, timeout=limit, ctx=live.ctx)
             except asyncio.CancelledError:
                 if not self._absorb_cancel(live):
-                    await self._abandon(live)
+                    await self.finisher.abandon(live)
                     raise
                 raise Cancelled(live.cancel_reason) from None
             blob = pack(live.result)
@@ -296,53 +276,7 @@ class Scheduler:
         except DaemonError as exc:
             live.error = exc
             blob = None
-        await self._finish(live, blob)
-
-    async def _finish(self, live: LiveJob, blob: bytes | None) -> None:
-        """Record the run's outcome, then show it on the live job."""
-        # The live job shows its outcome only once the outcome is recorded: a success that a
-        # full disk (or a crash) could undo is never reported.
-        live.finishing = True
-        final = live.job.copy()
-        self._settle(final, live.error)
-        vars(live.job).update(vars(await self._record(live, final, blob)))
-        self._finished_event(live)
-
-    def _settle(self, job: Job, error: DaemonError | None) -> None:
-        """Move ``job`` to the final state ``error`` (None: success) calls for."""
-        if error is None:
-            job.succeed(self.clock())
-        elif isinstance(error, Cancelled):
-            job.dismiss(self.clock(), error.message)
-        else:
-            job.fail(self.clock(), error.code, error.message)
-
-    def _finished_event(self, live: LiveJob) -> None:
-        job = live.job
-        live.publish()
-        if log.is_enabled_for(logging.INFO):    # skip building the line (every run)
-            log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
-                     reason=job.reason or None, seconds=round(self.clock() - job.created, 6))
-
-    async def _record(self, live: LiveJob, final: Job, blob: bytes | None) -> Job:
-        """Store the outcome; if the store refuses, the job fails with ``storage`` instead."""
-        if final.sync:
-            if self.record_sync:
-                await self.store.record(final, live.input_blob, blob)
-            return final
-        try:
-            await self.store.finish(final, blob, durable=True)
-            return final
-        except StorageError as exc:
-            failed = live.job.copy()
-            failed.fail(self.clock(), ErrorCode.STORAGE,
-                        f"the outcome could not be recorded: {exc.message}")
-            live.error, live.result = exc, None
-            try:
-                await self.store.finish(failed, None, durable=True)
-            except StorageError:
-                log.error("job_record_failed", job=failed.id, error=exc.message)
-            return failed
+        await self.finisher.finish(live, blob)
 
     @staticmethod
     def _absorb_cancel(live: LiveJob) -> bool:
@@ -351,32 +285,6 @@ class Scheduler:
         if not live.cancel_requested or task is None:
             return False
         return task.uncancel() == 0
-
-    async def _abandon(self, live: LiveJob) -> None:
-        """The daemon is stopping under this run: record it as failed, without waiting."""
-        job = live.job
-        if not job.is_finished:
-            job.fail(self.clock(), ErrorCode.UNAVAILABLE, "the daemon stopped during the run")
-            live.publish()
-            if not job.sync:
-                await self.store.finish(job, None, durable=False)
-            elif self.record_sync:
-                await self.store.record(job, live.input_blob, None)
-
-    def _retire(self, live: LiveJob) -> Any:
-        """Move a finished run to the finished jobs; returns its result (which may be dropped
-        from memory here)."""
-        result = live.result
-        self._live.pop(live.job.id, None)
-        # Finished jobs stay here for late watchers and quick results; large results are read
-        # back from the store instead, or a thousand 16 MiB results would pin 16 GiB.
-        live.input_blob = b""
-        if live.result_bytes > KEEP_RESULT_BYTES:
-            live.result, live.result_kept = None, False
-        self._finished[live.job.id] = live
-        while len(self._finished) > FINISHED_KEPT:
-            self._finished.popitem(last=False)
-        return result
 
     # -- looking at work -----------------------------------------------------------------
 
@@ -437,7 +345,7 @@ class Scheduler:
     def _find(self, job_id: Any) -> LiveJob | None:
         if not valid_job_id(job_id):
             raise BadRequest(f"{job_id!r} is not a job id", job=str(job_id)[:64])
-        return self._live.get(job_id) or self._finished.get(job_id)
+        return self._live.get(job_id) or self.finisher.finished.get(job_id)
 
     async def shutdown(self, *, grace: float) -> None:
         """Refuse new work, give running jobs ``grace`` seconds, then cancel the rest."""
@@ -447,13 +355,6 @@ class Scheduler:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _outcome(live: LiveJob, result: Any) -> Outcome:
-    """A finished synchronous run's job and result, or its error raised."""
-    if live.error is not None:
-        raise live.error
-    return live.job, result
 
 
 def _failure(job: Job) -> DaemonError:
