@@ -1,15 +1,16 @@
 """The pnsweb application factory: ``create_app(settings, client=...)`` (STYLE rule 8).
 
 Owns assembling the app: its typed state (settings, daemon client, reply clock, credential
-cache, request metrics), the middlewares (:func:`request_middleware` outermost, then the one
-error middleware), the body size limit (``settings.max_body``, answered 413 in JSON) and the
-route modules. It holds no other state and never opens sockets itself: the caller owns the
+cache, request metrics), the middlewares (the app's :func:`request_middleware` outermost, then
+the one error middleware), the body size limit (``settings.max_body``, answered 413 in JSON) and
+the route modules. It holds no other state and never opens sockets itself: the caller owns the
 client (the CLI closes it; tests pass a fake).
 
 Every request gets one summary line, ``request_finished``, at ``info`` (STYLE rule 7). Rendering
 and writing it costs a large share of a small request's CPU; a deployment that serves many
 small requests can set ``log_level = "warning"`` in ``[pnsweb]``, the /metrics counters and
-latency histograms still account for every request.
+latency histograms still account for every request. Whether the line is wanted is read from
+the logging setup when the app is made, so configure logging first (the CLI does).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import asyncio
 import importlib
 import importlib.util
 import itertools
+import logging
 import re
 import secrets
 import time
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from pnsweb import routes_v06
 from pnsweb.auth import USER_NAME, VERIFIED, VerifiedCache
@@ -44,15 +47,16 @@ log = structlog.get_logger(__name__)
 
 def create_app(settings: WebSettings, *, client: DaemonClient) -> web.Application:
     """A pnsweb app serving ``/v0.6`` (and ``/v1`` and the operations endpoints) over ``client``."""
+    metrics = Metrics()
     app = web.Application(
         client_max_size=settings.max_body,
-        middlewares=[request_middleware, error_middleware],
+        middlewares=[request_middleware(metrics), error_middleware],
     )
     app[SETTINGS] = settings
     app[CLIENT] = client
     app[STAMP] = Stamp()
     app[VERIFIED] = VerifiedCache()
-    app[METRICS] = Metrics()
+    app[METRICS] = metrics
     routes_v06.add_routes(app)
     for name in OPTIONAL_ROUTES:
         # find_spec first: a module that is absent is skipped, one that fails to import raises
@@ -67,46 +71,54 @@ _request_counter = itertools.count()
 
 
 def new_request_id() -> str:
-    return _REQUEST_PREFIX + format(next(_request_counter), "016x")
+    return f"{_REQUEST_PREFIX}{next(_request_counter):016x}"
 
 
-@web.middleware
-async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give every request an id, count and time it, and log its summary line.
+def request_middleware(metrics: Metrics) -> Middleware:
+    """The middleware that gives every request an id, counts and times it in ``metrics`` and
+    logs its summary line.
 
     The id is the caller's X-Request-ID when it is harmless, else a new one. It is echoed in
     the reply, bound into structlog's contextvars (every line logged while serving the request
     carries it) and sent to the daemon as the protocol's trace id. Outermost, so the metrics
     see the final status (errors included, as the error middleware rendered them).
     """
-    given = request.headers.get(REQUEST_ID)
-    request_id = given if given and _GOOD_REQUEST_ID.fullmatch(given) else new_request_id()
-    started = time.perf_counter()
-    status = 500
-    trace = TRACE.set(request_id)   # sent to the daemon with every call made for this request
-    bound = structlog.contextvars.bind_contextvars(request_id=request_id)
-    try:
-        response = await handler(request)
-        status = response.status
-        if not response.prepared:
-            response.headers[REQUEST_ID] = request_id
-        return response
-    except web.HTTPException as exc:     # redirects and the like pass through
-        status = exc.status
-        exc.headers[REQUEST_ID] = request_id
-        raise
-    except asyncio.CancelledError:
-        status = CLIENT_GONE
-        raise
-    finally:
-        _finished(request, status, time.perf_counter() - started)
-        structlog.contextvars.reset_contextvars(**bound)
-        TRACE.reset(trace)
+    # Asked once: gathering the line's fields per request costs more than the line's absence
+    # saves (at "warning", as busy nodes log, there is no line).
+    summary_lines = log.get_effective_level() <= logging.INFO
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get(REQUEST_ID)
+        request_id = given if given and _GOOD_REQUEST_ID.fullmatch(given) else new_request_id()
+        started = time.perf_counter()
+        status = 500
+        # aiohttp serves each request in a task of its own, with a copy of the connection's
+        # context (aiohttp #3406): what is set here ends with the request, no reset needed.
+        TRACE.set(request_id)   # sent to the daemon with every call made for this request
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            response = await handler(request)
+            status = response.status
+            if not response.prepared:
+                response.headers[REQUEST_ID] = request_id
+            return response
+        except web.HTTPException as exc:     # redirects and the like pass through
+            status = exc.status
+            exc.headers[REQUEST_ID] = request_id
+            raise
+        except asyncio.CancelledError:
+            status = CLIENT_GONE
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            metrics.observe(request.method, route_of(request), status, seconds)
+            if summary_lines:
+                _summary_line(request, status, seconds)
+
+    return middleware
 
 
-def _finished(request: web.Request, status: int, seconds: float) -> None:
-    """Count the request and log its summary line."""
-    method = request.method
-    request.app[METRICS].observe(method, route_of(request), status, seconds)
-    log.info("request_finished", method=method, path=request.path, status=status,
+def _summary_line(request: web.Request, status: int, seconds: float) -> None:
+    log.info("request_finished", method=request.method, path=request.path, status=status,
              user=request.get(USER_NAME), seconds=round(seconds, 6))

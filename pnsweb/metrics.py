@@ -43,28 +43,39 @@ class Histogram:
 
 
 @dataclass
+class RouteStats:
+    """One method and route's requests: how many ended in each status, and their latency."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+    latency: Histogram = field(default_factory=Histogram)
+
+
+@dataclass
 class Metrics:
     """The web process's own request metrics (one per app, no global registry)."""
 
-    requests: Counter[tuple[str, str, int]] = field(default_factory=Counter)
-    latency: dict[tuple[str, str], Histogram] = field(default_factory=dict)
+    routes: dict[tuple[str, str], RouteStats] = field(default_factory=dict)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one request (called for every request: keep it cheap)."""
-        self.requests[(method, route, status)] += 1
-        histogram = self.latency.get((method, route))
-        if histogram is None:
-            histogram = self.latency[(method, route)] = Histogram()
-        histogram.observe(seconds)
+        stats = self.routes.get((method, route))
+        if stats is None:
+            stats = self.routes[(method, route)] = RouteStats()
+        stats.statuses[status] += 1
+        stats.latency.observe(seconds)
 
     def render(self) -> list[str]:
         lines = _header("pnsweb_requests_total", "counter", "HTTP requests by route and status.")
-        for (method, route, status), count in sorted(self.requests.items()):
+        counts = sorted((method, route, status, count)
+                        for (method, route), stats in self.routes.items()
+                        for status, count in stats.statuses.items())
+        for method, route, status, count in counts:
             lines.append(_sample("pnsweb_requests_total",
                                  {"method": method, "route": route, "status": str(status)}, count))
         name = "pnsweb_request_duration_seconds"
         lines += _header(name, "histogram", "HTTP request latency by route.")
-        for (method, route), hist in sorted(self.latency.items()):
+        for (method, route), stats in sorted(self.routes.items()):
+            hist = stats.latency
             labels = {"method": method, "route": route}
             running = 0
             for bound, count in zip(BUCKETS, hist.counts, strict=True):

@@ -10,6 +10,7 @@ spec offers. It must do no I/O and never call the daemon: the views fetch, this 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -143,6 +144,15 @@ class ProcessModel:
     def whole_input(self) -> bool:
         """True when the PTS takes the single input's value, not a map of inputs."""
         return self.mode != "process" and len(self.inputs) == 1
+
+    # Read on every execution: worked out once per model (models are kept by the catalogue).
+    @functools.cached_property
+    def input_ids(self) -> tuple[str, ...]:
+        return tuple(port.id for port in self.inputs)
+
+    @functools.cached_property
+    def required_input_ids(self) -> tuple[str, ...]:
+        return tuple(port.id for port in self.inputs if port.required)
 
     def output_ids(self) -> list[str]:
         return [port.id for port in self.outputs]

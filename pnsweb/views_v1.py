@@ -12,8 +12,7 @@ middleware as :class:`protocols.errors.RemoteError`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -64,9 +63,10 @@ async def process(request: web.Request) -> web.StreamResponse:
 async def execute(request: web.Request) -> web.StreamResponse:
     """Run a process: synchronously (200 with results) or, asked to, as a job (201)."""
     await require_user(request, admin=False)
+    app = request.app
     name = request.match_info["processId"]
-    model = await request.app[CATALOG].model(request.app[CLIENT], name)
-    body = await read_json(request, limit=request.app[SETTINGS].max_body)
+    model = await app[CATALOG].model(app[CLIENT], name)
+    body = await read_json(request, limit=app[SETTINGS].max_body)
     order = ExecuteOrder.parse(body, request.headers.get("Prefer", ""), model)
     data = pts_input(model, body.get("inputs"))
     if order.asynchronous:
@@ -74,19 +74,17 @@ async def execute(request: web.Request) -> web.StreamResponse:
     return await _run(request, model, data, order)
 
 
-class ExecuteOrder:
+class ExecuteOrder(NamedTuple):
     """The validated options of an execute request."""
 
-    def __init__(self, *, asynchronous: bool, response: str, outputs: Any,
-                 prefer_sync: bool) -> None:
-        self.asynchronous = asynchronous
-        self.response = response
-        self.outputs = outputs
-        self.prefer_sync = prefer_sync
+    asynchronous: bool
+    response: str
+    outputs: Any
+    prefer_sync: bool
 
     @classmethod
     def parse(cls, body: Any, prefer: str, model: ogc.ProcessModel) -> ExecuteOrder:
-        if not isinstance(body, Mapping):
+        if not isinstance(body, dict):     # a JSON object (and a dict check is cheaper)
             raise ogc.bad_request("the execute request must be a JSON object with 'inputs'")
         response = body.get("response", "raw")
         if response not in RESPONSES:
@@ -95,13 +93,16 @@ class ExecuteOrder:
         if mode not in ("auto", "sync", "async"):
             raise ogc.bad_request("'mode' must be 'auto', 'sync' or 'async'")
         tokens = {token.strip().split("=")[0].lower() for token in prefer.split(",")} \
-            if prefer else set()
+            if prefer else _NO_TOKENS
         outputs = body.get("outputs")
         if outputs is not None:
             # Validate the selection before running: a bad request must not cost a run.
             select_outputs(dict.fromkeys(model.output_ids()), outputs)
         return cls(asynchronous=mode == "async" or (mode == "auto" and "respond-async" in tokens),
                    response=response, outputs=outputs, prefer_sync="respond-sync" in tokens)
+
+
+_NO_TOKENS: frozenset[str] = frozenset()
 
 
 async def _submit(request: web.Request, model: ogc.ProcessModel, data: Any) -> web.StreamResponse:

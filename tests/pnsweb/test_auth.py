@@ -11,6 +11,7 @@ from pnsweb import auth
 from pnsweb.app import create_app
 from pnsweb.auth import VERIFIED, VerifiedCache
 from pnsweb.routes_v06 import ROUTES, Access
+from pnsweb.settings import User
 from tests.pnsweb.fakes import ADMIN, USER, FakeDaemon, basic, demo_daemon, web_settings
 
 
@@ -129,21 +130,32 @@ async def test_verified_credentials_are_cached_and_wrong_ones_are_not(
 
 def test_the_cache_never_holds_the_password() -> None:
     cache = VerifiedCache()
-    token = cache.token("bob", "builder")
-    cache.put(token, "bob")
-    assert b"builder" not in token and token != VerifiedCache().token("bob", "builder")
-    assert cache.token("ab", "c") != cache.token("a", "bc")
-    assert cache.get(token) == "bob"
+    header = basic(("bob", "builder"))["Authorization"]
+    token = cache.token(header)
+    bob = User("bob", "hash")
+    cache.put(token, bob)
+    assert b"builder" not in token and header.split()[1].encode() not in token
+    assert token != VerifiedCache().token(header)          # keyed per process
+    assert cache.token(basic(("ab", "c"))["Authorization"]) != cache.token(
+        basic(("a", "bc"))["Authorization"])
+    assert cache.get(token) is bob
 
 
 def test_the_cache_evicts_the_least_recently_used() -> None:
     cache = VerifiedCache(size=2)
-    one, two, three = (cache.token(n, "p") for n in ("one", "two", "three"))
-    cache.put(one, "one")
-    cache.put(two, "two")
-    assert cache.get(one) == "one"      # one is now the most recent
-    cache.put(three, "three")
-    assert cache.get(two) is None and cache.get(one) == "one" and cache.get(three) == "three"
+    users = {n: User(n, "hash") for n in ("one", "two", "three")}
+    one, two, three = (cache.token(basic((n, "p"))["Authorization"]) for n in users)
+    cache.put(one, users["one"])
+    cache.put(two, users["two"])
+    assert cache.get(one) is users["one"]      # one is now the most recent
+    cache.put(three, users["three"])
+    assert cache.get(two) is None
+    assert cache.get(one) is users["one"] and cache.get(three) is users["three"]
+
+
+async def test_a_header_that_is_not_ascii_is_refused_not_failed(client: Any) -> None:
+    resp = await client.put("/v0.6/init", headers={"Authorization": "Basic b\u00f6b"})
+    assert resp.status == 401
 
 
 @pytest.mark.parametrize(
