@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import math
 import time
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
@@ -28,10 +27,6 @@ DEFAULT_TIMEOUT = 30.0
 # context, and bound by the daemon to the log lines of that request.
 TRACE: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar("pns_trace", default=None)
 CONNECT_WAIT = 2.0    # how long a send waits for the connection before "unavailable"
-# Calls whose timeouts end within the same tick share one timer: a timer per call (made, then
-# cancelled when the reply comes) costs more than the rest of a quick call's bookkeeping.
-# A timeout therefore fires up to one tick late, never early.
-EXPIRY_TICK = 0.01    # seconds
 
 
 class _Session:
@@ -103,6 +98,11 @@ class _Connection:
             self._context.term()
 
 
+def _expire(future: "asyncio.Future[Message]", op: str) -> None:
+    if not future.done():
+        future.set_exception(ClientTimeout("no reply to %s within the timeout" % op))
+
+
 def _unavailable(endpoint: str) -> RemoteError:
     return RemoteError(ErrorCode.UNAVAILABLE, "daemon at %s is not reachable" % endpoint)
 
@@ -115,9 +115,6 @@ class AsyncClient(_Connection):
         self._streams: Dict[str, asyncio.Queue[Message]] = {}
         self._pump: Optional[Pump] = None   # made on first use, in the caller's loop
         self._closed = False
-        # tick -> the calls expiring in it (future -> op), and the tick's timer
-        self._expiring: Dict[int, Dict[asyncio.Future[Message], str]] = {}
-        self._expiry_timers: Dict[int, asyncio.TimerHandle] = {}
 
     async def call(self, op: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
         """Send one request and return the reply's body; raise RemoteError or ClientTimeout."""
@@ -125,36 +122,19 @@ class AsyncClient(_Connection):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Message] = loop.create_future()
         self._pending[msg_id] = future
-        expiring: Dict[asyncio.Future[Message], str] = {}
         try:
             if not self._send_now(frames):
                 await self._send_when_connected(frames)
-            expiring = self._expiring_at(loop, self.timeout if timeout is None else timeout)
-            expiring[future] = op
-            message = await future
+            # A timer rather than asyncio.wait_for, which costs a task-like wrapper per call.
+            limit = self.timeout if timeout is None else timeout
+            timer = loop.call_later(limit, _expire, future, op)
+            try:
+                message = await future
+            finally:
+                timer.cancel()
         finally:
             self._pending.pop(msg_id, None)
-            expiring.pop(future, None)
         return _Session.outcome(op, message)
-
-    def _expiring_at(
-        self, loop: asyncio.AbstractEventLoop, limit: float
-    ) -> "Dict[asyncio.Future[Message], str]":
-        """The calls whose timeout ends in the tick ``limit`` seconds from now (timed once)."""
-        if not math.isfinite(limit):
-            return {}       # no timeout: nothing will expire the call
-        tick = math.ceil((loop.time() + limit) / EXPIRY_TICK)
-        expiring = self._expiring.get(tick)
-        if expiring is None:
-            expiring = self._expiring[tick] = {}
-            self._expiry_timers[tick] = loop.call_at(tick * EXPIRY_TICK, self._expire, tick)
-        return expiring
-
-    def _expire(self, tick: int) -> None:
-        self._expiry_timers.pop(tick, None)
-        for future, op in self._expiring.pop(tick, {}).items():
-            if not future.done():
-                future.set_exception(ClientTimeout("no reply to %s within the timeout" % op))
 
     async def stream(
         self, op: str, body: Any = None, *, timeout: Optional[float] = None
@@ -230,10 +210,6 @@ class AsyncClient(_Connection):
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ClientClosed("client closed"))
-        for timer in self._expiry_timers.values():
-            timer.cancel()
-        self._expiry_timers.clear()
-        self._expiring.clear()
         if self._pump is not None:
             self._pump.close()
         else:
