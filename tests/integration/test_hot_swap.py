@@ -19,6 +19,7 @@ from pnsweb.settings import User, WebSettings, hash_password
 from protocols.client import AsyncClient
 from protocols.errors import RemoteError
 from tests.integration.conftest import Running, running_daemon, settings_for
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 ADMIN = ("root", "pw")
@@ -131,7 +132,7 @@ async def swap_five_times(client: AsyncClient, code: Path, timeline: Timeline,
         if number == 5:
             spec = write_version(code, version)
             spec["selftest"]["expect"] = {"version": "something else"}
-        await asyncio.sleep(0.5)              # let the load run on the current version
+        await _load_ran(timeline)             # on the current version
         old_pids += pids_of(await client.call("status", {}))
         timeline.swapping = True
         try:
@@ -142,8 +143,14 @@ async def swap_five_times(client: AsyncClient, code: Path, timeline: Timeline,
         else:
             timeline.current = version
         timeline.swapping = False
-    await asyncio.sleep(0.5)
+    await _load_ran(timeline)
     return errors
+
+
+async def _load_ran(timeline: Timeline, runs: int = 50) -> None:
+    """Wait until the load has had ``runs`` more replies."""
+    seen = len(timeline.replies)
+    await until(lambda: len(timeline.replies) >= seen + runs, timeout=30)
 
 
 async def test_five_swaps_under_load_fail_nothing_and_leave_no_old_worker(
@@ -179,10 +186,9 @@ async def test_five_swaps_under_load_fail_nothing_and_leave_no_old_worker(
         final = pids_of(await client.call("status", {}))
         assert all(alive(pid) for pid in final)
         assert [pid for pid in set(old_pids) - set(final) if alive(pid)] == []
-        for _ in range(100):     # failed generations' workers are killed: let them be reaped
-            if sorted(workers_running("swap_v")) == sorted(final):
-                break
-            await asyncio.sleep(0.1)
+        # failed generations' workers are killed: wait for them to be reaped
+        await until(lambda: sorted(workers_running("swap_v")) == sorted(final), timeout=10,
+                    every=0.1)
         assert sorted(workers_running("swap_v")) == sorted(final)
         history = (await client.call("pts.history", {"name": "swap"}))["events"]
         assert [(e["new_version"], e["outcome"]) for e in history] == [

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from tests.integration.conftest import (
     spawn_daemon,
 )
 from tests.integration.test_hot_swap import write_version
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 OPTIONS = "demo = false\nswap_timeout = 3\ndrain_timeout = 5\n"
@@ -83,10 +83,7 @@ async def test_conflicts_and_unknown_names(deployed: tuple[AsyncClient, Path]) -
         "import pathlib, time\n\ndef init(data):\n"
         f"    pathlib.Path({str(started)!r}).touch()\n    time.sleep(1)\n")
     first = asyncio.create_task(client.call("pts.replace", {"name": "swap", "spec": slow}))
-    deadline = time.monotonic() + 30
-    while not started.exists():      # the first replace is under way (its init is running)
-        assert time.monotonic() < deadline, "the first replace never reached its init"
-        await asyncio.sleep(0.01)
+    await until(started.exists, timeout=30, every=0.01)   # the first replace is in its init
     with pytest.raises(RemoteError) as second:
         await client.call("pts.replace", {"name": "swap", "spec": v2(code_dir)})
     assert second.value.code == "conflict"
@@ -144,10 +141,11 @@ async def test_watch_mode_deploys_a_file_dropped_into_pts_d(tmp_path: Path) -> N
     code.mkdir()
     async with running_daemon(settings) as node, node.client(timeout=30) as client:
         node.daemon.deployer.files.write("swap", write_version(code, "v1"))
-        deadline = time.monotonic() + 20
-        while "swap" not in (await client.call("status", {}))["pts"]:
-            assert time.monotonic() < deadline, "watch mode did not pick the file up"
-            await asyncio.sleep(0.2)   # polling the daemon's status, with a deadline
+        async def deployed() -> bool:
+            """watch mode picked the file up"""
+            return "swap" in (await client.call("status", {}))["pts"]
+
+        await until(deployed, timeout=20, every=0.2)
         assert await serves(client) == "v1"
 
 

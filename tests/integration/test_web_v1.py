@@ -17,6 +17,7 @@ from pnsweb.app import create_app
 from pnsweb.settings import User, hash_password, load_settings
 from protocols.client import AsyncClient
 from tests.integration.conftest import DaemonProcess
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 CREDENTIALS = ("carol", "pw")
@@ -134,20 +135,16 @@ async def test_a_client_that_disconnects_mid_request_leaves_the_job_to_complete(
         def running() -> int:
             return int(daemon.call("status", {})["pts"]["sleep"]["running"])
 
-        deadline = time.monotonic() + POLL_DEADLINE
-        while not running():
-            assert time.monotonic() < deadline, "the run never started"
-            await asyncio.sleep(0.02)  # polling the daemon is the observation under test
+        def recorded() -> list[dict[str, Any]]:
+            return list(daemon.call("job.list", {"pts": "sleep"})["jobs"])
+
+        await until(lambda: running() > 0, timeout=POLL_DEADLINE, every=0.02)
         writer.close()
         await writer.wait_closed()
-        while running():               # the run goes on to its end
-            assert time.monotonic() < deadline, "the run never ended"
-            await asyncio.sleep(0.02)
-        jobs: list[dict[str, Any]] = []
-        while not jobs:                # its record is group-committed: it appears shortly
-            assert time.monotonic() < deadline, "the run was never recorded"
-            jobs = daemon.call("job.list", {"pts": "sleep"})["jobs"]
-            await asyncio.sleep(0.02)
+        # the run goes on to its end; its record is group-committed: it appears shortly
+        await until(lambda: not running(), timeout=POLL_DEADLINE, every=0.02)
+        await until(lambda: bool(recorded()), timeout=POLL_DEADLINE, every=0.02)
+        jobs = recorded()
         assert jobs[0]["status"] == "successful"
     assert (await web.get("/v1/processes")).status == 200   # and the front-end carries on
     del reader

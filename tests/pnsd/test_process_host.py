@@ -14,6 +14,7 @@ from pnsd.hosts.mailbox import read_dir_files
 from pnsd.hosts.process import ProcessHost
 from pnsd.spec import parse_spec
 from protocols.context import RunContext
+from tests.waiting import until
 
 DEMO_SCRIPTS = Path(__file__).resolve().parents[2] / "pnsd" / "demo" / "scripts"
 
@@ -74,20 +75,14 @@ def _marker(path: Path) -> str:
 
 
 async def _wait_for_marker(path: Path, deadline: float = 10.0) -> int:
-    """Poll for a file a script writes (a wait on a file with a deadline, not a sleep-sync)."""
-    for _ in range(int(deadline / 0.01)):
-        if text := _marker(path):
-            return int(text)
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{path} was not written within {deadline} s")
+    """The number a script writes into ``path``, once it is there."""
+    await until(lambda: bool(_marker(path)), timeout=deadline, every=0.01)
+    return int(_marker(path))
 
 
 async def _wait_group_gone(pgid: int, deadline: float = 5.0) -> list[int]:
-    """SIGKILL is delivered asynchronously: poll the group with a deadline."""
-    for _ in range(int(deadline / 0.01)):
-        if not _group_members(pgid):
-            break
-        await asyncio.sleep(0.01)
+    """SIGKILL is delivered asynchronously: the group's members left once it is empty."""
+    await until(lambda: not _group_members(pgid), timeout=deadline, every=0.01)
     return _group_members(pgid)
 
 
