@@ -50,12 +50,16 @@ class Scheduler:
         self.registry = registry
         self.store = store
         self.clock = clock
-        self.record_sync = record_sync
         self._live: dict[str, LiveJob] = {}
         self.finisher = Finisher(store, self._live, clock=clock, record_sync=record_sync)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.accepting = True
         registry.set_canceller(self.cancel_runs_on)
+
+    @property
+    def record_sync(self) -> bool:
+        """Whether synchronous runs are recorded (the finisher's setting)."""
+        return self.finisher.record_sync
 
     # -- starting work -------------------------------------------------------------------
 
@@ -91,13 +95,15 @@ class Scheduler:
         """
         generation = self._generation(pts)
         host = generation.host
-        if isinstance(host, WorkerHost):
-            return self._start_on_worker(generation, host, data, timeout)
-        if not (isinstance(host, InprocHost) and host.inline and generation.free_now()):
+        inline = isinstance(host, InprocHost) and host.inline and generation.free_now()
+        if not (inline or isinstance(host, WorkerHost)):
             return self._run(generation, data, timeout)
         input_blob = pack(data) if self.record_sync else b""
-        if not self.store.fits_inline(input_blob):
+        if not self.store.fits_inline(input_blob):   # its record needs a file written first
             return self._run(generation, data, timeout, input_blob=input_blob)
+        if isinstance(host, WorkerHost):
+            return self._start_on_worker(generation, host, data, timeout, input_blob)
+        assert isinstance(host, InprocHost)
         job, _limit = self._admit(generation, timeout, sync=True)  # inline: no timer
         if host.run_takes_ctx:    # its progress and log lines go to watchers of its events
             live = self._live_job(job, generation)
@@ -116,12 +122,9 @@ class Scheduler:
         return self.finisher.conclude(live, blob)
 
     def _start_on_worker(self, generation: Generation, host: WorkerHost, data: Any,
-                         timeout: Any) -> Later[Outcome] | Awaitable[Outcome]:
+                         timeout: Any, input_blob: bytes) -> Later[Outcome]:
         """A synchronous run on a worker host, with no task: the host answers it by callback
         (:meth:`_worker_replied`), from the callback that receives the worker's reply."""
-        input_blob = pack(data) if self.record_sync else b""
-        if not self.store.fits_inline(input_blob):   # its record needs a file written first
-            return self._run(generation, data, timeout, input_blob=input_blob)
         job, limit = self._admit(generation, timeout, sync=True)
         generation.enter_now()
         live = self._live_job(job, generation)

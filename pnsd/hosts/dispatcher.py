@@ -97,8 +97,7 @@ class Dispatcher:
         Raises Unavailable (the host is not ready) or BadRequest (``data`` cannot be encoded).
         """
         if self._state.state != "ready":
-            reason = f": {self._state.reason}" if self._state.reason else ""
-            raise Unavailable(f"PTS {self._pts} is {self._state.state}{reason}")
+            raise self._not_ready()
         deadline = asyncio.get_running_loop().time() + timeout
         run = Run(op, data, ctx, timeout, deadline, reply)
         worker = self._idle_worker()
@@ -153,10 +152,12 @@ class Dispatcher:
         if self._state.state == "ready":
             self.hand_over()
             return
-        reason = f": {self._state.reason}" if self._state.reason else ""
         while self._line:
-            self._line.popleft().answer(
-                None, Unavailable(f"PTS {self._pts} is {self._state.state}{reason}"))
+            self._line.popleft().answer(None, self._not_ready())
+
+    def _not_ready(self) -> Unavailable:
+        reason = f": {self._state.reason}" if self._state.reason else ""
+        return Unavailable(f"PTS {self._pts} is {self._state.state}{reason}")
 
     def _dispatch(self, worker: WorkerSlot, run: Run) -> None:
         msg_id = new_message_id()
