@@ -3,8 +3,10 @@
 Load: :mod:`bench.httpload` with 32 keep-alive connections (one for ``/testrun``: the hello PTS
 takes one run at a time, like the reference). Baselines: :mod:`bench.base_web` (a bare
 aiohttp handler doing one ZeroMQ round trip to the bare echo process; a bare aiohttp hello) and
-:mod:`bench.base_spawn` (a process spawned per request). REFERENCE.md's figures come from
-another run (wrk, 8 connections) and are shown apart.
+:mod:`bench.base_spawn` (a process spawned per request). pnsweb serves on uvloop; the targets
+are against the bare handlers on asyncio's own loop, as issue 5 defines them, and rows marked
+"uvloop baseline" show the same handlers on uvloop, for information. REFERENCE.md's figures
+come from another run (wrk, 8 connections) and are shown apart.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from bench.measure import Agg, Bench, cpu_note
 from bench.report import Row, Target
 from bench.stack import WEB_USER
 
-NEEDS = ("pnsweb", "base_web", "base_spawn")
+NEEDS = ("pnsweb", "base_web", "base_web_uv", "base_spawn")
 LABELS = {
     "web.v1.echo": "web POST /v1/processes/echo/execution, 32 conns",
     "web.v06.echo": "web POST /v0.6/echo, 32 conns",
     "web.v06.get": "web GET /v0.6/, 32 conns",
     "web.v06.testrun": "web POST /v0.6/testrun, 1 conn",
 }
+UV_SUFFIX = ", uvloop baseline"
+LABELS.update({f"{key}.uv": LABELS[key] + UV_SUFFIX
+               for key in ("web.v1.echo", "web.v06.echo", "web.v06.get")})
 AUTH = f"{WEB_USER}:{WEB_USER}"
 TESTRUN = {"creator": "bench", "rootcause": "bench", "input": {"theName": "stranger"}}
 
@@ -73,9 +78,18 @@ def run(bench: Bench) -> list[Row]:
          "One connection: the hello PTS has queue = 0 (the reference's 409 busy rule)."),
     )
     for key, base_cmd, pns_cmd, base_label, target, ref, note in cases:
-        aggs = bench.interleave({"base": base_cmd, "pns": pns_cmd})
+        loads = {"base": base_cmd, "pns": pns_cmd}
+        if key + ".uv" in LABELS:
+            loads["uv"] = {**base_cmd, "port": bench.stack["base_web_uv"].port,
+                           "_sample": ["base_web_uv", "base_echo"]}
+        aggs = bench.interleave(loads)
         rows.append(web_row(key, aggs["pns"], aggs["base"], base_label, target=target, ref=ref,
                             note=note))
+        if "uv" in aggs:
+            rows.append(web_row(
+                key + ".uv", aggs["pns"], aggs["uv"], base_label + ", on uvloop",
+                note="For information: pnsweb serves on uvloop; this is the same bare handler "
+                     "on uvloop too, where the row above has it on asyncio's own loop."))
         bench.web_peak = max(getattr(bench, "web_peak", 0.0),
                              aggs["pns"].peak_rss.get("pnsweb", 0.0))
     return rows

@@ -1,6 +1,7 @@
 """Baseline 3: a bare aiohttp server — a hello handler, and handlers doing one ZeroMQ round trip.
 
-``python -m bench.base_web PORT ECHO_ENDPOINT``. Routes:
+``python -m bench.base_web PORT ECHO_ENDPOINT [uvloop]``: on asyncio's own loop, as the issues
+define the baselines, or on uvloop, the loop pnsweb serves on (for information). Routes:
 
 - ``GET /hello``: a small JSON body (the floor of any aiohttp route);
 - ``POST /echo``: the JSON body -> msgpack -> one round trip to the bare echo process
@@ -68,4 +69,9 @@ async def serve(port: int, endpoint: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1]), sys.argv[2]))
+    if sys.argv[3:] == ["uvloop"]:
+        import uvloop  # only this variant uses it
+
+        uvloop.run(serve(int(sys.argv[1]), sys.argv[2]))
+    else:
+        asyncio.run(serve(int(sys.argv[1]), sys.argv[2]))

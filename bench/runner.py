@@ -50,7 +50,8 @@ NOTES = [
     "comparison; the async jobs, so its database holds only them).",
     "Baselines are small modules of this package, each its own process: `base_echo` (asyncio "
     "ROUTER echo with batch draining), `base_relay` (ROUTER relay + 2 DEALER echo workers), "
-    "`base_web` (aiohttp hello; aiohttp -> ZeroMQ -> base_echo), `base_spawn` (aiohttp "
+    "`base_web` (aiohttp hello; aiohttp -> ZeroMQ -> base_echo; on asyncio's own loop, and as "
+    "`base_web_uv` on uvloop, which pnsweb serves on), `base_spawn` (aiohttp "
     "spawning runPTS per request), `base_jobs` (ROUTER + SQLite WAL group commit).",
     "Load comes from one separate agent process (`bench.agent`): PNS's own `Client` "
     "(blocking, sequential) and `AsyncClient` (32 calls in flight on one socket) for the "

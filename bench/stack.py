@@ -355,8 +355,9 @@ def _ready_relay(stack: Stack, service: Service) -> None:
 def _start_base_web(stack: Stack, name: str) -> Service:
     port = free_port()
     echo = stack.services["base_echo"].endpoint
-    return Service(name, stack.child(name, [PYTHON, "-m", "bench.base_web", str(port), echo]),
-                   port=port)
+    loop = ["uvloop"] if name == "base_web_uv" else []
+    return Service(name, stack.child(name, [PYTHON, "-m", "bench.base_web", str(port), echo,
+                                            *loop]), port=port)
 
 
 def _start_base_spawn(stack: Stack, name: str) -> Service:
@@ -378,12 +379,14 @@ STARTERS = {
     "pnsd_on": _start_pnsd, "pnsd_off": _start_pnsd, "pnsweb": _start_pnsweb,
     "base_echo": _start_base_echo, "base_relay": _start_base_relay,
     "base_relay_one": _start_base_relay,
-    "base_web": _start_base_web, "base_spawn": _start_base_spawn, "base_jobs": _start_base_jobs,
+    "base_web": _start_base_web, "base_web_uv": _start_base_web, "base_spawn": _start_base_spawn,
+    "base_jobs": _start_base_jobs,
 }
 READY = {
     "pnsd_on": _ready_pnsd, "pnsd_off": _ready_pnsd, "pnsweb": _ready_pnsweb,
     "base_echo": _ready_ipc, "base_relay": _ready_relay, "base_relay_one": _ready_relay,
-    "base_web": _ready_http("/hello"),
+    "base_web": _ready_http("/hello"), "base_web_uv": _ready_http("/hello"),
     "base_spawn": _ready_port, "base_jobs": _ready_ipc,
 }
-DEPENDS = {"pnsweb": ("pnsd_on",), "base_web": ("base_echo",)}
+DEPENDS = {"pnsweb": ("pnsd_on",), "base_web": ("base_echo",),
+           "base_web_uv": ("base_echo",)}

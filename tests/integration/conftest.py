@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvloop
 
 from pnsd.config import Settings, load_settings
 from pnsd.daemon import Daemon
@@ -23,6 +25,14 @@ from protocols.client import AsyncClient, Client
 from protocols.errors import PnsError
 
 START_TIMEOUT = 30.0
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Any]:
+    """pnsweb serves on uvloop (``pnsweb.cli``): the web tests run its app there too; the
+    others run on asyncio's loop, as pnsd does."""
+    if item.path.name.startswith("test_web_"):
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 def write_config(home: Path, extra: str = "") -> Path:

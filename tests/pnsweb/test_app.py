@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+import uvloop
 from aiohttp import web
 from structlog.testing import capture_logs
 
@@ -293,3 +295,8 @@ def test_command_line_user_becomes_an_admin_with_only_a_hash(
     assert "pw" not in repr(settings).replace("password_hash", "")
     with pytest.raises(SettingsError, match="together"):
         cli.settings_of(cli.build_parser().parse_args(["-u", "root"]))
+
+
+async def test_tests_run_on_uvloop_as_pnsweb_serves() -> None:
+    """pnsweb.cli serves on uvloop; these tests must exercise the app on that loop."""
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
