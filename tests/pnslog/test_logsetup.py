@@ -118,3 +118,16 @@ def test_a_terminal_gets_readable_lines(logsetup: ModuleType) -> None:
 def test_unknown_level_is_refused(logsetup: ModuleType) -> None:
     with pytest.raises(ValueError, match="loud"):
         logsetup.configure_logging(level="loud", stream=io.StringIO())
+
+
+def test_both_kinds_of_line_share_the_stream_in_order(logsetup: ModuleType) -> None:
+    """structlog writes its lines itself, stdlib records go through the root handler: one
+    stream, whole lines, in the order they were logged."""
+    stream = io.StringIO()
+    logsetup.configure_logging(stream=stream, json=True)
+    for n in range(3):
+        structlog.get_logger("pnsd.server").info("ours", n=n)
+        logging.getLogger("aiohttp.server").warning("theirs %d", n)
+    assert [(line["logger"], line["event"]) for line in lines(stream)] == [
+        (name, event) for n in range(3)
+        for name, event in (("pnsd.server", "ours"), ("aiohttp.server", f"theirs {n}"))]
