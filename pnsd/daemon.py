@@ -44,6 +44,7 @@ from pnsd.spec import Mode, PtsSpec
 from pnsd.specfiles import SpecFiles
 from pnsd.store import JobStore
 from pnsd.watch import watch
+from protocols import memory
 from protocols.codec import Codec
 
 log = structlog.get_logger(__name__)
@@ -135,6 +136,7 @@ class Daemon:
         try:
             self._bind(self.server)
             self._keep(self._retention(), "retention")
+            self._keep(memory.keep_trimmed(log.debug), "trim-memory")
             if self.settings.watch:
                 self._keep(watch(self.settings.source, self.settings.pts_dir, self.reload),
                            "watch")
@@ -241,4 +243,3 @@ class Daemon:
         ensure_home(self.settings)
         if self.settings.demo:
             install_scripts(self.settings.home)
-

@@ -25,6 +25,7 @@ from aiohttp import web
 from pnslog import configure_logging
 from pnsweb.app import create_app
 from pnsweb.settings import SettingsError, User, WebSettings, hash_password, load_settings
+from protocols import memory
 from protocols.client import AsyncClient
 
 EXIT_FAILURE = 1
@@ -89,6 +90,7 @@ async def serve(settings: WebSettings) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking requests, finish, close the client."""
     client = AsyncClient(settings.endpoint, key=settings.key, timeout=settings.call_timeout)
     runner = web.AppRunner(create_app(settings, client=client), access_log=None)
+    trimming = asyncio.create_task(memory.keep_trimmed(log.debug), name="trim-memory")
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
@@ -104,6 +106,7 @@ async def serve(settings: WebSettings) -> None:
         await _stopped()
         log.info("pnsweb_stopping")
     finally:
+        trimming.cancel()
         await runner.cleanup()
         await client.close()
 
