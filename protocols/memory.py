@@ -89,7 +89,10 @@ class Trimmer:
 async def keep_trimmed(log: Callable[..., Any], *, every: float = 1.0) -> None:
     """Look at resident memory every ``every`` seconds and trim when due (:class:`Trimmer`),
     until cancelled. Each trim is told to ``log`` (a structlog method, say) as
-    ``memory_trimmed`` with the resident MB before and after."""
+    ``memory_trimmed`` with the resident MB before and after. Returns at once where there is
+    no ``malloc_trim`` (not glibc)."""
+    if _LIBC is None:
+        return
     trimmer = Trimmer()
     while True:
         await asyncio.sleep(every)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import platform
 
+import pytest
+
 from protocols import memory
+from tests.waiting import until
 
 MB = 2**20
 
@@ -89,3 +93,21 @@ def test_the_glibc_calls_work_here() -> None:
     assert memory.trim()
     assert memory.resident() < before - 40 * MB
     assert len(kept) == 400
+
+
+async def test_keep_trimmed_logs_each_trim_until_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    checks = iter([None, (100 * MB, 40 * MB)])
+
+    class OneTrim:
+        def check(self) -> tuple[int, int] | None:
+            return next(checks, None)
+
+    monkeypatch.setattr(memory, "Trimmer", OneTrim)
+    lines: list[tuple[str, dict[str, float]]] = []
+    task = asyncio.create_task(memory.keep_trimmed(lambda event, **kw: lines.append((event, kw)),
+                                                   every=0.0))
+    try:
+        await until(lambda: bool(lines))
+    finally:
+        task.cancel()
+    assert lines == [("memory_trimmed", {"before_mb": 100.0, "after_mb": 40.0})]
