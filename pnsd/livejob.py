@@ -67,6 +67,19 @@ class LiveJob:
         if self.events is not None:
             self.events.status(self.job)
 
+    def packed_result(self) -> bytes | None:
+        """The result packed for its record (its size noted); None when the run failed, or
+        when the result cannot be packed, which becomes the run's error."""
+        if self.error is not None:
+            return None
+        try:
+            blob = pack(self.result)
+        except DaemonError as exc:
+            self.error = exc
+            return None
+        self.result_bytes = len(blob)
+        return blob
+
 
 def pack(value: Any) -> bytes:
     try:

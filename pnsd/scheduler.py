@@ -114,12 +114,9 @@ class Scheduler:
         live.publish()
         try:
             live.result = host.run_now(data, ctx=live.ctx)
-            blob = pack(live.result)
-            live.result_bytes = len(blob)
         except DaemonError as exc:
             live.error = exc
-            blob = None
-        return self.finisher.conclude(live, blob)
+        return self.finisher.conclude(live, live.packed_result())
 
     def _start_on_worker(self, generation: Generation, host: WorkerHost, data: Any,
                          timeout: Any, input_blob: bytes) -> Later[Outcome]:
@@ -156,18 +153,9 @@ class Scheduler:
         assert live.generation is not None
         live.generation.release()
         live.abort = None
-        blob = None
-        if error is not None:
-            live.error = error
-        else:
-            live.result = result
-            try:
-                blob = pack(result)
-                live.result_bytes = len(blob)
-            except DaemonError as exc:
-                live.error = exc
+        live.result, live.error = result, error
         try:
-            outcome = self.finisher.conclude(live, blob)
+            outcome = self.finisher.conclude(live, live.packed_result())
         except Exception as exc:  # the run's error, raised for its caller (a bug: logged there)
             later.settle(None, exc)
             return
@@ -274,12 +262,9 @@ class Scheduler:
                     await self.finisher.abandon(live)
                     raise
                 raise Cancelled(live.cancel_reason) from None
-            blob = pack(live.result)
-            live.result_bytes = len(blob)
         except DaemonError as exc:
             live.error = exc
-            blob = None
-        await self.finisher.finish(live, blob)
+        await self.finisher.finish(live, live.packed_result())
 
     @staticmethod
     def _absorb_cancel(live: LiveJob) -> bool:
