@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,14 +35,16 @@ async def web(aiohttp_client: Any, pnsd: DaemonProcess) -> AsyncIterator[Any]:
 
 
 async def wait_for_status(web: Any, job_id: str, wanted: str) -> dict[str, Any]:
-    deadline = time.monotonic() + POLL_DEADLINE
-    while True:
-        info: dict[str, Any] = await (await web.get(f"/v1/jobs/{job_id}")).json()
-        if info["status"] == wanted:
-            return info
-        assert info["status"] in ("accepted", "running"), info
-        assert time.monotonic() < deadline, f"job {job_id} still {info['status']}"
-        await asyncio.sleep(0.05)   # polling the API is the behaviour under test
+    """Poll the job's status through the API (the behaviour under test) until ``wanted``."""
+    info: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        info.update(await (await web.get(f"/v1/jobs/{job_id}")).json())
+        assert info["status"] in (wanted, "accepted", "running"), info
+        return bool(info["status"] == wanted)
+
+    await until(reached, timeout=POLL_DEADLINE, every=0.05)
+    return info
 
 
 async def test_every_demo_pts_is_a_process(web: Any) -> None:

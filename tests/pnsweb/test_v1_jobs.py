@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from pnsweb import ogc, views_v1_jobs
@@ -226,11 +227,20 @@ async def test_idle_streams_get_heartbeats_and_watches_resume_after_daemon_idle_
     monkeypatch.setattr(views_v1_jobs, "HEARTBEAT", 0.02)
     daemon, book = book_and_daemon
     job = book.add(record("sleep", "running"))
+    beat = asyncio.Event()
+    write = web.StreamResponse.write
+
+    async def noting_beats(response: web.StreamResponse, data: bytes) -> None:
+        await write(response, data)
+        if data.startswith(b": keep-alive"):
+            beat.set()
+
+    monkeypatch.setattr(web.StreamResponse, "write", noting_beats)
 
     async def watch(body: Any) -> Any:
         if body["after"] == 0:
             yield {"job": job["id"], "seq": 1, "kind": "status", "status": "running"}
-            await asyncio.sleep(0.1)
+            await asyncio.wait_for(beat.wait(), 10)   # idle until a heartbeat went out
             raise RemoteError("timeout", "no event within the watch's idle time")
         yield {"job": job["id"], "seq": 2, "kind": "status", "status": "successful"}
 
