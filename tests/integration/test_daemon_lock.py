@@ -8,36 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from protocols.client import AsyncClient
 from protocols.errors import ErrorCode, RemoteError
+from tests.integration.conftest import kill_group_of
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 LOCK = {"lock": "hello"}
-
-
-def _kill_group_of(script: str) -> None:
-    """SIGKILL the process group of this process's child running ``script`` (the in-loop
-    daemon's process-mode run)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == os.getpid() and any(part.endswith(script.encode()) for part in argv):
-            os.killpg(int(entry.name), signal.SIGKILL)
-            return
-    raise AssertionError(f"no child of this process runs {script}")
 
 
 async def _running(client: AsyncClient, pts: str) -> int:
@@ -72,7 +53,7 @@ async def test_a_locked_sleep_makes_every_other_locked_operation_busy_at_once(
         # the lock is hello's slot: a direct client's hello run waits for it too, others do not
         assert await _busy(client, "run", {"pts": "hello", "input": {"infile": "x"}})
         assert (await client.call("run", {"pts": "echo", "input": 1}))["result"] == 1
-        _kill_group_of("sleepPTS")     # the locked run ends (failed): its slot is free again
+        kill_group_of("sleepPTS", os.getpid())   # the locked run ends (failed): its slot is free
         with pytest.raises(RemoteError) as ended:
             await sleeping
         assert ended.value.code == ErrorCode.PTS_ERROR
