@@ -8,8 +8,10 @@ operation in :data:`protocols.messages.OPERATIONS` has exactly one handler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +81,7 @@ class Handlers:
         if hook not in HOOKS:
             raise BadRequest(f"hook must be one of {', '.join(HOOKS)}")
         timeout = _timeout(body, generation.spec.timeout)
-        async with generation.slot():
+        async with self._holding(body, own=generation.spec.name), generation.slot():
             return {"result": await generation.host.hook(hook, timeout=timeout)}
 
     async def pts_files(self, body: Any) -> Any:
@@ -87,10 +89,8 @@ class Handlers:
         which = _text(body, "which")
         if which not in ("input", "output"):
             raise BadRequest("which must be input or output")
-        last = host.last_run_dir()
-        if last is None:
-            return {"files": None}
-        files = await asyncio.to_thread(read_dir_files, last / which, max_bytes=MAX_SCRIPT)
+        files = await asyncio.to_thread(read_dir_files, host.exchange_dir() / which,
+                                        max_bytes=MAX_SCRIPT)
         return {"files": files}
 
     async def pts_script(self, body: Any) -> Any:
@@ -113,7 +113,8 @@ class Handlers:
         changes = _get(body, "changes")
         if not isinstance(changes, Mapping) or set(changes) - UPDATABLE or not changes:
             raise BadRequest(f"changes must be a map of {', '.join(sorted(UPDATABLE))}")
-        await self._deployer().update(name, changes, who=_who(body))
+        async with self._holding(body):
+            await self._deployer().update(name, changes, who=_who(body))
         return {"spec": self.registry.get(name).spec.public()}
 
     async def pts_deploy(self, body: Any) -> Any:
@@ -142,17 +143,37 @@ class Handlers:
         return self.deployer
 
     async def demo_reset(self, body: Any) -> Any:
-        return {"restored": await asyncio.to_thread(install_scripts, self.home, restore=True)}
+        async with self._holding(body):
+            restored = await asyncio.to_thread(install_scripts, self.home, restore=True)
+        return {"restored": restored}
 
     def run(self, body: Any) -> Any:
         """Answered within this call when the run can be (Scheduler.run_now), else later."""
-        outcome = self.scheduler.run_now(
-            _text(body, "pts"), _field(body, "input"), timeout=_get(body, "timeout"))
+        pts = _text(body, "pts")
+        if _lock(body) not in (None, pts):
+            return self._run_holding(pts, body)
+        outcome = self.scheduler.run_now(pts, _field(body, "input"), timeout=_get(body, "timeout"))
         if isinstance(outcome, tuple):
             return _ran(*outcome)
         if isinstance(outcome, Later):
             return outcome.map(lambda ran: _ran(*ran))
         return _ran_later(outcome)
+
+    async def _run_holding(self, pts: str, body: Any) -> Any:
+        """A run that holds a slot of the PTS named by ``lock`` while it runs on ``pts``."""
+        async with self._holding(body):
+            outcome = await self.scheduler.run(
+                pts, _field(body, "input"), timeout=_get(body, "timeout"))
+        return _ran(*outcome)
+
+    def _holding(self, body: Any, *, own: str | None = None) -> AbstractAsyncContextManager[None]:
+        """A slot of the PTS the optional ``lock`` names, held around an operation (admitted
+        under that PTS's limits: busy at once when its queue is full); nothing when there is no
+        ``lock`` or it names ``own``, the PTS whose slot the operation holds anyway."""
+        name = _lock(body)
+        if name is None or name == own:
+            return contextlib.nullcontext()
+        return self.registry.get(name).slot()
 
     async def submit(self, body: Any) -> Any:
         job = await self.scheduler.submit(
@@ -269,6 +290,15 @@ def _text(body: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise BadRequest(f"{key!r} must be a non-empty string")
     return value
+
+
+def _lock(body: Any) -> str | None:
+    """The optional ``lock``: the name of the PTS whose slot an operation holds while it runs
+    (pnsweb's /v0.6 routes: the reference's one lock, the default PTS's)."""
+    name = _get(body, "lock")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise BadRequest("'lock' must be the name of a PTS")
+    return name
 
 
 def _who(body: Any) -> str:

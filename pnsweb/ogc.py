@@ -11,6 +11,7 @@ spec offers. It must do no I/O and never call the daemon: the views fetch, this 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,12 +114,26 @@ def conformance() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Port:
-    """One input or output of a process, with its JSON schema."""
+    """One input or output of a process, with its JSON schema.
+
+    An input takes ``min_occurs`` to ``max_occurs`` values; above one, several are given as a
+    JSON array of values, each checked against ``schema`` (:mod:`pnsweb.inputschema`).
+    """
 
     id: str
     title: str
     schema: Mapping[str, Any]
     required: bool = True
+    max_occurs: int = 1
+
+    @property
+    def min_occurs(self) -> int:
+        return 1 if self.required else 0
+
+    # the key its compiled validator is kept under: worked out once per port
+    @functools.cached_property
+    def schema_text(self) -> str:
+        return json.dumps(self.schema, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -149,10 +164,6 @@ class ProcessModel:
     @functools.cached_property
     def input_ids(self) -> tuple[str, ...]:
         return tuple(port.id for port in self.inputs)
-
-    @functools.cached_property
-    def required_input_ids(self) -> tuple[str, ...]:
-        return tuple(port.id for port in self.inputs if port.required)
 
     def output_ids(self) -> list[str]:
         return [port.id for port in self.outputs]
@@ -218,7 +229,7 @@ def process_description(model: ProcessModel, base: str) -> dict[str, Any]:
                            "version": model.version}, base)
     doc["inputs"] = {port.id: {
         "title": port.title, "schema": dict(port.schema),
-        "minOccurs": 1 if port.required else 0, "maxOccurs": 1,
+        "minOccurs": port.min_occurs, "maxOccurs": port.max_occurs,
     } for port in model.inputs}
     doc["outputs"] = {port.id: {"title": port.title, "schema": dict(port.schema)}
                       for port in model.outputs}

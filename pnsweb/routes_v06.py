@@ -4,7 +4,9 @@ Owns the table (plain data: method, path, view, access, description), adding it 
 the access rule applied, and the API listing at ``/v0.6/`` and ``/v0.6/api`` built from it.
 The descriptions are the reference's own (``shared/seed/pns-readme.txt``), odd spacing included.
 Access follows REFERENCE.md: every PUT, POST (except ``/echo``) and DELETE needs credentials;
-GET does not, except ``/pnsconfig``; ``PUT /pnsconf`` is for administrators.
+GET does not, except ``/pnsconfig``; ``PUT /pnsconf`` is for administrators. Every write
+(PUT, POST, DELETE) from another site's page is refused (403) before credentials are looked at,
+so that a cross-site form cannot start a run with credentials the browser remembers.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import enum
 import functools
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from yarl import URL
 
 from pnsweb import views_v06 as v
 from pnsweb import views_v06_config as conf
 from pnsweb import views_v06_run as run
 from pnsweb.auth import require_user
+from pnsweb.errors import ApiError
 from pnsweb.views_v06 import View
 from pnsweb.views_v06_envelope import JSON_TYPE, STAMP, dumps
 
@@ -97,7 +100,49 @@ def add_routes(app: web.Application) -> None:
         if route.method == "GET":
             app.router.add_get(PREFIX + route.path, view)
         else:
-            app.router.add_route(route.method, PREFIX + route.path, view)
+            app.router.add_route(route.method, PREFIX + route.path, same_site(view))
+
+
+def same_site(view: View) -> View:
+    """``view`` refused (403) to a cross-site browser: a write whose ``Origin`` is not this
+    server's own, checked before credentials (a browser sends remembered ones by itself)."""
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        if is_cross_site(request):
+            raise ApiError(403, "a request from another site's page may not modify this server")
+        return await view(request)
+
+    return checked
+
+
+def is_cross_site(request: web.Request) -> bool:
+    """True when a browser says the request comes from another site's page.
+
+    No ``Origin`` is allowed: the reference's clients send none. ``Origin: null`` (a sandboxed
+    or file page, a redirect) and a malformed one are cross-site; otherwise its host and port
+    must be the request's ``Host``. The scheme is not compared, so that a proxy ending TLS in
+    front of pnsweb (an https page, an http request here) is still the same site.
+    """
+    origins = request.headers.getall(hdrs.ORIGIN, [])
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        return True
+    if not origins:
+        return False
+    return len(origins) > 1 or not _own_origin(origins[0], request.host)
+
+
+@functools.lru_cache(maxsize=256)   # both values are the caller's: keep the cache bounded
+def _own_origin(origin: str, host: str) -> bool:
+    try:
+        claimed = URL(origin)
+        if (claimed.scheme not in ("http", "https") or not claimed.host or claimed.user
+                or claimed.raw_path not in ("", "/") or claimed.query_string
+                or claimed.fragment):
+            return False                # not an origin: scheme://host[:port] and nothing more
+        own = URL.build(scheme=claimed.scheme, authority=host)
+    except ValueError:
+        return False
+    return (claimed.host, claimed.port) == (own.host, own.port)
 
 
 def guarded(view: View, access: Access) -> View:

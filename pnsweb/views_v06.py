@@ -6,6 +6,10 @@ the other ``views_v06_*`` modules share: reading a JSON body, the optional ``{"t
 calling the daemon, a run's outcome as the reference showed it. Authentication is applied by the
 route table (``routes_v06``), errors are rendered by ``pnsweb.errors``; views only raise.
 
+The reference's one lock: every modifying operation (run, testrun, sleep, PUT init, config,
+testinit, pnsconf, DELETE clean) asks the daemon to hold a slot of the default PTS while it runs
+(:func:`locked`), so another one meanwhile is refused as busy at once, by whichever pnsweb.
+
 Errors (see ``pnsweb.errors`` for the table): a daemon ``busy`` is 409 ``Conflict. Updating.``;
 a hook that exits non-zero is 502 and a hook killed at its timeout 504, both with
 ``"result": returncode`` and the outcome as ``message``; the daemon unreachable is 503.
@@ -18,12 +22,14 @@ import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from pnsweb.errors import ApiError, command_text
 from pnsweb.keys import CLIENT, SETTINGS
 from pnsweb.views_v06_envelope import ok
 
+log = structlog.get_logger(__name__)
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 QUICK_TIMEOUT = 15.0        # seconds for daemon calls that run nothing (scripts, files, specs)
 RUN_MARGIN = 10.0           # seconds a run's reply may lag behind the run's own timeout
@@ -104,6 +110,13 @@ def default_pts(request: web.Request) -> str:
     return request.app[SETTINGS].default_pts
 
 
+def locked(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` for an operation under the reference's one lock: it holds a slot of the default
+    PTS while it runs, so that another such operation meanwhile is busy (409) at once."""
+    body["lock"] = default_pts(request)
+    return body
+
+
 def script_view(hook: str) -> View:
     """GET /init|/config|/run|/clean: the text of that script of the default PTS."""
 
@@ -137,7 +150,7 @@ def hook_view(hook: str) -> View:
     async def run_hook(request: web.Request) -> web.StreamResponse:
         body = await read_object(request, required=False)
         timeout = timeout_of(body)
-        request_body = {"name": default_pts(request), "hook": hook}
+        request_body = locked(request, {"name": default_pts(request), "hook": hook})
         reply = await call_run(request, "pts.hook", request_body, timeout)
         result = reply.get("result")
         if result is None:
@@ -148,10 +161,14 @@ def hook_view(hook: str) -> View:
 
 
 async def reset_demo(request: web.Request) -> web.StreamResponse:
-    """PUT /testinit (and /inittest): the packaged hello scripts back, old ones as ``.save``."""
-    reply = await call(request, "demo.reset", {})
-    restored = reply.get("restored", [])
-    return ok(request, restored, f"restored the demo scripts: {', '.join(map(str, restored))}")
+    """PUT /testinit (and /inittest): the packaged hello scripts back, old ones as ``.save``.
+
+    ``result`` 0 and ``message`` ``""``, as the reference answered (its clients check
+    ``result == 0``); which scripts were replaced goes to the log.
+    """
+    reply = await call(request, "demo.reset", locked(request, {}))
+    log.info("demo_scripts_restored", restored=reply.get("restored", []))
+    return ok(request, 0, "")
 
 
 async def echo(request: web.Request) -> web.StreamResponse:

@@ -3,7 +3,8 @@
 Owns the configuration document those routes show and accept: the default PTS's spec (from the
 daemon's ``pts.describe``) joined with pnsweb's own settings, every secret masked ``"***"``, and
 the rules of the get-modify-put round trip. Of it all only the top-level ``timeout`` may change
-(applied with ``pts.update``, which swaps in a new generation of the PTS); the scripts can never
+(applied with ``pts.update``, which swaps in a new generation of the PTS, under the reference's
+one lock: while a run or another locked operation goes on it is 409); the scripts can never
 be pointed at another executable over the web.
 
 Errors: no or wrong credentials 401; ``PUT /pnsconf`` by a non-admin 403 (the route table asks
@@ -24,7 +25,7 @@ from pnsweb.auth import USER_NAME
 from pnsweb.errors import ApiError
 from pnsweb.keys import SETTINGS
 from pnsweb.settings import WebSettings
-from pnsweb.views_v06 import MAX_TIMEOUT, call, default_pts, read_object
+from pnsweb.views_v06 import MAX_TIMEOUT, call, default_pts, locked, read_object
 from pnsweb.views_v06_envelope import ok
 
 MASK = "***"
@@ -74,8 +75,8 @@ async def put_pnsconf(request: web.Request) -> web.StreamResponse:
     changes = changed_keys(current, wanted)
     if not changes:
         return ok(request, current, "nothing changed")
-    body = {"name": default_pts(request), "changes": changes,
-            "who": request.get(USER_NAME) or "pnsweb"}   # the audit trail's "who"
+    body = locked(request, {"name": default_pts(request), "changes": changes,
+                            "who": request.get(USER_NAME) or "pnsweb"})   # audit trail's "who"
     reply = await call(request, "pts.update", body)
     document = config_document(settings, reply.get("spec") or {})
     return ok(request, document, f"updated: {', '.join(sorted(changes))}")

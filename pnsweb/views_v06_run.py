@@ -4,8 +4,9 @@ Owns checking those bodies, the daemon ``run`` request each makes, and shaping t
 plain JSON, or the reference's class-tagged form (``pnsweb.fdi``) when the request came in it.
 
 Errors, the same for every route here: a body that is not what the route takes is 400 (checked
-here, before anything runs); a second run while the one-slot default PTS is busy is 409
-``Conflict. Updating.``; a run that exits non-zero is **502** and one killed at its timeout
+here, before anything runs); ``/run``, ``/testrun`` and ``/sleep`` hold the reference's one lock
+(:func:`pnsweb.views_v06.locked`): one of them, or another locked operation, while one runs is
+409 ``Conflict. Updating.``; a run that exits non-zero is **502** and one killed at its timeout
 **504**, both with ``"result": <returncode>`` (negative when killed, e.g. -9) and the outcome
 ``{command, stdout, stderr, returncode}`` as ``message`` — a failed run is never a 200; the
 daemon unreachable is 503 with ``Retry-After``.
@@ -21,7 +22,15 @@ from aiohttp import web
 
 from pnsweb import fdi
 from pnsweb.errors import ApiError
-from pnsweb.views_v06 import call_run, default_pts, outcome, read_json, read_object, timeout_of
+from pnsweb.views_v06 import (
+    call_run,
+    default_pts,
+    locked,
+    outcome,
+    read_json,
+    read_object,
+    timeout_of,
+)
 from pnsweb.views_v06_envelope import STAMP, ok
 
 HELLO_PTS = "hello"               # the reference's demo, run through its real scripts
@@ -40,7 +49,8 @@ async def run(request: web.Request) -> web.StreamResponse:
     if not isinstance(files, dict) or not all(
             isinstance(v, str) for v in files.values()):
         raise ApiError(400, "'input' must map input file names to their text")
-    reply = await call_run(request, "run", {"pts": default_pts(request), "input": files},
+    reply = await call_run(request, "run",
+                           locked(request, {"pts": default_pts(request), "input": files}),
                            timeout_of(body))
     result = reply.get("result") or {}
     return ok(request, result.get("outputs", {}), outcome(result))
@@ -59,7 +69,8 @@ async def testrun(request: web.Request) -> web.StreamResponse:
     name = fdi.dataset_value(plain["input"].get("theName", "stranger"))
     if not isinstance(name, str):
         raise ApiError(400, "'input.theName' must be a string")
-    reply = await call_run(request, "run", {"pts": HELLO_PTS, "input": {"infile": name}},
+    reply = await call_run(request, "run",
+                           locked(request, {"pts": HELLO_PTS, "input": {"infile": name}}),
                            plain.get("timeout"))
     result = reply.get("result") or {}
     answer = _text(result.get("outputs", {}).get("outfile", ""))
@@ -107,7 +118,8 @@ async def sleep(request: web.Request) -> web.StreamResponse:
     if not _SECONDS.fullmatch(seconds):
         raise ApiError(400, f"{seconds!r} is not a number of seconds")
     body = await read_object(request, required=False)
-    reply = await call_run(request, "run", {"pts": SLEEP_PTS, "input": {"seconds": seconds}},
+    reply = await call_run(request, "run",
+                           locked(request, {"pts": SLEEP_PTS, "input": {"seconds": seconds}}),
                            timeout_of(body))
     result = reply.get("result") or {}
     return ok(request, result.get("returncode"), outcome(result))

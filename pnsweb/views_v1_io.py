@@ -2,7 +2,8 @@
 
 Owns :class:`Catalog` (PTS name -> :class:`pnsweb.ogc.ProcessModel`, fetched with
 ``pts.describe`` and kept for a few seconds so that a synchronous execution costs one daemon
-round trip, not two), the translation of OGC execute inputs into the PTS input and of PTS
+round trip, not two), the translation of OGC execute inputs into the PTS input (after
+:mod:`pnsweb.inputschema` has checked them against the description) and of PTS
 results into OGC outputs, reading a request body under the configured limit, and writing
 JSON or bytes (streamed in chunks above :data:`STREAM_THRESHOLD`). No routes here.
 """
@@ -23,6 +24,7 @@ from yarl import URL
 
 from pnsweb import ogc
 from pnsweb.errors import ApiError
+from pnsweb.inputschema import check_inputs
 from pnsweb.keys import DaemonClient
 from protocols.errors import ErrorCode, RemoteError
 
@@ -108,9 +110,7 @@ def pts_input(model: ogc.ProcessModel, inputs: Any) -> Any:
     if unknown:
         raise ogc.bad_request(f"process {model.id} has no input {', '.join(sorted(unknown))} "
                               f"(its inputs: {', '.join(declared) or 'none'})")
-    missing = [key for key in model.required_input_ids if key not in inputs]
-    if missing:
-        raise ogc.bad_request(f"process {model.id} needs input {', '.join(missing)}")
+    check_inputs(model, inputs)      # schemas, minOccurs, maxOccurs: 400 before anything runs
     values = {key: plain_value(key, value) for key, value in inputs.items()}
     if model.whole_input:
         return values.get(declared[0])

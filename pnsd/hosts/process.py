@@ -102,9 +102,10 @@ class ProcessHost:
         argv = self._commands.get(name)
         if not argv:
             return None
-        if name == "init":
+        cwd = self.exchange_dir()
+        if name == "init":      # the PTS dir's, and the ones pts.files shows after this init
             await asyncio.to_thread(make_exchange_dirs, self._pts_dir)
-        cwd = self._last_run or self._pts_dir
+            await asyncio.to_thread(make_exchange_dirs, cwd)
         capture = await self._execute(name, argv, cwd=cwd, seconds=timeout, ctx=None)
         return _checked(name, capture.result({}))
 
@@ -128,8 +129,13 @@ class ProcessHost:
         return self._commands.get(name, ())
 
     def last_run_dir(self) -> Path | None:
-        """The most recent finished job dir (what the reference API shows as input/output)."""
+        """The most recent finished job dir."""
         return self._last_run
+
+    def exchange_dir(self) -> Path:
+        """Where the reference API's ``input/`` and ``output/`` are: the most recent finished
+        job dir, or the PTS dir before any run. Hooks run there."""
+        return self._last_run or self._pts_dir
 
     def _require_ready(self) -> None:
         if self._state.state != "ready":

@@ -127,6 +127,24 @@ class DaemonProcess:
         return self.process.wait(timeout=timeout)
 
 
+def kill_group_of(script: str, parent: int) -> None:
+    """SIGKILL the process group of the child of ``parent`` that runs ``script`` (a daemon's
+    process-mode run: each runs in a group of its own)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:      # gone meanwhile
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and any(part.endswith(script.encode()) for part in argv):
+            os.killpg(int(entry.name), signal.SIGKILL)
+            return
+    raise AssertionError(f"no child of {parent} runs {script}")
+
+
 def child_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PNS_CONFIG", None)

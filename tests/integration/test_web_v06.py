@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from pnsd.keyfile import load_or_create_key
 from pnsweb.app import create_app
 from pnsweb.settings import User, hash_password, load_settings
 from protocols.client import AsyncClient
-from tests.integration.conftest import DaemonProcess, spawn_web_daemon
+from tests.integration.conftest import DaemonProcess, kill_group_of, spawn_web_daemon
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).parent.parent / "pnsweb" / "data"
@@ -140,3 +142,54 @@ async def test_daemon_restart_is_503_then_recovers(web: Any, pnsd: DaemonProcess
         assert resp.status == 200, await resp.text()
     finally:
         again.terminate(timeout=60)
+
+
+async def test_while_a_sleep_runs_every_locked_operation_is_409_at_once(
+        web: Any, pnsd: DaemonProcess) -> None:
+    settings = pnsd.settings
+    key = load_or_create_key(settings.key_file, create=False)
+    sleeping = asyncio.create_task(web.post("/v0.6/sleep/60", headers=_auth()))
+    async with AsyncClient(settings.endpoint, key=key, timeout=30.0) as daemon:
+        async def sleeping_now() -> bool:
+            status = await daemon.call("status", {})
+            return bool(status["pts"]["sleep-process"]["running"] == 1)
+        await until(sleeping_now, timeout=30, every=0.02)
+        calls = [("POST", "/v0.6/sleep/1", None), ("POST", "/v0.6/run", {"input": {}}),
+                 ("POST", "/v0.6/testrun", {"creator": "c", "rootcause": "r"}),
+                 ("PUT", "/v0.6/init", None), ("PUT", "/v0.6/config", None),
+                 ("PUT", "/v0.6/testinit", None), ("DELETE", "/v0.6/clean", None),
+                 ("PUT", "/v0.6/pnsconf", {"input": {"timeout": 8}})]
+        started = time.monotonic()
+        for method, path, body in calls:
+            resp = await web.request(method, path, json=body, headers=_auth())
+            assert resp.status == 409, (path, await resp.text())
+            assert (await resp.json())["error"] == "Conflict. Updating."
+        assert time.monotonic() - started < 10        # at once: none waited for the sleep
+        kill_group_of("sleepPTS", pnsd.process.pid)
+        assert (await sleeping).status == 502
+    again = await web.put("/v0.6/testinit", headers=_auth())
+    assert again.status == 200, await again.text()
+    assert (await again.json())["result"] == 0 and (await again.json())["message"] == ""
+
+
+async def test_input_and_output_are_empty_after_init_and_null_after_clean(web: Any) -> None:
+    async def files(which: str) -> Any:
+        return (await (await web.get(f"/v0.6/{which}")).json())["result"]
+
+    assert (await web.put("/v0.6/init", headers=_auth())).status == 200
+    assert (await files("input"), await files("output")) == ({}, {})
+    assert (await web.delete("/v0.6/clean", headers=_auth())).status == 200
+    assert (await files("input"), await files("output")) == (None, None)
+    assert (await web.put("/v0.6/init", headers=_auth())).status == 200
+    assert (await files("input"), await files("output")) == ({}, {})
+
+
+async def test_a_cross_site_form_cannot_start_a_run(web: Any) -> None:
+    # what <form enctype="text/plain"> with one field named '{..., "pad": "' and the value '"}'
+    # sends, with the credentials the browser remembers for this server
+    form = '{"creator": "c", "rootcause": "r", "input": {"theName": "x"}, "pad": "="}'
+    resp = await web.post("/v0.6/testrun", data=form,
+                          headers={**_auth(), "Origin": "http://evil.example",
+                                   "Content-Type": "text/plain"})
+    assert resp.status == 403
+    assert (await (await web.get("/v0.6/output")).json())["result"] is None

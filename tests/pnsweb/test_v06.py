@@ -125,7 +125,7 @@ async def test_hook_answers_return_code_and_outcome(
                                "stdout": "The initialization script at /home/pns\n",
                                "stderr": ""}
     assert daemon.calls[-1].op == "pts.hook"
-    assert daemon.calls[-1].body == {"name": "hello", "hook": hook}
+    assert daemon.calls[-1].body == {"name": "hello", "hook": hook, "lock": "hello"}
 
 
 async def test_hook_honours_a_timeout(client: Any, daemon: FakeDaemon) -> None:
@@ -185,13 +185,14 @@ async def test_second_locked_operation_is_409(client: Any, daemon: FakeDaemon) -
 # -- demo reset and echo ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/v0.6/testinit", "/v0.6/inittest"])
-async def test_testinit_restores_the_demo_scripts(
+async def test_testinit_answers_result_0_and_an_empty_message_like_every_put(
     client: Any, daemon: FakeDaemon, path: str
 ) -> None:
     resp = await client.put(path, headers=AUTH)
     assert resp.status == 200
-    assert (await resp.json())["result"] == ["initPTS", "configPTS", "runPTS", "cleanPTS"]
-    assert daemon.calls[-1] == Call("demo.reset", {}, daemon.calls[-1].timeout)
+    body = await resp.json()
+    assert (body["result"], body["message"]) == (0, "")    # what the reference's clients check
+    assert daemon.calls[-1] == Call("demo.reset", {"lock": "hello"}, daemon.calls[-1].timeout)
 
 
 @pytest.mark.parametrize("value", [{"a": [1, 2, {"b": None}]}, [1, "x"], "text", 3.5, True, None])

@@ -65,7 +65,7 @@ async def test_a_changed_timeout_is_applied(client: Any, daemon: FakeDaemon) -> 
     assert resp.status == 200
     assert (await resp.json())["result"]["timeout"] == 42
     assert daemon.calls_of("pts.update")[-1].body == {
-        "name": "hello", "changes": {"timeout": 42.0}, "who": "alice"}
+        "name": "hello", "changes": {"timeout": 42.0}, "who": "alice", "lock": "hello"}
     assert (await _config(client))["timeout"] == 42
 
 

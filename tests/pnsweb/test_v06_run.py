@@ -51,7 +51,8 @@ async def test_testrun_plain_answers_creator_rootcause_and_the_answer(
     assert reply["result"]["creator"] == "me" and reply["result"]["rootcause"] == "because"
     assert reply["result"]["theAnswer"].startswith("hello world!")
     assert reply["message"]["returncode"] == 0 and reply["message"]["command"]
-    assert daemon.calls[-1].body == {"pts": "hello", "input": {"infile": "world"}}
+    assert daemon.calls[-1].body == {"pts": "hello", "input": {"infile": "world"},
+                                     "lock": "hello"}
 
 
 async def test_testrun_honours_the_body_timeout(client: Any, daemon: FakeDaemon) -> None:
@@ -155,7 +156,8 @@ async def test_run_delivers_input_and_returns_outputs(client: Any, daemon: FakeD
     reply = await resp.json()
     assert reply["result"]["outfile"].startswith("hello Ada!")
     assert reply["message"]["returncode"] == 0
-    assert daemon.calls[-1].body == {"pts": "hello", "input": {"infile": "Ada"}, "timeout": 5.0}
+    assert daemon.calls[-1].body == {"pts": "hello", "input": {"infile": "Ada"}, "timeout": 5.0,
+                                     "lock": "hello"}
 
 
 @pytest.mark.parametrize("body", [{}, {"input": "x"}, {"input": {"infile": 3}}, None])
@@ -180,7 +182,8 @@ async def test_sleep_runs_the_sleep_pts(client: Any, daemon: FakeDaemon) -> None
     assert resp.status == 200
     reply = await resp.json()
     assert reply["result"] == 0 and reply["message"]["stdout"] == "slept 2.5\n"
-    assert daemon.calls[-1].body == {"pts": "sleep-process", "input": {"seconds": "2.5"}}
+    assert daemon.calls[-1].body == {"pts": "sleep-process", "input": {"seconds": "2.5"},
+                                     "lock": "hello"}    # the default PTS's: the one lock
 
 
 async def test_sleep_killed_at_its_timeout_is_504_with_a_negative_code(

@@ -179,7 +179,7 @@ async def test_async_execution_is_201_with_location_and_status_info(
 
 @pytest.mark.parametrize(("body", "detail"), [
     ({"inputs": {"seconds": 1, "extra": 2}}, "no input extra"),
-    ({"inputs": {}}, "needs input seconds"),
+    ({"inputs": {}}, "'seconds' at /inputs/seconds fails minOccurs"),
     ({"inputs": []}, "'inputs' must be an object"),
     ({"inputs": {"seconds": 1}, "response": "weird"}, "'response'"),
     ({"inputs": {"seconds": 1}, "outputs": {"other": {}}}, "no output other"),
