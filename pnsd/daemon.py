@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -84,7 +85,10 @@ class Daemon:
         if spec.mode is Mode.PROCESS:
             home = self.settings.home
             pts_dir = (home / spec.dir) if spec.dir else home
-            return ProcessHost(spec, pts_dir=pts_dir, work_dir=self.settings.work_dir / spec.name,
+            # each generation gets an area of its own: the replaced one removes only its own
+            # when it stops, while its successor (already serving) keeps running in another
+            area = self.settings.work_dir / spec.name / f"gen-{secrets.token_hex(6)}"
+            return ProcessHost(spec, pts_dir=pts_dir, work_dir=area,
                                scripts_fallback=demo.SCRIPTS_DIR)
         from pnsd.hosts.worker import WorkerHost  # noqa: PLC0415 - built only when used
 

@@ -43,7 +43,11 @@ POLL = 0.05           # seconds between checks of ctx.cancelled and of a dying g
 
 
 class ProcessHost:
-    """Runs a process-mode PTS: each run in a fresh job dir, each command in its own group."""
+    """Runs a process-mode PTS: each run in a fresh job dir, each command in its own group.
+
+    ``work_dir`` is this generation's own area (the daemon gives each generation a fresh one):
+    :meth:`stop` removes it, so it must never be shared with another generation.
+    """
 
     queues_runs = False
 
