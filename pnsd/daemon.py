@@ -37,6 +37,7 @@ from pnsd.hosts.base import Host
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.process import ProcessHost
 from pnsd.keyfile import load_or_create_key
+from pnsd.leftovers import GroupLedger, Leftovers
 from pnsd.pidfile import Pidfile
 from pnsd.registry import Registry
 from pnsd.scheduler import Scheduler
@@ -68,6 +69,7 @@ class Daemon:
         self.store = JobStore(settings.db_path, files_dir=settings.files_dir,
                               inline_limit=settings.inline_limit,
                               max_db_bytes=settings.max_db_bytes)
+        self.ledger = GroupLedger(settings.run_dir / "groups")
         self.registry = Registry(self.build_host)
         self.scheduler = Scheduler(self.registry, self.store,
                                    record_sync=settings.record_sync_runs)
@@ -89,11 +91,11 @@ class Daemon:
             # when it stops, while its successor (already serving) keeps running in another
             area = self.settings.work_dir / spec.name / f"gen-{secrets.token_hex(6)}"
             return ProcessHost(spec, pts_dir=pts_dir, work_dir=area,
-                               scripts_fallback=demo.SCRIPTS_DIR)
+                               scripts_fallback=demo.SCRIPTS_DIR, ledger=self.ledger)
         from pnsd.hosts.worker import WorkerHost  # noqa: PLC0415 - built only when used
 
         return WorkerHost(spec, context=self.context, run_dir=self.settings.run_dir, key=self.key,
-                          key_file=self.settings.key_file)
+                          key_file=self.settings.key_file, ledger=self.ledger)
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT (or :attr:`stopping`), then stop gracefully."""
@@ -104,6 +106,9 @@ class Daemon:
 
     async def _run_with_pidfile(self) -> None:
         settings = self.settings
+        # the pidfile proved no daemon owns this home: what a killed one left is ours to end
+        await asyncio.to_thread(
+            Leftovers(self.ledger, run_dir=settings.run_dir, work_dir=settings.work_dir).clean)
         self.key = load_or_create_key(settings.key_file, create=True)
         if not self.key:
             if settings.tcp_endpoint:
