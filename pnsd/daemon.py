@@ -68,7 +68,8 @@ class Daemon:
         self.context: zmq.Context[Any] = zmq.Context()
         self.store = JobStore(settings.db_path, files_dir=settings.files_dir,
                               inline_limit=settings.inline_limit,
-                              max_db_bytes=settings.max_db_bytes)
+                              max_db_bytes=settings.max_db_bytes,
+                              retention_bytes=settings.retention_bytes)
         self.ledger = GroupLedger(settings.run_dir / "groups")
         self.registry = Registry(self.build_host)
         self.scheduler = Scheduler(self.registry, self.store,

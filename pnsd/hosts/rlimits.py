@@ -2,8 +2,8 @@
 
 Owns turning a spec's :class:`~pnsd.spec.Limits` into ``setrlimit`` calls that run in the
 child between fork and exec (with, on request, the parent-death signal), and describing how a
-child ended in words that say when a limit or the kernel's OOM killer was the cause. It must not start processes itself or touch the
-daemon's own limits.
+child ended in words that say when a limit or the kernel's OOM killer was the cause. It must
+not start processes itself or touch the daemon's own limits.
 
 Why a ``preexec_fn`` is acceptable here: CPython warns that code run between fork and exec in a
 multi-threaded parent may deadlock on a lock another thread held at fork time (malloc, logging,

@@ -60,7 +60,7 @@ async def test_runs_before_and_after_a_process_mode_swap_succeed(
         assert await run(client, "first") == "v1 first"
         (marks / "gate").unlink()
         held = asyncio.create_task(run(client, "held"))
-        await until(lambda: (marks / "started-held").exists(), timeout=20, every=0.01)
+        await until((marks / "started-held").exists, timeout=20, every=0.01)
         if how == "replace":
             await client.call("pts.replace", {"name": "proc", "spec": write_spec(code, "v2")})
         else:
