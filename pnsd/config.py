@@ -146,7 +146,11 @@ def find_config(config: Path | None, env: Mapping[str, str]) -> Path | None:
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist", file=str(path))
         return path
-    return next((path for path in config_search_path(env) if path.is_file()), None)
+    found = [path for path in config_search_path(env) if path.is_file()]
+    if len(found) > 1:     # e.g. a service user's ~/.config hiding /etc/pns: say so
+        _log.warning("config_shadowed", used=str(found[0]), ignored=[str(p) for p in found[1:]],
+                     hint="give --config to choose")
+    return found[0] if found else None
 
 
 def ensure_home(settings: Settings) -> None:

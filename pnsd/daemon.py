@@ -38,6 +38,7 @@ from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.process import ProcessHost
 from pnsd.keyfile import load_or_create_key
 from pnsd.leftovers import GroupLedger, Leftovers
+from pnsd.notify import Notifier
 from pnsd.pidfile import Pidfile
 from pnsd.registry import Registry
 from pnsd.scheduler import Scheduler
@@ -71,6 +72,7 @@ class Daemon:
                               max_db_bytes=settings.max_db_bytes,
                               retention_bytes=settings.retention_bytes)
         self.ledger = GroupLedger(settings.run_dir / "groups")
+        self.notifier = Notifier()
         self.registry = Registry(self.build_host)
         self.scheduler = Scheduler(self.registry, self.store,
                                    record_sync=settings.record_sync_runs)
@@ -180,6 +182,7 @@ class Daemon:
             socket_path.unlink()  # a stale socket: the pidfile check proved nobody owns it
         server.bind()
         self.ready.set()
+        self.notifier.send(f"READY=1\nMAINPID={os.getpid()}")
         log.info("daemon_ready", pid=os.getpid(), endpoints=server.bound,
                  pts=self.registry.names(), failed=sorted(self.handlers.failures))
 
@@ -197,6 +200,7 @@ class Daemon:
 
     async def _shutdown(self, server: Server) -> None:
         log.info("daemon_stopping")
+        self.notifier.send("STOPPING=1")
         await self.scheduler.shutdown(grace=SHUTDOWN_GRACE)
         await server.drain(timeout=1.0)
         server.close()
