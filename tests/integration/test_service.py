@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from protocols.client import Client
 from pnsd.keyfile import load_or_create_key
+from protocols.client import Client
 from tests.integration.conftest import child_env, settings_for, write_config
 
 pytestmark = pytest.mark.slow
