@@ -18,17 +18,15 @@ $(STAMP): pyproject.toml
 venv install: $(STAMP)
 
 ## Start pnsd (in the background) and pnsweb (in the foreground) with the demo PTS under an
-## embedded home ($(PNS_HOME)). Ctrl-C stops both.
+## embedded home ($(PNS_HOME)). Ctrl-C, or SIGTERM/SIGINT/SIGHUP to make, stops both.
 WEB_USER ?= demo
 WEB_PASSWORD ?= demo
+WEB_PORT ?= 5000
 run: $(STAMP)
-	@$(VENV)/bin/pnsd status --home $(PNS_HOME) >/dev/null 2>&1 || \
-		$(VENV)/bin/pnsd start --detach --home $(PNS_HOME) >/dev/null
-	@echo "pnsd is running (home $(PNS_HOME), log $(PNS_HOME)/pnsd.log)"
-	@echo "web API: http://127.0.0.1:5000/v0.6/ and http://127.0.0.1:5000/v1/processes"
-	@echo "         (user $(WEB_USER), password $(WEB_PASSWORD)); Ctrl-C stops pnsweb and pnsd"
-	@trap '$(VENV)/bin/pnsd stop --home $(PNS_HOME) >/dev/null 2>&1' EXIT INT TERM; \
-		$(VENV)/bin/pnsweb -u $(WEB_USER) -p $(WEB_PASSWORD)
+	@echo "web API: http://127.0.0.1:$(WEB_PORT)/v0.6/ and http://127.0.0.1:$(WEB_PORT)/v1/processes"
+	@echo "         (user $(WEB_USER), password $(WEB_PASSWORD)); pnsd home $(PNS_HOME),"
+	@echo "         log $(PNS_HOME)/pnsd.log; Ctrl-C stops pnsweb and pnsd"
+	@PNSWEB_PASSWORD='$(WEB_PASSWORD)' exec $(PY) scripts/devrun.py '$(PNS_HOME)' '$(WEB_PORT)' '$(WEB_USER)'
 
 ## Lint, then the whole test suite (slow integration tests included).
 test: $(STAMP) lint
@@ -39,7 +37,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check protocols pnslog pnsd pnsweb tests bench faults
+	$(VENV)/bin/ruff check protocols pnslog pnsd pnsweb tests bench faults scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

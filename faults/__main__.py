@@ -12,6 +12,7 @@ import sys
 import time
 
 from faults import (
+    crash_leftovers,
     daemon_kill,
     disk_full,
     http_garbage,
@@ -27,6 +28,8 @@ from faults.runner import Fault, run_fault
 FAULTS: tuple[Fault, ...] = (
     Fault("worker-kill", "SIGKILL of a worker mid-job", worker_faults.worker_kill),
     Fault("pnsd-kill", "SIGKILL of pnsd mid-load, then restart", daemon_kill.pnsd_kill),
+    Fault("crash-leftovers", "SIGKILL of pnsd with busy processes: none outlive the restart",
+          crash_leftovers.crash_leftovers),
     Fault("worker-stop", "SIGSTOP of a worker (hang)", worker_faults.worker_stop),
     Fault("web-restart", "pnsweb restarted under load", web_restart.web_restart),
     Fault("disk-full", "the job store's disk is full", disk_full.disk_full),

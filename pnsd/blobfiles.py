@@ -18,8 +18,9 @@ def write_blob(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Write (and, if ``durable``, fsync) then rename into place: a row never sees a part file."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        with os.fdopen(os.open(tmp, flags, 0o600), "wb") as fh:     # others never read a job
             fh.write(data)
             if durable:
                 fh.flush()

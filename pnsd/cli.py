@@ -115,11 +115,12 @@ def detach(args: argparse.Namespace, settings: Settings) -> int:
     """Start the daemon in the background and return once it answers a ping."""
     if (pid := read_pid(settings.pidfile)) is not None:
         raise CliError(f"pnsd is already running with pid {pid}")
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "pnsd", "start", "--home", str(settings.home)]
     if args.config:
         argv += ["--config", args.config]
-    with open(settings.home / "pnsd.log", "ab") as log:
+    log_fd = os.open(settings.home / "pnsd.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(log_fd, "ab") as log:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                  start_new_session=True)
     deadline = time.monotonic() + (args.timeout or 30.0)

@@ -146,13 +146,18 @@ def find_config(config: Path | None, env: Mapping[str, str]) -> Path | None:
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist", file=str(path))
         return path
-    return next((path for path in config_search_path(env) if path.is_file()), None)
+    found = [path for path in config_search_path(env) if path.is_file()]
+    if len(found) > 1:     # e.g. a service user's ~/.config hiding /etc/pns: say so
+        _log.warning("config_shadowed", used=str(found[0]), ignored=[str(p) for p in found[1:]],
+                     hint="give --config to choose")
+    return found[0] if found else None
 
 
 def ensure_home(settings: Settings) -> None:
-    """Create the home and its directories; ``run/`` (the ipc sockets) is made private."""
+    """Create the home and its directories; the home and ``run/`` (the ipc sockets) are made
+    private: a home others could read (the job database, the key) is tightened to 0700."""
     try:
-        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_private_dir(settings.home)
         _make_private_dir(settings.run_dir)
         ipc_path = ipc_socket_path(settings.endpoint)
         for path in (settings.pts_dir, settings.work_dir, settings.files_dir,
@@ -170,8 +175,9 @@ def ipc_socket_path(endpoint: str) -> Path | None:
 
 def _make_private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
+    if (mode := path.stat().st_mode & 0o777) & 0o077:
         path.chmod(0o700)
+        _log.warning("dir_made_private", path=str(path), was=f"{mode:o}", now="700")
 
 
 class _Table:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,8 @@ from pnsd.hosts.base import Host
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.process import ProcessHost
 from pnsd.keyfile import load_or_create_key
+from pnsd.leftovers import GroupLedger, Leftovers
+from pnsd.notify import Notifier
 from pnsd.pidfile import Pidfile
 from pnsd.registry import Registry
 from pnsd.scheduler import Scheduler
@@ -66,7 +69,10 @@ class Daemon:
         self.context: zmq.Context[Any] = zmq.Context()
         self.store = JobStore(settings.db_path, files_dir=settings.files_dir,
                               inline_limit=settings.inline_limit,
-                              max_db_bytes=settings.max_db_bytes)
+                              max_db_bytes=settings.max_db_bytes,
+                              retention_bytes=settings.retention_bytes)
+        self.ledger = GroupLedger(settings.run_dir / "groups")
+        self.notifier = Notifier()
         self.registry = Registry(self.build_host)
         self.scheduler = Scheduler(self.registry, self.store,
                                    record_sync=settings.record_sync_runs)
@@ -84,12 +90,15 @@ class Daemon:
         if spec.mode is Mode.PROCESS:
             home = self.settings.home
             pts_dir = (home / spec.dir) if spec.dir else home
-            return ProcessHost(spec, pts_dir=pts_dir, work_dir=self.settings.work_dir / spec.name,
-                               scripts_fallback=demo.SCRIPTS_DIR)
+            # each generation gets an area of its own: the replaced one removes only its own
+            # when it stops, while its successor (already serving) keeps running in another
+            area = self.settings.work_dir / spec.name / f"gen-{secrets.token_hex(6)}"
+            return ProcessHost(spec, pts_dir=pts_dir, work_dir=area,
+                               scripts_fallback=demo.SCRIPTS_DIR, ledger=self.ledger)
         from pnsd.hosts.worker import WorkerHost  # noqa: PLC0415 - built only when used
 
         return WorkerHost(spec, context=self.context, run_dir=self.settings.run_dir, key=self.key,
-                          key_file=self.settings.key_file)
+                          key_file=self.settings.key_file, ledger=self.ledger)
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT (or :attr:`stopping`), then stop gracefully."""
@@ -100,6 +109,9 @@ class Daemon:
 
     async def _run_with_pidfile(self) -> None:
         settings = self.settings
+        # the pidfile proved no daemon owns this home: what a killed one left is ours to end
+        await asyncio.to_thread(
+            Leftovers(self.ledger, run_dir=settings.run_dir, work_dir=settings.work_dir).clean)
         self.key = load_or_create_key(settings.key_file, create=True)
         if not self.key:
             if settings.tcp_endpoint:
@@ -170,6 +182,7 @@ class Daemon:
             socket_path.unlink()  # a stale socket: the pidfile check proved nobody owns it
         server.bind()
         self.ready.set()
+        self.notifier.send(f"READY=1\nMAINPID={os.getpid()}")
         log.info("daemon_ready", pid=os.getpid(), endpoints=server.bound,
                  pts=self.registry.names(), failed=sorted(self.handlers.failures))
 
@@ -187,6 +200,7 @@ class Daemon:
 
     async def _shutdown(self, server: Server) -> None:
         log.info("daemon_stopping")
+        self.notifier.send("STOPPING=1")
         await self.scheduler.shutdown(grace=SHUTDOWN_GRACE)
         await server.drain(timeout=1.0)
         server.close()

@@ -136,3 +136,29 @@ def where(pts: str | None, status: Status | None) -> tuple[str, list[Any]]:
         clauses.append("status = ?")
         params.append(Status(status).value)
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+SIZE_SQL = "SELECT COALESCE(SUM(input_size + result_size), 0) FROM jobs"
+
+
+def trim(target: int, conn: sqlite3.Connection) -> tuple[list[tuple[str, bool]], int]:
+    """Delete the oldest finished jobs until inputs and results total at most ``target``.
+
+    Returns (id, had files) of each deleted and the total left (above ``target`` when the
+    unfinished jobs alone hold more).
+    """
+    total = int(scalar(SIZE_SQL, [], conn))
+    victims: list[tuple[str, bool]] = []
+    if total <= target:
+        return victims, total
+    cursor = conn.execute(
+        "SELECT id, input_file OR result_file, input_size + result_size FROM jobs "
+        f"WHERE {FINISHED_SQL} ORDER BY finished, rowid")
+    for job_id, files, size in cursor:       # lazily: the table may hold millions of rows
+        if total <= target:
+            break
+        victims.append((job_id, bool(files)))
+        total -= size
+    cursor.close()
+    conn.executemany("DELETE FROM jobs WHERE id = ?", [(v[0],) for v in victims])
+    return victims, total

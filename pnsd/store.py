@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,12 +25,14 @@ from pnsd import jobsql
 from pnsd.blobfiles import read_blob, remove, remove_all, write_blob
 from pnsd.errors import Conflict, StorageError
 from pnsd.jobs import RESTART_REASON, Job, Status
+from pnsd.retention import SizeBound
 from pnsd.storedb import Kind, Op, SqlFn, Writer
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 JobList = list[Job]  # JobStore.list shadows the builtin inside the class
+Trimmed = tuple[list[tuple[str, bool]], int]   # (id, had files) of each deleted job, bytes left
 
 class JobStore:
     """Job records in SQLite at ``db_path``; blobs over ``inline_limit`` under ``files_dir``."""
@@ -48,6 +51,7 @@ class JobStore:
         clock: Callable[[], float] = time.time,
         batch_size: int = 256,
         max_db_bytes: int | None = None,
+        retention_bytes: int | None = None,
     ) -> None:
         self._path = db_path
         self._files = files_dir
@@ -58,6 +62,8 @@ class JobStore:
         self._writer: Writer | None = None
         self._records: list[dict[str, Any]] = []   # finished sync runs, not handed over yet
         self._hand_over_timer: asyncio.TimerHandle | None = None
+        self._bound = SizeBound(retention_bytes)
+        self._trims: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         if self._writer is not None:
@@ -74,10 +80,13 @@ class JobStore:
             raise
         await asyncio.to_thread(self._files.mkdir, parents=True, exist_ok=True)
         self._writer = writer
+        self._bound.stored = int(await self._read(partial(jobsql.scalar, jobsql.SIZE_SQL, []),
+                                                  "sum job sizes"))
         log.info("store_opened", path=str(self._path), jobs=await self.count())
 
     async def close(self) -> None:
         self._hand_over()
+        await asyncio.gather(*self._trims, return_exceptions=True)
         writer, self._writer = self._writer, None
         if writer is None:
             return
@@ -101,6 +110,7 @@ class JobStore:
         except StorageError:
             await asyncio.to_thread(remove, self._job_dir(job.id))
             raise
+        self._grew(job.input_size)
 
     def fits_inline(self, blob: bytes | None) -> bool:
         """True when ``blob`` is kept in its row rather than in a file."""
@@ -146,6 +156,7 @@ class JobStore:
         self._records.append(row)
         if len(self._records) >= self.RECORD_BATCH:
             self._hand_over()
+        self._grew(row["input_size"] + row["result_size"])
 
     def _hand_over(self) -> None:
         if self._hand_over_timer is not None:
@@ -184,6 +195,7 @@ class JobStore:
         except StorageError:
             await asyncio.to_thread(remove, self._job_dir(job.id) / "result.bin")
             raise
+        self._grew(job.result_size)
 
     async def get(self, job_id: str) -> Job:
         return await self._read(partial(jobsql.select_job, job_id), f"read job {job_id}")
@@ -278,6 +290,34 @@ class JobStore:
             "lost": writer.lost,
         }
 
+    def _grew(self, size: int) -> None:
+        """Count ``size`` more stored bytes; past ``retention_bytes``, queue a trim right behind
+        the write that crossed it (the writer runs ops in order), so the bound holds at write
+        time: the store exceeds it by at most the job just written."""
+        target = self._bound.grow(size)
+        if target is None:
+            return
+        op = self._queue(Kind.WRITE, partial(jobsql.trim, target), durable=True,
+                         what="trim to the retention bound")
+        assert op.future is not None
+        task = asyncio.get_running_loop().create_task(
+            self._trimmed(op.future, target, self._bound.grown), name="store-trim")
+        self._trims.add(task)
+        task.add_done_callback(self._trims.discard)
+
+    async def _trimmed(self, future: Future[Trimmed], target: int,
+                       grown: int) -> None:
+        """Remove the files of the jobs a trim deleted; learn what the store holds now."""
+        try:
+            victims, left = await asyncio.wrap_future(future)
+        except StorageError as exc:   # a full or broken store: the next write tries again
+            self._bound.failed()
+            log.error("retention_trim_failed", error=exc.message)
+            return
+        self._bound.trimmed(left, target, grown)
+        await asyncio.to_thread(remove_all, [self._job_dir(i) for i, files in victims if files])
+        log.info("store_trimmed", deleted=len(victims), left=left, target=target)
+
     def _queue(self, kind: Kind, fn: SqlFn[Any] | None, *, durable: bool, what: str) -> Op:
         return self._queued_writer().submit(kind, fn, durable=durable, what=what)
 
@@ -319,3 +359,4 @@ class JobStore:
         if not in_file:
             return blob
         return await asyncio.to_thread(read_blob, self._job_dir(job_id) / f"{name}.bin")
+

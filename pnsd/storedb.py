@@ -9,6 +9,7 @@ nothing of jobs beyond the schema; :mod:`pnsd.store` builds the job operations o
 
 from __future__ import annotations
 
+import os
 import queue
 import sqlite3
 import threading
@@ -270,7 +271,8 @@ class Writer:
             future.set_exception(error)
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._make_private()
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
         try:
             self._prepare(conn)
@@ -286,6 +288,18 @@ class Writer:
             conn.close()
             raise
         return conn
+
+    def _make_private(self) -> None:
+        """Create the database file 0600 (SQLite gives its -wal and -shm the same mode) and
+        tighten the three files if an earlier version left them readable by others."""
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            for suffix in ("", "-wal", "-shm"):
+                path = Path(f"{self.path}{suffix}")
+                if path.exists() and path.stat().st_mode & 0o077:
+                    path.chmod(0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot open job database {self.path}: {exc.strerror}") from exc
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.row_factory = sqlite3.Row

@@ -185,7 +185,8 @@ class WorkerProcess:
         transport, protocol = await loop.subprocess_exec(
             lambda: _ChildProtocol(output, loop), *argv,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=dict(env), cwd=cwd, start_new_session=True, preexec_fn=preexec_for(limits),
+            env=dict(env), cwd=cwd, start_new_session=True,
+            preexec_fn=preexec_for(limits, die_with_parent=True),   # a killed daemon takes it
         )
         return cls(transport, protocol)
 

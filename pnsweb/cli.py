@@ -1,7 +1,8 @@
 """The ``pnsweb`` command: serve the web API in front of a running pnsd.
 
 Owns the reference server's flags (``--username/-u``, ``--password/-p``, ``--ip/-i``,
-``--port/-o``, ``-v``) plus ``--config``, building the settings from them and the shared config
+``--port/-o``, ``-v``) plus ``--config`` and ``--password-file`` (or ``$PNSWEB_PASSWORD``: a
+password that ``ps`` cannot show), building the settings from them and the shared config
 file, the daemon client's lifetime, and a graceful stop on SIGTERM/SIGINT. A password given on
 the command line is hashed at start and never kept in clear. ``--hash-password`` prints a hash
 for a ``[[pnsweb.users]]`` entry of the config file.
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import dataclasses
 import getpass
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -29,6 +31,7 @@ from protocols import memory
 from protocols.client import AsyncClient
 
 EXIT_FAILURE = 1
+PASSWORD_ENV = "PNSWEB_PASSWORD"    # the --username's password, kept out of the command line
 EXIT_USAGE = 2
 log = structlog.get_logger(__name__)
 
@@ -38,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pnsweb", description="The PNS web API (/v0.6 and /v1) in front of pnsd.")
     parser.add_argument("--config", type=Path, help="the pnsd TOML config file")
     parser.add_argument("--username", "-u", help="a user allowed to modify (an administrator)")
-    parser.add_argument("--password", "-p", help="that user's password (hashed at start)")
+    parser.add_argument("--password", "-p",
+                        help="that user's password (hashed at start; shows in ps: prefer "
+                        f"--password-file or ${PASSWORD_ENV})")
+    parser.add_argument("--password-file", type=Path,
+                        help="read that user's password from this file (its first line)")
     parser.add_argument("--ip", "-i", dest="host", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", "-o", type=int, help="port to listen on (5000)")
     parser.add_argument("--verbose", "-v", action="store_true",
@@ -77,10 +84,12 @@ def settings_of(args: argparse.Namespace) -> WebSettings:
     if not 0 <= port <= 65535:
         raise SettingsError(f"--port {port} is not a port number")
     users = settings.users
-    if args.username is not None or args.password is not None:
-        if not args.username or not args.password:
-            raise SettingsError("--username and --password go together")
-        admin = User(args.username, hash_password(args.password), admin=True)
+    password = _given_password(args)
+    if args.username is not None or password is not None:
+        if not args.username or not password:
+            raise SettingsError("--username and --password (or --password-file, or "
+                                f"${PASSWORD_ENV}) go together")
+        admin = User(args.username, hash_password(password), admin=True)
         users = (admin, *(u for u in users if u.name != args.username))
     return dataclasses.replace(settings, host=args.host or settings.host, port=port,
                                users=users, verbose=args.verbose)
@@ -133,6 +142,23 @@ def _url(runner: web.AppRunner, settings: WebSettings) -> str:
             break
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return f"http://{host}:{port}"
+
+
+def _given_password(args: argparse.Namespace) -> str | None:
+    """--password, else the first line of --password-file, else $PNSWEB_PASSWORD when a
+    --username is given (a password in the environment is for that user only)."""
+    if args.password is not None:
+        return str(args.password)
+    if args.password_file is not None:
+        try:
+            lines = args.password_file.read_text().splitlines()
+        except OSError as exc:
+            raise SettingsError(f"cannot read --password-file {args.password_file}: "
+                                f"{exc.strerror or exc}") from exc
+        return lines[0] if lines else ""
+    if args.username:
+        return os.environ.get(PASSWORD_ENV)
+    return None
 
 
 def _read_password() -> str:

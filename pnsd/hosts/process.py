@@ -30,6 +30,7 @@ from pnsd.errors import BadRequest, Cancelled, InvalidSpec, NotReady, PtsFailed,
 from pnsd.hosts.base import HOOKS, HostState
 from pnsd.hosts.mailbox import make_exchange_dirs, make_job_dir, read_files, validate_inputs
 from pnsd.hosts.rlimits import preexec_for
+from pnsd.leftovers import GroupLedger
 from pnsd.spec import PtsSpec
 from protocols.context import RunContext
 
@@ -43,16 +44,21 @@ POLL = 0.05           # seconds between checks of ctx.cancelled and of a dying g
 
 
 class ProcessHost:
-    """Runs a process-mode PTS: each run in a fresh job dir, each command in its own group."""
+    """Runs a process-mode PTS: each run in a fresh job dir, each command in its own group.
+
+    ``work_dir`` is this generation's own area (the daemon gives each generation a fresh one):
+    :meth:`stop` removes it, so it must never be shared with another generation.
+    """
 
     queues_runs = False
 
     def __init__(
         self, spec: PtsSpec, *, pts_dir: Path, work_dir: Path,
         scripts_fallback: Path | None = None, max_output: int = 16 * 2**20,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None, ledger: GroupLedger | None = None,
     ) -> None:
         self.spec = spec
+        self._ledger = ledger       # notes each child's group, for a restart after a crash
         self._pts_dir = pts_dir
         self._work_dir = work_dir
         self._fallback = scripts_fallback
@@ -197,6 +203,8 @@ class ProcessHost:
             capture.returncode = transport.get_returncode()
             transport.close()
             self._running.pop(pgid, None)
+        if self._ledger is not None:    # a cancelled run's entry stays: the next start drops it
+            await asyncio.to_thread(self._ledger.forget, pgid)
         elapsed = round(time.monotonic() - started, 3)
         if ending != "exited":
             log.warning("process_timeout", pts=self.spec.name, op=op, pid=pgid, reason=ending,
@@ -235,6 +243,8 @@ class ProcessHost:
         self._running[transport.get_pid()] = capture
         if self._state.state == "stopped":       # stop() came while this child was starting
             _signal_group(transport.get_pid(), signal.SIGKILL)
+        elif self._ledger is not None:
+            await asyncio.to_thread(self._ledger.record, transport.get_pid())
         return transport, capture
 
     def _abandon(self, spawn: asyncio.Future[tuple[asyncio.SubprocessTransport, _Capture]]) -> None:

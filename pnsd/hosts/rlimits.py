@@ -1,22 +1,27 @@
 """Resource limits (rlimits) for the children the hosts start, and how a child's end is told.
 
 Owns turning a spec's :class:`~pnsd.spec.Limits` into ``setrlimit`` calls that run in the
-child between fork and exec, and describing how a child ended in words that say when a limit
-or the kernel's OOM killer was the cause. It must not start processes itself or touch the
-daemon's own limits.
+child between fork and exec (with, on request, the parent-death signal), and describing how a
+child ended in words that say when a limit or the kernel's OOM killer was the cause. It must
+not start processes itself or touch the daemon's own limits.
 
 Why a ``preexec_fn`` is acceptable here: CPython warns that code run between fork and exec in a
 multi-threaded parent may deadlock on a lock another thread held at fork time (malloc, logging,
 the import lock). The function built here is a closure over pre-computed integers; it only
-calls ``resource.setrlimit`` (already imported, no logging, no imports, nothing that takes a
+calls ``resource.setrlimit`` and, for workers, libc's ``prctl`` through a ctypes function
+looked up in the parent (already imported, no logging, no imports, nothing that takes a
 Python-level lock), and glibc's malloc is fork-safe. The alternatives are worse: ``prlimit(pid)``
 after spawning races the child's exec, and a wrapper process (the ``prlimit`` tool or a
-``python -c`` shim) costs an extra exec per run. When a spec sets no limits, no preexec
-function is used at all, so :mod:`subprocess` keeps its fast vfork/posix_spawn path.
+``python -c`` shim) costs an extra exec per run. When a process-mode spec sets no limits, no
+preexec function is used at all, so :mod:`subprocess` keeps its fast vfork/posix_spawn path
+(process-mode children get no parent-death signal for that reason: a restarted daemon ends
+their groups from the ledger of :mod:`pnsd.leftovers`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import resource
 import signal
 from collections.abc import Callable
@@ -24,6 +29,7 @@ from collections.abc import Callable
 from pnsd.spec import Limits
 
 RlimitSetting = tuple[int, tuple[int, int]]
+PR_SET_PDEATHSIG = 1     # from <linux/prctl.h>
 
 
 def rlimit_settings(limits: Limits) -> list[RlimitSetting]:
@@ -48,17 +54,39 @@ def rlimit_settings(limits: Limits) -> list[RlimitSetting]:
     return settings
 
 
-def preexec_for(limits: Limits) -> Callable[[], None] | None:
-    """A function applying ``limits`` in the child, or None when there is nothing to apply."""
+def preexec_for(limits: Limits, *, die_with_parent: bool = False) -> Callable[[], None] | None:
+    """A function applying ``limits`` in the child, or None when there is nothing to apply.
+
+    With ``die_with_parent`` the child also asks the kernel for SIGKILL when its parent dies
+    (``PR_SET_PDEATHSIG``), so a daemon killed outright takes it along. The kernel sends that
+    signal when the parent THREAD that forked the child ends, not the process: the hosts start
+    their children from the event loop's thread (``loop.subprocess_exec`` forks there), which
+    lives as long as the daemon serves.
+    """
     settings = rlimit_settings(limits)
-    if not settings:
+    prctl = _prctl() if die_with_parent else None
+    parent = os.getpid()
+    if not settings and prctl is None:
         return None
 
-    def apply_rlimits() -> None:
+    def apply_limits() -> None:
         for res, pair in settings:
             resource.setrlimit(res, pair)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:     # the parent died before the request took effect
+                os._exit(1)
 
-    return apply_rlimits
+    return apply_limits
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, looked up in the parent (nothing is loaded between fork and exec)."""
+    try:
+        function: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None     # not Linux: the restart's sweep of recorded groups still applies
+    return function
 
 
 def describe_exit(returncode: int | None, limits: Limits, *, oom_before: int) -> str:

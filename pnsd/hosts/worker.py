@@ -24,6 +24,7 @@ import zmq
 from pnsd.errors import BadRequest, InvalidSpec, Unavailable
 from pnsd.hosts.base import HOOKS, HostState
 from pnsd.hosts.dispatcher import Dispatcher, Reply, Run
+from pnsd.leftovers import GroupLedger
 from pnsd.spec import PtsSpec
 from pnsd.supervisor import (
     Launch,
@@ -52,8 +53,9 @@ class WorkerHost:
 
     def __init__(self, spec: PtsSpec, *, context: zmq.Context[Any], run_dir: Path,
                  key: bytes, key_file: Path | None = None,
-                 tuning: WorkerTuning | None = None) -> None:
+                 tuning: WorkerTuning | None = None, ledger: GroupLedger | None = None) -> None:
         self.spec = spec
+        self._ledger = ledger       # notes each worker's group, for a restart after a crash
         self.tuning = tuning or WorkerTuning()
         self._context = context
         self._run_dir = run_dir
@@ -130,6 +132,7 @@ class WorkerHost:
                     worker.process.signal_group(signal.SIGKILL)
             if self._pump is not None:
                 self._pump.close()
+        await asyncio.gather(*self._background, return_exceptions=True)   # the exits' forgets
         await asyncio.to_thread(self._launch.remove)
         self._set_state("stopped")
         log.info("worker_host_stopped", pts=self.spec.name, restarts=self._restarts.total)
@@ -244,10 +247,14 @@ class WorkerHost:
         process.exited.add_done_callback(lambda _: self._on_exit(worker, process))
         if self._state.state in ("stopping", "stopped"):
             process.signal_group(signal.SIGKILL)
+        elif self._ledger is not None:
+            await asyncio.to_thread(self._ledger.record, process.pid)
 
     def _on_exit(self, worker: WorkerSlot, process: WorkerProcess) -> None:
         process.signal_group(signal.SIGKILL)        # whatever the PTS left behind in its group
         process.closed.add_done_callback(lambda _: process.close())
+        if self._ledger is not None:
+            self._keep(asyncio.to_thread(self._ledger.forget, process.pid), "forget")
         if worker.process is not process:
             return
         reason, counts = worker.release(process, self.spec.limits,
