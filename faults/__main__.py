@@ -14,6 +14,7 @@ import time
 from faults import (
     daemon_kill,
     disk_full,
+    flood,
     http_garbage,
     protocol_garbage,
     slow_clients,
@@ -31,6 +32,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("web-restart", "pnsweb restarted under load", web_restart.web_restart),
     Fault("disk-full", "the job store's disk is full", disk_full.disk_full),
     Fault("protocol", "1,000 bad protocol messages", protocol_garbage.protocol_garbage),
+    Fault("flood", "a flood of forged, stale and replayed messages", flood.flood),
     Fault("http", "1,000 malformed HTTP requests", http_garbage.http_garbage),
     Fault("slowloris", "slow clients while others are served", slow_clients.slow_clients),
 )
