@@ -17,6 +17,7 @@ from faults import (
     flood,
     http_garbage,
     protocol_garbage,
+    replay,
     slow_clients,
     soak,
     web_restart,
@@ -33,6 +34,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("disk-full", "the job store's disk is full", disk_full.disk_full),
     Fault("protocol", "1,000 bad protocol messages", protocol_garbage.protocol_garbage),
     Fault("flood", "a flood of forged, stale and replayed messages", flood.flood),
+    Fault("replay", "captured requests replayed within and after the window", replay.replay),
     Fault("http", "1,000 malformed HTTP requests", http_garbage.http_garbage),
     Fault("slowloris", "slow clients while others are served", slow_clients.slow_clients),
 )
