@@ -149,3 +149,20 @@ async def test_a_client_that_disconnects_mid_request_leaves_the_job_to_complete(
         assert jobs[0]["status"] == "successful"
     assert (await web.get("/v1/processes")).status == 200   # and the front-end carries on
     del reader
+
+
+async def test_a_pnsweb_with_another_key_answers_502_at_once_and_the_daemon_counts_it(
+        aiohttp_client: Any, pnsd: DaemonProcess) -> None:
+    env = {"HOME": str(pnsd.home), "PNS_HOME": str(pnsd.home)}
+    settings = load_settings(config=pnsd.config, env=env)
+    settings = dataclasses.replace(
+        settings, key=b"0" * 64, users=(User(CREDENTIALS[0], hash_password(CREDENTIALS[1])),))
+    async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
+        web = await aiohttp_client(create_app(settings, client=client))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response = await web.get("/v1/processes", headers=AUTH)
+        assert response.status == 502 and loop.time() - started < 20   # not the 60 s timeout
+        assert "signature" in (await response.json())["detail"]
+    with pnsd.client() as daemon:
+        assert daemon.call("status", {})["refusals"]["refused"]["auth"] >= 1
