@@ -3,11 +3,12 @@
 A raw DEALER socket sends messages built with :class:`protocols.codec.Codec` and then broken
 (bad frames, cut headers and bodies, missing or wrong signatures, stale and replayed ids, a
 version from the future, bodies over the size limit, unknown operations, wrong fields) while a
-well-behaved client keeps running ``echo``. Every message whose header can be read must be
-answered with an ``error`` of the expected code (SPEC.md, "Signing": "answers ... whenever the
-header could be read"); the others must be dropped. The daemon must survive and the good
-client must see zero failures. Messages over the hard frame cap cost the sender its connection,
-so they go on throwaway sockets.
+well-behaved client keeps running ``echo``. Every request the daemon reads must be answered
+with an ``error`` of the expected code; a message refused at the front door whose header can be
+read is answered with its code within the refusal budget (SPEC.md, "Refusals": at most
+ANSWER_RATE a second after a burst of ANSWER_BURST), or not at all; the others must be dropped.
+The daemon must survive and the good client must see zero failures. Messages over the hard
+frame cap cost the sender its connection, so they go on throwaway sockets.
 """
 
 from __future__ import annotations
@@ -27,12 +28,16 @@ import zmq.asyncio
 from faults.procs import Node
 from faults.report import Row
 from faults.runner import Context
-from protocols.codec import Codec, new_message_id
+from pnsd.refusals import ANSWER_BURST, ANSWER_RATE
+from protocols.codec import Codec, new_message_id, read_refusal
 from protocols.errors import ErrorCode, PnsError, RemoteError
 from protocols.signing import Signer
 from protocols.version import MAGIC
 
 LIMIT = 1 << 20          # the daemon's max_message_bytes for this fault
+# The codes of the front door's refusals: answered within the budget, or not at all.
+REFUSALS = frozenset([ErrorCode.MALFORMED, ErrorCode.VERSION, ErrorCode.AUTH,
+                      ErrorCode.REPLAY, ErrorCode.TOO_LARGE])
 REPLY_WAIT = 15.0        # seconds to wait for the last answers
 
 
@@ -270,6 +275,7 @@ async def _send_bad(node: Node, forge: Forge, bad: list[Bad], row: Row) -> None:
     answered: dict[str, list[tuple[str, str]]] = {}
     reader = asyncio.create_task(_read_replies(sock, forge.codec, answered))
     kinds: dict[str, int] = {}
+    started = time.monotonic()
     try:
         for item in bad:
             kinds[item.kind] = kinds.get(item.kind, 0) + 1
@@ -294,7 +300,7 @@ async def _send_bad(node: Node, forge: Forge, bad: list[Bad], row: Row) -> None:
         await asyncio.gather(reader, return_exceptions=True)
         sock.close(linger=0)
         context.term()
-    _judge(pending, answered, row)
+    _judge(pending, answered, row, time.monotonic() - started)
     row.expected = sum(len(items) for items in pending.values())
     row.note("kinds: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
 
@@ -313,24 +319,41 @@ async def _read_replies(sock: zmq.asyncio.Socket, codec: Codec,
         try:
             message = codec.decode(frames)
         except PnsError as exc:
-            answered.setdefault("<undecodable>", []).append(("?", str(exc)))
-            continue
+            refusal = read_refusal(frames)      # refusals of unauthenticated messages: unsigned
+            if refusal is None:
+                answered.setdefault("<undecodable>", []).append(("?", str(exc)))
+                continue
+            message = refusal
         code = "ok" if message.type != "error" else RemoteError.from_body(message.body).code
         answered.setdefault(message.re or "<no re>", []).append((code, message.type))
 
 
 def _missing(pending: dict[str, list[Bad]], answered: dict[str, list[tuple[str, str]]]) -> bool:
-    return any(len(answered.get(msg_id, [])) < len(items) for msg_id, items in pending.items())
+    """Some request the daemon must answer (not a refusal within the budget) is unanswered."""
+    return any(len(answered.get(msg_id, [])) < sum(i.expect not in REFUSALS for i in items)
+               for msg_id, items in pending.items())
 
 
 def _judge(pending: dict[str, list[Bad]], answered: dict[str, list[tuple[str, str]]],
-           row: Row) -> None:
+           row: Row, seconds: float) -> None:
+    refusals = 0
     for msg_id, items in pending.items():
         got = sorted(code for code, _ in answered.get(msg_id, []))
         wanted = sorted(item.expect or "" for item in items)
-        if got != wanted:
+        left, extra = list(wanted), []
+        for code in got:
+            if code in left:
+                left.remove(code)
+            else:
+                extra.append(code)
+        refusals += sum(code in REFUSALS for code in got)
+        if extra or any(code not in REFUSALS for code in left):   # only refusals may be missing
             kind = items[-1].kind
             row.fail(f"{kind}: expected {wanted}, answered {got or 'nothing'}")
+    budget = ANSWER_BURST + ANSWER_RATE * seconds
+    row.note(f"refusals answered: {refusals} (budget {budget:.0f} in {seconds:.1f} s)")
+    if refusals > budget + ANSWER_RATE:     # a second of slack for the clocks' offsets
+        row.fail(f"{refusals} refusals answered, over the budget of {budget:.0f}", count=0)
     for key in ("<undecodable>", "<no re>"):
         if key in answered:
             row.fail(f"{len(answered[key])} replies {key}", count=len(answered[key]))

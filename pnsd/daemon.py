@@ -145,6 +145,7 @@ class Daemon:
             endpoints.append(self.settings.tcp_endpoint)
         self.server = Server(self.context, codec, handlers=table, streams=streams,
                              endpoints=endpoints)
+        handlers.refusals = self.server.refusals
         try:
             self._bind(self.server)
             self._keep(self._retention(), "retention")

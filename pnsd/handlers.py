@@ -25,6 +25,7 @@ from pnsd.hosts.mailbox import read_dir_files
 from pnsd.hosts.process import ProcessHost
 from pnsd.jobs import Job, Status
 from pnsd.later import Later
+from pnsd.refusals import Refusals
 from pnsd.registry import Generation, Registry
 from pnsd.scheduler import Scheduler
 from pnsd.server import Handler, StreamHandler
@@ -48,6 +49,7 @@ class Handlers:
     failures: dict[str, str] = field(default_factory=dict)   # PTS that failed to start
     deployer: Deployer | None = None                          # hot swap; None: not offered
     reloader: Callable[[], Awaitable[dict[str, str]]] | None = None
+    refusals: Refusals | None = None     # the front door's, for the status reply
 
     async def ping(self, body: Any) -> Any:
         return {"version": __version__, "protocol": PROTOCOL_VERSION, "time": time.time()}
@@ -62,6 +64,7 @@ class Handlers:
                for name, why in self.failures.items()},
             "store": self.scheduler.store.stats(),
             "retiring": [{"name": g.spec.name, **g.public()} for g in self.registry.retiring()],
+            "refusals": self.refusals.figures() if self.refusals else {},
         }
 
     async def pts_list(self, body: Any) -> Any:

@@ -1,7 +1,8 @@
 """The daemon's front door: a ZeroMQ ROUTER that turns frames into handler calls and back.
 
 Owns the client-facing sockets, decoding and checking every message (signature, version,
-staleness, replay, size), dispatching each request to its handler, and sending the reply or a
+staleness, replay, size; refusals are counted, logged and answered within the budgets of
+:mod:`pnsd.refusals`), dispatching each request to its handler, and sending the reply or a
 protocol error: at once when the handler returns the body, when a :class:`pnsd.later.Later`
 is settled, or from a task of its own when the handler returns an awaitable. A
 :class:`protocols.pump.Pump` drives the socket.
@@ -11,6 +12,7 @@ It knows nothing of PTS or jobs: the handler table does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
@@ -21,7 +23,8 @@ import zmq
 
 from pnsd.errors import DaemonError
 from pnsd.later import Later
-from protocols.codec import Codec, Message
+from pnsd.refusals import ANSWER_TEXT, Refusals
+from protocols.codec import Codec, Message, message_id
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.messages import ERROR, JOB_EVENT, op_of, reply_type
 from protocols.pump import Pump
@@ -63,6 +66,7 @@ class Server:
         self._all_settled = asyncio.Event()  # no Later awaited: drain waits for this
         self._all_settled.set()
         self.bound: list[str] = []
+        self.refusals = Refusals()
 
     def bind(self) -> None:
         for endpoint in self.endpoints:
@@ -85,11 +89,7 @@ class Server:
         try:
             message = self.codec.decode(rest)
         except ProtocolError as exc:
-            log.warning("message_refused", code=exc.code, error=exc.message,
-                        type=exc.details.get("type"))
-            re = exc.details.get("re")
-            if re is not None:
-                self._send(identity, ERROR, exc.to_body(), re)
+            self._refuse(identity, rest, exc)
             return
         if message.trace:  # a task started here copies the binding; it ends with the request
             # bind and reset, not bound_contextvars: its context manager costs 3x as much
@@ -100,6 +100,31 @@ class Server:
                 structlog.contextvars.reset_contextvars(**tokens)
         else:
             self._handle(identity, message)
+
+    def _refuse(self, identity: bytes, frames: list[bytes], exc: ProtocolError) -> None:
+        """Count a refused message; log and answer it within the budgets (SPEC.md, "Refusals").
+
+        An answer is compact (no details, a short text). A message refused before it was
+        authenticated (no ``re`` in the error) is answered unsigned: the daemon signs no text
+        for a peer that has not shown the key.
+        """
+        re = exc.details.get("re")
+        self.refusals.count(exc.code, exc.message, type=exc.details.get("type"))
+        if not self.refusals.may_answer():
+            return
+        authenticated = re is not None
+        if re is None:
+            re = message_id(frames)
+            if re is None:          # no header to answer: dropped, at no cost to the budget
+                return
+        self.refusals.answered()
+        body = {"code": exc.code, "message": exc.message[:ANSWER_TEXT], "details": {}}
+        answer = self.codec.encode(ERROR, body, re=re)
+        if not authenticated:
+            answer[1] = b""
+        if self._pump is not None and not self._pump.closed:
+            with contextlib.suppress(zmq.Again):    # a peer that does not read loses its answers
+                self._pump.send([identity, *answer])
 
     def _handle(self, identity: bytes, message: Message) -> None:
         """Answer now what a handler finishes within its call; await the rest in a task."""

@@ -3,7 +3,7 @@
 Owns :class:`Metrics` (requests by method, route and status; a latency histogram per method
 and route; :func:`pnsweb.app.request_middleware` records every request in it) and the
 rendering of daemon figures (per-PTS state, running, queue depth, worker restarts; store
-counters; jobs by status).
+counters; jobs by status; protocol messages refused by reason).
 Routes are labelled with the aiohttp resource's canonical path (``/v1/jobs/{jobId}``), never
 the raw path, so label cardinality stays bounded; requests that matched no route are
 ``unmatched``. Why not ``prometheus_client``: a few counters and one histogram are ~100 lines
@@ -106,6 +106,7 @@ def render_daemon(status: Mapping[str, Any] | None, jobs: Mapping[str, int]) -> 
     lines += _header("pns_daemon_uptime_seconds", "gauge", "Daemon uptime.")
     lines.append(_sample("pns_daemon_uptime_seconds", {}, float(status.get("uptime") or 0)))
     lines += _pts_lines(status.get("pts") or {})
+    lines += _refusal_lines(status.get("refusals") or {})
     for key, value in sorted((status.get("store") or {}).items()):
         if isinstance(value, bool | int | float):
             name = f"pns_store_{key}"
@@ -133,6 +134,15 @@ def _pts_lines(pts: Mapping[str, Mapping[str, Any]]) -> list[str]:
             lines += _header(name, kind, text)
             lines += [_sample(name, {"pts": pname}, v) for pname, v in present]
     return lines
+
+
+def _refusal_lines(refusals: Mapping[str, Any]) -> list[str]:
+    """Messages the daemon refused at its front door, by reason (the protocol error code)."""
+    counts = refusals.get("refused") or {}
+    name = "pns_protocol_refused_total"
+    lines = _header(name, "counter", "Protocol messages the daemon refused, by reason.")
+    return lines + [_sample(name, {"reason": str(reason)}, count)
+                    for reason, count in sorted(counts.items()) if isinstance(count, int)]
 
 
 # -- exposition format ------------------------------------------------------------------------

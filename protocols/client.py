@@ -17,8 +17,14 @@ from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence,
 
 import zmq
 
-from protocols.codec import DEFAULT_MAX_BYTES, Codec, Message, new_message_id
-from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, PnsError, RemoteError
+from protocols.codec import DEFAULT_MAX_BYTES, Codec, Message, new_message_id, read_refusal
+from protocols.errors import (
+    ClientClosed,
+    ClientTimeout,
+    ErrorCode,
+    ProtocolError,
+    RemoteError,
+)
 from protocols.messages import ERROR, JOB_EVENT, reply_type, request_type
 from protocols.pump import Pump, recv_frames, send_frames
 
@@ -42,11 +48,17 @@ class _Session:
         return msg_id, self.codec.encode(request_type(op), body, msg_id=msg_id, trace=TRACE.get())
 
     def read(self, frames: Sequence[bytes]) -> Optional[Message]:
-        """Decode a reply; None for frames that cannot be trusted (they answer nobody)."""
+        """Decode a reply; None for frames that cannot be trusted (they answer nobody).
+
+        An answer that fails our signature check may be the peer refusing our own signature
+        (another key): that refusal is read unverified, so the caller learns why at once
+        rather than by a timeout (only ``error`` answers of the pre-authentication codes,
+        and only for an id the caller is waiting on; SPEC.md, "Refusals").
+        """
         try:
             return self.codec.decode(frames)
-        except PnsError:
-            return None
+        except ProtocolError as exc:
+            return read_refusal(frames) if exc.code == ErrorCode.AUTH else None
 
     @staticmethod
     def outcome(op: str, message: Message) -> Any:

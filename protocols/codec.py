@@ -9,6 +9,7 @@ are sent zero-copy and never packed). Owns encoding, decoding, the size limit an
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import struct
 import time
@@ -23,6 +24,9 @@ from protocols.version import MAGIC, PROTOCOL_VERSION
 BLOB_EXT = 1                    # msgpack ext type: a reference to blob frame number N
 BLOB_THRESHOLD = 64 * 1024      # bytes values at least this long travel as blob frames
 DEFAULT_MAX_BYTES = 64 * 2**20
+MAX_HEADER_BYTES = 1024         # a valid header (three strings of at most 64) is far shorter
+# The codes that refuse a message before it is authenticated: their answers go out unsigned.
+UNAUTHENTICATED_REFUSALS = frozenset([ErrorCode.AUTH, ErrorCode.TOO_LARGE])
 _INDEX = struct.Struct(">I")
 
 
@@ -104,24 +108,17 @@ class Codec:
     def decode(self, frames: Sequence[bytes]) -> Message:
         """Check and decode frames; raise ProtocolError with the code to answer with.
 
-        When the header could be read, the error's details carry ``re`` (the message id) so the
-        sender can be answered.
+        The size and the signature are checked first, before anything is decoded, so that
+        refusing a forged or unsigned message costs one hash at most. Once the message is
+        authenticated, an error's details carry ``re`` (the message id) and ``type``; an error
+        without ``re`` refuses a message nobody is known to have sent (see
+        :func:`message_id`).
         """
         if len(frames) < 4 or frames[0] != MAGIC:
             raise ProtocolError(ErrorCode.MALFORMED, "not a PNS message (bad frame layout)")
+        self.authenticate(frames)
         version, msg_id, msg_type, re, ts, trace = read_header(frames[2])
         try:
-            size = 0
-            for frame in frames:
-                size += len(frame)
-            if size > self.max_bytes:
-                raise ProtocolError(
-                    ErrorCode.TOO_LARGE,
-                    "message of %d bytes exceeds the limit of %d" % (size, self.max_bytes),
-                )
-            payload = list(frames)
-            payload[1] = MAGIC  # the signature covers every frame but itself
-            self.signer.verify(frames[1], payload[1:])
             if version != PROTOCOL_VERSION:
                 raise ProtocolError(
                     ErrorCode.VERSION,
@@ -136,9 +133,59 @@ class Codec:
             raise
         return Message(msg_type, body, msg_id, re, ts, version, trace)
 
+    def authenticate(self, frames: Sequence[bytes]) -> None:
+        """The size limit and the signature: the checks that need no decoding."""
+        size = 0
+        for frame in frames:
+            size += len(frame)
+        if size > self.max_bytes:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE,
+                "message of %d bytes exceeds the limit of %d" % (size, self.max_bytes),
+            )
+        payload = list(frames)
+        payload[1] = MAGIC  # the signature covers every frame but itself
+        self.signer.verify(frames[1], payload[1:])
+
+
+def message_id(frames: Sequence[bytes]) -> Optional[str]:
+    """The id in a message's header, if it can be read; None otherwise (never raises).
+
+    For answering a message refused before it was authenticated: the id is the sender's claim.
+    """
+    if len(frames) < 4 or frames[0] != MAGIC:
+        return None
+    try:
+        return read_header(frames[2])[1]
+    except ProtocolError:
+        return None
+
+
+def read_refusal(frames: Sequence[bytes]) -> Optional[Message]:
+    """An ``error`` answering a message of ours that the peer refused as unauthenticated.
+
+    Such an answer cannot be verified (the peer refused our signature, so our key is not its
+    key), and it is sent unsigned (SPEC.md, "Refusals"). Only the codes that refuse a message
+    before its authentication are taken, and the caller must match ``re`` to a request it
+    made; anything else is None.
+    """
+    if len(frames) != 4 or frames[0] != MAGIC:
+        return None
+    try:
+        version, msg_id, msg_type, re, ts, trace = read_header(frames[2])
+        body = unpack_body(frames[3], ())
+    except ProtocolError:
+        return None
+    if (msg_type != "error" or re is None or not isinstance(body, dict)
+            or body.get("code") not in UNAUTHENTICATED_REFUSALS):
+        return None
+    return Message(msg_type, body, msg_id, re, ts, version, trace)
+
 
 def read_header(frame: bytes) -> Tuple[int, str, str, Optional[str], float, Optional[str]]:
     """The header array ``[v, id, type, re, ts]`` (+ optional ``trace``), checked."""
+    if len(frame) > MAX_HEADER_BYTES:
+        raise ProtocolError(ErrorCode.MALFORMED, "header of %d bytes is too long" % len(frame))
     try:
         header = msgpack.unpackb(frame, raw=False)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
@@ -152,7 +199,7 @@ def read_header(frame: bytes) -> Tuple[int, str, str, Optional[str], float, Opti
         and isinstance(msg_id, str) and 0 < len(msg_id) <= 64
         and isinstance(msg_type, str) and 0 < len(msg_type) <= 64
         and (re is None or isinstance(re, str))
-        and type(ts) in (int, float)
+        and type(ts) in (int, float) and math.isfinite(ts)
         and (trace is None or (isinstance(trace, str) and len(trace) <= 64))
     )
     if not ok:

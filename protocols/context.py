@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import threading
 from typing import Any, Callable, Optional
 
@@ -55,8 +56,14 @@ class RunContext:
         return self._event.wait(timeout)
 
     def progress(self, percent: int, message: str = "") -> None:
-        if self._on_progress is not None:
-            self._on_progress(max(0, min(100, int(percent))), str(message))
+        """Report how far the run is (0-100, clamped). A percent that is not a finite number
+        is ignored, with a line in the run's log: a progress report never fails a run."""
+        if self._on_progress is None:
+            return
+        if isinstance(percent, float) and not math.isfinite(percent):
+            self.log("progress ignored: %r is not a finite number" % percent)
+            return
+        self._on_progress(max(0, min(100, int(percent))), str(message))
 
     def log(self, line: str) -> None:
         if self._on_log is not None:

@@ -66,14 +66,21 @@ class RemoteError(ProtocolError):
         code = body.get("code")
         message = body.get("message")
         details = body.get("details")
-        return cls(
-            code if isinstance(code, str) else ErrorCode.INTERNAL,
+        code = code if isinstance(code, str) else ErrorCode.INTERNAL
+        kind = Unauthenticated if code == ErrorCode.AUTH else cls
+        return kind(
+            code,
             message if isinstance(message, str) else "",
             details if isinstance(details, dict) else {},
         )
 
     def __str__(self) -> str:
         return "%s: %s" % (self.code, self.message)
+
+
+class Unauthenticated(RemoteError):
+    """The peer refused the message's signature (code ``auth``): the keys differ, or ours is
+    missing. Raised as soon as the refusal arrives, instead of a timeout."""
 
 
 class ClientTimeout(PnsError, TimeoutError):

@@ -4,9 +4,9 @@ A ZeroMQ socket's file descriptor is edge-triggered: it signals only that the so
 *changed*, and any operation on the socket (a send too) may consume that signal. Mixing
 awaited receives with direct sends therefore loses wake-ups and strands replies. A
 :class:`Pump` owns its socket: it watches the descriptor, and on every wake-up (and soon after
-a send that finds messages waiting) it drains every message already queued (non-blocking
-receives until empty), which is also ~3x faster under load than awaiting each message
-(PERF.md, "Batch draining").
+a send that finds messages waiting) it drains the messages already queued (non-blocking
+receives until empty, at most BATCH per turn of the loop, so that a flood cannot hold the loop),
+which is also ~3x faster under load than awaiting each message (PERF.md, "Batch draining").
 Python 3.8 compatible; imports nothing of ours.
 """
 
@@ -25,6 +25,9 @@ _MORE = int(zmq.SNDMORE) | _NOBLOCK
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _COPY_BELOW = 64 * 1024   # smaller frames are copied (cheaper than tracking a zero-copy send)
+# Messages received per turn of the event loop: a peer that floods the socket must not keep the
+# loop from the replies, timers and other sockets waiting behind the drain.
+BATCH = 256
 
 
 def send_frames(socket: "zmq.Socket[Any]", frames: List[Any]) -> None:
@@ -91,12 +94,15 @@ class Pump:
     def _drain(self) -> None:
         self._scheduled = False
         socket, receive = self.socket, self._receive
-        while not self._closed and cast(int, socket.getsockopt(_EVENTS)) & _POLLIN:
+        for _ in range(BATCH):
+            if self._closed or not cast(int, socket.getsockopt(_EVENTS)) & _POLLIN:
+                return
             try:
                 frames = recv_frames(socket)
             except zmq.Again:
-                break
+                return
             receive(frames)
+        self._schedule()    # more may wait: the rest after the loop's other callbacks
 
     def close(self) -> None:
         """Stop watching and close the socket (pending outgoing messages are dropped)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -59,6 +60,7 @@ class Run:
     id: str = ""                     # the task's message id, once dispatched
     worker: WorkerSlot | None = None
     settled: asyncio.Future[None] | None = None   # made by a cancel ladder: the worker is free
+    ignored: int = 0                 # events of its task ignored as malformed (logged once)
 
     def answer(self, result: Any, error: DaemonError | None) -> None:
         """Hand the outcome to the caller, unless it was answered already."""
@@ -249,16 +251,24 @@ class Dispatcher:
         if run is not None and run.worker is worker:
             self._apply_event(run, message.type, message.body)
 
-    @staticmethod
-    def _apply_event(run: Run, kind: Any, body: Any) -> None:
+    def _apply_event(self, run: Run, kind: Any, body: Any) -> None:
         if not isinstance(body, dict):
             return
-        percent = body.get("percent")
         if kind == messages.TASK_LOG:
             run.ctx.log(str(body.get("line", ""))[:16384])
-        elif kind == messages.TASK_PROGRESS and isinstance(percent, int | float) and (
-                not isinstance(percent, bool)):
+        elif kind == messages.TASK_PROGRESS:
+            percent = body.get("percent")
+            if isinstance(percent, bool) or not isinstance(percent, int | float) or (
+                    not math.isfinite(percent)):
+                self._ignore(run, f"progress percent {percent!r} is not a finite number")
+                return
             run.ctx.progress(int(percent), str(body.get("message", ""))[:1000])
+
+    def _ignore(self, run: Run, reason: str) -> None:
+        """A bad event of a task: the task carries on; the first one of a run is logged."""
+        run.ignored += 1
+        if run.ignored == 1:
+            log.warning("worker_event_ignored", pts=self._pts, job=run.ctx.job_id, reason=reason)
 
     def worker_lost(self, worker: WorkerSlot, reason: str, *, pid: int) -> None:
         """``worker``'s process ended: its task fails, and the line is looked at again."""

@@ -90,6 +90,17 @@ def test_cli_errors_are_one_line_with_a_non_zero_exit(daemon_process: DaemonProc
         assert "Traceback" not in result.stderr
 
 
+def test_a_cli_with_another_key_is_told_so_in_one_line_at_once(
+        daemon_process: DaemonProcess) -> None:
+    key_file = daemon_process.settings.key_file
+    key_file.write_text("0" * 64)        # the daemon keeps the key it started with
+    started = time.monotonic()
+    result = daemon_process.cli("pts", "list")
+    assert result.returncode != 0 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("pnsd: auth: bad message signature")
+    assert time.monotonic() - started < 20      # not the client's 60 s timeout
+
+
 def test_cli_talks_to_no_daemon_with_exit_3(tmp_path: Path) -> None:
     home = tmp_path / "home"
     config = write_config(home)

@@ -13,7 +13,7 @@ import zmq.asyncio
 from structlog.testing import capture_logs
 
 from protocols.client import TRACE, AsyncClient, Client
-from protocols.codec import Codec
+from protocols.codec import Codec, read_refusal
 from protocols.errors import ClientTimeout, ErrorCode, RemoteError
 from protocols.version import MAGIC
 from tests.integration.conftest import Running
@@ -160,9 +160,16 @@ async def test_refused_messages_are_answered_with_their_code(
         frames = [MAGIC, codec.signer.sign([MAGIC, header, b"\xc1"]), header, b"\xc1"]
     reply = await raw_exchange(running, frames)
     assert reply is not None
-    message = Codec(key, guard_replay=False).decode(reply)
+    if code == ErrorCode.AUTH:     # refused unauthenticated: answered unsigned
+        assert reply[1] == b""
+        message = read_refusal(reply)
+    else:
+        message = Codec(key, guard_replay=False).decode(reply)
+    assert message is not None
     assert message.type == "error" and message.body["code"] == code
     assert (await client.call("ping", {}))["protocol"] == 1
+    refused = (await client.call("status", {}))["refusals"]["refused"]
+    assert refused == {code: 1}
 
 
 async def test_replayed_message_is_refused(running: Running) -> None:

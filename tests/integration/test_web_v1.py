@@ -166,3 +166,20 @@ async def test_an_input_of_the_wrong_type_is_400_and_reaches_no_pts(web: Any) ->
     ok = await web.post("/v1/processes/sleep/execution", json={"inputs": {"seconds": 0}},
                         headers=AUTH)
     assert ok.status == 200, await ok.text()
+
+
+async def test_a_pnsweb_with_another_key_answers_502_at_once_and_the_daemon_counts_it(
+        aiohttp_client: Any, pnsd: DaemonProcess) -> None:
+    env = {"HOME": str(pnsd.home), "PNS_HOME": str(pnsd.home)}
+    settings = load_settings(config=pnsd.config, env=env)
+    settings = dataclasses.replace(
+        settings, key=b"0" * 64, users=(User(CREDENTIALS[0], hash_password(CREDENTIALS[1])),))
+    async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
+        web = await aiohttp_client(create_app(settings, client=client))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        response = await web.get("/v1/processes", headers=AUTH)
+        assert response.status == 502 and loop.time() - started < 20   # not the 60 s timeout
+        assert "signature" in (await response.json())["detail"]
+    with pnsd.client() as daemon:
+        assert daemon.call("status", {})["refusals"]["refused"]["auth"] >= 1

@@ -53,6 +53,11 @@ def flood(megabytes):
     sys.stdout.flush()
     return "flooded"
 
+def bad_progress(data, ctx):
+    ctx.progress(float("nan"), "refused by the runtime's own ctx")
+    ctx._on_progress(float("-inf"), "raw")   # what a worker in another language may send
+    return data
+
 def forker(seconds, ctx):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     ctx.progress(1, str(child.pid))
@@ -221,6 +226,17 @@ async def test_progress_and_log_lines_reach_the_run_context(make_host: HostMaker
     assert watch.progress[-1] == (100, "done")
 
 
+async def test_a_progress_of_nan_or_inf_from_a_worker_is_ignored_and_the_result_arrives(
+        make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:bad_progress"})
+    watch = Watch()
+    with capture_logs() as logs:
+        assert await host.run({"x": 1}, timeout=10, ctx=watch.ctx) == {"x": 1}
+    assert watch.progress == []
+    assert watch.lines == ["progress ignored: nan is not a finite number"]
+    assert [e["event"] for e in logs].count("worker_event_ignored") == 1
+
+
 async def test_sigkill_mid_run_fails_it_with_the_signal_and_a_new_worker_serves(
         make_host: HostMaker) -> None:
     host = await make_host({"entry": "ptsmod:slow_pid"})
@@ -337,7 +353,8 @@ async def test_malformed_and_foreign_frames_are_dropped(make_host: HostMaker) ->
     rogue.close()
     context.term()
     refused = [e for e in logs if e["event"] == "worker_message_refused"]
-    assert [e["code"] for e in refused] == ["malformed", "malformed", "auth"]
+    # the signature is checked before anything is decoded: unsigned junk is refused as auth
+    assert [e["code"] for e in refused] == ["auth", "malformed", "auth"]
     assert await host.run("still fine", timeout=10, ctx=RunContext()) == "still fine"
     assert host.state().details["ready"] == 1
 

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from pnsd.errors import BadRequest, Cancelled, DaemonError, RunTimeout, Unavailable, WorkerDied
 from pnsd.hosts.base import HostState
@@ -159,3 +160,24 @@ async def test_lines_that_ride_with_a_reply_reach_the_run_before_its_answer() ->
     node.dispatcher.on_outcome(run.worker, Message(
         messages.TASK_REP, {"result": "r", "events": events}, "m", run.id, 0.0))
     assert order == ["50 half", "a line", "answer r"]
+
+
+@pytest.mark.parametrize("percent", [float("nan"), float("inf"), float("-inf"), "50", True])
+async def test_a_progress_that_is_not_a_finite_number_is_ignored_and_the_result_delivered(
+        percent: Any) -> None:
+    node = Node()
+    order: list[str] = []
+    ctx = RunContext("j", lambda value, text: order.append(f"{value} {text}"), order.append)
+    run = node.dispatcher.start("run", 1, timeout=30, ctx=ctx,
+                                reply=lambda result, error: order.append(f"answer {result}"))
+    assert run.worker is not None
+    events = [[messages.TASK_PROGRESS, {"percent": percent, "message": "bad"}],
+              [messages.TASK_PROGRESS, {"percent": 60, "message": "good"}]]
+    with capture_logs() as logs:
+        node.dispatcher.on_event(run.worker, Message(
+            messages.TASK_PROGRESS, {"percent": percent, "message": "alone"}, "p", run.id, 0.0))
+        node.dispatcher.on_outcome(run.worker, Message(
+            messages.TASK_REP, {"result": "r", "events": events}, "m", run.id, 0.0))
+    assert order == ["60 good", "answer r"]
+    ignored = [entry for entry in logs if entry["event"] == "worker_event_ignored"]
+    assert len(ignored) == 1 and "percent" in ignored[0]["reason"]   # once per run

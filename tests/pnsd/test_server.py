@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 import zmq
+from structlog.testing import capture_logs
 
 from pnsd.errors import NotFound
+from pnsd.refusals import ANSWER_BURST, Refusals
 from pnsd.server import Server
-from protocols.client import AsyncClient
-from protocols.codec import Codec
-from protocols.errors import RemoteError
+from protocols.client import AsyncClient, Client
+from protocols.codec import Codec, read_refusal
+from protocols.errors import ErrorCode, RemoteError, Unauthenticated
+from protocols.version import MAGIC
 
 KEY = b"k" * 32
 
@@ -46,7 +49,7 @@ async def counting(body: Any) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[AsyncClient]:
+async def served(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
     context: zmq.Context[Any] = zmq.Context()
     endpoint = f"ipc://{tmp_path}/server.sock"
     server = Server(context, Codec(KEY), endpoints=[endpoint], streams={"count": counting},
@@ -54,16 +57,23 @@ async def client(tmp_path: Path) -> AsyncIterator[AsyncClient]:
                               "buggy_later": buggy_later})
     server.bind()
     serving = asyncio.create_task(server.serve())
-    caller = AsyncClient(endpoint, key=KEY, timeout=10)
     try:
-        yield caller
+        yield server, endpoint
     finally:
-        await caller.close()
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
         await server.drain(1)
         server.close()
         context.term()
+
+
+@pytest.fixture
+async def client(served: tuple[Server, str]) -> AsyncIterator[AsyncClient]:
+    caller = AsyncClient(served[1], key=KEY, timeout=10)
+    try:
+        yield caller
+    finally:
+        await caller.close()
 
 
 async def test_handlers_answered_within_their_call_and_awaited_ones_both_reply(
@@ -92,3 +102,89 @@ async def test_streams_and_unknown_operations(client: AsyncClient) -> None:
     with pytest.raises(RemoteError) as caught:
         await client.call("nonsense")
     assert caught.value.code == "unknown_op"
+
+
+@pytest.mark.parametrize("key", [b"w" * 32, b""], ids=["another key", "no key"])
+async def test_a_client_whose_signature_is_refused_is_told_so_at_once(
+        served: tuple[Server, str], key: bytes) -> None:
+    server, endpoint = served
+    async with AsyncClient(endpoint, key=key, timeout=60) as wrong:
+        with pytest.raises(Unauthenticated) as caught:
+            await wrong.call("now", 1)
+    assert caught.value.code == ErrorCode.AUTH and "key" in caught.value.message
+    with Client(endpoint, key=key, timeout=60) as blocking, pytest.raises(Unauthenticated):
+        await asyncio.to_thread(blocking.call, "now", 1)
+    assert server.refusals.counts[ErrorCode.AUTH] == 2
+
+
+def forged(count: int) -> list[list[bytes]]:
+    """``count`` messages: unsigned, signed with another key, and garbage, in turn."""
+    out = []
+    for n in range(count):
+        if n % 3 == 0:
+            out.append([MAGIC, b"", *Codec(b"").encode("now.req", n)[2:]])
+        elif n % 3 == 1:
+            out.append(Codec(b"x" * 32).encode("now.req", n))
+        else:
+            out.append([b"garbage", bytes([n % 256])])
+    return out
+
+
+async def test_a_flood_of_forged_messages_is_counted_but_logged_and_answered_within_budgets(
+        served: tuple[Server, str], client: AsyncClient) -> None:
+    server, endpoint = served
+    server.refusals = Refusals(clock=lambda: 0.0)       # time stands still: only the burst
+    context: zmq.Context[Any] = zmq.Context()
+    flooder = context.socket(zmq.DEALER)
+    flooder.setsockopt(zmq.SNDHWM, 0)
+    flooder.connect(endpoint)
+    try:
+        with capture_logs() as logs:
+            for frames in forged(3000):
+                flooder.send_multipart(frames)
+            assert await client.call("now", "good") == {"echo": "good"}
+            marker = Codec(KEY).encode("now.req", "marker")   # answered after the refusals
+            flooder.send_multipart(marker)
+            answers = await asyncio.to_thread(read_until_reply, flooder)
+    finally:
+        flooder.close(linger=0)
+        context.term()
+    assert sum(server.refusals.counts.values()) == 3000
+    assert server.refusals.counts == {ErrorCode.AUTH: 2000, ErrorCode.MALFORMED: 1000}
+    assert len(answers) == ANSWER_BURST
+    assert 2000 - ANSWER_BURST <= server.refusals.unanswered <= 3000 - ANSWER_BURST
+    assert all(len(b"".join(a)) < 300 and a[1] == b"" for a in answers)   # compact, unsigned
+    assert {read_refusal(a).body["code"] for a in answers} == {"auth"}   # type: ignore[union-attr]
+    refused = [entry for entry in logs if entry["event"] == "message_refused"]
+    assert len(refused) == 2                          # one per reason per second
+
+
+def read_until_reply(socket: zmq.Socket[bytes]) -> list[list[bytes]]:
+    """The refusal answers that arrive before the marker's reply."""
+    answers: list[list[bytes]] = []
+    while socket.poll(10_000):
+        frames = socket.recv_multipart()
+        if Codec(b"").decode(frames).type == "now.rep":
+            return answers
+        answers.append(frames)
+    raise AssertionError("no reply to the marker")
+
+
+async def test_refusals_of_authenticated_messages_are_answered_signed(
+        served: tuple[Server, str], client: AsyncClient) -> None:
+    server, endpoint = served
+    context: zmq.Context[Any] = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.connect(endpoint)
+    frames = Codec(KEY).encode("now.req", 1)
+    try:
+        socket.send_multipart(frames)
+        socket.send_multipart(frames)     # a replay
+        replies = [await asyncio.to_thread(socket.recv_multipart) for _ in range(2)]
+    finally:
+        socket.close(linger=0)
+        context.term()
+    decoded = [Codec(KEY, guard_replay=False).decode(reply) for reply in replies]
+    assert [m.type for m in decoded] == ["now.rep", "error"]
+    assert decoded[1].body["code"] == ErrorCode.REPLAY
+    assert server.refusals.counts == {ErrorCode.REPLAY: 1}

@@ -135,6 +135,17 @@ async def test_metrics_include_the_daemons_figures(client: Any, book_and_daemon:
     assert sample(text, "pns_store_commits") == 7
 
 
+async def test_metrics_count_the_messages_the_daemon_refused_by_reason(
+        client: Any, daemon: FakeDaemon) -> None:
+    reply = status_reply()
+    reply["refusals"] = {"refused": {"auth": 46000, "replay": 3}, "unanswered": 45900}
+    daemon.reply("status", reply)
+    text = await (await client.get("/metrics")).text()
+    assert "# TYPE pns_protocol_refused_total counter" in text
+    assert sample(text, "pns_protocol_refused_total", reason="auth") == 46000
+    assert sample(text, "pns_protocol_refused_total", reason="replay") == 3
+
+
 async def test_metrics_still_answer_when_the_daemon_is_down(
         client: Any, daemon: FakeDaemon) -> None:
     daemon.down()

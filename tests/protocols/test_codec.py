@@ -8,7 +8,7 @@ import tracemalloc
 import msgpack
 import pytest
 
-from protocols.codec import BLOB_THRESHOLD, Codec
+from protocols.codec import BLOB_THRESHOLD, Codec, message_id, read_refusal
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.version import MAGIC
 
@@ -106,11 +106,14 @@ def test_blob_reference_out_of_range_is_malformed() -> None:
     assert caught.value.code == ErrorCode.MALFORMED
 
 
-def test_oversized_message_is_too_large_with_the_id_to_answer() -> None:
+def test_oversized_message_is_too_large_and_its_header_names_whom_to_answer() -> None:
     frames = Codec(b"").encode("run.req", {"input": "x" * 2000}, msg_id="m1")
     with pytest.raises(ProtocolError) as caught:
         Codec(b"", max_bytes=1000).decode(frames)
-    assert caught.value.code == ErrorCode.TOO_LARGE and caught.value.details["re"] == "m1"
+    assert caught.value.code == ErrorCode.TOO_LARGE and "re" not in caught.value.details
+    assert message_id(frames) == "m1"
+    assert message_id([MAGIC, b"", b"\xc1", b""]) is None
+    assert message_id([MAGIC, b"", msgpack.packb([1, "x" * 2000, "t", None, 1.0]), b""]) is None
 
 
 def test_signature_is_checked_over_every_frame() -> None:
@@ -186,3 +189,68 @@ def test_trace_id_travels_in_an_optional_sixth_header_field() -> None:
     assert Codec(KEY).decode(traced).trace == "req-42"
     assert Codec(KEY).decode(Codec(KEY).encode("ping.req", {})).trace is None
     assert len(msgpack.unpackb(traced[2])) == 6
+
+
+def test_an_id_is_remembered_for_as_long_as_its_timestamp_is_acceptable() -> None:
+    clock = Clock()
+    sender, receiver = Codec(KEY, clock=clock), Codec(KEY, clock=clock, skew=60)
+    clock.now += 59
+    ahead = sender.encode("ping.req", {}, ts=clock.now + 55)   # within the skew: accepted
+    receiver.decode(ahead)
+    for step in (2, 61):   # other traffic meanwhile, 63 s in all
+        clock.now += step
+        receiver.decode(sender.encode("ping.req", {}))
+    with pytest.raises(ProtocolError) as replayed:   # its timestamp is still fresh
+        receiver.decode(ahead)
+    assert replayed.value.code == ErrorCode.REPLAY and "replayed" in replayed.value.message
+    clock.now += 60      # and once it is stale, the stale check refuses it
+    with pytest.raises(ProtocolError) as stale:
+        receiver.decode(ahead)
+    assert "stale" in stale.value.message
+
+
+def test_the_replay_memory_forgets_ids_once_their_timestamps_are_stale() -> None:
+    clock = Clock()
+    sender, receiver = Codec(KEY, clock=clock), Codec(KEY, clock=clock, skew=10)
+    for _ in range(50):
+        receiver.decode(sender.encode("ping.req", {}, ts=clock.now + 9))
+        clock.now += 1
+    assert receiver.guard.remembered() <= 50
+    clock.now += 30
+    receiver.decode(sender.encode("ping.req", {}))
+    assert receiver.guard.remembered() == 1
+
+
+@pytest.mark.parametrize("ts", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("key", [KEY, b""], ids=["signed", "signing-off"])
+def test_a_timestamp_that_is_not_a_finite_number_is_refused(ts: float, key: bytes) -> None:
+    frames = Codec(key).encode("ping.req", {}, ts=ts)
+    with pytest.raises(ProtocolError) as caught:
+        Codec(key).decode(frames)
+    assert caught.value.code == ErrorCode.MALFORMED and "ts" in caught.value.message
+
+
+def test_the_signature_is_checked_before_anything_is_decoded() -> None:
+    frames = Codec(b"other" * 10).encode("run.req", {})
+    frames[2] = b"\xc1 not msgpack"
+    with pytest.raises(ProtocolError) as caught:
+        Codec(KEY).decode(frames)
+    assert caught.value.code == ErrorCode.AUTH
+    assert "re" not in caught.value.details   # an unauthenticated message names nobody
+
+
+def test_an_auth_refusal_that_cannot_be_verified_is_still_read_as_one() -> None:
+    daemon, client = Codec(KEY), Codec(b"wrong" * 10, guard_replay=False)
+    answer = daemon.encode("error", {"code": "auth", "message": "bad message signature",
+                                     "details": {}}, re="m1")
+    answer[1] = b""      # refusals of unauthenticated messages go out unsigned
+    with pytest.raises(ProtocolError):
+        client.decode(answer)
+    refusal = read_refusal(answer)
+    assert refusal is not None and (refusal.type, refusal.re) == ("error", "m1")
+    assert refusal.body["code"] == "auth"
+    other = daemon.encode("error", {"code": "not_found", "message": "x", "details": {}}, re="m1")
+    other[1] = b""
+    reply = daemon.encode("ping.rep", {"code": "auth"}, re="m1")
+    assert read_refusal(other) is None and read_refusal(reply) is None
+    assert read_refusal([MAGIC, b"", b"\xc1", b""]) is None

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from protocols.codec import Codec
+from protocols.codec import Codec, read_refusal
 from protocols.errors import ProtocolError
 from tests.protocols import vectors_gen
 
@@ -57,3 +57,15 @@ def test_blob_vector_carries_the_bytes_in_a_frame_of_its_own() -> None:
     case = next(c for c in VECTORS if "blob" in c["name"])
     frames = frames_of(case)
     assert len(frames) == 5 and len(frames[4]) == 256 * 300
+
+
+def test_the_refusal_vector_is_read_unverified_and_only_as_a_refusal() -> None:
+    case = next(c for c in VECTORS if "refusal" in c)
+    frames = frames_of(case)
+    with pytest.raises(ProtocolError):       # unsigned: a keyed codec cannot accept it
+        Codec(case["key"].encode(), clock=lambda: case["now"]).decode(frames)
+    message = read_refusal(frames)
+    expect = case["refusal"]
+    assert message is not None
+    assert (message.type, message.id, message.re, message.ts, message.body) == (
+        expect["type"], expect["id"], expect["re"], expect["ts"], expect["body"])

@@ -64,8 +64,24 @@ def vectors() -> list[dict[str, Any]]:
         bad("wrong protocol version", wrong_version, "version"),
         bad("stale timestamp", ping, "replay", now=NOW + 3600),
         bad("not a PNS message", [b"XYZ", b"", b"", b""], "malformed"),
+        bad("timestamp NaN", codec.encode("ping.req", {}, msg_id="7" * 32, ts=float("nan")),
+            "malformed"),
+        bad("timestamp infinite", codec.encode("ping.req", {}, msg_id="8" * 32,
+                                               ts=float("inf")), "malformed"),
     ]
+    cases.append(refusal())
     return cases
+
+
+def refusal() -> dict[str, Any]:
+    """The unsigned answer to a request refused for its signature (SPEC.md, "Refusals")."""
+    body = {"code": "auth", "message": "bad message signature", "details": {}}
+    frames = Codec(KEY, clock=lambda: NOW).encode("error", body, re="a" * 32, msg_id="9" * 32,
+                                                  ts=NOW)
+    frames[1] = b""
+    return {"name": "auth refusal, unsigned", "key": KEY.decode(), "now": NOW,
+            "frames": b64(frames),
+            "refusal": {"type": "error", "id": "9" * 32, "re": "a" * 32, "ts": NOW, "body": body}}
 
 
 def render() -> str:
