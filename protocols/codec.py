@@ -2,7 +2,8 @@
 
 A message is the frame list ``[MAGIC, signature, header, body, blob...]``: header and body are
 msgpack, blobs are raw byte frames that large ``bytes`` values of the body travel in (so they
-are sent zero-copy and never packed). Owns encoding, decoding, the size limit and the calls to
+are sent zero-copy and never packed). Owns encoding, decoding, the size limit (checked on both:
+a message over it is never sent, so no peer's socket has to drop it) and the calls to
 :mod:`protocols.signing`; it never touches a socket. Python 3.8 compatible.
 """
 
@@ -24,6 +25,7 @@ BLOB_EXT = 1                    # msgpack ext type: a reference to blob frame nu
 BLOB_THRESHOLD = 64 * 1024      # bytes values at least this long travel as blob frames
 DEFAULT_MAX_BYTES = 64 * 2**20
 _INDEX = struct.Struct(">I")
+SIGNATURE_BYTES = 32            # HMAC-SHA256
 
 
 class Message(NamedTuple):
@@ -86,7 +88,11 @@ class Codec:
         ts: Optional[float] = None,
         trace: Optional[str] = None,
     ) -> List[bytes]:
-        """The frames of one message (ROUTER identities not included)."""
+        """The frames of one message (ROUTER identities not included).
+
+        Raise ProtocolError ``too_large`` (details ``size``, ``limit``) for a message over
+        ``max_bytes``: the receiver would refuse it, or its socket drop the connection.
+        """
         fields = [PROTOCOL_VERSION, msg_id or new_message_id(), msg_type, re,
                   self.clock() if ts is None else ts]
         if trace:
@@ -98,6 +104,12 @@ class Codec:
             # A Packer keeps the largest buffer it ever needed: after a large body, a fresh
             # one, rather than pin up to twice that body's size for the codec's lifetime.
             self._packer = _new_packer()
+        size = len(MAGIC) + len(header) + len(packed)
+        size += SIGNATURE_BYTES if self.signer.enabled else 0
+        for blob in blobs:
+            size += len(blob)
+        if size > self.max_bytes:
+            raise too_large(size, self.max_bytes)
         payload = [MAGIC, header, packed, *blobs]
         return [MAGIC, self.signer.sign(payload), header, packed, *blobs]
 
@@ -115,10 +127,7 @@ class Codec:
             for frame in frames:
                 size += len(frame)
             if size > self.max_bytes:
-                raise ProtocolError(
-                    ErrorCode.TOO_LARGE,
-                    "message of %d bytes exceeds the limit of %d" % (size, self.max_bytes),
-                )
+                raise too_large(size, self.max_bytes)
             payload = list(frames)
             payload[1] = MAGIC  # the signature covers every frame but itself
             self.signer.verify(frames[1], payload[1:])
@@ -135,6 +144,13 @@ class Codec:
             exc.details.update({"re": msg_id, "type": msg_type})
             raise
         return Message(msg_type, body, msg_id, re, ts, version, trace)
+
+
+def too_large(size: int, limit: int) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.TOO_LARGE, "message of %d bytes exceeds the limit of %d" % (size, limit),
+        {"size": size, "limit": limit},
+    )
 
 
 def read_header(frame: bytes) -> Tuple[int, str, str, Optional[str], float, Optional[str]]:
