@@ -27,6 +27,7 @@ from pnsweb.app import create_app
 from pnsweb.settings import SettingsError, User, WebSettings, hash_password, load_settings
 from protocols import memory
 from protocols.client import AsyncClient
+from protocols.version import __version__
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -36,6 +37,7 @@ log = structlog.get_logger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pnsweb", description="The PNS web API (/v0.6 and /v1) in front of pnsd.")
+    parser.add_argument("--version", action="version", version=f"pnsweb {__version__}")
     parser.add_argument("--config", type=Path, help="the pnsd TOML config file")
     parser.add_argument("--username", "-u", help="a user allowed to modify (an administrator)")
     parser.add_argument("--password", "-p", help="that user's password (hashed at start)")
