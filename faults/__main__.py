@@ -16,6 +16,7 @@ from faults import (
     disk_full,
     http_garbage,
     protocol_garbage,
+    size_limits,
     slow_clients,
     soak,
     web_restart,
@@ -33,6 +34,8 @@ FAULTS: tuple[Fault, ...] = (
     Fault("protocol", "1,000 bad protocol messages", protocol_garbage.protocol_garbage),
     Fault("http", "1,000 malformed HTTP requests", http_garbage.http_garbage),
     Fault("slowloris", "slow clients while others are served", slow_clients.slow_clients),
+    Fault("size-limits", "over-size inputs, grown bodies, over-size results",
+          size_limits.size_limits),
 )
 SOAK = Fault("soak", "echo soak: RSS, fds, processes", soak.soak)
 
