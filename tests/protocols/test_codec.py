@@ -186,3 +186,15 @@ def test_trace_id_travels_in_an_optional_sixth_header_field() -> None:
     assert Codec(KEY).decode(traced).trace == "req-42"
     assert Codec(KEY).decode(Codec(KEY).encode("ping.req", {})).trace is None
     assert len(msgpack.unpackb(traced[2])) == 6
+
+
+def test_a_message_over_the_limit_is_refused_before_it_is_sent() -> None:
+    codec = Codec(KEY, max_bytes=1000)
+    with pytest.raises(ProtocolError) as caught:
+        codec.encode("run.req", {"input": b"x" * (BLOB_THRESHOLD + 10)})
+    assert caught.value.code == ErrorCode.TOO_LARGE
+    assert caught.value.details["limit"] == 1000 and caught.value.details["size"] > 1000
+    frames = codec.encode("run.req", {"input": "x" * 900})     # at the limit: it goes
+    assert sum(map(len, frames)) <= 1000
+    with pytest.raises(ProtocolError):
+        codec.encode("run.req", {"input": "x" * 1000})
