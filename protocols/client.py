@@ -1,11 +1,10 @@
 """The PNS client library: call a daemon's operations over ZeroMQ.
 
-One implementation, two flavours. :class:`_Session` is the sans-I/O core: it encodes
-requests, matches replies to callers by message id and turns ``error`` replies into typed
-:class:`RemoteError`. :class:`AsyncClient` drives it with a DEALER pumped by the event
-loop (:mod:`protocols.pump`); :class:`Client` drives it with a blocking DEALER. Both keep many
-requests in flight on one socket and give every call a timeout. Owns sockets; never decides
-what a reply means beyond success or error. Python 3.8 compatible.
+One implementation, two flavours over the sans-I/O core :class:`protocols.session.Session`.
+:class:`AsyncClient` drives it with a DEALER pumped by the event loop (:mod:`protocols.pump`);
+:class:`Client` drives it with a blocking DEALER. Both keep many requests in flight on one
+socket and give every call a timeout. Owns sockets; never decides what a reply means beyond
+success or error. Python 3.8 compatible.
 
 The link holds whatever a peer sends: a request over the size limit is refused before it is
 sent (``too_large``), a reply the codec refuses fails its call with the codec's error, and no
@@ -18,84 +17,24 @@ message is read in chunks (``result_chunks``, ``result``; see SPEC.md, ``job.res
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Set, Tuple
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from protocols.codec import DEFAULT_MAX_BYTES, Codec, Message, new_message_id
-from protocols.errors import (
-    ClientClosed,
-    ClientTimeout,
-    ErrorCode,
-    PnsError,
-    ProtocolError,
-    RemoteError,
-)
-from protocols.messages import ERROR, JOB_EVENT, reply_type, request_type
+from protocols.codec import DEFAULT_MAX_BYTES, Message
+from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, RemoteError
+from protocols.messages import JOB_EVENT
 from protocols.pump import Pump, recv_frames, send_frames
 from protocols.results import RESULT_CHUNK, chunk_end, chunk_request, unpack_result
+from protocols.session import TRACE, failure
+from protocols.session import Session as _Session
+
+__all__ = ["TRACE", "AsyncClient", "Client", "Pending"]
 
 DEFAULT_TIMEOUT = 30.0
-# The caller's request id (e.g. pnsweb's X-Request-ID): sent with every request made in this
-# context, and bound by the daemon to the log lines of that request.
-TRACE: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar("pns_trace", default=None)
 CONNECT_WAIT = 2.0    # how long a send waits for the connection before "unavailable"
-
-
-class _Session:
-    """Encoding and reply matching shared by both flavours; owns no socket."""
-
-    def __init__(self, key: bytes, *, max_bytes: int, skew: float) -> None:
-        # Replies are matched against pending ids, so a replayed reply finds no caller; the
-        # id memory of the replay guard is only needed on the daemon side.
-        self.codec = Codec(key, max_bytes=max_bytes, skew=skew, guard_replay=False)
-
-    def request(self, op: str, body: Any) -> Tuple[str, List[bytes]]:
-        """The id and frames of a request; raise RemoteError ``too_large`` rather than send
-        a message the daemon would refuse (or its socket drop)."""
-        msg_id = new_message_id()
-        try:
-            frames = self.codec.encode(request_type(op), body, msg_id=msg_id, trace=TRACE.get())
-        except ProtocolError as exc:
-            if exc.code != ErrorCode.TOO_LARGE:
-                raise
-            raise RemoteError(exc.code, "the %s request is not sent: %s" % (op, exc.message),
-                              exc.details) from exc
-        return msg_id, frames
-
-    def read(self, frames: Sequence[bytes]) -> Optional[Message]:
-        """Decode a reply. A reply refused (too large, stale, bad signature) whose header names
-        the request it answers becomes an error for that request's caller; anything else
-        that cannot be read answers nobody (None)."""
-        try:
-            return self.codec.decode(frames)
-        except ProtocolError as exc:
-            re = exc.details.get("re")
-            if not isinstance(re, str):
-                return None
-            details = {k: v for k, v in exc.details.items() if k not in ("re", "type")}
-            return failure(re, exc.code, "the reply was refused: %s" % exc.message, details)
-        except PnsError:
-            return None
-
-    @staticmethod
-    def outcome(op: str, message: Message) -> Any:
-        """The reply's body, or raise the remote error it carries."""
-        if message.type == ERROR:
-            raise RemoteError.from_body(message.body)
-        if message.type != reply_type(op):
-            raise RemoteError(
-                ErrorCode.MALFORMED, "expected %s, got %s" % (reply_type(op), message.type)
-            )
-        return message.body
-
-
-def failure(re: str, code: str, text: str, details: Optional[Dict[str, Any]] = None) -> Message:
-    """An ``error`` reply made here, for a request the daemon cannot answer any more."""
-    return Message(ERROR, {"code": code, "message": text, "details": details or {}}, "", re, 0.0)
 
 
 class _Connection:
