@@ -19,6 +19,7 @@ from faults import (
     http_garbage,
     protocol_garbage,
     replay,
+    size_limits,
     slow_clients,
     soak,
     web_restart,
@@ -40,6 +41,8 @@ FAULTS: tuple[Fault, ...] = (
     Fault("replay", "captured requests replayed within and after the window", replay.replay),
     Fault("http", "1,000 malformed HTTP requests", http_garbage.http_garbage),
     Fault("slowloris", "slow clients while others are served", slow_clients.slow_clients),
+    Fault("size-limits", "over-size inputs, grown bodies, over-size results",
+          size_limits.size_limits),
 )
 SOAK = Fault("soak", "echo soak: RSS, fds, processes", soak.soak)
 

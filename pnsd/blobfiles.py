@@ -43,6 +43,17 @@ def read_blob(path: Path) -> bytes:
         raise StorageError(f"cannot read {path}: {exc}") from exc
 
 
+def read_range(path: Path, offset: int, limit: int) -> tuple[int, bytes]:
+    """The file's size and at most ``limit`` of its bytes from ``offset``."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(offset)
+            return size, fh.read(limit)
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from exc
+
+
 def remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)

@@ -1,7 +1,9 @@
 """The ``pnsd`` command: start and stop the daemon, and talk to it from a shell.
 
-Owns argument parsing and turning replies into stdout (JSON) and errors into one stderr line
-and a non-zero exit. Every subcommand but ``start`` is a client of the running daemon.
+Owns argument parsing and turning replies into stdout (JSON) and errors into one stderr line,
+``pnsd: <code>: <message>`` (a protocol error code), and a non-zero exit: 3 when the daemon is
+not there or went away, 2 for bad usage, 1 otherwise. Every subcommand but ``start`` is a
+client of the running daemon; a run waits at most for its timeout plus a margin.
 """
 
 from __future__ import annotations
@@ -27,37 +29,52 @@ from pnsd.keyfile import load_or_create_key
 from pnsd.pidfile import process_alive, read_pid
 from pnslog import configure_logging
 from protocols.client import Client
-from protocols.errors import PnsError, RemoteError
+from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, PnsError, ProtocolError
+from protocols.version import __version__
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
-RUN_WAIT = 24 * 3600.0   # a run without --timeout may take as long as its PTS allows
+RUN_MARGIN = 10.0        # seconds a run's reply may take beyond the run's own timeout
 SWAP_WAIT = 300.0        # a deploy or replace waits for start, init and self-test
+EXIT_OF = {ErrorCode.UNAVAILABLE: EXIT_UNAVAILABLE}
 
 
 class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+    """An error found here; ``kind`` is the protocol error code it is shown with."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE, *, kind: str = "") -> None:
         super().__init__(message)
+        self.message = message
         self.code = code
+        self.kind = kind or {EXIT_USAGE: ErrorCode.BAD_REQUEST,
+                             EXIT_UNAVAILABLE: ErrorCode.UNAVAILABLE}.get(code, "failed")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.handler(args)
-        return result
-    except CliError as exc:
-        print(f"pnsd: {exc}", file=sys.stderr)
-        return exc.code
-    except RemoteError as exc:
-        print(f"pnsd: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_UNAVAILABLE if exc.code == "unavailable" else EXIT_FAILURE
-    except (DaemonError, PnsError) as exc:
-        print(f"pnsd: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
-        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except (CliError, DaemonError, PnsError) as exc:
+        code, message = described(exc)
+        print(f"pnsd: {code}: {message}", file=sys.stderr)
+        return exc.code if isinstance(exc, CliError) else EXIT_OF.get(code, EXIT_FAILURE)
+    return result
+
+
+def described(exc: Exception) -> tuple[str, str]:
+    """The protocol error code and the message an error is shown with."""
+    if isinstance(exc, CliError):
+        return exc.kind, exc.message
+    if isinstance(exc, ProtocolError | DaemonError):   # remote, or refused before sending
+        return exc.code, exc.message
+    if isinstance(exc, ClientTimeout):
+        return ErrorCode.TIMEOUT, str(exc) or "no reply within the timeout"
+    if isinstance(exc, ClientClosed):
+        return ErrorCode.UNAVAILABLE, str(exc)
+    return ErrorCode.INTERNAL, str(exc)
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
@@ -72,7 +89,8 @@ def client_of(args: argparse.Namespace) -> Client:
         raise CliError(f"no key file at {settings.key_file}: has pnsd been started?",
                        EXIT_UNAVAILABLE)
     key = load_or_create_key(settings.key_file, create=False)
-    return Client(settings.endpoint, key=key, timeout=args.timeout or 60.0)
+    return Client(settings.endpoint, key=key, timeout=args.timeout or 60.0,
+                  max_bytes=settings.max_message_bytes)
 
 
 def emit(value: Any) -> None:
@@ -114,7 +132,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 def detach(args: argparse.Namespace, settings: Settings) -> int:
     """Start the daemon in the background and return once it answers a ping."""
     if (pid := read_pid(settings.pidfile)) is not None:
-        raise CliError(f"pnsd is already running with pid {pid}")
+        raise CliError(f"pnsd is already running with pid {pid}", kind=ErrorCode.CONFLICT)
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "pnsd", "start", "--home", str(settings.home)]
     if args.config:
@@ -148,7 +166,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
         if not process_alive(pid):
             return 0
         time.sleep(0.05)  # waiting for another process to exit: no event to wait on
-    raise CliError(f"pnsd (pid {pid}) did not stop within the timeout")
+    raise CliError(f"pnsd (pid {pid}) did not stop within the timeout", kind=ErrorCode.TIMEOUT)
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
@@ -231,8 +249,15 @@ def read_input(args: argparse.Namespace) -> Any:
     if args.input is not None and args.input_file is not None:
         raise CliError("give --input or --input-file, not both", EXIT_USAGE)
     text = args.input
-    if args.input_file is not None:
-        text = sys.stdin.read() if args.input_file == "-" else Path(args.input_file).read_text()
+    if args.input_file == "-":
+        text = sys.stdin.read()
+    elif args.input_file is not None:
+        try:
+            text = Path(args.input_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise CliError(f"cannot read the input file {args.input_file}: {why}",
+                           EXIT_USAGE) from None
     if text is None:
         return None
     try:
@@ -249,11 +274,22 @@ def run_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    # --timeout bounds the run; the reply may take that long plus the trip.
-    wait = args.timeout + 10.0 if args.timeout else RUN_WAIT
+    body = run_body(args)
     with client_of(args) as client:
-        emit(client.call("run", run_body(args), timeout=wait)["result"])
+        emit(client.call("run", body, timeout=run_wait(client, args))["result"])
     return 0
+
+
+def run_wait(client: Client, args: argparse.Namespace) -> float:
+    """How long a run's reply may take: its timeout (``--timeout``, else the PTS's) twice, as
+    a run may wait in line that long before it starts, plus a margin for the trip."""
+    timeout = args.timeout
+    if timeout is None:
+        spec = client.call("pts.describe", {"name": args.name}, timeout=60.0)["spec"]
+        timeout = float(spec.get("timeout") or 0) or None
+    if timeout is None:
+        raise CliError(f"PTS {args.name} has no timeout: give --timeout", EXIT_USAGE)
+    return 2 * float(timeout) + RUN_MARGIN
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -276,7 +312,9 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_result(args: argparse.Namespace) -> int:
-    emit(call(args, "job.result", {"job": args.id})["result"])
+    """The result, read in chunks when it is larger than one message may be."""
+    with client_of(args) as client:
+        emit(client.result(args.id, timeout=args.timeout)["result"])
     return 0
 
 
@@ -313,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--timeout", type=float,
                         help="seconds: for run and submit the run's timeout, else the wait")
     parser = argparse.ArgumentParser(prog="pnsd", description="PNS processing node daemon")
+    parser.add_argument("--version", action="version", version=f"pnsd {__version__}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,

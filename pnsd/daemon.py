@@ -131,7 +131,8 @@ class Daemon:
         _failed, requeued = await self.store.recover(time.time(), requeue=self._idempotent)
         await self.audit.open()
         handlers = Handlers(self.registry, self.scheduler, home=self.settings.home,
-                            deployer=self.deployer, reloader=self.reload)
+                            deployer=self.deployer, reloader=self.reload,
+                            max_message_bytes=self.settings.max_message_bytes)
         handlers.failures = self.deployer.failures
         self.deployer.failures.update(await self.registry.add_all(self.settings.pts.values()))
         for job in requeued:

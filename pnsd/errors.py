@@ -68,6 +68,12 @@ class WorkerDied(DaemonError):
     code = ErrorCode.WORKER_DIED
 
 
+class TooLarge(DaemonError):
+    """A message (input, result, reply) over the size limit: refused before it is sent."""
+
+    code = ErrorCode.TOO_LARGE
+
+
 class NotReady(DaemonError):
     code = ErrorCode.NOT_READY
 

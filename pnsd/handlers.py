@@ -18,7 +18,7 @@ from typing import Any
 
 from pnsd.demo.install import install_scripts
 from pnsd.deploy import Deployer
-from pnsd.errors import BadRequest, NotFound, RunTimeout, Unavailable
+from pnsd.errors import BadRequest, NotFound, RunTimeout, TooLarge, Unavailable
 from pnsd.events import summary
 from pnsd.hosts.base import HOOKS
 from pnsd.hosts.mailbox import read_dir_files
@@ -29,6 +29,7 @@ from pnsd.refusals import Refusals
 from pnsd.registry import Generation, Registry
 from pnsd.scheduler import Scheduler
 from pnsd.server import Handler, StreamHandler
+from protocols.codec import DEFAULT_MAX_BYTES
 from protocols.version import PROTOCOL_VERSION, __version__
 
 WATCH_IDLE = 30.0     # a watch stream with no event for this long ends with a timeout error
@@ -36,6 +37,7 @@ MAX_LIST = 1000
 MAX_SCRIPT = 16 * 2**20       # bytes of a script or mailbox file shown over the protocol
 UPDATABLE = frozenset({"timeout"})
 MAX_WHO = 200         # characters of an audit entry's "who"
+ENVELOPE = 64 * 1024  # bytes of a reply besides the result: the rest of a message's room
 
 
 @dataclass
@@ -50,6 +52,12 @@ class Handlers:
     deployer: Deployer | None = None                          # hot swap; None: not offered
     reloader: Callable[[], Awaitable[dict[str, str]]] | None = None
     refusals: Refusals | None = None     # the front door's, for the status reply
+    max_message_bytes: int = DEFAULT_MAX_BYTES     # the replies' limit (the server's codec)
+
+    @property
+    def result_room(self) -> int:
+        """The largest result (packed) one reply carries; larger ones go in chunks."""
+        return max(1, self.max_message_bytes - ENVELOPE)
 
     async def ping(self, body: Any) -> Any:
         return {"version": __version__, "protocol": PROTOCOL_VERSION, "time": time.time()}
@@ -156,18 +164,19 @@ class Handlers:
         if _lock(body) not in (None, pts):
             return self._run_holding(pts, body)
         outcome = self.scheduler.run_now(pts, _field(body, "input"), timeout=_get(body, "timeout"))
+        room = self.result_room
         if isinstance(outcome, tuple):
-            return _ran(*outcome)
+            return _ran(*outcome, room)
         if isinstance(outcome, Later):
-            return outcome.map(lambda ran: _ran(*ran))
-        return _ran_later(outcome)
+            return outcome.map(lambda ran: _ran(*ran, room))
+        return _ran_later(outcome, room)
 
     async def _run_holding(self, pts: str, body: Any) -> Any:
         """A run that holds a slot of the PTS named by ``lock`` while it runs on ``pts``."""
         async with self._holding(body):
             outcome = await self.scheduler.run(
                 pts, _field(body, "input"), timeout=_get(body, "timeout"))
-        return _ran(*outcome)
+        return _ran(*outcome, self.result_room)
 
     def _holding(self, body: Any, *, own: str | None = None) -> AbstractAsyncContextManager[None]:
         """A slot of the PTS the optional ``lock`` names, held around an operation (admitted
@@ -187,8 +196,15 @@ class Handlers:
         return {"job": (await self.scheduler.status(_get(body, "job"))).public()}
 
     async def job_result(self, body: Any) -> Any:
-        job, result = await self.scheduler.result(_get(body, "job"))
+        job, result = await self.scheduler.result(_get(body, "job"), max_bytes=self.result_room)
         return {"job": job.public(), "result": result}
+
+    async def job_result_chunk(self, body: Any) -> Any:
+        offset = _int(body, "offset", 0, 0, 2**62)
+        limit = _int(body, "limit", self.result_room, 1, 2**62)
+        job, size, data = await self.scheduler.result_chunk(
+            _get(body, "job"), offset, min(limit, self.result_room))
+        return {"job": job.public(), "size": size, "offset": offset, "data": data}
 
     async def job_list(self, body: Any) -> Any:
         pts = _get(body, "pts")
@@ -251,6 +267,7 @@ class Handlers:
             "reload": self.reload,
             "run": self.run, "submit": self.submit,
             "job.status": self.job_status, "job.result": self.job_result,
+            "job.result_chunk": self.job_result_chunk,
             "job.list": self.job_list, "job.cancel": self.job_cancel,
             "job.delete": self.job_delete, "jobs.cleanup": self.jobs_cleanup,
         }
@@ -268,12 +285,17 @@ def _read_text(path: Path) -> str:
         return handle.read(MAX_SCRIPT).decode(errors="replace")
 
 
-def _ran(job: Job, result: Any) -> dict[str, Any]:
+def _ran(job: Job, result: Any, room: int) -> dict[str, Any]:
+    """A run's reply; a result too large for it was recorded: the error says where it is."""
+    if job.result_size > room:
+        raise TooLarge(f"the result of job {job.id} ({job.result_size} bytes) is over the "
+                       "message limit; it is stored: read it in chunks (job.result_chunk)",
+                       job=job.id, size=job.result_size)
     return {"job": job.id, "result": result}
 
 
-async def _ran_later(outcome: Awaitable[tuple[Job, Any]]) -> dict[str, Any]:
-    return _ran(*await outcome)
+async def _ran_later(outcome: Awaitable[tuple[Job, Any]], room: int) -> dict[str, Any]:
+    return _ran(*await outcome, room)
 
 
 def _get(body: Any, key: str) -> Any:

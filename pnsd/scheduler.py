@@ -25,6 +25,7 @@ from pnsd.errors import (
     DaemonError,
     NotFound,
     NotReady,
+    TooLarge,
     Unavailable,
 )
 from pnsd.events import EventLog
@@ -280,18 +281,37 @@ class Scheduler:
         live = self._find(job_id)
         return live.job if live is not None else await self.store.get(job_id)
 
-    async def result(self, job_id: Any) -> tuple[Job, Any]:
+    async def result(self, job_id: Any, *, max_bytes: int | None = None) -> tuple[Job, Any]:
+        """The job's result; TooLarge (before reading it) if stored larger than ``max_bytes``."""
+        job = await self._successful(job_id)
+        live = self._find(job_id)
+        if live is not None and live.error is None and live.result_kept:
+            return job, live.result
+        if max_bytes is not None and job.result_size > max_bytes:
+            raise TooLarge(f"the result of job {job.id} is {job.result_size} bytes, over the "
+                           f"message limit: read it in chunks (job.result_chunk)",
+                           job=job.id, size=job.result_size)
+        blob = await self.store.result(job_id)
+        return job, None if blob is None else unpack(blob)
+
+    async def result_chunk(self, job_id: Any, offset: int, limit: int) -> tuple[Job, int, bytes]:
+        """A slice of the job's result in its stored (msgpack) form, and the form's size."""
+        job = await self._successful(job_id)
+        live = self._find(job_id)
+        if live is not None and live.error is None and live.result_kept:
+            blob = pack(live.result)       # kept in memory: small
+            return job, len(blob), blob[offset:offset + limit]
+        size, data = await self.store.result_chunk(job.id, offset, limit)
+        return job, size, data
+
+    async def _successful(self, job_id: Any) -> Job:
         job = await self.status(job_id)
         if not job.is_finished:
             raise NotReady(f"job {job_id} is {job.status.value}: no result yet",
                            job=job_id, status=job.status.value)
         if job.status is not Status.SUCCESSFUL:
             raise _failure(job)
-        live = self._find(job_id)
-        if live is not None and live.error is None and live.result_kept:
-            return job, live.result
-        blob = await self.store.result(job_id)
-        return job, None if blob is None else unpack(blob)
+        return job
 
     async def cancel(self, job_id: Any) -> Job:
         live = self._find(job_id)

@@ -212,7 +212,8 @@ class Server:
     def _send(self, identity: bytes, msg_type: str, body: Any, re: str) -> None:
         try:
             frames = self.codec.encode(msg_type, body, re=re)
-        except ProtocolError as exc:
+        except ProtocolError as exc:   # e.g. too_large: checked here, never dropped by a socket
+            log.warning("reply_refused", re=re, type=msg_type, code=exc.code, error=exc.message)
             frames = self.codec.encode(ERROR, exc.to_body(), re=re)
         if self._pump is None or self._pump.closed:   # stopped: a late answer has no one to go to
             return

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import structlog
 
 from pnsd import jobsql
-from pnsd.blobfiles import read_blob, remove, remove_all, write_blob
+from pnsd.blobfiles import read_blob, read_range, remove, remove_all, write_blob
 from pnsd.errors import Conflict, StorageError
 from pnsd.jobs import RESTART_REASON, Job, Status
 from pnsd.retention import SizeBound
@@ -203,6 +203,17 @@ class JobStore:
     async def result(self, job_id: str) -> bytes | None:
         """The result blob exactly as stored, None if there is none (yet)."""
         return await self._blob(job_id, "result")
+
+    async def result_chunk(self, job_id: str, offset: int, limit: int) -> tuple[int, bytes]:
+        """The stored result's size and at most ``limit`` of its bytes from ``offset``, read
+        from its file without loading the rest (a result too large for one message)."""
+        query = partial(jobsql.select_blob, job_id, "result")
+        blob, in_file = await self._read(query, "read result")
+        if not in_file:
+            blob = blob or b""
+            return len(blob), blob[offset:offset + limit]
+        path = self._job_dir(job_id) / "result.bin"
+        return await asyncio.to_thread(read_range, path, offset, limit)
 
     async def input(self, job_id: str) -> bytes:
         blob = await self._blob(job_id, "input")

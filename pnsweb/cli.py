@@ -29,6 +29,7 @@ from pnsweb.app import create_app
 from pnsweb.settings import SettingsError, User, WebSettings, hash_password, load_settings
 from protocols import memory
 from protocols.client import AsyncClient
+from protocols.version import __version__
 
 EXIT_FAILURE = 1
 PASSWORD_ENV = "PNSWEB_PASSWORD"    # the --username's password, kept out of the command line
@@ -39,6 +40,7 @@ log = structlog.get_logger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pnsweb", description="The PNS web API (/v0.6 and /v1) in front of pnsd.")
+    parser.add_argument("--version", action="version", version=f"pnsweb {__version__}")
     parser.add_argument("--config", type=Path, help="the pnsd TOML config file")
     parser.add_argument("--username", "-u", help="a user allowed to modify (an administrator)")
     parser.add_argument("--password", "-p",
@@ -97,7 +99,8 @@ def settings_of(args: argparse.Namespace) -> WebSettings:
 
 async def serve(settings: WebSettings) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking requests, finish, close the client."""
-    client = AsyncClient(settings.endpoint, key=settings.key, timeout=settings.call_timeout)
+    client = AsyncClient(settings.endpoint, key=settings.key, timeout=settings.call_timeout,
+                         max_bytes=settings.max_message_bytes)
     runner = web.AppRunner(create_app(settings, client=client), access_log=None)
     trimming = asyncio.create_task(memory.keep_trimmed(log.debug), name="trim-memory")
     try:

@@ -41,6 +41,7 @@ class WebSettings:
     default_pts: str = "hello"           # the PTS the /v0.6 routes drive
     max_body: int = 64 * 2**20           # request bodies above this get 413
     call_timeout: float = 3600.0         # longest wait for a daemon reply
+    max_message_bytes: int = 64 * 2**20  # pnsd's message limit: larger requests get 413
     log_level: str = "info"              # debug | info | warning | error | critical
     verbose: bool = False
 
@@ -72,7 +73,8 @@ def verify_password(password: str, stored: str) -> bool:
 # -- reading the shared config file ---------------------------------------------------------------
 #
 # pnsweb reads the same file as pnsd (it must not import pnsd, so this is a small reader of just
-# the keys it needs): from ``[pnsd]`` the home, the ipc endpoint and the key file; from an
+# the keys it needs): from ``[pnsd]`` the home, the ipc endpoint, the key file and the message
+# size limit (pnsweb refuses a request over it with 413 rather than send it); from an
 # optional ``[pnsweb]`` table its own settings and users:
 #
 #     [pnsweb]
@@ -121,6 +123,7 @@ def load_settings(
         default_pts=_value(web, "default_pts", str, defaults.default_pts),
         max_body=_value(web, "max_body", int, defaults.max_body),
         call_timeout=float(_value(web, "call_timeout", (int, float), defaults.call_timeout)),
+        max_message_bytes=_value(pnsd, "max_message_bytes", int, defaults.max_message_bytes),
         log_level=_log_level(web),
     )
 

@@ -32,6 +32,7 @@ from pnsweb.views_v1_io import (
     send,
     send_json,
 )
+from pnsweb.views_v1_results import stream_results
 from protocols.errors import ErrorCode, RemoteError
 
 RESPONSES = ("raw", "document")
@@ -117,18 +118,32 @@ async def _submit(request: web.Request, model: ogc.ProcessModel, data: Any) -> w
 async def _run(
     request: web.Request, model: ogc.ProcessModel, data: Any, order: ExecuteOrder,
 ) -> web.StreamResponse:
-    reply = await _daemon(request, model.id, "run", {"pts": model.id, "input": data},
-                          timeout=request.app[SETTINGS].call_timeout)
+    try:
+        reply = await _daemon(request, model.id, "run", {"pts": model.id, "input": data},
+                              timeout=request.app[SETTINGS].call_timeout)
+    except RemoteError as exc:
+        job_id = exc.details.get("job")
+        if exc.code != ErrorCode.TOO_LARGE or not isinstance(job_id, str):
+            raise
+        # recorded, but over the daemon's message limit: streamed from the store instead
+        return await stream_results(
+            request, request.app[CLIENT], job_id, model, requested=order.outputs,
+            raw=order.response == "raw", headers=_sync_headers(request, job_id, order))
     outputs = select_outputs(outputs_of(model, reply["result"]), order.outputs)
-    headers = {"Link": f'<{base_of(request)}/jobs/{reply["job"]}>; rel="monitor"'}
-    if order.prefer_sync:
-        headers["Preference-Applied"] = "respond-sync"
+    headers = _sync_headers(request, reply["job"], order)
     if order.response == "raw" and len(outputs) == 1:
         value = next(iter(outputs.values()))
         if isinstance(value, bytes):
             return await send(request, value, content_type=OCTETS, headers=headers)
         return await send_json(request, value, headers=headers)
     return await send_json(request, results_document(outputs), headers=headers)
+
+
+def _sync_headers(request: web.Request, job_id: str, order: ExecuteOrder) -> dict[str, str]:
+    headers = {"Link": f'<{base_of(request)}/jobs/{job_id}>; rel="monitor"'}
+    if order.prefer_sync:
+        headers["Preference-Applied"] = "respond-sync"
+    return headers
 
 
 async def _daemon(

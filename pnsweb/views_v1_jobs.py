@@ -30,6 +30,7 @@ from pnsweb.views_v1_io import (
     results_document,
     send_json,
 )
+from pnsweb.views_v1_results import stream_results
 from protocols.errors import ClientTimeout, ErrorCode, PnsError, RemoteError
 
 DEFAULT_LIMIT = 10
@@ -79,7 +80,8 @@ async def dismiss(request: web.Request) -> web.StreamResponse:
 
 
 async def results(request: web.Request) -> web.StreamResponse:
-    """The results document of a successful job (output id -> value)."""
+    """The results document of a successful job (output id -> value); a result over the
+    daemon's message limit is streamed from the store, chunk by chunk."""
     job_id = job_id_of(request)
     client = request.app[CLIENT]
     try:
@@ -88,13 +90,20 @@ async def results(request: web.Request) -> web.StreamResponse:
         if exc.code == ErrorCode.NOT_READY:
             status = str(exc.details.get("status") or "not finished")
             raise ogc.result_not_ready(job_id, status) from exc
-        raise
-    name = str(reply["job"]["pts"])
-    try:
-        model = await request.app[CATALOG].model(client, name)
-    except ApiError:     # the PTS is gone since: show the result as its single output
-        model = ogc.model_of({"name": name, "mode": "inproc"})
+        if exc.code != ErrorCode.TOO_LARGE:
+            raise
+        record = await job_record(client, job_id)
+        model = await _model_of(request, str(record["pts"]))
+        return await stream_results(request, client, job_id, model)
+    model = await _model_of(request, str(reply["job"]["pts"]))
     return await send_json(request, results_document(outputs_of(model, reply["result"])))
+
+
+async def _model_of(request: web.Request, name: str) -> ogc.ProcessModel:
+    try:
+        return await request.app[CATALOG].model(request.app[CLIENT], name)
+    except ApiError:     # the PTS is gone since: show the result as its single output
+        return ogc.model_of({"name": name, "mode": "inproc"})
 
 
 async def job_record(client: DaemonClient, job_id: str) -> dict[str, Any]:

@@ -1,75 +1,40 @@
 """The PNS client library: call a daemon's operations over ZeroMQ.
 
-One implementation, two flavours. :class:`_Session` is the sans-I/O core: it encodes
-requests, matches replies to callers by message id and turns ``error`` replies into typed
-:class:`RemoteError`. :class:`AsyncClient` drives it with a DEALER pumped by the event
-loop (:mod:`protocols.pump`); :class:`Client` drives it with a blocking DEALER. Both keep many
-requests in flight on one socket and give every call a timeout. Owns sockets; never decides
-what a reply means beyond success or error. Python 3.8 compatible.
+One implementation, two flavours over the sans-I/O core :class:`protocols.session.Session`.
+:class:`AsyncClient` drives it with a DEALER pumped by the event loop (:mod:`protocols.pump`);
+:class:`Client` drives it with a blocking DEALER. Both keep many requests in flight on one
+socket and give every call a timeout. Owns sockets; never decides what a reply means beyond
+success or error. Python 3.8 compatible.
+
+The link holds whatever a peer sends: a request over the size limit is refused before it is
+sent (``too_large``), a reply the codec refuses fails its call with the codec's error, and no
+socket sets ``ZMQ_MAXMSGSIZE`` (libzmq closes a connecting socket for good on an over-size
+message). A monitor on the socket sees the connection drop: every call waiting on it fails at
+once with ``unavailable``, and the DEALER reconnects by itself. A result too large for one
+message is read in chunks (``result_chunks``, ``result``; see SPEC.md, ``job.result_chunk``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Set, Tuple
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
-from protocols.codec import DEFAULT_MAX_BYTES, Codec, Message, new_message_id, read_refusal
-from protocols.errors import (
-    ClientClosed,
-    ClientTimeout,
-    ErrorCode,
-    ProtocolError,
-    RemoteError,
-)
-from protocols.messages import ERROR, JOB_EVENT, reply_type, request_type
+from protocols.codec import DEFAULT_MAX_BYTES, Message
+from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, RemoteError
+from protocols.messages import JOB_EVENT
 from protocols.pump import Pump, recv_frames, send_frames
+from protocols.results import RESULT_CHUNK, chunk_end, chunk_request, unpack_result
+from protocols.session import TRACE, failure
+from protocols.session import Session as _Session
+
+__all__ = ["TRACE", "AsyncClient", "Client", "Pending"]
 
 DEFAULT_TIMEOUT = 30.0
-# The caller's request id (e.g. pnsweb's X-Request-ID): sent with every request made in this
-# context, and bound by the daemon to the log lines of that request.
-TRACE: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar("pns_trace", default=None)
 CONNECT_WAIT = 2.0    # how long a send waits for the connection before "unavailable"
-
-
-class _Session:
-    """Encoding and reply matching shared by both flavours; owns no socket."""
-
-    def __init__(self, key: bytes, *, max_bytes: int, skew: float) -> None:
-        # Replies are matched against pending ids, so a replayed reply finds no caller; the
-        # id memory of the replay guard is only needed on the daemon side.
-        self.codec = Codec(key, max_bytes=max_bytes, skew=skew, guard_replay=False)
-
-    def request(self, op: str, body: Any) -> Tuple[str, List[bytes]]:
-        msg_id = new_message_id()
-        return msg_id, self.codec.encode(request_type(op), body, msg_id=msg_id, trace=TRACE.get())
-
-    def read(self, frames: Sequence[bytes]) -> Optional[Message]:
-        """Decode a reply; None for frames that cannot be trusted (they answer nobody).
-
-        An answer that fails our signature check may be the peer refusing our own signature
-        (another key): that refusal is read unverified, so the caller learns why at once
-        rather than by a timeout (only ``error`` answers of the pre-authentication codes,
-        and only for an id the caller is waiting on; SPEC.md, "Refusals").
-        """
-        try:
-            return self.codec.decode(frames)
-        except ProtocolError as exc:
-            return read_refusal(frames) if exc.code == ErrorCode.AUTH else None
-
-    @staticmethod
-    def outcome(op: str, message: Message) -> Any:
-        """The reply's body, or raise the remote error it carries."""
-        if message.type == ERROR:
-            raise RemoteError.from_body(message.body)
-        if message.type != reply_type(op):
-            raise RemoteError(
-                ErrorCode.MALFORMED, "expected %s, got %s" % (reply_type(op), message.type)
-            )
-        return message.body
 
 
 class _Connection:
@@ -95,9 +60,10 @@ class _Connection:
         # Queue nothing for a daemon that is not connected: a send fails at once instead, and
         # the caller learns the daemon is unavailable rather than waiting out its timeout.
         socket.setsockopt(zmq.IMMEDIATE, 1)
-        socket.setsockopt(zmq.MAXMSGSIZE, max_bytes + 2**20)
         socket.setsockopt(zmq.SNDHWM, 100_000)
         socket.setsockopt(zmq.RCVHWM, 100_000)
+        # Made before connecting, so that no drop of the connection goes unseen.
+        self._monitor: zmq.Socket[bytes] = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         socket.connect(endpoint)
         self._socket = socket
         self._setup()
@@ -105,7 +71,19 @@ class _Connection:
     def _setup(self) -> None:
         """The flavour's own state."""
 
+    def _lost(self, frames: List[bytes]) -> Optional[str]:
+        """For a monitor message saying the connection dropped: why, for the callers."""
+        try:
+            event = parse_monitor_message(frames)["event"]
+        except (ValueError, IndexError, KeyError):   # not a monitor event: nothing dropped
+            return None
+        if event != zmq.EVENT_DISCONNECTED:
+            return None
+        return ("the connection to the daemon at %s was lost; the request may or may not "
+                "have run" % self.endpoint)
+
     def _release(self) -> None:
+        self._monitor.close(linger=0)
         if self._own_context:
             self._context.term()
 
@@ -126,6 +104,7 @@ class AsyncClient(_Connection):
         self._pending: Dict[str, asyncio.Future[Message]] = {}
         self._streams: Dict[str, asyncio.Queue[Message]] = {}
         self._pump: Optional[Pump] = None   # made on first use, in the caller's loop
+        self._watch: Optional[Pump] = None  # the monitor's, made with it
         self._closed = False
 
     async def call(self, op: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
@@ -179,7 +158,19 @@ class AsyncClient(_Connection):
             raise ClientClosed("client is closed")
         if self._pump is None:
             self._pump = Pump(self._socket, self._deliver)
+            self._watch = Pump(self._monitor, self._on_monitor)
         return self._session.request(op, body)
+
+    def _on_monitor(self, frames: List[bytes]) -> None:
+        """The connection dropped: whatever was asked on it will not be answered."""
+        why = self._lost(frames)
+        if why is None:
+            return
+        for msg_id, future in list(self._pending.items()):
+            if not future.done():
+                future.set_result(failure(msg_id, ErrorCode.UNAVAILABLE, why))
+        for msg_id, queue in list(self._streams.items()):
+            queue.put_nowait(failure(msg_id, ErrorCode.UNAVAILABLE, why))
 
     def _send_now(self, frames: List[bytes]) -> bool:
         """Queue the message if the socket takes it now (the usual case); False if not."""
@@ -217,11 +208,39 @@ class AsyncClient(_Connection):
         if future is not None and not future.done():
             future.set_result(message)
 
+    async def result_chunks(self, job: str, *, chunk: int = RESULT_CHUNK,
+                            timeout: Optional[float] = None) -> AsyncIterator[bytes]:
+        """The stored result of a finished job as the chunks of its msgpack form, in order;
+        whatever its size, no message carries more than ``chunk`` bytes of it."""
+        offset, done = 0, False
+        while not done:
+            reply = await self.call("job.result_chunk", chunk_request(job, offset, chunk),
+                                    timeout=timeout)
+            data, offset, done = chunk_end(reply, offset)
+            if data:
+                yield data
+
+    async def result(self, job: str, *, timeout: Optional[float] = None) -> Any:
+        """``job.result``'s reply ``{job, result}``; a result too large for one message is
+        read in chunks and put together here."""
+        try:
+            return await self.call("job.result", {"job": job}, timeout=timeout)
+        except RemoteError as exc:
+            if exc.code != ErrorCode.TOO_LARGE:
+                raise
+        parts = [part async for part in self.result_chunks(job, timeout=timeout)]
+        record = await self.call("job.status", {"job": job}, timeout=timeout)
+        return {"job": record["job"], "result": unpack_result(b"".join(parts))}
+
     async def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ClientClosed("client closed"))
+        if self._watch is not None:
+            self._watch.close()
         if self._pump is not None:
             self._pump.close()
         else:
@@ -256,6 +275,7 @@ class Client(_Connection):
         # Pollers made once: Socket.poll builds a new one per call.
         self._readable, self._writable = zmq.Poller(), zmq.Poller()
         self._readable.register(self._socket, zmq.POLLIN)
+        self._readable.register(self._monitor, zmq.POLLIN)
         self._writable.register(self._socket, zmq.POLLOUT)
 
     def call(self, op: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
@@ -304,8 +324,11 @@ class Client(_Connection):
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self._arrived.get(msg_id):
             left = deadline - time.monotonic()
-            if left <= 0 or not self._readable.poll(int(left * 1000) + 1):
+            ready = dict(self._readable.poll(int(left * 1000) + 1)) if left > 0 else {}
+            if not ready:
                 raise ClientTimeout("no reply within the timeout")
+            if self._monitor in ready:
+                self._check_link()
             try:
                 message = self._session.read(recv_frames(self._socket))
             except zmq.Again:   # reported readable, then not: poll again
@@ -317,6 +340,40 @@ class Client(_Connection):
         if not queue:
             del self._arrived[msg_id]
         return message
+
+    def _check_link(self) -> None:
+        """Read the monitor's events; if the connection dropped, every waiting call fails."""
+        while True:
+            try:
+                why = self._lost(self._monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            if why is not None:
+                for msg_id in self._waiting:
+                    self._arrived.setdefault(msg_id, []).append(
+                        failure(msg_id, ErrorCode.UNAVAILABLE, why))
+
+    def result_chunks(self, job: str, *, chunk: int = RESULT_CHUNK,
+                      timeout: Optional[float] = None) -> Iterator[bytes]:
+        """The blocking :meth:`AsyncClient.result_chunks`."""
+        offset, done = 0, False
+        while not done:
+            reply = self.call("job.result_chunk", chunk_request(job, offset, chunk),
+                              timeout=timeout)
+            data, offset, done = chunk_end(reply, offset)
+            if data:
+                yield data
+
+    def result(self, job: str, *, timeout: Optional[float] = None) -> Any:
+        """The blocking :meth:`AsyncClient.result`."""
+        try:
+            return self.call("job.result", {"job": job}, timeout=timeout)
+        except RemoteError as exc:
+            if exc.code != ErrorCode.TOO_LARGE:
+                raise
+        blob = b"".join(self.result_chunks(job, timeout=timeout))
+        record = self.call("job.status", {"job": job}, timeout=timeout)
+        return {"job": record["job"], "result": unpack_result(blob)}
 
     def close(self) -> None:
         self._socket.close(linger=0)

@@ -2,7 +2,8 @@
 
 A message is the frame list ``[MAGIC, signature, header, body, blob...]``: header and body are
 msgpack, blobs are raw byte frames that large ``bytes`` values of the body travel in (so they
-are sent zero-copy and never packed). Owns encoding, decoding, the size limit and the calls to
+are sent zero-copy and never packed). Owns encoding, decoding, the size limit (checked on both:
+a message over it is never sent, so no peer's socket has to drop it) and the calls to
 :mod:`protocols.signing`; it never touches a socket. Python 3.8 compatible.
 """
 
@@ -28,6 +29,7 @@ MAX_HEADER_BYTES = 1024         # a valid header (three strings of at most 64) i
 # The codes that refuse a message before it is authenticated: their answers go out unsigned.
 UNAUTHENTICATED_REFUSALS = frozenset([ErrorCode.AUTH, ErrorCode.TOO_LARGE])
 _INDEX = struct.Struct(">I")
+SIGNATURE_BYTES = 32            # HMAC-SHA256
 
 
 class Message(NamedTuple):
@@ -90,7 +92,11 @@ class Codec:
         ts: Optional[float] = None,
         trace: Optional[str] = None,
     ) -> List[bytes]:
-        """The frames of one message (ROUTER identities not included)."""
+        """The frames of one message (ROUTER identities not included).
+
+        Raise ProtocolError ``too_large`` (details ``size``, ``limit``) for a message over
+        ``max_bytes``: the receiver would refuse it, or its socket drop the connection.
+        """
         fields = [PROTOCOL_VERSION, msg_id or new_message_id(), msg_type, re,
                   self.clock() if ts is None else ts]
         if trace:
@@ -102,6 +108,12 @@ class Codec:
             # A Packer keeps the largest buffer it ever needed: after a large body, a fresh
             # one, rather than pin up to twice that body's size for the codec's lifetime.
             self._packer = _new_packer()
+        size = len(MAGIC) + len(header) + len(packed)
+        size += SIGNATURE_BYTES if self.signer.enabled else 0
+        for blob in blobs:
+            size += len(blob)
+        if size > self.max_bytes:
+            raise too_large(size, self.max_bytes)
         payload = [MAGIC, header, packed, *blobs]
         return [MAGIC, self.signer.sign(payload), header, packed, *blobs]
 
@@ -139,10 +151,7 @@ class Codec:
         for frame in frames:
             size += len(frame)
         if size > self.max_bytes:
-            raise ProtocolError(
-                ErrorCode.TOO_LARGE,
-                "message of %d bytes exceeds the limit of %d" % (size, self.max_bytes),
-            )
+            raise too_large(size, self.max_bytes)
         payload = list(frames)
         payload[1] = MAGIC  # the signature covers every frame but itself
         self.signer.verify(frames[1], payload[1:])
@@ -157,6 +166,17 @@ def message_id(frames: Sequence[bytes]) -> Optional[str]:
         return None
     try:
         return read_header(frames[2])[1]
+    except ProtocolError:
+        return None
+
+
+def answered_id(frames: Sequence[bytes]) -> Optional[str]:
+    """The ``re`` in a message's header (the id of the request it answers), if it can be read;
+    None otherwise (never raises). For failing the caller of a reply that was refused."""
+    if len(frames) < 4 or frames[0] != MAGIC:
+        return None
+    try:
+        return read_header(frames[2])[3]
     except ProtocolError:
         return None
 
@@ -180,6 +200,13 @@ def read_refusal(frames: Sequence[bytes]) -> Optional[Message]:
             or body.get("code") not in UNAUTHENTICATED_REFUSALS):
         return None
     return Message(msg_type, body, msg_id, re, ts, version, trace)
+
+
+def too_large(size: int, limit: int) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.TOO_LARGE, "message of %d bytes exceeds the limit of %d" % (size, limit),
+        {"size": size, "limit": limit},
+    )
 
 
 def read_header(frame: bytes) -> Tuple[int, str, str, Optional[str], float, Optional[str]]:

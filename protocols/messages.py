@@ -62,6 +62,7 @@ OPERATIONS: Tuple[Operation, ...] = (
     Operation("submit", "{pts, input, timeout?} -> {job}: an asynchronous run, durable"),
     Operation("job.status", "{job} -> the job's status record"),
     Operation("job.result", "{job} -> {job, result}; not_ready until finished"),
+    Operation("job.result_chunk", "{job, offset?, limit?} -> {job, size, offset, data}"),
     Operation("job.list", "{pts?, status?, limit?, offset?} -> {jobs, total}"),
     Operation("job.cancel", "{job} -> the job's status record after dismissal"),
     Operation("job.watch", "{job, after?} -> job.event messages, then {job}"),

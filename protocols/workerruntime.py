@@ -301,16 +301,14 @@ class WorkerRuntime:
         if events:
             body = dict(body, events=[[kind, item] for kind, item, _re in events])
         try:
-            frames = self.codec.encode(messages.TASK_REP, body, re=re)
+            return self.codec.encode(messages.TASK_REP, body, re=re), ""
         except ProtocolError as exc:
+            if exc.code == ErrorCode.TOO_LARGE:   # checked before sending: never dropped
+                return None, ("the result of %d bytes exceeds the message limit of %d bytes"
+                              % (exc.details["size"], exc.details["limit"]))
             note("the result cannot be encoded: %s" % exc.message)
             return None, "the result cannot be encoded: %s" % exc.message.replace(
                 "body cannot be encoded: ", "")
-        size = sum(map(len, frames))
-        if size > self.codec.max_bytes:
-            return None, ("the result of %d bytes exceeds the message limit of %d bytes"
-                          % (size, self.codec.max_bytes))
-        return frames, ""
 
     def send_error(self, re: Optional[str], code: str, text: str) -> None:
         self.send(messages.ERROR, {"code": code, "message": text, "details": {}}, re)

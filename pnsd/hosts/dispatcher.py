@@ -29,6 +29,7 @@ from pnsd.errors import (
     DaemonError,
     PtsFailed,
     RunTimeout,
+    TooLarge,
     Unavailable,
     WorkerDied,
 )
@@ -96,7 +97,8 @@ class Dispatcher:
 
         A run waits in line at most ``timeout`` seconds; its own timeout starts when a worker
         takes it. ``reply`` gets the outcome exactly once, unless :meth:`cancel` answered first.
-        Raises Unavailable (the host is not ready) or BadRequest (``data`` cannot be encoded).
+        Raises Unavailable (the host is not ready), BadRequest (``data`` cannot be encoded) or
+        TooLarge (the task would be over the worker's message limit).
         """
         if self._state.state != "ready":
             raise self._not_ready()
@@ -145,7 +147,7 @@ class Dispatcher:
                 continue
             try:
                 self._dispatch(worker, run)
-            except BadRequest as exc:
+            except (BadRequest, TooLarge) as exc:
                 run.answer(None, exc)
 
     def recheck(self) -> None:
@@ -167,6 +169,9 @@ class Dispatcher:
         try:
             frames = self._codec.encode(messages.TASK_REQ, body, msg_id=msg_id)
         except ProtocolError as exc:
+            if exc.code == ErrorCode.TOO_LARGE:    # the worker's socket would drop it
+                raise TooLarge(f"the input is too large for the worker: {exc.message}",
+                               **exc.details) from exc
             raise BadRequest(f"the input cannot be encoded: {exc.message}") from exc
         run.id, run.worker = msg_id, worker
         run.deadline = asyncio.get_running_loop().time() + run.timeout

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from pnsd.errors import BadRequest, Cancelled, DaemonError, RunTimeout, Unavailable, WorkerDied
+from pnsd.errors import (
+    BadRequest,
+    Cancelled,
+    DaemonError,
+    RunTimeout,
+    TooLarge,
+    Unavailable,
+    WorkerDied,
+)
 from pnsd.hosts.base import HostState
 from pnsd.hosts.dispatcher import Dispatcher, Run
 from pnsd.supervisor import WorkerSlot
@@ -127,6 +135,16 @@ async def test_an_input_that_cannot_be_encoded_is_refused_at_once() -> None:
     with pytest.raises(BadRequest, match="cannot be encoded"):
         node.start("x", data=object())
     assert node.dispatcher.load() == (0, 0)
+
+
+async def test_a_task_over_the_workers_limit_is_refused_before_it_is_sent() -> None:
+    node = Node()
+    node.codec.max_bytes = 4096
+    with pytest.raises(TooLarge, match="too large for the worker"):
+        node.start("x", data=b"y" * 8192)
+    assert node.sent == [] and node.dispatcher.load() == (0, 0)
+    node.start("small")
+    assert len(node.sent) == 1
 
 
 async def test_call_awaits_the_answer_and_a_cancelled_caller_cancels_the_run() -> None:

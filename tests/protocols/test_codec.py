@@ -254,3 +254,15 @@ def test_an_auth_refusal_that_cannot_be_verified_is_still_read_as_one() -> None:
     reply = daemon.encode("ping.rep", {"code": "auth"}, re="m1")
     assert read_refusal(other) is None and read_refusal(reply) is None
     assert read_refusal([MAGIC, b"", b"\xc1", b""]) is None
+
+
+def test_a_message_over_the_limit_is_refused_before_it_is_sent() -> None:
+    codec = Codec(KEY, max_bytes=1000)
+    with pytest.raises(ProtocolError) as caught:
+        codec.encode("run.req", {"input": b"x" * (BLOB_THRESHOLD + 10)})
+    assert caught.value.code == ErrorCode.TOO_LARGE
+    assert caught.value.details["limit"] == 1000 and caught.value.details["size"] > 1000
+    frames = codec.encode("run.req", {"input": "x" * 900})     # at the limit: it goes
+    assert sum(map(len, frames)) <= 1000
+    with pytest.raises(ProtocolError):
+        codec.encode("run.req", {"input": "x" * 1000})
