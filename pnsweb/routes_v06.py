@@ -14,12 +14,12 @@ import functools
 from dataclasses import dataclass
 
 from aiohttp import web
-from yarl import URL
 
 from pnsweb import views_v06 as v
 from pnsweb import views_v06_config as conf
 from pnsweb import views_v06_run as run
 from pnsweb.auth import require_user
+from pnsweb.links import base_url
 from pnsweb.views_v06 import View
 from pnsweb.views_v06_envelope import JSON_TYPE, STAMP, dumps
 
@@ -117,16 +117,15 @@ async def api_listing(request: web.Request) -> web.StreamResponse:
     The body is ``{"APIs": ..., "timestamp": ...}``; only the timestamp changes between two
     requests to one origin, so the APIs' JSON text is made once per origin.
     """
-    apis = listing_text(request.scheme, request.host)
+    apis = listing_text(base_url(request) + PREFIX)
     timestamp = repr(request.app[STAMP].now())    # a finite float's JSON text is its repr
     return web.Response(text=f'{{"APIs": {apis}, "timestamp": {timestamp}}}',
                         content_type=JSON_TYPE)
 
 
 @functools.lru_cache(maxsize=64)    # the Host header is the caller's: keep the cache bounded
-def listing_text(scheme: str, host: str) -> str:
-    """The JSON text of the ``APIs`` member for requests that reached ``scheme://host``."""
-    base = str(URL.build(scheme=scheme, authority=host).origin()) + PREFIX
+def listing_text(base: str) -> str:
+    """The JSON text of the ``APIs`` member for requests that reached ``base`` (``.../v0.6``)."""
     apis: dict[str, list[dict[str, str]]] = {}
     for route in ROUTES:
         apis.setdefault(route.method, []).append(
