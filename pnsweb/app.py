@@ -1,12 +1,12 @@
 """The pnsweb application factory: ``create_app(settings, client=...)`` (STYLE rule 8).
 
 Owns assembling the app: its typed state (settings, daemon client, reply clock, credential
-cache, request metrics, body parser), the middlewares (the app's :func:`request_middleware`
-outermost, then the one error middleware, then the Host check of :mod:`pnsweb.links`), the
-hard body size limit (``settings.max_body``, answered 413 in JSON; :mod:`pnsweb.bodies` holds
-callers to less before they are authenticated) and the route modules. It holds no other
-state and never opens sockets itself: the caller owns the client (the CLI closes it; tests
-pass a fake).
+cache, login throttle, request metrics, body parser), the middlewares (the app's
+:func:`request_middleware` outermost, then the one error middleware, then the Host check of
+:mod:`pnsweb.links`), the hard body size limit (``settings.max_body``, answered 413 in JSON;
+:mod:`pnsweb.bodies` holds callers to less before they are authenticated) and the route
+modules. It holds no other state and never opens sockets itself: the caller owns the client
+(the CLI closes it; tests pass a fake).
 
 Every request gets one summary line, ``request_finished``, at ``info`` (STYLE rule 7). Rendering
 and writing it costs a large share of a small request's CPU; a deployment that serves many
@@ -38,6 +38,7 @@ from pnsweb.keys import CLIENT, SETTINGS, DaemonClient
 from pnsweb.links import host_middleware
 from pnsweb.metrics import CLIENT_GONE, METRICS, Metrics, route_of
 from pnsweb.settings import WebSettings
+from pnsweb.throttle import THROTTLE, LoginThrottle
 from pnsweb.views_v06_envelope import STAMP, Stamp
 from protocols.client import TRACE
 
@@ -62,6 +63,7 @@ def create_app(settings: WebSettings, *, client: DaemonClient) -> web.Applicatio
     app[VERIFIED] = VerifiedCache()
     app[METRICS] = metrics
     app[BODY_PARSER] = BodyParser()
+    app[THROTTLE] = LoginThrottle()
     routes_v06.add_routes(app)
     for name in OPTIONAL_ROUTES:
         # find_spec first: a module that is absent is skipped, one that fails to import raises
