@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,8 +25,8 @@ ANONYMOUS_LIMIT = 64 << 10
 async def web(aiohttp_client: Any, pnsd: DaemonProcess) -> AsyncIterator[Any]:
     env = {"HOME": str(pnsd.home), "PNS_HOME": str(pnsd.home)}
     settings = load_settings(config=pnsd.config, env=env)
-    settings = type(settings)(**{**vars(settings), "users": (User(USER[0], hash_password(USER[1])),),
-                                 "max_anonymous_body": ANONYMOUS_LIMIT})
+    user = User(USER[0], hash_password(USER[1]))
+    settings = dataclasses.replace(settings, users=(user,), max_anonymous_body=ANONYMOUS_LIMIT)
     async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
         yield await aiohttp_client(create_app(settings, client=client))
 
