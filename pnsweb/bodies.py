@@ -11,11 +11,15 @@ Why two parsers: the standard library's C decoder holds the GIL for a whole docu
 for 1.9 s). A body up to :data:`INLINE_BYTES` is decoded on the loop with the C decoder (a few
 milliseconds at most). A larger body is decoded in a thread, at most :data:`PARSE_SLOTS` at a
 time per process; a document with few values still with the C decoder (its cost is the bytes),
-one with many with the pure-Python scanner, which gives the GIL back every switch interval.
+one with many with the pure-Python scanner, which gives the GIL back every switch interval and
+stops past :data:`MAX_VALUES` values (413). The reply of ``/v0.6/echo`` to a large body is
+written the same way.
 
 Memory: a parsed document takes up to about 32 times its size in bytes (the worst measured:
-many small containers, ``[{"":[]},...]``; numbers and text take 4-12 times), so one request
-holds at most its body plus 32 times it: 33 MiB for an anonymous 1 MiB body.
+many small containers, ``[{"":[]},...]``; numbers and text take 4-12 times), and at most about
+100 bytes per value beyond its text: a request holds at most its body three times over (bytes,
+text, strings) plus ~100 MB for :data:`MAX_VALUES` values; an anonymous 1 MiB body at most
+~35 MB.
 
 Values (the msgpack hop to pnsd, and the JSON replies): NaN and Infinity are not JSON; numbers
 beyond a 64-bit float (``1e400``) and integers beyond 64 bits cannot be carried; lone UTF-16
@@ -26,10 +30,12 @@ says which.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import json.scanner
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -42,6 +48,7 @@ INLINE_BYTES = 64 << 10        # decoded on the event loop; larger bodies go to 
 PARSE_SLOTS = 2                # large bodies decoded at once, per process
 FEW_VALUES = 20_000            # below this many structural characters the C decoder is quick
 MAX_DEPTH = 128                # nesting levels; msgpack stops at 511, real data far sooner
+MAX_VALUES = 1_000_000         # JSON values in one body: bounds its parsed size and parse time
 INT_RANGE = (-(2**63), 2**64 - 1)     # what msgpack carries
 CHUNK = 256 << 10
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -52,22 +59,48 @@ class BadBody(ValueError):
     """A body that decodes to something the API does not take; the message says why."""
 
 
+class TooManyValues(Exception):
+    """A body with more values than :data:`MAX_VALUES` (413: its parsed form is too large)."""
+
+
 class BodyParser:
     """Decodes large bodies in threads, at most :data:`PARSE_SLOTS` at once (one per app)."""
 
     def __init__(self, slots: int = PARSE_SLOTS) -> None:
         self._slots = asyncio.Semaphore(slots)
-        self.busy = 0          # large bodies being decoded now
+        self.busy = 0          # large bodies being decoded or encoded now
+        self._gc_was_enabled = False
 
     async def decode(self, raw: bytes) -> Any:
         if len(raw) <= INLINE_BYTES:
             return decode(raw)
+        return await self._in_thread(decode, raw)
+
+    async def encode(self, value: Any) -> str:
+        """JSON text of a value decoded from a large body, written in a thread by the
+        pure-Python encoder (the C one would hold the GIL throughout, as the C decoder does)."""
+        text: str = await self._in_thread(_python_encode, value)
+        return text
+
+    async def _in_thread(self, work: Callable[[Any], Any], data: Any) -> Any:
+        """``work(data)`` in a thread, in a slot, with the cyclic collector paused.
+
+        Why paused: a decoded document is a tree (no cycles to find), yet its many new objects
+        set off full collections that hold the GIL for hundreds of milliseconds (1M values:
+        a 280 ms stall). Reference counting still frees everything; the collector resumes
+        when no large body is being worked on.
+        """
         async with self._slots:
+            if self.busy == 0:
+                self._gc_was_enabled = gc.isenabled()
+                gc.disable()
             self.busy += 1
             try:
-                return await asyncio.to_thread(decode, raw)
+                return await asyncio.to_thread(work, data)
             finally:
                 self.busy -= 1
+                if self.busy == 0 and self._gc_was_enabled:
+                    gc.enable()
 
 
 BODY_PARSER = web.AppKey("body_parser", BodyParser)
@@ -96,6 +129,8 @@ async def read_json_body(request: web.Request, *, limit: int | None = None) -> A
         return await request.app[BODY_PARSER].decode(raw)
     except BadBody as exc:
         raise ApiError(400, str(exc)) from None
+    except TooManyValues as exc:
+        raise ApiError(413, str(exc)) from None
 
 
 EMPTY: Any = object()      # what read_json_body returns for an empty body
@@ -148,11 +183,38 @@ _C_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def _python_decoder() -> json.JSONDecoder:
-    """A decoder running the pure-Python scanner (one per document: the scanner has a memo)."""
+    """A decoder running the pure-Python scanner that stops past :data:`MAX_VALUES` values
+    (one per document: it counts, and the scanner has a memo)."""
     decoder = json.JSONDecoder(parse_constant=_refuse_constant)
-    # py_make_scanner is public in the module but absent from typeshed's stub
+    left = [MAX_VALUES]
+
+    def counted(scan_once: Callable[[str, int], Any]) -> Callable[[str, int], Any]:
+        def scan_counted(string: str, index: int) -> Any:
+            left[0] -= 1
+            if left[0] < 0:
+                raise TooManyValues(f"the body holds more than {MAX_VALUES} JSON values")
+            return scan_once(string, index)
+        return scan_counted
+
+    # The pure-Python scanner's parts (json.decoder.JSONObject and JSONArray, the decoder's
+    # parse_object, parse_array and scan_once) are public in the module but absent from
+    # typeshed's stubs, hence the ignores.
+    def parse_object(s_and_end: Any, strict: bool, scan_once: Any, *hooks: Any) -> Any:
+        return json.decoder.JSONObject(  # type: ignore[attr-defined]
+            s_and_end, strict, counted(scan_once), *hooks)
+
+    def parse_array(s_and_end: Any, scan_once: Any) -> Any:
+        return json.decoder.JSONArray(s_and_end, counted(scan_once))  # type: ignore[attr-defined]
+
+    decoder.parse_object = parse_object  # type: ignore[attr-defined]
+    decoder.parse_array = parse_array  # type: ignore[attr-defined]
     decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
     return decoder
+
+
+def _python_encode(value: Any) -> str:
+    # iterencode without _one_shot runs the pure-Python encoder
+    return "".join(json.JSONEncoder(allow_nan=False).iterencode(value))
 
 
 def check_value(value: Any) -> None:

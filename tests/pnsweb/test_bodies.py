@@ -88,7 +88,7 @@ async def test_wrong_credentials_are_refused_before_the_body_is_read(
 async def test_a_large_body_is_parsed_while_the_loop_serves_others(aiohttp_client: Any) -> None:
     app = _app(max_anonymous_body=8 << 20)
     client = await aiohttp_client(app)
-    many_values = "[" + "[]," * ((6 << 20) // 3) + "0]"     # the costliest shape to parse
+    many_values = "[" + "[]," * ((2 << 20) // 3) + "0]"     # the costliest shape to parse
     large = asyncio.create_task(client.post("/v0.6/echo", data=many_values))
     await until(lambda: app[BODY_PARSER].busy == 1)
     small = await client.get("/healthz")
@@ -97,7 +97,24 @@ async def test_a_large_body_is_parsed_while_the_loop_serves_others(aiohttp_clien
     assert app[BODY_PARSER].busy == 1
     resp = await large
     assert resp.status == 200
-    assert len((await resp.json())["result"]) == (6 << 20) // 3 + 1
+    assert len((await resp.json())["result"]) == (2 << 20) // 3 + 1
+
+
+@pytest.mark.parametrize("shape", ["[" + "{}," * 1_000_000 + "{}]", "[" + "1," * 1_000_000 + "1]",
+                                   '{"a": [' + "[0]," * 500_000 + "[0]]}"],
+                         ids=["objects", "flat numbers", "nested"])
+async def test_a_body_with_more_values_than_the_cap_is_413_before_it_is_all_parsed(
+        shape: str) -> None:
+    with pytest.raises(bodies.TooManyValues, match="more than 1000000 JSON values"):
+        bodies.decode(shape.encode())
+    assert len(bodies.decode(b"[" + b"0," * 999_998 + b"0]")) == 999_999    # just within
+
+
+async def test_too_many_values_is_413_in_json(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(_app(max_anonymous_body=4 << 20))
+    resp = await client.post("/v0.6/echo", data="[" + "1," * 1_000_001 + "1]")
+    assert resp.status == 413
+    assert "JSON values" in (await resp.json())["message"]
 
 
 async def test_large_parses_are_bounded_per_process() -> None:
