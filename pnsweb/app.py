@@ -1,10 +1,12 @@
 """The pnsweb application factory: ``create_app(settings, client=...)`` (STYLE rule 8).
 
 Owns assembling the app: its typed state (settings, daemon client, reply clock, credential
-cache, request metrics), the middlewares (the app's :func:`request_middleware` outermost, then
-the one error middleware), the body size limit (``settings.max_body``, answered 413 in JSON) and
-the route modules. It holds no other state and never opens sockets itself: the caller owns the
-client (the CLI closes it; tests pass a fake).
+cache, login throttle, request metrics, body parser), the middlewares (the app's
+:func:`request_middleware` outermost, then the one error middleware, then the Host check of
+:mod:`pnsweb.links`), the hard body size limit (``settings.max_body``, answered 413 in JSON;
+:mod:`pnsweb.bodies` holds callers to less before they are authenticated) and the route
+modules. It holds no other state and never opens sockets itself: the caller owns the client
+(the CLI closes it; tests pass a fake).
 
 Every request gets one summary line, ``request_finished``, at ``info`` (STYLE rule 7). Rendering
 and writing it costs a large share of a small request's CPU; a deployment that serves many
@@ -30,10 +32,13 @@ from aiohttp.typedefs import Middleware
 
 from pnsweb import routes_v06
 from pnsweb.auth import USER_NAME, VERIFIED, VerifiedCache
+from pnsweb.bodies import BODY_PARSER, BodyParser
 from pnsweb.errors import Handler, error_middleware
 from pnsweb.keys import CLIENT, SETTINGS, DaemonClient
+from pnsweb.links import host_middleware
 from pnsweb.metrics import CLIENT_GONE, METRICS, Metrics, route_of
 from pnsweb.settings import WebSettings
+from pnsweb.throttle import THROTTLE, LoginThrottle
 from pnsweb.views_v06_envelope import STAMP, Stamp
 from protocols.client import TRACE
 
@@ -50,13 +55,15 @@ def create_app(settings: WebSettings, *, client: DaemonClient) -> web.Applicatio
     metrics = Metrics()
     app = web.Application(
         client_max_size=settings.max_body,
-        middlewares=[request_middleware(metrics), error_middleware],
+        middlewares=[request_middleware(metrics), error_middleware, host_middleware],
     )
     app[SETTINGS] = settings
     app[CLIENT] = client
     app[STAMP] = Stamp()
     app[VERIFIED] = VerifiedCache()
     app[METRICS] = metrics
+    app[BODY_PARSER] = BodyParser()
+    app[THROTTLE] = LoginThrottle()
     routes_v06.add_routes(app)
     for name in OPTIONAL_ROUTES:
         # find_spec first: a module that is absent is skipped, one that fails to import raises

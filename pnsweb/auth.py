@@ -7,7 +7,10 @@ scrypt hashes of :class:`pnsweb.settings.User` in a worker thread (scrypt takes 
 not block the event loop); successes are remembered in a small LRU keyed by a MAC (keyed
 BLAKE2b) of the Authorization header under a per-process random key, so neither the password
 nor a fast hash of it is ever stored, and a known header is recognised without decoding it.
-Failures are never cached. Must not call the daemon.
+Failures are never cached. Failed logins back off per client (:mod:`pnsweb.throttle`, 429), and
+each client has at most one check in the scrypt threads at a time (another is a 429 at once),
+so one client's wrong logins never queue in front of another's right one. Must not call the
+daemon.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import binascii
 import hashlib
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import hdrs, web
@@ -25,6 +29,7 @@ from aiohttp import hdrs, web
 from pnsweb.errors import ApiError
 from pnsweb.keys import SETTINGS
 from pnsweb.settings import User, WebSettings, hash_password, verify_password
+from pnsweb.throttle import THROTTLE
 
 REALM = 'Basic realm="pns", charset="UTF-8"'
 CACHE_SIZE = 256
@@ -34,8 +39,10 @@ HASH_THREADS = 2            # concurrent scrypt checks (each 16 MiB, ~80 ms)
 class VerifiedCache:
     """Credentials verified recently: MAC(Authorization header) -> user, least recent evicted."""
 
-    def __init__(self, size: int = CACHE_SIZE) -> None:
+    def __init__(self, size: int = CACHE_SIZE, *,
+                 verify: Callable[[str, str], bool] | None = None) -> None:
         self._key = os.urandom(32)
+        self._verify_password = verify
         self._size = size
         self._entries: OrderedDict[bytes, User] = OrderedDict()
         self._dummy_hash: str | None = None
@@ -43,6 +50,9 @@ class VerifiedCache:
         # logins costs and the CPU it steals; one check serves concurrent identical logins.
         self._hasher = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="scrypt")
         self._checking: dict[bytes, asyncio.Future[bool]] = {}
+        # clients with a check in the threads: one each, so that no client's wrong logins
+        # queue in front of another's (freed when the check ends, even if its caller left)
+        self._clients: set[str] = set()
 
     def token(self, header: str) -> bytes:
         """The cache key of an Authorization header (it holds user and password)."""
@@ -63,18 +73,31 @@ class VerifiedCache:
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
 
-    async def check(self, token: bytes, password: str, stored: str | None) -> bool:
-        """Verify ``password`` against ``stored`` (None: an unknown user, checked all the same)."""
+    async def check(self, token: bytes, password: str, stored: str | None, *,
+                    client: str = "") -> bool:
+        """Verify ``password`` against ``stored`` (None: an unknown user, checked all the same).
+
+        A check of other credentials while ``client`` has one under way is a 429 at once.
+        """
         pending = self._checking.get(token)
         if pending is None:
+            if client in self._clients:
+                raise ApiError(429, "a login of this client is being checked: try again",
+                               headers={"Retry-After": "1"})
             loop = asyncio.get_running_loop()
             pending = loop.run_in_executor(self._hasher, self._verify, password, stored)
             self._checking[token] = pending
-            pending.add_done_callback(lambda _done: self._checking.pop(token, None))
+            self._clients.add(client)
+            pending.add_done_callback(lambda _done: self._done(token, client))
         return await asyncio.shield(pending)
 
+    def _done(self, token: bytes, client: str) -> None:
+        self._checking.pop(token, None)
+        self._clients.discard(client)
+
     def _verify(self, password: str, stored: str | None) -> bool:
-        return verify_password(password, stored or self.dummy_hash()) and stored is not None
+        verify = self._verify_password or verify_password     # None: the scrypt check
+        return verify(password, stored or self.dummy_hash()) and stored is not None
 
     def dummy_hash(self) -> str:
         """A hash to check unknown users against, so they take as long as known ones."""
@@ -96,10 +119,12 @@ async def require_user(request: web.Request, *, admin: bool = False) -> User:
     if header is None:
         raise unauthorized("credentials are needed (HTTP Basic)")
     cache = request.app[VERIFIED]
+    if request.app[THROTTLE].waiting(request.remote or ""):
+        request.app[THROTTLE].check(request.remote or "", credentials(header)[0])
     token = cache.token(header)
     user = cache.get(token)
     if user is None:
-        user = await _verify(request.app, token, header)
+        user = await _verify(request, token, header)
     if user is None:
         raise unauthorized("wrong user name or password")
     if admin and not user.admin:
@@ -138,14 +163,23 @@ def unauthorized(detail: str) -> ApiError:
     return ApiError(401, detail, headers={hdrs.WWW_AUTHENTICATE: REALM})
 
 
-async def _verify(app: web.Application, token: bytes, header: str) -> User | None:
-    """Check the credentials of ``header`` (not in the cache) and remember them if they hold."""
+async def _verify(request: web.Request, token: bytes, header: str) -> User | None:
+    """Check the credentials of ``header`` (not in the cache) and remember them if they hold.
+
+    A client backing off after failed logins is answered 429 before any check.
+    """
     name, password = credentials(header)
+    app = request.app
     settings: WebSettings = app[SETTINGS]
-    cache = app[VERIFIED]
+    cache, throttle = app[VERIFIED], app[THROTTLE]
+    client = request.remote or ""
+    throttle.check(client, name)
     user = settings.user(name)
-    matches = await cache.check(token, password, user.password_hash if user else None)
+    matches = await cache.check(token, password, user.password_hash if user else None,
+                                client=client)
     if user is None or not matches:
+        throttle.failed(client, name)
         return None
+    throttle.succeeded(client, name)
     cache.put(token, user)
     return user

@@ -17,6 +17,8 @@ Decisions recorded here (routes document them too):
   reference answered 409 ``Conflict. Updating.``.
 - The daemon down or restarting (``unavailable``, a client-side timeout, a closed client) is 503
   with ``Retry-After``; nothing is cached, so the next request after the daemon returns works.
+- A value the reply cannot hold as JSON (NaN or Infinity in a PTS's result) is 502: the reply
+  would not be JSON, and every body pnsweb writes is.
 - ``auth``, ``replay`` and ``version`` from the daemon mean pnsweb and pnsd disagree (wrong key,
   clock skew, version): 502, never 401, which only ever means the caller's credentials.
 """
@@ -31,8 +33,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from pnsweb.views_v06_envelope import error_body, json_response
-from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, RemoteError
+from pnsweb.views_v06_envelope import NotJson, error_body, json_response
+from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, ProtocolError
 
 PROBLEM_TYPE = "application/problem+json"
 V06_PREFIX = "/v0.6"
@@ -120,7 +122,7 @@ class ApiError(Exception):
         self.extra = dict(extra or {})
 
 
-def from_remote(error: RemoteError, *, v06: bool = False) -> ApiError:
+def from_remote(error: ProtocolError, *, v06: bool = False) -> ApiError:
     """The HTTP error for a daemon's error reply, per :data:`CODE_STATUS`."""
     mapped = CODE_STATUS.get(error.code, CodeStatus(500))
     status = mapped.v06_status if v06 and mapped.v06_status else mapped.status
@@ -165,8 +167,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         error = _from_http(exc)
-    except RemoteError as exc:
+    except ProtocolError as exc:     # the daemon's error reply, or a body the client cannot pack
         error = from_remote(exc, v06=is_v06(request))
+    except NotJson as exc:
+        error = ApiError(502, f"the reply cannot be written as JSON: {exc}")
     except (ClientTimeout, ClientClosed) as exc:
         error = daemon_unreachable(str(exc))
     except Exception:     # the boundary (STYLE rule 6): log it, answer without a traceback

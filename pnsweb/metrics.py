@@ -3,7 +3,8 @@
 Owns :class:`Metrics` (requests by method, route and status; a latency histogram per method
 and route; :func:`pnsweb.app.request_middleware` records every request in it) and the
 rendering of daemon figures (per-PTS state, running, queue depth, worker restarts; store
-counters; jobs by status; protocol messages refused by reason).
+counters; jobs by status; protocol messages refused by reason). Prometheus naming holds: a
+figure that only grows is a ``counter`` named ``..._total``, one that goes up and down a ``gauge``.
 Routes are labelled with the aiohttp resource's canonical path (``/v1/jobs/{jobId}``), never
 the raw path, so label cardinality stays bounded; requests that matched no route are
 ``unmatched``. Why not ``prometheus_client``: a few counters and one histogram are ~100 lines
@@ -107,13 +108,29 @@ def render_daemon(status: Mapping[str, Any] | None, jobs: Mapping[str, int]) -> 
     lines.append(_sample("pns_daemon_uptime_seconds", {}, float(status.get("uptime") or 0)))
     lines += _pts_lines(status.get("pts") or {})
     lines += _refusal_lines(status.get("refusals") or {})
-    for key, value in sorted((status.get("store") or {}).items()):
-        if isinstance(value, bool | int | float):
-            name = f"pns_store_{key}"
-            lines += _header(name, "gauge", f"Job store: {key}.")
-            lines.append(_sample(name, {}, float(value)))
+    lines += _store_lines(status.get("store") or {})
     lines += _header("pns_jobs", "gauge", "Jobs in the store by status.")
     lines += [_sample("pns_jobs", {"status": s}, n) for s, n in sorted(jobs.items())]
+    return lines
+
+
+# The job store's figures that only ever grow (since the daemon started): Prometheus counters,
+# named ``..._total``; every other store figure (queued, pending, open) is a gauge.
+STORE_COUNTERS = frozenset({"commits", "write_errors", "lost"})
+
+
+def _store_lines(store: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for key, value in sorted(store.items()):
+        if not isinstance(value, bool | int | float):
+            continue
+        if key in STORE_COUNTERS:
+            name = f"pns_store_{key}_total"
+            lines += _header(name, "counter", f"Job store: {key} since the daemon started.")
+        else:
+            name = f"pns_store_{key}"
+            lines += _header(name, "gauge", f"Job store: {key}.")
+        lines.append(_sample(name, {}, float(value)))
     return lines
 
 

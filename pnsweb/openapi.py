@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from pnsweb import ogc
+from pnsweb.links import base_url
 from pnsweb.views_v1_io import send_json
 
 PARAM_RE = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
@@ -138,7 +139,7 @@ COMPONENTS: Mapping[str, Any] = {
 
 async def view(request: web.Request) -> web.StreamResponse:
     """The OpenAPI 3.0 document of every route."""
-    return await send_json(request, document(request.app, server=str(request.url.origin())))
+    return await send_json(request, document(request.app, server=base_url(request)))
 
 
 def document(app: web.Application, *, server: str = "") -> dict[str, Any]:

@@ -18,6 +18,7 @@ from aiohttp import web
 from pnsweb import ogc
 from pnsweb.keys import CLIENT, DaemonClient
 from pnsweb.metrics import CONTENT_TYPE, METRICS, exposition, render_daemon
+from pnsweb.views_v06_envelope import json_response
 from protocols.errors import PnsError
 
 READY_TIMEOUT = 2.0      # seconds: a readiness probe must answer fast
@@ -29,7 +30,7 @@ View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 async def healthz(request: web.Request) -> web.StreamResponse:
     """Liveness: the web process is up (the daemon is not asked)."""
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:
@@ -53,11 +54,11 @@ async def readyz(request: web.Request) -> web.StreamResponse:
         body["degraded"] = degraded
     if body["status"] != "ready":
         return _not_ready(body)
-    return web.json_response(body)
+    return json_response(body)
 
 
 def _not_ready(body: dict[str, Any]) -> web.Response:
-    return web.json_response(body, status=503, headers={"Retry-After": RETRY_AFTER})
+    return json_response(body, status=503, headers={"Retry-After": RETRY_AFTER})
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:

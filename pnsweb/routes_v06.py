@@ -23,6 +23,7 @@ from pnsweb import views_v06_config as conf
 from pnsweb import views_v06_run as run
 from pnsweb.auth import require_user
 from pnsweb.errors import ApiError
+from pnsweb.links import base_url
 from pnsweb.views_v06 import View
 from pnsweb.views_v06_envelope import JSON_TYPE, STAMP, dumps
 
@@ -120,7 +121,8 @@ def is_cross_site(request: web.Request) -> bool:
 
     No ``Origin`` is allowed: the reference's clients send none. ``Origin: null`` (a sandboxed
     or file page, a redirect) and a malformed one are cross-site; otherwise its host and port
-    must be the request's ``Host``. The scheme is not compared, so that a proxy ending TLS in
+    must be this server's (:func:`pnsweb.links.base_url`: the configured public URL, else the
+    request's ``Host``). The scheme is not compared, so that a proxy ending TLS in
     front of pnsweb (an https page, an http request here) is still the same site.
     """
     origins = request.headers.getall(hdrs.ORIGIN, [])
@@ -128,7 +130,7 @@ def is_cross_site(request: web.Request) -> bool:
         return True
     if not origins:
         return False
-    return len(origins) > 1 or not _own_origin(origins[0], request.host)
+    return len(origins) > 1 or not _own_origin(origins[0], URL(base_url(request)).raw_authority)
 
 
 @functools.lru_cache(maxsize=256)   # both values are the caller's: keep the cache bounded
@@ -162,16 +164,15 @@ async def api_listing(request: web.Request) -> web.StreamResponse:
     The body is ``{"APIs": ..., "timestamp": ...}``; only the timestamp changes between two
     requests to one origin, so the APIs' JSON text is made once per origin.
     """
-    apis = listing_text(request.scheme, request.host)
+    apis = listing_text(base_url(request) + PREFIX)
     timestamp = repr(request.app[STAMP].now())    # a finite float's JSON text is its repr
     return web.Response(text=f'{{"APIs": {apis}, "timestamp": {timestamp}}}',
                         content_type=JSON_TYPE)
 
 
 @functools.lru_cache(maxsize=64)    # the Host header is the caller's: keep the cache bounded
-def listing_text(scheme: str, host: str) -> str:
-    """The JSON text of the ``APIs`` member for requests that reached ``scheme://host``."""
-    base = str(URL.build(scheme=scheme, authority=host).origin()) + PREFIX
+def listing_text(base: str) -> str:
+    """The JSON text of the ``APIs`` member for requests that reached ``base`` (``.../v0.6``)."""
     apis: dict[str, list[dict[str, str]]] = {}
     for route in ROUTES:
         apis.setdefault(route.method, []).append(

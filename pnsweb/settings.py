@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 
@@ -40,6 +41,8 @@ class WebSettings:
     users: tuple[User, ...] = ()
     default_pts: str = "hello"           # the PTS the /v0.6 routes drive
     max_body: int = 64 * 2**20           # request bodies above this get 413
+    max_anonymous_body: int = 2**20      # the same before the caller is authenticated
+    public_url: str = ""                 # e.g. "https://pns.example.org": links use it, not Host
     call_timeout: float = 3600.0         # longest wait for a daemon reply
     max_message_bytes: int = 64 * 2**20  # pnsd's message limit: larger requests get 413
     log_level: str = "info"              # debug | info | warning | error | critical
@@ -82,14 +85,17 @@ def verify_password(password: str, stored: str) -> bool:
 #     port = 5000
 #     endpoint = "tcp://10.0.0.5:7755"   # optional: another daemon endpoint than [pnsd]'s
 #     log_level = "info"                 # "warning" drops the per-request summary lines
+#     max_body = 67108864                # bytes an authenticated caller may send (413 above)
+#     max_anonymous_body = 1048576       # bytes before authentication (/v0.6/echo)
+#     public_url = "https://pns.example.org"   # links and Location use it, not the Host header
 #     [[pnsweb.users]]
 #     name = "admin"
 #     password_hash = "scrypt$..."       # `pnsweb --hash-password` prints one
 #     admin = true
 
 DEFAULT_CONFIG_PATHS = ("~/.config/pns/pnsd.toml", "/etc/pns/pnsd.toml")
-WEB_KEYS = frozenset({"host", "port", "endpoint", "default_pts", "max_body", "call_timeout",
-                      "log_level", "users"})
+WEB_KEYS = frozenset({"host", "port", "endpoint", "default_pts", "max_body",
+                      "max_anonymous_body", "public_url", "call_timeout", "log_level", "users"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 USER_KEYS = frozenset({"name", "password_hash", "admin"})
 
@@ -122,10 +128,28 @@ def load_settings(
         users=tuple(_user(entry) for entry in _value(web, "users", list, [])),
         default_pts=_value(web, "default_pts", str, defaults.default_pts),
         max_body=_value(web, "max_body", int, defaults.max_body),
+        max_anonymous_body=_value(web, "max_anonymous_body", int, defaults.max_anonymous_body),
+        public_url=public_url(_value(web, "public_url", str, defaults.public_url)),
         call_timeout=float(_value(web, "call_timeout", (int, float), defaults.call_timeout)),
         max_message_bytes=_value(pnsd, "max_message_bytes", int, defaults.max_message_bytes),
         log_level=_log_level(web),
     )
+
+
+def public_url(value: str) -> str:
+    """``value`` checked as an http(s) URL with a host and no query, without a trailing slash."""
+    if not value:
+        return ""
+    try:
+        url = urlsplit(value)
+        good = (url.scheme in ("http", "https") and bool(url.hostname)
+                and not url.query and not url.fragment)
+    except ValueError:         # e.g. an unclosed IPv6 bracket
+        good = False
+    if not good:
+        raise SettingsError(f"public_url must be an http:// or https:// URL with a host and no "
+                            f"query, like https://pns.example.org, not {value!r}")
+    return value.rstrip("/")
 
 
 def _log_level(web: Mapping[str, Any]) -> str:

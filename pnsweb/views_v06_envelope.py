@@ -2,7 +2,8 @@
 
 Owns the shapes ``{"result", "message", "timestamp"}`` and ``{"error", "message", "timestamp"}``
 and the clock that stamps them (strictly increasing within one app), and writing JSON that may
-hold bytes. Knows nothing of the daemon, of authentication or of error statuses.
+hold bytes (and never anything that is not JSON: :class:`NotJson`). Knows nothing of the
+daemon, of authentication or of error statuses.
 """
 
 from __future__ import annotations
@@ -56,9 +57,20 @@ def json_response(
         text=dumps(body), status=status, content_type=content_type, headers=headers)
 
 
+class NotJson(ValueError):
+    """A value JSON cannot carry (NaN, Infinity, text that is not Unicode): the reply would
+    not be JSON, so none is written."""
+
+
 def dumps(value: Any) -> str:
-    """JSON text; bytes become UTF-8 text, or ``{"base64": ...}`` when they are not UTF-8."""
-    return _ENCODER.encode(value)
+    """JSON text; bytes become UTF-8 text, or ``{"base64": ...}`` when they are not UTF-8.
+
+    Raises :class:`NotJson` rather than write NaN or Infinity (``allow_nan=False``).
+    """
+    try:
+        return _ENCODER.encode(value)
+    except ValueError as exc:
+        raise NotJson(str(exc)) from None
 
 
 def _jsonable(value: Any) -> Any:

@@ -4,15 +4,14 @@ Owns :class:`Catalog` (PTS name -> :class:`pnsweb.ogc.ProcessModel`, fetched wit
 ``pts.describe`` and kept for a few seconds so that a synchronous execution costs one daemon
 round trip, not two), the translation of OGC execute inputs into the PTS input (after
 :mod:`pnsweb.inputschema` has checked them against the description) and of PTS
-results into OGC outputs, reading a request body under the configured limit, and writing
-JSON or bytes (streamed in chunks above :data:`STREAM_THRESHOLD`). No routes here.
+results into OGC outputs, reading a JSON request body (through :mod:`pnsweb.bodies`), and
+writing JSON or bytes (streamed in chunks above :data:`STREAM_THRESHOLD`). No routes here.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import re
 import time
@@ -20,12 +19,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
-from yarl import URL
 
 from pnsweb import ogc
+from pnsweb.bodies import EMPTY, read_json_body
 from pnsweb.errors import ApiError
 from pnsweb.inputschema import check_inputs
 from pnsweb.keys import DaemonClient
+from pnsweb.links import base_url
+from pnsweb.views_v06_envelope import NotJson
 from protocols.errors import ErrorCode, RemoteError
 
 META_TIMEOUT = 10.0          # seconds for the daemon's quick metadata calls
@@ -83,14 +84,9 @@ def job_id_of(request: web.Request) -> str:
 
 
 def base_of(request: web.Request) -> str:
-    """The absolute URL of ``/v1`` as this request reached it."""
-    return _base(request.scheme, request.host)
-
-
-@functools.lru_cache(maxsize=64)    # the Host header is the caller's: keep the cache bounded
-def _base(scheme: str, host: str) -> str:
-    # what ``request.url.origin()`` gives, without building the request's whole URL each time
-    return f"{URL.build(scheme=scheme, authority=host).origin()}/v1"
+    """The absolute URL of ``/v1``: the public URL if one is set, else as this request reached
+    it (:func:`pnsweb.links.base_url`)."""
+    return base_url(request) + "/v1"
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -182,49 +178,32 @@ def _json_default(value: Any) -> Any:
 
 
 # made once: json.dumps with options builds a new encoder on every call
-_ENCODER = json.JSONEncoder(default=_json_default, ensure_ascii=False)
+_ENCODER = json.JSONEncoder(default=_json_default, ensure_ascii=False, allow_nan=False)
 
 
 def encode_json(value: Any) -> bytes:
-    return _ENCODER.encode(value).encode()
+    """UTF-8 JSON; :class:`NotJson` for NaN, Infinity or a lone surrogate (not JSON, not
+    UTF-8)."""
+    try:
+        return _ENCODER.encode(value).encode()
+    except ValueError as exc:     # UnicodeEncodeError is one too
+        raise NotJson(str(exc)) from None
 
 
 async def read_json(request: web.Request, *, limit: int) -> Any:
-    """The request body as JSON, read in chunks and refused (413) once over ``limit`` bytes."""
+    """The request body as JSON, under ``limit`` bytes and the checks of :mod:`pnsweb.bodies`."""
     declared = request.headers.get(hdrs.CONTENT_TYPE)
     # the usual exact value spares parsing the header (parameters, case) on every request
     if declared is not None and declared != ogc.JSON and not _is_json(request.content_type):
         raise ApiError(415, "the body must be application/json")
-    length = request.content_length
-    if length is not None and length > limit:
-        raise _too_large(limit)
-    # a declared length within the limit is read at once; a chunked body is counted as it comes
-    raw = await request.read() if length is not None else await _read_chunks(request, limit)
-    if not raw:
+    value = await read_json_body(request, limit=limit)
+    if value is EMPTY:
         raise ogc.bad_request("the request needs a JSON body")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ogc.bad_request(f"the body is not valid JSON: {exc}") from exc
-
-
-async def _read_chunks(request: web.Request, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return value
 
 
 def _is_json(content_type: str) -> bool:
     return content_type == ogc.JSON or content_type.endswith("+json")
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"the request body exceeds the limit of {limit} bytes")
 
 
 async def send(

@@ -132,7 +132,25 @@ async def test_metrics_include_the_daemons_figures(client: Any, book_and_daemon:
     assert sample(text, "pns_worker_restarts_total", pts="sleep") == 3
     assert sample(text, "pns_jobs", status="failed") == 2
     assert sample(text, "pns_jobs", status="running") == 0
-    assert sample(text, "pns_store_commits") == 7
+    assert sample(text, "pns_store_commits_total") == 7
+
+
+async def test_metrics_types_follow_prometheus_naming(client: Any, book_and_daemon: Any) -> None:
+    daemon, _book = book_and_daemon
+    reply = status_reply()
+    reply["pts"]["sleep"].update(restarts=1)
+    reply["store"].update(write_errors=2, lost=1)
+    daemon.reply("status", reply)
+    text = await (await client.get("/metrics")).text()
+    types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE"))
+    for name, kind in types.items():
+        assert name.endswith("_total") == (kind == "counter"), (name, kind)
+    for counter in ("pns_store_commits_total", "pns_store_write_errors_total",
+                    "pns_store_lost_total", "pns_worker_restarts_total", "pnsweb_requests_total"):
+        assert types[counter] == "counter"
+    for gauge in ("pns_store_queued", "pns_store_pending", "pns_pts_running", "pns_jobs"):
+        assert types[gauge] == "gauge"
+    assert sample(text, "pns_store_write_errors_total") == 2
 
 
 async def test_metrics_count_the_messages_the_daemon_refused_by_reason(

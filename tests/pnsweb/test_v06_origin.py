@@ -78,3 +78,15 @@ async def test_no_origin_or_this_server_s_own_may_write(
 async def test_reads_are_not_refused_whatever_the_origin(client: Any) -> None:
     resp = await client.get("/v0.6/input", headers={"Origin": "http://evil.example"})
     assert resp.status == 200
+
+
+async def test_with_a_public_url_only_its_origin_is_this_site(
+        aiohttp_client: Any, daemon: FakeDaemon) -> None:
+    settings = web_settings(public_url="https://pns.example.org")
+    client = await aiohttp_client(create_app(settings, client=daemon))
+    # A rebound name (the attacker's host pointed here) matches its own Host header, not the
+    # server's public origin.
+    rebound = {**AUTH, "Host": "evil.example", "Origin": "http://evil.example"}
+    assert (await client.post("/v0.6/testrun", json=RUN, headers=rebound)).status == 403
+    public = {**AUTH, "Origin": "https://pns.example.org"}
+    assert (await client.post("/v0.6/testrun", json=RUN, headers=public)).status == 200
