@@ -120,6 +120,10 @@ class Finisher:
             elif self.record_sync:
                 await self.store.record(job, live.input_blob, None)
 
+    def forget(self, job_id: str) -> None:
+        """Drop a finished job kept in memory (it is being deleted)."""
+        self.finished.pop(job_id, None)
+
     def retire(self, live: LiveJob) -> Any:
         """Move a finished run to the finished jobs; returns its result (which may be dropped
         from memory here)."""
