@@ -217,6 +217,16 @@ async def test_delete_refuses_an_unfinished_job(store: JobStore) -> None:
     assert await store.get(job.id) == job
 
 
+async def test_a_refused_delete_is_not_a_write_error(store: JobStore) -> None:
+    job = Job.create("echo", 100.0)
+    await store.add(job, b"")
+    with pytest.raises(Conflict):
+        await store.delete(job.id)
+    with pytest.raises(NotFound):
+        await store.delete("0" * 32)
+    assert store.stats()["write_errors"] == 0      # /metrics counts store failures from it
+
+
 async def restarted(tmp_path: Path) -> tuple[JobStore, list[Job]]:
     """A store with one job in each of accepted, running and successful, closed and reopened."""
     first = make_store(tmp_path)
