@@ -297,10 +297,12 @@ class Scheduler:
             return
         job.start(self.clock())
         live.publish()
-        if not job.sync:   # listings by status see it running
-            await self.store.update(job, durable=False)
         try:
             try:
+                if not job.sync:
+                    # Committed before the run starts: a job the store calls accepted never
+                    # ran, so recovery may run it after a crash without running it twice.
+                    await self.store.update(job, durable=True)
                 live.result = await generation.host.run(data, timeout=limit, ctx=live.ctx)
             except asyncio.CancelledError:
                 if not self._absorb_cancel(live):
