@@ -15,6 +15,8 @@ from faults import (
     daemon_kill,
     disk_full,
     http_garbage,
+    job_bursts,
+    job_owners,
     protocol_garbage,
     slow_clients,
     soak,
@@ -33,6 +35,10 @@ FAULTS: tuple[Fault, ...] = (
     Fault("protocol", "1,000 bad protocol messages", protocol_garbage.protocol_garbage),
     Fault("http", "1,000 malformed HTTP requests", http_garbage.http_garbage),
     Fault("slowloris", "slow clients while others are served", slow_clients.slow_clients),
+    Fault("submit-burst", "async submissions far beyond slots and queue",
+          job_bursts.submit_burst),
+    Fault("ownership", "two users and anonymous attack each other's jobs",
+          job_owners.ownership),
 )
 SOAK = Fault("soak", "echo soak: RSS, fds, processes", soak.soak)
 
