@@ -73,7 +73,7 @@ async def _create(session: aiohttp.ClientSession, url: str, owner: Owner, count:
         owner.jobs[monitor] = secret
 
 
-async def _try(session: aiohttp.ClientSession, method: str, url: str,
+async def _try(session: aiohttp.ClientSession, method: str, url: str, *,
                auth: aiohttp.BasicAuth | None, wanted: int, leaks: list[str],
                row: Row) -> None:
     """One attack; it must be answered ``wanted`` and reveal none of ``leaks``."""
@@ -83,7 +83,7 @@ async def _try(session: aiohttp.ClientSession, method: str, url: str,
     revealed = [leak for leak in leaks if leak in body]
     if status != wanted or revealed:
         who = auth.login if auth else "anonymous"
-        row.fail(f"{who} {method} {url.split('/v1')[-1]}: {status} (wanted {wanted})"
+        row.fail(f"{who} {method} {url.rsplit('/v1', maxsplit=1)[-1]}: {status} (wanted {wanted})"
                  + (f", revealed {revealed[0][:40]}" if revealed else ""))
     else:
         row.expected += 1
@@ -98,14 +98,15 @@ def _near(job: str) -> str:
 async def _attack(session: aiohttp.ClientSession, url: str, victim: Owner,
                   attacker: Owner, row: Row) -> None:
     leaks = list(victim.jobs.values())       # the secrets (an attacker knows the ids it tries)
+    tries = [("GET", suffix) for suffix in READS] + [("DELETE", "")]
     for job in [*victim.jobs, *map(_near, victim.jobs)]:
-        for suffix in READS:
-            await _try(session, "GET", f"{url}/v1/jobs/{job}{suffix}", attacker.auth, 404,
-                       leaks, row)
-            await _try(session, "GET", f"{url}/v1/jobs/{job}{suffix}", None, 401, leaks, row)
-        await _try(session, "DELETE", f"{url}/v1/jobs/{job}", attacker.auth, 404, leaks, row)
-        await _try(session, "DELETE", f"{url}/v1/jobs/{job}", None, 401, leaks, row)
-    await _try(session, "GET", f"{url}/v1/jobs?limit=1000", None, 401, leaks, row)
+        for method, suffix in tries:
+            target = f"{url}/v1/jobs/{job}{suffix}"
+            await _try(session, method, target, auth=attacker.auth, wanted=404, leaks=leaks,
+                       row=row)
+            await _try(session, method, target, auth=None, wanted=401, leaks=leaks, row=row)
+    await _try(session, "GET", f"{url}/v1/jobs?limit=1000", auth=None, wanted=401,
+               leaks=leaks, row=row)
     async with session.get(f"{url}/v1/jobs?limit=1000", auth=attacker.auth) as reply:
         listed = await reply.text()
     row.sent += 1

@@ -33,7 +33,7 @@ from pnsd.errors import (
     Unavailable,
 )
 from pnsd.events import EventLog
-from pnsd.finishing import Finisher, Outcome, outcome
+from pnsd.finishing import Finisher, Outcome, failure_of, outcome
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.worker import WorkerHost
 from pnsd.jobs import Job, Status, valid_job_id
@@ -41,7 +41,6 @@ from pnsd.later import Later
 from pnsd.livejob import LiveJob, pack, unpack
 from pnsd.registry import Generation, Registry
 from pnsd.store import JobStore
-from protocols.errors import ErrorCode
 
 log = structlog.get_logger(__name__)
 
@@ -265,6 +264,10 @@ class Scheduler:
     async def _background(
         self, generation: Generation, live: LiveJob, data: Any, limit: float
     ) -> None:
+        if live.job.is_finished:        # dismissed before this task began
+            generation.withdraw()
+            self._live.pop(live.job.id, None)
+            return
         live.waiting = True
         try:
             await generation.occupy()
@@ -337,7 +340,7 @@ class Scheduler:
             raise NotReady(f"job {job_id} is {job.status.value}: no result yet",
                            job=job_id, status=job.status.value)
         if job.status is not Status.SUCCESSFUL:
-            raise _failure(job)
+            raise failure_of(job)
         live = self._find(job_id)
         if live is not None and live.error is None and live.result_kept:
             return job, live.result
@@ -414,11 +417,8 @@ class Scheduler:
         return self._live.get(job_id) or self.finisher.finished.get(job_id)
 
     async def shutdown(self, *, grace: float) -> None:
-        """Refuse new work, give running jobs ``grace`` seconds, then cancel the rest.
-
-        Jobs still waiting for a slot do not start: they stay accepted in the store, and
-        recovery runs them when the daemon starts again.
-        """
+        """Refuse new work, give running jobs ``grace`` seconds, then cancel the rest. Jobs
+        waiting for a slot stay accepted in the store: recovery runs them at the next start."""
         self.accepting = False
         for live in list(self._live.values()):
             if live.waiting and live.task is not None:
@@ -428,16 +428,6 @@ class Scheduler:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _failure(job: Job) -> DaemonError:
-    code = job.reason if job.reason in ErrorCode.ALL else ErrorCode.PTS_ERROR
-    if job.status is Status.DISMISSED:
-        code = ErrorCode.CANCELLED
-    error = DaemonError(job.message or f"job {job.id} {job.status.value}", job=job.id,
-                        status=job.status.value)
-    error.code = code
-    return error
 
 
 __all__ = ["NotFound", "Scheduler"]
