@@ -107,8 +107,8 @@ async def _attack(session: aiohttp.ClientSession, url: str, victim: Owner,
             await _try(session, method, target, auth=None, wanted=401, leaks=leaks, row=row)
     await _try(session, "GET", f"{url}/v1/jobs?limit=1000", auth=None, wanted=401,
                leaks=leaks, row=row)
-    async with session.get(f"{url}/v1/jobs?limit=1000", auth=attacker.auth) as reply:
-        listed = await reply.text()
+    async with session.get(f"{url}/v1/jobs?limit=1000", auth=attacker.auth) as listing:
+        listed = await listing.text()
     row.sent += 1
     if any(leak in listed for leak in [*leaks, *victim.jobs]):
         row.fail(f"{attacker.name}'s job list shows {victim.name}'s jobs")
