@@ -17,6 +17,8 @@ from faults import (
     disk_full,
     flood,
     http_garbage,
+    job_bursts,
+    job_owners,
     protocol_garbage,
     replay,
     size_limits,
@@ -43,6 +45,10 @@ FAULTS: tuple[Fault, ...] = (
     Fault("slowloris", "slow clients while others are served", slow_clients.slow_clients),
     Fault("size-limits", "over-size inputs, grown bodies, over-size results",
           size_limits.size_limits),
+    Fault("submit-burst", "async submissions far beyond slots and queue",
+          job_bursts.submit_burst),
+    Fault("ownership", "two users and anonymous attack each other's jobs",
+          job_owners.ownership),
 )
 SOAK = Fault("soak", "echo soak: RSS, fds, processes", soak.soak)
 

@@ -111,7 +111,7 @@ async def _collect(url: str, traffic: Traffic, row: Row) -> None:
             deadline = time.monotonic() + 30
             while True:
                 row.sent += 1
-                async with session.get(f"{url}/v1/jobs/{job}/results") as reply:
+                async with session.get(f"{url}/v1/jobs/{job}/results", auth=AUTH) as reply:
                     status, payload = reply.status, await reply.read()
                 if status != 404 or time.monotonic() > deadline:
                     break

@@ -293,7 +293,10 @@ def run_wait(client: Client, args: argparse.Namespace) -> float:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    print(call(args, "submit", run_body(args))["job"]["id"])
+    body = run_body(args)
+    if args.key is not None:
+        body["idempotency_key"] = args.key
+    print(call(args, "submit", body)["job"]["id"])
     return 0
 
 
@@ -324,7 +327,7 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_delete(args: argparse.Namespace) -> int:
-    call(args, "job.delete", {"job": args.id})
+    emit(call(args, "job.delete", {"job": args.id})["job"])
     return 0
 
 
@@ -390,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("name")
         command.add_argument("--input", help="the input as JSON")
         command.add_argument("--input-file", help="a file holding the input JSON ('-': stdin)")
+        if name == "submit":
+            command.add_argument("--key", help="idempotency key: a repeat returns the first job")
 
     jobs = sub.add_parser("jobs", help="list, inspect and manage jobs").add_subparsers(
         required=True)
@@ -401,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, text in (("show", cmd_jobs_show, "a job's status record"),
                                 ("result", cmd_jobs_result, "a finished job's result"),
                                 ("cancel", cmd_jobs_cancel, "dismiss a job"),
-                                ("delete", cmd_jobs_delete, "delete a finished job")):
+                                ("delete", cmd_jobs_delete,
+                                 "delete a job (cancelled first if unfinished)")):
         add(name, handler, text, jobs).add_argument("id")
     watch = add("watch", cmd_jobs_watch, "follow a job's events", jobs)
     watch.add_argument("id")

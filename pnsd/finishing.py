@@ -3,8 +3,9 @@
 Owns the finished jobs kept in memory for late watchers and quick results, moving a run's job
 to its final state, recording it (a synchronous run with group commit, an asynchronous one
 durably; a store that refuses fails the job with ``storage`` instead), the ``job_finished``
-line, and dropping large results from memory. It must not start, cancel or look up runs:
-:mod:`pnsd.scheduler` does, and shares its map of live jobs with it.
+line, dropping large results from memory (and forgetting deleted jobs), and the error a failed
+job's result answers. It must not start, cancel or look up runs: :mod:`pnsd.scheduler` does,
+and shares its map of live jobs with it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 import structlog
 
 from pnsd.errors import Cancelled, DaemonError, StorageError
-from pnsd.jobs import Job
+from pnsd.jobs import Job, Status
 from pnsd.livejob import LiveJob
 from pnsd.store import JobStore
 from protocols.errors import ErrorCode
 
-__all__ = ["FINISHED_KEPT", "Finisher", "Outcome", "outcome"]
+__all__ = ["FINISHED_KEPT", "Finisher", "Outcome", "failure_of", "outcome"]
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +121,10 @@ class Finisher:
             elif self.record_sync:
                 await self.store.record(job, live.input_blob, None)
 
+    def forget(self, job_id: str) -> None:
+        """Drop a finished job kept in memory (it is being deleted)."""
+        self.finished.pop(job_id, None)
+
     def retire(self, live: LiveJob) -> Any:
         """Move a finished run to the finished jobs; returns its result (which may be dropped
         from memory here)."""
@@ -141,3 +146,14 @@ def outcome(live: LiveJob, result: Any) -> Outcome:
     if live.error is not None:
         raise live.error
     return live.job, result
+
+
+def failure_of(job: Job) -> DaemonError:
+    """The error a failed or dismissed job answers when its result is asked for."""
+    code = job.reason if job.reason in ErrorCode.ALL else ErrorCode.PTS_ERROR
+    if job.status is Status.DISMISSED:
+        code = ErrorCode.CANCELLED
+    error = DaemonError(job.message or f"job {job.id} {job.status.value}", job=job.id,
+                        status=job.status.value)
+    error.code = code
+    return error

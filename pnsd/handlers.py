@@ -38,6 +38,8 @@ MAX_SCRIPT = 16 * 2**20       # bytes of a script or mailbox file shown over the
 UPDATABLE = frozenset({"timeout"})
 MAX_WHO = 200         # characters of an audit entry's "who"
 ENVELOPE = 64 * 1024  # bytes of a reply besides the result: the rest of a message's room
+MAX_OWNER = 200       # characters of a job's owner (a web user name)
+MAX_KEY = 255         # characters of an idempotency key
 
 
 @dataclass
@@ -163,7 +165,8 @@ class Handlers:
         pts = _text(body, "pts")
         if _lock(body) not in (None, pts):
             return self._run_holding(pts, body)
-        outcome = self.scheduler.run_now(pts, _field(body, "input"), timeout=_get(body, "timeout"))
+        outcome = self.scheduler.run_now(pts, _field(body, "input"), timeout=_get(body, "timeout"),
+                                         owner=_owner(body) or "")
         room = self.result_room
         if isinstance(outcome, tuple):
             return _ran(*outcome, room)
@@ -175,7 +178,8 @@ class Handlers:
         """A run that holds a slot of the PTS named by ``lock`` while it runs on ``pts``."""
         async with self._holding(body):
             outcome = await self.scheduler.run(
-                pts, _field(body, "input"), timeout=_get(body, "timeout"))
+                pts, _field(body, "input"), timeout=_get(body, "timeout"),
+                owner=_owner(body) or "")
         return _ran(*outcome, self.result_room)
 
     def _holding(self, body: Any, *, own: str | None = None) -> AbstractAsyncContextManager[None]:
@@ -189,21 +193,24 @@ class Handlers:
 
     async def submit(self, body: Any) -> Any:
         job = await self.scheduler.submit(
-            _text(body, "pts"), _field(body, "input"), timeout=_get(body, "timeout"))
+            _text(body, "pts"), _field(body, "input"), timeout=_get(body, "timeout"),
+            owner=_owner(body) or "", key=_optional(body, "idempotency_key", MAX_KEY))
         return {"job": job.public()}
 
     async def job_status(self, body: Any) -> Any:
-        return {"job": (await self.scheduler.status(_get(body, "job"))).public()}
+        job = await self.scheduler.status(_get(body, "job"), owner=_owner(body))
+        return {"job": job.public()}
 
     async def job_result(self, body: Any) -> Any:
-        job, result = await self.scheduler.result(_get(body, "job"), max_bytes=self.result_room)
+        job, result = await self.scheduler.result(_get(body, "job"), owner=_owner(body),
+                                                  max_bytes=self.result_room)
         return {"job": job.public(), "result": result}
 
     async def job_result_chunk(self, body: Any) -> Any:
         offset = _int(body, "offset", 0, 0, 2**62)
         limit = _int(body, "limit", self.result_room, 1, 2**62)
         job, size, data = await self.scheduler.result_chunk(
-            _get(body, "job"), offset, min(limit, self.result_room))
+            _get(body, "job"), offset, min(limit, self.result_room), owner=_owner(body))
         return {"job": job.public(), "size": size, "offset": offset, "data": data}
 
     async def job_list(self, body: Any) -> Any:
@@ -216,18 +223,19 @@ class Handlers:
         limit = _int(body, "limit", 100, 1, MAX_LIST)
         offset = _int(body, "offset", 0, 0, 2**62)
         state = Status(status) if status else None
+        owner = _owner(body)
         store = self.scheduler.store
-        jobs = await store.list(pts=pts, status=state, limit=limit, offset=offset)
+        jobs = await store.list(pts=pts, status=state, limit=limit, offset=offset, owner=owner)
         return {"jobs": [j.public() for j in jobs],
-                "total": await store.count(pts=pts, status=state)}
+                "total": await store.count(pts=pts, status=state, owner=owner)}
 
     async def job_cancel(self, body: Any) -> Any:
-        return {"job": (await self.scheduler.cancel(_get(body, "job"))).public()}
+        job = await self.scheduler.cancel(_get(body, "job"), owner=_owner(body))
+        return {"job": job.public()}
 
     async def job_delete(self, body: Any) -> Any:
-        job = await self.scheduler.status(_get(body, "job"))
-        await self.scheduler.store.delete(job.id)
-        return {}
+        job = await self.scheduler.delete(_get(body, "job"), owner=_owner(body))
+        return {"job": job.public()}
 
     async def jobs_cleanup(self, body: Any) -> Any:
         max_age = _get(body, "max_age")
@@ -243,7 +251,7 @@ class Handlers:
     async def job_watch(self, body: Any) -> AsyncIterator[Any]:
         job_id = _get(body, "job")
         after = _int(body, "after", 0, 0, 2**62)
-        job = await self.scheduler.status(job_id)
+        job = await self.scheduler.status(job_id, owner=_owner(body))
         events = self.scheduler.events_of(job.id)
         if events is None or (events.after(after) == [] and events.closed):
             # The job's events are gone (or all seen): its status says where it stands.
@@ -334,6 +342,21 @@ def _who(body: Any) -> str:
     if not isinstance(who, str) or not who or len(who) > MAX_WHO:
         raise BadRequest(f"'who' must be a non-empty string of at most {MAX_WHO} characters")
     return who
+
+
+def _owner(body: Any) -> str | None:
+    """The web user the call is made for, as pnsweb says (it holds the node's key, and so does
+    every caller); None: the operator, whose calls reach every job."""
+    return _optional(body, "owner", MAX_OWNER)
+
+
+def _optional(body: Any, key: str, longest: int) -> str | None:
+    value = _get(body, key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > longest:
+        raise BadRequest(f"{key!r} must be a non-empty string of at most {longest} characters")
+    return value
 
 
 def _int(body: Any, key: str, default: int, low: int, high: int) -> int:

@@ -7,9 +7,8 @@ run. Callers pass ``now``; illegal moves raise :class:`pnsd.errors.Conflict`.
 
 from __future__ import annotations
 
-import itertools
+import os
 import re
-import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -46,15 +45,21 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
-# Job ids: 16 random hex characters drawn once per process, then a counter. Reading the system's
-# randomness costs up to ~90 us a call on some machines (it did here), too much per run; ids
-# are names, not secrets (the job list is public), so uniqueness is all they need.
-_ID_PREFIX = secrets.token_hex(8)
-_id_counter = itertools.count()
+# Job ids: 128 bits from the system's randomness (os.urandom), so that nobody can guess
+# another user's job. Reading it costs up to ~90 us a call on some machines, too much per run:
+# it is read ID_BYTES * ID_BATCH bytes at a time and cut into ids.
+ID_BYTES = 16
+ID_BATCH = 256
+_id_pool: list[str] = []
 
 
 def new_job_id() -> str:
-    return _ID_PREFIX + format(next(_id_counter), "016x")
+    """A fresh job id: 32 lowercase hex characters of the system's randomness."""
+    if not _id_pool:
+        block = os.urandom(ID_BYTES * ID_BATCH).hex()
+        step = 2 * ID_BYTES
+        _id_pool.extend(block[i:i + step] for i in range(0, len(block), step))
+    return _id_pool.pop()
 
 
 def valid_job_id(text: object) -> bool:
@@ -78,14 +83,21 @@ class Job:
     input_size: int = 0
     result_size: int = 0
     version: str = ""  # the PTS version that ran it
+    owner: str = ""    # the web user who created it; "" for the operator (a direct client)
+    idempotency_key: str | None = None  # the submitter's key: a repeat returns this job
 
     @classmethod
-    def create(cls, pts: str, now: float, *, sync: bool = False, version: str = "") -> Job:
+    def create(cls, pts: str, now: float, *, sync: bool = False, version: str = "",
+               owner: str = "") -> Job:
         """A new accepted job with a fresh id."""
         return cls(
             id=new_job_id(), pts=pts, status=Status.ACCEPTED, created=now, updated=now,
-            sync=sync, version=version,
+            sync=sync, version=version, owner=owner,
         )
+
+    def visible_to(self, owner: str | None) -> bool:
+        """Whether ``owner`` may see this job (None: the operator or an admin, who see all)."""
+        return owner is None or owner == self.owner
 
     def copy(self) -> Job:
         """A shallow copy (``copy.copy`` costs several times as much, through pickling hooks)."""
@@ -160,6 +172,7 @@ class Job:
             "reason": self.reason,
             "sync": self.sync,
             "version": self.version,
+            "owner": self.owner,
         }
 
     def to_row(self) -> dict[str, Any]:
@@ -168,6 +181,7 @@ class Job:
         row["sync"] = int(self.sync)
         row["input_size"] = self.input_size
         row["result_size"] = self.result_size
+        row["idem_key"] = self.idempotency_key
         return row
 
     @classmethod
@@ -187,6 +201,8 @@ class Job:
             input_size=row["input_size"],
             result_size=row["result_size"],
             version=row["version"],
+            owner=row["owner"],
+            idempotency_key=row["idem_key"],
         )
 
     def _move(self, to: Status, now: float) -> None:

@@ -18,7 +18,7 @@ from pnsd.jobs import FINISHED, Job, Status
 
 JOB_COLUMNS = (
     "id, pts, status, created, started, finished, updated, progress, message, reason, sync, "
-    "version, input_size, result_size"
+    "version, input_size, result_size, owner, idem_key"
 )
 FINISHED_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in FINISHED))
 STATE_SQL = (
@@ -49,6 +49,25 @@ def insert(row: dict[str, Any], conn: sqlite3.Connection) -> None:
         conn.execute(insert_sql(row), row)
     except sqlite3.IntegrityError:   # the primary key: one statement, no look-up first
         raise Conflict(f"job {row['id']} exists already", job=row["id"]) from None
+
+
+def insert_keyed(row: dict[str, Any], conn: sqlite3.Connection) -> Job | None:
+    """Insert a submission unless its owner has a job with its idempotency key: then that job.
+
+    One op on the writer thread, so two submissions with one key cannot both insert.
+    """
+    if row["idem_key"] is not None:
+        found = select_keyed(row["owner"], row["idem_key"], conn)
+        if found is not None:
+            return found
+    insert(row, conn)
+    return None
+
+
+def select_keyed(owner: str, key: str, conn: sqlite3.Connection) -> Job | None:
+    row = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ? AND idem_key = ?",
+                       (owner, key)).fetchone()
+    return None if row is None else Job.from_row(row)
 
 
 def update(row: dict[str, Any], conn: sqlite3.Connection) -> None:
@@ -93,13 +112,18 @@ def select_blob(job_id: str, name: str, conn: sqlite3.Connection) -> tuple[bytes
     return row[0], bool(row[1])
 
 
-def delete(job_id: str, conn: sqlite3.Connection) -> None:
+def delete(job_id: str, conn: sqlite3.Connection) -> str | None:
+    """Delete a finished job; else change nothing and return its status ("" if there is none).
+
+    A refusal is a result, not an exception: it is no failed write (the store's error count).
+    """
     row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
-        raise NotFound(f"no job {job_id}", job=job_id)
+        return ""
     if Status(row[0]) not in FINISHED:
-        raise Conflict(f"job {job_id} is {row[0]}: cancel it before deleting", job=job_id)
+        return str(row[0])
     conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+    return None
 
 
 def cleanup(
@@ -126,9 +150,13 @@ def cleanup(
     return victims
 
 
-def where(pts: str | None, status: Status | None) -> tuple[str, list[Any]]:
+def where(pts: str | None, status: Status | None,
+          owner: str | None = None) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
+    if owner is not None:
+        clauses.append("owner = ?")
+        params.append(owner)
     if pts is not None:
         clauses.append("pts = ?")
         params.append(pts)

@@ -30,6 +30,7 @@ class LiveJob:
     abort: Callable[[str], None] | None = None   # cancels a run answered by callback instead
     generation: Generation | None = None     # the generation the run was admitted to
     cancel_requested: bool = False
+    waiting: bool = False         # an accepted submission waiting for a slot in its task
     finishing: bool = False       # the outcome is being recorded: too late to cancel
     input_blob: bytes = b""       # a synchronous run's input, recorded with its outcome
     result_bytes: int = 0         # the packed result's size

@@ -59,12 +59,15 @@ class Generation:
         """Admit a run or refuse it as busy at once; then hold a slot while it runs."""
         return Slot(self)
 
-    def admit(self) -> None:
-        """Count a run in, or refuse it at once: Unavailable (draining) or Busy (queue full)."""
+    def admit(self, *, bounded: bool = True) -> None:
+        """Count a run in, or refuse it at once: Unavailable (draining) or Busy (queue full).
+
+        ``bounded=False`` skips the queue bound: for runs accepted before a restart.
+        """
         spec = self.spec
         if self.draining:
             raise Unavailable(f"PTS {spec.name} generation {self.number} is draining")
-        if self.admitted >= spec.slots + spec.queue:
+        if bounded and self.admitted >= spec.slots + spec.queue:
             raise Busy(
                 f"PTS {spec.name} is busy: {self.executing} running, "
                 f"{self.admitted - self.executing} queued (limit {spec.queue})",
@@ -80,6 +83,26 @@ class Generation:
             raise TypeError(f"PTS {self.spec.name}: its host has no line; use slot()")
         self.admit()
         self.running += 1
+
+    async def occupy(self) -> None:
+        """Wait for a slot for a run :meth:`admit` counted in; on failure (Unavailable: closed
+        while it was queued, or cancelled) the admission is given back."""
+        slots = self._slots
+        if slots is not None:        # no line of its host's own: wait here for a slot
+            try:
+                await slots.acquire()
+            except BaseException:
+                self._leave()
+                raise
+            if self.refusal:      # closed while this run was queued
+                slots.release()
+                self._leave()
+                raise Unavailable(self.refusal)
+        self.running += 1
+
+    def withdraw(self) -> None:
+        """Give back an admission that never took a slot (its run was not started)."""
+        self._leave()
 
     def release(self) -> None:
         """A run that held a slot has ended."""
@@ -143,18 +166,7 @@ class Slot:
     async def __aenter__(self) -> None:
         generation = self._generation
         generation.admit()
-        slots = generation._slots
-        if slots is not None:        # no line of its host's own: wait here for a slot
-            try:
-                await slots.acquire()
-            except BaseException:
-                generation._leave()
-                raise
-            if generation.refusal:      # closed while this run was queued
-                slots.release()
-                generation._leave()
-                raise Unavailable(generation.refusal)
-        generation.running += 1
+        await generation.occupy()
 
     async def __aexit__(self, *exc: object) -> None:
         self._generation.release()

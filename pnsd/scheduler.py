@@ -2,10 +2,13 @@
 
 Owns the live jobs (their tasks, cancel handles and event buffers). Synchronous runs are
 answered from memory (inline ones within the request's call, worker ones from the worker's
-reply); asynchronous submissions are committed before they are acknowledged and run in
-background tasks this scheduler owns and awaits on shutdown. Recording and retiring finished
-runs is :mod:`pnsd.finishing`'s. It never touches sockets; records go through the store,
-hosts through the registry.
+reply); asynchronous submissions are admitted (or refused as busy at once), committed as
+``accepted`` and acknowledged without waiting for a slot, then wait for one and run in
+background tasks this scheduler owns and awaits on shutdown. A job belongs to its ``owner`` (a
+web user; "" is the operator): a caller who names an owner finds only that owner's jobs, and
+others' are "not found", as missing ones are. Recording and retiring finished runs is
+:mod:`pnsd.finishing`'s. It never touches sockets; records go through the store, hosts through
+the registry.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import structlog
 
 from pnsd.errors import (
     BadRequest,
+    Busy,
     Cancelled,
+    Conflict,
     DaemonError,
     NotFound,
     NotReady,
@@ -29,7 +34,7 @@ from pnsd.errors import (
     Unavailable,
 )
 from pnsd.events import EventLog
-from pnsd.finishing import Finisher, Outcome, outcome
+from pnsd.finishing import Finisher, Outcome, failure_of, outcome
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.worker import WorkerHost
 from pnsd.jobs import Job, Status, valid_job_id
@@ -37,11 +42,10 @@ from pnsd.later import Later
 from pnsd.livejob import LiveJob, pack, unpack
 from pnsd.registry import Generation, Registry
 from pnsd.store import JobStore
-from protocols.errors import ErrorCode
 
 log = structlog.get_logger(__name__)
 
-
+DELETE_WAIT = 5.0    # seconds a delete waits for the job it cancelled to end
 
 class Scheduler:
     def __init__(
@@ -70,7 +74,8 @@ class Scheduler:
             raise Unavailable("the daemon is shutting down", retry_after=5)
         return self.registry.get(pts)
 
-    def _admit(self, generation: Generation, timeout: Any, *, sync: bool) -> tuple[Job, float]:
+    def _admit(self, generation: Generation, timeout: Any, *, sync: bool,
+               owner: str = "") -> tuple[Job, float]:
         """A new job for ``generation`` and its time limit (the spec's, or a lower one asked)."""
         spec = generation.spec
         limit = spec.timeout
@@ -78,13 +83,14 @@ class Scheduler:
             if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
                 raise BadRequest("timeout must be a positive number of seconds")
             limit = min(float(timeout), limit)
-        return Job.create(spec.name, self.clock(), sync=sync, version=spec.version), limit
+        job = Job.create(spec.name, self.clock(), sync=sync, version=spec.version, owner=owner)
+        return job, limit
 
     def _live_job(self, job: Job, generation: Generation) -> LiveJob:
         return LiveJob.watched(job, generation, clock=self.clock)
 
-    def run_now(self, pts: str, data: Any, *,
-                timeout: Any = None) -> Outcome | Later[Outcome] | Awaitable[Outcome]:
+    def run_now(self, pts: str, data: Any, *, timeout: Any = None,
+                owner: str = "") -> Outcome | Later[Outcome] | Awaitable[Outcome]:
         """A synchronous run: finished within this call when it can be, else one to wait for.
 
         It can be when its PTS runs inline (quick, in the daemon, neither blocking nor
@@ -98,14 +104,15 @@ class Scheduler:
         host = generation.host
         inline = isinstance(host, InprocHost) and host.inline and generation.free_now()
         if not (inline or isinstance(host, WorkerHost)):
-            return self._run(generation, data, timeout)
+            return self._run(generation, data, timeout, owner=owner)
         input_blob = pack(data) if self.record_sync else b""
         if not self.store.fits_inline(input_blob):   # its record needs a file written first
-            return self._run(generation, data, timeout, input_blob=input_blob)
+            return self._run(generation, data, timeout, input_blob=input_blob, owner=owner)
         if isinstance(host, WorkerHost):
-            return self._start_on_worker(generation, host, data, timeout, input_blob)
+            job, limit = self._admit(generation, timeout, sync=True, owner=owner)
+            return self._start_on_worker(generation, host, data, (job, limit), input_blob)
         assert isinstance(host, InprocHost)
-        job, _limit = self._admit(generation, timeout, sync=True)  # inline: no timer
+        job, _limit = self._admit(generation, timeout, sync=True, owner=owner)  # no timer
         if host.run_takes_ctx:    # its progress and log lines go to watchers of its events
             live = self._live_job(job, generation)
         else:                     # nothing to report between start and end: no event log
@@ -120,10 +127,10 @@ class Scheduler:
         return self.finisher.conclude(live, live.packed_result())
 
     def _start_on_worker(self, generation: Generation, host: WorkerHost, data: Any,
-                         timeout: Any, input_blob: bytes) -> Later[Outcome]:
+                         admitted: tuple[Job, float], input_blob: bytes) -> Later[Outcome]:
         """A synchronous run on a worker host, with no task: the host answers it by callback
         (:meth:`_worker_replied`), from the callback that receives the worker's reply."""
-        job, limit = self._admit(generation, timeout, sync=True)
+        job, limit = admitted
         generation.enter_now()
         live = self._live_job(job, generation)
         live.input_blob = input_blob
@@ -174,13 +181,14 @@ class Scheduler:
         else:
             later.settle(outcome)
 
-    async def run(self, pts: str, data: Any, *, timeout: Any = None) -> Outcome:
+    async def run(self, pts: str, data: Any, *, timeout: Any = None,
+                  owner: str = "") -> Outcome:
         """A synchronous run: the caller waits for the result; recorded with group commit."""
-        return await self._run(self._generation(pts), data, timeout)
+        return await self._run(self._generation(pts), data, timeout, owner=owner)
 
     async def _run(self, generation: Generation, data: Any, timeout: Any, *,
-                   input_blob: bytes | None = None) -> Outcome:
-        job, limit = self._admit(generation, timeout, sync=True)
+                   input_blob: bytes | None = None, owner: str = "") -> Outcome:
+        job, limit = self._admit(generation, timeout, sync=True, owner=owner)
         live = self._live_job(job, generation)
         async with generation.slot():
             live.task = asyncio.current_task()
@@ -193,57 +201,97 @@ class Scheduler:
                 result = self.finisher.retire(live)
         return outcome(live, result)
 
-    async def submit(self, pts: str, data: Any, *, timeout: Any = None) -> Job:
-        """An asynchronous run: committed durably, then acknowledged with its job record."""
+    async def submit(self, pts: str, data: Any, *, timeout: Any = None, owner: str = "",
+                     key: str | None = None) -> Job:
+        """An asynchronous run: admitted (or refused as Busy at once, recording nothing),
+        committed durably as accepted and acknowledged with its record; it waits for a slot
+        afterwards, in a background task. A ``key`` its owner used before returns the job it
+        made (whatever its state) and runs nothing."""
         generation = self._generation(pts)
-        job, limit = self._admit(generation, timeout, sync=False)
-        live = self._live_job(job, generation)
-        slot = generation.slot()
-        await slot.__aenter__()  # admission (or Busy) happens before anything is recorded
+        job, limit = self._admit(generation, timeout, sync=False, owner=owner)
+        job.idempotency_key = key
         try:
-            await self.store.add(live.job, pack(data), durable=True)
-        except BaseException as exc:
-            await slot.__aexit__(type(exc), exc, exc.__traceback__)
+            generation.admit()
+        except Busy:
+            repeated = None if key is None else await self.store.keyed(owner, key)
+            if repeated is None:
+                raise
+            return self._repeat(repeated, pts)
+        try:
+            repeated = await self.store.add(job, pack(data), durable=True)
+        except BaseException:
+            generation.withdraw()
             raise
-        self._start(generation, slot, live, data, limit)
-        return live.job
+        if repeated is not None:
+            generation.withdraw()
+            return self._repeat(repeated, pts)
+        self._start(generation, self._live_job(job, generation), data, limit)
+        return job
+
+    def _repeat(self, job: Job, pts: str) -> Job:
+        """The job an idempotency key made before (as it stands now)."""
+        if job.pts != pts:
+            raise Conflict(f"this idempotency key made job {job.id} of PTS {job.pts}, "
+                           f"not of {pts}", job=job.id, pts=job.pts)
+        live = self._live.get(job.id) or self.finisher.finished.get(job.id)
+        return live.job if live is not None else job
 
     async def resume(self, job: Job) -> None:
-        """Run again a job that recovery put back to accepted (its PTS is idempotent)."""
+        """Run a job that recovery left accepted (never started, or its PTS is idempotent)."""
         try:
             generation = self.registry.get(job.pts)
             data = unpack(await self.store.input(job.id))
-            slot = generation.slot()
-            await slot.__aenter__()
+            generation.admit(bounded=False)     # it was accepted before: no busy now
         except DaemonError as exc:
             job.fail(self.clock(), exc.code, f"could not be requeued: {exc.message}")
             await self.store.finish(job, None, durable=True)
             return
-        self._start(generation, slot, self._live_job(job, generation), data,
-                    generation.spec.timeout)
+        self._start(generation, self._live_job(job, generation), data, generation.spec.timeout)
         log.info("job_requeued", job=job.id, pts=job.pts)
 
-    def _start(self, generation: Generation, slot: Any, live: LiveJob, data: Any,
-               limit: float) -> None:
-        """Run an admitted, recorded job in a background task this scheduler owns."""
+    def _start(self, generation: Generation, live: LiveJob, data: Any, limit: float) -> None:
+        """Wait for a slot and run an admitted, recorded job in a task this scheduler owns."""
         self._live[live.job.id] = live
-        self._keep(self._background(generation, slot, live, data, limit), f"job-{live.job.id}")
+        live.task = self._keep(self._background(generation, live, data, limit),
+                               f"job-{live.job.id}")
 
-    def _keep(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def _keep(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run ``work`` in a task this scheduler owns and waits for on shutdown."""
         task = asyncio.get_running_loop().create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _background(
-        self, generation: Generation, slot: Any, live: LiveJob, data: Any, limit: float
+        self, generation: Generation, live: LiveJob, data: Any, limit: float
     ) -> None:
-        live.task = asyncio.current_task()
+        if live.job.is_finished:        # dismissed before this task began
+            generation.withdraw()
+            self._live.pop(live.job.id, None)
+            return
+        live.waiting = True
         try:
-            await self._execute(generation, live, data, limit)
+            await generation.occupy()
+        except Unavailable as exc:      # its generation closed while it was queued
+            live.error = exc
+        except asyncio.CancelledError:  # dismissed while queued, or the daemon stops: its
+            self._live.pop(live.job.id, None)   # record says so, or keeps it accepted
+            raise
         finally:
-            await slot.__aexit__(None, None, None)
+            live.waiting = False
+        if live.error is not None:
+            await self.finisher.finish(live, None)
             self.finisher.retire(live)
+            return
+        try:
+            if self.accepting:   # else the daemon stops: it stays accepted, runs after restart
+                await self._execute(generation, live, data, limit)
+        finally:
+            generation.release()
+            if live.job.status is Status.ACCEPTED:
+                self._live.pop(live.job.id, None)
+            else:
+                self.finisher.retire(live)
 
     async def _execute(
         self, generation: Generation, live: LiveJob, data: Any, limit: float
@@ -253,10 +301,12 @@ class Scheduler:
             return
         job.start(self.clock())
         live.publish()
-        if not job.sync:   # listings by status see it running
-            await self.store.update(job, durable=False)
         try:
             try:
+                if not job.sync:
+                    # Committed before the run starts: a job the store calls accepted never
+                    # ran, so recovery may run it after a crash without running it twice.
+                    await self.store.update(job, durable=True)
                 live.result = await generation.host.run(data, timeout=limit, ctx=live.ctx)
             except asyncio.CancelledError:
                 if not self._absorb_cancel(live):
@@ -277,13 +327,18 @@ class Scheduler:
 
     # -- looking at work -----------------------------------------------------------------
 
-    async def status(self, job_id: Any) -> Job:
+    async def status(self, job_id: Any, *, owner: str | None = None) -> Job:
+        """The job, if ``owner`` may see it (None: anybody's); else NotFound, as if missing."""
         live = self._find(job_id)
-        return live.job if live is not None else await self.store.get(job_id)
+        job = live.job if live is not None else await self.store.get(job_id)
+        if not job.visible_to(owner):
+            raise NotFound(f"no job {job_id}", job=job_id)
+        return job
 
-    async def result(self, job_id: Any, *, max_bytes: int | None = None) -> tuple[Job, Any]:
+    async def result(self, job_id: Any, *, owner: str | None = None,
+                     max_bytes: int | None = None) -> tuple[Job, Any]:
         """The job's result; TooLarge (before reading it) if stored larger than ``max_bytes``."""
-        job = await self._successful(job_id)
+        job = await self._successful(job_id, owner)
         live = self._find(job_id)
         if live is not None and live.error is None and live.result_kept:
             return job, live.result
@@ -294,9 +349,10 @@ class Scheduler:
         blob = await self.store.result(job_id)
         return job, None if blob is None else unpack(blob)
 
-    async def result_chunk(self, job_id: Any, offset: int, limit: int) -> tuple[Job, int, bytes]:
+    async def result_chunk(self, job_id: Any, offset: int, limit: int, *,
+                           owner: str | None = None) -> tuple[Job, int, bytes]:
         """A slice of the job's result in its stored (msgpack) form, and the form's size."""
-        job = await self._successful(job_id)
+        job = await self._successful(job_id, owner)
         live = self._find(job_id)
         if live is not None and live.error is None and live.result_kept:
             blob = pack(live.result)       # kept in memory: small
@@ -304,22 +360,47 @@ class Scheduler:
         size, data = await self.store.result_chunk(job.id, offset, limit)
         return job, size, data
 
-    async def _successful(self, job_id: Any) -> Job:
-        job = await self.status(job_id)
+    async def _successful(self, job_id: Any, owner: str | None) -> Job:
+        job = await self.status(job_id, owner=owner)
         if not job.is_finished:
             raise NotReady(f"job {job_id} is {job.status.value}: no result yet",
                            job=job_id, status=job.status.value)
         if job.status is not Status.SUCCESSFUL:
-            raise _failure(job)
+            raise failure_of(job)
         return job
 
-    async def cancel(self, job_id: Any) -> Job:
+    async def cancel(self, job_id: Any, *, owner: str | None = None) -> Job:
+        job = await self.status(job_id, owner=owner)
         live = self._find(job_id)
         if live is None or live.job.is_finished:
-            job = await self.store.get(job_id)
             return job
         await self._cancel_live(live, "dismissed before it started", "cancelled on request")
         return live.job
+
+    async def delete(self, job_id: Any, *, owner: str | None = None) -> Job:
+        """Delete a job: an unfinished one is cancelled first (and waited for, up to
+        DELETE_WAIT s), then its record, files and every copy in memory go. Its last state."""
+        job = await self.status(job_id, owner=owner)
+        live = self._find(job_id)
+        if live is not None and not live.job.is_finished:
+            await self._cancel_live(live, "deleted before it started", "deleted on request")
+            await self._ended(live)
+        self.finisher.forget(job.id)
+        try:
+            await self.store.delete(job.id)
+        except NotFound:
+            if live is None:    # a run that was never recorded was known only in memory
+                raise
+        return job
+
+    async def _ended(self, live: LiveJob) -> None:
+        """Wait for a cancelled run to end; Conflict if it is still stopping."""
+        task = live.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            await asyncio.wait({task}, timeout=DELETE_WAIT)
+        if not live.job.is_finished:
+            raise Conflict(f"job {live.job.id} is still stopping: delete it again shortly",
+                           job=live.job.id, status=live.job.status.value)
 
     async def cancel_runs_on(self, generation: Generation, reason: str) -> None:
         """Cancel every unfinished run admitted to ``generation`` (retired, past its drain)."""
@@ -334,6 +415,8 @@ class Scheduler:
     async def _cancel_live(self, live: LiveJob, queued_reason: str, running_reason: str) -> None:
         job = live.job
         if job.status is Status.ACCEPTED:
+            if live.waiting and live.task is not None:
+                live.task.cancel()      # it leaves the queue now
             job.dismiss(self.clock(), queued_reason)
             live.publish()
             await self.store.finish(job, None, durable=True)
@@ -356,23 +439,17 @@ class Scheduler:
         return self._live.get(job_id) or self.finisher.finished.get(job_id)
 
     async def shutdown(self, *, grace: float) -> None:
-        """Refuse new work, give running jobs ``grace`` seconds, then cancel the rest."""
+        """Refuse new work, give running jobs ``grace`` seconds, then cancel the rest. Jobs
+        waiting for a slot stay accepted in the store: recovery runs them at the next start."""
         self.accepting = False
+        for live in list(self._live.values()):
+            if live.waiting and live.task is not None:
+                live.task.cancel()
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _failure(job: Job) -> DaemonError:
-    code = job.reason if job.reason in ErrorCode.ALL else ErrorCode.PTS_ERROR
-    if job.status is Status.DISMISSED:
-        code = ErrorCode.CANCELLED
-    error = DaemonError(job.message or f"job {job.id} {job.status.value}", job=job.id,
-                        status=job.status.value)
-    error.code = code
-    return error
 
 
 __all__ = ["NotFound", "Scheduler"]

@@ -23,7 +23,7 @@ import structlog
 
 from pnsd import jobsql
 from pnsd.blobfiles import read_blob, read_range, remove, remove_all, write_blob
-from pnsd.errors import Conflict, StorageError
+from pnsd.errors import Conflict, NotFound, StorageError
 from pnsd.jobs import RESTART_REASON, Job, Status
 from pnsd.retention import SizeBound
 from pnsd.storedb import Kind, Op, SqlFn, Writer
@@ -100,17 +100,31 @@ class JobStore:
         """Commit every write queued so far."""
         await self._submit(Kind.FLUSH, None, durable=True, what="flush")
 
-    async def add(self, job: Job, input_blob: bytes, *, durable: bool = True) -> None:
-        """Record a new job and its input; sets ``job.input_size``."""
+    async def add(self, job: Job, input_blob: bytes, *, durable: bool = True) -> Job | None:
+        """Record a new job and its input; sets ``job.input_size``.
+
+        If the job's owner has a job with its idempotency key already, nothing is recorded
+        and that job is returned (None: ``job`` was recorded). Durable only when keyed.
+        """
         job.input_size = len(input_blob)
         row = job.to_row()
         row.update(await self._place(job.id, "input", input_blob), result=None, result_file=0)
+        existing: Job | None = None
         try:
-            await self._write(partial(jobsql.insert, row), durable, f"record job {job.id}")
+            if job.idempotency_key is None:
+                await self._write(partial(jobsql.insert, row), durable, f"record job {job.id}")
+            else:
+                existing = await self._submit(
+                    Kind.WRITE, partial(jobsql.insert_keyed, row), durable=True,
+                    what=f"record job {job.id}")
         except StorageError:
             await asyncio.to_thread(remove, self._job_dir(job.id))
             raise
+        if existing is not None:
+            await asyncio.to_thread(remove, self._job_dir(job.id))
+            return existing
         self._grew(job.input_size)
+        return None
 
     def fits_inline(self, blob: bytes | None) -> bool:
         """True when ``blob`` is kept in its row rather than in a file."""
@@ -200,6 +214,10 @@ class JobStore:
     async def get(self, job_id: str) -> Job:
         return await self._read(partial(jobsql.select_job, job_id), f"read job {job_id}")
 
+    async def keyed(self, owner: str, key: str) -> Job | None:
+        """The job ``owner`` submitted with idempotency key ``key``, if its record exists."""
+        return await self._read(partial(jobsql.select_keyed, owner, key), "read keyed job")
+
     async def result(self, job_id: str) -> bytes | None:
         """The result blob exactly as stored, None if there is none (yet)."""
         return await self._blob(job_id, "result")
@@ -221,10 +239,10 @@ class JobStore:
 
     async def list(
         self, *, pts: str | None = None, status: Status | None = None, limit: int = 100,
-        offset: int = 0,
+        offset: int = 0, owner: str | None = None,
     ) -> JobList:
-        """Jobs matching the filters, newest first."""
-        where, params = jobsql.where(pts, status)
+        """Jobs matching the filters (``owner``: only that owner's), newest first."""
+        where, params = jobsql.where(pts, status, owner)
         sql = (
             f"SELECT {jobsql.JOB_COLUMNS} FROM jobs {where} "
             "ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?"
@@ -232,20 +250,28 @@ class JobStore:
         query = partial(jobsql.select_jobs, sql, [*params, limit, offset])
         return await self._read(query, "list jobs")
 
-    async def count(self, *, pts: str | None = None, status: Status | None = None) -> int:
-        where, params = jobsql.where(pts, status)
+    async def count(self, *, pts: str | None = None, status: Status | None = None,
+                    owner: str | None = None) -> int:
+        where, params = jobsql.where(pts, status, owner)
         query = partial(jobsql.scalar, f"SELECT COUNT(*) FROM jobs {where}", params)
         return int(await self._read(query, "count jobs"))
 
     async def delete(self, job_id: str) -> None:
-        """Remove a finished job's record and files."""
-        await self._write(partial(jobsql.delete, job_id), True, f"delete job {job_id}")
+        """Remove a finished job's record and files (committed when this returns)."""
+        refused = await self._submit(Kind.WRITE, partial(jobsql.delete, job_id), durable=True,
+                                     what=f"delete job {job_id}")
+        if refused == "":
+            raise NotFound(f"no job {job_id}", job=job_id)
+        if refused is not None:
+            raise Conflict(f"job {job_id} is {refused}: cancel it before deleting",
+                           job=job_id, status=refused)
         await asyncio.to_thread(remove, self._job_dir(job_id))
 
     async def recover(
         self, now: float, *, requeue: Callable[[str], bool] = lambda pts: False
     ) -> tuple[JobList, JobList]:
-        """After a restart: unfinished jobs fail, or go back to accepted where ``requeue(pts)``.
+        """After a restart: accepted jobs (never started) stay accepted, to be run; running
+        ones go back to accepted where ``requeue(pts)`` (an idempotent PTS), else fail.
 
         Returns ``(failed, requeued)``, each oldest first.
         """
@@ -255,7 +281,7 @@ class JobStore:
         failed: JobList = []
         requeued: JobList = []
         for job in jobs:
-            if requeue(job.pts):
+            if job.status is Status.ACCEPTED or requeue(job.pts):
                 job.requeue(now)
                 requeued.append(job)
             else:

@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 SqlFn = Callable[[sqlite3.Connection], T]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT = 5.0  # seconds SQLite waits for a lock held by another process
 # _MIGRATIONS[n] takes a database from user_version n to n + 1.
 _MIGRATIONS = (
@@ -45,6 +45,15 @@ _MIGRATIONS = (
     );
     CREATE INDEX jobs_pts_created ON jobs (pts, created);
     CREATE INDEX jobs_status ON jobs (status);
+    """,
+    # 2: jobs belong to the web user who made them ("" is the operator); an idempotency key
+    # names one job of its owner for as long as that job's record exists.
+    """
+    ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN idem_key TEXT;
+    CREATE INDEX jobs_owner_created ON jobs (owner, created);
+    CREATE UNIQUE INDEX jobs_owner_idem_key ON jobs (owner, idem_key)
+        WHERE idem_key IS NOT NULL;
     """,
 )
 

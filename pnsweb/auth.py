@@ -1,4 +1,5 @@
-"""HTTP Basic authentication for modifying calls, with a cache of verified credentials.
+"""HTTP Basic authentication for modifying calls and for reading jobs (a job is its creator's),
+with a cache of verified credentials.
 
 Owns deciding who the caller is: :func:`require_user` answers 401 (with
 ``WWW-Authenticate: Basic realm="pns"``) for missing, malformed or wrong credentials and for

@@ -21,6 +21,7 @@ from pnsweb.views_v1_io import send_json
 PARAM_RE = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 ANY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MODIFYING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+JOBS = "/v1/jobs"
 _JSON = {"application/json": {"schema": {"type": "object"}}}
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/exception"}}}
 
@@ -77,7 +78,8 @@ OPERATIONS: Mapping[tuple[str, str], dict[str, Any]] = {
                                     "deployed in pts.d", _PROBLEM)}},
     ("POST", "/v1/processes/{processId}/execution"): {
         "summary": "Execute a process: synchronous unless `Prefer: respond-async`",
-        "parameters": [{**_QUERY, "name": "Prefer", "in": "header"}],
+        "parameters": [{**_QUERY, "name": "Prefer", "in": "header"},
+                       {**_QUERY, "name": "Idempotency-Key", "in": "header"}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "$ref": "#/components/schemas/execute"}}}},
         "responses": {
@@ -86,9 +88,11 @@ OPERATIONS: Mapping[tuple[str, str], dict[str, Any]] = {
             "201": {**_reply("the job's statusInfo"), "headers": {
                 "Location": {"schema": {"type": "string"}, "description": "the job"}}},
             "400": _reply("bad inputs", _PROBLEM), "404": _NOT_FOUND_PROCESS,
-            "413": _reply("body over the limit", _PROBLEM)}},
+            "413": _reply("body over the limit", _PROBLEM),
+            "429": _reply("the process's queue is full: nothing recorded, see Retry-After",
+                          _PROBLEM)}},
     ("GET", "/v1/jobs"): {
-        "summary": "List jobs, newest first",
+        "summary": "List the caller's jobs (an administrator's: everybody's), newest first",
         "parameters": [{**_QUERY, "name": name} for name in
                        ("limit", "offset", "processID", "status")],
         "responses": {"200": _reply("jobs (statusInfo) and paging links")}},
@@ -96,7 +100,7 @@ OPERATIONS: Mapping[tuple[str, str], dict[str, Any]] = {
                                   "responses": {"200": _reply("statusInfo"),
                                                 "404": _NOT_FOUND_JOB}},
     ("DELETE", "/v1/jobs/{jobId}"): {
-        "summary": "Dismiss a job: cancel it, or delete a finished one and its results",
+        "summary": "Dismiss a job: cancel it if unfinished, then delete it and its results",
         "responses": {"200": _reply("statusInfo, status dismissed"), "404": _NOT_FOUND_JOB}},
     ("GET", "/v1/jobs/{jobId}/results"): {
         "summary": "A successful job's results, keyed by output id",
@@ -180,7 +184,7 @@ def operation(route: web.AbstractRoute, method: str, path: str) -> dict[str, Any
         op["parameters"] = params + list(known.get("parameters", []))
     if "requestBody" in known:
         op["requestBody"] = known["requestBody"]
-    if method in MODIFYING:
+    if method in MODIFYING or path.startswith(JOBS):    # a job is its creator's
         op["security"] = [{"basicAuth": []}]
     return op
 

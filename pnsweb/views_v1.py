@@ -6,8 +6,13 @@ the request says ``Prefer: respond-async`` (or the older body field ``"mode": "a
 A synchronous result is answered ``raw`` by default, as the standard's ``response`` default
 says: the single output's value as the body (JSON; bytes as application/octet-stream); with
 several outputs selected, ``raw`` falls back to the results document (multipart is not
-offered). Errors the daemon reports (busy, timeout, the PTS failing) go to the app's error
-middleware as :class:`protocols.errors.RemoteError`.
+offered). The job belongs to the authenticated user (sent to the daemon as ``owner``). An
+asynchronous submission is answered as soon as the daemon recorded it (201), or refused at once
+when the PTS's queue is full (429 with ``Retry-After``, nothing recorded); an
+``Idempotency-Key`` header makes a repeat return the user's first job with that key instead of
+running again (synchronous executions refuse the header: a run that is not recorded first
+cannot be deduplicated). Errors the daemon reports (busy, timeout, the PTS failing) go to the
+app's error middleware as :class:`protocols.errors.RemoteError`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from pnsweb.views_v1_results import stream_results
 from protocols.errors import ErrorCode, RemoteError
 
 RESPONSES = ("raw", "document")
+IDEMPOTENCY_KEY = "Idempotency-Key"
+MAX_KEY = 255      # characters of an Idempotency-Key (the daemon's limit too)
 
 
 async def landing(request: web.Request) -> web.StreamResponse:
@@ -63,16 +70,32 @@ async def process(request: web.Request) -> web.StreamResponse:
 
 async def execute(request: web.Request) -> web.StreamResponse:
     """Run a process: synchronously (200 with results) or, asked to, as a job (201)."""
-    await require_user(request, admin=False)
+    user = await require_user(request, admin=False)
     app = request.app
     name = request.match_info["processId"]
     model = await app[CATALOG].model(app[CLIENT], name)
     body = await read_json(request, limit=app[SETTINGS].max_body)
     order = ExecuteOrder.parse(body, request.headers.get("Prefer", ""), model)
+    key = _idempotency_key(request, asynchronous=order.asynchronous)
     data = pts_input(model, body.get("inputs"))
+    ask: dict[str, Any] = {"pts": model.id, "input": data, "owner": user.name}
     if order.asynchronous:
-        return await _submit(request, model, data)
-    return await _run(request, model, data, order)
+        if key is not None:
+            ask["idempotency_key"] = key
+        return await _submit(request, model, ask)
+    return await _run(request, model, ask, order)
+
+
+def _idempotency_key(request: web.Request, *, asynchronous: bool) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is None:
+        return None
+    if not asynchronous:
+        raise ogc.bad_request(f"{IDEMPOTENCY_KEY} is for asynchronous execution "
+                              "(Prefer: respond-async): a synchronous run is not deduplicated")
+    if not 0 < len(key) <= MAX_KEY or not key.isprintable():
+        raise ogc.bad_request(f"{IDEMPOTENCY_KEY} must be 1 to {MAX_KEY} printable characters")
+    return key
 
 
 class ExecuteOrder(NamedTuple):
@@ -106,9 +129,9 @@ class ExecuteOrder(NamedTuple):
 _NO_TOKENS: frozenset[str] = frozenset()
 
 
-async def _submit(request: web.Request, model: ogc.ProcessModel, data: Any) -> web.StreamResponse:
-    reply = await _daemon(request, model.id, "submit", {"pts": model.id, "input": data},
-                          timeout=META_TIMEOUT)
+async def _submit(request: web.Request, model: ogc.ProcessModel,
+                  ask: dict[str, Any]) -> web.StreamResponse:
+    reply = await _daemon(request, model.id, "submit", ask, timeout=META_TIMEOUT)
     base = base_of(request)
     job = reply["job"]
     headers = {"Location": f"{base}/jobs/{job['id']}", "Preference-Applied": "respond-async"}
@@ -116,10 +139,10 @@ async def _submit(request: web.Request, model: ogc.ProcessModel, data: Any) -> w
 
 
 async def _run(
-    request: web.Request, model: ogc.ProcessModel, data: Any, order: ExecuteOrder,
+    request: web.Request, model: ogc.ProcessModel, ask: dict[str, Any], order: ExecuteOrder,
 ) -> web.StreamResponse:
     try:
-        reply = await _daemon(request, model.id, "run", {"pts": model.id, "input": data},
+        reply = await _daemon(request, model.id, "run", ask,
                               timeout=request.app[SETTINGS].call_timeout)
     except RemoteError as exc:
         job_id = exc.details.get("job")
@@ -127,7 +150,8 @@ async def _run(
             raise
         # recorded, but over the daemon's message limit: streamed from the store instead
         return await stream_results(
-            request, request.app[CLIENT], job_id, model, requested=order.outputs,
+            request, request.app[CLIENT], job_id, model, owner=ask["owner"],
+            requested=order.outputs,
             raw=order.response == "raw", headers=_sync_headers(request, job_id, order))
     outputs = select_outputs(outputs_of(model, reply["result"]), order.outputs)
     headers = _sync_headers(request, reply["job"], order)

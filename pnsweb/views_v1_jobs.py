@@ -1,12 +1,15 @@
 """The /v1 job views: job list, status, dismiss, results and the Server-Sent Events stream.
 
-Owns the HTTP side of OGC API - Processes for jobs. A malformed or unknown job id is OGC's
-``no-such-job`` (404); results of an unfinished job are ``result-not-ready`` (404); the results
-of a failed or dismissed job are the daemon's error, rendered by the app's error middleware.
-Dismissing an unfinished job cancels it (the daemon cancels politely, then kills); dismissing a
-finished one deletes its record and results, so the job is then gone (404), as the standard's
-dismiss class describes. The event stream relays the daemon's ``job.watch`` (resuming after
-``Last-Event-ID``), sends a comment line as heartbeat when idle and ends when the job ends.
+Owns the HTTP side of OGC API - Processes for jobs. Every job route needs credentials (401
+without): a user reaches the jobs they created, an administrator everybody's; the daemon
+filters by the ``owner`` sent with each call. A malformed or unknown job id, and another user's
+job, is OGC's ``no-such-job`` (404: a job's existence is not revealed); results of an
+unfinished job are ``result-not-ready`` (404); the results of a failed or dismissed job are the
+daemon's error, rendered by the app's error middleware. Dismissing a job deletes it (the daemon
+cancels an unfinished one first, politely, then kills): its record and results are gone, 404
+afterwards, as the standard's dismiss class describes. The event stream relays the daemon's
+``job.watch`` (resuming after ``Last-Event-ID``), sends a comment line as heartbeat when idle
+and ends when the job ends.
 """
 
 from __future__ import annotations
@@ -42,11 +45,13 @@ _GONE = (ErrorCode.NOT_FOUND, ErrorCode.BAD_REQUEST)   # bad_request: the daemon
 
 
 async def jobs(request: web.Request) -> web.StreamResponse:
-    """The job list, newest first, paged with ``limit`` and ``offset``."""
+    """The caller's jobs (an administrator's: everybody's), newest first, paged with ``limit``
+    and ``offset``."""
+    owner = await reader(request)
     query = request.query
     limit = _integer(query.get("limit"), "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _integer(query.get("offset"), "offset", 0, 0, 2**62)
-    ask: dict[str, Any] = {"limit": limit, "offset": offset}
+    ask: dict[str, Any] = {"limit": limit, "offset": offset, **_as(owner)}
     page: dict[str, str] = {}
     if "processID" in query:
         ask["pts"] = page["processID"] = query["processID"]
@@ -62,18 +67,16 @@ async def jobs(request: web.Request) -> web.StreamResponse:
 
 async def job(request: web.Request) -> web.StreamResponse:
     """A job's statusInfo."""
-    record = await job_record(request.app[CLIENT], job_id_of(request))
+    owner = await reader(request)
+    record = await job_record(request.app[CLIENT], job_id_of(request), owner)
     return await send_json(request, ogc.status_info(record, base_of(request)))
 
 
 async def dismiss(request: web.Request) -> web.StreamResponse:
-    """Dismiss a job: cancel it if unfinished, else delete it with its results."""
-    await require_user(request, admin=False)
+    """Dismiss a job: delete it with its results (the daemon cancels it first if unfinished)."""
+    owner = await reader(request)
     job_id = job_id_of(request)
-    client = request.app[CLIENT]
-    record = (await _job_call(client, "job.cancel", job_id))["job"]
-    if record["status"] in ("successful", "failed"):
-        await _job_call(client, "job.delete", job_id)
+    record = (await _job_call(request.app[CLIENT], "job.delete", job_id, owner))["job"]
     message = record.get("message") if record["status"] == "dismissed" else "dismissed"
     shown = {**record, "message": message}
     return await send_json(request, ogc.status_info(shown, base_of(request), status="dismissed"))
@@ -82,19 +85,20 @@ async def dismiss(request: web.Request) -> web.StreamResponse:
 async def results(request: web.Request) -> web.StreamResponse:
     """The results document of a successful job (output id -> value); a result over the
     daemon's message limit is streamed from the store, chunk by chunk."""
+    owner = await reader(request)
     job_id = job_id_of(request)
     client = request.app[CLIENT]
     try:
-        reply = await _job_call(client, "job.result", job_id)
+        reply = await _job_call(client, "job.result", job_id, owner)
     except RemoteError as exc:
         if exc.code == ErrorCode.NOT_READY:
             status = str(exc.details.get("status") or "not finished")
             raise ogc.result_not_ready(job_id, status) from exc
         if exc.code != ErrorCode.TOO_LARGE:
             raise
-        record = await job_record(client, job_id)
+        record = await job_record(client, job_id, owner)
         model = await _model_of(request, str(record["pts"]))
-        return await stream_results(request, client, job_id, model)
+        return await stream_results(request, client, job_id, model, owner=owner)
     model = await _model_of(request, str(reply["job"]["pts"]))
     return await send_json(request, results_document(outputs_of(model, reply["result"])))
 
@@ -106,14 +110,26 @@ async def _model_of(request: web.Request, name: str) -> ogc.ProcessModel:
         return ogc.model_of({"name": name, "mode": "inproc"})
 
 
-async def job_record(client: DaemonClient, job_id: str) -> dict[str, Any]:
-    record: dict[str, Any] = (await _job_call(client, "job.status", job_id))["job"]
+async def reader(request: web.Request) -> str | None:
+    """Who the caller acts as on jobs: their own name, or None for an administrator (all jobs).
+    Without valid credentials, 401."""
+    user = await require_user(request, admin=False)
+    return None if user.admin else user.name
+
+
+def _as(owner: str | None) -> dict[str, str]:
+    """The ``owner`` member of a daemon call: absent for an administrator."""
+    return {} if owner is None else {"owner": owner}
+
+
+async def job_record(client: DaemonClient, job_id: str, owner: str | None) -> dict[str, Any]:
+    record: dict[str, Any] = (await _job_call(client, "job.status", job_id, owner))["job"]
     return record
 
 
-async def _job_call(client: DaemonClient, op: str, job_id: str) -> Any:
+async def _job_call(client: DaemonClient, op: str, job_id: str, owner: str | None) -> Any:
     try:
-        return await client.call(op, {"job": job_id}, timeout=META_TIMEOUT)
+        return await client.call(op, {"job": job_id, **_as(owner)}, timeout=META_TIMEOUT)
     except RemoteError as exc:
         if exc.code in _GONE:
             raise ogc.no_such_job(job_id) from exc
@@ -136,10 +152,11 @@ def _integer(text: str | None, name: str, default: int, low: int, high: int) -> 
 
 async def events(request: web.Request) -> web.StreamResponse:
     """The job's events as text/event-stream: ``id`` = seq, ``event`` = kind, ``data`` = JSON."""
+    owner = await reader(request)
     job_id = job_id_of(request)
     after = _integer(request.headers.get("Last-Event-ID"), "Last-Event-ID", 0, 0, 2**62)
     client = request.app[CLIENT]
-    await job_record(client, job_id)      # a 404 must come before the stream starts
+    await job_record(client, job_id, owner)   # a 404 must come before the stream starts
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
@@ -147,7 +164,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE)
     async with asyncio.TaskGroup() as group:
-        pump = group.create_task(_pump(client, job_id, after, queue))
+        pump = group.create_task(_pump(client, {"job": job_id, **_as(owner)}, after, queue))
         try:
             await _relay(response, queue)
         except ConnectionResetError:
@@ -158,12 +175,13 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def _pump(
-    client: DaemonClient, job_id: str, after: int, queue: asyncio.Queue[dict[str, Any] | None],
+    client: DaemonClient, ask: dict[str, Any], after: int,
+    queue: asyncio.Queue[dict[str, Any] | None],
 ) -> None:
     """Daemon events into ``queue``, watching again after idle ends; None marks the end."""
     while True:
         try:
-            async for event in client.stream("job.watch", {"job": job_id, "after": after},
+            async for event in client.stream("job.watch", {**ask, "after": after},
                                              timeout=WATCH_WAIT):
                 after = max(after, int(event.get("seq", after)))
                 await queue.put(event)

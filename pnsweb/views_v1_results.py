@@ -11,8 +11,9 @@ Each output is read from the store on its own (a few chunks are skipped to reach
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -30,6 +31,7 @@ CHUNK_TIMEOUT = 60.0      # seconds for one chunk from the daemon
 FLUSH = 256 << 10         # bytes gathered before a write to the HTTP client
 OCTETS = "application/octet-stream"
 Head = tuple[str, Any]
+Source = Callable[[], AsyncGenerator[bytes, None]]   # a fresh read of the stored result
 
 
 class Relay:
@@ -50,11 +52,14 @@ class Relay:
             await self.response.write(data)
 
 
-async def chunks(client: DaemonClient, job_id: str) -> AsyncGenerator[bytes, None]:
-    """The job's stored result (msgpack), a chunk per daemon call."""
+async def chunks(client: DaemonClient, job_id: str,
+                 owner: str | None) -> AsyncGenerator[bytes, None]:
+    """The job's stored result (msgpack), a chunk per daemon call, read as ``owner`` (None: an
+    administrator)."""
     offset, done = 0, False
+    as_owner = {} if owner is None else {"owner": owner}
     while not done:
-        reply = await client.call("job.result_chunk", chunk_request(job_id, offset),
+        reply = await client.call("job.result_chunk", chunk_request(job_id, offset) | as_owner,
                                   timeout=CHUNK_TIMEOUT)
         data, offset, done = chunk_end(reply, offset)
         if data:
@@ -79,20 +84,23 @@ def _absent(model: ogc.ProcessModel) -> bytes:
 
 async def stream_results(
     request: web.Request, client: DaemonClient, job_id: str, model: ogc.ProcessModel, *,
-    requested: Any = None, raw: bool = False, headers: Mapping[str, str] | None = None,
+    owner: str | None, requested: Any = None, raw: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Answer with the stored result of ``job_id``: the results document of the ``requested``
-    outputs (all when None), or with ``raw`` and one output, that output's value itself."""
+    """Answer with the stored result of ``job_id``, read as ``owner`` (None: an administrator):
+    the results document of the ``requested`` outputs (all when None), or with ``raw`` and one
+    output, that output's value itself."""
     ports = [p.id for p in model.outputs if requested is None or p.id in requested]
+    source = functools.partial(chunks, client, job_id, owner)
     response = web.StreamResponse(headers=headers)
     relay = Relay(response)
     try:
         if raw and len(ports) == 1:
-            await _raw(request, client, job_id, model=model, port=ports[0], out=relay)
+            await _raw(request, source, model=model, port=ports[0], out=relay)
         else:
             response.content_type = ogc.JSON
             await response.prepare(request)
-            await _document(client, job_id, model, ports, relay)
+            await _document(source, model, ports, relay)
         await relay.flush()
     except PnsError as exc:
         if not response.prepared:
@@ -106,13 +114,13 @@ async def stream_results(
     return response
 
 
-async def _document(client: DaemonClient, job_id: str, model: ogc.ProcessModel,
-                    ports: list[str], out: Relay) -> None:
+async def _document(source: Source, model: ogc.ProcessModel, ports: list[str],
+                    out: Relay) -> None:
     await out(b"{")
     for index, port in enumerate(ports):
         await out((b", " if index else b"") + json.dumps(port).encode() + b": ")
-        async with contextlib.aclosing(chunks(client, job_id)) as source:
-            reader = MsgpackReader(source)
+        async with contextlib.aclosing(source()) as chunked:
+            reader = MsgpackReader(chunked)
             head = await output_head(reader, model, port)
             if head is None:
                 await out(_absent(model))
@@ -121,10 +129,10 @@ async def _document(client: DaemonClient, job_id: str, model: ogc.ProcessModel,
     await out(b"}")
 
 
-async def _raw(request: web.Request, client: DaemonClient, job_id: str, *,
+async def _raw(request: web.Request, source: Source, *,
                model: ogc.ProcessModel, port: str, out: Relay) -> None:
-    async with contextlib.aclosing(chunks(client, job_id)) as source:
-        reader = MsgpackReader(source)
+    async with contextlib.aclosing(source()) as chunked:
+        reader = MsgpackReader(chunked)
         head = await output_head(reader, model, port)
         response = out.response
         response.content_type = OCTETS if head is not None and head[0] == "bin" else ogc.JSON

@@ -217,6 +217,16 @@ async def test_delete_refuses_an_unfinished_job(store: JobStore) -> None:
     assert await store.get(job.id) == job
 
 
+async def test_a_refused_delete_is_not_a_write_error(store: JobStore) -> None:
+    job = Job.create("echo", 100.0)
+    await store.add(job, b"")
+    with pytest.raises(Conflict):
+        await store.delete(job.id)
+    with pytest.raises(NotFound):
+        await store.delete("0" * 32)
+    assert store.stats()["write_errors"] == 0      # /metrics counts store failures from it
+
+
 async def restarted(tmp_path: Path) -> tuple[JobStore, list[Job]]:
     """A store with one job in each of accepted, running and successful, closed and reopened."""
     first = make_store(tmp_path)
@@ -233,28 +243,31 @@ async def restarted(tmp_path: Path) -> tuple[JobStore, list[Job]]:
     return second, [accepted, running, done]
 
 
-async def test_recover_fails_unfinished_jobs_as_daemon_restarted(tmp_path: Path) -> None:
+async def test_recover_fails_running_jobs_and_keeps_accepted_ones_to_run(
+        tmp_path: Path) -> None:
     store, (accepted, running, done) = await restarted(tmp_path)
     try:
         failed, requeued = await store.recover(500.0)
-        assert [j.id for j in failed] == [accepted.id, running.id]
-        assert requeued == []
-        for job in (accepted, running):
-            stored = await store.get(job.id)
-            assert (stored.status, stored.reason) == (Status.FAILED, "daemon restarted")
-            assert stored.finished == 500.0
+        assert [j.id for j in failed] == [running.id]
+        stored = await store.get(running.id)
+        assert (stored.status, stored.reason) == (Status.FAILED, "daemon restarted")
+        assert stored.finished == 500.0
+        # an accepted job never started: nothing of it ran, so it runs after the restart
+        assert [j.id for j in requeued] == [accepted.id]
+        assert (await store.get(accepted.id)).status is Status.ACCEPTED
         assert await store.get(done.id) == done
-        assert await store.recover(600.0) == ([], [])
+        failed, requeued = await store.recover(600.0)
+        assert (failed, [j.id for j in requeued]) == ([], [accepted.id])
     finally:
         await store.close()
 
 
-async def test_recover_requeues_where_asked(tmp_path: Path) -> None:
+async def test_recover_requeues_running_jobs_where_asked(tmp_path: Path) -> None:
     store, (accepted, running, _) = await restarted(tmp_path)
     try:
         failed, requeued = await store.recover(500.0, requeue=lambda pts: pts == "b")
-        assert [j.id for j in failed] == [accepted.id]
-        assert [j.id for j in requeued] == [running.id]
+        assert failed == []
+        assert [j.id for j in requeued] == [accepted.id, running.id]
         stored = await store.get(running.id)
         assert (stored.status, stored.started, stored.updated) == (Status.ACCEPTED, None, 500.0)
     finally:

@@ -2,7 +2,10 @@
 
 It programs ``tests.pnsweb.fakes.FakeDaemon`` with the demo PTS specs and a small in-memory job
 book, so the views can be driven end to end: run, submit, status, result, list, cancel,
-delete, watch and status.
+delete, watch and status. Like pnsd, the book keeps each job's ``owner`` (jobs are the
+ordinary user ``USER``'s unless a test says otherwise), answers ``not_found`` for another
+owner's job, deduplicates submissions by ``idempotency_key`` per owner and refuses submissions
+as ``busy`` beyond ``capacity`` unfinished jobs.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 from pnsweb.settings import WebSettings
 from protocols.errors import RemoteError
 from tests.pnsweb.fakes import USER, FakeDaemon, basic, web_settings
+
+UNFINISHED = ("accepted", "running")
 
 AUTH = basic(USER)     # an ordinary user: /v1 execution and dismiss need no admin
 
@@ -39,7 +44,8 @@ def settings(**changes: Any) -> WebSettings:
 def record(pts: str, status: str = "accepted", **changes: Any) -> dict[str, Any]:
     return {"id": uuid.uuid4().hex, "pts": pts, "status": status, "created": 1_700_000_000.0,
             "started": None, "finished": None, "updated": 1_700_000_000.0, "progress": 0,
-            "message": "", "reason": "", "sync": False, "version": "1", **changes}
+            "message": "", "reason": "", "sync": False, "version": "1", "owner": USER[0],
+            **changes}
 
 
 def compute(pts: str, data: Any) -> Any:
@@ -59,6 +65,8 @@ class JobBook:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.results: dict[str, Any] = {}
         self.inputs: dict[str, Any] = {}
+        self.keys: dict[tuple[str, str], str] = {}     # (owner, idempotency key) -> job id
+        self.capacity: int | None = None               # unfinished jobs before "busy"
 
     def add(self, job: dict[str, Any], result: Any = None) -> dict[str, Any]:
         self.jobs[job["id"]] = job
@@ -67,7 +75,7 @@ class JobBook:
 
     def get(self, body: Any) -> dict[str, Any]:
         job = self.jobs.get(body["job"])
-        if job is None:
+        if job is None or body.get("owner") not in (None, job["owner"]):
             raise RemoteError("not_found", f"no job {body['job']}")
         return job
 
@@ -75,13 +83,23 @@ class JobBook:
         if body["pts"] not in SPECS:
             raise RemoteError("not_found", f"no PTS named {body['pts']!r}")
         job = self.add(record(body["pts"], "successful", sync=True, progress=100,
-                              finished=1_700_000_001.0), compute(body["pts"], body["input"]))
+                              finished=1_700_000_001.0, owner=body.get("owner", "")),
+                       compute(body["pts"], body["input"]))
         self.inputs[job["id"]] = body["input"]
         return {"job": job["id"], "result": self.results[job["id"]]}
 
     def submit(self, body: Any) -> Any:
-        job = self.add(record(body["pts"]))
+        owner = body.get("owner", "")
+        key = (owner, body["idempotency_key"]) if "idempotency_key" in body else None
+        if key in self.keys:
+            return {"job": self.jobs[self.keys[key]]}
+        unfinished = sum(job["status"] in UNFINISHED for job in self.jobs.values())
+        if self.capacity is not None and unfinished >= self.capacity:
+            raise RemoteError("busy", f"PTS {body['pts']} is busy", {"pts": body["pts"]})
+        job = self.add(record(body["pts"], owner=owner))
         self.inputs[job["id"]] = body["input"]
+        if key is not None:
+            self.keys[key] = job["id"]
         return {"job": job}
 
     def result(self, body: Any) -> Any:
@@ -95,7 +113,8 @@ class JobBook:
     def list(self, body: Any) -> Any:
         found = [j for j in reversed(self.jobs.values())
                  if body.get("status") in (None, j["status"])
-                 and body.get("pts") in (None, j["pts"])]
+                 and body.get("pts") in (None, j["pts"])
+                 and body.get("owner") in (None, j["owner"])]
         offset, limit = body.get("offset", 0), body.get("limit", 100)
         return {"jobs": found[offset:offset + limit], "total": len(found)}
 
@@ -106,9 +125,12 @@ class JobBook:
         return {"job": dict(job)}
 
     def delete(self, body: Any) -> Any:
-        self.get(body)
+        job = dict(self.get(body))
+        if job["status"] in UNFINISHED:
+            job.update(status="dismissed", message="deleted on request")
         del self.jobs[body["job"]]
-        return {}
+        self.keys = {key: id_ for key, id_ in self.keys.items() if id_ != job["id"]}
+        return {"job": job}
 
 
 def describe(body: Any) -> Any:

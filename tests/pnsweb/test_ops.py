@@ -100,8 +100,8 @@ async def test_metrics_count_requests_by_canonical_route_and_status(
     _daemon, book = book_and_daemon
     job = book.add(record("echo", "successful"))
     for _ in range(2):
-        await client.get(f"/v1/jobs/{job['id']}")
-    await client.get("/v1/jobs/0123456789abcdef0123456789abcdef")
+        await client.get(f"/v1/jobs/{job['id']}", headers=AUTH)
+    await client.get("/v1/jobs/0123456789abcdef0123456789abcdef", headers=AUTH)
     await client.get("/no/such/path")
     response = await client.get("/metrics")
     assert response.status == 200

@@ -177,6 +177,52 @@ async def test_async_execution_is_201_with_location_and_status_info(
     assert book.inputs[job_id] == 5
 
 
+async def test_executions_belong_to_the_user_who_sent_them(
+        client: Any, book_and_daemon: Any) -> None:
+    daemon, book = book_and_daemon
+    await execute(client, "echo", {"inputs": {"value": 1}})
+    await execute(client, "sleep", {"inputs": {"seconds": 1}}, Prefer="respond-async")
+    assert daemon.calls_of("run")[-1].body["owner"] == "bob"
+    assert daemon.calls_of("submit")[-1].body["owner"] == "bob"
+    assert {job["owner"] for job in book.jobs.values()} == {"bob"}
+
+
+async def test_a_repeated_idempotency_key_returns_the_first_job(
+        client: Any, book_and_daemon: Any) -> None:
+    daemon, book = book_and_daemon
+    replies = [await execute(client, "sleep", {"inputs": {"seconds": 1}},
+                             Prefer="respond-async", **{"Idempotency-Key": "order-7"})
+               for _ in range(2)]
+    assert [r.status for r in replies] == [201, 201]
+    first, second = [(await r.json())["jobID"] for r in replies]
+    assert first == second and len(book.jobs) == 1
+    assert daemon.calls_of("submit")[-1].body["idempotency_key"] == "order-7"
+
+
+@pytest.mark.parametrize(("prefer", "key"), [("", "k"), ("respond-async", "x" * 256),
+                                             ("respond-async", "a\tb")])
+async def test_an_idempotency_key_that_cannot_be_honoured_is_400(
+        client: Any, book: JobBook, prefer: str, key: str) -> None:
+    headers = {"Idempotency-Key": key}
+    if prefer:
+        headers["Prefer"] = prefer
+    response = await execute(client, "echo", {"inputs": {"value": 1}}, **headers)
+    assert response.status == 400
+    assert "Idempotency-Key" in (await response.json())["detail"]
+    assert book.jobs == {}
+
+
+async def test_a_submission_beyond_the_queue_is_429_with_retry_after_at_once(
+        client: Any, book: JobBook) -> None:
+    book.capacity = 2
+    statuses = [(await execute(client, "sleep", {"inputs": {"seconds": 9}},
+                               Prefer="respond-async")) for _ in range(3)]
+    assert [r.status for r in statuses] == [201, 201, 429]
+    assert statuses[2].headers["Retry-After"] == "1"
+    assert (await statuses[2].json())["code"] == "busy"
+    assert len(book.jobs) == 2
+
+
 @pytest.mark.parametrize(("body", "detail"), [
     ({"inputs": {"seconds": 1, "extra": 2}}, "no input extra"),
     ({"inputs": {}}, "'seconds' at /inputs/seconds fails minOccurs"),

@@ -1,4 +1,5 @@
-"""/v1 jobs: list and paging, statusInfo, results, dismiss and the Server-Sent Events stream."""
+"""/v1 jobs: list and paging, statusInfo, results, dismiss and the Server-Sent Events stream,
+each as the job's owner (the ordinary user ``USER``) unless a test says otherwise."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from yarl import URL
 from pnsweb import ogc, views_v1_jobs
 from pnsweb.app import create_app
 from protocols.errors import RemoteError
+from tests.pnsweb.fakes import ADMIN, basic
 from tests.pnsweb.fakes_v1 import AUTH, JobBook, demo_daemon, record, settings
 
 PROBLEM = "application/problem+json"
@@ -30,8 +32,19 @@ def book(book_and_daemon: Any) -> JobBook:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, book_and_daemon: Any) -> Any:
-    return await aiohttp_client(create_app(settings(), client=book_and_daemon[0]))
+def app(book_and_daemon: Any) -> web.Application:
+    return create_app(settings(), client=book_and_daemon[0])
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, app: web.Application) -> Any:
+    """A client that sends the ordinary user's credentials with every request."""
+    return await aiohttp_client(app, headers=AUTH)
+
+
+@pytest.fixture
+async def anonymous(aiohttp_client: Any, app: web.Application) -> Any:
+    return await aiohttp_client(app)
 
 
 # -- list, status -----------------------------------------------------------------------------
@@ -139,13 +152,13 @@ async def test_results_of_a_failed_job_are_the_failure_as_a_problem(
 
 # -- dismiss ----------------------------------------------------------------------------------
 
-async def test_dismissing_a_queued_job_cancels_it(client: Any, book: JobBook) -> None:
+async def test_dismissing_a_queued_job_deletes_it(client: Any, book: JobBook) -> None:
     job = book.add(record("sleep", "accepted"))
     response = await client.delete(f"/v1/jobs/{job['id']}", headers=AUTH)
     assert response.status == 200
     body = await response.json()
     assert body["status"] == "dismissed"
-    assert book.jobs[job["id"]]["status"] == "dismissed"
+    assert job["id"] not in book.jobs
 
 
 async def test_dismissing_a_running_job_reports_dismissed(client: Any, book: JobBook) -> None:
@@ -163,9 +176,9 @@ async def test_dismissing_a_finished_job_deletes_it(client: Any, book: JobBook) 
     assert (await client.get(f"/v1/jobs/{job['id']}")).status == 404
 
 
-async def test_dismiss_needs_credentials(client: Any, book: JobBook) -> None:
+async def test_dismiss_needs_credentials(anonymous: Any, book: JobBook) -> None:
     job = book.add(record("sleep", "accepted"))
-    assert (await client.delete(f"/v1/jobs/{job['id']}")).status == 401
+    assert (await anonymous.delete(f"/v1/jobs/{job['id']}")).status == 401
     assert book.jobs[job["id"]]["status"] == "accepted"
 
 
@@ -219,7 +232,8 @@ async def test_last_event_id_resumes_after_that_event(client: Any, book_and_daem
         e for e in watch_events(job["id"]) if e["seq"] > body["after"]])
     response = await client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "2"})
     assert [f["id"] for f in parse_sse(await response.text())] == ["3", "4"]
-    assert daemon.calls_of("job.watch")[-1].body == {"job": job["id"], "after": 2}
+    assert daemon.calls_of("job.watch")[-1].body == {"job": job["id"], "owner": "bob",
+                                                     "after": 2}
 
 
 async def test_idle_streams_get_heartbeats_and_watches_resume_after_daemon_idle_end(
@@ -270,3 +284,73 @@ async def test_bad_last_event_id_is_400(client: Any, book: JobBook) -> None:
     job = book.add(record("sleep", "running"))
     response = await client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "x"})
     assert response.status == 400
+
+
+# -- owners ----------------------------------------------------------------------------------
+
+JOB_READS = ("", "/results", "/events")
+
+
+@pytest.mark.parametrize("suffix", JOB_READS)
+async def test_anonymous_reads_of_jobs_are_401(
+        anonymous: Any, book_and_daemon: Any, suffix: str) -> None:
+    daemon, book = book_and_daemon
+    job = book.add(record("echo", "successful"), 1)
+    response = await anonymous.get(f"/v1/jobs/{job['id']}{suffix}")
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    listing = await anonymous.get("/v1/jobs")
+    assert listing.status == 401
+    assert [c.op for c in daemon.calls if c.op.startswith("job.")] == []   # nothing asked
+    assert (await anonymous.get("/v1/processes")).status == 200            # still public
+    assert (await anonymous.get("/v1/processes/echo")).status == 200
+
+
+@pytest.mark.parametrize("method,suffix", [
+    ("GET", ""), ("GET", "/results"), ("GET", "/events"), ("DELETE", "")])
+async def test_another_users_job_is_no_such_job(
+        client: Any, book: JobBook, method: str, suffix: str) -> None:
+    theirs = book.add(record("echo", "successful", owner="carol"), "secret")
+    response = await client.request(method, f"/v1/jobs/{theirs['id']}{suffix}")
+    assert response.status == 404        # not 403: whether the job exists is not revealed
+    body = await response.json()
+    assert body["type"] == ogc.NO_SUCH_JOB
+    assert "secret" not in json.dumps(body)
+    assert theirs["id"] in book.jobs
+
+
+async def test_a_user_lists_only_their_jobs_and_an_admin_all(
+        client: Any, anonymous: Any, book: JobBook) -> None:
+    mine = book.add(record("echo", "successful"))
+    theirs = book.add(record("echo", "successful", owner="carol"))
+    listed = await (await client.get("/v1/jobs")).json()
+    assert [job["jobID"] for job in listed["jobs"]] == [mine["id"]]
+    assert listed["numberMatched"] == 1
+    admin = basic(ADMIN)
+    everything = await (await anonymous.get("/v1/jobs", headers=admin)).json()
+    assert {job["jobID"] for job in everything["jobs"]} == {mine["id"], theirs["id"]}
+    assert (await anonymous.get(f"/v1/jobs/{theirs['id']}/results", headers=admin)).status \
+        == 200
+    deleted = await anonymous.delete(f"/v1/jobs/{theirs['id']}", headers=admin)
+    assert deleted.status == 200 and theirs["id"] not in book.jobs
+
+
+async def test_job_calls_carry_the_users_name_and_none_for_an_admin(
+        client: Any, anonymous: Any, book_and_daemon: Any) -> None:
+    daemon, book = book_and_daemon
+    job = book.add(record("echo", "successful"))
+    await client.get(f"/v1/jobs/{job['id']}")
+    assert daemon.calls_of("job.status")[-1].body == {"job": job["id"], "owner": "bob"}
+    await anonymous.get(f"/v1/jobs/{job['id']}", headers=basic(ADMIN))
+    assert daemon.calls_of("job.status")[-1].body == {"job": job["id"]}
+
+
+async def test_dismissing_a_finished_job_is_one_delete_and_leaves_nothing(
+        client: Any, book_and_daemon: Any) -> None:
+    daemon, book = book_and_daemon
+    job = book.add(record("echo", "successful"), 1)
+    assert (await client.delete(f"/v1/jobs/{job['id']}")).status == 200
+    assert [c.op for c in daemon.calls if c.op.startswith("job.")] == ["job.delete"]
+    for suffix in ("", "/results", "/events"):
+        assert (await client.get(f"/v1/jobs/{job['id']}{suffix}")).status == 404
+    assert (await client.delete(f"/v1/jobs/{job['id']}")).status == 404
