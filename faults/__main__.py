@@ -15,6 +15,7 @@ from faults import (
     daemon_kill,
     disk_full,
     http_garbage,
+    model,
     protocol_garbage,
     slow_clients,
     soak,
@@ -33,6 +34,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("protocol", "1,000 bad protocol messages", protocol_garbage.protocol_garbage),
     Fault("http", "1,000 malformed HTTP requests", http_garbage.http_garbage),
     Fault("slowloris", "slow clients while others are served", slow_clients.slow_clients),
+    Fault("model", "model-based test: random deploys, runs, jobs, kills", model.model),
 )
 SOAK = Fault("soak", "echo soak: RSS, fds, processes", soak.soak)
 

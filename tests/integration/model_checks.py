@@ -10,6 +10,7 @@ message over ``max_message_bytes``, 429 with Retry-After for a full queue, 404 a
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import Any
@@ -28,6 +29,10 @@ MARGIN = 16 * 2**10        # envelope bytes around a run's input: within it, eit
 INPUT_SIZES = ("under", "over", "double", "floats")
 RESULT_SIZES = (LIMIT - 64 * 2**10, LIMIT + 64 * 2**10, 2 * LIMIT + 64 * 2**10)
 _MONITOR = re.compile(r"/jobs/([^>/]+)>")
+# Development aid: PNS_MODEL_RELAX=ownership,delete,idempotency still drives those steps but
+# does not assert that feature's promise (size: sends no input near the limit), so that a run
+# can find the defects behind it.
+RELAXED = frozenset(filter(None, os.environ.get("PNS_MODEL_RELAX", "").split(",")))
 
 
 def sized_payload(kind: str) -> dict[str, Any]:
@@ -60,6 +65,8 @@ def job_count(driver: Driver) -> int:
 def run_sync(driver: Driver, pts: PtsModel, user: str, data: Any, size: int) -> JobModel | None:
     """A synchronous execution; the job it acknowledged (200), or None (413: nothing kept)."""
     wire = wire_size(pts, data, size)
+    if "size" in RELAXED and wire > LIMIT - MARGIN:
+        return None
     before = job_count(driver) if wire > LIMIT - MARGIN else None
     reply = driver.http("POST", f"/v1/processes/{pts.name}/execution", user=user,
                         body={"inputs": web_inputs(pts.mode, data, size)})
@@ -118,14 +125,16 @@ def read_as(driver: Driver, job: JobModel, caller: str | None) -> None:
     what = f"job {job.id} of {job.owner} read by {caller or 'anonymous'}"
     no_internal(status, what)
     no_internal(results, what)
-    if caller is None:
-        assert (status.status, results.status) == (401, 401), (
-            f"{what}: anonymous reads must be 401: {status}, {results}")
+    if job.deleted:
+        if "delete" not in RELAXED:
+            assert (status.status, results.status) in ((404, 404), (401, 401)), (
+                f"{what}: deleted, must be 404 (anonymous: 401): {status}, {results}")
         return
-    if job.deleted or not may_see(job, caller):
-        why = "deleted" if job.deleted else "another user's job"
-        assert (status.status, results.status) == (404, 404), (
-            f"{what}: {why}, must be 404: {status}, {results}")
+    if caller is None or not may_see(job, caller):
+        if "ownership" not in RELAXED:
+            expected = (401, 401) if caller is None else (404, 404)
+            assert (status.status, results.status) == expected, (
+                f"{what}: must be {expected[0]}: {status}, {results}")
         return
     assert status.status == 200, f"{what}: {status}"
     state = str(status.json()["status"])
@@ -174,12 +183,15 @@ def dismiss_as(driver: Driver, job: JobModel, caller: str | None) -> None:
     reply = driver.http("DELETE", f"/v1/jobs/{job.id}", user=caller)
     what = f"job {job.id} of {job.owner} dismissed by {caller or 'anonymous'}"
     no_internal(reply, what)
-    if caller is None:
-        assert reply.status == 401, f"{what}: must be 401: {reply}"
+    if job.deleted:
+        assert "delete" in RELAXED or reply.status in (401, 404), f"{what}: deleted: {reply}"
         return
-    if job.deleted or not may_see(job, caller):
-        assert reply.status == 404, f"{what}: must be 404: {reply}"
-        return
+    if caller is None or not may_see(job, caller):
+        expected = 401 if caller is None else 404
+        if "ownership" not in RELAXED:
+            assert reply.status == expected, f"{what}: must be {expected}: {reply}"
+        if reply.status != 200:
+            return
     assert reply.status == 200 and reply.json().get("status") == "dismissed", f"{what}: {reply}"
     mark_deleted(driver, job, what)
 
@@ -190,7 +202,7 @@ def cli_job_op(driver: Driver, job: JobModel, op: str) -> None:
     what = f"pnsd jobs {op} {job.id}"
     assert "internal" not in done.stderr, f"{what}: {done.stderr}"
     if job.deleted:
-        assert done.returncode != 0 and "not_found" in done.stderr, (
+        assert "delete" in RELAXED or done.returncode != 0 and "not_found" in done.stderr, (
             f"{what}: the job was deleted: rc {done.returncode} {done.stdout}{done.stderr}")
         return
     if op == "cancel":
@@ -208,6 +220,8 @@ def cli_job_op(driver: Driver, job: JobModel, op: str) -> None:
 def mark_deleted(driver: Driver, job: JobModel, what: str) -> None:
     """The job is gone: the daemon and the web answer 404 (a running one within a moment)."""
     job.deleted = True
+    if "delete" in RELAXED:
+        return
     deadline = time.monotonic() + GONE_TIMEOUT
     while True:
         codes = gone_codes(driver, job)
@@ -237,6 +251,18 @@ def wait_for_version(driver: Driver, name: str, version: int, timeout: float = 6
         time.sleep(0.1)       # a reload applies in the background: poll the description
 
 
+def gone_process(driver: Driver, name: str, mode: str) -> None:
+    """Undeployed: runs are 404 at once; the description within pnsweb's MODEL_TTL (2 s)."""
+    run = driver.http("POST", f"/v1/processes/{name}/execution", user="alice",
+                      body={"inputs": web_inputs(mode, {"n": 0}, 0)})
+    assert run.status == 404, f"{name} undeployed, yet a run answers {run}"
+    deadline = time.monotonic() + 5.0
+    while (reply := driver.http("GET", f"/v1/processes/{name}")).status == 200:
+        assert time.monotonic() < deadline, f"{name} undeployed, still described: {reply}"
+        time.sleep(0.1)       # pnsweb's catalogue keeps a description for 2 s
+    assert reply.status == 404, f"{name} undeployed: {reply}"
+
+
 def no_strays(driver: Driver) -> None:
     """After a restart, nothing the killed pnsd started is still running."""
     deadline = time.monotonic() + 10.0
@@ -257,7 +283,7 @@ def jobs_consistent(driver: Driver, model: Model) -> None:
     for job in model.live():
         record = _record(driver, job)
         _check_record(driver, job, record)
-    for job in model.deleted():
+    for job in model.deleted() if "delete" not in RELAXED else ():
         for op in ("job.status", "job.result"):
             code = driver.daemon_code(op, {"job": job.id})
             assert code == "not_found", f"deleted job {job.id}: daemon {op} answers {code}"
@@ -268,7 +294,7 @@ def jobs_consistent(driver: Driver, model: Model) -> None:
         missing = {job.id for job in model.live()} - listed
         assert not missing, f"acknowledged jobs missing from the job list: {sorted(missing)}"
     shown = listed & {job.id for job in model.deleted()}
-    assert not shown, f"deleted jobs still listed: {sorted(shown)}"
+    assert "delete" in RELAXED or not shown, f"deleted jobs still listed: {sorted(shown)}"
 
 
 def _record(driver: Driver, job: JobModel) -> dict[str, Any]:

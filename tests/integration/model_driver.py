@@ -35,13 +35,13 @@ WEB_CALL_TIMEOUT = 20
 CLI_TIMEOUT = 90.0
 DAEMON_TIMEOUT = 20.0
 SETTLE = 10.0                 # seconds a process ending on its own may take
-PASSWORDS = {"alice": "alice-password", "bob": "bob-password"}
+PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "carol": "carol-password"}
 ADMIN = "alice"
 
 
 @functools.cache
 def _users_toml() -> str:
-    """[[pnsweb.users]] for alice (admin) and bob (scrypt: hashed once per test session)."""
+    """[[pnsweb.users]] for alice (admin), bob and carol (scrypt: hashed once per test session)."""
     return "".join(
         f'[[pnsweb.users]]\nname = "{name}"\npassword_hash = "{hash_password(password)}"\n'
         f"admin = {'true' if name == ADMIN else 'false'}\n"

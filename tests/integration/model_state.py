@@ -16,7 +16,7 @@ from tests.integration.model_pts import predicted
 
 STATES = frozenset({"accepted", "running", "successful", "failed", "dismissed"})
 FINAL = frozenset({"successful", "failed", "dismissed"})
-USERS = ("alice", "bob")          # alice is an administrator, bob is not
+USERS = ("alice", "bob", "carol")   # alice is an administrator, bob and carol are not
 ADMINS = frozenset({"alice"})
 
 
