@@ -28,7 +28,7 @@ GONE_TIMEOUT = 15.0        # a dismissed running job: cancelled, then deleted
 MARGIN = 16 * 2**10        # envelope bytes around a run's input: within it, either answer
 INPUT_SIZES = ("under", "over", "double", "floats")
 RESULT_SIZES = (LIMIT - 64 * 2**10, LIMIT + 64 * 2**10, 2 * LIMIT + 64 * 2**10)
-_MONITOR = re.compile(r"/jobs/([^>/]+)>")
+MONITOR = re.compile(r"/jobs/([^>/]+)>")
 # Development aid: PNS_MODEL_RELAX=ownership,delete,idempotency still drives those steps but
 # does not assert that feature's promise (size: sends no input near the limit), so that a run
 # can find the defects behind it.
@@ -77,7 +77,7 @@ def run_sync(driver: Driver, pts: PtsModel, user: str, data: Any, size: int) -> 
         assert job_count(driver) == before, f"{what}: refused as too large, yet a job was kept"
         return None
     assert reply.status == 200, f"{what}: {reply}"
-    job = _job(pts, user, data, size, _MONITOR.search(reply.headers.get("Link", "")), what)
+    job = _job(pts, user, data, size, MONITOR.search(reply.headers.get("Link", "")), what)
     got = observed(pts.mode, reply.json())
     assert got in job.expected_results(), f"{what}: returned {str(got)[:300]}"
     job.final, job.verified = "successful", True
@@ -202,7 +202,7 @@ def cli_job_op(driver: Driver, job: JobModel, op: str) -> None:
     what = f"pnsd jobs {op} {job.id}"
     assert "internal" not in done.stderr, f"{what}: {done.stderr}"
     if job.deleted:
-        assert "delete" in RELAXED or done.returncode != 0 and "not_found" in done.stderr, (
+        assert "delete" in RELAXED or (done.returncode != 0 and "not_found" in done.stderr), (
             f"{what}: the job was deleted: rc {done.returncode} {done.stdout}{done.stderr}")
         return
     if op == "cancel":

@@ -67,12 +67,12 @@ class Reply:
 class Driver:
     """One pnsd home under ``root`` with its daemon and web front-end."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, call_timeout: int = WEB_CALL_TIMEOUT) -> None:
         self.root = root
         self.code_dir = root / "code"
         pnsd = (f"max_message_bytes = {LIMIT}\ndrain_timeout = 5\nswap_timeout = 30\n"
                 "retention_age = 0\n")
-        web = f'call_timeout = {WEB_CALL_TIMEOUT}\nlog_level = "warning"\n{_users_toml()}'
+        web = f'call_timeout = {call_timeout}\nlog_level = "warning"\n{_users_toml()}'
         self.node = Node(root, "home", pnsd=pnsd, pnsweb=web)
         self.pts_d = self.node.home / "pts.d"
 

@@ -110,6 +110,8 @@ def observed(mode: str, value: Any) -> Any:
             return value["result"]
         return value
     files = value
+    if isinstance(files, dict) and set(files) == {"result"} and isinstance(files["result"], dict):
+        files = files["result"]   # pnsweb's shape once the PTS is gone: the daemon's whole result
     if isinstance(files, dict) and isinstance(files.get("outputs"), dict):
         files = files["outputs"]
     if not isinstance(files, dict) or not isinstance(files.get("result"), str):

@@ -46,7 +46,7 @@ from tests.integration.model_state import USERS, JobModel, Model, PtsModel
 EXAMPLES = int(os.environ.get("PNS_MODEL_EXAMPLES") or 0)
 PHASES = (Phase.explicit, Phase.generate) + (
     (Phase.shrink,) if os.environ.get("PNS_MODEL_SHRINK") else ())
-SHORT = settings(max_examples=3, stateful_step_count=14, deadline=None, derandomize=True,
+SHORT = settings(max_examples=3, stateful_step_count=20, deadline=None, derandomize=True,
                  database=None, phases=PHASES, print_blob=True, report_multiple_bugs=False,
                  suppress_health_check=list(HealthCheck))
 PROFILE = settings(SHORT, max_examples=EXAMPLES, stateful_step_count=30,
@@ -111,6 +111,7 @@ class NodeMachine(RuleBasedStateMachine):
                 self.driver.sighup()
             checks.wait_for_version(self.driver, name, version)
         self.model.swapped(name, version)
+        self._probe(name)
 
     @rule(name=consumes(pts), how=st.sampled_from(["web", "cli"]))
     def undeploy(self, name: str, how: str) -> None:
@@ -158,17 +159,20 @@ class NodeMachine(RuleBasedStateMachine):
             return job.id if job is not None else multiple()
         return self._run(name, user, {"big": size}, size=size)
 
-    @rule(job=jobs, who=st.sampled_from(WHO))
-    def read(self, job: str, who: str) -> None:
-        checks.read_as(self.driver, self.model.jobs[job], self._caller(job, who))
+    @rule(job=jobs)
+    def read(self, job: str) -> None:
+        for who in WHO:
+            checks.read_as(self.driver, self.model.jobs[job], self._caller(job, who))
 
     @rule(job=jobs)
     def wait(self, job: str) -> None:
         checks.wait_final(self.driver, self.model.jobs[job])
 
-    @rule(job=jobs, who=st.sampled_from(WHO))
-    def dismiss(self, job: str, who: str) -> None:
-        checks.dismiss_as(self.driver, self.model.jobs[job], self._caller(job, who))
+    @rule(job=jobs, by=st.sampled_from(["owner", "admin"]))
+    def dismiss(self, job: str, by: str) -> None:
+        """Anonymous and another user are refused first; then the owner or an admin."""
+        for who in ("anonymous", "stranger", by):
+            checks.dismiss_as(self.driver, self.model.jobs[job], self._caller(job, who))
 
     @rule(job=jobs, op=st.sampled_from(["cancel", "delete"]))
     def cli_job(self, job: str, op: str) -> None:
@@ -233,7 +237,14 @@ class NodeMachine(RuleBasedStateMachine):
             done = self.driver.cli("pts", "deploy", str(self.driver.write_pts_file(name, table)))
             assert done.returncode == 0, f"pnsd pts deploy {name}: {done.stderr}"
         self.model.pts[name] = PtsModel(name, mode, version)
+        self._probe(name)
         return name
+
+    def _probe(self, name: str) -> None:
+        """A run right after a deploy or swap: it succeeds, on the new version (defect 1)."""
+        job = checks.run_sync(self.driver, self.model.pts[name], "alice", {"n": -1}, 0)
+        assert job is not None
+        self.model.jobs[job.id] = job
 
     def _caller(self, job: str, who: str) -> str | None:
         owner = self.model.jobs[job].owner
