@@ -36,6 +36,7 @@ class JobModel:
     data: Any
     size: int                       # the blob a process-mode run writes (0: none)
     versions: set[int]              # the versions it may have run on
+    sync: bool = False              # a synchronous run's record (Link rel=monitor)
     finals: set[str] = field(default_factory=lambda: {"successful"})
     failure_reasons: set[str] = field(default_factory=set)   # why it may fail, if it may
     final: str | None = None        # the final state once seen; it never changes afterwards

@@ -200,6 +200,7 @@ class NodeMachine(RuleBasedStateMachine):
             job.may_fail("daemon restarted")
         self.driver.restart_daemon()
         self.driver.wait_link()
+        checks.forget_lost_sync_records(self.driver, self.model)
         for job in self.model.jobs.values():
             job.verified = False        # read the results again: nothing may be lost
         checks.no_strays(self.driver)

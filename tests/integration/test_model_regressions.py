@@ -8,6 +8,7 @@ outlive the fix).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +112,37 @@ def test_a_dismissed_finished_job_is_404_everywhere(node: Driver) -> None:
     done = node.cli("jobs", "result", job)
     assert done.returncode != 0 and "not_found" in done.stderr, done.stdout
 
+
+
+# deploy_first(inproc) [its probe run, a sync run]; kill_and_restart_daemon(); then
+# jobs_match_the_model(): "acknowledged job ... lost: not_found". Finished sync runs' records
+# gather for 20 ms and are committed without waiting (JobStore.RECORD_DELAY): a SIGKILL in that
+# window loses a job whose id the 200 reply already linked (rel=monitor). Not numbered in
+# issue 13; its test section says no acknowledged job is ever lost. Racy by nature (the kill
+# must land in the window), hence not strict.
+@pytest.mark.xfail(strict=False, reason="issue 13 model test: sync-run records lost to SIGKILL")
+def test_a_sync_run_acknowledged_before_a_sigkill_keeps_its_job_record(node: Driver) -> None:
+    name = deploy(node, "inproc")
+    jobs = [finished_job(node, name, "bob") for _ in range(3)]
+    node.kill_daemon()
+    node.restart_daemon()
+    node.wait_link()
+    for job in jobs:
+        assert node.daemon_code("job.status", {"job": job}) == "ok", job
+        assert node.http("GET", f"/v1/jobs/{job}/results", user="bob").status == 200
+
+
+# deploy_first(process); replace(how=web) [its probe run]: "sync run of m-process v2 ...
+# internal". The old generation's stop removed the work area the new one runs in.
+@pytest.mark.xfail(strict=True, reason="issue 13 defect 1: process-mode replace breaks the PTS")
+def test_a_run_after_replacing_a_process_mode_pts_succeeds_on_the_new_version(
+        node: Driver) -> None:
+    name = deploy(node, "process")
+    write_code(node.code_dir, "process", 2)
+    reply = node.http("PUT", f"/v1/processes/{name}", user="alice",
+                      body={"spec": spec("process", 2, node.code_dir)})
+    assert reply.status == 204, reply
+    for n in range(2):
+        reply = execute(node, name, "process", {"n": n})
+        assert reply.status == 200, reply
+        assert json.loads(reply.json()["result"]) == {"v": 2, "echo": {"n": n}}
