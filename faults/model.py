@@ -4,8 +4,9 @@ Runs that test under pytest in a child process with ``PNS_MODEL_EXAMPLES`` rando
 (``--quick``: fewer) and ``--runxfail``, so the row shows the machine's real verdict even
 where the suite marks it as an expected failure. pytest's temporary directories live under the
 fault's private directory, so the runner's search for leftover processes covers every node the
-machine started. A failure is one should-not-fail with the falsifying step sequence's last
-lines as its note; the full report stays in the fault's log on stderr.
+machine started. A failure is one should-not-fail (one loss when an acknowledged job or result
+went missing) with the falsifying step sequence's last lines as its note; the full report
+goes to stderr.
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ def model(ctx: Context) -> Row:
         row.note(f"{examples} random examples of up to 30 steps: every invariant held")
         return row
     lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("E ") and "Error" in line]
-    row.fail(errors[0][:300] if errors else f"pytest exited {done.returncode}")
+    errors = [line for line in lines if line.startswith("E ") and "AssertionError" in line] or [
+        line for line in lines if line.startswith("E ") and "Error" in line]
+    summary = errors[0][1:].strip()[:300] if errors else f"pytest exited {done.returncode}"
+    if " lost" in summary:
+        row.lose(summary)          # an acknowledged job or its result is gone
+    else:
+        row.fail(summary)
     steps = [line[2:].strip() for line in lines if line.startswith("E ") and "state." in line]
     if steps:
         row.note("steps: " + " ; ".join(steps[-8:])[:600])
