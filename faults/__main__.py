@@ -19,6 +19,7 @@ from faults import (
     http_garbage,
     job_bursts,
     job_owners,
+    model,
     protocol_garbage,
     replay,
     size_limits,
@@ -49,6 +50,7 @@ FAULTS: tuple[Fault, ...] = (
           job_bursts.submit_burst),
     Fault("ownership", "two users and anonymous attack each other's jobs",
           job_owners.ownership),
+    Fault("model", "model-based test: random deploys, runs, jobs, kills", model.model),
 )
 SOAK = Fault("soak", "echo soak: RSS, fds, processes", soak.soak)
 
