@@ -29,9 +29,9 @@ MARGIN = 16 * 2**10        # envelope bytes around a run's input: within it, eit
 INPUT_SIZES = ("under", "over", "double", "floats")
 RESULT_SIZES = (LIMIT - 64 * 2**10, LIMIT + 64 * 2**10, 2 * LIMIT + 64 * 2**10)
 MONITOR = re.compile(r"/jobs/([^>/]+)>")
-# Development aid: PNS_MODEL_RELAX=ownership,delete,idempotency,size,crash still drives those
-# steps but does not assert that promise (size: sends no input near the limit; crash: sync-run
-# records lost to a SIGKILL are forgotten), so that a run can find the defects behind it.
+# Development aid: PNS_MODEL_RELAX=ownership,delete,idempotency,size still drives those steps
+# but does not assert that promise (size: sends no input near the limit), so that a run can
+# find the defects behind a failing one.
 RELAXED = frozenset(filter(None, os.environ.get("PNS_MODEL_RELAX", "").split(",")))
 
 
@@ -264,9 +264,12 @@ def gone_process(driver: Driver, name: str, mode: str) -> None:
 
 
 def forget_lost_sync_records(driver: Driver, model: Model) -> None:
-    """Under PNS_MODEL_RELAX=crash: sync-run records a SIGKILL lost count as deleted."""
-    if "crash" not in RELAXED:
-        return
+    """After a SIGKILL of pnsd, sync-run records it lost count as deleted.
+
+    A synchronous run is acknowledged by its reply, which carries the result; its record is
+    group-committed after the reply (README, "Job records"), so a SIGKILL within that window
+    may lose the record, never the result. Acknowledged asynchronous jobs must never be lost.
+    """
     for job in model.live():
         if job.sync and driver.daemon_code("job.status", {"job": job.id}) == "not_found":
             job.deleted = True

@@ -276,9 +276,6 @@ class NodeMachine(RuleBasedStateMachine):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900 if EXAMPLES else 240)
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 13: today a sync run's record is lost to a SIGKILL, and defects 1-5 (see "
-    "test_model_regressions.py); the integrator removes this mark once the fixes are merged"))
 def test_the_node_keeps_its_promises_under_random_interleavings(tmp_path: Path) -> None:
     NodeMachine.base_dir = tmp_path
     run_state_machine_as_test(NodeMachine, settings=PROFILE)

