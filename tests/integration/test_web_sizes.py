@@ -26,6 +26,7 @@ from tests.integration.test_web_v1 import wait_for_status
 pytestmark = pytest.mark.slow
 CREDENTIALS = ("carol", "pw")
 AUTH = {"Authorization": encode_basic_auth(*CREDENTIALS)}
+OTHER = {"Authorization": encode_basic_auth("dave", "pw2")}
 FILE_BYTES = 900_000      # three of them: over the limit and over what libzmq let through
 
 
@@ -55,7 +56,8 @@ async def web(aiohttp_client: Any, big_pnsd: DaemonProcess) -> AsyncIterator[Any
     settings = load_settings(config=big_pnsd.config, env=env)
     assert settings.max_message_bytes == LIMIT
     settings = dataclasses.replace(
-        settings, users=(User(CREDENTIALS[0], hash_password(CREDENTIALS[1])),))
+        settings, users=(User(CREDENTIALS[0], hash_password(CREDENTIALS[1])),
+                         User("dave", hash_password("pw2"))))
     async with AsyncClient(settings.endpoint, key=settings.key, timeout=20.0,
                            max_bytes=settings.max_message_bytes) as client:
         yield await aiohttp_client(create_app(settings, client=client))
@@ -74,7 +76,7 @@ def expected_document(result: Any) -> Any:
     return results_document(outputs_of(model, result))
 
 
-async def test_results_over_the_limit_stream_to_anyone_and_the_link_stays(
+async def test_results_over_the_limit_stream_to_their_owner_only_and_the_link_stays(
     web: Any, direct: AsyncClient,
 ) -> None:
     submitted = await web.post("/v1/processes/big/execution", json={"inputs": {}},
@@ -82,7 +84,10 @@ async def test_results_over_the_limit_stream_to_anyone_and_the_link_stays(
     assert submitted.status == 201, await submitted.text()
     job_id = (await submitted.json())["jobID"]
     await wait_for_status(web, job_id, "successful")
-    response = await web.get(f"/v1/jobs/{job_id}/results")
+    assert (await web.get(f"/v1/jobs/{job_id}/results")).status == 401
+    other = await web.get(f"/v1/jobs/{job_id}/results", headers=OTHER)
+    assert other.status == 404, await other.text()     # not streamed to another user
+    response = await web.get(f"/v1/jobs/{job_id}/results", headers=AUTH)
     assert response.status == 200, await response.text()
     assert response.headers.get("Content-Length") is None     # streamed, chunk by chunk
     document = await response.json()
@@ -99,8 +104,9 @@ async def test_a_sync_run_over_the_limit_is_recorded_and_streamed(web: Any) -> N
     document = await response.json()
     assert sorted(document) == ["a", "b", "c"]
     job_id = response.headers["Link"].split("/jobs/")[1].split(">")[0]
-    again = await (await web.get(f"/v1/jobs/{job_id}/results")).json()
+    again = await (await web.get(f"/v1/jobs/{job_id}/results", headers=AUTH)).json()
     assert again == document
+    assert (await web.get(f"/v1/jobs/{job_id}/results", headers=OTHER)).status == 404
     raw = await web.post("/v1/processes/big/execution", headers=AUTH,
                          json={"inputs": {}, "outputs": {"b": {}}})
     assert raw.status == 200 and raw.content_type == "application/octet-stream"

@@ -152,7 +152,8 @@ async def test_a_client_that_disconnects_mid_request_leaves_the_job_to_complete(
 
 
 async def test_an_input_of_the_wrong_type_is_400_and_reaches_no_pts(web: Any) -> None:
-    before = (await (await web.get("/v1/jobs?processID=sleep")).json())["numberMatched"]
+    before = (await (await web.get("/v1/jobs?processID=sleep", headers=AUTH)).json())[
+        "numberMatched"]
     for prefer in ({}, {"Prefer": "respond-async"}):
         resp = await web.post("/v1/processes/sleep/execution",
                               json={"inputs": {"seconds": "abc"}}, headers={**AUTH, **prefer})
@@ -161,7 +162,8 @@ async def test_an_input_of_the_wrong_type_is_400_and_reaches_no_pts(web: Any) ->
         assert problem["errors"][0] == {
             "input": "seconds", "pointer": "/inputs/seconds", "rule": "type",
             "message": "'abc' is not of type 'number'"}
-    after = (await (await web.get("/v1/jobs?processID=sleep")).json())["numberMatched"]
+    after = (await (await web.get("/v1/jobs?processID=sleep", headers=AUTH)).json())[
+        "numberMatched"]
     assert after == before
     ok = await web.post("/v1/processes/sleep/execution", json={"inputs": {"seconds": 0}},
                         headers=AUTH)

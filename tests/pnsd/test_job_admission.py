@@ -254,8 +254,8 @@ async def test_another_owners_job_is_not_found_and_the_operator_sees_all(node: N
     bob = await submit(node, "echo", "other", owner="bob")
     await ended(node, ann["id"])
     assert ann["owner"] == "ann"
-    for op in (node.handlers.job_status, node.handlers.job_result, node.handlers.job_cancel,
-               node.handlers.job_delete):
+    for op in (node.handlers.job_status, node.handlers.job_result,
+               node.handlers.job_result_chunk, node.handlers.job_cancel, node.handlers.job_delete):
         with pytest.raises(NotFound) as caught:
             await op({"job": ann["id"], "owner": "bob"})
         assert caught.value.message == f"no job {ann['id']}"    # the same as a missing one
@@ -269,6 +269,8 @@ async def test_another_owners_job_is_not_found_and_the_operator_sees_all(node: N
     assert (await node.handlers.job_result({"job": ann["id"], "owner": "ann"}))["result"] \
         == "secret"
     assert (await node.handlers.job_result({"job": ann["id"]}))["result"] == "secret"
+    chunk = await node.handlers.job_result_chunk({"job": ann["id"], "owner": "ann"})
+    assert chunk["size"] == len(chunk["data"]) > 0
 
 
 async def test_a_synchronous_run_belongs_to_its_owner(node: Node) -> None:
