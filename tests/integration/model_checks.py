@@ -326,7 +326,7 @@ def _check_record(driver: Driver, job: JobModel, record: dict[str, Any]) -> None
         f"{what}: version {record.get('version')}, expected one of {sorted(job.versions)}")
     if state == "successful" and not job.verified:
         try:
-            reply = driver.daemon("job.result", {"job": job.id})
+            reply = driver.result(job.id)
         except RemoteError as exc:
             raise AssertionError(f"{what}: successful, result lost: {exc.code}") from exc
         check_result(job, reply["result"], what)

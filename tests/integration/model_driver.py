@@ -168,6 +168,11 @@ class Driver:
         with self.node.client(timeout=timeout) as client:
             return client.call(op, body)
 
+    def result(self, job_id: str, *, timeout: float = DAEMON_TIMEOUT) -> Any:
+        """A job's result as the operator reads it: in chunks when over the message limit."""
+        with self.node.client(timeout=timeout) as client:
+            return client.result(job_id)
+
     def daemon_code(self, op: str, body: Any) -> str:
         """The error code of a direct call, or "ok"."""
         try:
