@@ -125,6 +125,11 @@ class Finisher:
         """Drop a finished job kept in memory (it is being deleted)."""
         self.finished.pop(job_id, None)
 
+    def forget_all(self, job_ids: list[str]) -> None:
+        """Drop the finished jobs the store removed by itself (retention, cleanup)."""
+        for job_id in job_ids:
+            self.finished.pop(job_id, None)
+
     def retire(self, live: LiveJob) -> Any:
         """Move a finished run to the finished jobs; returns its result (which may be dropped
         from memory here)."""

@@ -60,6 +60,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.accepting = True
         registry.set_canceller(self.cancel_runs_on)
+        store.set_forgetter(self.finisher.forget_all)
 
     @property
     def record_sync(self) -> bool:

@@ -64,6 +64,12 @@ class JobStore:
         self._hand_over_timer: asyncio.TimerHandle | None = None
         self._bound = SizeBound(retention_bytes)
         self._trims: set[asyncio.Task[None]] = set()
+        self._forget: Callable[[list[str]], None] = lambda job_ids: None
+
+    def set_forgetter(self, forget: Callable[[list[str]], None]) -> None:
+        """Who is told the ids of jobs the store removed by itself (retention, cleanup), so
+        that no copy outlives the record."""
+        self._forget = forget
 
     async def open(self) -> None:
         if self._writer is not None:
@@ -302,6 +308,7 @@ class JobStore:
             Kind.WRITE, partial(jobsql.cleanup, cutoff, max_bytes), durable=True,
             what="clean up finished jobs",
         )
+        self._forget([job_id for job_id, _files in removed])
         await asyncio.to_thread(remove_all, [self._job_dir(i) for i, files in removed if files])
         log.info("store_cleaned", deleted=len(removed), max_age=max_age, max_bytes=max_bytes)
         return len(removed)
@@ -352,6 +359,7 @@ class JobStore:
             log.error("retention_trim_failed", error=exc.message)
             return
         self._bound.trimmed(left, target, grown)
+        self._forget([job_id for job_id, _files in victims])
         await asyncio.to_thread(remove_all, [self._job_dir(i) for i, files in victims if files])
         log.info("store_trimmed", deleted=len(victims), left=left, target=target)
 
