@@ -101,7 +101,7 @@ async def client(running: Running) -> AsyncIterator[AsyncClient]:
 
 @dataclass
 class DaemonProcess:
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[Any]
     home: Path
     config: Path
 
