@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.procs import (
+from harness.procs import (
     PYTHON,
     ROOT,
     Child,
@@ -32,12 +32,20 @@ from bench.procs import (
     free_port,
     http_ready,
     ipc_ready,
-    rss_mb,
+    rss_bytes,
     tree_cpu,
     wait_until,
 )
 
 START_TIMEOUT = 60.0
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size in MB (10^6 bytes), or None if the process is gone."""
+    value = rss_bytes(pid)
+    return None if value is None else value / 1e6
+
+
 RUN_PTS = ROOT / "pnsd" / "demo" / "scripts" / "runPTS"
 WEB_USER = "bench"
 

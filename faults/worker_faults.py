@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from faults.procs import Node, is_gone
+from faults.procs import Node
 from faults.report import Row
 from faults.runner import Context
+from harness.procs import alive
 from protocols.client import AsyncClient
 from protocols.errors import ErrorCode, PnsError, RemoteError
 
@@ -175,7 +176,7 @@ async def _marker_pid(marker: Path, timeout: float = 15.0) -> int | None:
 async def _gone(pid: int, row: Row, attempt: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if is_gone(pid):
+        if not alive(pid):
             return
         await asyncio.sleep(0.05)
     row.fail(f"try {attempt}: the signalled worker {pid} is still there")
