@@ -7,7 +7,8 @@ run A and a short run B at once (they land on different workers), signals A's wo
 marker appears, and then expects: A fails (``worker_died``; for a hang also ``timeout``, both
 expected), B succeeds, later runs succeed, the signalled process is gone and the PTS is back to
 two ready workers. The daemon allows 5 restarts per 60 s per PTS (then marks it unavailable,
-DESIGN "restart on a budget"), so the kills are spread over several PTS, at most 4 each.
+so that a crash loop cannot eat the machine), so the kills are spread over several PTS, at most
+4 each.
 """
 
 from __future__ import annotations
