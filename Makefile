@@ -12,7 +12,7 @@ export PNS_HOME
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test,lint]'
+	$(PIP) install -q -e '.[test,lint,bench]'
 	touch $(STAMP)
 
 venv install: $(STAMP)
@@ -37,10 +37,11 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check protocols pnslog pnsd pnsweb tests bench faults scripts
+	$(VENV)/bin/ruff check protocols pnslog pnsd pnsweb tests bench faults harness scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+## The benchmarks (their chart needs matplotlib: the `bench` extra, in the venv above).
 bench: $(STAMP)
 	$(PY) -m bench
 

@@ -11,8 +11,9 @@ same run. Run last, so "after the run" is after every other load of this run.
 from __future__ import annotations
 
 from bench.measure import Bench
-from bench.procs import children, rss_mb
 from bench.report import Row, Target
+from bench.stack import rss_mb
+from harness.procs import children
 
 NEEDS = ("base_echo", "base_relay", "base_web", "pnsd_on", "pnsweb")
 SMALL = ("direct", "jobs", "web", "memory")

@@ -1,11 +1,11 @@
 """Large payload round trips, 1 MiB and 16 MiB, direct and through the web.
 
-Throughput is payload bytes sent plus bytes received per second of round trip (PERF.md's
-convention), one request at a time. Direct: ``run`` of inproc ``echo`` with a ``bytes`` input
-(PNS sends values >= 64 KiB as their own zero-copy frame) against the bare ROUTER echo with
-the bytes as a frame of its own. Web: ``/v1`` execute of ``echo`` with a JSON string of the
-size as the input, answered raw (the string as JSON), against the bare aiohttp -> ZeroMQ
-handler doing the same JSON parse / msgpack / JSON dump.
+Throughput is payload bytes sent plus bytes received per second of round trip (both ways
+count, since both are copied), one request at a time. Direct: ``run`` of inproc ``echo`` with
+a ``bytes`` input (PNS sends values >= 64 KiB as their own zero-copy frame) against the bare
+ROUTER echo with the bytes as a frame of its own. Web: ``/v1`` execute of ``echo`` with a JSON
+string of the size as the input, answered raw (the string as JSON), against the bare aiohttp ->
+ZeroMQ handler doing the same JSON parse / msgpack / JSON dump.
 """
 
 from __future__ import annotations

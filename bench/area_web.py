@@ -5,8 +5,8 @@ takes one run at a time, like the reference). Baselines: :mod:`bench.base_web` (
 aiohttp handler doing one ZeroMQ round trip to the bare echo process; a bare aiohttp hello) and
 :mod:`bench.base_spawn` (a process spawned per request). pnsweb serves on uvloop; the targets
 are against the bare handlers on asyncio's own loop, as issue 5 defines them, and rows marked
-"uvloop baseline" show the same handlers on uvloop, for information. REFERENCE.md's figures
-come from another run (wrk, 8 connections) and are shown apart.
+"uvloop baseline" show the same handlers on uvloop, for information. The reference
+implementation's figures come from another run (wrk, 8 connections) and are shown apart.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The bare baselines' wire: one msgpack header frame ``[id, body]`` plus raw blob frames.
 
 Owns the two bare clients the baselines are measured with — a blocking DEALER (one request at a
-time) and an asyncio DEALER that drains every queued reply on each wake-up (PERF.md, "batch
-draining") — the same shapes as PNS's ``Client`` and ``AsyncClient`` without envelope,
-signing, ids of 32 hex chars or typed errors. Large payloads travel as their own frames,
+time) and an asyncio DEALER that drains every queued reply on each wake-up (batch draining,
+as ``protocols.pump`` does) — the same shapes as PNS's ``Client`` and ``AsyncClient`` without
+envelope, signing, ids of 32 hex chars or typed errors. Large payloads travel as their own frames,
 sent with ``copy=False``. Imports only pyzmq and msgpack.
 """
 

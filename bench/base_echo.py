@@ -1,4 +1,4 @@
-"""Baseline 1: a bare asyncio ZeroMQ ROUTER echo with batch draining (PERF.md).
+"""Baseline 1: a bare asyncio ZeroMQ ROUTER echo with batch draining (as ``protocols.pump``).
 
 ``python -m bench.base_echo ENDPOINT``. Each request ``[identity, header, blob...]`` is decoded
 (msgpack), re-encoded and answered inline, with blob frames sent back zero-copy. No envelope,

@@ -16,7 +16,7 @@ from typing import Any
 @dataclass
 class Target:
     """``ratio >= 0.6`` (on="ratio"), ``pns <= 60`` (on="pns") or ``pns / ref > 10``
-    (on="ref": against the reference figure of REFERENCE.md)."""
+    (on="ref": against the reference implementation's published figure)."""
 
     op: str            # ">=", "<=", ">"
     value: float
@@ -56,7 +56,7 @@ class Row:
     lower_is_better: bool = False
     ratio: float | None = None
     target: Target | None = None
-    ref: float | None = None         # REFERENCE.md figure (another run)
+    ref: float | None = None         # the reference implementation's figure (another run)
     note: str = ""
     errors: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -135,7 +135,7 @@ def cells(row: Row) -> list[str]:
 
 
 HEADERS = ["figure", "PNS", "baseline (same run)", "ratio PNS/base", "target", "result",
-           "reference figure from REFERENCE.md (other run) → PNS/ref"]
+           "reference implementation's figure (other run) → PNS/ref"]
 
 
 def markdown_table(rows: list[Row]) -> str:

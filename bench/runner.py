@@ -29,7 +29,6 @@ from bench import (
     area_payload,
     area_swap,
     area_web,
-    chart,
     report,
 )
 from bench.measure import Bench, Plan
@@ -64,8 +63,8 @@ NOTES = [
     "are meaningful on this shared machine.",
     "Profiled causes of the misses and proposed fixes: `bench/FINDINGS.md` (a dated "
     "snapshot; it is written by hand, not by this run).",
-    "The chart (`report.png`) is drawn by `bench.chart` (a 5x7 bitmap font and a PNG encoder on "
-    "zlib) rather than matplotlib, so nothing is installed at run time.",
+    "The chart (`report.png`) is drawn by `bench.chart` with matplotlib (the `bench` extra, "
+    "which `make bench` installs).",
 ]
 
 
@@ -96,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     areas = [n for n in AREAS if n in names]
+    try:    # checked before measuring: a run of many minutes must not end without its chart
+        from bench import chart  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        print(f"bench: the chart needs {exc.name}: pip install -e '.[bench]' (make bench does)",
+              file=sys.stderr)
+        return 2
     plan = Plan.of(quick=args.quick, trials=args.trials, budget=args.budget)
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()

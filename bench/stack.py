@@ -24,20 +24,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.procs import (
+from harness.procs import (
     PYTHON,
     ROOT,
     Child,
+    CpuTrees,
     child_env,
     free_port,
     http_ready,
     ipc_ready,
-    rss_mb,
-    tree_cpu,
+    rss_bytes,
     wait_until,
 )
 
 START_TIMEOUT = 60.0
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size in MB (10^6 bytes), or None if the process is gone."""
+    value = rss_bytes(pid)
+    return None if value is None else value / 1e6
+
+
 RUN_PTS = ROOT / "pnsd" / "demo" / "scripts" / "runPTS"
 WEB_USER = "bench"
 
@@ -137,6 +145,7 @@ class Sampler:
         self.peak: dict[str, float] = {}
         self.cpu: dict[str, float] = {}     # seconds of CPU used during the block
         self.series: list[tuple[float, float]] = []   # (wall time, CPU of all trees)
+        self._trees = CpuTrees(pids.values())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -146,7 +155,7 @@ class Sampler:
                 value = rss_mb(pid)
                 if value is not None:
                     self.peak[name] = max(self.peak.get(name, 0.0), value)
-            self.series.append((time.time(), sum(tree_cpu(p) for p in self.pids.values())))
+            self.series.append((time.time(), self._trees.seconds()))
             if self._stop.wait(0.05):
                 return
 
@@ -157,7 +166,7 @@ class Sampler:
         return _at(self.series, end) - _at(self.series, start)
 
     def __enter__(self) -> Sampler:
-        self.cpu = {name: -tree_cpu(pid) for name, pid in self.pids.items()}
+        self.cpu = {name: -self._trees.seconds(pid) for name, pid in self.pids.items()}
         self._thread.start()
         return self
 
@@ -165,7 +174,7 @@ class Sampler:
         self._stop.set()
         self._thread.join(timeout=5)
         for name, pid in self.pids.items():
-            self.cpu[name] += tree_cpu(pid)
+            self.cpu[name] += self._trees.seconds(pid)
 
 
 def _at(series: list[tuple[float, float]], t: float) -> float:

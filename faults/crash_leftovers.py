@@ -12,9 +12,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from faults.procs import Node, is_gone, wait_until
+from faults.procs import Node
 from faults.report import Row
 from faults.runner import Context
+from harness.procs import alive, wait_until
 from protocols.errors import PnsError
 
 RESTART_REASON = "daemon restarted"
@@ -88,10 +89,10 @@ def _try(node: Node, marks: Path, row: Row, attempt: int) -> None:
     node.start_daemon()
     row.sent += len(jobs)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not all(map(is_gone, pids)):
+    while time.monotonic() < deadline and any(map(alive, pids)):
         time.sleep(0.05)    # a SIGKILLed group is reaped by its new parent: poll for it
     for pid in pids:
-        if not is_gone(pid):
+        if alive(pid):
             row.fail(f"process {pid} of the killed daemon's life survived its restart")
     for path in stale:
         if path.exists():

@@ -26,6 +26,7 @@ import zmq
 from faults.procs import Node
 from faults.report import Row
 from faults.runner import Context
+from harness.procs import cpu_seconds
 from protocols.codec import Codec
 from protocols.errors import PnsError
 from protocols.version import MAGIC
@@ -90,7 +91,7 @@ async def _attack(node: Node, seconds: float, row: Row) -> None:
     assert node.daemon is not None
     quiet = await _good_client(node, asyncio.sleep(1.0), row)
     log = node.daemon.log
-    before = (log.stat().st_size, _cpu(node.daemon.pid), await _refused(node))
+    before = (log.stat().st_size, cpu_seconds(node.daemon.pid), await _refused(node))
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(len(KINDS), mp_context=get_context("spawn")) as pool:
         floods = [loop.run_in_executor(pool, send_flood, node.endpoint, node.key, kind, seconds)
@@ -98,7 +99,7 @@ async def _attack(node: Node, seconds: float, row: Row) -> None:
         during = await _good_client(node, asyncio.gather(*floods), row)
         sent = dict(zip(KINDS, [f.result() for f in floods], strict=True))
     refused = await _wait_counted(node, before[2], sent)
-    after = (log.stat().st_size, _cpu(node.daemon.pid))
+    after = (log.stat().st_size, cpu_seconds(node.daemon.pid))
     total = sum(sent.values())
     row.sent += total
     row.expected = sum(refused.values())
@@ -185,11 +186,3 @@ def _check_metrics(node: Node, refused: dict[str, int], row: Row) -> None:
         found = [int(s.split()[-1]) for s in text.splitlines() if s.startswith(line)]
         if not found or found[0] < count:
             row.fail(f"/metrics: {line.strip()} is {found or 'absent'}, expected >= {count}")
-
-
-def _cpu(pid: int) -> float:
-    """User plus system CPU seconds of ``pid``."""
-    with open(f"/proc/{pid}/stat") as handle:
-        text = handle.read()
-    fields = text[text.rfind(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -15,9 +15,9 @@ import os
 import subprocess
 import sys
 
-from faults.procs import ROOT
 from faults.report import Row
 from faults.runner import Context
+from harness.procs import ROOT
 
 TEST = "tests/integration/test_model.py"
 EXAMPLES = 25

@@ -14,9 +14,10 @@ import contextlib
 import time
 
 from faults.goodload import EXECUTE, GoodLoad
-from faults.procs import Node, fd_count
+from faults.procs import Node
 from faults.report import Row
 from faults.runner import Context
+from harness.procs import fd_count
 
 TRICKLE = 0.5      # seconds between header lines of a slow client
 

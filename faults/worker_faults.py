@@ -7,7 +7,8 @@ run A and a short run B at once (they land on different workers), signals A's wo
 marker appears, and then expects: A fails (``worker_died``; for a hang also ``timeout``, both
 expected), B succeeds, later runs succeed, the signalled process is gone and the PTS is back to
 two ready workers. The daemon allows 5 restarts per 60 s per PTS (then marks it unavailable,
-DESIGN "restart on a budget"), so the kills are spread over several PTS, at most 4 each.
+so that a crash loop cannot eat the machine), so the kills are spread over several PTS, at most
+4 each.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from faults.procs import Node, is_gone
+from faults.procs import Node
 from faults.report import Row
 from faults.runner import Context
+from harness.procs import alive
 from protocols.client import AsyncClient
 from protocols.errors import ErrorCode, PnsError, RemoteError
 
@@ -175,7 +177,7 @@ async def _marker_pid(marker: Path, timeout: float = 15.0) -> int | None:
 async def _gone(pid: int, row: Row, attempt: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if is_gone(pid):
+        if not alive(pid):
             return
         await asyncio.sleep(0.05)
     row.fail(f"try {attempt}: the signalled worker {pid} is still there")

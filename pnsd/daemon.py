@@ -103,13 +103,17 @@ class Daemon:
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT (or :attr:`stopping`), then stop gracefully."""
         settings = self.settings
-        await asyncio.to_thread(self._prepare_home)
+        await asyncio.to_thread(ensure_home, settings)
+        # the pidfile's lock comes before anything is written into the home: a second daemon
+        # started on it is refused here, and leaves the first one's files alone
         with Pidfile(settings.pidfile):
             await self._run_with_pidfile()
 
     async def _run_with_pidfile(self) -> None:
         settings = self.settings
-        # the pidfile proved no daemon owns this home: what a killed one left is ours to end
+        if settings.demo:
+            await asyncio.to_thread(install_scripts, settings.home)
+        # the pidfile's lock proved no daemon owns this home: what a killed one left is ours
         await asyncio.to_thread(
             Leftovers(self.ledger, run_dir=settings.run_dir, work_dir=settings.work_dir).clean)
         self.key = load_or_create_key(settings.key_file, create=True)
@@ -181,7 +185,7 @@ class Daemon:
     def _bind(self, server: Server) -> None:
         socket_path = ipc_socket_path(self.settings.endpoint)
         if socket_path is not None and socket_path.exists():
-            socket_path.unlink()  # a stale socket: the pidfile check proved nobody owns it
+            socket_path.unlink()  # a stale socket: the pidfile's lock proved nobody owns it
         server.bind()
         self.ready.set()
         self.notifier.send(f"READY=1\nMAINPID={os.getpid()}")
@@ -255,7 +259,3 @@ class Daemon:
             log.info("reloaded", outcome=outcome)
             return outcome
 
-    def _prepare_home(self) -> None:
-        ensure_home(self.settings)
-        if self.settings.demo:
-            install_scripts(self.settings.home)

@@ -1,4 +1,4 @@
-"""Hot swap: deploy, replace and undeploy a PTS while the daemon keeps serving (DESIGN "Hot swap").
+"""Hot swap: deploy, replace and undeploy a PTS while the daemon keeps serving.
 
 Owns the swap procedure and its guarantees. A new generation is started beside the current one
 and must pass its init hook and optional self-test (:mod:`pnsd.selftest`) within the swap

@@ -46,8 +46,8 @@ class Row(Protocol):
 
 
 # Job ids: 128 bits from the system's randomness (os.urandom), so that nobody can guess
-# another user's job. Reading it costs up to ~90 us a call on some machines, too much per run:
-# it is read ID_BYTES * ID_BATCH bytes at a time and cut into ids.
+# another user's job. Each read is a system call, slow on some machines (bench/FINDINGS.md,
+# "Micro-measurements"), so it is read ID_BYTES * ID_BATCH bytes at a time and cut into ids.
 ID_BYTES = 16
 ID_BATCH = 256
 _id_pool: list[str] = []
@@ -100,7 +100,7 @@ class Job:
         return owner is None or owner == self.owner
 
     def copy(self) -> Job:
-        """A shallow copy (``copy.copy`` costs several times as much, through pickling hooks)."""
+        """A shallow copy (``copy.copy`` goes through the pickling hooks, several times slower)."""
         twin = object.__new__(Job)
         twin.__dict__.update(self.__dict__)
         return twin

@@ -29,7 +29,8 @@ STATE_SQL = (
 
 def insert_many(rows: list[dict[str, Any]], conn: sqlite3.Connection) -> None:
     columns = list(rows[0])     # every row has these columns
-    # Positional parameters: binding by name costs about a third more per row here.
+    # Positional parameters: binding by name costs more per row (bench/FINDINGS.md,
+    # "Micro-measurements").
     sql = (f"INSERT INTO jobs ({', '.join(columns)}) "
            f"VALUES ({', '.join('?' * len(columns))})")
     try:

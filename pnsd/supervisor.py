@@ -344,7 +344,7 @@ class Launch:
 def worker_command(spec: PtsSpec, endpoint: str, key_file: Path, heartbeat: float) -> list[str]:
     """``[*command, python, "-m", "protocols.worker", ...]`` for ``spec``.
 
-    A ``command`` without ``python`` is taken to end with its own interpreter (DESIGN.md's
+    A ``command`` without ``python`` is taken to end with its own interpreter (a container,
     ``["docker", "run", "-i", "img", "python"]``); otherwise ``python`` or the daemon's own.
     """
     assert spec.entry is not None

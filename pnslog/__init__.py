@@ -7,8 +7,8 @@ on structlog. It imports nothing of ours. Importing it does nothing: an entry po
 :func:`configure_logging` once; library modules only call ``structlog.get_logger``.
 
 structlog events are rendered by structlog and written straight to the stream: going through
-the stdlib's handler and formatter cost about 2.5 times as much per line (95 against 38 µs
-measured here), and pnsweb writes a line per request at the default level. Records of stdlib
+the stdlib's handler and formatter cost more than twice as much per line (bench/FINDINGS.md,
+fourth pass), and pnsweb writes a line per request at the default level. Records of stdlib
 loggers (aiohttp, asyncio) go through the root handler, rendered by the same renderer, to the
 same stream; each side writes a line in one call, so lines never interleave. The bound loggers
 are structlog's level-filtering ones, so a line below the level costs next to nothing.

@@ -1,4 +1,4 @@
-"""The pnsweb application factory: ``create_app(settings, client=...)`` (STYLE rule 8).
+"""The pnsweb application factory: ``create_app(settings, client=...)``, no global state.
 
 Owns assembling the app: its typed state (settings, daemon client, reply clock, credential
 cache, login throttle, request metrics, body parser), the middlewares (the app's
@@ -8,7 +8,7 @@ cache, login throttle, request metrics, body parser), the middlewares (the app's
 modules. It holds no other state and never opens sockets itself: the caller owns the client
 (the CLI closes it; tests pass a fake).
 
-Every request gets one summary line, ``request_finished``, at ``info`` (STYLE rule 7). Rendering
+Every request gets one summary line, ``request_finished``, at ``info``. Rendering
 and writing it costs a large share of a small request's CPU; a deployment that serves many
 small requests can set ``log_level = "warning"`` in ``[pnsweb]``, the /metrics counters and
 latency histograms still account for every request. Whether the line is wanted is read from
@@ -72,7 +72,8 @@ def create_app(settings: WebSettings, *, client: DaemonClient) -> web.Applicatio
     return app
 
 
-# Request ids: a random prefix per process and a counter (a random draw per request is slow).
+# Request ids: a random prefix per process and a counter, cheaper than a random draw per
+# request (bench/FINDINGS.md, "Micro-measurements").
 _REQUEST_PREFIX = secrets.token_hex(8)
 _request_counter = itertools.count()
 

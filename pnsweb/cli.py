@@ -69,8 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     configure_logging(level="debug" if settings.verbose else settings.log_level)
     try:
-        # uvloop: about 8-18 % more requests per second than asyncio's own loop here
-        # (bench/FINDINGS.md); pnsd keeps asyncio's, where uvloop measured no gain.
+        # uvloop: more requests per second than asyncio's own loop (bench/FINDINGS.md, fourth
+        # pass); pnsd keeps asyncio's, where uvloop measured no gain.
         uvloop.run(serve(settings))
     except OSError as exc:        # the address is taken, or not ours to bind
         print(f"pnsweb: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",

@@ -1,7 +1,7 @@
 """pnsweb's errors and the one middleware that turns every error status into a JSON body.
 
 Owns :class:`ApiError` (what views raise), the single table mapping protocol error codes to HTTP
-statuses (STYLE rule 6) and the two error shapes: the reference's envelope
+statuses (one place to read and change them) and the two error shapes: the reference's envelope
 ``{"error", "message", "timestamp"}`` for ``/v0.6`` paths and RFC 7807 ``application/problem+json``
 ``{"type", "title", "status", "detail"}`` everywhere else. It must not call the daemon, and it
 never puts a traceback in a reply: unexpected exceptions are logged and answered with a bare 500.
@@ -13,7 +13,7 @@ Decisions recorded here (routes document them too):
   timeout is **504 Gateway Timeout**. Both carry the run's outcome: on ``/v0.6`` as the
   ``message`` ({command, stdout, stderr, returncode}) plus ``"result": returncode`` (negative
   when killed), as reference clients look for it; elsewhere as an ``outcome`` member.
-- ``busy`` is 429 with ``Retry-After`` (DESIGN: reject at once), except on ``/v0.6`` where the
+- ``busy`` is 429 with ``Retry-After`` (refused at once, not queued), except on ``/v0.6`` where the
   reference answered 409 ``Conflict. Updating.``.
 - The daemon down or restarting (``unavailable``, a client-side timeout, a closed client) is 503
   with ``Retry-After``; nothing is cached, so the next request after the daemon returns works.
@@ -173,7 +173,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         error = ApiError(502, f"the reply cannot be written as JSON: {exc}")
     except (ClientTimeout, ClientClosed) as exc:
         error = daemon_unreachable(str(exc))
-    except Exception:     # the boundary (STYLE rule 6): log it, answer without a traceback
+    except Exception:     # the boundary: whatever a view raised is logged, never sent
         log.exception("request_failed", method=request.method, path=request.path)
         error = ApiError(500, "an unexpected error; the details are in the server's log")
     else:

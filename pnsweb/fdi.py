@@ -2,7 +2,7 @@
 
 Owns the translation between that form and the plain data the daemon's demo PTS take: reading
 a tagged ``/testrun`` or ``/testcalc`` request into plain fields, and building the tagged
-Product replies shaped like the reference's (``shared/wire/*.json``). Pure functions on JSON
+Product replies shaped like the reference implementation's replies. Pure functions on JSON
 values: no I/O, no HTTP, no daemon calls.
 """
 

@@ -8,7 +8,8 @@ figure that only grows is a ``counter`` named ``..._total``, one that goes up an
 Routes are labelled with the aiohttp resource's canonical path (``/v1/jobs/{jobId}``), never
 the raw path, so label cardinality stays bounded; requests that matched no route are
 ``unmatched``. Why not ``prometheus_client``: a few counters and one histogram are ~100 lines
-here, and the library would add a dependency and a process-global registry (STYLE rule 8).
+here, and the library would add a dependency and a process-global registry (two apps in one
+process, as in the tests, would share counts).
 Must not call the daemon: the /metrics view fetches and passes the replies in.
 """
 

@@ -2,8 +2,8 @@
 
 Owns the table (plain data: method, path, view, access, description), adding it to an app with
 the access rule applied, and the API listing at ``/v0.6/`` and ``/v0.6/api`` built from it.
-The descriptions are the reference's own (``shared/seed/pns-readme.txt``), odd spacing included.
-Access follows REFERENCE.md: every PUT, POST (except ``/echo``) and DELETE needs credentials;
+The descriptions are the reference implementation's own, odd spacing included. Access
+follows the reference's: every PUT, POST (except ``/echo``) and DELETE needs credentials;
 GET does not, except ``/pnsconfig``; ``PUT /pnsconf`` is for administrators. Every write
 (PUT, POST, DELETE) from another site's page is refused (403) before credentials are looked at,
 so that a cross-site form cannot start a run with credentials the browser remembers.

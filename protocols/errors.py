@@ -1,7 +1,8 @@
 """The protocol's error model: a fixed set of codes and the exceptions that carry them.
 
 Owns the codes every peer agrees on. An error on the wire is ``{code, message, details}``;
-never a traceback. Imports nothing of ours (STYLE rule 1) and stays Python 3.8 compatible.
+never a traceback. Imports nothing of ours (clients and workers install ``protocols`` alone)
+and stays Python 3.8 compatible.
 """
 
 from __future__ import annotations

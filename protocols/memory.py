@@ -9,8 +9,8 @@ and pnsweb) calls ``malloc_trim`` once resident memory has grown by TRIM_GROWTH 
 floor, which hands every arena's free pages back: 67 and 54 MB.
 
 Fixing the mapping threshold instead (``mallopt``), so that large blocks are unmapped when
-freed, was tried and dropped: it made small requests a third slower (pnsd CPU per inproc echo
-at 32 in flight 300-350 against 200-220 µs) and 1 MiB round trips a fifth slower.
+freed, was tried and dropped: it made small requests and 1 MiB round trips slower (the figures:
+bench/FINDINGS.md, fourth pass).
 
 Imports only the stdlib; Python 3.8 compatible.
 """

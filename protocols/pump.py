@@ -6,7 +6,8 @@ awaited receives with direct sends therefore loses wake-ups and strands replies.
 :class:`Pump` owns its socket: it watches the descriptor, and on every wake-up (and soon after
 a send that finds messages waiting) it drains the messages already queued (non-blocking
 receives until empty, at most BATCH per turn of the loop, so that a flood cannot hold the loop),
-which is also ~3x faster under load than awaiting each message (PERF.md, "Batch draining").
+which under load is also much faster than awaiting each message: one wake-up serves many
+(bench/FINDINGS.md, "Micro-measurements").
 Python 3.8 compatible; imports nothing of ours.
 """
 

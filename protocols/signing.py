@@ -21,7 +21,8 @@ class Signer:
     """Signs and verifies a message's frames with one shared key (HMAC-SHA256, RFC 2104).
 
     The construction is spelled out over two pre-keyed SHA-256 states because copying them is
-    about 40 % cheaper per message than ``hmac.HMAC.copy()``; a test checks it against ``hmac``.
+    cheaper per message than ``hmac.HMAC.copy()`` (bench/FINDINGS.md, "Micro-measurements"); a
+    test checks it against ``hmac``.
     """
 
     def __init__(self, key: bytes) -> None:

@@ -1,4 +1,4 @@
-"""The rules of the house that code review would otherwise have to catch (STYLE.md)."""
+"""The rules of the house that code review would otherwise have to catch."""
 
 from __future__ import annotations
 

@@ -131,7 +131,8 @@ def _hello_name(data: Any) -> str:
 @functools.lru_cache(maxsize=4)
 def _user_name(uid: int) -> str:
     """The name of user ``uid``, as ``whoami`` prints it for the effective user. Cached: each
-    lookup reads the password database (23 µs of a hello-worker run's 140 µs, profiled)."""
+    lookup reads the password database, a visible share of a short run (bench/FINDINGS.md,
+    "Micro-measurements")."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:

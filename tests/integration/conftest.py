@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from harness.procs import children, cmdline
 from pnsd.config import Settings, load_settings
 from pnsd.daemon import Daemon
 from pnsd.errors import DaemonError
@@ -101,7 +102,7 @@ async def client(running: Running) -> AsyncIterator[AsyncClient]:
 
 @dataclass
 class DaemonProcess:
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[Any]
     home: Path
     config: Path
 
@@ -130,17 +131,9 @@ class DaemonProcess:
 def kill_group_of(script: str, parent: int) -> None:
     """SIGKILL the process group of the child of ``parent`` that runs ``script`` (a daemon's
     process-mode run: each runs in a group of its own)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:      # gone meanwhile
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and any(part.endswith(script.encode()) for part in argv):
-            os.killpg(int(entry.name), signal.SIGKILL)
+    for child in children(parent):
+        if any(part.endswith(script) for part in cmdline(child).split()):
+            os.killpg(child, signal.SIGKILL)
             return
     raise AssertionError(f"no child of {parent} runs {script}")
 

@@ -4,8 +4,8 @@ Owns one node under a directory of its own (config with two web users and a smal
 ``max_message_bytes``, the processes, started through :class:`faults.procs.Node`), and every
 call the machine makes, each with an explicit timeout: HTTP as a given user (or anonymous),
 ``pnsd`` CLI commands, direct daemon calls (the operator's view: "404 everywhere" includes the
-daemon itself), signals (SIGHUP, SIGKILL of a worker or of pnsd) and the search of ``/proc``
-for processes left behind. It must not decide what a reply should be: the machine does.
+daemon itself), signals (SIGHUP, SIGKILL of a worker or of pnsd) and the search for
+processes left behind. It must not decide what a reply should be: the machine does.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from faults.procs import ROOT, Node, leftovers, proc_status, wait_until
+from faults.procs import Node, leftovers
+from harness.procs import ROOT, cmdline, descendants, wait_until
 from pnsweb.settings import hash_password
 from protocols.errors import RemoteError
 from tests.integration.model_pts import toml_table
@@ -113,9 +114,8 @@ class Driver:
 
     def worker_pids(self, module_prefix: str) -> list[int]:
         """Live worker processes whose entry module starts with ``module_prefix``."""
-        marker = f"{module_prefix}".encode()
         return [pid for pid, cmd in leftovers(self.root)
-                if "protocols.worker" in cmd and marker in _cmdline(pid)]
+                if "protocols.worker" in cmd and module_prefix in cmdline(pid)]
 
     def strays(self) -> list[tuple[int, str]]:
         """Processes naming this node that are neither pnsweb nor the running pnsd and its
@@ -124,7 +124,7 @@ class Driver:
         if self.node.web is not None:
             keep.add(self.node.web.pid)
         if self.node.daemon is not None and self.node.daemon.alive():
-            keep |= _descendants(self.node.daemon.pid)
+            keep |= {self.node.daemon.pid, *descendants(self.node.daemon.pid)}
         return [(pid, cmd) for pid, cmd in leftovers(self.root) if pid not in keep]
 
     # -- HTTP ----------------------------------------------------------------------------
@@ -208,28 +208,3 @@ class Driver:
             if proc is not None:
                 parts.append(f"--- {proc.name} ---\n{proc.tail(20)}")
         return "\n".join(parts)
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _descendants(root: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            ppid = proc_status(int(entry)).get("PPid")
-            if ppid and ppid.isdigit():
-                parents[int(entry)] = int(ppid)
-    found = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parents.items():
-            if ppid in found and pid not in found:
-                found.add(pid)
-                grew = True
-    return found

@@ -12,40 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.procs import alive, descendants
 from protocols.client import Client
 from protocols.errors import RemoteError
 from tests.integration.conftest import DaemonProcess, child_env, spawn_daemon, write_config
 
 pytestmark = pytest.mark.slow
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live (non-zombie) process below ``pid``, from /proc."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2:].split()
-        if fields[0] not in ("Z", "X"):
-            parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rfind(")") + 2] not in "ZX"
 
 
 def wait_running(client: Client, job: str) -> None:

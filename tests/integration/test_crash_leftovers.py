@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.procs import alive
 from tests.integration.conftest import (
     DaemonProcess,
     running_daemon,
@@ -82,14 +83,6 @@ def _config(code: Path) -> str:
             'workers = 2\ntimeout = 600\n')
 
 
-def _alive(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rfind(")") + 2] not in "ZX"
-
-
 def _pids(marks: Path) -> dict[str, int]:
     found: dict[str, int] = {}
     for path in marks.iterdir():
@@ -132,11 +125,11 @@ async def test_a_restart_after_sigkill_ends_the_previous_lifes_processes_and_fil
         await asyncio.to_thread(first.process.wait, 30)
         workers = {name: pid for name, pid in pids.items() if name.endswith(".0")
                    and name.startswith("worker-")}
-        await until(lambda: not any(map(_alive, workers.values())), timeout=10, every=0.05)
-        survivors = [pid for pid in pids.values() if _alive(pid)]
+        await until(lambda: not any(map(alive, workers.values())), timeout=10, every=0.05)
+        survivors = [pid for pid in pids.values() if alive(pid)]
         assert survivors, "the process-mode runs outlive a SIGKILL until the restart"
         second = await asyncio.to_thread(spawn_daemon, home, extra)
-        await until(lambda: not any(map(_alive, pids.values())), timeout=10, every=0.05)
+        await until(lambda: not any(map(alive, pids.values())), timeout=10, every=0.05)
         assert [path for path in stale if path.exists()] == []
         recorded = {p.name for p in (home / "run" / "groups").iterdir()}
         assert not recorded & {str(pid) for pid in pids.values()}, (recorded, pids)
@@ -146,5 +139,5 @@ async def test_a_restart_after_sigkill_ends_the_previous_lifes_processes_and_fil
             if daemon is not None and daemon.process.poll() is None:
                 daemon.terminate()
         for pid in pids.values():
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, 9)

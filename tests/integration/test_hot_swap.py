@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import encode_basic_auth
 
+from harness.procs import alive, cmdline, naming
 from pnsweb.app import create_app
 from pnsweb.settings import User, WebSettings, hash_password
 from protocols.client import AsyncClient
@@ -99,27 +100,10 @@ def pids_of(status: dict[str, Any]) -> list[int]:
     return list(status["pts"]["swap"]["pids"])
 
 
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def workers_running(entry_prefix: str) -> list[int]:
     """Pids of live processes whose command line names an entry starting with the prefix."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(arg.decode(errors="replace").startswith(entry_prefix) for arg in argv):
-                found.append(int(proc.name))
-    return [pid for pid in found if alive(pid)]
+    return [pid for pid, _ in naming(entry_prefix, environ=False)
+            if any(arg.startswith(entry_prefix) for arg in cmdline(pid).split())]
 
 
 async def swap_five_times(client: AsyncClient, code: Path, timeline: Timeline,

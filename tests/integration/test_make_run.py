@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,17 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.procs import alive, cmdline, free_port, naming
 from pnsd.pidfile import read_pid
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "not-in-ps-4711"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _serving(port: int) -> bool:
@@ -41,41 +35,18 @@ def _wait(check: object, timeout: float) -> None:
         time.sleep(0.1)     # other processes' state: polled, with a deadline
 
 
-def _cmdlines() -> list[bytes]:
-    lines = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                lines.append((entry / "cmdline").read_bytes())
-            except OSError:
-                continue
-    return lines
-
-
-def _alive(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rfind(")") + 2] not in "ZX"
-
-
 def _web_pid(port: int) -> int | None:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(part.endswith(b"pnsweb") for part in cmd[:2]) and str(port).encode() in cmd:
-                return int(entry.name)
+    for pid, _ in naming(str(port), environ=False):
+        argv = cmdline(pid).split()
+        if any(part.endswith("pnsweb") for part in argv[:2]) and str(port) in argv:
+            return pid
     return None
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_to_make_stops_pnsd_and_pnsweb(tmp_path: Path, signum: int) -> None:
-    home, port = tmp_path / "home", _free_port()
+    home, port = tmp_path / "home", free_port()
     env = {**os.environ, "PNS_HOME": str(home), "HOME": str(tmp_path)}
     env.pop("PNS_CONFIG", None)
     make = subprocess.Popen(
@@ -89,16 +60,15 @@ def test_a_signal_to_make_stops_pnsd_and_pnsweb(tmp_path: Path, signum: int) -> 
         daemon = read_pid(home / "run" / "pnsd.pid")
         web = _web_pid(port)
         assert daemon is not None and web is not None
-        shown = [line for line in _cmdlines() if PASSWORD.encode() in line
-                 and not line.startswith(b"make")]
+        shown = [cmd for _, cmd in naming(PASSWORD, environ=False) if not cmd.startswith("make")]
         assert shown == []
         make.send_signal(signum)             # to make alone, not to its process group
         make.wait(timeout=60)
-        _wait(lambda: not _alive(web) and not _alive(daemon), timeout=30)
+        _wait(lambda: not alive(web) and not alive(daemon), timeout=30)
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
             make.wait(timeout=30)
         for pid in (web, daemon or read_pid(home / "run" / "pnsd.pid")):
-            if pid is not None and _alive(pid):
+            if pid is not None and alive(pid):
                 os.kill(pid, signal.SIGKILL)

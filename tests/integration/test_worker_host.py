@@ -14,6 +14,7 @@ import zmq
 import zmq.asyncio
 from structlog.testing import capture_logs
 
+from harness.procs import alive, group_members, naming
 from pnsd.errors import InvalidSpec, RunTimeout, Unavailable, WorkerDied
 from pnsd.hosts.worker import WorkerHost
 from pnsd.spec import parse_spec
@@ -90,43 +91,7 @@ async def make_host(tmp_path: Path) -> AsyncIterator[HostMaker]:
         for host in hosts:
             await host.stop(grace=1.0)
         context.term()
-        assert _processes_under(tmp_path) == []
-
-
-def _processes_under(path: Path) -> list[int]:
-    """Live (not zombie) processes whose command line mentions ``path``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if str(path).encode() in cmdline and stat[stat.rfind(")") + 2] not in "ZX":
-            found.append(int(entry.name))
-    return found
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in "ZX":
-            members.append(int(entry.name))
-    return members
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
+        assert [pid for pid, _ in naming(tmp_path, environ=False)] == []
 
 
 class Watch:
@@ -259,7 +224,7 @@ async def test_a_timeout_kills_a_stubborn_worker_and_respawns_it(make_host: Host
         await host.run(60, timeout=0.5, ctx=watch.ctx)
     assert loop.time() - started < 5
     victim = await watch.pid()
-    await until(lambda: not _alive(victim) and host.state().state == "ready")
+    await until(lambda: not alive(victim) and host.state().state == "ready")
     assert await host.run(0, timeout=20, ctx=RunContext()) == "finished"
     assert host.state().details["restarts"] == 0     # a timeout does not spend the budget
 
@@ -281,7 +246,7 @@ async def test_a_cancelled_run_returns_at_once_and_the_worker_is_replaced(
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(run, 2)
-    await until(lambda: not _alive(victim))
+    await until(lambda: not alive(victim))
     assert await host.run(0, timeout=20, ctx=RunContext()) == "finished"
 
 
@@ -368,10 +333,10 @@ async def test_stop_leaves_no_process_behind(make_host: HostMaker, tmp_path: Pat
     await host.stop(grace=0.5)
     with pytest.raises(Unavailable):
         await asyncio.wait_for(run, 5)
-    assert not _alive(grandchild)
+    assert not alive(grandchild)
     for pgid in pids:
-        assert _group_members(pgid) == []
-    assert _processes_under(tmp_path) == []
+        assert group_members(pgid) == []
+    assert [pid for pid, _ in naming(tmp_path, environ=False)] == []
     assert not list((tmp_path / "run").iterdir())    # socket, key copy and lib dir removed
     with pytest.raises(Unavailable):
         await host.run(0, timeout=1, ctx=RunContext())

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from harness.procs import alive, group_members
 from pnsd.errors import BadRequest, Cancelled, InvalidSpec, NotReady, PtsFailed, RunTimeout
 from pnsd.hosts.mailbox import read_dir_files
 from pnsd.hosts.process import ProcessHost
@@ -44,29 +45,6 @@ async def _started(tmp_path: Path, scripts: Mapping[str, str], table: Mapping[st
     return host
 
 
-def _live(pid: int) -> bool:
-    """True if ``pid`` runs (zombies count as gone: PID 1 here may never reap orphans)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rfind(")") + 2] not in "ZX"
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in "ZX":
-            members.append(int(entry.name))
-    return members
-
-
 def _marker(path: Path) -> str:
     try:
         return path.read_text().strip()
@@ -82,8 +60,8 @@ async def _wait_for_marker(path: Path, deadline: float = 10.0) -> int:
 
 async def _wait_group_gone(pgid: int, deadline: float = 5.0) -> list[int]:
     """SIGKILL is delivered asynchronously: the group's members left once it is empty."""
-    await until(lambda: not _group_members(pgid), timeout=deadline, every=0.01)
-    return _group_members(pgid)
+    await until(lambda: not group_members(pgid), timeout=deadline, every=0.01)
+    return group_members(pgid)
 
 
 RUN_ECHO = 'cat input/infile > output/outfile; echo "out $(cat input/infile)"; echo err >&2'
@@ -189,7 +167,7 @@ async def test_timeout_kills_the_whole_group_including_children(
     assert caught.value.details["returncode"] < 0
     assert caught.value.details["command"] == [str(tmp_path / "pts" / "runPTS")]
     pgid = int((tmp_path / "mark" / "pgid").read_text())
-    assert _group_members(pgid) == []
+    assert group_members(pgid) == []
     assert host.state().details["running"] == 0
 
 
@@ -199,7 +177,7 @@ async def test_children_left_behind_after_a_normal_exit_are_killed(tmp_path: Pat
     host = await _started(tmp_path, {"runPTS": body}, {"run": ["runPTS"]})
     result = await host.run({}, timeout=10, ctx=RunContext())
     assert result["stdout"] == "done\n"
-    assert not _live(int((tmp_path / "mark" / "child").read_text()))
+    assert not alive(int((tmp_path / "mark" / "child").read_text()))
 
 
 @pytest.mark.timeout(20)
@@ -224,7 +202,7 @@ async def test_a_cancelled_context_stops_the_run(tmp_path: Path) -> None:
     ctx.cancel()
     with pytest.raises(Cancelled):
         await task
-    assert _group_members(pgid) == []
+    assert group_members(pgid) == []
 
 
 @pytest.mark.timeout(30)
@@ -298,7 +276,7 @@ async def test_stop_kills_running_groups_and_removes_the_work_dir(tmp_path: Path
     task = asyncio.create_task(host.run({}, timeout=30, ctx=RunContext()))
     pgid = await _wait_for_marker(tmp_path / "mark" / "pgid")
     await host.stop(grace=1)
-    assert _group_members(pgid) == []
+    assert group_members(pgid) == []
     with pytest.raises(PtsFailed):
         await task
     assert host.state().state == "stopped"

@@ -369,10 +369,3 @@ def test_a_worker_whose_daemon_dies_exits_on_its_own(peer: Peer) -> None:
     finally:
         os.close(exited)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rfind(")") + 2] not in "ZX"     # a zombie has exited

@@ -1,0 +1,1 @@
+"""Process helpers shared by bench/, faults/ and the integration tests (see ``procs``)."""
