@@ -27,6 +27,7 @@ from pnsd.jobs import Job, Status
 from pnsd.later import Later
 from pnsd.refusals import Refusals
 from pnsd.registry import Generation, Registry
+from pnsd.rolling import SPAN, STEP
 from pnsd.scheduler import Scheduler
 from pnsd.server import Handler, StreamHandler
 from protocols.codec import DEFAULT_MAX_BYTES
@@ -76,6 +77,10 @@ class Handlers:
             "retiring": [{"name": g.spec.name, **g.public()} for g in self.registry.retiring()],
             "refusals": self.refusals.figures() if self.refusals else {},
         }
+
+    async def stats(self, body: Any) -> Any:
+        span = _int(body, "span", SPAN, STEP, SPAN)
+        return self.scheduler.finisher.rolling.figures(self.scheduler.clock(), span=span)
 
     async def pts_list(self, body: Any) -> Any:
         return {"pts": [
@@ -266,7 +271,8 @@ class Handlers:
     def tables(self) -> tuple[Mapping[str, Handler], Mapping[str, StreamHandler]]:
         """Operation name -> handler, as plain data."""
         handlers: dict[str, Handler] = {
-            "ping": self.ping, "status": self.status, "pts.list": self.pts_list,
+            "ping": self.ping, "status": self.status, "stats": self.stats,
+            "pts.list": self.pts_list,
             "pts.describe": self.pts_describe, "pts.hook": self.pts_hook,
             "pts.files": self.pts_files, "pts.script": self.pts_script,
             "pts.update": self.pts_update, "demo.reset": self.demo_reset,

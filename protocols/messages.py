@@ -46,6 +46,7 @@ JOB_EVENT = "job.event"         # streamed before job.watch.rep: {job, seq, kind
 OPERATIONS: Tuple[Operation, ...] = (
     Operation("ping", "liveness: {} -> {version, time}"),
     Operation("status", "daemon version, uptime, PTS states"),
+    Operation("stats", "{span?} -> finished runs and latency percentiles per PTS, per 5 s"),
     Operation("pts.list", "every PTS with its mode, version and state"),
     Operation("pts.describe", "{name} -> the spec and state of one PTS"),
     Operation("pts.hook", "{name, hook: init|config|clean, timeout?} -> the hook's result"),
