@@ -63,6 +63,7 @@ OPERATIONS: Tuple[Operation, ...] = (
     Operation("submit", "{pts, input, timeout?} -> {job}: an asynchronous run, durable"),
     Operation("job.status", "{job} -> the job's status record"),
     Operation("job.result", "{job} -> {job, result}; not_ready until finished"),
+    Operation("job.input", "{job} -> {job, input}: the input the job was given"),
     Operation("job.result_chunk", "{job, offset?, limit?} -> {job, size, offset, data}"),
     Operation("job.list", "{pts?, status?, limit?, offset?} -> {jobs, total}"),
     Operation("job.cancel", "{job} -> the job's status record after dismissal"),
