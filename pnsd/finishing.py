@@ -3,9 +3,10 @@
 Owns the finished jobs kept in memory for late watchers and quick results, moving a run's job
 to its final state, recording it (a synchronous run with group commit, an asynchronous one
 durably; a store that refuses fails the job with ``storage`` instead), the ``job_finished``
-line and the rolling window of finished runs (:mod:`pnsd.rolling`), dropping large results from memory (and forgetting deleted jobs), and the error a failed
-job's result answers. It must not start, cancel or look up runs: :mod:`pnsd.scheduler` does,
-and shares its map of live jobs with it.
+line and the rolling window of finished runs (:mod:`pnsd.rolling`), dropping large results
+from memory (and forgetting deleted jobs), and the error a failed job's result answers. It must
+not start, cancel or look up runs: :mod:`pnsd.scheduler` does, and shares its map of live jobs
+with it.
 """
 
 from __future__ import annotations

@@ -9,19 +9,21 @@ const PERCENTILES = ["p50", "p90", "p99"];
 function chart(title, names, where, unit) {
   const series = [{}].concat(names.map((name, i) => ({
     label: name, stroke: COLOURS[i % COLOURS.length], width: 2, spanGaps: false,
-    value: (_u, v) => (v === null || v === undefined ? "—" : `${v.toFixed(3)} ${unit}`),
+    points: { show: true, size: 5 },           // a lone bucket shows as a dot
+    value: (_u, v) => (v === null || v === undefined ? "—" : `${+v.toPrecision(3)} ${unit}`),
   })));
   const width = Math.max(320, Math.min(1150, where.clientWidth || 900));
-  const plot = new uPlot({ title, width, height: 220, series,
-                           axes: [{}, { label: unit, size: 60 }] },
-    [[], ...names.map(() => [])], where);
-  return plot;
+  return new uPlot({
+    title, width, height: 220, series,
+    scales: { y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+    axes: [{}, { label: unit, size: 60 }],
+  }, [[], ...names.map(() => [])], where);
 }
 
 export function render(main, scope) {
   const pick = h("select", { id: "latency-pts" });
-  const boxes = { runs: h("div", { id: "plot-throughput" }), latency: h("div", { id: "plot-latency" }),
-                  errors: h("div", { id: "plot-errors" }) };
+  const boxes = { runs: h("div", { id: "plot-throughput" }),
+                  latency: h("div", { id: "plot-latency" }), errors: h("div", { id: "plot-errors" }) };
   const totals = h("div", { id: "plot-totals" });
   const status = h("div", {});
   main.append(h("h1", {}, "Plots"), h("p", { class: "muted" },
@@ -36,8 +38,10 @@ export function render(main, scope) {
     try { data = await api("/stats"); } catch (error) { showError(status, error); return; }
     status.replaceChildren();
     const names = Object.keys(data.pts);
-    if (!names.includes(pick.value) && names.length) {
+    if ([...pick.options].map((o) => o.value).join(",") !== names.join(",")) {
+      const kept = pick.value;
       pick.replaceChildren(...names.map((n) => h("option", {}, n)));
+      if (names.includes(kept)) pick.value = kept;
     }
     const chosen = pick.value;
     const key = `${names.join(",")}|${chosen}`;
@@ -46,7 +50,7 @@ export function render(main, scope) {
       Object.values(boxes).forEach((box) => box.replaceChildren());
       plots = names.length ? {
         runs: chart("Throughput (runs/s)", names, boxes.runs, "/s"),
-        latency: chart(`Latency of ${chosen}`, PERCENTILES, boxes.latency, "s"),
+        latency: chart(`Latency of ${chosen}`, PERCENTILES, boxes.latency, "ms"),
         errors: chart("Errors (failed runs/s)", names, boxes.errors, "/s"),
       } : null;
       if (!plots) boxes.runs.replaceChildren(h("p", { class: "muted" }, "No runs yet."));
@@ -60,7 +64,8 @@ export function render(main, scope) {
     });
     plots.runs.setData([times, ...each("runs")]);
     plots.errors.setData([times, ...each("errors")]);
-    plots.latency.setData([times, ...PERCENTILES.map((q) => data.pts[chosen][q])]);
+    plots.latency.setData([times, ...PERCENTILES.map((q) => data.pts[chosen][q].map(
+      (v) => (v === null ? null : v * 1000)))]);
     totals.replaceChildren(table(["PTS", "ok", "failed", "dismissed", "p50", "p90", "p99"],
       names.map((n) => {
         const t = data.pts[n].total;
