@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.prompt import Prompt
 from rich.table import Table
@@ -150,7 +151,7 @@ def run_followed(connect: Callable[[], Client], body: Mapping[str, Any], *,
 def interrupted(connect: Callable[[], Client], job_id: str, *, err: Console,
                 ask: Callable[[str], str] | None = None) -> int:
     """Ask whether to cancel the job or leave it running, and do it."""
-    question = ask or (lambda text: Prompt.ask(text, choices=["c", "l"], default="l",
+    question = ask or (lambda text: Prompt.ask(escape(text), choices=["c", "l"], default="l",
                                                console=err))
     try:
         answer = question(f"\nJob {job_id} is still running: [c]ancel it or [l]eave it running?")
@@ -158,8 +159,11 @@ def interrupted(connect: Callable[[], Client], job_id: str, *, err: Console,
         answer = "l"
     if answer == "c":
         with connect() as client:
-            job = client.call("job.cancel", {"job": job_id}, timeout=WATCH_WAIT)["job"]
-        err.print(f"Job {job_id} cancelled ({job['status']}).", highlight=False)
+            client.call("job.cancel", {"job": job_id}, timeout=WATCH_WAIT)
+            final = next((event for event in events(client, job_id, 0)
+                          if event.get("status") in FINAL), {})    # the run has stopped
+        err.print(f"Job {job_id} cancelled ({final.get('status', 'requested')}).",
+                  highlight=False)
     else:
         err.print(f"Job {job_id} left running. Watch it: pnsd jobs watch {job_id}\n"
                   f"Its result, once done: pnsd jobs result {job_id}", highlight=False)
