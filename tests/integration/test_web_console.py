@@ -229,6 +229,9 @@ async def test_node_and_plots_show_the_daemon_and_its_runs(admin: Any) -> None:
     assert (await admin.get("/console/api/stats?span=1")).status == 400
     pts = {p["name"]: p for p in (await (await admin.get("/console/api/pts")).json())["pts"]}
     assert pts["hello-worker"]["workers"] >= 1 and pts["hello-worker"]["pids"]
+    each = pts["hello-worker"]["each"]
+    assert [w["pid"] for w in each] == pts["hello-worker"]["pids"]
+    assert all(w["python"].startswith("3.") and w["since"] > 0 for w in each)
 
 
 async def test_the_page_and_its_files_are_served_with_a_strict_policy(web: Any) -> None:

@@ -1,18 +1,25 @@
 // Every PTS with its state, load and workers; one PTS with its spec, declared interface and
 // deploy history.
-import { api, h, table, json, when, showError } from "./lib.js";
+import { api, h, table, json, when, duration, showError } from "./lib.js";
 
 function stateCell(info) {
   return h("span", { class: `state-${info.state}` }, info.state,
     info.reason ? h("span", { class: "muted" }, ` (${info.reason})`) : "");
 }
 
+function workerLine(w) {
+  const python = (w.python || "").split(" ")[0];
+  const up = w.since ? duration(Date.now() / 1000 - w.since) : "starting";
+  return h("div", { class: "muted worker", "data-pid": w.pid ?? "" },
+    `pid ${w.pid ?? "—"}${python ? ` · Python ${python}` : ""} · up ${up} · ` +
+    `${w.served} served${w.restarts ? ` · ${w.restarts} restarts` : ""}`);
+}
+
 function workersCell(info) {
   if (info.workers === undefined) return h("span", { class: "muted" }, "in the daemon");
   const idle = Math.max(0, (info.ready || 0) - (info.busy || 0));
   return h("span", {}, `${info.alive}/${info.workers} alive, ${info.busy} busy, ${idle} idle`,
-    info.restarts ? `, ${info.restarts} restarts` : "",
-    h("br"), h("span", { class: "muted" }, `pids ${(info.pids || []).join(", ") || "—"}`));
+    info.restarts ? `, ${info.restarts} restarts` : "", (info.each || []).map(workerLine));
 }
 
 export function render(main, scope) {
