@@ -28,6 +28,7 @@ BINS = 128        # the last bin holds everything above FLOOR * RATIO ** (BINS -
 PERCENTILES = (50, 90, 99)
 _LOG_RATIO = math.log(RATIO)
 OUTCOMES = {Status.SUCCESSFUL: "ok", Status.FAILED: "failed", Status.DISMISSED: "dismissed"}
+_OUTCOME_INDEX = {status: n for n, status in enumerate(OUTCOMES)}
 
 
 @dataclass
@@ -35,13 +36,11 @@ class Bucket:
     """The runs of one PTS that finished within one step."""
 
     index: int                         # start time // STEP
-    ok: int = 0
-    failed: int = 0
-    dismissed: int = 0
+    counts: list[int] = field(default_factory=lambda: [0, 0, 0])   # by OUTCOMES' order
     bins: dict[int, int] = field(default_factory=dict)   # latency bin -> runs
 
-    def add(self, outcome: str, latency: float) -> None:
-        setattr(self, outcome, getattr(self, outcome) + 1)
+    def add(self, outcome: int, latency: float) -> None:
+        self.counts[outcome] += 1
         slot = bin_of(latency)
         self.bins[slot] = self.bins.get(slot, 0) + 1
 
@@ -60,15 +59,24 @@ def bound_of(slot: int) -> float:
 
 def percentile(bins: dict[int, int], share: float) -> float | None:
     """The latency (a bin's upper bound) under which ``share`` of the runs in ``bins`` fall."""
+    return percentiles(bins, (share,))[0]
+
+
+def percentiles(bins: dict[int, int], shares: tuple[float, ...]) -> list[float | None]:
+    """:func:`percentile` for each of ``shares`` (ascending), in one pass over the bins."""
     total = sum(bins.values())
     if total == 0:
-        return None
-    rank, seen = share * total, 0
-    for slot in sorted(bins):
-        seen += bins[slot]
-        if seen >= rank:
-            return round(bound_of(slot), 6)
-    return round(bound_of(max(bins)), 6)       # unreachable: seen ends at total >= rank
+        return [None] * len(shares)
+    found: list[float | None] = []
+    seen = 0
+    slots = iter(sorted(bins))
+    slot = -1
+    for share in shares:
+        while seen < share * total:
+            slot = next(slots)
+            seen += bins[slot]
+        found.append(round(bound_of(max(slot, 0)), 6))
+    return found
 
 
 class Rolling:
@@ -81,7 +89,7 @@ class Rolling:
 
     def add(self, job: Job) -> None:
         """Count a finished run (a job that is not finished is ignored)."""
-        outcome = OUTCOMES.get(job.status)
+        outcome = _OUTCOME_INDEX.get(job.status)
         if outcome is None:
             return
         finished = job.finished if job.finished is not None else job.updated
@@ -108,20 +116,22 @@ class Rolling:
 
     def _one(self, series: deque[Bucket], first: int, count: int) -> dict[str, Any]:
         shown: list[Bucket | None] = [None] * count
+        whole: dict[int, int] = {}
         for bucket in series:
             if first <= bucket.index < first + count:
                 shown[bucket.index - first] = bucket
+                for slot, runs in bucket.bins.items():
+                    whole[slot] = whole.get(slot, 0) + runs
         figures: dict[str, Any] = {
-            outcome: [getattr(b, outcome) if b else 0 for b in shown]
-            for outcome in OUTCOMES.values()}
-        for p in PERCENTILES:
-            figures[f"p{p}"] = [percentile(b.bins, p / 100) if b else None for b in shown]
-        whole: dict[int, int] = {}
-        for bucket in filter(None, shown):
-            for slot, runs in bucket.bins.items():
-                whole[slot] = whole.get(slot, 0) + runs
-        figures["total"] = {outcome: sum(figures[outcome]) for outcome in OUTCOMES.values()}
-        figures["total"] |= {f"p{p}": percentile(whole, p / 100) for p in PERCENTILES}
+            name: [b.counts[n] if b else 0 for b in shown]
+            for n, name in enumerate(OUTCOMES.values())}
+        shares = tuple(p / 100 for p in PERCENTILES)
+        each = [percentiles(b.bins, shares) if b else [None] * len(shares) for b in shown]
+        for n, p in enumerate(PERCENTILES):
+            figures[f"p{p}"] = [values[n] for values in each]
+        total = {name: sum(figures[name]) for name in OUTCOMES.values()}
+        figures["total"] = total | {f"p{p}": value for p, value in
+                                    zip(PERCENTILES, percentiles(whole, shares), strict=True)}
         return figures
 
     def _forget(self, oldest: int) -> None:
