@@ -133,6 +133,7 @@ def test_the_admin_sees_the_node_and_the_demo_pts(page: Any, node: ConsoleNode) 
 def test_a_job_shows_its_progress_live_up_to_100(page: Any, node: ConsoleNode) -> None:
     sign_in(page, node)
     run_job(page, "sleep", {"seconds": 3})
+    page.wait_for_selector("#job-percent")       # the job page has drawn itself
     page.evaluate("""() => {
         window.seen = [];
         const percent = document.getElementById('job-percent');
