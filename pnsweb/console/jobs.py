@@ -83,9 +83,10 @@ async def job(request: web.Request) -> web.StreamResponse:
     record = (await job_call(client, "job.status", job_id, owner))["job"]
     body: dict[str, Any] = {"job": record}
     try:
-        body["input"] = (await job_call(client, "job.input", job_id, owner))["input"]
-    except (RemoteError, ApiError) as exc:
-        body["input_error"] = exc.message if isinstance(exc, RemoteError) else exc.detail
+        body["input"] = (await client.call("job.input", {"job": job_id, **_as(owner)},
+                                           timeout=CALL_WAIT))["input"]
+    except RemoteError as exc:      # not recorded (yet), or too large to show
+        body["input_error"] = exc.message
     return json_response(_shown(body))
 
 
