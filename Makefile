@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PNS_HOME ?= $(CURDIR)/.pns-home
 export PNS_HOME
 
-.PHONY: venv install run test test-fast lint bench faults soak clean
+.PHONY: venv install run test test-fast lint browser bench faults soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,14 +23,23 @@ WEB_USER ?= demo
 WEB_PASSWORD ?= demo
 WEB_PORT ?= 5000
 run: $(STAMP)
+	@echo "console: http://127.0.0.1:$(WEB_PORT)/console/"
 	@echo "web API: http://127.0.0.1:$(WEB_PORT)/v0.6/ and http://127.0.0.1:$(WEB_PORT)/v1/processes"
 	@echo "         (user $(WEB_USER), password $(WEB_PASSWORD)); pnsd home $(PNS_HOME),"
 	@echo "         log $(PNS_HOME)/pnsd.log; Ctrl-C stops pnsweb and pnsd"
 	@PNSWEB_PASSWORD='$(WEB_PASSWORD)' exec $(PY) scripts/devrun.py '$(PNS_HOME)' '$(WEB_PORT)' '$(WEB_USER)'
 
 ## Lint, then the whole test suite (slow integration tests included).
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest -q -p no:cacheprovider
+
+## Headless Chromium from the distribution's packages, for the console's browser tests (as root,
+## as CI runs; elsewhere install the chromium package yourself, or those tests are skipped).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) || echo "make: no $(CHROMIUM): the console's browser tests are skipped"
 
 ## The suite without the slow integration tests.
 test-fast: $(STAMP)

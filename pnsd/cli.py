@@ -1,6 +1,7 @@
 """The ``pnsd`` command: start and stop the daemon, and talk to it from a shell.
 
-Owns argument parsing and turning replies into stdout (JSON) and errors into one stderr line,
+Owns argument parsing and turning replies into stdout (JSON; tables and live progress at a
+terminal, drawn by :mod:`pnsd.terminal`) and errors into one stderr line,
 ``pnsd: <code>: <message>`` (a protocol error code), and a non-zero exit: 3 when the daemon is
 not there or went away, 2 for bad usage, 1 otherwise. Every subcommand but ``start`` is a
 client of the running daemon; a run waits at most for its timeout plus a margin.
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pnsd import terminal
 from pnsd.config import Settings, load_settings
 from pnsd.errors import DaemonError
 from pnsd.keyfile import load_or_create_key
@@ -38,6 +40,8 @@ EXIT_UNAVAILABLE = 3
 RUN_MARGIN = 10.0        # seconds a run's reply may take beyond the run's own timeout
 SWAP_WAIT = 300.0        # a deploy or replace waits for start, init and self-test
 EXIT_OF = {ErrorCode.UNAVAILABLE: EXIT_UNAVAILABLE}
+TABLE_OFF = "JSON, even at a terminal (where a table is shown)"
+PROGRESS_OFF = "no live progress at a terminal: wait, then print the result"
 
 
 class CliError(Exception):
@@ -179,6 +183,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         emit(status)
         return 0
+    if terminal.interactive(sys.stdout):
+        terminal.status_table(status)
+        return 0
     print(f"pnsd {status['version']} (protocol {status['protocol']}), "
           f"up {status['uptime']:.0f} s")
     for name, info in sorted(status["pts"].items()):
@@ -191,7 +198,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_pts_list(args: argparse.Namespace) -> int:
-    emit(call(args, "pts.list", {})["pts"])
+    pts = call(args, "pts.list", {})["pts"]
+    if terminal.interactive(sys.stdout, json_wanted=args.json):
+        terminal.pts_table(pts)
+    else:
+        emit(pts)
     return 0
 
 
@@ -276,8 +287,18 @@ def run_body(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     body = run_body(args)
     with client_of(args) as client:
-        emit(client.call("run", body, timeout=run_wait(client, args))["result"])
-    return 0
+        wait = run_wait(client, args)
+        if not at_terminal(args):
+            emit(client.call("run", body, timeout=wait)["result"])
+            return 0
+    # at a terminal the run is a submitted job, followed live: Ctrl-C can then leave it running
+    return terminal.run_followed(lambda: client_of(args), body, show=emit, wait=wait)
+
+
+def at_terminal(args: argparse.Namespace) -> bool:
+    """A person is there: stdin, stdout and stderr are a terminal and --json was not given."""
+    return (terminal.interactive(sys.stdout, json_wanted=args.json)
+            and sys.stderr.isatty() and sys.stdin.isatty())
 
 
 def run_wait(client: Client, args: argparse.Namespace) -> float:
@@ -305,7 +326,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     body = {"pts": args.pts, "status": args.status, "limit": args.limit, "offset": args.offset}
-    emit(call(args, "job.list", {k: v for k, v in body.items() if v is not None}))
+    reply = call(args, "job.list", {k: v for k, v in body.items() if v is not None})
+    if terminal.interactive(sys.stdout, json_wanted=args.json):
+        terminal.jobs_table(reply)
+    else:
+        emit(reply)
     return 0
 
 
@@ -338,6 +363,8 @@ def cmd_jobs_cleanup(args: argparse.Namespace) -> int:
 
 def cmd_jobs_watch(args: argparse.Namespace) -> int:
     with client_of(args) as client:
+        if terminal.interactive(sys.stdout, json_wanted=args.json):
+            return terminal.watch_followed(client, args.id, args.after)
         for event in client.stream("job.watch", {"job": args.id, "after": args.after},
                                    timeout=args.timeout or 60.0):
             print(json.dumps(event, ensure_ascii=False), flush=True)
@@ -358,10 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
-            parent: Any = sub) -> argparse.ArgumentParser:
+            parent: Any = sub, *, json_flag: str = "") -> argparse.ArgumentParser:
         command: argparse.ArgumentParser = parent.add_parser(name, parents=[common],
                                                              help=help_text)
-        command.set_defaults(handler=handler)
+        command.set_defaults(handler=handler, json=False)
+        if json_flag:       # output for scripts, even at a terminal
+            command.add_argument("--json", action="store_true", help=json_flag)
         return command
 
     start = add("start", cmd_start, "run the daemon (foreground unless --detach)")
@@ -371,11 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="development: reload when the config or pts.d changes")
     add("stop", cmd_stop, "stop the running daemon (SIGTERM, then wait)")
     add("reload", cmd_reload, "re-read config and pts.d, apply the differences")
-    add("status", cmd_status, "daemon and PTS state").add_argument("--json", action="store_true")
+    add("status", cmd_status, "daemon and PTS state", json_flag=TABLE_OFF)
 
     pts = sub.add_parser("pts", help="list, inspect and deploy PTS").add_subparsers(
         required=True)
-    add("list", cmd_pts_list, "every PTS", pts)
+    add("list", cmd_pts_list, "every PTS", pts, json_flag=TABLE_OFF)
     add("show", cmd_pts_show, "one PTS's spec and state", pts).add_argument("name")
     add("deploy", cmd_pts_deploy, "deploy the [pts.NAME] of a TOML file", pts).add_argument(
         "file")
@@ -389,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, handler, text in (("run", cmd_run, "run a PTS and print its result"),
                                 ("submit", cmd_submit, "submit a job and print its id")):
-        command = add(name, handler, text)
+        command = add(name, handler, text, json_flag=PROGRESS_OFF if name == "run" else "")
         command.add_argument("name")
         command.add_argument("--input", help="the input as JSON")
         command.add_argument("--input-file", help="a file holding the input JSON ('-': stdin)")
@@ -398,18 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = sub.add_parser("jobs", help="list, inspect and manage jobs").add_subparsers(
         required=True)
-    listing = add("list", cmd_jobs_list, "recent jobs, newest first", jobs)
-    listing.add_argument("--pts")
-    listing.add_argument("--status")
-    listing.add_argument("--limit", type=int)
-    listing.add_argument("--offset", type=int)
+    listing = add("list", cmd_jobs_list, "recent jobs, newest first", jobs, json_flag=TABLE_OFF)
+    for flag, kind in (("--pts", str), ("--status", str), ("--limit", int), ("--offset", int)):
+        listing.add_argument(flag, type=kind)
     for name, handler, text in (("show", cmd_jobs_show, "a job's status record"),
                                 ("result", cmd_jobs_result, "a finished job's result"),
                                 ("cancel", cmd_jobs_cancel, "dismiss a job"),
                                 ("delete", cmd_jobs_delete,
                                  "delete a job (cancelled first if unfinished)")):
         add(name, handler, text, jobs).add_argument("id")
-    watch = add("watch", cmd_jobs_watch, "follow a job's events", jobs)
+    watch = add("watch", cmd_jobs_watch, "follow a job's events", jobs,
+                json_flag="JSON lines, even at a terminal")
     watch.add_argument("id")
     watch.add_argument("--after", type=int, default=0, help="last event number already seen")
     cleanup = add("cleanup", cmd_jobs_cleanup, "delete old finished jobs", jobs)

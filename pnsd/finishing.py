@@ -3,9 +3,10 @@
 Owns the finished jobs kept in memory for late watchers and quick results, moving a run's job
 to its final state, recording it (a synchronous run with group commit, an asynchronous one
 durably; a store that refuses fails the job with ``storage`` instead), the ``job_finished``
-line, dropping large results from memory (and forgetting deleted jobs), and the error a failed
-job's result answers. It must not start, cancel or look up runs: :mod:`pnsd.scheduler` does,
-and shares its map of live jobs with it.
+line and the rolling window of finished runs (:mod:`pnsd.rolling`), dropping large results
+from memory (and forgetting deleted jobs), and the error a failed job's result answers. It must
+not start, cancel or look up runs: :mod:`pnsd.scheduler` does, and shares its map of live jobs
+with it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import structlog
 from pnsd.errors import Cancelled, DaemonError, StorageError
 from pnsd.jobs import Job, Status
 from pnsd.livejob import LiveJob
+from pnsd.rolling import Rolling
 from pnsd.store import JobStore
 from protocols.errors import ErrorCode
 
@@ -43,6 +45,7 @@ class Finisher:
         self.finished: OrderedDict[str, LiveJob] = OrderedDict()
         self.clock = clock
         self.record_sync = record_sync
+        self.rolling = Rolling()    # finished runs of the last minutes, for the stats op
 
     def conclude(self, live: LiveJob, blob: bytes | None) -> Outcome | Awaitable[Outcome]:
         """Record and retire a finished synchronous run, now unless its result needs a file
@@ -86,6 +89,7 @@ class Finisher:
     def announce(self, live: LiveJob) -> None:
         job = live.job
         live.publish()
+        self.rolling.add(job)
         if log.is_enabled_for(logging.INFO):    # skip building the line (every run)
             log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
                      reason=job.reason or None, seconds=round(self.clock() - job.created, 6))

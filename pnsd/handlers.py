@@ -25,8 +25,10 @@ from pnsd.hosts.mailbox import read_dir_files
 from pnsd.hosts.process import ProcessHost
 from pnsd.jobs import Job, Status
 from pnsd.later import Later
+from pnsd.livejob import unpack
 from pnsd.refusals import Refusals
 from pnsd.registry import Generation, Registry
+from pnsd.rolling import SPAN, STEP
 from pnsd.scheduler import Scheduler
 from pnsd.server import Handler, StreamHandler
 from protocols.codec import DEFAULT_MAX_BYTES
@@ -76,6 +78,10 @@ class Handlers:
             "retiring": [{"name": g.spec.name, **g.public()} for g in self.registry.retiring()],
             "refusals": self.refusals.figures() if self.refusals else {},
         }
+
+    async def stats(self, body: Any) -> Any:
+        span = _int(body, "span", SPAN, STEP, SPAN)
+        return self.scheduler.finisher.rolling.figures(self.scheduler.clock(), span=span)
 
     async def pts_list(self, body: Any) -> Any:
         return {"pts": [
@@ -206,6 +212,16 @@ class Handlers:
                                                   max_bytes=self.result_room)
         return {"job": job.public(), "result": result}
 
+    async def job_input(self, body: Any) -> Any:
+        job = await self.scheduler.status(_get(body, "job"), owner=_owner(body))
+        blob = await self.scheduler.store.input(job.id)
+        if not blob:
+            raise NotFound(f"job {job.id} has no recorded input")
+        if len(blob) > self.result_room:
+            raise TooLarge(f"the input of job {job.id} ({len(blob)} bytes) is over the message "
+                           "limit", job=job.id, size=len(blob))
+        return {"job": job.public(), "input": unpack(blob)}
+
     async def job_result_chunk(self, body: Any) -> Any:
         offset = _int(body, "offset", 0, 0, 2**62)
         limit = _int(body, "limit", self.result_room, 1, 2**62)
@@ -266,7 +282,8 @@ class Handlers:
     def tables(self) -> tuple[Mapping[str, Handler], Mapping[str, StreamHandler]]:
         """Operation name -> handler, as plain data."""
         handlers: dict[str, Handler] = {
-            "ping": self.ping, "status": self.status, "pts.list": self.pts_list,
+            "ping": self.ping, "status": self.status, "stats": self.stats,
+            "pts.list": self.pts_list,
             "pts.describe": self.pts_describe, "pts.hook": self.pts_hook,
             "pts.files": self.pts_files, "pts.script": self.pts_script,
             "pts.update": self.pts_update, "demo.reset": self.demo_reset,
@@ -275,7 +292,7 @@ class Handlers:
             "reload": self.reload,
             "run": self.run, "submit": self.submit,
             "job.status": self.job_status, "job.result": self.job_result,
-            "job.result_chunk": self.job_result_chunk,
+            "job.result_chunk": self.job_result_chunk, "job.input": self.job_input,
             "job.list": self.job_list, "job.cancel": self.job_cancel,
             "job.delete": self.job_delete, "jobs.cleanup": self.jobs_cleanup,
         }

@@ -321,7 +321,8 @@ class JobStore:
 
     def stats(self) -> dict[str, Any]:
         """Cheap counters: ops queued, writes applied but not committed (pending), commits,
-        failed writes, and non-durable writes lost with a failed commit."""
+        failed writes, non-durable writes lost with a failed commit, and the bytes held
+        against the bound (an estimate between trims)."""
         writer = self._writer
         if writer is None:
             return {"open": False}
@@ -332,6 +333,7 @@ class JobStore:
             "commits": writer.commits,
             "write_errors": writer.write_errors,
             "lost": writer.lost,
+            "bytes": self._bound.stored, "bound": self._bound.limit,   # retention_bytes
         }
 
     def _grew(self, size: int) -> None:

@@ -46,7 +46,7 @@ REQUEST_ID = "X-Request-ID"
 # an id we echo must be harmless in headers and logs
 _GOOD_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # route modules written alongside this one; each has add_routes(app)
-OPTIONAL_ROUTES = ("pnsweb.routes_v1", "pnsweb.routes_ops")
+OPTIONAL_ROUTES = ("pnsweb.routes_v1", "pnsweb.routes_ops", "pnsweb.console")
 log = structlog.get_logger(__name__)
 
 

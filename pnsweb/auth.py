@@ -120,6 +120,16 @@ async def require_user(request: web.Request, *, admin: bool = False) -> User:
     header = request.headers.get(hdrs.AUTHORIZATION)
     if header is None:
         raise unauthorized("credentials are needed (HTTP Basic)")
+    user = await authenticate(request, header)
+    if admin and not user.admin:
+        raise ApiError(403, f"user {user.name!r} may not do this: administrators only")
+    request[USER_NAME] = user.name
+    return user
+
+
+async def authenticate(request: web.Request, header: str) -> User:
+    """The user whose credentials an Authorization ``header`` holds (the console's sign-in
+    passes one it made); 401 unless they check, 429 while the caller backs off."""
     cache = request.app[VERIFIED]
     if request.app[THROTTLE].waiting(request.remote or ""):
         request.app[THROTTLE].check(request.remote or "", credentials(header)[0])
@@ -129,9 +139,6 @@ async def require_user(request: web.Request, *, admin: bool = False) -> User:
         user = await _verify(request, token, header)
     if user is None:
         raise unauthorized("wrong user name or password")
-    if admin and not user.admin:
-        raise ApiError(403, f"user {user.name!r} may not do this: administrators only")
-    request[USER_NAME] = user.name
     return user
 
 

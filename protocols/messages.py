@@ -46,6 +46,7 @@ JOB_EVENT = "job.event"         # streamed before job.watch.rep: {job, seq, kind
 OPERATIONS: Tuple[Operation, ...] = (
     Operation("ping", "liveness: {} -> {version, time}"),
     Operation("status", "daemon version, uptime, PTS states"),
+    Operation("stats", "{span?} -> finished runs and latency percentiles per PTS, per 5 s"),
     Operation("pts.list", "every PTS with its mode, version and state"),
     Operation("pts.describe", "{name} -> the spec and state of one PTS"),
     Operation("pts.hook", "{name, hook: init|config|clean, timeout?} -> the hook's result"),
@@ -62,6 +63,7 @@ OPERATIONS: Tuple[Operation, ...] = (
     Operation("submit", "{pts, input, timeout?} -> {job}: an asynchronous run, durable"),
     Operation("job.status", "{job} -> the job's status record"),
     Operation("job.result", "{job} -> {job, result}; not_ready until finished"),
+    Operation("job.input", "{job} -> {job, input}: the input the job was given"),
     Operation("job.result_chunk", "{job, offset?, limit?} -> {job, size, offset, data}"),
     Operation("job.list", "{pts?, status?, limit?, offset?} -> {jobs, total}"),
     Operation("job.cancel", "{job} -> the job's status record after dismissal"),

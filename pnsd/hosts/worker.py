@@ -66,6 +66,7 @@ class WorkerHost:
         self._pump: Pump | None = None
         self._workers = [WorkerSlot(i) for i in range(spec.workers)]
         self._by_identity: dict[bytes, WorkerSlot] = {}
+        self._hellos: dict[int, tuple[int, str, float]] = {}   # slot -> pid, python, since
         self._background: set[asyncio.Task[Any]] = set()
         self._restarts = RestartPolicy(self.tuning)
         self._state = HostState()     # changed in place (_set_state): the dispatcher reads it
@@ -148,8 +149,18 @@ class WorkerHost:
             "workers": len(workers), "ready": ready, "busy": busy, "waiting": waiting,
             "alive": sum(w.process is not None for w in workers), "restarts": self._restarts.total,
             "pids": [w.process.pid for w in workers if w.process is not None],
+            "each": [self._worker_state(w) for w in workers],
         }
         return HostState(state, reason, details)
+
+    def _worker_state(self, worker: WorkerSlot) -> dict[str, Any]:
+        """One worker: its pid, interpreter and ready time (from its hello), runs served."""
+        pid = worker.process.pid if worker.process is not None else None
+        hello_pid, python, since = self._hellos.get(worker.index, (None, "", None))
+        fresh = worker.ready and hello_pid == pid
+        return {"pid": pid, "ready": worker.ready, "python": python if fresh else "",
+                "since": since if fresh else None, "served": worker.served,
+                "restarts": max(0, worker.spawns - 1)}
 
     def _set_state(self, state: str, reason: str = "") -> None:
         """In place: the dispatcher holds the same HostState."""
@@ -202,6 +213,8 @@ class WorkerHost:
         worker.ready = True
         worker.failures = 0
         worker.hello.set_result(None)
+        self._hellos[worker.index] = (worker.process.pid, str(body.get("python", ""))[:80],
+                                      time.time())
         self._runs.hand_over()
         log.info("worker_ready", pts=self.spec.name, worker=worker.index,
                  pid=worker.process.pid, python=str(body.get("python", ""))[:40])

@@ -1,0 +1,257 @@
+"""The console's job endpoints: the list, a job with its input and outputs, its live events,
+starting, cancelling and deleting jobs.
+
+Owns the job pages' data. A user reaches their own jobs, an administrator everybody's (the
+daemon filters by the ``owner`` sent with each call, as on ``/v1``; another user's job is 404).
+A result is shown as JSON; binary values in it (bytes anywhere within the first levels) become
+outputs of their own, served raw by ``outputs/{n}``: PNG, JPEG, GIF and WebP inline as images
+(recognised by their first bytes, never by a name the PTS chose), anything else as a download.
+The event stream relays the daemon's ``job.watch`` as Server-Sent Events, resuming after
+``Last-Event-ID`` (which a browser's ``EventSource`` sends when it reconnects), with a comment
+line as heartbeat, and ends when the job ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import web
+
+from pnsweb.bodies import read_json_body
+from pnsweb.console.sessions import console_user
+from pnsweb.errors import ApiError
+from pnsweb.keys import CLIENT, DaemonClient
+from pnsweb.views_v06_envelope import json_response
+from protocols.errors import ClientTimeout, ErrorCode, PnsError, RemoteError
+
+CALL_WAIT = 10.0
+PAGE = 25
+MAX_PAGE = 200
+HEARTBEAT = 15.0         # seconds of silence before the stream sends a comment line
+WATCH_WAIT = 60.0        # the daemon ends an idle watch at 30 s; watch again
+DEPTH = 4                # levels of a result searched for binary outputs
+IMAGES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+          (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
+OCTETS = "application/octet-stream"
+_GONE = (ErrorCode.NOT_FOUND, ErrorCode.BAD_REQUEST)    # bad_request: a malformed id
+
+
+async def acting(request: web.Request) -> tuple[str, str | None]:
+    """The user's name and the ``owner`` to read jobs as (None: an administrator, all jobs)."""
+    user = await console_user(request)
+    return user.name, None if user.admin else user.name
+
+
+def _as(owner: str | None) -> dict[str, str]:
+    return {} if owner is None else {"owner": owner}
+
+
+async def job_call(client: DaemonClient, op: str, job_id: str, owner: str | None) -> Any:
+    try:
+        return await client.call(op, {"job": job_id, **_as(owner)}, timeout=CALL_WAIT)
+    except RemoteError as exc:
+        if exc.code in _GONE:
+            raise ApiError(404, f"no job {job_id[:64]!r}") from exc
+        raise
+
+
+async def jobs(request: web.Request) -> web.StreamResponse:
+    """A page of jobs, newest first, filtered by ``pts``, ``status`` and (administrators)
+    ``owner``."""
+    _name, owner = await acting(request)
+    query = request.query
+    ask: dict[str, Any] = {"limit": _number(query, "limit", PAGE, 1, MAX_PAGE),
+                           "offset": _number(query, "offset", 0, 0, 2**62), **_as(owner)}
+    for key in ("pts", "status"):
+        if query.get(key):
+            ask[key] = query[key]
+    if query.get("owner") and owner is None:
+        ask["owner"] = query["owner"]
+    reply = await request.app[CLIENT].call("job.list", ask, timeout=CALL_WAIT)
+    return json_response({"jobs": reply["jobs"], "total": reply["total"],
+                          "limit": ask["limit"], "offset": ask["offset"]})
+
+
+async def job(request: web.Request) -> web.StreamResponse:
+    """A job's record and its input (``input_error`` says why when it cannot be shown)."""
+    _name, owner = await acting(request)
+    job_id = request.match_info["id"]
+    client = request.app[CLIENT]
+    record = (await job_call(client, "job.status", job_id, owner))["job"]
+    body: dict[str, Any] = {"job": record}
+    try:
+        body["input"] = (await client.call("job.input", {"job": job_id, **_as(owner)},
+                                           timeout=CALL_WAIT))["input"]
+    except RemoteError as exc:      # not recorded (yet), or too large to show
+        body["input_error"] = exc.message
+    return json_response(_shown(body))
+
+
+async def outputs(request: web.Request) -> web.StreamResponse:
+    """A finished job's result: as JSON, with each binary value listed as an output."""
+    _name, owner = await acting(request)
+    job_id = request.match_info["id"]
+    try:
+        reply = await job_call(request.app[CLIENT], "job.result", job_id, owner)
+    except RemoteError as exc:
+        if exc.code == ErrorCode.NOT_READY:
+            return json_response({"ready": False})
+        if exc.code == ErrorCode.TOO_LARGE:
+            return json_response({"ready": True, "too_large": True,
+                                  "size": exc.details.get("size")})
+        return json_response({"ready": True, "error": {"code": exc.code,
+                                                       "message": exc.message}})
+    found = [{"index": n, "name": path, "type": kind_of(data), "size": len(data)}
+             for n, (path, data) in enumerate(binaries(reply["result"]))]
+    return json_response({"ready": True, "result": _shown(reply["result"]), "outputs": found})
+
+
+async def output(request: web.Request) -> web.StreamResponse:
+    """One binary output, raw: an image inline, anything else as a download."""
+    _name, owner = await acting(request)
+    job_id = request.match_info["id"]
+    reply = await job_call(request.app[CLIENT], "job.result", job_id, owner)
+    index = _number(request.match_info, "n", 0, 0, 2**31)
+    found = list(binaries(reply["result"]))
+    if index >= len(found):
+        raise ApiError(404, f"job {job_id} has no output {index}")
+    path, data = found[index]
+    kind = kind_of(data)
+    disposition = "inline" if kind != OCTETS else "attachment"
+    filename = "".join(c if c.isalnum() or c in "._-" else "_" for c in path)[-100:] or "output"
+    return web.Response(body=data, content_type=kind, headers={
+        "Content-Disposition": f'{disposition}; filename="{filename}"'})
+
+
+def binaries(value: Any, path: str = "", depth: int = 0) -> Iterator[tuple[str, bytes]]:
+    """``(path, bytes)`` for every binary value within :data:`DEPTH` levels, in order."""
+    if isinstance(value, bytes | bytearray):
+        yield path or "result", bytes(value)
+    elif depth < DEPTH and isinstance(value, dict):
+        for key, item in value.items():
+            yield from binaries(item, f"{path}/{key}" if path else str(key), depth + 1)
+    elif depth < DEPTH and isinstance(value, list):
+        for n, item in enumerate(value):
+            yield from binaries(item, f"{path}/{n}" if path else str(n), depth + 1)
+
+
+def kind_of(data: bytes) -> str:
+    for magic, kind in IMAGES:
+        if data.startswith(magic):
+            return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return OCTETS
+
+
+def _shown(value: Any) -> Any:
+    """``value`` for a JSON reply: binary values as a note of their size."""
+    if isinstance(value, bytes | bytearray):
+        return {"binary": len(value)}
+    if isinstance(value, dict):
+        return {str(key): _shown(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shown(item) for item in value]
+    return value
+
+
+# -- actions ----------------------------------------------------------------------------------
+
+
+async def submit(request: web.Request) -> web.StreamResponse:
+    """Start a job of ``pts`` with ``input``; the job is the user's."""
+    name, _owner = await acting(request)
+    body = await read_json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("pts"), str):
+        raise ApiError(400, "give 'pts' (a PTS name) and 'input'")
+    ask = {"pts": body["pts"], "input": body.get("input"), "owner": name}
+    reply = await request.app[CLIENT].call("submit", ask, timeout=CALL_WAIT)
+    return json_response(reply, status=201)
+
+
+async def cancel(request: web.Request) -> web.StreamResponse:
+    _name, owner = await acting(request)
+    reply = await job_call(request.app[CLIENT], "job.cancel", request.match_info["id"], owner)
+    return json_response(reply)
+
+
+async def delete(request: web.Request) -> web.StreamResponse:
+    _name, owner = await acting(request)
+    reply = await job_call(request.app[CLIENT], "job.delete", request.match_info["id"], owner)
+    return json_response(reply)
+
+
+def _number(source: Any, key: str, default: int, low: int, high: int) -> int:
+    text = source.get(key)
+    if text is None or text == "":
+        return default
+    if not str(text).isdigit() or not low <= int(text) <= high:
+        raise ApiError(400, f"{key} must be a whole number from {low} to {high}")
+    return int(text)
+
+
+# -- Server-Sent Events -----------------------------------------------------------------------
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """The job's events as text/event-stream: ``id`` = seq, ``event`` = kind, ``data`` = JSON."""
+    _name, owner = await acting(request)
+    job_id = request.match_info["id"]
+    after = _number(request.headers, "Last-Event-ID", 0, 0, 2**62)
+    client = request.app[CLIENT]
+    await job_call(client, "job.status", job_id, owner)    # a 404 before the stream starts
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(256)
+    async with asyncio.TaskGroup() as group:
+        pump = group.create_task(_pump(client, {"job": job_id, **_as(owner)}, after, queue))
+        try:
+            await _relay(response, queue)
+        except ConnectionResetError:
+            pass          # the page went away; the job carries on
+        finally:
+            pump.cancel()
+    return response
+
+
+async def _pump(client: DaemonClient, ask: dict[str, Any], after: int,
+                queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    """The daemon's events into ``queue``, watching again after idle ends; None ends it."""
+    while True:
+        try:
+            async for event in client.stream("job.watch", {**ask, "after": after},
+                                             timeout=WATCH_WAIT):
+                after = max(after, int(event.get("seq", after)))
+                await queue.put(event)
+        except RemoteError as exc:
+            if exc.code == ErrorCode.TIMEOUT:
+                continue
+            await queue.put({"kind": "error", "code": exc.code, "message": exc.message})
+        except ClientTimeout:
+            continue
+        except PnsError as exc:
+            await queue.put({"kind": "error", "code": "unavailable", "message": str(exc)})
+        break
+    await queue.put(None)
+
+
+async def _relay(response: web.StreamResponse,
+                 queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    while True:
+        try:
+            event = await asyncio.wait_for(queue.get(), HEARTBEAT)
+        except TimeoutError:
+            await response.write(b": keep-alive\n\n")
+            continue
+        if event is None:
+            break
+        lines = [f"id: {event['seq']}"] if "seq" in event else []
+        lines += [f"event: {event.get('kind', 'message')}",
+                  "data: " + json.dumps(event, ensure_ascii=False, default=str)]
+        await response.write(("\n".join(lines) + "\n\n").encode())
+    await response.write_eof()

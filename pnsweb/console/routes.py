@@ -1,0 +1,78 @@
+"""The console's sub-application: its routes table, its static files and how it is mounted.
+
+Owns :func:`add_routes`, which mounts the console at ``/console`` on the main app with the
+state it shares (settings, daemon client, credential cache, login back-off, body parser: the
+same users and limits as the API) and its own (the sessions). The pages are plain HTML, CSS and
+JavaScript modules under ``static/``, shipped in the package with the charting library they use
+(uPlot, under ``static/vendor/`` with its licence): nothing is built and nothing is fetched from
+elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from pnsweb.auth import VERIFIED
+from pnsweb.bodies import BODY_PARSER
+from pnsweb.console import jobs, sessions, views
+from pnsweb.keys import CLIENT, SETTINGS
+from pnsweb.throttle import THROTTLE
+
+STATIC = Path(__file__).parent / "static"
+View = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+async def page(request: web.Request) -> web.StreamResponse:
+    """The console's one page (it signs in and shows each view itself)."""
+    return web.FileResponse(STATIC / "index.html")
+
+
+ROUTES: tuple[tuple[str, str, View], ...] = (
+    ("GET", "/", page),
+    ("POST", "/api/login", sessions.login),
+    ("POST", "/api/logout", sessions.logout),
+    ("GET", "/api/me", sessions.me),
+    ("GET", "/api/node", views.node),
+    ("GET", "/api/pts", views.pts_list),
+    ("POST", "/api/pts", views.deploy),
+    ("GET", "/api/pts/{name}", views.pts_one),
+    ("DELETE", "/api/pts/{name}", views.undeploy),
+    ("GET", "/api/stats", views.stats),
+    ("GET", "/api/jobs", jobs.jobs),
+    ("POST", "/api/jobs", jobs.submit),
+    ("GET", "/api/jobs/{id}", jobs.job),
+    ("DELETE", "/api/jobs/{id}", jobs.delete),
+    ("POST", "/api/jobs/{id}/cancel", jobs.cancel),
+    ("GET", "/api/jobs/{id}/outputs", jobs.outputs),
+    ("GET", "/api/jobs/{id}/outputs/{n}", jobs.output),
+    ("GET", "/api/jobs/{id}/events", jobs.events),
+)
+
+
+async def _to_page(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/console/")
+
+
+def build(parent: web.Application) -> web.Application:
+    """The console app, sharing ``parent``'s settings, client and credential checks."""
+    console = web.Application(client_max_size=parent[SETTINGS].max_body,
+                              middlewares=[sessions.console_middleware])
+    console[SETTINGS] = parent[SETTINGS]
+    console[CLIENT] = parent[CLIENT]
+    console[VERIFIED] = parent[VERIFIED]
+    console[THROTTLE] = parent[THROTTLE]
+    console[BODY_PARSER] = parent[BODY_PARSER]
+    console[sessions.SESSIONS] = sessions.Sessions()
+    for method, path, view in ROUTES:
+        parts = [part.strip("{}") for part in path.split("/") if part] or ["page"]
+        console.router.add_route(method, path, view, name=".".join(["console", *parts]))
+    console.router.add_static("/static", STATIC, name="console.static")
+    return console
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the console at ``/console`` (``/console`` itself redirects to ``/console/``)."""
+    app.router.add_get("/console", _to_page, name="console.bare")
+    app.add_subapp("/console", build(app))
