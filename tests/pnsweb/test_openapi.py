@@ -47,6 +47,14 @@ async def test_every_registered_route_is_in_the_document(
     assert any(path.startswith("/v0.6") for path in paths)
 
 
+def test_every_faces_routes_are_listed_by_their_full_paths(app: web.Application) -> None:
+    paths = set(openapi.document(app)["paths"])
+    assert {"/v0.6", "/v0.6/", "/v0.6/echo", "/v0.6/sleep/{secs}", "/v1", "/v1/",
+            "/v1/jobs/{jobId}", "/healthz"} <= paths
+    assert all(path.startswith(("/v0.6", "/v1", "/healthz", "/readyz", "/metrics"))
+               for path in paths)
+
+
 async def test_a_route_added_later_appears_without_editing_the_document(
         aiohttp_client: Any) -> None:
     app = create_app(settings(), client=demo_daemon()[0])
