@@ -253,3 +253,16 @@ async def test_the_v1_fake_answers_in_the_shape_of_the_real_daemon(real: Running
     found = [line for label in fake_answers
              for line in compare(label, fake_answers[label], real_answers[label])]
     assert not found, "\n".join(found)
+
+
+def test_drift_names_missing_keys_wrong_kinds_and_other_error_codes() -> None:
+    real = {"job": {"id": "a", "progress": 5, "tags": ["x"]}, "pts": {"echo": {"state": "ready"}}}
+    assert drift({"job": {"id": "b", "progress": 7.5, "tags": []},
+                  "pts": {"other": {"state": "busy"}}}, real) == []
+    found = drift({"job": {"id": 1, "tags": [2]}, "pts": {"p": {}}}, real)
+    assert found == ["reply.job: the fake lacks ['progress'], has more []",
+                     "reply.job.id: the fake has number 1, the daemon string 'a'",
+                     "reply.job.tags[0]: the fake has number 2, the daemon string 'x'",
+                     "reply.pts.*: the fake lacks ['state'], has more []"]
+    assert compare("op", Answer(code="not_found"), Answer(code="not_found",
+                                                         details=frozenset({"job"}))) != []
