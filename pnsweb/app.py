@@ -1,25 +1,40 @@
-"""The pnsweb application factory: ``create_app(settings, client=...)``, no global state.
+"""The pnsweb application factory: ``create_app(settings, client=...)``: no global state, so
+tests build as many apps as they like, each with its own fake or real daemon client.
 
-Owns assembling the app: its typed state (settings, daemon client, reply clock, credential
-cache, login throttle, request metrics, body parser), the middlewares (the app's
-:func:`request_middleware` outermost, then the one error middleware, then the Host check of
-:mod:`pnsweb.links`), the hard body size limit (``settings.max_body``, answered 413 in JSON;
-:mod:`pnsweb.bodies` holds callers to less before they are authenticated) and the route
-modules. It holds no other state and never opens sockets itself: the caller owns the client
-(the CLI closes it; tests pass a fake).
+Owns assembling the app: a root app holding the typed state every face shares (settings, daemon
+client, reply clock, credential cache, login throttle, request metrics, body parser: the keys
+are in :mod:`pnsweb.keys`), with the operations endpoints (:mod:`pnsweb.routes_ops`) and one
+sub-app per face mounted under its prefix: ``/v0.6`` (:mod:`pnsweb.routes_v06`), ``/v1``
+(:mod:`pnsweb.routes_v1`) and the operator console ``/console`` (:mod:`pnsweb.console`), each
+with its own error middleware and error shape
+(:mod:`pnsweb.errors`). The root's middlewares run around every request, a face's inside them:
+the app's :func:`request_middleware` outermost, then the root's error middleware (problem+json,
+or the routed face's shape for what the root refuses), then the Host check of
+:mod:`pnsweb.links` (before any face or view sees the request). The hard body size limit
+(``settings.max_body``, answered 413 in JSON; :mod:`pnsweb.bodies` holds callers to less before
+they are authenticated) is the root's, which reads every request. It holds no other state and
+never opens sockets itself: the caller owns the client (the CLI closes it; tests pass a fake).
+
+Each face reads the shared state from its own app (``request.app[KEY]``): a face takes the
+root's entries when the app starts (aiohttp starts sub-apps with their root), so what is set on
+the root before then, by this factory or a test, is what every view sees. Why not
+``request.config_dict``, aiohttp's lookup through the enclosing apps: it builds a chain of the
+apps on every read, some twenty times the cost of a dict read, and views read several keys per
+request.
 
 Every request gets one summary line, ``request_finished``, at ``info``. Rendering
 and writing it costs a large share of a small request's CPU; a deployment that serves many
 small requests can set ``log_level = "warning"`` in ``[pnsweb]``, the /metrics counters and
 latency histograms still account for every request. Whether the line is wanted is read from
-the logging setup when the app is made, so configure logging first (the CLI does).
+the logging setup when the app is made, so configure logging first (the CLI does). Requests are
+labelled in the metrics with their route's full path (``/v1/jobs/{jobId}``): aiohttp gives a
+mounted sub-app's routes their prefix.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
+import functools
 import itertools
 import logging
 import re
@@ -30,33 +45,42 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from pnsweb import routes_v06
-from pnsweb.auth import USER_NAME, VERIFIED, VerifiedCache
-from pnsweb.bodies import BODY_PARSER, BodyParser
-from pnsweb.errors import Handler, error_middleware
-from pnsweb.keys import CLIENT, SETTINGS, DaemonClient
+from pnsweb import console, routes_ops, routes_v06, routes_v1
+from pnsweb.auth import USER_NAME, VerifiedCache
+from pnsweb.bodies import BodyParser
+from pnsweb.errors import PROBLEM, Handler, error_middleware
+from pnsweb.keys import (
+    BODY_PARSER,
+    CLIENT,
+    ERROR_SHAPE,
+    METRICS,
+    SETTINGS,
+    STAMP,
+    THROTTLE,
+    VERIFIED,
+    DaemonClient,
+)
 from pnsweb.links import host_middleware
-from pnsweb.metrics import CLIENT_GONE, METRICS, Metrics, route_of
+from pnsweb.metrics import CLIENT_GONE, Metrics, route_of
 from pnsweb.settings import WebSettings
-from pnsweb.throttle import THROTTLE, LoginThrottle
-from pnsweb.views_v06_envelope import STAMP, Stamp
+from pnsweb.throttle import LoginThrottle
+from pnsweb.views_v06_envelope import Stamp
 from protocols.client import TRACE
 
 REQUEST_ID = "X-Request-ID"
 # an id we echo must be harmless in headers and logs
 _GOOD_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# route modules written alongside this one; each has add_routes(app)
-OPTIONAL_ROUTES = ("pnsweb.routes_v1", "pnsweb.routes_ops", "pnsweb.console")
 log = structlog.get_logger(__name__)
 
 
 def create_app(settings: WebSettings, *, client: DaemonClient) -> web.Application:
-    """A pnsweb app serving ``/v0.6`` (and ``/v1`` and the operations endpoints) over ``client``."""
+    """A pnsweb app serving ``/v0.6``, ``/v1`` and the operations endpoints over ``client``."""
     metrics = Metrics()
     app = web.Application(
         client_max_size=settings.max_body,
-        middlewares=[request_middleware(metrics), error_middleware, host_middleware],
+        middlewares=[request_middleware(metrics), error_middleware(PROBLEM), host_middleware],
     )
+    app[ERROR_SHAPE] = PROBLEM
     app[SETTINGS] = settings
     app[CLIENT] = client
     app[STAMP] = Stamp()
@@ -64,12 +88,24 @@ def create_app(settings: WebSettings, *, client: DaemonClient) -> web.Applicatio
     app[METRICS] = metrics
     app[BODY_PARSER] = BodyParser()
     app[THROTTLE] = LoginThrottle()
-    routes_v06.add_routes(app)
-    for name in OPTIONAL_ROUTES:
-        # find_spec first: a module that is absent is skipped, one that fails to import raises
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).add_routes(app)
+    routes_ops.add_routes(app)
+    mount(app, routes_v06.PREFIX, routes_v06.face())
+    mount(app, routes_v1.PREFIX, routes_v1.face())
+    app.router.add_get("/console", console.to_page, name="console.bare")
+    mount(app, "/console", console.face(max_body=settings.max_body))
     return app
+
+
+def mount(root: web.Application, prefix: str, face: web.Application) -> None:
+    """Serve ``face`` under ``prefix``; it takes ``root``'s shared state when the app starts."""
+    face.on_startup.append(functools.partial(_share_state, root))
+    root.add_subapp(prefix, face)
+
+
+async def _share_state(root: web.Application, face: web.Application) -> None:
+    for key, value in root.items():
+        if key not in face:        # the face's own entries (its error shape) stay
+            face[key] = value
 
 
 # Request ids: a random prefix per process and a counter, cheaper than a random draw per

@@ -28,9 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import hdrs, web
 
 from pnsweb.errors import ApiError
-from pnsweb.keys import SETTINGS
+from pnsweb.keys import SETTINGS, THROTTLE, VERIFIED
 from pnsweb.settings import User, WebSettings, hash_password, verify_password
-from pnsweb.throttle import THROTTLE
 
 REALM = 'Basic realm="pns", charset="UTF-8"'
 CACHE_SIZE = 256
@@ -111,7 +110,6 @@ class VerifiedCache:
         return len(self._entries)
 
 
-VERIFIED = web.AppKey("verified_credentials", VerifiedCache)
 USER_NAME = web.RequestKey("user", str)     # set once the caller is authenticated
 
 

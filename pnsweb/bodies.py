@@ -42,7 +42,7 @@ from aiohttp import web
 
 from pnsweb.auth import USER_NAME
 from pnsweb.errors import ApiError
-from pnsweb.keys import SETTINGS
+from pnsweb.keys import BODY_PARSER, SETTINGS
 
 INLINE_BYTES = 64 << 10        # decoded on the event loop; larger bodies go to a thread
 PARSE_SLOTS = 2                # large bodies decoded at once, per process
@@ -101,9 +101,6 @@ class BodyParser:
                 self.busy -= 1
                 if self.busy == 0 and self._gc_was_enabled:
                     gc.enable()
-
-
-BODY_PARSER = web.AppKey("body_parser", BodyParser)
 
 
 def body_limit(request: web.Request) -> int:

@@ -1,10 +1,18 @@
-"""pnsweb's errors and the one middleware that turns every error status into a JSON body.
+"""pnsweb's errors, their two shapes, and the error middleware each app has.
 
 Owns :class:`ApiError` (what views raise), the single table mapping protocol error codes to HTTP
-statuses (one place to read and change them) and the two error shapes: the reference's envelope
-``{"error", "message", "timestamp"}`` for ``/v0.6`` paths and RFC 7807 ``application/problem+json``
-``{"type", "title", "status", "detail"}`` everywhere else. It must not call the daemon, and it
-never puts a traceback in a reply: unexpected exceptions are logged and answered with a bare 500.
+statuses (one place to read and change them), the two error shapes (:class:`ErrorShape`):
+:data:`ENVELOPE`, the reference's ``{"error", "message", "timestamp"}`` that the ``/v0.6``
+sub-app answers in, and
+:data:`PROBLEM`, RFC 7807 ``application/problem+json`` ``{"type", "title", "status", "detail"}``
+that the ``/v1`` sub-app and the root app answer in, and :func:`error_middleware`, which every
+app (made by :func:`face_app`, or the root) has, built with its own shape: no path is looked at.
+The root app's shape is :data:`PROBLEM`: the operations endpoints, a 404 or 405 for a path outside
+every face, and what the root's own middlewares refuse. One exception keeps each face's callers
+seeing one shape: an error the root raises for a request routed into a face (a malformed Host,
+checked on the root before any face sees the request) is answered in that face's shape.
+It must not call the daemon, and it never puts a traceback in a reply: unexpected exceptions are
+logged and answered with a bare 500.
 
 Decisions recorded here (routes document them too):
 
@@ -13,8 +21,9 @@ Decisions recorded here (routes document them too):
   timeout is **504 Gateway Timeout**. Both carry the run's outcome: on ``/v0.6`` as the
   ``message`` ({command, stdout, stderr, returncode}) plus ``"result": returncode`` (negative
   when killed), as reference clients look for it; elsewhere as an ``outcome`` member.
-- ``busy`` is 429 with ``Retry-After`` (refused at once, not queued), except on ``/v0.6`` where the
-  reference answered 409 ``Conflict. Updating.``.
+- ``busy`` is 429 with ``Retry-After`` (refused at once, not queued), except in the ``/v0.6``
+  envelope (:attr:`ErrorShape.reference_statuses`), where the reference answered 409
+  ``Conflict. Updating.``.
 - The daemon down or restarting (``unavailable``, a client-side timeout, a closed client) is 503
   with ``Retry-After``; nothing is cached, so the next request after the daemon returns works.
 - A value the reply cannot hold as JSON (NaN or Infinity in a PTS's result) is 502: the reply
@@ -32,12 +41,13 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from pnsweb.keys import ERROR_SHAPE
 from pnsweb.views_v06_envelope import NotJson, error_body, json_response
 from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, ProtocolError
 
 PROBLEM_TYPE = "application/problem+json"
-V06_PREFIX = "/v0.6"
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -94,7 +104,7 @@ V06_ERRORS: Mapping[int, str] = {
 
 
 class ApiError(Exception):
-    """An error reply: views raise it, the middleware renders it for the path's face.
+    """An error reply: views raise it, the error middleware renders it in its app's shape.
 
     ``detail`` is the human explanation. ``outcome`` is a run's
     ``{command, stdout, stderr, returncode}`` when there was one. ``extra`` adds members to a
@@ -151,54 +161,87 @@ def daemon_unreachable(reason: str) -> ApiError:
                     headers={"Retry-After": str(DAEMON_RETRY_AFTER)})
 
 
-def is_v06(request: web.BaseRequest) -> bool:
-    path = request.path
-    return path == V06_PREFIX or path.startswith(V06_PREFIX + "/")
+@dataclass(frozen=True)
+class ErrorShape:
+    """How one app's error replies look.
+
+    ``render`` writes the reply; ``reference_statuses``: protocol codes are answered with the
+    reference's statuses where it had its own (:attr:`CodeStatus.v06_status`).
+    """
+
+    render: Callable[[web.Request, ApiError], web.Response]
+    reference_statuses: bool = False
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every error status with a JSON body in the shape of the path's face."""
-    try:
-        response = await handler(request)
-    except ApiError as exc:
-        error = exc
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        error = _from_http(exc)
-    except ProtocolError as exc:     # the daemon's error reply, or a body the client cannot pack
-        error = from_remote(exc, v06=is_v06(request))
-    except NotJson as exc:
-        error = ApiError(502, f"the reply cannot be written as JSON: {exc}")
-    except (ClientTimeout, ClientClosed) as exc:
-        error = daemon_unreachable(str(exc))
-    except Exception:     # the boundary: whatever a view raised is logged, never sent
-        log.exception("request_failed", method=request.method, path=request.path)
-        error = ApiError(500, "an unexpected error; the details are in the server's log")
-    else:
-        if response.status < 400 or response.prepared or _is_json(response):
-            return response
-        error = ApiError(response.status, response.reason or "")
-    if error.status >= 500:
-        log.warning("request_error", status=error.status, detail=error.detail)
-    return render(request, error)
-
-
-def render(request: web.Request, error: ApiError) -> web.Response:
-    """The JSON reply for ``error``: the reference's envelope on /v0.6, problem+json elsewhere."""
-    if is_v06(request):
-        message: Any = error.outcome if error.outcome is not None else error.detail
-        body = error_body(request, V06_ERRORS.get(error.status, error.title + "."), message)
-        if error.outcome is not None:
-            body["result"] = error.outcome.get("returncode")
-        return json_response(body, status=error.status, headers=error.headers)
+def render_problem(request: web.Request, error: ApiError) -> web.Response:
+    """``error`` as RFC 7807 problem+json (an ``outcome`` member for a run's outcome)."""
     problem = {"type": error.problem_type, "title": error.title, "status": error.status,
                "detail": error.detail, **error.extra}
     if error.outcome is not None:
         problem["outcome"] = error.outcome
     return json_response(problem, status=error.status, content_type=PROBLEM_TYPE,
                          headers=error.headers)
+
+
+def render_envelope(request: web.Request, error: ApiError) -> web.Response:
+    """``error`` in the reference's envelope: a run's outcome is the ``message``, its return
+    code the ``result``."""
+    message: Any = error.outcome if error.outcome is not None else error.detail
+    body = error_body(request, V06_ERRORS.get(error.status, error.title + "."), message)
+    if error.outcome is not None:
+        body["result"] = error.outcome.get("returncode")
+    return json_response(body, status=error.status, headers=error.headers)
+
+
+PROBLEM = ErrorShape(render_problem)
+ENVELOPE = ErrorShape(render_envelope, reference_statuses=True)
+
+
+def face_app(shape: ErrorShape) -> web.Application:
+    """A new sub-application whose errors are answered in ``shape`` by its own middleware."""
+    app = web.Application(middlewares=[error_middleware(shape)])
+    app[ERROR_SHAPE] = shape
+    return app
+
+
+def error_middleware(shape: ErrorShape) -> Middleware:
+    """The middleware of an app answering in ``shape``: every error status gets a JSON body."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            error = exc
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            error = _from_http(exc)
+        except ProtocolError as exc:   # the daemon's error reply, or a body the client cannot pack
+            error = from_remote(exc, v06=shape.reference_statuses)
+        except NotJson as exc:
+            error = ApiError(502, f"the reply cannot be written as JSON: {exc}")
+        except (ClientTimeout, ClientClosed) as exc:
+            error = daemon_unreachable(str(exc))
+        except Exception:     # the boundary: log it, answer without a traceback
+            log.exception("request_failed", method=request.method, path=request.path)
+            error = ApiError(500, "an unexpected error; the details are in the server's log")
+        else:
+            if response.status < 400 or response.prepared or _is_json(response):
+                return response
+            error = ApiError(response.status, response.reason or "")
+        if error.status >= 500:
+            log.warning("request_error", status=error.status, detail=error.detail)
+        return _shape_for(request, shape).render(request, error)
+
+    return errors
+
+
+def _shape_for(request: web.Request, own: ErrorShape) -> ErrorShape:
+    """``own``, unless the request was routed into a sub-app below this one (only the root's
+    own middlewares raise for those): then that sub-app's shape."""
+    routed = request.match_info.apps[-1]
+    return own if routed is request.app else routed.get(ERROR_SHAPE, own)
 
 
 def _from_http(exc: web.HTTPException) -> ApiError:

@@ -89,9 +89,6 @@ class Metrics:
         return lines
 
 
-METRICS = web.AppKey("metrics", Metrics)
-
-
 def route_of(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else UNMATCHED

@@ -1,7 +1,8 @@
 """The OpenAPI 3.0 document of the whole app, generated from its router at request time.
 
-Owns ``/v1/openapi.json``. Paths and methods come from ``app.router.routes()`` (canonical
-resource paths), so the document cannot drift from the routes: a route added anywhere appears
+Owns ``/v1/openapi.json``. Paths and methods come from the root app's ``router.routes()``
+(canonical resource paths, every sub-app's included), so the document cannot drift from the
+routes: a route added anywhere appears
 with its handler's docstring as summary, and the /v1 and operations routes get hand-written
 summaries, parameters and responses here. Must not call the daemon.
 """
@@ -141,16 +142,22 @@ COMPONENTS: Mapping[str, Any] = {
 }
 
 
+CONSOLE = "/console"
+
+
 async def view(request: web.Request) -> web.StreamResponse:
     """The OpenAPI 3.0 document of every route."""
-    return await send_json(request, document(request.app, server=base_url(request)))
+    root = request.match_info.apps[0]      # the whole app, not the face serving this view
+    return await send_json(request, document(root, server=base_url(request)))
 
 
 def document(app: web.Application, *, server: str = "") -> dict[str, Any]:
-    """The OpenAPI document for every route registered on ``app``."""
+    """The OpenAPI document for every route registered on ``app`` and its sub-apps (whose
+    routes aiohttp lists with the root's, by their full paths), except the operator console's:
+    a page and the calls it makes for itself, signed in by its own session, not an API."""
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
-        if route.resource is None:
+        if route.resource is None or route.resource.canonical.startswith(CONSOLE):
             continue
         path = route.resource.canonical
         methods = ANY_METHODS if route.method == hdrs.METH_ANY else (route.method,)

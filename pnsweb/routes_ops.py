@@ -16,8 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from pnsweb import ogc
-from pnsweb.keys import CLIENT, DaemonClient
-from pnsweb.metrics import CONTENT_TYPE, METRICS, exposition, render_daemon
+from pnsweb.keys import CLIENT, METRICS, DaemonClient
+from pnsweb.metrics import CONTENT_TYPE, exposition, render_daemon
 from pnsweb.views_v06_envelope import json_response
 from protocols.errors import PnsError
 

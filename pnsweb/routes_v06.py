@@ -1,7 +1,9 @@
-"""The ``/v0.6`` route table: every reference route, who may call it, and its description.
+"""The ``/v0.6`` face: its sub-app, and its route table with who may call each route.
 
-Owns the table (plain data: method, path, view, access, description), adding it to an app with
-the access rule applied, and the API listing at ``/v0.6/`` and ``/v0.6/api`` built from it.
+Owns the table (plain data: method, path, view, access, description), the sub-app serving it
+under :data:`PREFIX` with the access rules applied and errors in the reference's envelope
+(:data:`pnsweb.errors.ENVELOPE`), and the API listing at ``/v0.6/`` and ``/v0.6/api`` built from
+it.
 The descriptions are the reference implementation's own, odd spacing included. Access
 follows the reference's: every PUT, POST (except ``/echo``) and DELETE needs credentials;
 GET does not, except ``/pnsconfig``; ``PUT /pnsconf`` is for administrators. Every write
@@ -22,10 +24,11 @@ from pnsweb import views_v06 as v
 from pnsweb import views_v06_config as conf
 from pnsweb import views_v06_run as run
 from pnsweb.auth import require_user
-from pnsweb.errors import ApiError
+from pnsweb.errors import ENVELOPE, ApiError, face_app
+from pnsweb.keys import STAMP
 from pnsweb.links import base_url
 from pnsweb.views_v06 import View
-from pnsweb.views_v06_envelope import JSON_TYPE, STAMP, dumps
+from pnsweb.views_v06_envelope import JSON_TYPE, dumps
 
 PREFIX = "/v0.6"
 
@@ -92,16 +95,19 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def add_routes(app: web.Application) -> None:
-    """Add the listing and every route of :data:`ROUTES` to ``app``, access rules applied."""
+def face() -> web.Application:
+    """The sub-app to mount at :data:`PREFIX`: the listing and every route of :data:`ROUTES`,
+    access rules applied (its paths are relative to the prefix)."""
+    app = face_app(ENVELOPE)
     for path in ("", "/", "/api"):
-        app.router.add_get(PREFIX + path, api_listing)
+        app.router.add_get(path, api_listing)
     for route in ROUTES:
         view = route.view if route.access is Access.PUBLIC else guarded(route.view, route.access)
         if route.method == "GET":
-            app.router.add_get(PREFIX + route.path, view)
+            app.router.add_get(route.path, view)
         else:
-            app.router.add_route(route.method, PREFIX + route.path, same_site(view))
+            app.router.add_route(route.method, route.path, same_site(view))
+    return app
 
 
 def same_site(view: View) -> View:

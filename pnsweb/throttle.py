@@ -19,8 +19,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from pnsweb.errors import ApiError
 
 FREE_FAILURES = 5
@@ -87,5 +85,3 @@ class LoginThrottle:
     def __len__(self) -> int:
         return len(self._records)
 
-
-THROTTLE = web.AppKey("login_throttle", LoginThrottle)

@@ -24,10 +24,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from pnsweb.bodies import BODY_PARSER, EMPTY, INLINE_BYTES, read_json_body
+from pnsweb.bodies import EMPTY, INLINE_BYTES, read_json_body
 from pnsweb.errors import ApiError, command_text
-from pnsweb.keys import CLIENT, SETTINGS
-from pnsweb.views_v06_envelope import JSON_TYPE, STAMP, ok
+from pnsweb.keys import BODY_PARSER, CLIENT, SETTINGS, STAMP
+from pnsweb.views_v06_envelope import JSON_TYPE, ok
 
 log = structlog.get_logger(__name__)
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]

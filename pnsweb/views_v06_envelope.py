@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from pnsweb.keys import STAMP
+
 JSON_TYPE = "application/json"
 
 
@@ -33,9 +35,6 @@ class Stamp:
     def now(self) -> float:
         self._last = max(self._clock(), self._last + 1e-6)
         return self._last
-
-
-STAMP = web.AppKey("v06_stamp", Stamp)
 
 
 def ok(request: web.Request, result: Any, message: Any = "") -> web.Response:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from pnsweb import fdi
 from pnsweb.errors import ApiError
+from pnsweb.keys import STAMP
 from pnsweb.views_v06 import (
     call_run,
     default_pts,
@@ -31,7 +32,7 @@ from pnsweb.views_v06 import (
     read_object,
     timeout_of,
 )
-from pnsweb.views_v06_envelope import STAMP, ok
+from pnsweb.views_v06_envelope import ok
 
 HELLO_PTS = "hello"               # the reference's demo, run through its real scripts
 TESTCALC_PTS = "testcalc"         # the reference's in-memory demo

@@ -23,9 +23,8 @@ from aiohttp import web
 
 from pnsweb import ogc
 from pnsweb.auth import require_user
-from pnsweb.keys import CLIENT, SETTINGS
+from pnsweb.keys import CATALOG, CLIENT, SETTINGS
 from pnsweb.views_v1_io import (
-    CATALOG,
     META_TIMEOUT,
     OCTETS,
     base_of,

@@ -72,7 +72,6 @@ class Catalog:
         return model
 
 
-CATALOG = web.AppKey("v1_catalog", Catalog)
 
 
 def job_id_of(request: web.Request) -> str:

@@ -23,9 +23,8 @@ from aiohttp import web
 from pnsweb import ogc
 from pnsweb.auth import require_user
 from pnsweb.errors import ApiError
-from pnsweb.keys import CLIENT, DaemonClient
+from pnsweb.keys import CATALOG, CLIENT, DaemonClient
 from pnsweb.views_v1_io import (
-    CATALOG,
     META_TIMEOUT,
     base_of,
     job_id_of,

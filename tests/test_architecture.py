@@ -35,6 +35,15 @@ def test_dependencies_run_one_way(package: str, forbidden: set[str]) -> None:
     assert imported_roots(package) & forbidden == set()
 
 
+def test_pnsweb_imports_its_route_modules_where_the_import_linter_sees_them() -> None:
+    import grimp  # noqa: PLC0415 - import-linter's own graph builder, only this test uses it
+
+    assert "importlib" not in imported_roots("pnsweb")
+    graph = grimp.build_graph("pnsweb")
+    for module in ("pnsweb.routes_v06", "pnsweb.routes_v1", "pnsweb.routes_ops"):
+        assert graph.direct_import_exists(importer="pnsweb.app", imported=module)
+
+
 def test_every_operation_has_exactly_one_handler() -> None:
     from pnsd.handlers import Handlers  # noqa: PLC0415
 

@@ -7,6 +7,6 @@ Parts: :mod:`~pnsweb.console.sessions` (sign-in, the same-origin rule, page head
 the daemon only through the app's client, as the rest of pnsweb does.
 """
 
-from pnsweb.console.routes import add_routes
+from pnsweb.console.routes import face, to_page
 
-__all__ = ["add_routes"]
+__all__ = ["face", "to_page"]

@@ -1,8 +1,10 @@
 """The console's sub-application: its routes table, its static files and how it is mounted.
 
-Owns :func:`add_routes`, which mounts the console at ``/console`` on the main app with the
-state it shares (settings, daemon client, credential cache, login back-off, body parser: the
-same users and limits as the API) and its own (the sessions). The pages are plain HTML, CSS and
+Owns :func:`face`, the console's app with its own state (the sessions) and routes, which
+:func:`pnsweb.app.create_app` mounts at ``/console``; it takes the root's shared state
+(settings, daemon client, credential cache, login back-off, body parser: the same users and
+limits as the API) when the app starts, as every face does. ``/console`` itself redirects to
+``/console/`` (:func:`to_page`, a route of the root). The pages are plain HTML, CSS and
 JavaScript modules under ``static/``, shipped in the package with the charting library they use
 (uPlot, under ``static/vendor/`` with its licence): nothing is built and nothing is fetched from
 elsewhere.
@@ -15,11 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pnsweb.auth import VERIFIED
-from pnsweb.bodies import BODY_PARSER
 from pnsweb.console import jobs, sessions, views
-from pnsweb.keys import CLIENT, SETTINGS
-from pnsweb.throttle import THROTTLE
 
 STATIC = Path(__file__).parent / "static"
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -51,28 +49,17 @@ ROUTES: tuple[tuple[str, str, View], ...] = (
 )
 
 
-async def _to_page(request: web.Request) -> web.StreamResponse:
+async def to_page(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/console/")
 
 
-def build(parent: web.Application) -> web.Application:
-    """The console app, sharing ``parent``'s settings, client and credential checks."""
-    console = web.Application(client_max_size=parent[SETTINGS].max_body,
+def face(*, max_body: int) -> web.Application:
+    """The console app: its sessions, its routes and its static files."""
+    console = web.Application(client_max_size=max_body,
                               middlewares=[sessions.console_middleware])
-    console[SETTINGS] = parent[SETTINGS]
-    console[CLIENT] = parent[CLIENT]
-    console[VERIFIED] = parent[VERIFIED]
-    console[THROTTLE] = parent[THROTTLE]
-    console[BODY_PARSER] = parent[BODY_PARSER]
     console[sessions.SESSIONS] = sessions.Sessions()
     for method, path, view in ROUTES:
         parts = [part.strip("{}") for part in path.split("/") if part] or ["page"]
         console.router.add_route(method, path, view, name=".".join(["console", *parts]))
     console.router.add_static("/static", STATIC, name="console.static")
     return console
-
-
-def add_routes(app: web.Application) -> None:
-    """Mount the console at ``/console`` (``/console`` itself redirects to ``/console/``)."""
-    app.router.add_get("/console", _to_page, name="console.bare")
-    app.add_subapp("/console", build(app))

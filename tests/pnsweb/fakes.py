@@ -17,8 +17,11 @@ concurrency. An operation with no handler answers ``unknown_op``, as a real daem
 Stream handlers return (or yield) the event bodies; the stream ends after the last one.
 
 Also here for every pnsweb test module: ``web_settings()`` (with an admin ``ADMIN`` and an
-ordinary ``USER``), ``basic(credentials)`` for an Authorization header, and ``demo_daemon()``, a
-FakeDaemon already answering like pnsd with its demo PTS.
+ordinary ``USER``), ``basic(credentials)`` for an Authorization header, ``described()`` (a
+``pts.describe`` reply made by pnsd's own spec parser) and ``demo_daemon()``, a FakeDaemon
+already answering like pnsd with its demo PTS. The replies of ``demo_daemon()`` and of
+``tests.pnsweb.fakes_v1.demo_daemon()`` are checked against a real daemon's, operation by
+operation, by ``tests/integration/test_web_fakes_contract.py``.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import encode_basic_auth
 
+from pnsd.spec import parse_spec
 from pnsweb.settings import User, WebSettings, hash_password
 from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, RemoteError
 
@@ -186,6 +190,18 @@ SPECTRUM = {
 }
 
 
+def described(table: Mapping[str, Any], state: str = "ready", reason: str = "",
+              **details: Any) -> dict[str, Any]:
+    """A ``pts.describe`` reply as pnsd gives it for the PTS ``table`` (a ``[pts.NAME]`` table
+    and its ``name``): the spec as pnsd's own parser publishes it, and the state of its first
+    generation (``details``: what its host adds, e.g. a process host's ``last_run_dir``)."""
+    parsed = parse_spec(table["name"], {k: v for k, v in table.items() if k != "name"})
+    return {"spec": parsed.public(), "state": {
+        "generation": 1, "version": parsed.version, "mode": parsed.mode.value, "running": 0,
+        "queued": 0, "slots": parsed.slots, "queue": parsed.queue, "state": state,
+        "reason": reason, **details}}
+
+
 def outcome(command: str, stdout: str = "", returncode: int = 0, **more: Any) -> dict[str, Any]:
     """A process-mode result as the daemon returns it."""
     return {"command": [f"/home/pns/{command}"], "returncode": returncode, "stdout": stdout,
@@ -204,11 +220,18 @@ def demo_daemon() -> FakeDaemon:
         f"{body['hook']}PTS", "The initialization script at /home/pns\n")})
     daemon.on("demo.reset", lambda body: {"restored": ["initPTS", "configPTS", "runPTS",
                                                        "cleanPTS"]})
-    daemon.on("pts.describe", lambda body: {"spec": dict(spec), "state": {"state": "ready"}})
+
+    def describe(body: Any) -> Any:
+        if body["name"] != spec["name"]:
+            raise RemoteError(ErrorCode.NOT_FOUND, f"no PTS named {body['name']!r}",
+                              {"pts": body["name"]})
+        return described(spec, running=0, last_run_dir=None)
 
     def update(body: Any) -> Any:
         spec.update(body["changes"])
-        return {"spec": dict(spec)}
+        return {"spec": described(spec)["spec"]}
+
+    daemon.on("pts.describe", describe)
 
     daemon.on("pts.update", update)
     daemon.on("run", _demo_run)
@@ -228,4 +251,4 @@ def _demo_run(body: Any) -> Any:
             "meta": dict([meta]), "datasets": {dataset[0]: dataset[1], "spectrum": SPECTRUM}}}
     if pts == "sleep-process":
         return {"job": "j-sleep", "result": outcome("sleepPTS", f"slept {data['seconds']}\n")}
-    raise RemoteError(ErrorCode.NOT_FOUND, f"no PTS named {pts!r}")
+    raise RemoteError(ErrorCode.NOT_FOUND, f"no PTS named {pts!r}", {"pts": pts})

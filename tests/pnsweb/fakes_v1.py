@@ -5,7 +5,8 @@ book, so the views can be driven end to end: run, submit, status, result, list, 
 delete, watch and status. Like pnsd, the book keeps each job's ``owner`` (jobs are the
 ordinary user ``USER``'s unless a test says otherwise), answers ``not_found`` for another
 owner's job, deduplicates submissions by ``idempotency_key`` per owner and refuses submissions
-as ``busy`` beyond ``capacity`` unfinished jobs.
+as ``busy`` beyond ``capacity`` unfinished jobs. Its replies and error details have the shape of
+pnsd's (checked by ``tests/integration/test_web_fakes_contract.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from pnsweb.settings import WebSettings
 from protocols.errors import RemoteError
-from tests.pnsweb.fakes import USER, FakeDaemon, basic, web_settings
+from tests.pnsweb.fakes import USER, FakeDaemon, basic, described, web_settings
 
 UNFINISHED = ("accepted", "running")
 
@@ -28,7 +29,7 @@ SPECS: dict[str, dict[str, Any]] = {
     "sleep": {"name": "sleep", "mode": "inproc", "entry": "pnsd.demo:sleep", "version": "1",
               "description": "Sleeps."},
     "hello": {"name": "hello", "mode": "process", "version": "1", "description": "hello PTS",
-              "inputs": ["infile"], "outputs": ["outfile"]},
+              "run": ["runPTS"], "inputs": ["infile"], "outputs": ["outfile"]},
     "hello-worker": {"name": "hello-worker", "mode": "worker", "entry": "pnsd.demo:hello",
                      "version": "1", "description": "hello from workers"},
     "testcalc": {"name": "testcalc", "mode": "inproc", "entry": "pnsd.demo:testcalc",
@@ -76,12 +77,11 @@ class JobBook:
     def get(self, body: Any) -> dict[str, Any]:
         job = self.jobs.get(body["job"])
         if job is None or body.get("owner") not in (None, job["owner"]):
-            raise RemoteError("not_found", f"no job {body['job']}")
+            raise RemoteError("not_found", f"no job {body['job']}", {"job": body["job"]})
         return job
 
     def run(self, body: Any) -> Any:
-        if body["pts"] not in SPECS:
-            raise RemoteError("not_found", f"no PTS named {body['pts']!r}")
+        known(body["pts"])
         job = self.add(record(body["pts"], "successful", sync=True, progress=100,
                               finished=1_700_000_001.0, owner=body.get("owner", "")),
                        compute(body["pts"], body["input"]))
@@ -93,6 +93,7 @@ class JobBook:
         key = (owner, body["idempotency_key"]) if "idempotency_key" in body else None
         if key in self.keys:
             return {"job": self.jobs[self.keys[key]]}
+        known(body["pts"])
         unfinished = sum(job["status"] in UNFINISHED for job in self.jobs.values())
         if self.capacity is not None and unfinished >= self.capacity:
             raise RemoteError("busy", f"PTS {body['pts']} is busy", {"pts": body["pts"]})
@@ -105,7 +106,8 @@ class JobBook:
     def result(self, body: Any) -> Any:
         job = self.get(body)
         if job["status"] in ("accepted", "running"):
-            raise RemoteError("not_ready", "no result yet", {"status": job["status"]})
+            raise RemoteError("not_ready", "no result yet",
+                              {"job": job["id"], "status": job["status"]})
         if job["status"] == "failed":
             raise RemoteError("pts_error", job["message"] or "failed")
         return {"job": job, "result": self.results[job["id"]]}
@@ -133,19 +135,24 @@ class JobBook:
         return {"job": job}
 
 
+def known(name: str) -> None:
+    if name not in SPECS:
+        raise RemoteError("not_found", f"no PTS named {name!r}", {"pts": name})
+
+
 def describe(body: Any) -> Any:
-    spec = SPECS.get(body["name"])
-    if spec is None:
-        raise RemoteError("not_found", f"no PTS named {body['name']!r}")
-    return {"spec": spec, "state": {"state": "ready"}}
+    known(body["name"])
+    return described(SPECS[body["name"]])
 
 
 def status_reply(**states: str) -> dict[str, Any]:
-    pts = {name: {"state": "ready", "reason": "", "running": 0, "queued": 0} for name in SPECS}
+    pts = {name: described(spec)["state"] for name, spec in SPECS.items()}
     for name, state in states.items():
-        pts[name] = {"state": state, "reason": f"{name} is {state}", "running": 0, "queued": 0}
-    return {"version": "0.1.0", "uptime": 12.5, "accepting": True, "pts": pts,
-            "store": {"open": True, "queued": 0, "pending": 0, "commits": 7}}
+        pts[name].update(state=state, reason=f"{name} is {state}")
+    return {"version": "0.1.0", "protocol": 1, "uptime": 12.5, "accepting": True, "pts": pts,
+            "store": {"open": True, "queued": 0, "pending": 0, "commits": 7, "write_errors": 0,
+                      "lost": 0},
+            "retiring": [], "refusals": {"refused": {}, "unanswered": 0}}
 
 
 def demo_daemon() -> tuple[FakeDaemon, JobBook]:
@@ -160,5 +167,5 @@ def demo_daemon() -> tuple[FakeDaemon, JobBook]:
     daemon.on("job.status", lambda body: {"job": book.get(body)})
     daemon.on("job.list", book.list).on("job.cancel", book.cancel).on("job.delete", book.delete)
     daemon.on("status", lambda body: status_reply())
-    daemon.on("ping", lambda body: {"n": next(seq)})
+    daemon.on("ping", lambda body: {"version": "0.1.0", "protocol": 1, "time": float(next(seq))})
     return daemon, book

@@ -69,6 +69,47 @@ async def test_unknown_other_path_is_problem_json(client: Any) -> None:
     assert "detail" in body
 
 
+@pytest.mark.parametrize(("path", "shape"), [
+    ("/v0.6/nothing", "envelope"), ("/v0.6/echo/more", "envelope"), ("/v1/nothing", "problem"),
+    ("/v0.6x", "problem"), ("/v1x/processes", "problem"), ("/", "problem"),
+])
+async def test_a_404_takes_the_shape_of_the_app_that_routed_it(
+        client: Any, path: str, shape: str) -> None:
+    resp = await client.get(path)
+    body = await resp.json()
+    assert resp.status == 404
+    if shape == "envelope":
+        assert resp.content_type == "application/json"
+        assert set(body) == {"error", "message", "timestamp"}
+    else:
+        assert resp.content_type == "application/problem+json"
+        assert body["status"] == 404 and body["type"] == "about:blank"
+
+
+async def test_the_shape_is_the_serving_apps_not_the_paths(client: Any) -> None:
+    # a route of the root app whose path merely starts like the /v0.6 face's: root shape
+    resp = await client.get("/v0.6/test/boom")
+    assert resp.status == 500 and resp.content_type == "application/problem+json"
+    assert (await resp.json())["status"] == 500
+
+
+async def test_a_wrong_method_in_the_v1_face_is_its_problem_json_405(client: Any) -> None:
+    resp = await client.patch("/v1/processes")
+    assert resp.status == 405 and resp.content_type == "application/problem+json"
+    assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
+    assert "PATCH" in (await resp.json())["detail"]
+
+
+async def test_a_daemon_error_in_each_face_uses_that_faces_statuses(
+        client: Any, daemon: FakeDaemon) -> None:
+    daemon.fail("pts.list", ErrorCode.BUSY, "busy")
+    daemon.fail("pts.script", ErrorCode.BUSY, "busy")
+    v1 = await client.get("/v1/processes")
+    v06 = await client.get("/v0.6/init")
+    assert (v1.status, v1.content_type) == (429, "application/problem+json")
+    assert (v06.status, (await v06.json())["error"]) == (409, "Conflict. Updating.")
+
+
 async def test_wrong_method_is_405_with_allow_and_json(client: Any) -> None:
     resp = await client.get("/v0.6/echo")
     assert resp.status == 405

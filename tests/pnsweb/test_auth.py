@@ -9,7 +9,8 @@ import pytest
 
 from pnsweb import auth
 from pnsweb.app import create_app
-from pnsweb.auth import VERIFIED, VerifiedCache
+from pnsweb.auth import VerifiedCache
+from pnsweb.keys import VERIFIED
 from pnsweb.routes_v06 import ROUTES, Access
 from pnsweb.settings import User
 from tests.pnsweb.fakes import ADMIN, USER, FakeDaemon, basic, demo_daemon, web_settings

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from pnsweb import bodies
 from pnsweb.app import create_app
-from pnsweb.bodies import BODY_PARSER
+from pnsweb.keys import BODY_PARSER
 from protocols.errors import ErrorCode, ProtocolError
 from tests.pnsweb.fakes import ADMIN, basic
 from tests.pnsweb.fakes_v1 import AUTH, demo_daemon, settings

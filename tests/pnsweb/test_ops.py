@@ -117,6 +117,20 @@ async def test_metrics_count_requests_by_canonical_route_and_status(
                   route="/v1/jobs/{jobId}", le="+Inf") == 3
 
 
+async def test_metrics_label_each_faces_routes_with_their_full_paths(client: Any) -> None:
+    await client.post("/v0.6/echo", json={"a": 1})
+    await client.get("/v0.6")
+    await client.get("/v1/processes/echo")
+    await client.get("/v1/nothing")
+    text = await (await client.get("/metrics")).text()
+    assert sample(text, "pnsweb_requests_total", route="/v0.6/echo", status="200") == 1
+    assert sample(text, "pnsweb_requests_total", route="/v0.6", status="200") == 1
+    assert sample(text, "pnsweb_requests_total", route="/v1/processes/{processId}",
+                  status="200") == 1
+    assert sample(text, "pnsweb_requests_total", route="unmatched", status="404") == 1
+    assert 'route="/echo"' not in text and 'route="/processes' not in text
+
+
 async def test_metrics_include_the_daemons_figures(client: Any, book_and_daemon: Any) -> None:
     daemon, book = book_and_daemon
     busy = status_reply()

@@ -14,9 +14,10 @@ from aiohttp import web
 
 from pnsweb import throttle as throttle_module
 from pnsweb.app import create_app
-from pnsweb.auth import VERIFIED, VerifiedCache
+from pnsweb.auth import VerifiedCache
+from pnsweb.keys import THROTTLE, VERIFIED
 from pnsweb.settings import verify_password
-from pnsweb.throttle import THROTTLE, LoginThrottle
+from pnsweb.throttle import LoginThrottle
 from tests.pnsweb.fakes import ADMIN, USER, basic, demo_daemon, web_settings
 from tests.waiting import until
 
