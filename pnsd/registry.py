@@ -22,6 +22,7 @@ import structlog
 
 from pnsd.errors import Busy, NotFound, Unavailable
 from pnsd.hosts.base import Host
+from pnsd.interface import InputCheck
 from pnsd.spec import PtsSpec
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,8 @@ class Generation:
         self._slots = None if self.host.queues_runs else asyncio.Semaphore(self.spec.slots)
         self._idle = asyncio.Event()
         self._idle.set()
+        # compiled once per generation: every run's input is checked before it is admitted
+        self.inputs = InputCheck(self.spec.name, self.spec.interface.inputs)
 
     @property
     def executing(self) -> int:

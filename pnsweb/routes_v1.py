@@ -36,6 +36,7 @@ ROUTES: tuple[tuple[str, str, View, str], ...] = (
     ("GET", "/v1/jobs/{jobId}", views_v1_jobs.job, "v1.job"),
     ("DELETE", "/v1/jobs/{jobId}", views_v1_jobs.dismiss, "v1.job"),
     ("GET", "/v1/jobs/{jobId}/results", views_v1_jobs.results, "v1.results"),
+    ("GET", "/v1/jobs/{jobId}/results/{outputId}", views_v1_jobs.output, "v1.output"),
     ("GET", "/v1/jobs/{jobId}/events", views_v1_jobs.events, "v1.events"),
 )
 
