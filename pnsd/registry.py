@@ -22,8 +22,8 @@ import structlog
 
 from pnsd.errors import Busy, NotFound, Unavailable
 from pnsd.hosts.base import Host
-from pnsd.interface import InputCheck
 from pnsd.spec import PtsSpec
+from pnsd.validation import InputCheck
 
 log = structlog.get_logger(__name__)
 

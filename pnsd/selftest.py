@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from pnsd.errors import BadRequest, InvalidSpec, PtsFailed
-from pnsd.interface import InputCheck, check_outputs
 from pnsd.jobs import new_job_id
 from pnsd.registry import Generation
 from pnsd.spec import Mode, PtsSpec
+from pnsd.validation import InputCheck, check_outputs
 from protocols.context import RunContext
 
 SELFTEST_KEYS = frozenset({"input", "expect", "timeout"})

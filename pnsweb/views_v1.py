@@ -13,8 +13,8 @@ daemon checks them against the declared schemas and its refusal is the 400 that 
 failure. The job belongs to the authenticated user (sent to the daemon as ``owner``). An
 asynchronous submission is answered as soon as the daemon recorded it (201), or refused at once
 when the PTS's queue is full (429 with ``Retry-After``, nothing recorded); an
-``Idempotency-Key`` header makes a repeat return the user's first job with that key instead of running again
-(synchronous executions refuse the header: a run that is not recorded first cannot be
+``Idempotency-Key`` header makes a repeat return the user's first job with that key instead of
+running again (synchronous executions refuse the header: a run that is not recorded first cannot be
 deduplicated). Errors the daemon reports (busy, timeout, the PTS failing) go to the app's error
 middleware as :class:`protocols.errors.RemoteError`.
 """
