@@ -148,6 +148,7 @@ async def _document(source: Source, model: ogc.ProcessModel, chosen: Mapping[str
             else:
                 await write_value(reader, head, out, qualified=True,
                                   media_type=port.media_type)
+    await out(b"}")
 
 
 async def _raw(request: web.Request, source: Source, *, port: ogc.Port, out: Relay) -> None:
