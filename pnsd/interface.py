@@ -12,7 +12,8 @@ OGC's ``inputs`` object holds). A PTS that declares no inputs takes any value. A
 a ``contentMediaType`` that is not text or JSON) takes bytes. Outputs: a callable that declares
 outputs returns a map output name -> value; one that declares none has the single output
 ``result`` (its whole return value); a process-mode PTS's outputs are files of its ``outputs``
-dir (every file, as the output ``outputs``, when it declares none).
+dir (every file, as the output ``outputs``, when it declares none) and its inputs files of its
+``input`` dir (text and bytes as they are, other values as their JSON text).
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def _port(pts: str, where: str, name: Any, table: Any, *, process: bool, output:
     port = Port(name, texts["title"], texts["description"], schema, low, high,
                 _file(pts, where, table, name, process=process))
     if process:
-        _check_file_port(pts, where, port)
+        _check_file_port(pts, where, port, output=output)
     return port
 
 
@@ -210,15 +211,14 @@ def _file(pts: str, where: str, table: Mapping[str, Any], name: str, *,
     return str(file)
 
 
-def _check_file_port(pts: str, where: str, port: Port) -> None:
-    """A process-mode input or output is one file: text or bytes, one value."""
+def _check_file_port(pts: str, where: str, port: Port, *, output: bool) -> None:
+    """A process-mode output is a file the PTS wrote: text or bytes. (An input's value may be
+    anything: text and bytes are written as they are, other values as their JSON text.)"""
     kind = port.schema.get("type")
-    if kind not in (None, "string") and not port.binary:
-        raise InvalidSpec(f"PTS {pts}: {where}.schema: a process-mode PTS exchanges files, "
+    if output and kind not in (None, "string") and not port.binary:
+        raise InvalidSpec(f"PTS {pts}: {where}.schema: a process-mode PTS's outputs are files, "
                           f"which hold text (type \"string\") or bytes (a contentMediaType), "
                           f"not type {kind!r}")
-    if port.max_occurs != 1:
-        raise InvalidSpec(f"PTS {pts}: {where}.maxOccurs: a file holds one value")
 
 
 def check_schema(pts: str, where: str, schema: Any) -> None:

@@ -1,6 +1,7 @@
 """The mailbox of a process-mode run: per-job ``input/`` and ``output/`` dirs and their files.
 
-Owns validating client-given file names and contents, creating a job dir without following
+Owns validating client-given file names and contents (text and bytes as they are, any other
+value as its JSON text), creating a job dir without following
 symlinks or reusing another run's dir, and reading files back with size caps and no symlink
 following. Everything here blocks: callers run it in a thread. It never runs a process.
 """
@@ -8,6 +9,7 @@ following. Everything here blocks: callers run it in a thread. It never runs a p
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import uuid
@@ -41,8 +43,12 @@ def validate_inputs(data: Any, declared: Mapping[str, str] | None) -> dict[str, 
             files[name] = content.encode("utf-8")
         elif isinstance(content, bytes | bytearray):
             files[name] = bytes(content)
-        else:
-            raise BadRequest(f"input {name!r} must be text or bytes, not {type(content).__name__}")
+        else:       # a number, a boolean, a list or a map: the file holds its JSON text
+            try:
+                files[name] = json.dumps(content, ensure_ascii=False).encode("utf-8")
+            except (TypeError, ValueError) as exc:
+                raise BadRequest(f"input {name!r} cannot be written as JSON text: {exc}") \
+                    from None
     return files
 
 

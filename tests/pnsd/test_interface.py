@@ -70,7 +70,6 @@ def test_a_process_mode_list_of_names_is_optional_files() -> None:
     ("worker", {"outputs": {"y": {"schema": "string"}}}, "outputs.y.schema"),
     ("inproc", {"outputs": {"y": {"file": "y.txt"}}}, "outputs.y.file"),
     ("process", {"outputs": {"y": {"schema": {"type": "object"}}}}, "outputs.y.schema"),
-    ("process", {"inputs": {"x": {"maxOccurs": 3}}}, "inputs.x.maxOccurs"),
     ("process", {"inputs": {"x": {"file": "../etc/passwd"}}}, "inputs.x"),
     ("inproc", {"inputs": {"x": {"minOccurs": 2, "maxOccurs": 1}}}, "inputs.x.maxOccurs"),
     ("inproc", {"inputs": {"x": {"colour": "red"}}}, "inputs.x"),
