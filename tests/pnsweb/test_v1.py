@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from pnsweb import ogc, views_v1_io
 from pnsweb.app import create_app
@@ -332,3 +333,50 @@ async def test_process_descriptions_are_cached_briefly(client: Any, book_and_dae
         assert (await execute(client, "echo", {"inputs": {"value": 1}})).status == 200
     assert len(daemon.calls_of("pts.describe")) == 1
     assert len(daemon.calls_of("run")) == 3
+
+
+async def test_an_output_by_reference_is_a_link_to_the_job_s_output(
+        client: Any, book: JobBook) -> None:
+    response = await execute(client, "picture", {
+        "inputs": {"image": "iVBORw=="}, "response": "document",
+        "outputs": {"png": {"transmissionMode": "reference"}, "size": {}}})
+    assert response.status == 200
+    document = await response.json()
+    [job_id] = book.jobs
+    assert document == {"png": {"href": str(client.make_url(
+        f"/v1/jobs/{job_id}/results/png")), "type": "image/png", "title": "png"}, "size": 4}
+    fetched = await client.get(URL(document["png"]["href"]).path, headers=AUTH)
+    assert (fetched.content_type, await fetched.read()) == ("image/png", b"\x89PNG")
+
+
+async def test_raw_outputs_by_reference_are_204_with_a_link_each(client: Any) -> None:
+    response = await execute(client, "picture", {
+        "inputs": {"image": "iVBORw=="},
+        "outputs": {"png": {"transmissionMode": "reference"}}})
+    assert response.status == 204
+    [link] = response.headers.getall("Link")[1:]      # after the job's monitor link
+    assert "/results/png>" in link and 'type="image/png"' in link
+
+
+async def test_a_reference_to_a_result_the_node_does_not_keep_is_400_before_running(
+        aiohttp_client: Any) -> None:
+    daemon, book = demo_daemon()
+    described = daemon.handlers["pts.describe"]
+    daemon.on("pts.describe", lambda body: {**described(body), "sync_results_kept": False})
+    client = await aiohttp_client(create_app(settings(), client=daemon))
+    response = await execute(client, "picture", {
+        "inputs": {"image": "iVBORw=="}, "outputs": {"png": {"transmissionMode": "reference"}}})
+    assert response.status == 400
+    assert "respond-async" in (await response.json())["detail"]
+    assert book.jobs == {}
+    asynchronous = await execute(client, "picture", {
+        "inputs": {"image": "iVBORw=="}, "outputs": {"png": {"transmissionMode": "reference"}}},
+        Prefer="respond-async")
+    assert asynchronous.status == 201
+
+
+@pytest.mark.parametrize("mode", ["inline", "by-carrier-pigeon"])
+async def test_an_unknown_transmission_mode_is_400(client: Any, mode: str) -> None:
+    response = await execute(client, "picture", {
+        "inputs": {"image": "iVBORw=="}, "outputs": {"png": {"transmissionMode": mode}}})
+    assert response.status == 400
