@@ -1,7 +1,7 @@
 """The PTS registry: which PTS exist, the generation that serves each, and admission.
 
-Owns the map name -> current :class:`Generation` and every generation's slots and bounded
-queue. A run is admitted (or refused as busy at once), waits for a slot, runs on the host of the
+Owns the map name -> current :class:`Generation` and every generation's slots, bounded
+queue and input check (its validators, compiled once when the generation is built). A run is admitted (or refused as busy at once), waits for a slot, runs on the host of the
 generation it was admitted to, and releases the slot. A host that keeps its own line of runs
 (worker mode) gets every admitted run at once and hands each a worker as one frees up. It
 also retires generations: a retired one admits nothing new, gets a drain time for what it
