@@ -33,9 +33,9 @@ from pnsweb.ogcvalues import (
     REFERENCE,
     PtsInput,
     input_refusal,
-    media_type,
     outputs_of,
     pts_input,
+    reference,
     results_document,
     selection,
 )
@@ -176,9 +176,9 @@ def _links(chosen: dict[str, str], model: ogc.ProcessModel, href: Callable[[str]
     """A raw response of outputs by reference: no body, a Link header per output."""
     response = web.Response(status=204, headers=headers)
     for key in chosen:
-        port = model.output_ports[key]
-        response.headers.add("Link", f'<{href(key)}>; rel="{ogc.REL_RESULTS}"; '
-                                     f'type="{media_type(port, None)}"; title="{key}"')
+        link = reference(model.output_ports[key], href(key))
+        response.headers.add("Link", f'<{link["href"]}>; rel="{ogc.REL_RESULTS}"; '
+                                     f'type="{link["type"]}"; title="{key}"')
     return response
 
 

@@ -156,9 +156,10 @@ async def _raw(request: web.Request, source: Source, *, port: ogc.Port, out: Rel
         reader = MsgpackReader(chunked)
         head = await output_head(reader, port)
         response = out.response
-        sample = b"" if head is not None and head[0] == "bin" else (
-            "" if head is not None and head[0] == "str" else None)
-        response.content_type = media_type(port, sample)
+        kind = head[0] if head is not None else None
+        # the media type of a value of this kind (an empty one stands for it: none is read)
+        response.content_type = media_type(port, b"" if kind == "bin" else
+                                           "" if kind == "str" else None)
         await response.prepare(request)
         if head is None:
             await out(b"null")
