@@ -89,8 +89,8 @@ def _process_mode(bench: Bench) -> list[Row]:
                   "count": bench.plan.max_count, "seconds": seconds,
                   "warmup_seconds": bench.plan.warmup},
         "hello": bench.zmq("pnsd_on", pts="hello", **hello),
-        "worker": bench.zmq("pnsd_on", pts="hello-worker", kind="zmq_seq", input="stranger",
-                            seconds=seconds),
+        "worker": bench.zmq("pnsd_on", pts="hello-worker", kind="zmq_seq",
+                            input={"name": "stranger"}, seconds=seconds),
     })
     burst = Agg()
     bench.trial(bench.zmq("pnsd_on", pts="hello", kind="zmq_async", inflight=32,

@@ -42,7 +42,7 @@ class GoodLoad:
             started = time.monotonic()
             try:
                 async with session.post(f"{self.url}{EXECUTE}", auth=auth,
-                                        json={"inputs": {"value": value}}) as reply:
+                                        json={"inputs": value}) as reply:
                     body = await reply.read()
                 if reply.status != 200 or json.loads(body) != value:
                     self.failures.append(f"HTTP {reply.status}: {body[:100]!r}")

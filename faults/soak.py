@@ -89,7 +89,7 @@ class Load:
                     self.web += 1
                     value = {"w": self.web}
                     try:
-                        async with session.post(url, json={"inputs": {"value": value}},
+                        async with session.post(url, json={"inputs": value},
                                                 auth=auth) as reply:
                             body = await reply.read()
                         if reply.status != 200 or json.loads(body) != value:

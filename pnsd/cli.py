@@ -231,7 +231,23 @@ def read_spec(path: str, name: str | None = None) -> tuple[str, dict[str, Any]]:
     found, table = next(iter(tables.items()))
     if name is not None and found != name:
         raise CliError(f"{path} defines PTS {found!r}, not {name!r}", EXIT_USAGE)
-    return found, table
+    return found, _anchored(table, Path(path).resolve().parent)
+
+
+def _anchored(table: Any, base: Path) -> Any:
+    """The table with relative ``pythonpath`` entries and ``dir`` made absolute against
+    ``base`` (the spec file's directory): the daemon, elsewhere, would read them against its
+    home instead."""
+    if not isinstance(table, dict):
+        return table
+    out = dict(table)
+    paths = out.get("pythonpath")
+    if isinstance(paths, list):
+        out["pythonpath"] = [str(base / item) if isinstance(item, str) and item else item
+                             for item in paths]
+    if isinstance(out.get("dir"), str) and out["dir"]:
+        out["dir"] = str(base / out["dir"])
+    return out
 
 
 def cmd_pts_deploy(args: argparse.Namespace) -> int:

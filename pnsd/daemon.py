@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import secrets
 import signal
@@ -85,10 +86,14 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
 
     def build_host(self, spec: PtsSpec) -> Host:
+        home = self.settings.home
+        if spec.pythonpath:     # relative entries are relative to the home, in every mode
+            base = home / spec.dir if spec.dir and spec.mode is Mode.PROCESS else home
+            spec = dataclasses.replace(
+                spec, pythonpath=tuple(str(base / item) for item in spec.pythonpath))
         if spec.mode is Mode.INPROC:
             return InprocHost(spec, executor=self.executor)
         if spec.mode is Mode.PROCESS:
-            home = self.settings.home
             pts_dir = (home / spec.dir) if spec.dir else home
             # each generation gets an area of its own: the replaced one removes only its own
             # when it stops, while its successor (already serving) keeps running in another

@@ -31,6 +31,7 @@ from pnsd.registry import Generation, Registry
 from pnsd.rolling import SPAN, STEP
 from pnsd.scheduler import Scheduler
 from pnsd.server import Handler, StreamHandler
+from pnsd.spec import Mode
 from protocols.codec import DEFAULT_MAX_BYTES
 from protocols.version import PROTOCOL_VERSION, __version__
 
@@ -86,13 +87,17 @@ class Handlers:
     async def pts_list(self, body: Any) -> Any:
         return {"pts": [
             {"name": g.spec.name, "mode": g.spec.mode.value, "version": g.spec.version,
-             "description": g.spec.description, "state": g.host.state().state}
+             "title": g.spec.interface.title, "description": g.spec.description,
+             "keywords": list(g.spec.interface.keywords), "state": g.host.state().state}
             for g in sorted(self.registry.generations(), key=lambda g: g.spec.name)
         ]}
 
     async def pts_describe(self, body: Any) -> Any:
         generation = self.registry.get(_text(body, "name"))
-        return {"spec": generation.spec.public(), "state": generation.public()}
+        spec = generation.spec
+        return {"spec": spec.public(), "state": generation.public(),
+                "interface": spec.interface.described(process=spec.mode is Mode.PROCESS),
+                "sync_results_kept": self.scheduler.record_sync}
 
     async def pts_hook(self, body: Any) -> Any:
         generation = self.registry.get(_text(body, "name"))

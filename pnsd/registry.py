@@ -1,13 +1,14 @@
 """The PTS registry: which PTS exist, the generation that serves each, and admission.
 
-Owns the map name -> current :class:`Generation` and every generation's slots and bounded
-queue. A run is admitted (or refused as busy at once), waits for a slot, runs on the host of the
-generation it was admitted to, and releases the slot. A host that keeps its own line of runs
-(worker mode) gets every admitted run at once and hands each a worker as one frees up. It
-also retires generations: a retired one admits nothing new, gets a drain time for what it
-admitted, then has its leftover runs cancelled (through the canceller the scheduler registers)
-and its host stopped. It does not record jobs, decide swaps (:mod:`pnsd.deploy` does) or talk
-to sockets; hosts are built by the factory it is given.
+Owns the map name -> current :class:`Generation` and every generation's slots, bounded queue
+and input check (its validators, compiled once when the generation is built). A run is admitted
+(or refused as busy at once), waits for a slot, runs on the host of the generation it was
+admitted to, and releases the slot. A host that keeps its own line of runs (worker mode) gets
+every admitted run at once and hands each a worker as one frees up. It also retires
+generations: a retired one admits nothing new, gets a drain time for what it admitted, then has
+its leftover runs cancelled (through the canceller the scheduler registers) and its host
+stopped. It does not record jobs, decide swaps (:mod:`pnsd.deploy` does) or talk to sockets;
+hosts are built by the factory it is given.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import structlog
 from pnsd.errors import Busy, NotFound, Unavailable
 from pnsd.hosts.base import Host
 from pnsd.spec import PtsSpec
+from pnsd.validation import InputCheck
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +51,8 @@ class Generation:
         self._slots = None if self.host.queues_runs else asyncio.Semaphore(self.spec.slots)
         self._idle = asyncio.Event()
         self._idle.set()
+        # compiled once per generation: every run's input is checked before it is admitted
+        self.inputs = InputCheck(self.spec.name, self.spec.interface.inputs)
 
     @property
     def executing(self) -> int:

@@ -6,7 +6,9 @@ reply); asynchronous submissions are admitted (or refused as busy at once), comm
 ``accepted`` and acknowledged without waiting for a slot, then wait for one and run in
 background tasks this scheduler owns and awaits on shutdown. A job belongs to its ``owner`` (a
 web user; "" is the operator): a caller who names an owner finds only that owner's jobs, and
-others' are "not found", as missing ones are. Recording and retiring finished runs is
+others' are "not found", as missing ones are. A run's input is checked against its PTS's
+declared inputs (the generation's :class:`pnsd.interface.InputCheck`) before it is admitted:
+a refused one is BadRequest and nothing is recorded. Recording and retiring finished runs is
 :mod:`pnsd.finishing`'s. It never touches sockets; records go through the store, hosts through
 the registry.
 """
@@ -102,6 +104,8 @@ class Scheduler:
         is an awaitable of the general path.
         """
         generation = self._generation(pts)
+        if not generation.inputs.quick(data):     # a large input: checked in a thread first
+            return self.run(pts, data, timeout=timeout, owner=owner)
         host = generation.host
         inline = isinstance(host, InprocHost) and host.inline and generation.free_now()
         if not (inline or isinstance(host, WorkerHost)):
@@ -185,7 +189,20 @@ class Scheduler:
     async def run(self, pts: str, data: Any, *, timeout: Any = None,
                   owner: str = "") -> Outcome:
         """A synchronous run: the caller waits for the result; recorded with group commit."""
-        return await self._run(self._generation(pts), data, timeout, owner=owner)
+        return await self._run(await self._accepting(pts, data), data, timeout, owner=owner)
+
+    async def _accepting(self, pts: str, data: Any) -> Generation:
+        """The generation that takes a run of ``pts`` with input ``data``, once the input
+        passed its checks (BadRequest if not): at once, or for a large input in a thread
+        (and again if a new generation came meanwhile with another interface)."""
+        generation = self._generation(pts)
+        if generation.inputs.quick(data):
+            return generation
+        await asyncio.to_thread(generation.inputs.check, data)
+        current = self._generation(pts)
+        if current.spec.interface != generation.spec.interface:
+            await asyncio.to_thread(current.inputs.check, data)
+        return current
 
     async def _run(self, generation: Generation, data: Any, timeout: Any, *,
                    input_blob: bytes | None = None, owner: str = "") -> Outcome:
@@ -208,7 +225,7 @@ class Scheduler:
         committed durably as accepted and acknowledged with its record; it waits for a slot
         afterwards, in a background task. A ``key`` its owner used before returns the job it
         made (whatever its state) and runs nothing."""
-        generation = self._generation(pts)
+        generation = await self._accepting(pts, data)
         job, limit = self._admit(generation, timeout, sync=False, owner=owner)
         job.idempotency_key = key
         try:

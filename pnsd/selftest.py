@@ -10,7 +10,10 @@ exists. A self-test is a table::
 serves; the run must succeed. ``expect`` (optional) must then match the result: scalars and
 lists are compared for equality (``true`` is not ``1``); a table matches a table that holds at
 least its keys with matching values (recursively), so a process-mode test can say
-``expect = {returncode = 0}``. ``timeout`` (optional) lowers the spec's ``timeout``.
+``expect = {returncode = 0}``. ``timeout`` (optional) lowers the spec's ``timeout``. The
+``input`` must fit the spec's declared inputs (checked before the generation starts), and when
+the spec declares outputs the self-test's result must hold each with a value that fits its
+schema (:mod:`pnsd.interface`).
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from pnsd.errors import InvalidSpec, PtsFailed
+from pnsd.errors import BadRequest, InvalidSpec, PtsFailed
 from pnsd.jobs import new_job_id
 from pnsd.registry import Generation
 from pnsd.spec import Mode, PtsSpec
+from pnsd.validation import InputCheck, check_outputs
 from protocols.context import RunContext
 
 SELFTEST_KEYS = frozenset({"input", "expect", "timeout"})
@@ -43,6 +47,11 @@ def check(spec: PtsSpec) -> None:
                               "(and optionally 'expect' and 'timeout')")
         if unknown := set(selftest) - SELFTEST_KEYS:
             raise InvalidSpec(f"PTS {spec.name}: 'selftest' has unknown keys {sorted(unknown)}")
+        try:
+            InputCheck(spec.name, spec.interface.inputs).check(selftest["input"])
+        except BadRequest as exc:
+            raise InvalidSpec(f"PTS {spec.name}: 'selftest.input' does not fit the declared "
+                              f"inputs: {exc.message}", **exc.details) from None
         limit = selftest.get("timeout", spec.timeout)
         if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
             raise InvalidSpec(f"PTS {spec.name}: 'selftest.timeout' must be positive seconds")
@@ -72,6 +81,14 @@ async def run(generation: Generation) -> None:
         shown = repr(result)
         shown = shown if len(shown) <= SHOWN else shown[:SHOWN] + "..."
         raise PtsFailed(f"selftest expected {selftest['expect']!r}, got {shown}")
+    interface = generation.spec.interface
+    if interface.outputs:
+        process = generation.spec.mode is Mode.PROCESS
+        try:
+            check_outputs(generation.spec.name, interface.output_values(result, process=process),
+                          interface.outputs)
+        except BadRequest as exc:
+            raise PtsFailed(f"selftest: {exc.message}", **exc.details) from None
 
 
 def matches(expect: Any, got: Any) -> bool:

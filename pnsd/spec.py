@@ -13,6 +13,9 @@ from enum import StrEnum
 from typing import Any
 
 from pnsd.errors import InvalidSpec
+from pnsd.interface import Interface, is_safe_name, parse_interface
+
+__all__ = ["Interface", "Limits", "Mode", "PtsSpec", "is_safe_name", "parse_spec"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENTRY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -56,9 +59,8 @@ class PtsSpec:
     config: tuple[str, ...] = ()
     run: tuple[str, ...] = ()
     clean: tuple[str, ...] = ()
-    inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] | None = None
-    # common
+    # common: what the PTS takes and gives (pnsd.interface)
+    interface: Interface = field(default_factory=Interface)
     timeout: float = DEFAULT_TIMEOUT
     queue: int = 64
     concurrency: int | None = None
@@ -82,8 +84,10 @@ class PtsSpec:
         callables = self.mode is not Mode.PROCESS
         for key in _KEYS:
             attr = f"{key}_entry" if callables and key in _HOOKS else key
-            value = getattr(self, attr)
-            if isinstance(value, Limits):
+            value = getattr(self, attr, None)
+            if key in _INTERFACE:
+                value = self._interface_key(key)
+            elif isinstance(value, Limits):
                 value = {k: v for k, v in vars(value).items() if v is not None}
             elif isinstance(value, tuple):
                 value = list(value)
@@ -92,13 +96,25 @@ class PtsSpec:
             out[key] = value
         return out
 
+    def _interface_key(self, key: str) -> Any:
+        """An interface key as the spec table gives it (parsing it again gives it back)."""
+        interface = self.interface
+        if key in ("title", "keywords"):
+            value = getattr(interface, key)
+            return list(value) if isinstance(value, tuple) else value
+        ports = interface.inputs if key == "inputs" else interface.outputs
+        if ports is None:
+            return None
+        return {port.name: port.table(output=key == "outputs") for port in ports}
+
 
 # in inproc and worker mode these keys name callables (attributes *_entry), in process mode argv
 _HOOKS = ("init", "config", "clean")
+_INTERFACE = ("title", "keywords", "inputs", "outputs")
 _KEYS = (
-    "version", "description", "entry", "workers", "python", "command", "dir", "init", "config",
-    "run", "clean", "inputs", "outputs", "timeout", "queue", "concurrency", "inline", "env",
-    "pythonpath", "limits", "selftest", "idempotent",
+    "version", "title", "description", "keywords", "entry", "workers", "python", "command",
+    "dir", "init", "config", "run", "clean", "inputs", "outputs", "timeout", "queue",
+    "concurrency", "inline", "env", "pythonpath", "limits", "selftest", "idempotent",
 )
 
 
@@ -131,16 +147,15 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         "limits": reader.limits(),
         "selftest": table.get("selftest"),
         "idempotent": reader.boolean("idempotent", False),
+        "interface": parse_interface(name, table, process=mode is Mode.PROCESS),
     }
     if mode is Mode.PROCESS:
-        outputs = reader.names("outputs") if "outputs" in table else None
         return PtsSpec(
             name=name, mode=mode, dir=reader.optional_text("dir"),
             init=reader.argv("init", allow_empty=True),
             config=reader.argv("config", allow_empty=True),
             run=reader.argv("run", allow_empty=False),
-            clean=reader.argv("clean", allow_empty=True),
-            inputs=reader.names("inputs"), outputs=outputs, **common,
+            clean=reader.argv("clean", allow_empty=True), **common,
         )
     entries = {key: reader.entry(key, required=key == "entry")
                for key in ("entry", "init", "config", "clean")}
@@ -209,13 +224,6 @@ class _Reader:
             raise self.fail(key, "is required")
         return tuple(value)
 
-    def names(self, key: str) -> tuple[str, ...]:
-        names = self.argv(key, allow_empty=True)
-        for item in names:
-            if not is_safe_name(item):
-                raise self.fail(key, f"holds {item!r}, which is not a plain file name")
-        return names
-
     def entry(self, key: str, *, required: bool) -> str | None:
         value = self.table.get(key)
         if value is None:
@@ -243,17 +251,3 @@ class _Reader:
             raise self.fail("limits", f"has unknown keys {sorted(unknown)}")
         sub = _Reader(self.name, value)
         return Limits(**{k: sub.optional_integer(k, low=1, high=2**40) for k in value})
-
-
-def is_safe_name(name: object) -> bool:
-    """True for a plain file name: no separators, no '..', not hidden, printable, short."""
-    return (
-        isinstance(name, str)
-        and 0 < len(name) <= 255
-        and name not in (".", "..")
-        and not name.startswith(".")
-        and "/" not in name
-        and "\\" not in name
-        and name.isprintable()
-        and "\x00" not in name
-    )

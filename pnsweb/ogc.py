@@ -4,16 +4,16 @@ Owns the standard's vocabulary (conformance classes, link relations, exception t
 JSON documents built from daemon records: landing page, conformance, process summaries and
 descriptions, statusInfo and job lists, and the OGC exceptions (as
 :class:`pnsweb.errors.ApiError`, which the app's one error middleware renders as RFC 7807
-problem+json). It also owns the *process model* of a PTS: which OGC inputs and outputs a PTS
-spec offers. It must do no I/O and never call the daemon: the views fetch, this module shapes.
+problem+json). It also owns the *process model* of a PTS: its inputs and outputs as the PTS
+declares them in its spec (the ``interface`` of a ``pts.describe`` reply); it knows no PTS by
+name. It must do no I/O and never call the daemon: the views fetch, this module shapes.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -41,6 +41,7 @@ TITLES = {
 }
 JSON = "application/json"
 JOB_CONTROL = ("sync-execute", "async-execute", "dismiss")
+TRANSMISSION = ("value", "reference")
 JOB_STATUSES = ("accepted", "running", "successful", "failed", "dismissed")
 
 
@@ -114,100 +115,89 @@ def conformance() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Port:
-    """One input or output of a process, with its JSON schema.
+    """One input or output of a process, as the PTS declares it (``pts.describe``).
 
-    An input takes ``min_occurs`` to ``max_occurs`` values; above one, several are given as a
-    JSON array of values, each checked against ``schema`` (:mod:`pnsweb.inputschema`).
+    ``max_occurs`` None is unbounded. ``binary`` values are bytes in the daemon: JSON carries
+    them as base64 (a qualified value). ``path`` (outputs) is where the output's value is in
+    the run's result: the keys to follow.
     """
 
     id: str
-    title: str
-    schema: Mapping[str, Any]
-    required: bool = True
-    max_occurs: int = 1
+    title: str = ""
+    description: str = ""
+    schema: Mapping[str, Any] = field(default_factory=dict)
+    min_occurs: int = 1
+    max_occurs: int | None = 1
+    binary: bool = False
+    path: tuple[str, ...] = ()
 
     @property
-    def min_occurs(self) -> int:
-        return 1 if self.required else 0
+    def media_type(self) -> str | None:
+        value = self.schema.get("contentMediaType")
+        return value if isinstance(value, str) else None
 
-    # the key its compiled validator is kept under: worked out once per port
-    @functools.cached_property
-    def schema_text(self) -> str:
-        return json.dumps(self.schema, sort_keys=True)
+    def described_schema(self) -> dict[str, Any]:
+        """The schema a JSON client programs against: a binary value is base64 text."""
+        if self.binary:
+            return {"type": "string", "contentEncoding": "base64", **self.schema}
+        return dict(self.schema)
+
+    @classmethod
+    def of(cls, name: str, table: Mapping[str, Any]) -> Port:
+        schema = table.get("schema")
+        high = table.get("maxOccurs", 1)
+        return cls(id=name, title=str(table.get("title") or name),
+                   description=str(table.get("description") or ""),
+                   schema=schema if isinstance(schema, Mapping) else {},
+                   min_occurs=int(table.get("minOccurs", 1)),
+                   max_occurs=None if high == "unbounded" else int(high),
+                   binary=bool(table.get("binary")),
+                   path=tuple(str(key) for key in table.get("path") or ()))
 
 
 @dataclass(frozen=True)
 class ProcessModel:
-    """What a PTS looks like as an OGC process; derived from its spec by :func:`model_of`.
+    """A PTS as an OGC process, from its ``pts.describe`` reply (:func:`model_of`).
 
-    Input mapping (OGC ``inputs`` -> the PTS input): process mode always gets the map of
-    file name -> content; a PTS with exactly one declared input gets that input's value
-    itself; otherwise it gets the inputs map. Output mapping: process mode has one output per
-    declared output file (``outputs``, the map of every file, when the spec names none);
-    inproc and worker PTS have the single output ``result``.
+    ``inputs`` None: the PTS declares none and takes any. ``sync_results_kept``: the daemon
+    keeps a synchronous run's result (so an output may be sent by reference).
     """
 
     id: str
     title: str
     description: str
     version: str
-    mode: str
-    inputs: tuple[Port, ...]
+    keywords: tuple[str, ...]
+    inputs: tuple[Port, ...] | None
     outputs: tuple[Port, ...]
-
-    @property
-    def whole_input(self) -> bool:
-        """True when the PTS takes the single input's value, not a map of inputs."""
-        return self.mode != "process" and len(self.inputs) == 1
+    sync_results_kept: bool = True
 
     # Read on every execution: worked out once per model (models are kept by the catalogue).
     @functools.cached_property
-    def input_ids(self) -> tuple[str, ...]:
-        return tuple(port.id for port in self.inputs)
+    def input_ports(self) -> dict[str, Port]:
+        return {port.id: port for port in self.inputs or ()}
+
+    @functools.cached_property
+    def output_ports(self) -> dict[str, Port]:
+        return {port.id: port for port in self.outputs}
 
     def output_ids(self) -> list[str]:
         return [port.id for port in self.outputs]
 
 
-ANY: Mapping[str, Any] = {}
-RESULT = Port("result", "the PTS's result", ANY)
-ALL_FILES = Port("outputs", "every output file: name -> content", {"type": "object"})
-_TEXT = {"type": "string"}
-# Known callables (by entry, so a worker and an inproc PTS of one callable look alike).
-CALLABLES: Mapping[str, tuple[Port, ...]] = {
-    "pnsd.demo:echo": (Port("value", "any value, returned unchanged", ANY),),
-    "pnsd.demo:sleep": (Port("seconds", "how long to sleep, in seconds",
-                             {"type": "number", "minimum": 0, "maximum": 86400}),),
-    "pnsd.demo:hello": (Port("name", "the name to greet", _TEXT, required=False),),
-    "pnsd.demo:fail": (Port("input", "anything: the process always fails", ANY),),
-    "pnsd.demo:testcalc": (
-        Port("creator", "echoed back", _TEXT),
-        Port("rootcause", "echoed back", _TEXT),
-        Port("input", "a product: 'meta' (a map of parameters) and at least one dataset",
-             {"type": "object", "required": ["meta"]}),
-    ),
-}
-_GENERIC_INPUT = (Port("input", "the PTS's input, any JSON value", ANY),)
-
-
-def model_of(spec: Mapping[str, Any]) -> ProcessModel:
-    """The process model of one PTS spec (the ``spec`` of a ``pts.describe`` reply)."""
-    mode = str(spec.get("mode", ""))
-    if mode == "process":
-        inputs = tuple(Port(name, f"the content of input file {name!r}", _TEXT, required=False)
-                       for name in spec.get("inputs") or ())
-        names = spec.get("outputs")
-        outputs = (
-            tuple(Port(name, f"the content of output file {name!r}", _TEXT) for name in names)
-            if names is not None else (ALL_FILES,)
-        )
-    else:
-        inputs = CALLABLES.get(str(spec.get("entry")), _GENERIC_INPUT)
-        outputs = (RESULT,)
+def model_of(reply: Mapping[str, Any]) -> ProcessModel:
+    """The process model in a ``pts.describe`` reply (its ``spec`` and ``interface``)."""
+    spec = reply.get("spec") or {}
+    interface = reply.get("interface") or {}
+    inputs = interface.get("inputs")
+    name = str(spec.get("name", ""))
     return ProcessModel(
-        id=str(spec.get("name", "")), title=str(spec.get("name", "")),
+        id=name, title=str(interface.get("title") or name),
         description=str(spec.get("description") or ""), version=str(spec.get("version") or ""),
-        mode=mode, inputs=inputs, outputs=outputs,
+        keywords=tuple(str(k) for k in interface.get("keywords") or ()),
+        inputs=None if inputs is None else tuple(Port.of(k, v) for k, v in inputs.items()),
+        outputs=tuple(Port.of(k, v) for k, v in (interface.get("outputs") or {}).items()),
+        sync_results_kept=bool(reply.get("sync_results_kept", True)),
     )
 
 
@@ -215,23 +205,31 @@ def process_summary(summary: Mapping[str, Any], base: str) -> dict[str, Any]:
     """A processSummary from a ``pts.list`` item (or a model's fields)."""
     name = str(summary["name"])
     href = f"{base}/processes/{name}"
-    return {
-        "id": name, "title": name, "description": str(summary.get("description") or ""),
+    doc: dict[str, Any] = {
+        "id": name, "title": str(summary.get("title") or name),
+        "description": str(summary.get("description") or ""),
         "version": str(summary.get("version") or "0"),
-        "jobControlOptions": list(JOB_CONTROL), "outputTransmission": ["value"],
+    }
+    if summary.get("keywords"):
+        doc["keywords"] = list(summary["keywords"])
+    doc |= {
+        "jobControlOptions": list(JOB_CONTROL), "outputTransmission": list(TRANSMISSION),
         "links": [link(href, "self", title="process description"),
                   link(f"{href}/execution", REL_EXECUTE, title="execute")],
     }
+    return doc
 
 
 def process_description(model: ProcessModel, base: str) -> dict[str, Any]:
-    doc = process_summary({"name": model.id, "description": model.description,
-                           "version": model.version}, base)
+    doc = process_summary({"name": model.id, "title": model.title, "keywords": model.keywords,
+                           "description": model.description, "version": model.version}, base)
     doc["inputs"] = {port.id: {
-        "title": port.title, "schema": dict(port.schema),
-        "minOccurs": port.min_occurs, "maxOccurs": port.max_occurs,
-    } for port in model.inputs}
-    doc["outputs"] = {port.id: {"title": port.title, "schema": dict(port.schema)}
+        "title": port.title, "description": port.description,
+        "schema": port.described_schema(), "minOccurs": port.min_occurs,
+        "maxOccurs": "unbounded" if port.max_occurs is None else port.max_occurs,
+    } for port in model.inputs or ()}
+    doc["outputs"] = {port.id: {"title": port.title, "description": port.description,
+                                "schema": port.described_schema()}
                       for port in model.outputs}
     return doc
 

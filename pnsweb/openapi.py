@@ -4,20 +4,25 @@ Owns ``/v1/openapi.json``. Paths and methods come from the root app's ``router.r
 (canonical resource paths, every sub-app's included), so the document cannot drift from the
 routes: a route added anywhere appears
 with its handler's docstring as summary, and the /v1 and operations routes get hand-written
-summaries, parameters and responses here. Must not call the daemon.
+summaries, parameters and responses here. Each process's execute request and results document
+get a schema of their own (``<id>.execute``, ``<id>.results``), built from the inputs and
+outputs its PTS declares: the view asks the daemon for them (``pts.list``, and the catalogue's
+descriptions); :func:`document` itself calls nothing.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
 
 from pnsweb import ogc
+from pnsweb.errors import ApiError
+from pnsweb.keys import CATALOG, CLIENT
 from pnsweb.links import base_url
-from pnsweb.views_v1_io import send_json
+from pnsweb.views_v1_io import META_TIMEOUT, send_json
 
 PARAM_RE = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 ANY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -79,6 +84,8 @@ OPERATIONS: Mapping[tuple[str, str], dict[str, Any]] = {
                                     "deployed in pts.d", _PROBLEM)}},
     ("POST", "/v1/processes/{processId}/execution"): {
         "summary": "Execute a process: synchronous unless `Prefer: respond-async`",
+        "description": "The body of process P follows the schema `P.execute` and its results "
+                       "document `P.results` (components).",
         "parameters": [{**_QUERY, "name": "Prefer", "in": "header"},
                        {**_QUERY, "name": "Idempotency-Key", "in": "header"}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -147,14 +154,25 @@ CONSOLE = "/console"
 
 async def view(request: web.Request) -> web.StreamResponse:
     """The OpenAPI 3.0 document of every route."""
+    app = request.app
+    listing = await app[CLIENT].call("pts.list", {}, timeout=META_TIMEOUT)
+    models = []
+    for item in listing["pts"]:
+        try:
+            models.append(await app[CATALOG].model(app[CLIENT], str(item["name"])))
+        except ApiError:      # undeployed since the list was made
+            continue
     root = request.match_info.apps[0]      # the whole app, not the face serving this view
-    return await send_json(request, document(root, server=base_url(request)))
+    return await send_json(request, document(root, server=base_url(request), models=models))
 
 
-def document(app: web.Application, *, server: str = "") -> dict[str, Any]:
+def document(app: web.Application, *, server: str = "",
+             models: Iterable[ogc.ProcessModel] = ()) -> dict[str, Any]:
     """The OpenAPI document for every route registered on ``app`` and its sub-apps (whose
-    routes aiohttp lists with the root's, by their full paths), except the operator console's:
-    a page and the calls it makes for itself, signed in by its own session, not an API."""
+    routes aiohttp lists with the root's, by their full paths), except the operator console's
+    (a page and the calls it makes for itself, signed in by its own session, not an API), with
+    the execute request and results schemas of each process in ``models`` (``<id>.execute``,
+    ``<id>.results``)."""
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         if route.resource is None or route.resource.canonical.startswith(CONSOLE):
@@ -170,9 +188,64 @@ def document(app: web.Application, *, server: str = "") -> dict[str, Any]:
                                 "and operations endpoints."},
         "servers": [{"url": server or "/"}],
         "paths": dict(sorted(paths.items())),
-        "components": COMPONENTS,
+        "components": {**COMPONENTS, "schemas": {**COMPONENTS["schemas"],
+                                                 **process_schemas(models)}},
         "externalDocs": {"url": ogc.CONF.rsplit("/conf/", 1)[0]},
     }
+
+
+def process_schemas(models: Iterable[ogc.ProcessModel]) -> dict[str, Any]:
+    """``<id>.execute`` (the request body) and ``<id>.results`` (the results document) of
+    each process, from the schemas its PTS declares."""
+    schemas: dict[str, Any] = {}
+    for model in models:
+        schemas[f"{model.id}.execute"] = {
+            "type": "object", "description": f"execute {model.id}: {model.title}",
+            "properties": {
+                "inputs": _inputs_schema(model),
+                "outputs": {"type": "object", "properties": {
+                    port.id: {"type": "object", "properties": {"transmissionMode": {
+                        "type": "string", "enum": list(ogc.TRANSMISSION)}}}
+                    for port in model.outputs}, "additionalProperties": False},
+                "response": {"type": "string", "enum": ["raw", "document"],
+                             "default": "raw"}}}
+        schemas[f"{model.id}.results"] = {
+            "type": "object", "description": f"the results document of {model.id}",
+            "properties": {port.id: _output_schema(port) for port in model.outputs}}
+    return schemas
+
+
+def _inputs_schema(model: ogc.ProcessModel) -> dict[str, Any]:
+    if model.inputs is None:      # it declares none: any inputs
+        return {"type": "object", "additionalProperties": True}
+    properties = {}
+    for port in model.inputs:
+        one = _qualifiable(port)
+        many = {"type": "array", "items": one, "minItems": port.min_occurs}
+        if port.max_occurs is not None:
+            many["maxItems"] = port.max_occurs
+        properties[port.id] = one if port.max_occurs == 1 else {"oneOf": [one, many]}
+    required = [port.id for port in model.inputs if port.min_occurs > 0]
+    return {"type": "object", "properties": properties, "required": required,
+            "additionalProperties": False}
+
+
+def _qualifiable(port: ogc.Port) -> dict[str, Any]:
+    """One value of an input: the value itself, or a qualified value holding it."""
+    plain = port.described_schema()
+    qualified = {"type": "object", "required": ["value"], "properties": {
+        "value": plain, "mediaType": {"type": "string"}, "encoding": {"type": "string"}}}
+    return {"oneOf": [plain, qualified]} if plain else {}
+
+
+def _output_schema(port: ogc.Port) -> dict[str, Any]:
+    link = {"type": "object", "required": ["href"], "properties": {
+        "href": {"type": "string"}, "type": {"type": "string"}, "title": {"type": "string"}}}
+    value = port.described_schema()
+    if port.binary:
+        value = {"type": "object", "required": ["value"], "properties": {
+            "value": value, "mediaType": {"type": "string"}, "encoding": {"type": "string"}}}
+    return {"oneOf": [value, link]} if value else {}
 
 
 def operation(route: web.AbstractRoute, method: str, path: str) -> dict[str, Any]:

@@ -129,9 +129,9 @@ class MsgpackReader:
 
 
 async def write_value(reader: MsgpackReader, head: tuple[str, Any], out: Write, *,
-                      qualified: bool = False) -> None:
+                      qualified: bool = False, media_type: str | None = None) -> None:
     """The value ``head`` starts as JSON; bytes as base64 (``qualified``: OGC's qualified
-    value, as :func:`pnsweb.views_v1_io.results_document` shows an output's bytes)."""
+    value of ``media_type``, as :func:`pnsweb.ogcvalues.shown` shows an output's bytes)."""
     kind, value = head
     if kind == "value":
         await out(_ENCODER.encode(value).encode())
@@ -142,7 +142,8 @@ async def write_value(reader: MsgpackReader, head: tuple[str, Any], out: Write, 
             await out(b'{"value": ')
         await write_base64(reader, value, out, quoted=True)
         if qualified:
-            await out(b', "encoding": "base64", "mediaType": "' + OCTETS.encode() + b'"}')
+            await out(b', "encoding": "base64", "mediaType": '
+                      + _ENCODER.encode(media_type or OCTETS).encode() + b"}")
     elif kind == "array":
         await out(b"[")
         for index in range(value):

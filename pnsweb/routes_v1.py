@@ -41,6 +41,7 @@ ROUTES: tuple[tuple[str, str, View, str], ...] = (
     ("GET", "/jobs/{jobId}", views_v1_jobs.job, "v1.job"),
     ("DELETE", "/jobs/{jobId}", views_v1_jobs.dismiss, "v1.job"),
     ("GET", "/jobs/{jobId}/results", views_v1_jobs.results, "v1.results"),
+    ("GET", "/jobs/{jobId}/results/{outputId}", views_v1_jobs.output, "v1.output"),
     ("GET", "/jobs/{jobId}/events", views_v1_jobs.events, "v1.events"),
 )
 

@@ -2,21 +2,26 @@
 
 Owns the HTTP side of OGC API - Processes for processes: each view asks the daemon through
 ``app[CLIENT]`` and shapes the reply with :mod:`pnsweb.ogc`. Execution is synchronous unless
-the request says ``Prefer: respond-async`` (or the older body field ``"mode": "async"``).
-A synchronous result is answered ``raw`` by default, as the standard's ``response`` default
-says: the single output's value as the body (JSON; bytes as application/octet-stream); with
-several outputs selected, ``raw`` falls back to the results document (multipart is not
-offered). The job belongs to the authenticated user (sent to the daemon as ``owner``). An
+the request says ``Prefer: respond-async`` (or the older body field ``"mode": "async"``). A
+synchronous result is answered ``raw`` by default, as the standard's ``response`` default says:
+the single output's value as the body, with its media type (JSON; bytes and text as the output
+declares); with several outputs selected, ``raw`` falls back to the results document (multipart
+is not offered); outputs all sent by reference are 204 with a ``Link`` header each. An output
+by reference (``transmissionMode: reference``) is a link to ``/v1/jobs/{id}/results/{name}``.
+The inputs go to the daemon as they are (binary ones decoded, :mod:`pnsweb.ogcvalues`): the
+daemon checks them against the declared schemas and its refusal is the 400 that names each
+failure. The job belongs to the authenticated user (sent to the daemon as ``owner``). An
 asynchronous submission is answered as soon as the daemon recorded it (201), or refused at once
 when the PTS's queue is full (429 with ``Retry-After``, nothing recorded); an
 ``Idempotency-Key`` header makes a repeat return the user's first job with that key instead of
-running again (synchronous executions refuse the header: a run that is not recorded first
-cannot be deduplicated). Errors the daemon reports (busy, timeout, the PTS failing) go to the
-app's error middleware as :class:`protocols.errors.RemoteError`.
+running again (synchronous executions refuse the header: a run that is not recorded first cannot be
+deduplicated). Errors the daemon reports (busy, timeout, the PTS failing) go to the app's error
+middleware as :class:`protocols.errors.RemoteError`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from aiohttp import web
@@ -24,19 +29,18 @@ from aiohttp import web
 from pnsweb import ogc
 from pnsweb.auth import require_user
 from pnsweb.keys import CATALOG, CLIENT, SETTINGS
-from pnsweb.views_v1_io import (
-    META_TIMEOUT,
-    OCTETS,
-    base_of,
+from pnsweb.ogcvalues import (
+    REFERENCE,
+    PtsInput,
+    input_refusal,
     outputs_of,
     pts_input,
-    read_json,
+    reference,
     results_document,
-    select_outputs,
-    send,
-    send_json,
+    selection,
 )
-from pnsweb.views_v1_results import stream_results
+from pnsweb.views_v1_io import META_TIMEOUT, base_of, read_json, send_json
+from pnsweb.views_v1_results import results_href, send_value, stream_results
 from protocols.errors import ErrorCode, RemoteError
 
 RESPONSES = ("raw", "document")
@@ -76,13 +80,13 @@ async def execute(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, limit=app[SETTINGS].max_body)
     order = ExecuteOrder.parse(body, request.headers.get("Prefer", ""), model)
     key = _idempotency_key(request, asynchronous=order.asynchronous)
-    data = pts_input(model, body.get("inputs"))
-    ask: dict[str, Any] = {"pts": model.id, "input": data, "owner": user.name}
+    given = pts_input(model, body.get("inputs"))
+    ask: dict[str, Any] = {"pts": model.id, "input": given.data, "owner": user.name}
     if order.asynchronous:
         if key is not None:
             ask["idempotency_key"] = key
-        return await _submit(request, model, ask)
-    return await _run(request, model, ask, order)
+        return await _submit(request, model, ask, given)
+    return await _run(request, model, ask, order, given)
 
 
 def _idempotency_key(request: web.Request, *, asynchronous: bool) -> str | None:
@@ -98,11 +102,11 @@ def _idempotency_key(request: web.Request, *, asynchronous: bool) -> str | None:
 
 
 class ExecuteOrder(NamedTuple):
-    """The validated options of an execute request."""
+    """The validated options of an execute request; ``chosen``: output id -> transmission."""
 
     asynchronous: bool
     response: str
-    outputs: Any
+    chosen: dict[str, str]
     prefer_sync: bool
 
     @classmethod
@@ -117,20 +121,20 @@ class ExecuteOrder(NamedTuple):
             raise ogc.bad_request("'mode' must be 'auto', 'sync' or 'async'")
         tokens = {token.strip().split("=")[0].lower() for token in prefer.split(",")} \
             if prefer else _NO_TOKENS
-        outputs = body.get("outputs")
-        if outputs is not None:
-            # Validate the selection before running: a bad request must not cost a run.
-            select_outputs(dict.fromkeys(model.output_ids()), outputs)
-        return cls(asynchronous=mode == "async" or (mode == "auto" and "respond-async" in tokens),
-                   response=response, outputs=outputs, prefer_sync="respond-sync" in tokens)
+        asynchronous = mode == "async" or (mode == "auto" and "respond-async" in tokens)
+        # Validated before running: a bad request must not cost a run.
+        chosen = selection(model, body.get("outputs"),
+                           kept=asynchronous or model.sync_results_kept)
+        return cls(asynchronous=asynchronous, response=response, chosen=chosen,
+                   prefer_sync="respond-sync" in tokens)
 
 
 _NO_TOKENS: frozenset[str] = frozenset()
 
 
-async def _submit(request: web.Request, model: ogc.ProcessModel,
-                  ask: dict[str, Any]) -> web.StreamResponse:
-    reply = await _daemon(request, model.id, "submit", ask, timeout=META_TIMEOUT)
+async def _submit(request: web.Request, model: ogc.ProcessModel, ask: dict[str, Any],
+                  given: PtsInput) -> web.StreamResponse:
+    reply = await _daemon(request, model.id, "submit", ask, given, timeout=META_TIMEOUT)
     base = base_of(request)
     job = reply["job"]
     headers = {"Location": f"{base}/jobs/{job['id']}", "Preference-Applied": "respond-async"}
@@ -139,9 +143,10 @@ async def _submit(request: web.Request, model: ogc.ProcessModel,
 
 async def _run(
     request: web.Request, model: ogc.ProcessModel, ask: dict[str, Any], order: ExecuteOrder,
+    given: PtsInput,
 ) -> web.StreamResponse:
     try:
-        reply = await _daemon(request, model.id, "run", ask,
+        reply = await _daemon(request, model.id, "run", ask, given,
                               timeout=request.app[SETTINGS].call_timeout)
     except RemoteError as exc:
         job_id = exc.details.get("job")
@@ -150,16 +155,31 @@ async def _run(
         # recorded, but over the daemon's message limit: streamed from the store instead
         return await stream_results(
             request, request.app[CLIENT], job_id, model, owner=ask["owner"],
-            requested=order.outputs,
-            raw=order.response == "raw", headers=_sync_headers(request, job_id, order))
-    outputs = select_outputs(outputs_of(model, reply["result"]), order.outputs)
-    headers = _sync_headers(request, reply["job"], order)
-    if order.response == "raw" and len(outputs) == 1:
-        value = next(iter(outputs.values()))
-        if isinstance(value, bytes):
-            return await send(request, value, content_type=OCTETS, headers=headers)
-        return await send_json(request, value, headers=headers)
-    return await send_json(request, results_document(outputs), headers=headers)
+            chosen=order.chosen, raw=order.response == "raw",
+            headers=_sync_headers(request, job_id, order))
+    job_id = reply["job"]
+    headers = _sync_headers(request, job_id, order)
+    outputs = outputs_of(model, reply["result"])
+    href = results_href(base_of(request), job_id)
+    if order.response == "raw" and set(order.chosen.values()) == {REFERENCE}:
+        return _links(order.chosen, model, href, headers)
+    if order.response == "raw" and len(order.chosen) == 1:
+        [(key, _mode)] = order.chosen.items()
+        port, value = model.output_ports[key], outputs[key]
+        return await send_value(request, port, value, headers=headers)
+    return await send_json(request, results_document(model, outputs, order.chosen, href),
+                           headers=headers)
+
+
+def _links(chosen: dict[str, str], model: ogc.ProcessModel, href: Callable[[str], str],
+           headers: dict[str, str]) -> web.StreamResponse:
+    """A raw response of outputs by reference: no body, a Link header per output."""
+    response = web.Response(status=204, headers=headers)
+    for key in chosen:
+        link = reference(model.output_ports[key], href(key))
+        response.headers.add("Link", f'<{link["href"]}>; rel="{ogc.REL_RESULTS}"; '
+                                     f'type="{link["type"]}"; title="{key}"')
+    return response
 
 
 def _sync_headers(request: web.Request, job_id: str, order: ExecuteOrder) -> dict[str, str]:
@@ -170,12 +190,16 @@ def _sync_headers(request: web.Request, job_id: str, order: ExecuteOrder) -> dic
 
 
 async def _daemon(
-    request: web.Request, name: str, op: str, body: Any, *, timeout: float,
+    request: web.Request, name: str, op: str, body: Any, given: PtsInput, *, timeout: float,
 ) -> Any:
-    """One daemon call for process ``name``; its disappearance is OGC's no-such-process."""
+    """One daemon call for process ``name``; its disappearance is OGC's no-such-process, its
+    refusal of the input a 400 naming each failure."""
     try:
         return await request.app[CLIENT].call(op, body, timeout=timeout)
     except RemoteError as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             raise ogc.no_such_process(name) from exc
+        refusal = input_refusal(exc, given, name)
+        if refusal is not None:
+            raise refusal from exc
         raise

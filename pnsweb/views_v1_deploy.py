@@ -38,7 +38,8 @@ async def deploy(request: web.Request) -> web.StreamResponse:
     reply = await _call(request, name, "pts.deploy", {"name": name, "spec": spec,
                                                       "who": user.name})
     base = base_of(request)
-    summary = ogc.process_summary({"name": name, "description": spec.get("description"),
+    summary = ogc.process_summary({"name": name, "title": spec.get("title"),
+                                   "description": spec.get("description"),
                                    "version": reply.get("new_version")}, base)
     return await send_json(request, summary, status=201,
                            headers={"Location": f"{base}/processes/{name}"})

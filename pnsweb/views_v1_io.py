@@ -1,17 +1,15 @@
-"""What the /v1 views share: the process catalogue and the moving of values in and out.
+"""What the /v1 views share: the process catalogue, request bodies and replies.
 
 Owns :class:`Catalog` (PTS name -> :class:`pnsweb.ogc.ProcessModel`, fetched with
 ``pts.describe`` and kept for a few seconds so that a synchronous execution costs one daemon
-round trip, not two), the translation of OGC execute inputs into the PTS input (after
-:mod:`pnsweb.inputschema` has checked them against the description) and of PTS
-results into OGC outputs, reading a JSON request body (through :mod:`pnsweb.bodies`), and
-writing JSON or bytes (streamed in chunks above :data:`STREAM_THRESHOLD`). No routes here.
+round trip, not two), reading a JSON request body (through :mod:`pnsweb.bodies`), and writing
+JSON or bytes (streamed in chunks above :data:`STREAM_THRESHOLD`). The values themselves are
+translated by :mod:`pnsweb.ogcvalues`. No routes here.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 import time
@@ -23,7 +21,6 @@ from aiohttp import hdrs, web
 from pnsweb import ogc
 from pnsweb.bodies import EMPTY, read_json_body
 from pnsweb.errors import ApiError
-from pnsweb.inputschema import check_inputs
 from pnsweb.keys import DaemonClient
 from pnsweb.links import base_url
 from pnsweb.views_v06_envelope import NotJson
@@ -36,9 +33,6 @@ STREAM_THRESHOLD = 1 << 20   # bodies larger than this are written in chunks, wi
 CHUNK = 256 << 10
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
-QUALIFIED_KEYS = frozenset({"value", "mediaType", "encoding", "schema"})
-LINK_KEYS = frozenset({"href", "rel", "type", "hreflang", "title"})
-OCTETS = "application/octet-stream"
 
 
 class Catalog:
@@ -65,7 +59,7 @@ class Catalog:
                 self._models.pop(name, None)
                 raise ogc.no_such_process(name) from exc
             raise
-        model = ogc.model_of(reply["spec"])
+        model = ogc.model_of(reply)
         if len(self._models) >= MAX_MODELS:
             self._models.clear()
         self._models[name] = (now, model)
@@ -86,86 +80,6 @@ def base_of(request: web.Request) -> str:
     """The absolute URL of ``/v1``: the public URL if one is set, else as this request reached
     it (:func:`pnsweb.links.base_url`)."""
     return base_url(request) + "/v1"
-
-
-# -- inputs -----------------------------------------------------------------------------------
-
-def pts_input(model: ogc.ProcessModel, inputs: Any) -> Any:
-    """The PTS input for OGC ``inputs`` (see :class:`pnsweb.ogc.ProcessModel` for the rules).
-
-    ``inputs`` comes from a JSON body: its objects are dicts (checked as such, as an ABC check
-    costs more).
-    """
-    if inputs is None:
-        inputs = {}
-    if not isinstance(inputs, dict):
-        raise ogc.bad_request("'inputs' must be an object: input id -> value")
-    declared = model.input_ids
-    unknown = inputs.keys() - declared
-    if unknown:
-        raise ogc.bad_request(f"process {model.id} has no input {', '.join(sorted(unknown))} "
-                              f"(its inputs: {', '.join(declared) or 'none'})")
-    check_inputs(model, inputs)      # schemas, minOccurs, maxOccurs: 400 before anything runs
-    values = {key: plain_value(key, value) for key, value in inputs.items()}
-    if model.whole_input:
-        return values.get(declared[0])
-    return values
-
-
-def plain_value(key: str, value: Any) -> Any:
-    """An input value with an OGC qualified value unwrapped (base64 decoded to bytes)."""
-    if not isinstance(value, dict):
-        return value
-    if "href" in value and set(value) <= LINK_KEYS:
-        raise ogc.bad_request(f"input {key}: inputs by reference (href) are not supported")
-    if "value" not in value or not set(value) <= QUALIFIED_KEYS:
-        return value
-    inner = value["value"]
-    if value.get("encoding") in ("base64", "binary") and isinstance(inner, str):
-        try:
-            return base64.b64decode(inner, validate=True)
-        except binascii.Error as exc:
-            raise ogc.bad_request(f"input {key}: value is not valid base64") from exc
-    return inner
-
-
-# -- outputs ----------------------------------------------------------------------------------
-
-def outputs_of(model: ogc.ProcessModel, result: Any) -> dict[str, Any]:
-    """Output id -> value for a PTS result."""
-    if model.mode != "process":
-        return {port.id: result for port in model.outputs}
-    files = result.get("outputs") if isinstance(result, Mapping) else None
-    if not isinstance(files, Mapping):
-        files = {}
-    if model.outputs == (ogc.ALL_FILES,):
-        return {ogc.ALL_FILES.id: dict(files)}
-    return {port.id: files.get(port.id) for port in model.outputs}
-
-
-def select_outputs(outputs: dict[str, Any], requested: Any) -> dict[str, Any]:
-    """The outputs an execute request's ``outputs`` asks for (all when absent)."""
-    if requested is None:
-        return outputs
-    if not isinstance(requested, Mapping):
-        raise ogc.bad_request("'outputs' must be an object: output id -> options")
-    unknown = sorted(set(requested) - set(outputs))
-    if unknown:
-        raise ogc.bad_request(f"no output {', '.join(unknown)} "
-                              f"(outputs: {', '.join(outputs)})")
-    for key, options in requested.items():
-        mode = options.get("transmissionMode", "value") if isinstance(options, Mapping) \
-            else "value"
-        if mode != "value":
-            raise ogc.bad_request(f"output {key}: only transmissionMode 'value' is supported")
-    return {key: value for key, value in outputs.items() if key in requested}
-
-
-def results_document(outputs: Mapping[str, Any]) -> dict[str, Any]:
-    """The results document: output id -> value; bytes become a base64 qualified value."""
-    return {key: {"value": base64.b64encode(value).decode("ascii"), "encoding": "base64",
-                  "mediaType": OCTETS} if isinstance(value, bytes) else value
-            for key, value in outputs.items()}
 
 
 # -- bodies -----------------------------------------------------------------------------------

@@ -4,12 +4,13 @@ Owns the HTTP side of OGC API - Processes for jobs. Every job route needs creden
 without): a user reaches the jobs they created, an administrator everybody's; the daemon
 filters by the ``owner`` sent with each call. A malformed or unknown job id, and another user's
 job, is OGC's ``no-such-job`` (404: a job's existence is not revealed); results of an
-unfinished job are ``result-not-ready`` (404); the results of a failed or dismissed job are the
-daemon's error, rendered by the app's error middleware. Dismissing a job deletes it (the daemon
-cancels an unfinished one first, politely, then kills): its record and results are gone, 404
-afterwards, as the standard's dismiss class describes. The event stream relays the daemon's
-``job.watch`` (resuming after ``Last-Event-ID``), sends a comment line as heartbeat when idle
-and ends when the job ends.
+unfinished job are ``result-not-ready`` (404); one output is served on its own, with its media
+type, at ``/v1/jobs/{id}/results/{name}`` (an unknown name is 404); the results of a failed or
+dismissed job are the daemon's error, rendered by the app's error middleware. Dismissing a job
+deletes it (the daemon cancels an unfinished one first, politely, then kills): its record and
+results are gone, 404 afterwards, as the standard's dismiss class describes. The event stream
+relays the daemon's ``job.watch`` (resuming after ``Last-Event-ID``), sends a comment line as
+heartbeat when idle and ends when the job ends.
 """
 
 from __future__ import annotations
@@ -24,14 +25,8 @@ from pnsweb import ogc
 from pnsweb.auth import require_user
 from pnsweb.errors import ApiError
 from pnsweb.keys import CATALOG, CLIENT, DaemonClient
-from pnsweb.views_v1_io import (
-    META_TIMEOUT,
-    base_of,
-    job_id_of,
-    outputs_of,
-    results_document,
-    send_json,
-)
+from pnsweb.ogcvalues import VALUE, outputs_of, results_document
+from pnsweb.views_v1_io import META_TIMEOUT, base_of, job_id_of, send_json
 from pnsweb.views_v1_results import stream_results
 from protocols.errors import ClientTimeout, ErrorCode, PnsError, RemoteError
 
@@ -90,23 +85,51 @@ async def results(request: web.Request) -> web.StreamResponse:
     try:
         reply = await _job_call(client, "job.result", job_id, owner)
     except RemoteError as exc:
-        if exc.code == ErrorCode.NOT_READY:
-            status = str(exc.details.get("status") or "not finished")
-            raise ogc.result_not_ready(job_id, status) from exc
+        _raise_not_ready(exc, job_id)
         if exc.code != ErrorCode.TOO_LARGE:
             raise
         record = await job_record(client, job_id, owner)
         model = await _model_of(request, str(record["pts"]))
         return await stream_results(request, client, job_id, model, owner=owner)
     model = await _model_of(request, str(reply["job"]["pts"]))
-    return await send_json(request, results_document(outputs_of(model, reply["result"])))
+    return await send_json(request, results_document(model, outputs_of(model, reply["result"])))
+
+
+async def output(request: web.Request) -> web.StreamResponse:
+    """One output of a successful job, as its media type (where an output sent by reference
+    points); read from the store chunk by chunk."""
+    owner = await reader(request)
+    job_id = job_id_of(request)
+    name = request.match_info["outputId"]
+    client = request.app[CLIENT]
+    record = await job_record(client, job_id, owner)
+    model = await _model_of(request, str(record["pts"]))
+    if name not in model.output_ports:
+        raise ApiError(404, f"job {job_id} has no output {name[:64]!r} "
+                            f"(its outputs: {', '.join(model.output_ids()) or 'none'})")
+    try:
+        return await stream_results(request, client, job_id, model, owner=owner,
+                                    chosen={name: VALUE}, raw=True)
+    except RemoteError as exc:
+        if exc.code in _GONE:
+            raise ogc.no_such_job(job_id) from exc
+        _raise_not_ready(exc, job_id)
+        raise
+
+
+def _raise_not_ready(exc: RemoteError, job_id: str) -> None:
+    """OGC's ``result-not-ready`` when the daemon says the job has no result yet."""
+    if exc.code == ErrorCode.NOT_READY:
+        status = str(exc.details.get("status") or "not finished")
+        raise ogc.result_not_ready(job_id, status) from exc
 
 
 async def _model_of(request: web.Request, name: str) -> ogc.ProcessModel:
     try:
         return await request.app[CATALOG].model(request.app[CLIENT], name)
     except ApiError:     # the PTS is gone since: show the result as its single output
-        return ogc.model_of({"name": name, "mode": "inproc"})
+        return ogc.model_of({"spec": {"name": name},
+                             "interface": {"outputs": {"result": {"path": []}}}})
 
 
 async def reader(request: web.Request) -> str | None:

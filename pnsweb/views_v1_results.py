@@ -1,11 +1,14 @@
-"""Results too large for one daemon message, streamed from the store to the HTTP client.
+"""Results written to the HTTP client: one output's value, or a stored result streamed.
 
-The daemon answers ``too_large`` for a result over its message limit (``job.result`` at once;
-a synchronous ``run`` once the job is recorded, naming the job). The views then call
-:func:`stream_results`: it reads the job's stored result with ``job.result_chunk``, chunk by
+:func:`send_value` writes one output's value in memory as the body, with the output's media
+type. The daemon answers ``too_large`` for a result over its message limit (``job.result`` at
+once; a synchronous ``run`` once the job is recorded, naming the job), and an output served on
+its own (``/v1/jobs/{id}/results/{name}``, where a reference points) is always read from the
+store: :func:`stream_results` reads the job's stored result with ``job.result_chunk``, chunk by
 chunk, and writes the same body the small-result path would send (the results document, or a
-single output ``raw``) with aiohttp's StreamResponse, never holding the result in memory.
-Each output is read from the store on its own (a few chunks are skipped to reach it).
+single output ``raw`` with its media type) with aiohttp's StreamResponse, never holding the
+result in memory. Each output is read from the store on its own (a few chunks are skipped to
+reach it), found by its ``path`` in the result.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from aiohttp import web
 
 from pnsweb import ogc
 from pnsweb.keys import DaemonClient
+from pnsweb.links import base_url
+from pnsweb.ogcvalues import REFERENCE, VALUE, media_type, reference
 from pnsweb.resultstream import MsgpackReader, write_raw, write_value
+from pnsweb.views_v1_io import send, send_json
 from protocols.errors import PnsError
 from protocols.results import chunk_end, chunk_request
 
@@ -29,7 +35,6 @@ log = structlog.get_logger(__name__)
 
 CHUNK_TIMEOUT = 60.0      # seconds for one chunk from the daemon
 FLUSH = 256 << 10         # bytes gathered before a write to the HTTP client
-OCTETS = "application/octet-stream"
 Head = tuple[str, Any]
 Source = Callable[[], AsyncGenerator[bytes, None]]   # a fresh read of the stored result
 
@@ -66,41 +71,53 @@ async def chunks(client: DaemonClient, job_id: str,
             yield data
 
 
-async def output_head(reader: MsgpackReader, model: ogc.ProcessModel, port: str) -> Head | None:
-    """Position ``reader`` at output ``port``'s value (as :func:`outputs_of` picks it)."""
-    if model.mode != "process":
-        return await reader.head()
-    files = await reader.find("outputs")
-    if files is None or files[0] != "map":
-        return None
-    if model.outputs == (ogc.ALL_FILES,):
-        return files
-    return await reader.find(port, files)
+async def output_head(reader: MsgpackReader, port: ogc.Port) -> Head | None:
+    """Position ``reader`` at output ``port``'s value (its ``path`` into the result)."""
+    head: Head | None = await reader.head()
+    for key in port.path:
+        head = await reader.find(key, head)
+        if head is None:
+            return None
+    return head
 
 
-def _absent(model: ogc.ProcessModel) -> bytes:
-    return b"{}" if model.outputs == (ogc.ALL_FILES,) else b"null"
+def results_href(base: str, job_id: str) -> Callable[[str], str]:
+    """Output name -> the URL its value is served at on its own."""
+    return lambda name: f"{base}/jobs/{job_id}/results/{name}"
+
+
+async def send_value(request: web.Request, port: ogc.Port, value: Any, *,
+                     headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+    """One output's value as the whole body, with its media type (JSON unless bytes or text
+    the output declares)."""
+    kind = media_type(port, value)
+    if kind == ogc.JSON:
+        return await send_json(request, value, headers=headers)
+    body = value if isinstance(value, bytes) else str(value).encode()
+    return await send(request, body, content_type=kind, headers=headers)
 
 
 async def stream_results(
     request: web.Request, client: DaemonClient, job_id: str, model: ogc.ProcessModel, *,
-    owner: str | None, requested: Any = None, raw: bool = False,
+    owner: str | None, chosen: Mapping[str, str] | None = None, raw: bool = False,
     headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """Answer with the stored result of ``job_id``, read as ``owner`` (None: an administrator):
-    the results document of the ``requested`` outputs (all when None), or with ``raw`` and one
-    output, that output's value itself."""
-    ports = [p.id for p in model.outputs if requested is None or p.id in requested]
+    the results document of the ``chosen`` outputs (output id -> transmission mode; all by
+    value when None), or with ``raw`` and one output, that output's value itself."""
+    chosen = chosen if chosen is not None else dict.fromkeys(model.output_ids(), VALUE)
     source = functools.partial(chunks, client, job_id, owner)
     response = web.StreamResponse(headers=headers)
     relay = Relay(response)
     try:
-        if raw and len(ports) == 1:
-            await _raw(request, source, model=model, port=ports[0], out=relay)
+        if raw and len(chosen) == 1:
+            [key] = chosen
+            await _raw(request, source, port=model.output_ports[key], out=relay)
         else:
             response.content_type = ogc.JSON
             await response.prepare(request)
-            await _document(source, model, ports, relay)
+            href = results_href(base_url(request) + "/v1", job_id)
+            await _document(source, model, chosen, relay, href)
         await relay.flush()
     except PnsError as exc:
         if not response.prepared:
@@ -114,32 +131,39 @@ async def stream_results(
     return response
 
 
-async def _document(source: Source, model: ogc.ProcessModel, ports: list[str],
-                    out: Relay) -> None:
+async def _document(source: Source, model: ogc.ProcessModel, chosen: Mapping[str, str],
+                    out: Relay, href: Callable[[str], str]) -> None:
     await out(b"{")
-    for index, port in enumerate(ports):
-        await out((b", " if index else b"") + json.dumps(port).encode() + b": ")
+    for index, (key, mode) in enumerate(chosen.items()):
+        port = model.output_ports[key]
+        await out((b", " if index else b"") + json.dumps(key).encode() + b": ")
+        if mode == REFERENCE:
+            await out(json.dumps(reference(port, href(key))).encode())
+            continue
         async with contextlib.aclosing(source()) as chunked:
             reader = MsgpackReader(chunked)
-            head = await output_head(reader, model, port)
+            head = await output_head(reader, port)
             if head is None:
-                await out(_absent(model))
+                await out(b"null")
             else:
-                await write_value(reader, head, out, qualified=True)
+                await write_value(reader, head, out, qualified=True,
+                                  media_type=port.media_type)
     await out(b"}")
 
 
-async def _raw(request: web.Request, source: Source, *,
-               model: ogc.ProcessModel, port: str, out: Relay) -> None:
+async def _raw(request: web.Request, source: Source, *, port: ogc.Port, out: Relay) -> None:
     async with contextlib.aclosing(source()) as chunked:
         reader = MsgpackReader(chunked)
-        head = await output_head(reader, model, port)
+        head = await output_head(reader, port)
         response = out.response
-        response.content_type = OCTETS if head is not None and head[0] == "bin" else ogc.JSON
+        kind = head[0] if head is not None else None
+        # the media type of a value of this kind (an empty one stands for it: none is read)
+        response.content_type = media_type(port, b"" if kind == "bin" else
+                                           "" if kind == "str" else None)
         await response.prepare(request)
         if head is None:
-            await out(_absent(model))
-        elif head[0] == "bin":
+            await out(b"null")
+        elif head[0] in ("bin", "str") and response.content_type != ogc.JSON:
             await write_raw(reader, head[1], out)
         else:
             await write_value(reader, head, out)

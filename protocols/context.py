@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import sys
 import threading
 from typing import Any, Callable, Optional
 
+MAX_PATHS_SHOWN = 12      # sys.path entries a missing module's error lists
 ProgressSink = Callable[[int, str], None]
 LogSink = Callable[[str], None]
 
@@ -81,6 +83,12 @@ def load_entry(entry: str) -> Callable[..., Any]:
         raise EntryError("%r is not of the form module:function" % entry)
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        where = ""
+        if exc.name is not None and module_name.startswith(exc.name):
+            # the module itself (not one it imports) is missing: say where it was looked for
+            where = " (looked in %s)" % ", ".join(p or "." for p in sys.path[:MAX_PATHS_SHOWN])
+        raise EntryError("cannot import %r: %s%s" % (module_name, exc, where)) from exc
     except Exception as exc:  # any import-time failure of user code means a bad entry
         raise EntryError("cannot import %r: %s: %s"
                          % (module_name, type(exc).__name__, exc)) from exc

@@ -88,3 +88,20 @@ def _oldest_python() -> tuple[tuple[int, ...], str] | None:
         if (3, 8) <= version < sys.version_info[:2]:
             candidates.append((version, str(python)))
     return min(candidates) if candidates else None
+
+
+def test_the_ogc_api_knows_no_pts_by_name() -> None:
+    """/v1 builds every description from the PTS's declared interface: no entry point and no
+    demo PTS is named in it (the reference API, /v0.6, drives the reference's own demos)."""
+    import tomllib  # noqa: PLC0415 - only this test reads the demo specs
+
+    demo = tomllib.loads((ROOT / "pnsd" / "demo" / "pts.toml").read_text())["pts"]
+    names = {*demo, *(spec["entry"] for spec in demo.values() if "entry" in spec), "pnsd.demo"}
+    v06 = {"views_v06.py", "views_v06_run.py", "views_v06_config.py", "views_v06_envelope.py",
+           "routes_v06.py", "fdi.py", "settings.py"}
+    for path in sorted((ROOT / "pnsweb").glob("*.py")):
+        if path.name in v06:
+            continue
+        strings = {node.value for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+        assert not names & strings, f"{path.name} names {sorted(names & strings)}"

@@ -73,7 +73,7 @@ def test_every_link_resolves_inside_the_repository(page: Path) -> None:
 # Notes kept outside the repository, by name; a source file saying "STYLE rule 6" or
 # "(DESIGN.md)" points a reader at something a clone does not have.
 OUTSIDE = re.compile(
-    r"\b(?:STYLE|DESIGN|PERF|LAYOUT|REFERENCE)(?:\.md|\b ?rule| \"|:)|\bshared/|\brule \d")
+    r"\b(?:STYLE|DESIGN|PERF|LAYOUT|REFERENCE)(?:\.md|\b ?rule| \"|: )|\bshared/|\brule \d")
 
 
 def test_no_source_file_cites_a_file_outside_the_repository() -> None:

@@ -40,7 +40,8 @@ def echo(data: Any) -> Any:
 def hello(data: Any, ctx: RunContext | None = None) -> str:
     """Greet a name exactly as the ``runPTS`` script does: ``hello NAME! From USER DATE``.
 
-    ``data`` is the name, or ``{"theName": name}``; a missing or empty name means "stranger".
+    ``data`` is the inputs map ``{"name": name}`` (its declared input), the reference's
+    ``{"theName": name}``, or the name itself; a missing or empty name means "stranger".
     """
     name = _hello_name(data)
     if ctx is not None:
@@ -112,7 +113,7 @@ def fail(data: Any) -> Any:
 
 
 def _hello_name(data: Any) -> str:
-    name = data.get("theName") if isinstance(data, Mapping) else data
+    name = data.get("name", data.get("theName")) if isinstance(data, Mapping) else data
     if isinstance(name, bytes):
         try:
             name = name.decode("utf-8")

@@ -1,6 +1,7 @@
 """The mailbox of a process-mode run: per-job ``input/`` and ``output/`` dirs and their files.
 
-Owns validating client-given file names and contents, creating a job dir without following
+Owns validating client-given file names and contents (text and bytes as they are, any other
+value as its JSON text), creating a job dir without following
 symlinks or reusing another run's dir, and reading files back with size caps and no symlink
 following. Everything here blocks: callers run it in a thread. It never runs a process.
 """
@@ -8,6 +9,7 @@ following. Everything here blocks: callers run it in a thread. It never runs a p
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import uuid
@@ -16,31 +18,37 @@ from pathlib import Path
 from typing import Any
 
 from pnsd.errors import BadRequest, PtsFailed
-from pnsd.spec import is_safe_name
+from pnsd.interface import is_safe_name
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def validate_inputs(data: Any, declared: tuple[str, ...]) -> dict[str, bytes]:
-    """Input file name -> bytes; every name a plain file name (and declared, if any are)."""
+def validate_inputs(data: Any, declared: Mapping[str, str] | None) -> dict[str, bytes]:
+    """Input file name -> bytes. ``declared`` maps each declared input to its file name (the
+    input was checked against the declarations before); None takes any plain file name."""
     if data is None:
         return {}
     if not isinstance(data, Mapping):
         raise BadRequest(f"input must be a map of file name to content, not {type(data).__name__}")
     files: dict[str, bytes] = {}
-    for name, content in data.items():
+    for key, content in data.items():
+        name = key if declared is None else declared.get(key)
+        if name is None:
+            raise BadRequest(f"input {key!r} is not declared; expected {list(declared or ())}")
         if not is_safe_name(name):
             raise BadRequest(f"input name {name!r} is not a plain file name")
-        if declared and name not in declared:
-            raise BadRequest(f"input {name!r} is not declared; expected {list(declared)}")
         if isinstance(content, str):
             files[name] = content.encode("utf-8")
         elif isinstance(content, bytes | bytearray):
             files[name] = bytes(content)
-        else:
-            raise BadRequest(f"input {name!r} must be text or bytes, not {type(content).__name__}")
+        else:       # a number, a boolean, a list or a map: the file holds its JSON text
+            try:
+                files[name] = json.dumps(content, ensure_ascii=False).encode("utf-8")
+            except (TypeError, ValueError) as exc:
+                raise BadRequest(f"input {name!r} cannot be written as JSON text: {exc}") \
+                    from None
     return files
 
 

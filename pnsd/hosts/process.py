@@ -86,15 +86,16 @@ class ProcessHost:
         self, data: Any, *, timeout: float, ctx: RunContext,
     ) -> dict[str, Any]:
         self._require_ready()
-        files = validate_inputs(data, self.spec.inputs)
+        files = validate_inputs(data, self.spec.interface.input_files())
         job_dir = await asyncio.to_thread(make_job_dir, self._work_dir, ctx.job_id, files)
         try:
             capture = await self._execute(
                 "run", self._commands["run"], cwd=job_dir, seconds=timeout, ctx=ctx)
             outputs: dict[str, str | bytes] | None = {}
             if capture.returncode == 0:
-                outputs = await asyncio.to_thread(read_files, job_dir / "output",
-                                                  self.spec.outputs, self._max_output, "output")
+                outputs = await asyncio.to_thread(
+                    read_files, job_dir / "output", self.spec.interface.output_files(),
+                    self._max_output, "output")
             return _checked("run", capture.result(outputs or {}))
         finally:
             await self._retire(job_dir)

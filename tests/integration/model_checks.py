@@ -45,9 +45,8 @@ def sized_payload(kind: str) -> dict[str, Any]:
 
 
 def wire_size(pts: PtsModel, data: Any, size: int) -> int:
-    inputs = web_inputs(pts.mode, data, size)
-    value = inputs if pts.mode == "process" else inputs["input"]
-    return len(msgpack.packb({"pts": pts.name, "input": value}, use_bin_type=True))
+    inputs = web_inputs(pts.mode, data, size)      # the PTS's input map, in every mode
+    return len(msgpack.packb({"pts": pts.name, "input": inputs}, use_bin_type=True))
 
 
 def no_internal(reply: Reply, what: str) -> None:

@@ -25,7 +25,8 @@ import time
 VERSION = {version}
 
 
-def run(data):
+def run(inputs):
+    data = inputs["input"]     # it declares no inputs: the web sends its data as "input"
     if isinstance(data, dict) and data.get("sleep"):
         time.sleep(float(data["sleep"]))
     return {{"v": VERSION, "echo": data}}

@@ -40,7 +40,7 @@ def test_run_status_and_stop_leave_nothing_behind(daemon_process: DaemonProcess)
     status = daemon_process.cli("status", "--json")
     assert json.loads(status.stdout)["pts"]["echo"]["state"] == "ready"
     assert daemon_process.cli("pts", "show", "hello").returncode == 0
-    worker = daemon_process.cli("run", "hello-worker", "--input", '"Ann"')
+    worker = daemon_process.cli("run", "hello-worker", "--input", '{"name": "Ann"}')
     assert json.loads(worker.stdout).startswith("hello Ann! From ")
     children = descendants(daemon_process.process.pid)
     assert children, "the worker PTS should have child processes"
@@ -83,7 +83,7 @@ def test_cli_talks_to_no_daemon_with_exit_3(tmp_path: Path) -> None:
 
 
 def test_jobs_from_the_cli(daemon_process: DaemonProcess) -> None:
-    submitted = daemon_process.cli("submit", "sleep", "--input", "0.3")
+    submitted = daemon_process.cli("submit", "sleep", "--input", '{"seconds": 0.3}')
     job_id = submitted.stdout.strip()
     assert len(job_id) == 32, submitted.stderr
     watched = daemon_process.cli("jobs", "watch", job_id)
@@ -94,7 +94,7 @@ def test_jobs_from_the_cli(daemon_process: DaemonProcess) -> None:
     assert shown["status"] == "successful" and shown["pts"] == "sleep"
     listed = json.loads(daemon_process.cli("jobs", "list", "--pts", "sleep").stdout)
     assert job_id in [j["id"] for j in listed["jobs"]]
-    long_job = daemon_process.cli("submit", "sleep", "--input", "60").stdout.strip()
+    long_job = daemon_process.cli("submit", "sleep", "--input", '{"seconds": 60}').stdout.strip()
     cancelled = daemon_process.cli("jobs", "cancel", long_job)
     assert cancelled.returncode == 0
     final = [json.loads(line) for line in
@@ -115,7 +115,8 @@ def test_crash_recovery_keeps_finished_results_and_fails_interrupted_jobs(tmp_pa
             for job in done:      # wait for every echo job to finish
                 for _ in client.stream("job.watch", {"job": job}, timeout=30):
                     pass
-            running = [client.call("submit", {"pts": "sleep", "input": 60})["job"]["id"]
+            running = [client.call("submit", {"pts": "sleep",
+                                               "input": {"seconds": 60}})["job"]["id"]
                        for _ in range(3)]
             for job in running:
                 wait_running(client, job)

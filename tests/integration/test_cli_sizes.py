@@ -66,7 +66,7 @@ def test_a_result_over_the_limit_is_printed_from_chunks(small: DaemonProcess) ->
 
 def test_a_run_notices_its_daemon_went_away(small: DaemonProcess) -> None:
     run = subprocess.Popen(
-        [sys.executable, "-m", "pnsd", "run", "sleep", "--input", "30", "--home",
+        [sys.executable, "-m", "pnsd", "run", "sleep", "--input", '{"seconds": 30}', "--home",
          str(small.home), "--config", str(small.config)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(small.home))
     try:

@@ -77,7 +77,7 @@ async def test_bad_run_requests_get_clear_errors(client: AsyncClient, body: obje
 
 async def test_a_run_over_its_timeout_fails_with_timeout(client: AsyncClient) -> None:
     with pytest.raises(RemoteError) as caught:
-        await client.call("run", {"pts": "sleep", "input": 30, "timeout": 0.2})
+        await client.call("run", {"pts": "sleep", "input": {"seconds": 30}, "timeout": 0.2})
     assert caught.value.code == ErrorCode.TIMEOUT
 
 
@@ -88,7 +88,7 @@ async def test_unknown_operation_is_unknown_op(client: AsyncClient) -> None:
 
 
 async def test_async_submit_then_result_and_watch(client: AsyncClient) -> None:
-    job = (await client.call("submit", {"pts": "sleep", "input": 0.2}))["job"]
+    job = (await client.call("submit", {"pts": "sleep", "input": {"seconds": 0.2}}))["job"]
     assert job["status"] == "accepted"
     events = [e async for e in client.stream("job.watch", {"job": job["id"]}, timeout=10)]
     assert events[-1]["status"] == "successful"
@@ -98,7 +98,7 @@ async def test_async_submit_then_result_and_watch(client: AsyncClient) -> None:
 
 
 async def test_result_of_an_unfinished_job_is_not_ready(client: AsyncClient) -> None:
-    job = (await client.call("submit", {"pts": "sleep", "input": 30}))["job"]
+    job = (await client.call("submit", {"pts": "sleep", "input": {"seconds": 30}}))["job"]
     with pytest.raises(RemoteError) as caught:
         await client.call("job.result", {"job": job["id"]})
     assert caught.value.code == ErrorCode.NOT_READY
@@ -192,7 +192,7 @@ async def test_oversized_message_is_too_large(tmp_path: object, running: Running
 async def test_client_timeout_is_typed(running: Running) -> None:
     async with running.client() as client:
         with pytest.raises(ClientTimeout):
-            await client.call("run", {"pts": "sleep", "input": 5}, timeout=0.2)
+            await client.call("run", {"pts": "sleep", "input": {"seconds": 5}}, timeout=0.2)
 
 
 async def test_unreachable_daemon_is_unavailable_at_once(tmp_path: object) -> None:
@@ -220,16 +220,16 @@ async def test_a_short_timeout_to_an_unreachable_daemon_leaves_no_stray_error(
 async def test_blocking_client_keeps_many_requests_in_flight(running: Running) -> None:
     def exercise() -> None:
         with Client(running.settings.endpoint, key=running.key, timeout=30) as client:
-            slow = client.send("run", {"pts": "sleep", "input": 0.3})
+            slow = client.send("run", {"pts": "sleep", "input": {"seconds": 0.3}})
             fast = [client.send("run", {"pts": "echo", "input": i}) for i in range(50)]
             # collected in reverse order: replies that arrive for others are kept for them
             assert [p.result()["result"] for p in reversed(fast)] == list(range(49, -1, -1))
             assert slow.result()["result"] == {"slept": 0.3}
-            job = client.call("submit", {"pts": "sleep", "input": 0.1})["job"]["id"]
+            job = client.call("submit", {"pts": "sleep", "input": {"seconds": 0.1}})["job"]["id"]
             events = list(client.stream("job.watch", {"job": job}, timeout=10))
             assert events[-1]["status"] == "successful"
             with pytest.raises(ClientTimeout):
-                client.call("run", {"pts": "sleep", "input": 5}, timeout=0.2)
+                client.call("run", {"pts": "sleep", "input": {"seconds": 5}}, timeout=0.2)
             with pytest.raises(RemoteError) as caught:
                 client.call("run", {"pts": "nope", "input": 1})
             assert caught.value.code == ErrorCode.NOT_FOUND

@@ -98,7 +98,7 @@ async def test_a_dropped_connection_fails_its_calls_at_once_and_the_link_comes_b
                            timeout=30.0) as client:
         assert (await client.call("ping", {}))["protocol"] == 1
         started = time.monotonic()
-        slow = asyncio.ensure_future(client.call("run", {"pts": "sleep", "input": 3}))
+        slow = asyncio.ensure_future(client.call("run", {"pts": "sleep", "input": {"seconds": 3}}))
         with pytest.raises(RemoteError) as caught:
             await client.call("run", {"pts": "echo", "input": os.urandom(4 * LIMIT)})
         assert caught.value.code == ErrorCode.UNAVAILABLE

@@ -192,7 +192,7 @@ async def v1_requests(ask: Ask, finished: Callable[[str], Awaitable[None]]) -> d
         "submit again": await ask("submit", {"pts": "echo", "input": 1, "idempotency_key": "k",
                                              **mine}),
         "submit missing": await ask("submit", {"pts": "no-such-pts", "input": 1, **mine}),
-        "submit long": await ask("submit", {"pts": "sleep", "input": 600, **mine}),
+        "submit long": await ask("submit", {"pts": "sleep", "input": {"seconds": 600}, **mine}),
     }
     ran = answers["run"].reply["job"]
     waiting = answers["submit long"].reply["job"]["id"]
@@ -202,6 +202,7 @@ async def v1_requests(ask: Ask, finished: Callable[[str], Awaitable[None]]) -> d
                         (" missing", {"job": MISSING_JOB, **mine})):
         answers["job.status" + label] = await ask("job.status", body)
         answers["job.result" + label] = await ask("job.result", body)
+        answers["job.result_chunk" + label] = await ask("job.result_chunk", {**body, "offset": 0})
     answers["job.result not ready"] = await ask("job.result", {"job": waiting, **mine})
     answers["job.list"] = await ask("job.list", {"limit": 10, "offset": 0, **mine})
     answers["job.list by status"] = await ask("job.list", {"status": "successful", "limit": 1})

@@ -100,7 +100,7 @@ async def test_users_reach_only_their_own_jobs_admins_all_anonymous_none(web: An
     admins = await (await web.get("/v1/jobs", headers=ROOT)).json()
     assert job_id in [job["jobID"] for job in admins["jobs"]]
     results = await web.get(f"/v1/jobs/{job_id}/results", headers=ROOT)
-    assert await results.json() == {"result": "ann's secret"}
+    assert await results.json() == {"result": {"value": "ann's secret"}}
     assert (await web.get("/v1/processes")).status == 200       # descriptions stay public
 
 
@@ -195,4 +195,4 @@ async def test_a_job_still_queued_at_shutdown_runs_after_the_restart(
     info = await finished(web, queued_id, ANN)
     assert info["status"] == "successful", info
     results = await web.get(f"/v1/jobs/{queued_id}/results", headers=ANN)
-    assert await results.json() == {"result": {"slept": 0}}
+    assert await results.json() == {"result": {"slept": 0}}    # nap declares no outputs

@@ -14,10 +14,11 @@ import pytest
 from aiohttp import encode_basic_auth
 
 from pnsd.keyfile import load_or_create_key
+from pnsd.spec import parse_spec
 from pnsweb import ogc
 from pnsweb.app import create_app
+from pnsweb.ogcvalues import outputs_of, results_document
 from pnsweb.settings import User, hash_password, load_settings
-from pnsweb.views_v1_io import outputs_of, results_document
 from protocols.client import AsyncClient
 from tests.integration.conftest import DaemonProcess, spawn_daemon
 from tests.integration.test_sizes import BIG_PTS, LIMIT, big_home
@@ -68,12 +69,14 @@ async def still_serves(web: Any) -> None:
     assert response.status == 200, await response.text()
     echo = await web.post("/v1/processes/echo/execution", headers=AUTH,
                           json={"inputs": {"value": [1, 2]}})
-    assert echo.status == 200 and await echo.json() == [1, 2]
+    assert echo.status == 200 and await echo.json() == {"value": [1, 2]}
 
 
 def expected_document(result: Any) -> Any:
-    model = ogc.model_of({"name": "big", "mode": "process", "outputs": ["a", "b", "c"]})
-    return results_document(outputs_of(model, result))
+    spec = parse_spec("big", {"mode": "process", "run": ["runbig"], "outputs": ["a", "b", "c"]})
+    model = ogc.model_of({"spec": spec.public(),
+                          "interface": spec.interface.described(process=True)})
+    return results_document(model, outputs_of(model, result))
 
 
 async def test_results_over_the_limit_stream_to_their_owner_only_and_the_link_stays(

@@ -60,10 +60,10 @@ async def test_sync_echo_execution_raw_and_document(web: Any) -> None:
     raw = await web.post("/v1/processes/echo/execution", json={"inputs": {"value": value}},
                          headers=AUTH)
     assert raw.status == 200, await raw.text()
-    assert await raw.json() == value
+    assert await raw.json() == {"value": value}     # echo declares no inputs: its input map
     doc = await web.post("/v1/processes/echo/execution", headers=AUTH,
                          json={"inputs": {"value": value}, "response": "document"})
-    assert await doc.json() == {"result": value}
+    assert await doc.json() == {"result": {"value": value}}
 
 
 async def test_hello_process_mode_runs_the_real_script(web: Any) -> None:
@@ -83,7 +83,7 @@ async def test_async_sleep_job_polls_to_success_and_has_results(web: Any) -> Non
     assert info["progress"] == 100
     assert "finished" in info
     results = await web.get(f"/v1/jobs/{job_id}/results", headers=AUTH)
-    assert await results.json() == {"result": {"slept": 0.3}}
+    assert await results.json() == {"slept": 0.3}
     listed = await (await web.get("/v1/jobs?processID=sleep&limit=5", headers=AUTH)).json()
     assert job_id in [job["jobID"] for job in listed["jobs"]]
 

@@ -147,7 +147,7 @@ async def test_unsafe_input_names_are_refused_and_nothing_is_written(
     assert list((tmp_path / "work").iterdir()) == []
 
 
-@pytest.mark.parametrize("data", [["infile"], "infile", {"infile": 3}, {"other": "x"}])
+@pytest.mark.parametrize("data", [["infile"], "infile", {"infile": object()}, {"other": "x"}])
 async def test_malformed_or_undeclared_input_is_a_bad_request(tmp_path: Path, data: Any) -> None:
     host = await _started(tmp_path, {"runPTS": "true"}, {"run": ["runPTS"], "inputs": ["infile"]})
     with pytest.raises(BadRequest):

@@ -124,6 +124,12 @@ async def test_a_run_started_before_the_swap_finishes_on_the_old_version(node: N
      "selftest expected"),
     ({"selftest": {"expect": 1}}, InvalidSpec, "'selftest' must be a table with 'input'"),
     ({"env": {"A": None}}, InvalidSpec, "must be a table of strings"),
+    ({"inputs": {"x": {"schema": {"type": 12}}}}, InvalidSpec,
+     "inputs.x.schema/type is not valid JSON Schema"),
+    ({"inputs": {"x": {"schema": {"type": "integer"}}}, "selftest": {"input": {"x": "one"}}},
+     InvalidSpec, "'selftest.input' does not fit the declared inputs"),
+    ({"outputs": {"version": {"schema": {"type": "integer"}}}, "selftest": {"input": 1}},
+     DaemonError, "output 'version' at /version fails type"),
 ])
 async def test_a_bad_new_version_is_refused_and_the_old_one_keeps_serving(
     node: Node, change: dict[str, Any], error: type[DaemonError], words: str,

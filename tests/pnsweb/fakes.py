@@ -35,7 +35,7 @@ from typing import Any
 
 from aiohttp import encode_basic_auth
 
-from pnsd.spec import parse_spec
+from pnsd.spec import Mode, parse_spec
 from pnsweb.settings import User, WebSettings, hash_password
 from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, RemoteError
 
@@ -181,8 +181,11 @@ def basic(credentials: tuple[str, str]) -> dict[str, str]:
 HELLO_SPEC: dict[str, Any] = {
     "name": "hello", "mode": "process", "version": "1", "description": "hello",
     "init": ["initPTS"], "config": ["configPTS"], "run": ["runPTS"], "clean": ["cleanPTS"],
-    "inputs": ["infile"], "outputs": ["outfile"], "timeout": 10.0, "queue": 0,
-    "env": {"SECRET_TOKEN": "s3cret"},
+    "inputs": {"infile": {"title": "Name", "description": "the name to greet",
+                          "schema": {"type": "string"}, "minOccurs": 0}},
+    "outputs": {"outfile": {"title": "Greeting", "description": "hello NAME!",
+                            "schema": {"type": "string", "contentMediaType": "text/plain"}}},
+    "timeout": 10.0, "queue": 0, "env": {"SECRET_TOKEN": "s3cret"},
 }
 SPECTRUM = {
     "col1": {"data": [1, 4.4, 5400.0], "unit": "eV"},
@@ -194,12 +197,15 @@ def described(table: Mapping[str, Any], state: str = "ready", reason: str = "",
               **details: Any) -> dict[str, Any]:
     """A ``pts.describe`` reply as pnsd gives it for the PTS ``table`` (a ``[pts.NAME]`` table
     and its ``name``): the spec as pnsd's own parser publishes it, and the state of its first
-    generation (``details``: what its host adds, e.g. a process host's ``last_run_dir``)."""
+    generation (``details``: what its host adds, e.g. a process host's ``last_run_dir``), its
+    declared interface and whether synchronous results are kept."""
     parsed = parse_spec(table["name"], {k: v for k, v in table.items() if k != "name"})
     return {"spec": parsed.public(), "state": {
         "generation": 1, "version": parsed.version, "mode": parsed.mode.value, "running": 0,
         "queued": 0, "slots": parsed.slots, "queue": parsed.queue, "state": state,
-        "reason": reason, **details}}
+        "reason": reason, **details},
+        "interface": parsed.interface.described(process=parsed.mode is Mode.PROCESS),
+        "sync_results_kept": True}
 
 
 def outcome(command: str, stdout: str = "", returncode: int = 0, **more: Any) -> dict[str, Any]:

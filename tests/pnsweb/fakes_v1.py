@@ -1,41 +1,54 @@
 """A fake daemon that behaves like pnsd for the /v1 and ops tests (no tests in this module).
 
-It programs ``tests.pnsweb.fakes.FakeDaemon`` with the demo PTS specs and a small in-memory job
-book, so the views can be driven end to end: run, submit, status, result, list, cancel,
-delete, watch and status. Like pnsd, the book keeps each job's ``owner`` (jobs are the
-ordinary user ``USER``'s unless a test says otherwise), answers ``not_found`` for another
-owner's job, deduplicates submissions by ``idempotency_key`` per owner and refuses submissions
-as ``busy`` beyond ``capacity`` unfinished jobs. Its replies and error details have the shape of
-pnsd's (checked by ``tests/integration/test_web_fakes_contract.py``).
+It programs ``tests.pnsweb.fakes.FakeDaemon`` with the demo PTS specs (parsed by pnsd, whose
+``pts.describe`` interface and input checks it answers with) and a small in-memory job book, so
+the views can be driven end to end: run, submit, status, result, list, cancel, delete, watch
+and status. Like pnsd, the book keeps each job's ``owner`` (jobs are the ordinary user
+``USER``'s unless a test says otherwise), answers ``not_found`` for another owner's job,
+deduplicates submissions by ``idempotency_key`` per owner and refuses submissions as ``busy``
+beyond ``capacity`` unfinished jobs. Its replies and error details have the
+shape of pnsd's (checked by ``tests/integration/test_web_fakes_contract.py``).
 """
 
 from __future__ import annotations
 
 import itertools
+import tomllib
 import uuid
 from typing import Any
 
+import msgpack
+
+from pnsd.demo import demo_specs_path
+from pnsd.errors import DaemonError
+from pnsd.spec import Mode, PtsSpec, parse_spec
+from pnsd.validation import InputCheck
 from pnsweb.settings import WebSettings
 from protocols.errors import RemoteError
-from tests.pnsweb.fakes import USER, FakeDaemon, basic, described, web_settings
+from tests.pnsweb.fakes import USER, FakeDaemon, basic, web_settings
 
 UNFINISHED = ("accepted", "running")
 
 AUTH = basic(USER)     # an ordinary user: /v1 execution and dismiss need no admin
 
-SPECS: dict[str, dict[str, Any]] = {
-    "echo": {"name": "echo", "mode": "inproc", "entry": "pnsd.demo:echo", "version": "1",
-             "description": "Returns its input unchanged."},
-    "sleep": {"name": "sleep", "mode": "inproc", "entry": "pnsd.demo:sleep", "version": "1",
-              "description": "Sleeps."},
-    "hello": {"name": "hello", "mode": "process", "version": "1", "description": "hello PTS",
-              "run": ["runPTS"], "inputs": ["infile"], "outputs": ["outfile"]},
-    "hello-worker": {"name": "hello-worker", "mode": "worker", "entry": "pnsd.demo:hello",
-                     "version": "1", "description": "hello from workers"},
-    "testcalc": {"name": "testcalc", "mode": "inproc", "entry": "pnsd.demo:testcalc",
-                 "version": "1", "description": "calc"},
-    "custom": {"name": "custom", "mode": "worker", "entry": "mine:run", "version": "2"},
-}
+def _demo_specs() -> dict[str, PtsSpec]:
+    """The packaged demo PTS as pnsd parses them, and one user PTS declaring nothing."""
+    tables = tomllib.loads(demo_specs_path().read_text(encoding="utf-8"))["pts"]
+    specs = {name: parse_spec(name, tables[name])
+             for name in ("echo", "sleep", "hello", "hello-worker", "testcalc")}
+    specs["custom"] = parse_spec("custom", {"mode": "worker", "entry": "mine:run",
+                                            "version": "2"})
+    png = {"contentMediaType": "image/png"}
+    specs["picture"] = parse_spec("picture", {
+        "mode": "worker", "entry": "mine:draw", "version": "1",
+        "inputs": {"image": {"schema": png}},
+        "outputs": {"png": {"schema": png}, "size": {"schema": {"type": "integer"}}}})
+    return specs
+
+
+PTS = _demo_specs()
+SPECS: dict[str, dict[str, Any]] = {name: spec.public() for name, spec in PTS.items()}
+CHECKS = {name: InputCheck(name, spec.interface.inputs) for name, spec in PTS.items()}
 
 
 def settings(**changes: Any) -> WebSettings:
@@ -55,8 +68,18 @@ def compute(pts: str, data: Any) -> Any:
         return {"command": ["runPTS"], "returncode": 0, "stdout": "", "stderr": "",
                 "outputs": {"outfile": f"hello {data.get('infile', '')}!"}, "truncated": False}
     if pts == "sleep":
-        return {"slept": data}
+        return {"slept": data["seconds"]}
+    if pts == "picture":
+        return {"png": data["image"], "size": len(data["image"])}
     return data
+
+
+def checked(body: Any) -> None:
+    """Refuse an input as pnsd does (its own checks, the same errors)."""
+    try:
+        CHECKS[body["pts"]].check(body["input"])
+    except DaemonError as exc:
+        raise RemoteError(exc.code, exc.message, exc.details) from exc
 
 
 class JobBook:
@@ -82,6 +105,7 @@ class JobBook:
 
     def run(self, body: Any) -> Any:
         known(body["pts"])
+        checked(body)
         job = self.add(record(body["pts"], "successful", sync=True, progress=100,
                               finished=1_700_000_001.0, owner=body.get("owner", "")),
                        compute(body["pts"], body["input"]))
@@ -94,6 +118,7 @@ class JobBook:
         if key in self.keys:
             return {"job": self.jobs[self.keys[key]]}
         known(body["pts"])
+        checked(body)
         unfinished = sum(job["status"] in UNFINISHED for job in self.jobs.values())
         if self.capacity is not None and unfinished >= self.capacity:
             raise RemoteError("busy", f"PTS {body['pts']} is busy", {"pts": body["pts"]})
@@ -111,6 +136,14 @@ class JobBook:
         if job["status"] == "failed":
             raise RemoteError("pts_error", job["message"] or "failed")
         return {"job": job, "result": self.results[job["id"]]}
+
+    def result_chunk(self, body: Any) -> Any:
+        """A slice of the stored result's msgpack form, as pnsd answers job.result_chunk."""
+        job = self.result(body)["job"]
+        blob = msgpack.packb(self.results[job["id"]], use_bin_type=True)
+        offset, limit = body["offset"], body.get("limit", len(blob))
+        return {"job": job, "size": len(blob), "offset": offset,
+                "data": blob[offset:offset + limit]}
 
     def list(self, body: Any) -> Any:
         found = [j for j in reversed(self.jobs.values())
@@ -142,16 +175,25 @@ def known(name: str) -> None:
 
 def describe(body: Any) -> Any:
     known(body["name"])
-    return described(SPECS[body["name"]])
+    pts = PTS[body["name"]]
+    return {"spec": SPECS[pts.name], "state": first_state(pts),
+            "interface": pts.interface.described(process=pts.mode is Mode.PROCESS),
+            "sync_results_kept": True}
+
+
+def first_state(pts: PtsSpec) -> dict[str, Any]:
+    """The state of a PTS's first generation, ready, as pnsd reports it."""
+    return {"generation": 1, "version": pts.version, "mode": pts.mode.value, "running": 0,
+            "queued": 0, "slots": pts.slots, "queue": pts.queue, "state": "ready", "reason": ""}
 
 
 def status_reply(**states: str) -> dict[str, Any]:
-    pts = {name: described(spec)["state"] for name, spec in SPECS.items()}
+    pts = {name: first_state(spec) for name, spec in PTS.items()}
     for name, state in states.items():
         pts[name].update(state=state, reason=f"{name} is {state}")
     return {"version": "0.1.0", "protocol": 1, "uptime": 12.5, "accepting": True, "pts": pts,
             "store": {"open": True, "queued": 0, "pending": 0, "commits": 7, "write_errors": 0,
-                      "lost": 0},
+                      "lost": 0, "bytes": 4096, "bound": 1 << 30},
             "retiring": [], "refusals": {"refused": {}, "unanswered": 0}}
 
 
@@ -160,10 +202,12 @@ def demo_daemon() -> tuple[FakeDaemon, JobBook]:
     seq = itertools.count(1)
     daemon = FakeDaemon()
     daemon.reply("pts.list", {"pts": [
-        {"name": n, "mode": s["mode"], "version": s["version"],
-         "description": s.get("description", ""), "state": "ready"} for n, s in SPECS.items()]})
+        {"name": n, "mode": s["mode"], "version": s["version"], "title": s["title"],
+         "description": s.get("description", ""), "keywords": s["keywords"], "state": "ready"}
+        for n, s in SPECS.items()]})
     daemon.on("pts.describe", describe)
     daemon.on("run", book.run).on("submit", book.submit).on("job.result", book.result)
+    daemon.on("job.result_chunk", book.result_chunk)
     daemon.on("job.status", lambda body: {"job": book.get(body)})
     daemon.on("job.list", book.list).on("job.cancel", book.cancel).on("job.delete", book.delete)
     daemon.on("status", lambda body: status_reply())

@@ -69,7 +69,7 @@ async def test_authenticated_caller_may_send_up_to_max_body(aiohttp_client: Any)
     payload = {"inputs": {"value": "x" * 50_000}}
     resp = await client.post("/v1/processes/echo/execution", json=payload, headers=AUTH)
     assert resp.status == 200
-    assert await resp.json() == "x" * 50_000
+    assert await resp.json() == {"value": "x" * 50_000}
     resp = await client.post("/v1/processes/echo/execution",
                              json={"inputs": {"value": "x" * 100_000}}, headers=AUTH)
     assert resp.status == 413

@@ -91,3 +91,15 @@ def test_modifying_calls_and_job_reads_ask_for_credentials(app: web.Application)
         for method, op in ops.items():
             wanted = method in ("post", "put", "patch", "delete") or path.startswith("/v1/jobs")
             assert ("security" in op) == wanted, (method, path)
+
+
+async def test_each_process_s_input_and_output_schemas_are_in_the_document(client: Any) -> None:
+    schemas = (await (await client.get("/v1/openapi.json")).json())["components"]["schemas"]
+    sleep = schemas["sleep.execute"]["properties"]["inputs"]
+    assert sleep["required"] == ["seconds"] and sleep["additionalProperties"] is False
+    seconds = sleep["properties"]["seconds"]["oneOf"][0]
+    assert seconds == {"type": "number", "minimum": 0, "maximum": 86400}
+    assert schemas["sleep.results"]["properties"]["slept"]["oneOf"][0] == {"type": "number"}
+    picture = schemas["picture.results"]["properties"]["png"]["oneOf"][0]
+    assert picture["properties"]["value"]["contentMediaType"] == "image/png"
+    assert schemas["echo.execute"]["properties"]["inputs"]["additionalProperties"] is True

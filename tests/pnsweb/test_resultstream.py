@@ -9,9 +9,11 @@ from typing import Any
 import msgpack
 import pytest
 
+from pnsd.spec import parse_spec
 from pnsweb import ogc
+from pnsweb.ogcvalues import outputs_of, results_document
 from pnsweb.resultstream import MsgpackReader, write_value
-from pnsweb.views_v1_io import encode_json, outputs_of, results_document
+from pnsweb.views_v1_io import encode_json
 from pnsweb.views_v1_results import output_head
 from protocols.errors import ProtocolError
 
@@ -49,30 +51,42 @@ async def test_each_value_streams_to_the_json_of_the_whole(value: Any, size: int
     assert await transcode(value, size=size) == encode_json(value)
 
 
+def model(table: dict[str, Any]) -> ogc.ProcessModel:
+    """The process model pnsweb builds from pnsd's description of ``table``."""
+    spec = parse_spec("p", table)
+    process = spec.mode.value == "process"
+    return ogc.model_of({"spec": spec.public(),
+                         "interface": spec.interface.described(process=process)})
+
+
 async def test_bytes_at_the_top_become_a_qualified_value_as_in_the_results_document() -> None:
     data = bytes(range(256)) * 10
     streamed = await transcode(data, size=5, qualified=True)
-    assert json.loads(streamed) == results_document({"x": data})["x"]
+    whole = model({"mode": "inproc", "entry": "m:f"})
+    assert json.loads(streamed) == results_document(whole, {"result": data})["result"]
 
 
 @pytest.mark.parametrize("files", [{"outfile": b"\x01" * 100, "other": "text"}, {}, None])
-@pytest.mark.parametrize("outputs", [["outfile"], ["missing"], []])
+@pytest.mark.parametrize("outputs", [["outfile"], ["missing"], [], None])
 async def test_process_outputs_are_found_as_outputs_of_picks_them(
-    files: Any, outputs: list[str],
+    files: Any, outputs: list[str] | None,
 ) -> None:
-    model = ogc.model_of({"name": "p", "mode": "process", "outputs": outputs})
+    table: dict[str, Any] = {"mode": "process", "run": ["x"]}
+    if outputs is not None:
+        table["outputs"] = outputs
+    described = model(table)
     result = {"returncode": 0, "outputs": files, "stdout": "s" * 10}
-    expected = outputs_of(model, result)
-    for port in model.outputs:
+    expected = outputs_of(described, result)
+    for port in described.outputs:
         reader = MsgpackReader(source(msgpack.packb(result, use_bin_type=True), 3))
-        head = await output_head(reader, model, port.id)
+        head = await output_head(reader, port)
         out = bytearray()
 
         async def write(data: bytes, out: bytearray = out) -> None:
             out.extend(data)
 
         if head is None:
-            assert expected[port.id] in (None, {})
+            assert expected[port.id] is None
         else:
             await write_value(reader, head, write)
             assert bytes(out) == encode_json(expected[port.id])

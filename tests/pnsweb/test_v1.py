@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from pnsweb import ogc, views_v1_io
 from pnsweb.app import create_app
@@ -68,18 +69,19 @@ async def test_process_list_has_a_summary_with_links_for_every_pts(client: Any) 
     assert set(summaries) == set(SPECS)
     echo = summaries["echo"]
     assert echo["jobControlOptions"] == ["sync-execute", "async-execute", "dismiss"]
-    assert echo["outputTransmission"] == ["value"]
+    assert echo["outputTransmission"] == ["value", "reference"]
+    assert echo["title"] == "Echo" and echo["keywords"] == ["demo"]
     assert {link["rel"] for link in echo["links"]} >= {"self", ogc.REL + "execute"}
 
 
 @pytest.mark.parametrize(("pts", "inputs", "outputs"), [
-    ("echo", {"value": {}}, ["result"]),
-    ("sleep", {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}}, ["result"]),
+    ("echo", {}, ["result"]),     # it declares none: it takes any
+    ("sleep", {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}}, ["slept"]),
     ("hello", {"infile": {"type": "string"}}, ["outfile"]),
     ("hello-worker", {"name": {"type": "string"}}, ["result"]),
-    ("custom", {"input": {}}, ["result"]),
+    ("custom", {}, ["result"]),
 ])
-async def test_process_description_derives_inputs_and_outputs_from_the_spec(
+async def test_process_description_is_the_interface_the_spec_declares(
         client: Any, pts: str, inputs: dict[str, Any], outputs: list[str]) -> None:
     response = await client.get(f"/v1/processes/{pts}")
     assert response.status == 200
@@ -115,7 +117,7 @@ async def test_unknown_process_is_the_no_such_process_problem(client: Any, path:
 async def test_sync_execution_answers_the_raw_value_by_default(client: Any) -> None:
     response = await execute(client, "echo", {"inputs": {"value": {"a": [1, 2]}}})
     assert response.status == 200
-    assert await response.json() == {"a": [1, 2]}
+    assert await response.json() == {"value": {"a": [1, 2]}}    # echo's result: the map
     assert "/v1/jobs/" in response.headers["Link"]
 
 
@@ -123,7 +125,7 @@ async def test_respond_sync_preference_is_applied(client: Any) -> None:
     response = await execute(client, "echo", {"inputs": {"value": 3}}, Prefer="respond-sync")
     assert response.status == 200
     assert response.headers["Preference-Applied"] == "respond-sync"
-    assert await response.json() == 3
+    assert await response.json() == {"value": 3}
 
 
 async def test_document_response_is_keyed_by_output_id(client: Any) -> None:
@@ -134,31 +136,55 @@ async def test_document_response_is_keyed_by_output_id(client: Any) -> None:
 
 
 @pytest.mark.parametrize(("pts", "inputs", "sent"), [
-    ("echo", {"value": [1]}, [1]),
-    ("sleep", {"seconds": 0.5}, 0.5),
-    ("hello-worker", {"name": "Ada"}, "Ada"),
-    ("hello-worker", {}, None),
+    ("echo", {"value": [1]}, {"value": [1]}),
+    ("sleep", {"seconds": 0.5}, {"seconds": 0.5}),
+    ("hello-worker", {"name": "Ada"}, {"name": "Ada"}),
+    ("hello-worker", {}, {}),
     ("hello", {"infile": "Ada"}, {"infile": "Ada"}),
-    ("testcalc", {"creator": "c", "rootcause": "r", "input": {"meta": {}}},
-     {"creator": "c", "rootcause": "r", "input": {"meta": {}}}),
-    ("echo", {"value": {"value": "aGk=", "encoding": "base64"}}, b"hi"),
-    ("echo", {"value": {"value": 7, "mediaType": "application/json"}}, 7),
+    ("testcalc", {"creator": "c", "rootcause": "r", "input": {"meta": {"a": 1}, "d": [2]}},
+     {"creator": "c", "rootcause": "r", "input": {"meta": {"a": 1}, "d": [2]}}),
+    ("echo", {"value": {"value": "aGk=", "encoding": "base64"}}, {"value": b"hi"}),
+    ("echo", {"value": {"value": 7, "mediaType": "application/json"}}, {"value": 7}),
+    ("picture", {"image": "iVBORw=="}, {"image": b"\x89PNG"}),
+    ("picture", {"image": {"value": "iVBORw==", "mediaType": "image/png"}},
+     {"image": b"\x89PNG"}),
 ])
-async def test_inputs_map_to_the_pts_input_by_mode(
+async def test_the_inputs_map_is_the_pts_input_in_every_mode(
         client: Any, book: JobBook, pts: str, inputs: Any, sent: Any) -> None:
     response = await execute(client, pts, {"inputs": inputs})
     assert response.status == 200
     assert list(book.inputs.values())[-1] == sent
 
 
-async def test_bytes_results_are_raw_octets_or_base64_in_a_document(client: Any) -> None:
+async def test_binary_outputs_are_their_media_type_raw_and_qualified_in_a_document(
+        client: Any) -> None:
+    inputs = {"image": {"value": base64.b64encode(b"\x89PNG").decode(), "mediaType": "image/png"}}
+    raw = await execute(client, "picture", {"inputs": inputs, "outputs": {"png": {}}})
+    assert raw.content_type == "image/png"
+    assert await raw.read() == b"\x89PNG"
+    doc = await execute(client, "picture", {"inputs": inputs, "response": "document"})
+    assert await doc.json() == {"png": {"value": "iVBORw==", "encoding": "base64",
+                                        "mediaType": "image/png"}, "size": 4}
+
+
+async def test_bytes_inside_a_json_output_are_base64_text(client: Any) -> None:
     inputs = {"value": {"value": base64.b64encode(b"\x00\x01").decode(), "encoding": "base64"}}
-    raw = await execute(client, "echo", {"inputs": inputs})
-    assert raw.content_type == "application/octet-stream"
-    assert await raw.read() == b"\x00\x01"
     doc = await execute(client, "echo", {"inputs": inputs, "response": "document"})
-    assert (await doc.json())["result"] == {"value": "AAE=", "encoding": "base64",
-                                            "mediaType": "application/octet-stream"}
+    assert (await doc.json())["result"] == {"value": "AAE="}
+
+
+@pytest.mark.parametrize(("image", "rule"), [
+    ({"value": "iVBORw==", "mediaType": "image/gif"}, "contentMediaType"),
+    ({"value": "not base64!", "mediaType": "image/png"}, "contentEncoding"),
+    (17, "contentMediaType"),
+])
+async def test_a_binary_input_of_another_media_type_or_not_base64_is_400(
+        client: Any, book: JobBook, image: Any, rule: str) -> None:
+    response = await execute(client, "picture", {"inputs": {"image": image}})
+    assert response.status == 400
+    errors = (await response.json())["errors"]
+    assert [(e["input"], e["rule"]) for e in errors] == [("image", rule)]
+    assert book.jobs == {}
 
 
 async def test_async_execution_is_201_with_location_and_status_info(
@@ -174,7 +200,7 @@ async def test_async_execution_is_201_with_location_and_status_info(
     assert body["processID"] == "sleep"
     assert body["status"] == "accepted"
     assert body["created"].endswith("Z")
-    assert book.inputs[job_id] == 5
+    assert book.inputs[job_id] == {"seconds": 5}
 
 
 async def test_executions_belong_to_the_user_who_sent_them(
@@ -224,7 +250,7 @@ async def test_a_submission_beyond_the_queue_is_429_with_retry_after_at_once(
 
 
 @pytest.mark.parametrize(("body", "detail"), [
-    ({"inputs": {"seconds": 1, "extra": 2}}, "no input extra"),
+    ({"inputs": {"seconds": 1, "extra": 2}}, "no input 'extra'"),
     ({"inputs": {}}, "'seconds' at /inputs/seconds fails minOccurs"),
     ({"inputs": []}, "'inputs' must be an object"),
     ({"inputs": {"seconds": 1}, "response": "weird"}, "'response'"),
@@ -296,9 +322,9 @@ async def test_large_raw_results_are_streamed_in_chunks(
     monkeypatch.setattr(web.StreamResponse, "write", counting_write)
     response = await execute(client, "echo", {"inputs": {"value": "y" * 1000}})
     assert response.status == 200
-    assert await response.json() == "y" * 1000
-    assert response.headers["Content-Length"] == str(1002)
-    assert max(writes) == 64 and sum(writes) == 1002
+    assert await response.json() == {"value": "y" * 1000}
+    assert response.headers["Content-Length"] == str(1013)
+    assert max(writes) == 64 and sum(writes) == 1013
 
 
 async def test_process_descriptions_are_cached_briefly(client: Any, book_and_daemon: Any) -> None:
@@ -307,3 +333,50 @@ async def test_process_descriptions_are_cached_briefly(client: Any, book_and_dae
         assert (await execute(client, "echo", {"inputs": {"value": 1}})).status == 200
     assert len(daemon.calls_of("pts.describe")) == 1
     assert len(daemon.calls_of("run")) == 3
+
+
+async def test_an_output_by_reference_is_a_link_to_the_job_s_output(
+        client: Any, book: JobBook) -> None:
+    response = await execute(client, "picture", {
+        "inputs": {"image": "iVBORw=="}, "response": "document",
+        "outputs": {"png": {"transmissionMode": "reference"}, "size": {}}})
+    assert response.status == 200
+    document = await response.json()
+    [job_id] = book.jobs
+    assert document == {"png": {"href": str(client.make_url(
+        f"/v1/jobs/{job_id}/results/png")), "type": "image/png", "title": "png"}, "size": 4}
+    fetched = await client.get(URL(document["png"]["href"]).path, headers=AUTH)
+    assert (fetched.content_type, await fetched.read()) == ("image/png", b"\x89PNG")
+
+
+async def test_raw_outputs_by_reference_are_204_with_a_link_each(client: Any) -> None:
+    response = await execute(client, "picture", {
+        "inputs": {"image": "iVBORw=="},
+        "outputs": {"png": {"transmissionMode": "reference"}}})
+    assert response.status == 204
+    [link] = response.headers.getall("Link")[1:]      # after the job's monitor link
+    assert "/results/png>" in link and 'type="image/png"' in link
+
+
+async def test_a_reference_to_a_result_the_node_does_not_keep_is_400_before_running(
+        aiohttp_client: Any) -> None:
+    daemon, book = demo_daemon()
+    described = daemon.handlers["pts.describe"]
+    daemon.on("pts.describe", lambda body: {**described(body), "sync_results_kept": False})
+    client = await aiohttp_client(create_app(settings(), client=daemon))
+    response = await execute(client, "picture", {
+        "inputs": {"image": "iVBORw=="}, "outputs": {"png": {"transmissionMode": "reference"}}})
+    assert response.status == 400
+    assert "respond-async" in (await response.json())["detail"]
+    assert book.jobs == {}
+    asynchronous = await execute(client, "picture", {
+        "inputs": {"image": "iVBORw=="}, "outputs": {"png": {"transmissionMode": "reference"}}},
+        Prefer="respond-async")
+    assert asynchronous.status == 201
+
+
+@pytest.mark.parametrize("mode", ["inline", "by-carrier-pigeon"])
+async def test_an_unknown_transmission_mode_is_400(client: Any, mode: str) -> None:
+    response = await execute(client, "picture", {
+        "inputs": {"image": "iVBORw=="}, "outputs": {"png": {"transmissionMode": mode}}})
+    assert response.status == 400

@@ -129,10 +129,41 @@ async def test_results_of_an_unfinished_job_are_result_not_ready(
 async def test_results_are_a_document_keyed_by_output_id(client: Any, book: JobBook) -> None:
     sleep = book.add(record("sleep", "successful"), {"slept": 1})
     hello = book.add(record("hello", "successful"), {"outputs": {"outfile": "hi"}})
-    assert await (await client.get(f"/v1/jobs/{sleep['id']}/results")).json() == {
-        "result": {"slept": 1}}
+    assert await (await client.get(f"/v1/jobs/{sleep['id']}/results")).json() == {"slept": 1}
     assert await (await client.get(f"/v1/jobs/{hello['id']}/results")).json() == {
         "outfile": "hi"}
+
+
+async def test_one_output_is_served_alone_with_its_media_type(
+        client: Any, book: JobBook) -> None:
+    hello = book.add(record("hello", "successful"), {"outputs": {"outfile": "hi\n"}})
+    picture = book.add(record("picture", "successful"), {"png": b"\x89PNG", "size": 4})
+    text = await client.get(f"/v1/jobs/{hello['id']}/results/outfile", headers=AUTH)
+    assert (text.status, text.content_type, await text.text()) == (200, "text/plain", "hi\n")
+    png = await client.get(f"/v1/jobs/{picture['id']}/results/png", headers=AUTH)
+    assert (png.content_type, await png.read()) == ("image/png", b"\x89PNG")
+    size = await client.get(f"/v1/jobs/{picture['id']}/results/size", headers=AUTH)
+    assert (size.content_type, await size.json()) == ("application/json", 4)
+
+
+async def test_an_output_is_its_owner_s_and_an_unknown_one_is_404(
+        client: Any, book: JobBook) -> None:
+    job = book.add(record("picture", "successful", owner="ann"), {"png": b"x", "size": 1})
+    path = f"/v1/jobs/{job['id']}/results/png"
+    other = await client.get(path, headers=AUTH)           # bob's credentials
+    assert other.status == 404
+    assert (await other.json())["type"] == ogc.NO_SUCH_JOB
+    assert (await client.get(path, headers=basic(ADMIN))).status == 200
+    unknown = await client.get(f"/v1/jobs/{job['id']}/results/nope", headers=basic(ADMIN))
+    assert unknown.status == 404 and "its outputs: png, size" in (await unknown.json())["detail"]
+
+
+async def test_an_output_of_an_unfinished_job_is_result_not_ready(
+        client: Any, book: JobBook) -> None:
+    job = book.add(record("picture", "running"))
+    response = await client.get(f"/v1/jobs/{job['id']}/results/png", headers=AUTH)
+    assert response.status == 404
+    assert (await response.json())["type"] == ogc.RESULT_NOT_READY
 
 
 async def test_results_of_an_undeployed_pts_fall_back_to_a_single_output(
@@ -288,7 +319,7 @@ async def test_bad_last_event_id_is_400(client: Any, book: JobBook) -> None:
 
 # -- owners ----------------------------------------------------------------------------------
 
-JOB_READS = ("", "/results", "/events")
+JOB_READS = ("", "/results", "/results/result", "/events")
 
 
 @pytest.mark.parametrize("suffix", JOB_READS)
