@@ -41,11 +41,11 @@ from pnsd.leftovers import GroupLedger, Leftovers
 from pnsd.notify import Notifier
 from pnsd.pidfile import Pidfile
 from pnsd.registry import Registry
-from pnsd.scheduler import Scheduler
+from pnsd.jobs.scheduler import Scheduler
 from pnsd.server import Server
 from pnsd.spec import Mode, PtsSpec
 from pnsd.specfiles import SpecFiles
-from pnsd.store import JobStore
+from pnsd.jobs.store import JobStore
 from pnsd.watch import watch
 from protocols import memory
 from protocols.codec import Codec

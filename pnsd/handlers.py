@@ -19,15 +19,15 @@ from typing import Any
 from pnsd.demo.install import install_scripts
 from pnsd.deploy import Deployer
 from pnsd.errors import BadRequest, NotFound, RunTimeout, TooLarge, Unavailable
-from pnsd.events import summary
+from pnsd.jobs.events import summary
 from pnsd.hosts.base import HOOKS
 from pnsd.hosts.mailbox import read_dir_files
 from pnsd.hosts.process import ProcessHost
-from pnsd.jobs import Job, Status
+from pnsd.jobs.model import Job, Status
 from pnsd.later import Later
 from pnsd.refusals import Refusals
 from pnsd.registry import Generation, Registry
-from pnsd.scheduler import Scheduler
+from pnsd.jobs.scheduler import Scheduler
 from pnsd.server import Handler, StreamHandler
 from protocols.codec import DEFAULT_MAX_BYTES
 from protocols.version import PROTOCOL_VERSION, __version__

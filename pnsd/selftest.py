@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pnsd.errors import InvalidSpec, PtsFailed
-from pnsd.jobs import new_job_id
+from pnsd.jobs.model import new_job_id
 from pnsd.registry import Generation
 from pnsd.spec import Mode, PtsSpec
 from protocols.context import RunContext

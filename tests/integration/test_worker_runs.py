@@ -10,14 +10,14 @@ import pytest
 import zmq
 
 from pnsd.errors import Busy, Cancelled, DaemonError, PtsFailed
-from pnsd.finishing import Outcome
+from pnsd.jobs.finishing import Outcome
 from pnsd.hosts.worker import WorkerHost
-from pnsd.jobs import Job, Status
+from pnsd.jobs.model import Job, Status
 from pnsd.later import Later
 from pnsd.registry import Registry
-from pnsd.scheduler import Scheduler
+from pnsd.jobs.scheduler import Scheduler
 from pnsd.spec import parse_spec
-from pnsd.store import JobStore
+from pnsd.jobs.store import JobStore
 from pnsd.supervisor import WorkerTuning
 from tests.waiting import until
 

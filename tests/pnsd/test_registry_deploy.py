@@ -18,9 +18,9 @@ from pnsd.deploy import Deployer, SwapTiming
 from pnsd.errors import Cancelled, Conflict, DaemonError, InvalidSpec, NotFound, RunTimeout
 from pnsd.hosts.inproc import InprocHost
 from pnsd.registry import Registry
-from pnsd.scheduler import Scheduler
+from pnsd.jobs.scheduler import Scheduler
 from pnsd.specfiles import SpecFiles, value
-from pnsd.store import JobStore
+from pnsd.jobs.store import JobStore
 from tests.waiting import until
 
 MODULE = '''

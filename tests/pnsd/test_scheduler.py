@@ -12,11 +12,11 @@ import pytest
 
 from pnsd.errors import Busy, DaemonError, StorageError
 from pnsd.hosts.inproc import InprocHost
-from pnsd.jobs import Job
+from pnsd.jobs.model import Job
 from pnsd.registry import Registry
-from pnsd.scheduler import Scheduler
+from pnsd.jobs.scheduler import Scheduler
 from pnsd.spec import PtsSpec, parse_spec
-from pnsd.store import JobStore
+from pnsd.jobs.store import JobStore
 from tests.waiting import until
 
 

@@ -4,7 +4,7 @@ Owns the finished jobs kept in memory for late watchers and quick results, movin
 to its final state, recording it (a synchronous run with group commit, an asynchronous one
 durably; a store that refuses fails the job with ``storage`` instead), the ``job_finished``
 line, dropping large results from memory (and forgetting deleted jobs), and the error a failed
-job's result answers. It must not start, cancel or look up runs: :mod:`pnsd.scheduler` does,
+job's result answers. It must not start, cancel or look up runs: :mod:`pnsd.jobs.scheduler` does,
 and shares its map of live jobs with it.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 import structlog
 
 from pnsd.errors import Cancelled, DaemonError, StorageError
-from pnsd.jobs import Job, Status
-from pnsd.livejob import LiveJob
-from pnsd.store import JobStore
+from pnsd.jobs.model import Job, Status
+from pnsd.jobs.livejob import LiveJob
+from pnsd.jobs.store import JobStore
 from protocols.errors import ErrorCode
 
 __all__ = ["FINISHED_KEPT", "Finisher", "Outcome", "failure_of", "outcome"]

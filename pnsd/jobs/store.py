@@ -1,7 +1,7 @@
 """The durable job store: job records, inputs and results in SQLite, big blobs as files.
 
 Owns the job operations and the per-job blob directory; every statement runs on the writer
-thread of :mod:`pnsd.storedb`, and asyncio callers await futures. Writes are group-committed: a
+thread of :mod:`pnsd.jobs.storedb`, and asyncio callers await futures. Writes are group-committed: a
 durable write returns only after its transaction committed, a non-durable one once it is
 queued (its failure is only logged and counted); the open transaction commits when a
 durable write arrives, the batch is full or a few milliseconds have passed. Blobs are opaque
@@ -21,12 +21,12 @@ from typing import Any, TypeVar
 
 import structlog
 
-from pnsd import jobsql
-from pnsd.blobfiles import read_blob, read_range, remove, remove_all, write_blob
+from pnsd.jobs import jobsql
+from pnsd.jobs.blobfiles import read_blob, read_range, remove, remove_all, write_blob
 from pnsd.errors import Conflict, NotFound, StorageError
-from pnsd.jobs import RESTART_REASON, Job, Status
-from pnsd.retention import SizeBound
-from pnsd.storedb import Kind, Op, SqlFn, Writer
+from pnsd.jobs.model import RESTART_REASON, Job, Status
+from pnsd.jobs.retention import SizeBound
+from pnsd.jobs.storedb import Kind, Op, SqlFn, Writer
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ reply); asynchronous submissions are admitted (or refused as busy at once), comm
 background tasks this scheduler owns and awaits on shutdown. A job belongs to its ``owner`` (a
 web user; "" is the operator): a caller who names an owner finds only that owner's jobs, and
 others' are "not found", as missing ones are. Recording and retiring finished runs is
-:mod:`pnsd.finishing`'s. It never touches sockets; records go through the store, hosts through
+:mod:`pnsd.jobs.finishing`'s. It never touches sockets; records go through the store, hosts through
 the registry.
 """
 
@@ -33,15 +33,15 @@ from pnsd.errors import (
     TooLarge,
     Unavailable,
 )
-from pnsd.events import EventLog
-from pnsd.finishing import Finisher, Outcome, failure_of, outcome
+from pnsd.jobs.events import EventLog
+from pnsd.jobs.finishing import Finisher, Outcome, failure_of, outcome
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.worker import WorkerHost
-from pnsd.jobs import Job, Status, valid_job_id
+from pnsd.jobs.model import Job, Status, valid_job_id
 from pnsd.later import Later
-from pnsd.livejob import LiveJob, pack, unpack
+from pnsd.jobs.livejob import LiveJob, pack, unpack
 from pnsd.registry import Generation, Registry
-from pnsd.store import JobStore
+from pnsd.jobs.store import JobStore
 
 log = structlog.get_logger(__name__)
 

@@ -2,7 +2,7 @@
 
 Owns :class:`LiveJob` and what ties a run's ``ctx`` to its events (progress and log lines from
 any thread land in the event loop), and the packing of inputs and results. It must not run,
-queue or record jobs: :mod:`pnsd.scheduler` does.
+queue or record jobs: :mod:`pnsd.jobs.scheduler` does.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import msgpack
 
 from pnsd.errors import DaemonError, PtsFailed
-from pnsd.events import EventLog
-from pnsd.jobs import Job, Status
+from pnsd.jobs.events import EventLog
+from pnsd.jobs.model import Job, Status
 from pnsd.registry import Generation
 from protocols.context import RunContext
 
