@@ -37,7 +37,7 @@ from pnsd.hosts.base import Host
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.process import ProcessHost
 from pnsd.keyfile import load_or_create_key
-from pnsd.leftovers import GroupLedger, Leftovers
+from pnsd.hosts.leftovers import GroupLedger, Leftovers
 from pnsd.notify import Notifier
 from pnsd.pidfile import Pidfile
 from pnsd.registry import Registry

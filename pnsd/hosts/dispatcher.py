@@ -34,7 +34,7 @@ from pnsd.errors import (
     WorkerDied,
 )
 from pnsd.hosts.base import HostState
-from pnsd.supervisor import WorkerSlot
+from pnsd.hosts.children import WorkerSlot
 from protocols import messages
 from protocols.codec import Codec, Message, new_message_id
 from protocols.context import RunContext

@@ -30,7 +30,7 @@ from pnsd.errors import BadRequest, Cancelled, InvalidSpec, NotReady, PtsFailed,
 from pnsd.hosts.base import HOOKS, HostState
 from pnsd.hosts.mailbox import make_exchange_dirs, make_job_dir, read_files, validate_inputs
 from pnsd.hosts.rlimits import preexec_for
-from pnsd.leftovers import GroupLedger
+from pnsd.hosts.leftovers import GroupLedger
 from pnsd.spec import PtsSpec
 from protocols.context import RunContext
 

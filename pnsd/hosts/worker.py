@@ -5,7 +5,7 @@ Owns one ROUTER per generation (ipc:// under the run dir), the worker slots and 
 worker messages, the host's state, and the cancel -> grace -> kill ladder of timed-out or
 cancelled runs. Which task runs on which worker, the line of callers waiting for one, deadlines
 and outcomes belong to :mod:`pnsd.hosts.dispatcher`; processes are spawned, described and
-stopped by :mod:`pnsd.supervisor`. It must not admit or record jobs: the registry and scheduler
+stopped by :mod:`pnsd.hosts.children`. It must not admit or record jobs: the registry and scheduler
 above do that, and call :meth:`run` for at most ``spec.slots`` runs at once.
 """
 
@@ -24,9 +24,9 @@ import zmq
 from pnsd.errors import BadRequest, InvalidSpec, Unavailable
 from pnsd.hosts.base import HOOKS, HostState
 from pnsd.hosts.dispatcher import Dispatcher, Reply, Run
-from pnsd.leftovers import GroupLedger
+from pnsd.hosts.leftovers import GroupLedger
 from pnsd.spec import PtsSpec
-from pnsd.supervisor import (
+from pnsd.hosts.children import (
     Launch,
     RestartPolicy,
     WorkerProcess,

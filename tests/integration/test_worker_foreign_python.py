@@ -12,7 +12,7 @@ import zmq.asyncio
 
 from pnsd.hosts.worker import WorkerHost
 from pnsd.spec import parse_spec
-from pnsd.supervisor import WorkerTuning
+from pnsd.hosts.children import WorkerTuning
 from protocols.context import RunContext
 
 pytestmark = pytest.mark.slow

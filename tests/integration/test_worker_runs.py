@@ -18,7 +18,7 @@ from pnsd.registry import Registry
 from pnsd.jobs.scheduler import Scheduler
 from pnsd.spec import parse_spec
 from pnsd.jobs.store import JobStore
-from pnsd.supervisor import WorkerTuning
+from pnsd.hosts.children import WorkerTuning
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow

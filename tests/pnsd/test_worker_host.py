@@ -16,7 +16,7 @@ from pnsd.errors import BadRequest, Unavailable
 from pnsd.hosts.rlimits import describe_exit
 from pnsd.hosts.worker import WorkerHost
 from pnsd.spec import Limits, PtsSpec, parse_spec
-from pnsd.supervisor import (
+from pnsd.hosts.children import (
     PROTOCOLS_DIR,
     Launch,
     OutputForwarder,
