@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from pnsd.config import Settings, load_settings
-from pnsd.errors import DaemonError
 from pnsd.keyfile import load_or_create_key
 from pnsd.pidfile import process_alive, read_pid
 from pnslog import configure_logging
 from protocols.client import Client
-from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, PnsError, ProtocolError
+from protocols.errors import ClientClosed, ClientTimeout, CodedError, ErrorCode, PnsError
 from protocols.version import __version__
 
 EXIT_FAILURE = 1
@@ -40,15 +39,15 @@ SWAP_WAIT = 300.0        # a deploy or replace waits for start, init and self-te
 EXIT_OF = {ErrorCode.UNAVAILABLE: EXIT_UNAVAILABLE}
 
 
-class CliError(Exception):
-    """An error found here; ``kind`` is the protocol error code it is shown with."""
+class CliError(CodedError):
+    """An error found here: shown with a protocol error code, it ends the command with
+    ``status`` (2 for bad usage, 3 for a daemon that is not there, 1 otherwise)."""
 
-    def __init__(self, message: str, code: int = EXIT_FAILURE, *, kind: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.kind = kind or {EXIT_USAGE: ErrorCode.BAD_REQUEST,
-                             EXIT_UNAVAILABLE: ErrorCode.UNAVAILABLE}.get(code, "failed")
+    def __init__(self, message: str, status: int = EXIT_FAILURE, *, kind: str = "") -> None:
+        super().__init__(message, code=kind or {
+            EXIT_USAGE: ErrorCode.BAD_REQUEST, EXIT_UNAVAILABLE: ErrorCode.UNAVAILABLE,
+        }.get(status, "failed"))
+        self.status = status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,18 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.handler(args)
     except KeyboardInterrupt:
         return 130
-    except (CliError, DaemonError, PnsError) as exc:
+    except PnsError as exc:
         code, message = described(exc)
         print(f"pnsd: {code}: {message}", file=sys.stderr)
-        return exc.code if isinstance(exc, CliError) else EXIT_OF.get(code, EXIT_FAILURE)
+        return exc.status if isinstance(exc, CliError) else EXIT_OF.get(code, EXIT_FAILURE)
     return result
 
 
 def described(exc: Exception) -> tuple[str, str]:
     """The protocol error code and the message an error is shown with."""
-    if isinstance(exc, CliError):
-        return exc.kind, exc.message
-    if isinstance(exc, ProtocolError | DaemonError):   # remote, or refused before sending
+    if isinstance(exc, CodedError):   # ours, the daemon's answer, or refused before sending
         return exc.code, exc.message
     if isinstance(exc, ClientTimeout):
         return ErrorCode.TIMEOUT, str(exc) or "no reply within the timeout"
@@ -147,7 +144,7 @@ def detach(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError(f"pnsd exited with {child.returncode}; see {settings.home}/pnsd.log")
         try:
             call(args, "ping", {})
-        except (PnsError, CliError, DaemonError):  # not listening yet, or no key file yet
+        except PnsError:  # not listening yet, or no key file yet
             time.sleep(0.1)  # polling a process that is starting: nothing to wait on
             continue
         print(child.pid)

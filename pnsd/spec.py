@@ -81,7 +81,7 @@ class PtsSpec:
         out: dict[str, Any] = {"name": self.name, "mode": self.mode.value}
         callables = self.mode is not Mode.PROCESS
         for key in _KEYS:
-            attr = f"{key}_entry" if callables and key in _HOOKS else key
+            attr = f"{key}_entry" if callables and key in HOOKS else key
             value = getattr(self, attr)
             if isinstance(value, Limits):
                 value = {k: v for k, v in vars(value).items() if v is not None}
@@ -94,7 +94,7 @@ class PtsSpec:
 
 
 # in inproc and worker mode these keys name callables (attributes *_entry), in process mode argv
-_HOOKS = ("init", "config", "clean")
+HOOKS = ("init", "config", "clean")    # what a PTS may have besides run (one place)
 _KEYS = (
     "version", "description", "entry", "workers", "python", "command", "dir", "init", "config",
     "run", "clean", "inputs", "outputs", "timeout", "queue", "concurrency", "inline", "env",

@@ -1,12 +1,19 @@
-"""Supervision of worker processes: launching, output, exits, stop ladders, restart budgets.
+"""The children the hosts start: one place for starting, watching and stopping them.
 
-Owns what happens to worker processes and their process groups: preparing a generation's launch
-(socket path, key file, command line, environment), starting a worker in a session of its own
-with rlimits, reading its stdout/stderr continuously into the daemon log (line length and line
-rate capped, a short tail kept for error messages), learning about its exit at once and
-describing it ("exit code 3", "killed by signal SIGKILL", "killed: out of memory"), killing
-it, and the restart budget with exponential backoff. It knows nothing of tasks or of the
-messages workers send: the worker host (:mod:`pnsd.hosts.worker`) drives it.
+Owns what happens to a child process and its process group, for the worker and the process
+hosts alike: starting it in a session of its own (its pid is its group's id) with the spec's
+rlimits and, for long-lived children, the parent-death signal (:mod:`pnsd.hosts.rlimits`);
+noting its group in the ledger of :mod:`pnsd.hosts.leftovers` while it may run, so that a
+restarted daemon ends what a killed one left; reading its stdout/stderr as they arrive into an
+output sink (log lines, or a capped capture); learning about its exit at once; signalling its
+whole group; the stop ladder (SIGTERM, a grace for the leader and every member of its group,
+SIGKILL on what is left); and describing how it ended. It knows nothing of tasks, runs or
+worker messages: the hosts drive it.
+
+Why ``loop.subprocess_exec`` with a protocol, not ``asyncio.create_subprocess_exec``: in 3.11
+``Process.wait()`` returns only once every pipe is closed (a grandchild holding stdout delays
+it forever) and closing a ``Process``'s pipes needs private attributes. The protocol sees the
+exit at once, hands output on as it arrives, and its transport closes through public API.
 """
 
 from __future__ import annotations
@@ -14,86 +21,58 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import logging
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import structlog
-import zmq
 
-import protocols
+from pnsd.hosts.leftovers import GroupLedger
 from pnsd.hosts.rlimits import describe_exit, oom_kill_count, preexec_for
-from pnsd.spec import Limits, PtsSpec
-from protocols.codec import DEFAULT_MAX_BYTES
+from pnsd.spec import Limits
 
 log = structlog.get_logger(__name__)
 
 TAIL_LINES = 20
-MAX_SOCKET_PATH = 100                 # sun_path holds 108 bytes; keep a margin
-PROTOCOLS_DIR = Path(protocols.__file__).resolve().parent
-HOOKS = ("init", "config", "clean")
+POLL = 0.05           # seconds between checks of a dying group (and of a run's cancel flag)
+KILL_WAIT = 1.0       # seconds to wait for the exit after SIGKILL
 
 
-@dataclass(frozen=True)
-class WorkerTuning:
-    """Timings and caps of worker supervision; the defaults suit production."""
+class OutputSink(Protocol):
+    """Where a child's output goes, chunk by chunk, as it arrives (fd 1 or 2)."""
 
-    heartbeat: float = 1.0            # seconds between a worker's heartbeats
-    missed_beats: int = 3             # silent this many intervals: hung, killed and respawned
-    start_timeout: float = 30.0       # seconds a starting worker has to say hello
-    cancel_grace: float = 2.0         # seconds between task.cancel and the kill
-    restarts: int = 5                 # restarts allowed per window, then the PTS is unavailable
-    restart_window: float = 60.0
-    backoff_first: float = 0.1        # first restart delay; doubles per failure in a row
-    backoff_max: float = 5.0
-    output_rate: float = 100.0        # worker output lines logged per second (burst: 2 s worth)
-    output_line: int = 2000           # characters kept of one output line
+    def feed(self, fd: int, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
 
 
-class RestartPolicy:
-    """At most ``tuning.restarts`` restarts in any ``tuning.restart_window`` s, with backoff."""
+class OutputLimits(Protocol):
+    @property
+    def output_rate(self) -> float:
+        """Lines logged per second (burst: 2 s worth)."""
 
-    def __init__(self, tuning: WorkerTuning, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.tuning = tuning
-        self.clock = clock
-        self.total = 0
-        self._recent: collections.deque[float] = collections.deque()
-
-    def delay(self, failures: int) -> float | None:
-        """Spend a restart after ``failures`` in a row: its delay, or None if over budget."""
-        now, tuning = self.clock(), self.tuning
-        while self._recent and now - self._recent[0] > tuning.restart_window:
-            self._recent.popleft()
-        if len(self._recent) >= tuning.restarts:
-            return None
-        self._recent.append(now)
-        self.total += 1
-        return float(min(tuning.backoff_max, tuning.backoff_first * 2 ** max(0, failures - 1)))
+    @property
+    def output_line(self) -> int:
+        """Characters kept of one line."""
 
 
 class OutputForwarder:
-    """Turns a worker's output chunks into log lines: capped, rate-limited, tail kept.
+    """A long-lived child's output as log lines: capped, rate-limited, a tail kept.
 
     Runs on the event loop as data arrives, so reading never stops and memory stays bounded
     (one partial line of at most ``output_line`` bytes per stream). When the rate is exceeded,
     lines are only counted (no per-line work), and the count is logged once lines flow again.
     """
 
-    def __init__(self, label: Mapping[str, object], tuning: WorkerTuning) -> None:
+    def __init__(self, label: Mapping[str, object], limits: OutputLimits) -> None:
         self.label = dict(label)
-        self.max_line = tuning.output_line
-        self.rate = tuning.output_rate
-        self.burst = 2 * tuning.output_rate
+        self.max_line = limits.output_line
+        self.rate = limits.output_rate
+        self.burst = 2 * limits.output_rate
         self.tokens = self.burst
         self.stamp = time.monotonic()
         self.dropped = 0
@@ -141,8 +120,32 @@ class OutputForwarder:
         return line[: self.max_line].decode("utf-8", errors="replace").rstrip("\r")
 
 
-class _ChildProtocol(asyncio.SubprocessProtocol):
-    def __init__(self, output: OutputForwarder, loop: asyncio.AbstractEventLoop) -> None:
+class CappedOutput:
+    """A short-lived child's output, kept up to ``cap`` bytes per stream (the rest is read and
+    dropped, so the child never blocks on a full pipe)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.buffers = {1: bytearray(), 2: bytearray()}
+        self.truncated = False
+
+    def feed(self, fd: int, data: bytes) -> None:
+        buffer = self.buffers[fd]
+        room = self.cap - len(buffer)
+        if len(data) > room:
+            self.truncated = True
+        if room > 0:
+            buffer += data[:room]
+
+    def flush(self) -> None:
+        """Nothing to flush: the buffers are read when the child has ended."""
+
+    def text(self, fd: int) -> str:
+        return self.buffers[fd].decode("utf-8", errors="replace")
+
+
+class _Pipes(asyncio.SubprocessProtocol):
+    def __init__(self, output: OutputSink, loop: asyncio.AbstractEventLoop) -> None:
         self.output = output
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()   # every pipe at EOF
@@ -159,68 +162,86 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
             self.closed.set_result(None)
 
 
-class WorkerProcess:
-    """One spawned worker: its pid (= its process group id), exit and output.
+class Child:
+    """One started child, leading its own process group: its pid is the group's id."""
 
-    Spawned through ``loop.subprocess_exec`` with a protocol rather than
-    ``create_subprocess_exec``: the exit is reported at once even while a grandchild keeps the
-    pipes open (``Process.wait()`` would wait for the pipes too).
-    """
-
-    def __init__(self, transport: asyncio.SubprocessTransport, protocol: _ChildProtocol) -> None:
+    def __init__(self, transport: asyncio.SubprocessTransport, pipes: _Pipes,
+                 argv: Sequence[str], ledger: GroupLedger | None) -> None:
         self.transport = transport
         self.pid: int = transport.get_pid()
-        self.output = protocol.output
-        self.exited = protocol.exited
-        self.closed = protocol.closed
+        self.argv = list(argv)
+        self.output = pipes.output
+        self.exited = pipes.exited
+        self.closed = pipes.closed
         self.oom_before = oom_kill_count()
+        self._ledger = ledger
 
     @classmethod
     async def spawn(cls, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None,
-                    limits: Limits, label: Mapping[str, object],
-                    tuning: WorkerTuning) -> WorkerProcess:
-        """Start ``argv`` in a new session (its own process group); raise OSError if it can't."""
+                    limits: Limits, output: OutputSink, die_with_parent: bool = False,
+                    ledger: GroupLedger | None = None) -> Child:
+        """Start ``argv`` in a new session (its own group), stdin from /dev/null; raise
+        OSError if it cannot start. With ``die_with_parent`` a daemon killed outright takes
+        it along. The group is noted in ``ledger`` until :meth:`forget`."""
         loop = asyncio.get_running_loop()
-        output = OutputForwarder(label, tuning)
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _ChildProtocol(output, loop), *argv,
+        transport, pipes = await loop.subprocess_exec(
+            lambda: _Pipes(output, loop), *argv,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(env), cwd=cwd, start_new_session=True,
-            preexec_fn=preexec_for(limits, die_with_parent=True),   # a killed daemon takes it
+            preexec_fn=preexec_for(limits, die_with_parent=die_with_parent),
         )
-        return cls(transport, protocol)
+        return cls(transport, pipes, argv, ledger)
 
     @property
     def returncode(self) -> int | None:
         return self.transport.get_returncode()
 
-    def signal_group(self, signum: int) -> None:
+    async def note(self) -> None:
+        """Note the group in the ledger (a restart after a crash ends it)."""
+        if self._ledger is not None:
+            await asyncio.to_thread(self._ledger.record, self.pid)
+
+    async def forget(self) -> None:
+        """The group is gone: take it out of the ledger."""
+        if self._ledger is not None:
+            await asyncio.to_thread(self._ledger.forget, self.pid)
+
+    def signal(self, signum: int) -> None:
+        """Signal the whole group."""
         signal_group(self.pid, signum)
 
-    def describe_exit(self, limits: Limits) -> str:
-        """Why the process ended, in words for a job's error message."""
-        return describe_exit(self.returncode, limits, oom_before=self.oom_before)
-
-    async def start_error(self, pts: str, reason: str) -> str:
-        """The message for a worker that ended before its hello, with its last stderr lines."""
-        await asyncio.wait({self.closed}, timeout=1.0)    # let the pipes deliver the last lines
-        message = f"PTS {pts}: worker failed to start: {reason}"
-        if self.output.tail:
-            message += "; stderr: " + " | ".join(list(self.output.tail)[-5:])
-        return message
-
     async def stop(self, grace: float) -> None:
-        """SIGTERM the group, wait ``grace``, SIGKILL it; also kills leftovers of a dead leader."""
-        if not self.exited.done():
-            self.signal_group(signal.SIGTERM)
-            await asyncio.wait({self.exited}, timeout=grace)
-        self.signal_group(signal.SIGKILL)   # the leader or children it left behind
-        await asyncio.wait({self.exited}, timeout=max(grace, 1.0))
-        self.close()
+        """The stop ladder on the whole group: SIGTERM, up to ``grace`` s for the leader and
+        every member to end, then SIGKILL on whatever is left, and the exit awaited."""
+        loop = asyncio.get_running_loop()
+        self.signal(signal.SIGTERM)
+        deadline = loop.time() + grace
+        while loop.time() < deadline:
+            if not self.exited.done():
+                await asyncio.wait({self.exited}, timeout=POLL)
+            elif await asyncio.to_thread(group_alive, self.pid):
+                await asyncio.sleep(POLL)     # the leader is gone, its children are dying
+            else:
+                return
+        self.signal(signal.SIGKILL)
+        await asyncio.wait({self.exited}, timeout=KILL_WAIT)
+
+    async def end_leftovers(self, grace: float) -> bool:
+        """Members of the group that outlived its leader are stopped too; True if any were."""
+        if not await asyncio.to_thread(group_alive, self.pid):
+            return False
+        log.info("process_leftovers_killed", pid=self.pid, command=self.argv)
+        await self.stop(grace)
+        return True
 
     def close(self) -> None:
+        """Flush the output and close the pipes."""
         self.output.flush()
         self.transport.close()
+
+    def describe_exit(self, limits: Limits) -> str:
+        """Why the child ended, in words for a job's error message."""
+        return describe_exit(self.returncode, limits, oom_before=self.oom_before)
 
 
 def signal_group(pgid: int, signum: int) -> None:
@@ -229,162 +250,28 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-@dataclass(eq=False)
-class WorkerSlot:
-    """One of a PTS's worker positions; its process is replaced when it dies."""
+def group_alive(pgid: int) -> bool:
+    """True while a live (not zombie) process is in the group. Blocking: call it in a thread.
 
-    index: int
-    identity: bytes = b""        # the ROUTER routing id of the current process
-    process: WorkerProcess | None = None
-    hello: asyncio.Future[None] | None = None
-    ready: bool = False          # said hello and not being killed
-    last_seen: float = 0.0
-    served: int = 0
-    spawns: int = 0
-    failures: int = 0            # exits in a row without a hello in between (backoff)
-    kill_reason: str = ""        # set when we killed it: what a task on it fails with
-    kill_counts: bool = True     # whether that kill spends restart budget
-    ended: WorkerProcess | None = None   # the last process that ended
-
-    async def spawn(self, launch: Launch, *, limits: Limits, label: Mapping[str, object],
-                    tuning: WorkerTuning) -> WorkerProcess:
-        self.spawns += 1
-        self.identity = f"w{self.index}.{self.spawns}".encode()
-        self.hello = asyncio.get_running_loop().create_future()
-        self.hello.add_done_callback(consume)
-        self.kill_reason, self.ready = "", False
-        process = await WorkerProcess.spawn(
-            [*launch.argv, "--id", self.identity.decode()], env=launch.env, cwd=None,
-            limits=limits, label={**label, "worker": self.index}, tuning=tuning)
-        process.output.label["pid"] = process.pid
-        self.process = process
-        self.last_seen = time.monotonic()
-        log.info("worker_started", **process.output.label)
-        return process
-
-    def kill(self, reason: str, *, counts: bool) -> bool:
-        """SIGKILL the process group, remembering why; False if there is nothing to kill."""
-        process = self.process
-        if process is None or process.exited.done() or self.kill_reason:
-            return False
-        self.kill_reason, self.kill_counts, self.ready = reason, counts, False
-        log.warning("worker_killed", **process.output.label, reason=reason)
-        process.signal_group(signal.SIGKILL)
-        return True
-
-    def release(self, process: WorkerProcess, limits: Limits, *,
-                expected: bool) -> tuple[str, bool]:
-        """Forget the ended ``process``: why it ended, and whether that spends budget."""
-        reason = self.kill_reason or process.describe_exit(limits)
-        counts = self.kill_counts if self.kill_reason else True
-        self.process, self.ready, self.ended = None, False, process
-        log.log(logging.INFO if expected or not counts else logging.WARNING, "worker_exited",
-                **process.output.label, reason=reason, returncode=process.returncode)
-        return reason, counts
-
-
-@dataclass
-class Launch:
-    """How a generation starts its workers: endpoint, command line, environment, own files."""
-
-    endpoint: str = ""
-    argv: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    owned: list[Path] = field(default_factory=list)   # removed by :meth:`remove`
-
-    def prepare(self, spec: PtsSpec, *, run_dir: Path, key: bytes, key_file: Path | None,
-                heartbeat: float) -> None:
-        """Make the socket path, key file and library dir. Blocking: call it in a thread."""
-        token = os.urandom(4).hex()
-        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        base = run_dir / f"w-{spec.name}-{token}"
-        socket_path = Path(f"{base}.sock")
-        if len(str(socket_path)) > MAX_SOCKET_PATH:   # a deep run dir: use a private short one
-            short = Path(tempfile.mkdtemp(prefix="pns-"))
-            self.owned.append(short)
-            socket_path = short / f"w-{token}.sock"
-        self.owned.append(socket_path)
-        if key_file is None:
-            key_file = Path(f"{base}.key")
-            self.owned.append(key_file)
-            with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
-                           "wb") as fh:
-                fh.write(key)
-        # only `protocols` goes on the worker's path, never the dir holding it: that may be a
-        # site-packages whose compiled modules belong to the daemon's interpreter
-        lib = Path(f"{base}.lib")
-        self.owned.append(lib)
-        lib.mkdir(mode=0o700)
-        (lib / "protocols").symlink_to(PROTOCOLS_DIR, target_is_directory=True)
-        self.endpoint = f"ipc://{socket_path}"
-        self.argv = worker_command(spec, self.endpoint, key_file, heartbeat)
-        self.env = worker_env(spec, lib)
-
-    def bind(self, context: zmq.Context[Any]) -> zmq.Socket[bytes]:
-        """The ROUTER the workers connect to, bound to :attr:`endpoint`."""
-        socket: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)    # a send to a gone worker fails loudly
-        socket.setsockopt(zmq.SNDHWM, 100_000)
-        socket.setsockopt(zmq.RCVHWM, 100_000)
-        socket.setsockopt(zmq.MAXMSGSIZE, DEFAULT_MAX_BYTES + 2**20)
-        socket.bind(self.endpoint)
-        return socket
-
-    def remove(self) -> None:
-        """Delete what :meth:`prepare` made. Blocking."""
-        for path in reversed(self.owned):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-        self.owned.clear()
-
-
-def worker_command(spec: PtsSpec, endpoint: str, key_file: Path, heartbeat: float) -> list[str]:
-    """``[*command, python, "-m", "protocols.worker", ...]`` for ``spec``.
-
-    A ``command`` without ``python`` is taken to end with its own interpreter (DESIGN.md's
-    ``["docker", "run", "-i", "img", "python"]``); otherwise ``python`` or the daemon's own.
+    Zombies count as gone: an orphan's zombie waits for PID 1 to reap it, and some container
+    init processes never do.
     """
-    assert spec.entry is not None
-    interpreter = [spec.python] if spec.python else [] if spec.command else [sys.executable]
-    argv = [*spec.command, *interpreter, "-m", "protocols.worker", "--connect", endpoint,
-            "--entry", spec.entry, "--key-file", str(key_file), "--heartbeat", f"{heartbeat:g}",
-            "--max-bytes", str(DEFAULT_MAX_BYTES)]
-    for hook in HOOKS:
-        entry = getattr(spec, f"{hook}_entry")
-        if entry:
-            argv += [f"--{hook}", entry]
-    return argv
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except FileNotFoundError:
+        return True      # no /proc: trust kill(0)
+    return any(_in_group(pid, pgid) for pid in entries)
 
 
-def worker_env(spec: PtsSpec, lib: Path) -> dict[str, str]:
-    """The daemon's environment, the spec's ``env``, and PYTHONPATH = pythonpath + lib + old."""
-    env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
-    paths = [os.path.abspath(p) for p in spec.pythonpath] + [str(lib)]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    return env
-
-
-async def stop_processes(processes: list[WorkerProcess], grace: float) -> None:
-    """Give processes asked to stop ``grace`` s to exit, then SIGTERM, then SIGKILL the groups."""
-    running = {p.exited for p in processes if not p.exited.done()}
-    if running:
-        await asyncio.wait(running, timeout=grace)
-    await asyncio.gather(*(p.stop(max(0.2, min(grace, 1.0))) for p in processes))
-
-
-async def cancel_and_wait(tasks: set[asyncio.Task[Any]]) -> None:
-    pending = list(tasks)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-
-
-def consume(future: asyncio.Future[Any]) -> None:
-    """Mark a future's exception as seen: an abandoned wait's failure is expected."""
-    if not future.cancelled():
-        future.exception()
+def _in_group(pid: str, pgid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return False
+    fields = text[text.rfind(")") + 2:].split()   # state, ppid, pgrp, ...
+    return len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X")

@@ -34,7 +34,7 @@ from pnsd.errors import (
     WorkerDied,
 )
 from pnsd.hosts.base import HostState
-from pnsd.hosts.children import WorkerSlot
+from pnsd.hosts.workerslot import WorkerSlot
 from protocols import messages
 from protocols.codec import Codec, Message, new_message_id
 from protocols.context import RunContext

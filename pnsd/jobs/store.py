@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 
 import structlog
 
+from pnsd.errors import Conflict, NotFound, StorageError
 from pnsd.jobs import jobsql
 from pnsd.jobs.blobfiles import read_blob, read_range, remove, remove_all, write_blob
-from pnsd.errors import Conflict, NotFound, StorageError
 from pnsd.jobs.model import RESTART_REASON, Job, Status
 from pnsd.jobs.retention import SizeBound
 from pnsd.jobs.storedb import Kind, Op, SqlFn, Writer
@@ -136,6 +136,9 @@ class JobStore:
         Its caller already has the outcome, so nothing waits for the commit (or for the blobs
         to reach the disk); a crash may lose the latest such records, never an acknowledged one.
         """
+        if self.fits_inline(input_blob) and self.fits_inline(result_blob):
+            self.record_now(job, input_blob, result_blob)    # most runs: nothing to wait for
+            return
         row = self._record_row(job, input_blob, result_blob)
         row.update(await self._place(job.id, "input", input_blob, durable=False))
         row.update(await self._place(job.id, "result", result_blob, durable=False))

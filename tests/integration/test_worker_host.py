@@ -16,8 +16,8 @@ from structlog.testing import capture_logs
 
 from pnsd.errors import InvalidSpec, RunTimeout, Unavailable, WorkerDied
 from pnsd.hosts.worker import WorkerHost
+from pnsd.hosts.workerslot import WorkerTuning
 from pnsd.spec import parse_spec
-from pnsd.hosts.children import WorkerTuning
 from protocols.codec import Codec
 from protocols.context import RunContext
 from tests.waiting import until

@@ -18,10 +18,10 @@ from pnsd.errors import Busy, Conflict, DaemonError, NotFound
 from pnsd.handlers import Handlers
 from pnsd.hosts.inproc import InprocHost
 from pnsd.jobs.model import Job, Status, new_job_id, valid_job_id
-from pnsd.registry import Registry
 from pnsd.jobs.scheduler import Scheduler
-from pnsd.spec import parse_spec
 from pnsd.jobs.store import JobStore
+from pnsd.registry import Registry
+from pnsd.spec import parse_spec
 from tests.waiting import until
 
 SUBMIT_DEADLINE = 2.0    # seconds an acknowledgement may take: it must not wait for a slot

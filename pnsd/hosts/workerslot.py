@@ -1,0 +1,254 @@
+"""A worker-mode PTS's worker positions and how their processes are launched and restarted.
+
+Owns the worker slots (one position of a PTS's N workers, whose process is replaced when it
+dies: its identity, hello, readiness, kill reason), preparing a generation's launch (socket
+path, key file, library dir, command line, environment), the timings of worker supervision and
+the restart budget with exponential backoff. Processes themselves are started, watched and
+stopped by :mod:`pnsd.hosts.children`; the worker host (:mod:`pnsd.hosts.worker`) drives both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+import zmq
+
+import protocols
+from pnsd.hosts.children import Child, OutputForwarder
+from pnsd.hosts.leftovers import GroupLedger
+from pnsd.spec import HOOKS, Limits, PtsSpec
+from protocols.codec import DEFAULT_MAX_BYTES
+
+log = structlog.get_logger(__name__)
+
+MAX_SOCKET_PATH = 100                 # sun_path holds 108 bytes; keep a margin
+PROTOCOLS_DIR = Path(protocols.__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class WorkerTuning:
+    """Timings and caps of worker supervision; the defaults suit production."""
+
+    heartbeat: float = 1.0            # seconds between a worker's heartbeats
+    missed_beats: int = 3             # silent this many intervals: hung, killed and respawned
+    start_timeout: float = 30.0       # seconds a starting worker has to say hello
+    cancel_grace: float = 2.0         # seconds between task.cancel and the kill
+    restarts: int = 5                 # restarts allowed per window, then the PTS is unavailable
+    restart_window: float = 60.0
+    backoff_first: float = 0.1        # first restart delay; doubles per failure in a row
+    backoff_max: float = 5.0
+    output_rate: float = 100.0        # worker output lines logged per second (burst: 2 s worth)
+    output_line: int = 2000           # characters kept of one output line
+
+
+class RestartPolicy:
+    """At most ``tuning.restarts`` restarts in any ``tuning.restart_window`` s, with backoff."""
+
+    def __init__(self, tuning: WorkerTuning, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.tuning = tuning
+        self.clock = clock
+        self.total = 0
+        self._recent: collections.deque[float] = collections.deque()
+
+    def delay(self, failures: int) -> float | None:
+        """Spend a restart after ``failures`` in a row: its delay, or None if over budget."""
+        now, tuning = self.clock(), self.tuning
+        while self._recent and now - self._recent[0] > tuning.restart_window:
+            self._recent.popleft()
+        if len(self._recent) >= tuning.restarts:
+            return None
+        self._recent.append(now)
+        self.total += 1
+        return float(min(tuning.backoff_max, tuning.backoff_first * 2 ** max(0, failures - 1)))
+
+
+@dataclass(eq=False)
+class WorkerSlot:
+    """One of a PTS's worker positions; its process is replaced when it dies."""
+
+    index: int
+    identity: bytes = b""        # the ROUTER routing id of the current process
+    process: Child | None = None
+    hello: asyncio.Future[None] | None = None
+    ready: bool = False          # said hello and not being killed
+    last_seen: float = 0.0
+    served: int = 0
+    spawns: int = 0
+    failures: int = 0            # exits in a row without a hello in between (backoff)
+    kill_reason: str = ""        # set when we killed it: what a task on it fails with
+    kill_counts: bool = True     # whether that kill spends restart budget
+    ended: Child | None = None   # the last process that ended
+    output: OutputForwarder | None = None   # the current (or last) process's output
+
+    async def spawn(self, launch: Launch, *, limits: Limits, label: Mapping[str, object],
+                    tuning: WorkerTuning, ledger: GroupLedger | None = None) -> Child:
+        """Start this position's next process (a long-lived child: it dies with the daemon)."""
+        self.spawns += 1
+        self.identity = f"w{self.index}.{self.spawns}".encode()
+        self.hello = asyncio.get_running_loop().create_future()
+        self.hello.add_done_callback(consume)
+        self.kill_reason, self.ready = "", False
+        output = OutputForwarder({**label, "worker": self.index}, tuning)
+        process = await Child.spawn(
+            [*launch.argv, "--id", self.identity.decode()], env=launch.env, cwd=None,
+            limits=limits, output=output, die_with_parent=True, ledger=ledger)
+        output.label["pid"] = process.pid
+        self.process, self.output = process, output
+        self.last_seen = time.monotonic()
+        log.info("worker_started", **output.label)
+        return process
+
+    async def start_error(self, pts: str, reason: str) -> str:
+        """The message for a worker that ended before its hello, with its last stderr lines."""
+        if self.ended is not None:    # let the pipes deliver the last lines
+            await asyncio.wait({self.ended.closed}, timeout=1.0)
+        message = f"PTS {pts}: worker failed to start: {reason}"
+        if self.output is not None and self.output.tail:
+            message += "; stderr: " + " | ".join(list(self.output.tail)[-5:])
+        return message
+
+    def label(self) -> dict[str, object]:
+        return self.output.label if self.output is not None else {"worker": self.index}
+
+    def kill(self, reason: str, *, counts: bool) -> bool:
+        """SIGKILL the process group, remembering why; False if there is nothing to kill."""
+        process = self.process
+        if process is None or process.exited.done() or self.kill_reason:
+            return False
+        self.kill_reason, self.kill_counts, self.ready = reason, counts, False
+        log.warning("worker_killed", **self.label(), reason=reason)
+        process.signal(signal.SIGKILL)
+        return True
+
+    def release(self, process: Child, limits: Limits, *,
+                expected: bool) -> tuple[str, bool]:
+        """Forget the ended ``process``: why it ended, and whether that spends budget."""
+        reason = self.kill_reason or process.describe_exit(limits)
+        counts = self.kill_counts if self.kill_reason else True
+        self.process, self.ready, self.ended = None, False, process
+        log.log(logging.INFO if expected or not counts else logging.WARNING, "worker_exited",
+                **self.label(), reason=reason, returncode=process.returncode)
+        return reason, counts
+
+
+@dataclass
+class Launch:
+    """How a generation starts its workers: endpoint, command line, environment, own files."""
+
+    endpoint: str = ""
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    owned: list[Path] = field(default_factory=list)   # removed by :meth:`remove`
+
+    def prepare(self, spec: PtsSpec, *, run_dir: Path, key: bytes, key_file: Path | None,
+                heartbeat: float) -> None:
+        """Make the socket path, key file and library dir. Blocking: call it in a thread."""
+        token = os.urandom(4).hex()
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        base = run_dir / f"w-{spec.name}-{token}"
+        socket_path = Path(f"{base}.sock")
+        if len(str(socket_path)) > MAX_SOCKET_PATH:   # a deep run dir: use a private short one
+            short = Path(tempfile.mkdtemp(prefix="pns-"))
+            self.owned.append(short)
+            socket_path = short / f"w-{token}.sock"
+        self.owned.append(socket_path)
+        if key_file is None:
+            key_file = Path(f"{base}.key")
+            self.owned.append(key_file)
+            with os.fdopen(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600),
+                           "wb") as fh:
+                fh.write(key)
+        # only `protocols` goes on the worker's path, never the dir holding it: that may be a
+        # site-packages whose compiled modules belong to the daemon's interpreter
+        lib = Path(f"{base}.lib")
+        self.owned.append(lib)
+        lib.mkdir(mode=0o700)
+        (lib / "protocols").symlink_to(PROTOCOLS_DIR, target_is_directory=True)
+        self.endpoint = f"ipc://{socket_path}"
+        self.argv = worker_command(spec, self.endpoint, key_file, heartbeat)
+        self.env = worker_env(spec, lib)
+
+    def bind(self, context: zmq.Context[Any]) -> zmq.Socket[bytes]:
+        """The ROUTER the workers connect to, bound to :attr:`endpoint`."""
+        socket: zmq.Socket[bytes] = context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)    # a send to a gone worker fails loudly
+        socket.setsockopt(zmq.SNDHWM, 100_000)
+        socket.setsockopt(zmq.RCVHWM, 100_000)
+        socket.setsockopt(zmq.MAXMSGSIZE, DEFAULT_MAX_BYTES + 2**20)
+        socket.bind(self.endpoint)
+        return socket
+
+    def remove(self) -> None:
+        """Delete what :meth:`prepare` made. Blocking."""
+        for path in reversed(self.owned):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self.owned.clear()
+
+
+def worker_command(spec: PtsSpec, endpoint: str, key_file: Path, heartbeat: float) -> list[str]:
+    """``[*command, python, "-m", "protocols.worker", ...]`` for ``spec``.
+
+    A ``command`` without ``python`` is taken to end with its own interpreter (DESIGN.md's
+    ``["docker", "run", "-i", "img", "python"]``); otherwise ``python`` or the daemon's own.
+    """
+    assert spec.entry is not None
+    interpreter = [spec.python] if spec.python else [] if spec.command else [sys.executable]
+    argv = [*spec.command, *interpreter, "-m", "protocols.worker", "--connect", endpoint,
+            "--entry", spec.entry, "--key-file", str(key_file), "--heartbeat", f"{heartbeat:g}",
+            "--max-bytes", str(DEFAULT_MAX_BYTES)]
+    for hook in HOOKS:
+        entry = getattr(spec, f"{hook}_entry")
+        if entry:
+            argv += [f"--{hook}", entry]
+    return argv
+
+
+def worker_env(spec: PtsSpec, lib: Path) -> dict[str, str]:
+    """The daemon's environment, the spec's ``env``, and PYTHONPATH = pythonpath + lib + old."""
+    env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+    paths = [os.path.abspath(p) for p in spec.pythonpath] + [str(lib)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+async def stop_processes(processes: list[Child], grace: float) -> None:
+    """Give processes asked to stop ``grace`` s to exit, then the stop ladder on each group."""
+    running = {p.exited for p in processes if not p.exited.done()}
+    if running:
+        await asyncio.wait(running, timeout=grace)
+    await asyncio.gather(*(p.stop(max(0.2, min(grace, 1.0))) for p in processes))
+    for process in processes:
+        process.close()
+
+
+async def cancel_and_wait(tasks: set[asyncio.Task[Any]]) -> None:
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+def consume(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen: an abandoned wait's failure is expected."""
+    if not future.cancelled():
+        future.exception()
