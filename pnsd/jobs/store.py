@@ -131,14 +131,11 @@ class JobStore:
         return blob is None or len(blob) <= self._inline_limit
 
     async def record(self, job: Job, input_blob: bytes, result_blob: bytes | None) -> None:
-        """Record a finished synchronous run in one insert, group-committed, not awaited.
-
-        Its caller already has the outcome, so nothing waits for the commit (or for the blobs
-        to reach the disk); a crash may lose the latest such records, never an acknowledged one.
-        """
+        """Record a finished synchronous run in one insert, group-committed, not awaited: its
+        caller has the outcome already, so nothing waits for the commit (or for blobs to reach
+        the disk); a crash may lose the latest such records, never an acknowledged one."""
         if self.fits_inline(input_blob) and self.fits_inline(result_blob):
-            self.record_now(job, input_blob, result_blob)    # most runs: nothing to wait for
-            return
+            return self.record_now(job, input_blob, result_blob)   # most: nothing to wait for
         row = self._record_row(job, input_blob, result_blob)
         row.update(await self._place(job.id, "input", input_blob, durable=False))
         row.update(await self._place(job.id, "result", result_blob, durable=False))
