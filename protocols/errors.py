@@ -14,7 +14,7 @@ The tree (pnsd and pnsweb import this module; it imports neither)::
         │   ├── RemoteError         the peer answered a request with an ``error`` message
         │   │   └── Unauthenticated     ... with code ``auth``: the keys differ
         │   ├── pnsd.errors.DaemonError   the daemon's own (BadRequest, Busy, PtsFailed, ...)
-        │   ├── pnsd.cli.CliError         a ``pnsd`` command's own, shown with its code
+        │   ├── pnsd.cli.common.CliError  a ``pnsd`` command's own, shown with its code
         │   └── pnsweb.errors.ApiError    an HTTP error reply (``status``), from a code or not
         ├── ClientTimeout           no reply within the call's timeout (also a TimeoutError)
         └── ClientClosed            the client closed while calls waited
