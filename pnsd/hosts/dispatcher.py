@@ -8,7 +8,7 @@ and log lines relayed into the run's context. Runs are answered by a callback, a
 stack that settles them: a run started from a request is answered with no event-loop turn
 between the worker's reply and the caller. It must not spawn, signal or stop processes, own
 sockets or background tasks, or change the host's state: :class:`pnsd.hosts.worker.WorkerHost`
-does all that and hands this module its state to read, its send and its cancel ladder.
+does all that and hands this module its state to read, its outbox and its cancel ladder.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from pnsd.hosts.dispatcher import Dispatcher, Run
 from pnsd.hosts.leftovers import GroupLedger
 from pnsd.hosts.workerslot import (
     Launch,
+    Outbox,
     RestartPolicy,
     WorkerSlot,
     WorkerTuning,
@@ -65,13 +66,14 @@ class WorkerHost:
         self._codec = Codec(key)
         self._launch = Launch()
         self._pump: Pump | None = None
+        self._outbox = Outbox()
         self._workers = [WorkerSlot(i) for i in range(spec.workers)]
         self._by_identity: dict[bytes, WorkerSlot] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._restarts = RestartPolicy(self.tuning)
         self._state = HostState()     # changed in place (_set_state): the dispatcher reads it
         self._runs = Dispatcher(spec.name, workers=self._workers, state=self._state,
-                                codec=self._codec, send=self._send_frames, cancel=self._cancel)
+                                codec=self._codec, send=self._outbox.send, cancel=self._cancel)
         self._handlers: dict[str, Callable[[WorkerSlot, Message], None]] = {
             messages.WORKER_HELLO: self._on_hello,
             messages.WORKER_HEARTBEAT: lambda worker, message: None,   # every message is one
@@ -86,7 +88,8 @@ class WorkerHost:
             await asyncio.to_thread(
                 self._launch.prepare, self.spec, run_dir=self._run_dir, key=self._key,
                 key_file=self._key_file, heartbeat=self.tuning.heartbeat)
-            self._pump = Pump(self._launch.bind(self._context), self._receive)
+            self._pump = self._outbox.pump = Pump(self._launch.bind(self._context),
+                                                  self._receive)
             self._keep(self._watch_heartbeats(), "heartbeats")
             await self._start_workers()
         except BaseException as exc:
@@ -206,15 +209,7 @@ class WorkerHost:
 
     def _send(self, worker: WorkerSlot, msg_type: str, body: Any, *, re: str | None = None) -> None:
         if worker.process is not None and not worker.process.exited.done():
-            self._send_frames(worker, self._codec.encode(msg_type, body, re=re))
-
-    def _send_frames(self, worker: WorkerSlot, frames: list[bytes]) -> None:
-        if self._pump is None:
-            return
-        try:
-            self._pump.send([worker.identity, *frames])
-        except zmq.ZMQError as exc:    # unroutable (gone) or not reading: it cannot serve
-            worker.kill(f"unreachable ({exc.strerror})", counts=True)
+            self._outbox.send(worker, self._codec.encode(msg_type, body, re=re))
 
     # -- the worker lifecycle ------------------------------------------------------------
 

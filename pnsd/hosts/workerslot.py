@@ -1,10 +1,11 @@
-"""A worker-mode PTS's worker positions and how their processes are launched and restarted.
+"""A worker-mode PTS's worker positions and how their processes are launched and reached.
 
 Owns the worker slots (one position of a PTS's N workers, whose process is replaced when it
 dies: its identity, hello, readiness, kill reason), preparing a generation's launch (socket
-path, key file, library dir, command line, environment), the timings of worker supervision and
-the restart budget with exponential backoff. Processes themselves are started, watched and
-stopped by :mod:`pnsd.hosts.children`; the worker host (:mod:`pnsd.hosts.worker`) drives both.
+path, key file, library dir, command line, environment), the outbox its messages to workers
+leave by, the timings of worker supervision and the restart budget with exponential backoff.
+Processes themselves are started, watched and stopped by :mod:`pnsd.hosts.children`; the
+worker host (:mod:`pnsd.hosts.worker`) drives both.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pnsd.hosts.children import Child, OutputForwarder
 from pnsd.hosts.leftovers import GroupLedger
 from pnsd.spec import HOOKS, Limits, PtsSpec
 from protocols.codec import DEFAULT_MAX_BYTES
+from protocols.pump import Pump
 
 log = structlog.get_logger(__name__)
 
@@ -201,6 +203,22 @@ class Launch:
             else:
                 path.unlink(missing_ok=True)
         self.owned.clear()
+
+
+class Outbox:
+    """Where a generation's messages to its workers leave: its ROUTER's pump, once bound. A
+    worker the socket cannot reach (gone, or not reading) cannot serve: it is killed."""
+
+    def __init__(self) -> None:
+        self.pump: Pump | None = None
+
+    def send(self, worker: WorkerSlot, frames: list[bytes]) -> None:
+        if self.pump is None:
+            return
+        try:
+            self.pump.send([worker.identity, *frames])
+        except zmq.ZMQError as exc:
+            worker.kill(f"unreachable ({exc.strerror})", counts=True)
 
 
 def worker_command(spec: PtsSpec, endpoint: str, key_file: Path, heartbeat: float) -> list[str]:
