@@ -188,15 +188,19 @@ class Scheduler:
         job = live.job
         if live.phase not in (Phase.NEW, Phase.QUEUED):  # dismissed while queued
             return
-        job.start(self.clock())
         live.phase = Phase.RUNNING
-        live.publish()
         try:
             try:
+                now = self.clock()
                 if not job.sync:
-                    # Committed before the run starts: a job the store calls accepted never
-                    # ran, so recovery may run it after a crash without running it twice.
-                    await self.store.update(job, durable=True)
+                    # Committed before the run starts (and before anyone is told): a job the
+                    # store calls accepted never ran, so recovery may run it after a crash
+                    # without running it twice.
+                    started = job.copy()
+                    started.start(now)
+                    await self.store.update(started, durable=True)
+                job.start(now)
+                live.publish()
                 live.result = await live.generation.host.run(data, timeout=limit, ctx=live.ctx)
             except asyncio.CancelledError:
                 if not self._absorb_cancel(live):
@@ -318,7 +322,7 @@ class Scheduler:
         and its run answers Cancelled. One being recorded is past cancelling."""
         if live.phase in (Phase.RECORDING, Phase.DONE):
             return
-        if live.job.status is not Status.ACCEPTED:
+        if live.phase not in (Phase.NEW, Phase.QUEUED):
             live.stop(running_reason)
             return
         if live.phase is Phase.QUEUED and live.task is not None:
