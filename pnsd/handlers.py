@@ -161,10 +161,16 @@ class Handlers:
     async def run(self, body: Any) -> Any:
         """A synchronous run; with a ``lock``, it holds that PTS's slot while it runs."""
         pts = _text(body, "pts")
-        async with self._holding(body, own=pts):
-            job, result = await self.scheduler.run(
-                pts, _field(body, "input"), timeout=_get(body, "timeout"),
-                owner=_owner(body) or "")
+        lock = _lock(body)
+        if lock is None or lock == pts:
+            return await self._run(pts, body)
+        async with self.registry.get(lock).slot():
+            return await self._run(pts, body)
+
+    async def _run(self, pts: str, body: Any) -> dict[str, Any]:
+        job, result = await self.scheduler.run(pts, _field(body, "input"),
+                                               timeout=_get(body, "timeout"),
+                                               owner=_owner(body) or "")
         return _ran(job, result, self.result_room)
 
     def _holding(self, body: Any, *, own: str | None = None) -> AbstractAsyncContextManager[None]:

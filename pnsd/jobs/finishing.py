@@ -39,13 +39,14 @@ class Finisher:
         """Move the run's job to the final state its ``error`` calls for (None: success),
         record it, then show it on the live job and announce it.
 
-        The live job shows its outcome only once the outcome is recorded: a success that a
-        full disk (or a crash) could undo is never reported. A synchronous run whose record
-        fits its row is recorded without waiting (group commit).
+        An asynchronous job shows its outcome only once the outcome is recorded: a success
+        that a full disk (or a crash) could undo is never reported. A synchronous run's record
+        is group-committed after its reply (README: a crash may lose the latest ones), so it
+        is settled in place and recorded without waiting when it fits its row.
         """
         live.phase = Phase.RECORDING
         blob = live.packed_result()
-        final = live.job.copy()
+        final = live.job if live.job.sync else live.job.copy()
         error = live.error
         if error is None:
             final.succeed(self.clock())
@@ -53,7 +54,9 @@ class Finisher:
             final.dismiss(self.clock(), error.message)
         else:
             final.fail(self.clock(), error.code, error.message)
-        vars(live.job).update(vars(await self._record(live, final, blob)))
+        recorded = await self._record(live, final, blob)
+        if recorded is not live.job:
+            vars(live.job).update(vars(recorded))
         live.publish()
         job = live.job
         if log.is_enabled_for(logging.INFO):    # skip building the line (every run)

@@ -133,7 +133,7 @@ class LiveJobs:
         result = live.result
         self._running.pop(live.job.id, None)
         live.phase = Phase.DONE
-        live.input_blob = b""
+        live.task, live.input_blob = None, b""     # a finished job keeps no task alive
         if live.result_bytes > KEEP_RESULT_BYTES:
             live.result, live.result_kept = None, False
         self._finished[live.job.id] = live
