@@ -1,7 +1,7 @@
 """The audit trail of deploy, replace and undeploy: who changed which PTS, when, and how it went.
 
 Owns the ``audit`` table (created on :meth:`AuditLog.open`, beside the job tables, through the
-job store's writer thread: :meth:`pnsd.store.JobStore.run_sql`) and the structlog event each
+job store's writer thread: :meth:`pnsd.jobs.store.JobStore.run_sql`) and the structlog event each
 change is logged as (``pts_deployed``, ``pts_swapped``, ``pts_undeployed``, or the same with
 ``_failed``). It records what it is told; it must not decide or perform swaps.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from pnsd.errors import StorageError
-from pnsd.store import JobStore
+from pnsd.jobs.store import JobStore
 
 log = structlog.get_logger(__name__)
 

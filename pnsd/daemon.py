@@ -36,17 +36,17 @@ from pnsd.errors import ConfigError, DaemonError, InvalidSpec
 from pnsd.handlers import Handlers
 from pnsd.hosts.base import Host
 from pnsd.hosts.inproc import InprocHost
+from pnsd.hosts.leftovers import GroupLedger, Leftovers
 from pnsd.hosts.process import ProcessHost
+from pnsd.jobs.scheduler import Scheduler
+from pnsd.jobs.store import JobStore
 from pnsd.keyfile import load_or_create_key
-from pnsd.leftovers import GroupLedger, Leftovers
 from pnsd.notify import Notifier
 from pnsd.pidfile import Pidfile
 from pnsd.registry import Registry
-from pnsd.scheduler import Scheduler
 from pnsd.server import Server
 from pnsd.spec import Mode, PtsSpec
 from pnsd.specfiles import SpecFiles
-from pnsd.store import JobStore
 from pnsd.watch import watch
 from protocols import memory
 from protocols.codec import Codec

@@ -1,82 +1,75 @@
-"""The daemon's error tree. Every error carries the protocol code it is answered with.
+"""The daemon's errors: a branch of the one tree drawn in :mod:`protocols.errors`.
 
-Handlers raise these; the dispatcher turns them into ``error`` messages. Nothing here knows
-about sockets or HTTP.
+Every error carries the protocol code it is answered with, fixed by its kind. Handlers raise
+these; the server turns them into ``error`` messages. Nothing here knows about sockets or HTTP.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from protocols.errors import ErrorCode
+from protocols.errors import CodedError, ErrorCode
 
 
-class DaemonError(Exception):
-    """Root of pnsd's errors; ``code`` is a :class:`protocols.errors.ErrorCode`."""
+class DaemonError(CodedError):
+    """Root of pnsd's errors. A plain DaemonError is ``internal`` unless made with a ``code``
+    (a failed job's error, answered with the code its record holds)."""
 
-    code = ErrorCode.INTERNAL
-
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
+    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message, details, code=code)
 
 
-class ConfigError(DaemonError):
-    code = ErrorCode.BAD_REQUEST
+class ConfigError(DaemonError, code=ErrorCode.BAD_REQUEST):
+    """The daemon's settings cannot be used."""
 
 
-class InvalidSpec(DaemonError):
-    code = ErrorCode.BAD_REQUEST
+class InvalidSpec(DaemonError, code=ErrorCode.BAD_REQUEST):
+    """A PTS spec is malformed, or what it names cannot be loaded or found."""
 
 
-class BadRequest(DaemonError):
-    code = ErrorCode.BAD_REQUEST
+class BadRequest(DaemonError, code=ErrorCode.BAD_REQUEST):
+    """A request's body is missing fields or has values of the wrong type."""
 
 
-class NotFound(DaemonError):
-    code = ErrorCode.NOT_FOUND
+class NotFound(DaemonError, code=ErrorCode.NOT_FOUND):
+    """No such PTS or job (or not one the caller may see)."""
 
 
-class Conflict(DaemonError):
-    code = ErrorCode.CONFLICT
+class Conflict(DaemonError, code=ErrorCode.CONFLICT):
+    """It exists already, or another change is under way."""
 
 
-class Busy(DaemonError):
-    code = ErrorCode.BUSY
+class Busy(DaemonError, code=ErrorCode.BUSY):
+    """The PTS's queue is full: refused at once, try again later."""
 
 
-class Unavailable(DaemonError):
-    code = ErrorCode.UNAVAILABLE
+class Unavailable(DaemonError, code=ErrorCode.UNAVAILABLE):
+    """The PTS or the daemon cannot serve now (restart budget spent, shutting down)."""
 
 
-class RunTimeout(DaemonError):
-    code = ErrorCode.TIMEOUT
+class RunTimeout(DaemonError, code=ErrorCode.TIMEOUT):
+    """The run (or a wait) took longer than its timeout."""
 
 
-class Cancelled(DaemonError):
-    code = ErrorCode.CANCELLED
+class Cancelled(DaemonError, code=ErrorCode.CANCELLED):
+    """The run was cancelled (on request, or its generation was retired)."""
 
 
-class PtsFailed(DaemonError):
+class PtsFailed(DaemonError, code=ErrorCode.PTS_ERROR):
     """The PTS raised, exited non-zero or returned something unusable."""
 
-    code = ErrorCode.PTS_ERROR
+
+class WorkerDied(DaemonError, code=ErrorCode.WORKER_DIED):
+    """The worker process ended during the run."""
 
 
-class WorkerDied(DaemonError):
-    code = ErrorCode.WORKER_DIED
-
-
-class TooLarge(DaemonError):
+class TooLarge(DaemonError, code=ErrorCode.TOO_LARGE):
     """A message (input, result, reply) over the size limit: refused before it is sent."""
 
-    code = ErrorCode.TOO_LARGE
+
+class NotReady(DaemonError, code=ErrorCode.NOT_READY):
+    """The job has no result yet."""
 
 
-class NotReady(DaemonError):
-    code = ErrorCode.NOT_READY
-
-
-class StorageError(DaemonError):
-    code = ErrorCode.STORAGE
+class StorageError(DaemonError, code=ErrorCode.STORAGE):
+    """The job store cannot record (disk full, unwritable, closed)."""

@@ -19,19 +19,16 @@ from typing import Any
 from pnsd.demo.install import install_scripts
 from pnsd.deploy import Deployer
 from pnsd.errors import BadRequest, NotFound, RunTimeout, TooLarge, Unavailable
-from pnsd.events import summary
-from pnsd.hosts.base import HOOKS
 from pnsd.hosts.mailbox import read_dir_files
-from pnsd.hosts.process import ProcessHost
-from pnsd.jobs import Job, Status
-from pnsd.later import Later
-from pnsd.livejob import unpack
+from pnsd.jobs.events import summary
+from pnsd.jobs.livejob import unpack
+from pnsd.jobs.model import Job, Status
+from pnsd.jobs.scheduler import Scheduler
 from pnsd.refusals import Refusals
-from pnsd.registry import Generation, Registry
+from pnsd.registry import Registry
 from pnsd.rolling import SPAN, STEP
-from pnsd.scheduler import Scheduler
 from pnsd.server import Handler, StreamHandler
-from pnsd.spec import Mode
+from pnsd.spec import HOOKS, Mode
 from protocols.codec import DEFAULT_MAX_BYTES
 from protocols.version import PROTOCOL_VERSION, __version__
 
@@ -109,7 +106,7 @@ class Handlers:
             return {"result": await generation.host.hook(hook, timeout=timeout)}
 
     async def pts_files(self, body: Any) -> Any:
-        host = _process_host(self.registry.get(_text(body, "name")))
+        host = self.registry.get(_text(body, "name")).host
         which = _text(body, "which")
         if which not in ("input", "output"):
             raise BadRequest("which must be input or output")
@@ -118,11 +115,11 @@ class Handlers:
         return {"files": files}
 
     async def pts_script(self, body: Any) -> Any:
-        host = _process_host(self.registry.get(_text(body, "name")))
+        host = self.registry.get(_text(body, "name")).host
         hook = _text(body, "hook")
         if hook not in ("run", *HOOKS):
             raise BadRequest(f"hook must be one of run, {', '.join(HOOKS)}")
-        argv = host.command(hook)
+        argv = host.script(hook)
         if not argv:
             return {"text": None, "path": None}
         path = Path(argv[0])
@@ -171,27 +168,20 @@ class Handlers:
             restored = await asyncio.to_thread(install_scripts, self.home, restore=True)
         return {"restored": restored}
 
-    def run(self, body: Any) -> Any:
-        """Answered within this call when the run can be (Scheduler.run_now), else later."""
+    async def run(self, body: Any) -> Any:
+        """A synchronous run; with a ``lock``, it holds that PTS's slot while it runs."""
         pts = _text(body, "pts")
-        if _lock(body) not in (None, pts):
-            return self._run_holding(pts, body)
-        outcome = self.scheduler.run_now(pts, _field(body, "input"), timeout=_get(body, "timeout"),
-                                         owner=_owner(body) or "")
-        room = self.result_room
-        if isinstance(outcome, tuple):
-            return _ran(*outcome, room)
-        if isinstance(outcome, Later):
-            return outcome.map(lambda ran: _ran(*ran, room))
-        return _ran_later(outcome, room)
+        lock = _lock(body)
+        if lock is None or lock == pts:
+            return await self._run(pts, body)
+        async with self.registry.get(lock).slot():
+            return await self._run(pts, body)
 
-    async def _run_holding(self, pts: str, body: Any) -> Any:
-        """A run that holds a slot of the PTS named by ``lock`` while it runs on ``pts``."""
-        async with self._holding(body):
-            outcome = await self.scheduler.run(
-                pts, _field(body, "input"), timeout=_get(body, "timeout"),
-                owner=_owner(body) or "")
-        return _ran(*outcome, self.result_room)
+    async def _run(self, pts: str, body: Any) -> dict[str, Any]:
+        job, result = await self.scheduler.run(pts, _field(body, "input"),
+                                               timeout=_get(body, "timeout"),
+                                               owner=_owner(body) or "")
+        return _ran(job, result, self.result_room)
 
     def _holding(self, body: Any, *, own: str | None = None) -> AbstractAsyncContextManager[None]:
         """A slot of the PTS the optional ``lock`` names, held around an operation (admitted
@@ -304,12 +294,6 @@ class Handlers:
         return handlers, {"job.watch": self.job_watch}
 
 
-def _process_host(generation: Generation) -> ProcessHost:
-    if not isinstance(generation.host, ProcessHost):
-        raise BadRequest(f"PTS {generation.spec.name} is not a process-mode PTS (no mailbox)")
-    return generation.host
-
-
 def _read_text(path: Path) -> str:
     with path.open("rb") as handle:
         return handle.read(MAX_SCRIPT).decode(errors="replace")
@@ -322,10 +306,6 @@ def _ran(job: Job, result: Any, room: int) -> dict[str, Any]:
                        "message limit; it is stored: read it in chunks (job.result_chunk)",
                        job=job.id, size=job.result_size)
     return {"job": job.id, "result": result}
-
-
-async def _ran_later(outcome: Awaitable[tuple[Job, Any]], room: int) -> dict[str, Any]:
-    return _ran(*await outcome, room)
 
 
 def _get(body: Any, key: str) -> Any:

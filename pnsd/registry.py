@@ -59,15 +59,10 @@ class Generation:
         """Runs executing now (past admission, and not waiting in a host's own line)."""
         return min(self.running, self.spec.slots)
 
-    def slot(self) -> Slot:
-        """Admit a run or refuse it as busy at once; then hold a slot while it runs."""
-        return Slot(self)
-
-    def admit(self, *, bounded: bool = True) -> None:
-        """Count a run in, or refuse it at once: Unavailable (draining) or Busy (queue full).
-
-        ``bounded=False`` skips the queue bound: for runs accepted before a restart.
-        """
+    def slot(self, *, bounded: bool = True) -> Slot:
+        """Admit a run now, or refuse it at once: Unavailable (draining) or Busy (queue full);
+        ``async with`` the returned :class:`Slot` waits for a slot and holds it while the run
+        runs. ``bounded=False`` skips the queue bound: for runs accepted before a restart."""
         spec = self.spec
         if self.draining:
             raise Unavailable(f"PTS {spec.name} generation {self.number} is draining")
@@ -79,18 +74,11 @@ class Generation:
             )
         self.admitted += 1
         self._idle.clear()
+        return Slot(self)
 
-    def enter_now(self) -> None:
-        """:meth:`admit` and hold a slot at once, for a host with its own line (no waiting);
-        :meth:`release` gives it back."""
-        if self._slots is not None:
-            raise TypeError(f"PTS {self.spec.name}: its host has no line; use slot()")
-        self.admit()
-        self.running += 1
-
-    async def occupy(self) -> None:
-        """Wait for a slot for a run :meth:`admit` counted in; on failure (Unavailable: closed
-        while it was queued, or cancelled) the admission is given back."""
+    async def _occupy(self) -> None:
+        """Wait for a slot for an admitted run; on failure (Unavailable: closed while it was
+        queued, or cancelled) the admission is given back."""
         slots = self._slots
         if slots is not None:        # no line of its host's own: wait here for a slot
             try:
@@ -104,11 +92,7 @@ class Generation:
                 raise Unavailable(self.refusal)
         self.running += 1
 
-    def withdraw(self) -> None:
-        """Give back an admission that never took a slot (its run was not started)."""
-        self._leave()
-
-    def release(self) -> None:
+    def _release(self) -> None:
         """A run that held a slot has ended."""
         self.running -= 1
         if self._slots is not None:
@@ -119,10 +103,6 @@ class Generation:
         self.admitted -= 1
         if self.admitted == 0:
             self._idle.set()
-
-    def free_now(self) -> bool:
-        """True when a run admitted now would start at once: a slot is free, nobody waits."""
-        return not self.draining and (self._slots is None or not self._slots.locked())
 
     async def drained(self) -> None:
         await self._idle.wait()
@@ -157,23 +137,33 @@ class Generation:
 
 
 class Slot:
-    """``async with generation.slot():`` admission, then a slot of the generation held.
-
-    A class rather than a generator-based context manager: this runs for every run.
+    """One admitted run of a generation (from :meth:`Generation.slot`): ``async with`` it to
+    wait for a slot and hold it while the run runs, or :meth:`withdraw` it if the run never
+    starts. A class rather than a generator-based context manager: this runs for every run.
     """
 
-    __slots__ = ("_generation",)
+    __slots__ = ("_generation", "_state")
 
     def __init__(self, generation: Generation) -> None:
         self._generation = generation
+        self._state = "admitted"        # admitted -> holding -> ended
 
     async def __aenter__(self) -> None:
-        generation = self._generation
-        generation.admit()
-        await generation.occupy()
+        if self._state != "admitted":
+            raise RuntimeError("a slot is entered once")
+        self._state = "ended"           # given back by _occupy if waiting fails
+        await self._generation._occupy()
+        self._state = "holding"
 
     async def __aexit__(self, *exc: object) -> None:
-        self._generation.release()
+        self._state = "ended"
+        self._generation._release()
+
+    def withdraw(self) -> None:
+        """Give back an admission that never held a slot (its run did not start)."""
+        if self._state == "admitted":
+            self._state = "ended"
+            self._generation._leave()
 
 
 class Registry:

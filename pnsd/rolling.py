@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from pnsd.jobs import Job, Status
+from pnsd.jobs.model import Job, Status
 
 __all__ = ["PERCENTILES", "SPAN", "STEP", "Rolling"]
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pnsd.errors import BadRequest, InvalidSpec, PtsFailed
-from pnsd.jobs import new_job_id
+from pnsd.jobs.model import new_job_id
 from pnsd.registry import Generation
 from pnsd.spec import Mode, PtsSpec
 from pnsd.validation import InputCheck, check_outputs

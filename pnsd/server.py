@@ -2,11 +2,9 @@
 
 Owns the client-facing sockets, decoding and checking every message (signature, version,
 staleness, replay, size; refusals are counted, logged and answered within the budgets of
-:mod:`pnsd.refusals`), dispatching each request to its handler, and sending the reply or a
-protocol error: at once when the handler returns the body, when a :class:`pnsd.later.Later`
-is settled, or from a task of its own when the handler returns an awaitable. A
-:class:`protocols.pump.Pump` drives the socket.
-It knows nothing of PTS or jobs: the handler table does.
+:mod:`pnsd.refusals`), running each request's handler (a coroutine) in a task of its own, and
+sending the reply or a protocol error when it ends. A :class:`protocols.pump.Pump` drives the
+socket. It knows nothing of PTS or jobs: the handler table does.
 """
 
 from __future__ import annotations
@@ -21,19 +19,15 @@ from typing import Any
 import structlog
 import zmq
 
-from pnsd.errors import DaemonError
-from pnsd.later import Later
 from pnsd.refusals import ANSWER_TEXT, Refusals
 from protocols.codec import Codec, Message, message_id
-from protocols.errors import ErrorCode, ProtocolError
+from protocols.errors import CodedError, ErrorCode, ProtocolError
 from protocols.messages import ERROR, JOB_EVENT, op_of, reply_type
 from protocols.pump import Pump
 
 log = structlog.get_logger(__name__)
 
-# A handler returns the reply body, or when it cannot finish within its call, a Later of it
-# (settled by a callback) or an awaitable of it.
-Handler = Callable[[Any], Any]
+Handler = Callable[[Any], Awaitable[Any]]       # request body -> reply body
 StreamHandler = Callable[[Any], AsyncIterator[Any]]
 
 
@@ -62,9 +56,6 @@ class Server:
         self.socket.setsockopt(zmq.MAXMSGSIZE, codec.max_bytes + 2**20)
         self._pump: Pump | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._awaited = 0                    # Laters not settled yet
-        self._all_settled = asyncio.Event()  # no Later awaited: drain waits for this
-        self._all_settled.set()
         self.bound: list[str] = []
         self.refusals = Refusals()
 
@@ -127,48 +118,23 @@ class Server:
                 self._pump.send([identity, *answer])
 
     def _handle(self, identity: bytes, message: Message) -> None:
-        """Answer now what a handler finishes within its call; await the rest in a task."""
         op = op_of(message.type)
         handler = self.handlers.get(op)
         if handler is None:
             self._start(self._stream(identity, message, op))
-            return
-        started = time.perf_counter()
-        try:
-            body = handler(message.body)
-        except Exception as exc:
-            self._fail(identity, message, op, started, exc)
-            return
-        if isinstance(body, dict):       # most replies, and the cheapest check: first
-            self._reply(identity, message, op, started, body)
-        elif isinstance(body, Later):
-            self._awaited += 1
-            self._all_settled.clear()
-
-            def settled(value: Any, error: Exception | None) -> None:
-                self._awaited -= 1
-                if self._awaited == 0:
-                    self._all_settled.set()
-                if error is not None:
-                    self._fail(identity, message, op, started, error)
-                else:
-                    self._reply(identity, message, op, started, value)
-
-            body.then(settled)
-        elif isinstance(body, Awaitable):
-            self._start(self._finish(identity, message, op, started, body))
         else:
-            self._reply(identity, message, op, started, body)
+            self._start(self._answer(identity, message, op, handler))
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finish(self, identity: bytes, message: Message, op: str, started: float,
-                      pending: Awaitable[Any]) -> None:
+    async def _answer(self, identity: bytes, message: Message, op: str,
+                      handler: Handler) -> None:
+        started = time.perf_counter()
         try:
-            body = await pending
+            body = await handler(message.body)
         except Exception as exc:
             self._fail(identity, message, op, started, exc)
         else:
@@ -193,9 +159,8 @@ class Server:
 
     def _fail(self, identity: bytes, message: Message, op: str, started: float,
               exc: Exception) -> None:
-        if isinstance(exc, DaemonError | ProtocolError):
-            code, body = exc.code, {"code": exc.code, "message": exc.message,
-                                    "details": exc.details}
+        if isinstance(exc, CodedError):
+            code, body = exc.code, exc.to_body()
         else:  # a handler bug: log it here, never send the traceback
             code = ErrorCode.INTERNAL
             log.error("handler_failed", op=op, msg=message.id, exc_info=exc)
@@ -223,16 +188,10 @@ class Server:
             log.warning("reply_dropped", re=re, reason="peer not reading")
 
     async def drain(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for in-flight requests, then cancel the tasks left.
-
-        A request answered by a Later is left to its work (a run ends when its host stops);
-        an answer after the server closed is dropped.
-        """
-        waits: set[asyncio.Future[Any]] = set(self._tasks)
-        if not self._all_settled.is_set():
-            waits.add(asyncio.ensure_future(self._all_settled.wait()))
-        if waits:
-            _done, pending = await asyncio.wait(waits, timeout=timeout)
+        """Wait up to ``timeout`` for in-flight requests, then cancel the tasks left (an
+        answer after the server closed is dropped)."""
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

@@ -83,7 +83,7 @@ class PtsSpec:
         out: dict[str, Any] = {"name": self.name, "mode": self.mode.value}
         callables = self.mode is not Mode.PROCESS
         for key in _KEYS:
-            attr = f"{key}_entry" if callables and key in _HOOKS else key
+            attr = f"{key}_entry" if callables and key in HOOKS else key
             value = getattr(self, attr, None)
             if key in _INTERFACE:
                 value = self._interface_key(key)
@@ -109,7 +109,7 @@ class PtsSpec:
 
 
 # in inproc and worker mode these keys name callables (attributes *_entry), in process mode argv
-_HOOKS = ("init", "config", "clean")
+HOOKS = ("init", "config", "clean")    # what a PTS may have besides run (one place)
 _INTERFACE = ("title", "keywords", "inputs", "outputs")
 _KEYS = (
     "version", "title", "description", "keywords", "entry", "workers", "python", "command",

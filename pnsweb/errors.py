@@ -45,7 +45,7 @@ from aiohttp.typedefs import Middleware
 
 from pnsweb.keys import ERROR_SHAPE
 from pnsweb.views_v06_envelope import NotJson, error_body, json_response
-from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, ProtocolError
+from protocols.errors import ClientClosed, ClientTimeout, CodedError, ErrorCode
 
 PROBLEM_TYPE = "application/problem+json"
 log = structlog.get_logger(__name__)
@@ -103,9 +103,11 @@ V06_ERRORS: Mapping[int, str] = {
 }
 
 
-class ApiError(Exception):
+class ApiError(CodedError):
     """An error reply: views raise it, the error middleware renders it in its app's shape.
 
+    A branch of the one error tree (:mod:`protocols.errors`): its ``code`` is the daemon's
+    when it answers one (``extra["code"]``), else the code whose status it has, if any.
     ``detail`` is the human explanation. ``outcome`` is a run's
     ``{command, stdout, stderr, returncode}`` when there was one. ``extra`` adds members to a
     problem+json body (e.g. OGC fields); ``problem_type`` is its ``type`` URI.
@@ -122,7 +124,7 @@ class ApiError(Exception):
         outcome: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(detail or _phrase(status))
+        super().__init__(detail or _phrase(status), code=_code_of(status, extra))
         self.status = status
         self.detail = detail or _phrase(status)
         self.title = title or _phrase(status)
@@ -132,7 +134,15 @@ class ApiError(Exception):
         self.extra = dict(extra or {})
 
 
-def from_remote(error: ProtocolError, *, v06: bool = False) -> ApiError:
+def _code_of(status: int, extra: Mapping[str, Any] | None) -> str:
+    code = (extra or {}).get("code")
+    if isinstance(code, str):
+        return code
+    return next((c for c, mapped in CODE_STATUS.items() if mapped.status == status),
+                ErrorCode.INTERNAL if status >= 500 else ErrorCode.BAD_REQUEST)
+
+
+def from_remote(error: CodedError, *, v06: bool = False) -> ApiError:
     """The HTTP error for a daemon's error reply, per :data:`CODE_STATUS`."""
     mapped = CODE_STATUS.get(error.code, CodeStatus(500))
     status = mapped.v06_status if v06 and mapped.v06_status else mapped.status
@@ -217,7 +227,7 @@ def error_middleware(shape: ErrorShape) -> Middleware:
             if exc.status < 400:
                 raise
             error = _from_http(exc)
-        except ProtocolError as exc:   # the daemon's error reply, or a body the client cannot pack
+        except CodedError as exc:     # the daemon's error reply, or a body the client cannot pack
             error = from_remote(exc, v06=shape.reference_statuses)
         except NotJson as exc:
             error = ApiError(502, f"the reply cannot be written as JSON: {exc}")

@@ -1,13 +1,33 @@
-"""The protocol's error model: a fixed set of codes and the exceptions that carry them.
+"""The error model of PNS: a fixed set of codes, and the one tree of exceptions that carry them.
 
-Owns the codes every peer agrees on. An error on the wire is ``{code, message, details}``;
-never a traceback. Imports nothing of ours (clients and workers install ``protocols`` alone)
-and stays Python 3.8 compatible.
+Owns the codes every peer agrees on and the coded-error base every package of ours raises. An
+error on the wire is ``{code, message, details}``; never a traceback. Imports nothing of ours
+(protocols runs in any worker's interpreter) and stays Python 3.8 compatible.
+
+The tree (pnsd and pnsweb import this module; it imports neither)::
+
+    Exception
+    └── PnsError                    every error our packages raise
+        ├── CodedError              code + message + details: what an ``error`` message carries
+        │   ├── ProtocolError       a message refused: it cannot be decoded, checked or encoded
+        │   │                       (malformed, version, auth, replay, too_large, bad_request)
+        │   ├── RemoteError         the peer answered a request with an ``error`` message
+        │   │   └── Unauthenticated     ... with code ``auth``: the keys differ
+        │   ├── pnsd.errors.DaemonError   the daemon's own (BadRequest, Busy, PtsFailed, ...)
+        │   ├── pnsd.cli.common.CliError  a ``pnsd`` command's own, shown with its code
+        │   └── pnsweb.errors.ApiError    an HTTP error reply (``status``), from a code or not
+        ├── ClientTimeout           no reply within the call's timeout (also a TimeoutError)
+        └── ClientClosed            the client closed while calls waited
+
+A code is fixed when the error is made, never changed afterwards: each kind states its own
+(``class Busy(DaemonError, code=ErrorCode.BUSY)``), or one is given to the constructor (an error
+read off the wire, a failed job's). A PTS's failure reaches a client as a :class:`RemoteError`
+with code ``pts_error``: it is an answer, not a refused message.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 
 class ErrorCode:
@@ -41,24 +61,47 @@ class ErrorCode:
 
 
 class PnsError(Exception):
-    """Root of every error raised by ``protocols``."""
+    """Root of every error raised by our packages."""
 
 
-class ProtocolError(PnsError):
-    """A message could not be accepted; carries the code to answer with."""
+class CodedError(PnsError):
+    """An error with a protocol code (:class:`ErrorCode`), a message and details."""
 
-    def __init__(self, code: str, message: str, details: Optional[Dict[str, Any]] = None) -> None:
+    default_code = ErrorCode.INTERNAL     # this kind's code (the class keyword ``code``)
+
+    def __init_subclass__(cls, code: Optional[str] = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.default_code = code
+
+    def __init__(self, message: str, details: Optional[Mapping[str, Any]] = None, *,
+                 code: Optional[str] = None) -> None:
         super().__init__(message)
-        self.code = code
+        self._code = self.default_code if code is None else code
         self.message = message
-        self.details = details or {}
+        self.details: Dict[str, Any] = dict(details) if details else {}
+
+    @property
+    def code(self) -> str:
+        """The code this error is answered with; set when it was made."""
+        return self._code
 
     def to_body(self) -> Dict[str, Any]:
         return {"code": self.code, "message": self.message, "details": self.details}
 
 
-class RemoteError(ProtocolError):
+class ProtocolError(CodedError):
+    """A message could not be accepted (or made); carries the code to answer with."""
+
+    def __init__(self, code: str, message: str, details: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(message, details, code=code)
+
+
+class RemoteError(CodedError):
     """The peer answered a request with an ``error`` message."""
+
+    def __init__(self, code: str, message: str, details: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(message, details, code=code)
 
     @classmethod
     def from_body(cls, body: Any) -> "RemoteError":

@@ -1,18 +1,21 @@
-"""The contract every hosting mode (inproc, worker, process) fulfils.
+"""The contract every hosting mode (inproc, worker, process) fulfils: :class:`Host`.
 
 A host runs one generation of one PTS. Queueing, concurrency limits and job records live above
-it (in the registry); a host is only asked to run when it has a free slot.
+it (in the registry); a host is only asked to run when it has a free slot. Every call the
+daemon makes on a host is in :class:`Host`: callers never ask which mode a host is. What only
+some modes have (the reference's mailbox dirs and scripts: process mode) is part of it too, and
+the modes without it refuse with :func:`no_mailbox`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
+from pnsd.errors import BadRequest
 from pnsd.spec import PtsSpec
 from protocols.context import RunContext
-
-HOOKS = ("init", "config", "clean")
 
 
 @dataclass
@@ -48,3 +51,16 @@ class Host(Protocol):
 
     def state(self) -> HostState:
         """Current health, cheap to call."""
+
+    def exchange_dir(self) -> Path:
+        """Where the reference API's ``input/`` and ``output/`` dirs are; BadRequest
+        (:func:`no_mailbox`) for a mode without them."""
+
+    def script(self, name: str) -> tuple[str, ...]:
+        """The argv of ``run`` or a hook (empty when the spec has none); BadRequest
+        (:func:`no_mailbox`) for a mode without scripts."""
+
+
+def no_mailbox(spec: PtsSpec) -> BadRequest:
+    """The refusal of a mailbox or script call by a mode that has no scripts (not process)."""
+    return BadRequest(f"PTS {spec.name} is not a process-mode PTS (no mailbox)")

@@ -4,11 +4,11 @@ Owns the runs (waiting in the host's line, then tasks on a worker, by task id an
 dispatching one task at a time per worker (least-used idle worker first), the FIFO line of runs
 waiting for a worker (a freed worker takes the first in line in the very callback that frees
 it), one deadline alarm per host, and answering each run from its worker's reply, with progress
-and log lines relayed into the run's context. Runs are answered by a callback, at once, in the
-stack that settles them: a run started from a request is answered with no event-loop turn
-between the worker's reply and the caller. It must not spawn, signal or stop processes, own
+and log lines relayed into the run's context. A run is answered at once, in the callback that
+settles it, by completing the future its caller awaits (:meth:`Dispatcher.call`); the
+callback calls nothing above this module. It must not spawn, signal or stop processes, own
 sockets or background tasks, or change the host's state: :class:`pnsd.hosts.worker.WorkerHost`
-does all that and hands this module its state to read, its send and its cancel ladder.
+does all that and hands this module its state to read, its outbox and its cancel ladder.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pnsd.errors import (
     WorkerDied,
 )
 from pnsd.hosts.base import HostState
-from pnsd.supervisor import WorkerSlot
+from pnsd.hosts.workerslot import WorkerSlot
 from protocols import messages
 from protocols.codec import Codec, Message, new_message_id
 from protocols.context import RunContext

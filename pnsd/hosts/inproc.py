@@ -21,13 +21,14 @@ import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from pnsd.errors import Cancelled, InvalidSpec, PtsFailed, RunTimeout
-from pnsd.hosts.base import HOOKS, HostState
-from pnsd.spec import PtsSpec
+from pnsd.hosts.base import HostState, no_mailbox
+from pnsd.spec import HOOKS, PtsSpec
 from protocols.context import EntryError, RunContext, accepts_ctx, load_entry
 
 log = structlog.get_logger(__name__)
@@ -110,28 +111,6 @@ class InprocHost:
             return None
         return await self._invoke(name, None, timeout=timeout, ctx=RunContext())
 
-    @property
-    def inline(self) -> bool:
-        """True when runs may use :meth:`run_now`: the spec says quick and the entry is plain."""
-        call = self._calls.get("run")
-        return self.spec.inline and call is not None and not call.is_async
-
-    @property
-    def run_takes_ctx(self) -> bool:
-        """True when the run entry takes ``ctx`` (and may report progress and log lines)."""
-        return self._calls["run"].wants_ctx
-
-    def run_now(self, data: Any, *, ctx: RunContext) -> Any:
-        """Run an :attr:`inline` PTS within this call (it neither blocks nor awaits)."""
-        call = self._calls["run"]
-        args, kwargs = call.args(data, ctx)
-        try:
-            return call.func(*args, **kwargs)
-        except Cancelled:
-            raise
-        except Exception as exc:
-            raise self._failure("run", exc, ctx) from exc
-
     async def _invoke(self, name: str, data: Any, *, timeout: float, ctx: RunContext) -> Any:
         call = self._calls[name]
         args, kwargs = call.args(data, ctx)
@@ -168,3 +147,9 @@ class InprocHost:
 
     def state(self) -> HostState:
         return self._state
+
+    def exchange_dir(self) -> Path:
+        raise no_mailbox(self.spec)
+
+    def script(self, name: str) -> tuple[str, ...]:
+        raise no_mailbox(self.spec)

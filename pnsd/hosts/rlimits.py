@@ -15,7 +15,7 @@ after spawning races the child's exec, and a wrapper process (the ``prlimit`` to
 ``python -c`` shim) costs an extra exec per run. When a process-mode spec sets no limits, no
 preexec function is used at all, so :mod:`subprocess` keeps its fast vfork/posix_spawn path
 (process-mode children get no parent-death signal for that reason: a restarted daemon ends
-their groups from the ledger of :mod:`pnsd.leftovers`).
+their groups from the ledger of :mod:`pnsd.hosts.leftovers`).
 """
 
 from __future__ import annotations

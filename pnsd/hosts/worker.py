@@ -5,7 +5,8 @@ Owns one ROUTER per generation (ipc:// under the run dir), the worker slots and 
 worker messages, the host's state, and the cancel -> grace -> kill ladder of timed-out or
 cancelled runs. Which task runs on which worker, the line of callers waiting for one, deadlines
 and outcomes belong to :mod:`pnsd.hosts.dispatcher`; processes are spawned, described and
-stopped by :mod:`pnsd.supervisor`. It must not admit or record jobs: the registry and scheduler
+stopped by :mod:`pnsd.hosts.children`, worker positions and launches are
+:mod:`pnsd.hosts.workerslot`'s. It must not admit or record jobs: the registry and scheduler
 above do that, and call :meth:`run` for at most ``spec.slots`` runs at once.
 """
 
@@ -22,19 +23,20 @@ import structlog
 import zmq
 
 from pnsd.errors import BadRequest, InvalidSpec, Unavailable
-from pnsd.hosts.base import HOOKS, HostState
-from pnsd.hosts.dispatcher import Dispatcher, Reply, Run
-from pnsd.leftovers import GroupLedger
-from pnsd.spec import PtsSpec
-from pnsd.supervisor import (
+from pnsd.hosts.base import HostState, no_mailbox
+from pnsd.hosts.children import Child
+from pnsd.hosts.dispatcher import Dispatcher, Run
+from pnsd.hosts.leftovers import GroupLedger
+from pnsd.hosts.workerslot import (
     Launch,
+    Outbox,
     RestartPolicy,
-    WorkerProcess,
     WorkerSlot,
     WorkerTuning,
     cancel_and_wait,
     stop_processes,
 )
+from pnsd.spec import HOOKS, PtsSpec
 from protocols import messages
 from protocols.codec import Codec, Message
 from protocols.context import RunContext
@@ -64,6 +66,7 @@ class WorkerHost:
         self._codec = Codec(key)
         self._launch = Launch()
         self._pump: Pump | None = None
+        self._outbox = Outbox()
         self._workers = [WorkerSlot(i) for i in range(spec.workers)]
         self._by_identity: dict[bytes, WorkerSlot] = {}
         self._hellos: dict[int, tuple[int, str, float]] = {}   # slot -> pid, python, since
@@ -71,7 +74,7 @@ class WorkerHost:
         self._restarts = RestartPolicy(self.tuning)
         self._state = HostState()     # changed in place (_set_state): the dispatcher reads it
         self._runs = Dispatcher(spec.name, workers=self._workers, state=self._state,
-                                codec=self._codec, send=self._send_frames, cancel=self._cancel)
+                                codec=self._codec, send=self._outbox.send, cancel=self._cancel)
         self._handlers: dict[str, Callable[[WorkerSlot, Message], None]] = {
             messages.WORKER_HELLO: self._on_hello,
             messages.WORKER_HEARTBEAT: lambda worker, message: None,   # every message is one
@@ -86,7 +89,8 @@ class WorkerHost:
             await asyncio.to_thread(
                 self._launch.prepare, self.spec, run_dir=self._run_dir, key=self._key,
                 key_file=self._key_file, heartbeat=self.tuning.heartbeat)
-            self._pump = Pump(self._launch.bind(self._context), self._receive)
+            self._pump = self._outbox.pump = Pump(self._launch.bind(self._context),
+                                                  self._receive)
             self._keep(self._watch_heartbeats(), "heartbeats")
             await self._start_workers()
         except BaseException as exc:
@@ -99,15 +103,6 @@ class WorkerHost:
 
     async def run(self, data: Any, *, timeout: float, ctx: RunContext) -> Any:
         return await self._runs.call("run", data, timeout=timeout, ctx=ctx)
-
-    def start_run(self, data: Any, *, timeout: float, ctx: RunContext, reply: Reply) -> Run:
-        """:meth:`run` without a task: ``reply`` gets the outcome, at once, from the callback
-        that receives it (see :meth:`pnsd.hosts.dispatcher.Dispatcher.start`)."""
-        return self._runs.start("run", data, timeout=timeout, ctx=ctx, reply=reply)
-
-    def cancel_run(self, run: Run, reason: str) -> None:
-        """Cancel a run of :meth:`start_run`; it is answered with Cancelled at once."""
-        self._runs.cancel(run, reason)
 
     async def hook(self, name: str, *, timeout: float) -> Any:
         if name not in HOOKS:
@@ -130,7 +125,7 @@ class WorkerHost:
         finally:    # even when this stop is cut short: no child, no open socket left behind
             for worker in self._workers:
                 if worker.process is not None and not worker.process.exited.done():
-                    worker.process.signal_group(signal.SIGKILL)
+                    worker.process.signal(signal.SIGKILL)
             if self._pump is not None:
                 self._pump.close()
         await asyncio.gather(*self._background, return_exceptions=True)   # the exits' forgets
@@ -161,6 +156,12 @@ class WorkerHost:
         return {"pid": pid, "ready": worker.ready, "python": python if fresh else "",
                 "since": since if fresh else None, "served": worker.served,
                 "restarts": max(0, worker.spawns - 1)}
+
+    def exchange_dir(self) -> Path:
+        raise no_mailbox(self.spec)
+
+    def script(self, name: str) -> tuple[str, ...]:
+        raise no_mailbox(self.spec)
 
     def _set_state(self, state: str, reason: str = "") -> None:
         """In place: the dispatcher holds the same HostState."""
@@ -221,15 +222,7 @@ class WorkerHost:
 
     def _send(self, worker: WorkerSlot, msg_type: str, body: Any, *, re: str | None = None) -> None:
         if worker.process is not None and not worker.process.exited.done():
-            self._send_frames(worker, self._codec.encode(msg_type, body, re=re))
-
-    def _send_frames(self, worker: WorkerSlot, frames: list[bytes]) -> None:
-        if self._pump is None:
-            return
-        try:
-            self._pump.send([worker.identity, *frames])
-        except zmq.ZMQError as exc:    # unroutable (gone) or not reading: it cannot serve
-            worker.kill(f"unreachable ({exc.strerror})", counts=True)
+            self._outbox.send(worker, self._codec.encode(msg_type, body, re=re))
 
     # -- the worker lifecycle ------------------------------------------------------------
 
@@ -242,7 +235,7 @@ class WorkerHost:
         for worker in self._workers:
             process = worker.ended
             if worker.hello in done and worker.hello.exception() and process is not None:
-                message = await process.start_error(self.spec.name, str(worker.hello.exception()))
+                message = await worker.start_error(self.spec.name, str(worker.hello.exception()))
                 bad_spec = process.returncode in (3, 4)      # cannot load the entry or init
                 raise (InvalidSpec if bad_spec else Unavailable)(message)
         if pending:
@@ -252,22 +245,22 @@ class WorkerHost:
     async def _spawn(self, worker: WorkerSlot) -> None:
         try:
             process = await worker.spawn(self._launch, limits=self.spec.limits,
-                                         label={"pts": self.spec.name}, tuning=self.tuning)
+                                         label={"pts": self.spec.name}, tuning=self.tuning,
+                                         ledger=self._ledger)
         except OSError as exc:
             raise Unavailable(f"PTS {self.spec.name}: cannot start a worker "
                               f"({self._launch.argv[0]}): {exc.strerror or exc}") from exc
         self._by_identity[worker.identity] = worker
         process.exited.add_done_callback(lambda _: self._on_exit(worker, process))
         if self._state.state in ("stopping", "stopped"):
-            process.signal_group(signal.SIGKILL)
-        elif self._ledger is not None:
-            await asyncio.to_thread(self._ledger.record, process.pid)
+            process.signal(signal.SIGKILL)
+        else:
+            await process.note()
 
-    def _on_exit(self, worker: WorkerSlot, process: WorkerProcess) -> None:
-        process.signal_group(signal.SIGKILL)        # whatever the PTS left behind in its group
+    def _on_exit(self, worker: WorkerSlot, process: Child) -> None:
+        process.signal(signal.SIGKILL)        # whatever the PTS left behind in its group
         process.closed.add_done_callback(lambda _: process.close())
-        if self._ledger is not None:
-            self._keep(asyncio.to_thread(self._ledger.forget, process.pid), "forget")
+        self._keep(process.forget(), "forget")
         if worker.process is not process:
             return
         reason, counts = worker.release(process, self.spec.limits,

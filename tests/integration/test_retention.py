@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pnsd import jobsql
+from pnsd.jobs import jobsql
 from tests.integration.conftest import running_daemon, settings_for
 from tests.waiting import until
 

@@ -11,8 +11,8 @@ import pytest
 import zmq.asyncio
 
 from pnsd.hosts.worker import WorkerHost
+from pnsd.hosts.workerslot import WorkerTuning
 from pnsd.spec import parse_spec
-from pnsd.supervisor import WorkerTuning
 from protocols.context import RunContext
 
 pytestmark = pytest.mark.slow

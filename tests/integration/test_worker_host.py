@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 from harness.procs import alive, group_members, naming
 from pnsd.errors import InvalidSpec, RunTimeout, Unavailable, WorkerDied
 from pnsd.hosts.worker import WorkerHost
+from pnsd.hosts.workerslot import WorkerTuning
 from pnsd.spec import parse_spec
-from pnsd.supervisor import WorkerTuning
 from protocols.codec import Codec
 from protocols.context import RunContext
 from tests.waiting import until

@@ -1,8 +1,9 @@
-"""Synchronous runs on worker hosts through the scheduler: answered by callback, recorded."""
+"""Synchronous runs on worker hosts through the scheduler: answered, recorded."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +11,13 @@ import pytest
 import zmq
 
 from pnsd.errors import Busy, Cancelled, DaemonError, PtsFailed
-from pnsd.finishing import Outcome
 from pnsd.hosts.worker import WorkerHost
-from pnsd.jobs import Job, Status
-from pnsd.later import Later
+from pnsd.hosts.workerslot import WorkerTuning
+from pnsd.jobs.model import Job, Status
+from pnsd.jobs.scheduler import Outcome, Scheduler
+from pnsd.jobs.store import JobStore
 from pnsd.registry import Registry
-from pnsd.scheduler import Scheduler
 from pnsd.spec import parse_spec
-from pnsd.store import JobStore
-from pnsd.supervisor import WorkerTuning
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -50,24 +49,13 @@ async def node(tmp_path: Path) -> AsyncIterator[tuple[Scheduler, Registry, JobSt
 
 
 class Answer:
-    """Where a run's Later delivers, to be waited for."""
+    """A synchronous run in a task of its own, to be waited for."""
 
-    def __init__(self, later: Any) -> None:
-        assert isinstance(later, Later)
-        self.value: Outcome | None = None
-        self.error: Exception | None = None
-        self.done = False
-        later.then(self._got)
-
-    def _got(self, value: Outcome | None, error: Exception | None) -> None:
-        self.value, self.error, self.done = value, error, True
+    def __init__(self, run: Coroutine[Any, Any, Outcome]) -> None:
+        self.task = asyncio.ensure_future(run)
 
     async def outcome(self) -> Outcome:
-        await until(lambda: self.done)
-        if self.error is not None:
-            raise self.error
-        assert self.value is not None
-        return self.value
+        return await self.task
 
 
 async def recorded(store: JobStore, job_id: str) -> Job:
@@ -77,7 +65,7 @@ async def recorded(store: JobStore, job_id: str) -> Job:
 
 async def test_runs_are_answered_and_recorded(node: Any) -> None:
     scheduler, _registry, store = node
-    answers = [Answer(scheduler.run_now("echo", {"n": n})) for n in range(5)]
+    answers = [Answer(scheduler.run("echo", {"n": n})) for n in range(5)]
     for n, answer in enumerate(answers):
         job, result = await answer.outcome()
         assert result == {"n": n}
@@ -86,7 +74,7 @@ async def test_runs_are_answered_and_recorded(node: Any) -> None:
 
 async def test_a_failing_run_is_recorded_as_failed(node: Any) -> None:
     scheduler, _registry, store = node
-    answer = Answer(scheduler.run_now("fail", "boom"))
+    answer = Answer(scheduler.run("fail", "boom"))
     with pytest.raises(PtsFailed):
         await answer.outcome()
     jobs = await store.list(pts="fail")
@@ -95,10 +83,11 @@ async def test_a_failing_run_is_recorded_as_failed(node: Any) -> None:
 
 async def test_a_full_queue_refuses_at_once_and_a_cancel_dismisses_the_run(node: Any) -> None:
     scheduler, registry, store = node
-    running = Answer(scheduler.run_now("sleep", 30))
-    waiting = Answer(scheduler.run_now("sleep", 30))       # the one place in the queue
+    running = Answer(scheduler.run("sleep", 30))
+    waiting = Answer(scheduler.run("sleep", 30))       # the one place in the queue
+    await until(lambda: registry.get("sleep").admitted == 2)
     with pytest.raises(Busy):
-        scheduler.run_now("sleep", 30)
+        await scheduler.run("sleep", 30)
     assert registry.get("sleep").public()["waiting"] == 1
     await scheduler.cancel_runs_on(registry.get("sleep"), "replaced by a test")
     for answer in (running, waiting):
@@ -108,7 +97,7 @@ async def test_a_full_queue_refuses_at_once_and_a_cancel_dismisses_the_run(node:
     assert sorted(job.status.value for job in jobs) == ["dismissed", "dismissed"]
     generation = registry.get("sleep")
     assert (generation.admitted, generation.running) == (0, 0)
-    job, result = await Answer(scheduler.run_now("sleep", 0)).outcome()   # the slot is free
+    job, result = await Answer(scheduler.run("sleep", 0)).outcome()   # the slot is free
     assert job.status is Status.SUCCESSFUL and result["slept"] == 0
 
 
@@ -116,6 +105,6 @@ async def test_a_run_on_a_stopped_host_fails_and_is_recorded(node: Any) -> None:
     scheduler, registry, store = node
     await registry.get("echo").host.stop(grace=1)
     with pytest.raises(DaemonError, match="stopped"):
-        await Answer(scheduler.run_now("echo", 1)).outcome()
+        await Answer(scheduler.run("echo", 1)).outcome()
     assert [job.status for job in await store.list(pts="echo")] == [Status.FAILED]
     assert registry.get("echo").admitted == 0

@@ -19,7 +19,7 @@ from pnsd.errors import (
 )
 from pnsd.hosts.base import HostState
 from pnsd.hosts.dispatcher import Dispatcher, Run
-from pnsd.supervisor import WorkerSlot
+from pnsd.hosts.workerslot import WorkerSlot
 from protocols import messages
 from protocols.codec import Codec, Message
 from protocols.context import RunContext

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from pnsd.events import EventLog, summary
-from pnsd.jobs import Job
+from pnsd.jobs.events import EventLog, summary
+from pnsd.jobs.model import Job
 
 
 def running_job() -> Job:

@@ -17,11 +17,11 @@ import pytest
 from pnsd.errors import Busy, Conflict, DaemonError, NotFound
 from pnsd.handlers import Handlers
 from pnsd.hosts.inproc import InprocHost
-from pnsd.jobs import Job, Status, new_job_id, valid_job_id
+from pnsd.jobs.model import Job, Status, new_job_id, valid_job_id
+from pnsd.jobs.scheduler import Scheduler
+from pnsd.jobs.store import JobStore
 from pnsd.registry import Registry
-from pnsd.scheduler import Scheduler
 from pnsd.spec import parse_spec
-from pnsd.store import JobStore
 from tests.waiting import until
 
 SUBMIT_DEADLINE = 2.0    # seconds an acknowledgement may take: it must not wait for a slot

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pnsd.errors import Conflict
-from pnsd.jobs import FINISHED, Job, Status, new_job_id, valid_job_id
+from pnsd.jobs.model import FINISHED, Job, Status, new_job_id, valid_job_id
 
 
 def make_job(status: Status = Status.ACCEPTED) -> Job:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pnsd.leftovers import GroupLedger, Leftovers, start_time
+from pnsd.hosts.leftovers import GroupLedger, Leftovers, start_time
 
 
 @pytest.fixture

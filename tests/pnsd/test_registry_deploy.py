@@ -17,10 +17,10 @@ from pnsd.config import load_settings
 from pnsd.deploy import Deployer, SwapTiming
 from pnsd.errors import Cancelled, Conflict, DaemonError, InvalidSpec, NotFound, RunTimeout
 from pnsd.hosts.inproc import InprocHost
+from pnsd.jobs.scheduler import Scheduler
+from pnsd.jobs.store import JobStore
 from pnsd.registry import Registry
-from pnsd.scheduler import Scheduler
 from pnsd.specfiles import SpecFiles, value
-from pnsd.store import JobStore
 from tests.waiting import until
 
 MODULE = '''

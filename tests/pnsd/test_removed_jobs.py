@@ -12,10 +12,10 @@ import pytest
 from pnsd.errors import NotFound
 from pnsd.handlers import Handlers
 from pnsd.hosts.inproc import InprocHost
+from pnsd.jobs.scheduler import Scheduler
+from pnsd.jobs.store import JobStore
 from pnsd.registry import Registry
-from pnsd.scheduler import Scheduler
 from pnsd.spec import parse_spec
-from pnsd.store import JobStore
 from tests.pnsd.test_job_admission import Node, close_node, ended, submit
 from tests.waiting import until
 
@@ -43,7 +43,7 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
 async def test_a_job_retention_removed_is_not_found_in_memory_either(node: Node) -> None:
     first = await submit(node, "echo", PAYLOAD)
     await ended(node, first["id"])
-    assert node.scheduler.finisher.finished.get(first["id"]) is not None   # kept for watchers
+    assert node.scheduler.jobs.find(first["id"]) is not None   # kept for late watchers
 
     async def trimmed() -> bool:
         await node.store.flush()

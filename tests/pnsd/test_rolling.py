@@ -11,12 +11,12 @@ import pytest
 
 from pnsd.errors import DaemonError
 from pnsd.hosts.inproc import InprocHost
-from pnsd.jobs import Job, Status
+from pnsd.jobs.model import Job, Status
+from pnsd.jobs.scheduler import Scheduler
+from pnsd.jobs.store import JobStore
 from pnsd.registry import Registry
 from pnsd.rolling import RATIO, Rolling, bin_of, bound_of, percentile
-from pnsd.scheduler import Scheduler
 from pnsd.spec import parse_spec
-from pnsd.store import JobStore
 
 
 def finished(pts: str, created: float, finished: float, status: Status = Status.SUCCESSFUL) -> Job:

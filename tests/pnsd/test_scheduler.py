@@ -12,11 +12,11 @@ import pytest
 
 from pnsd.errors import Busy, DaemonError, StorageError
 from pnsd.hosts.inproc import InprocHost
-from pnsd.jobs import Job
+from pnsd.jobs.model import Job
+from pnsd.jobs.scheduler import Scheduler
+from pnsd.jobs.store import JobStore
 from pnsd.registry import Registry
-from pnsd.scheduler import Scheduler
 from pnsd.spec import PtsSpec, parse_spec
-from pnsd.store import JobStore
 from tests.waiting import until
 
 
@@ -119,11 +119,12 @@ async def test_large_results_of_finished_jobs_are_read_back_from_the_store(parts
     assert (await scheduler.result(sync_job.id))[1] == payload
 
 
-async def test_an_inline_run_finishes_within_the_call_and_is_recorded(parts: Any) -> None:
+async def test_an_inline_run_finishes_without_waiting_and_is_recorded(parts: Any) -> None:
     scheduler, store = parts
-    outcome = scheduler.run_now("echo", {"x": 1})
-    assert isinstance(outcome, tuple)            # no await: done before the call returned
-    job, result = outcome
+    run = scheduler.run("echo", {"x": 1})
+    with pytest.raises(StopIteration) as done:   # one step: it never waits for the loop
+        run.send(None)
+    job, result = done.value.value
     assert result == {"x": 1} and job.status.value == "successful" and job.sync
     assert (await scheduler.status(job.id)).status.value == "successful"
     recorded = await store.get(job.id)           # a read hands the pending records over
@@ -131,16 +132,12 @@ async def test_an_inline_run_finishes_within_the_call_and_is_recorded(parts: Any
     assert (await scheduler.result(job.id))[1] == {"x": 1}
 
 
-async def test_runs_that_cannot_finish_within_the_call_are_awaited(parts: Any) -> None:
+async def test_runs_that_wait_are_awaited(parts: Any) -> None:
     scheduler, _store = parts
-    later = scheduler.run_now("sleep", 0)        # not inline: a coroutine to await
-    assert not isinstance(later, tuple)
-    job, _result = await later
+    job, _result = await scheduler.run("sleep", 0)   # not inline: on the thread pool
     assert job.status.value == "successful"
-    payload = bytes(200 * 1024)                  # an input too big for the row: the same
-    later = scheduler.run_now("echo", payload)
-    assert not isinstance(later, tuple)
-    assert (await later)[1] == payload
+    payload = bytes(200 * 1024)                  # an input too big for the row: to a file
+    assert (await scheduler.run("echo", payload))[1] == payload
 
 
 async def test_an_inline_result_too_big_for_the_row_is_recorded_before_the_answer(
@@ -149,9 +146,7 @@ async def test_an_inline_result_too_big_for_the_row_is_recorded_before_the_answe
     scheduler, store = parts
     fits = iter([True, False])                     # the input fits its row, the result not
     monkeypatch.setattr(store, "fits_inline", lambda blob: next(fits))
-    later = scheduler.run_now("echo", b"payload")
-    assert not isinstance(later, tuple)
-    job, result = await later
+    job, result = await scheduler.run("echo", b"payload")
     assert result == b"payload" and job.status.value == "successful"
     assert (await store.get(job.id)).result_size == len(b"payload") + 2
 
@@ -165,7 +160,7 @@ async def test_a_failing_inline_run_raises_and_is_recorded_as_failed(tmp_path: P
     scheduler = Scheduler(registry, store)
     try:
         with pytest.raises(DaemonError) as caught:
-            scheduler.run_now("fail", None)
+            await scheduler.run("fail", None)
         assert caught.value.code == "pts_error"
         [job] = await store.list(pts="fail", status=None, limit=10, offset=0)
         assert job.status.value == "failed" and job.reason == "pts_error"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pnsd.errors import Conflict, NotFound, StorageError
-from pnsd.jobs import Job, Status
-from pnsd.store import JobStore
+from pnsd.jobs.model import Job, Status
+from pnsd.jobs.store import JobStore
 
 INLINE = 1024
 

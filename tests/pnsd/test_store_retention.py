@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pnsd import jobsql
-from pnsd.jobs import Job
-from pnsd.retention import SizeBound
-from pnsd.store import JobStore
+from pnsd.jobs import jobsql
+from pnsd.jobs.model import Job
+from pnsd.jobs.retention import SizeBound
+from pnsd.jobs.store import JobStore
 
 SIZE_SQL = "SELECT COALESCE(SUM(input_size + result_size), 0) FROM jobs"
 BOUND = 10_000

@@ -12,10 +12,10 @@ from jsonschema import Draft202012Validator
 from pnsd import validation
 from pnsd.errors import BadRequest
 from pnsd.hosts.inproc import InprocHost
+from pnsd.jobs.scheduler import Scheduler
+from pnsd.jobs.store import JobStore
 from pnsd.registry import Registry
-from pnsd.scheduler import Scheduler
 from pnsd.spec import parse_spec
-from pnsd.store import JobStore
 from pnsd.validation import InputCheck, check_outputs
 
 ITEM = {"type": "object", "properties": {"a/b": {"type": "integer"}}}

@@ -13,18 +13,18 @@ import zmq.asyncio
 from structlog.testing import capture_logs
 
 from pnsd.errors import BadRequest, Unavailable
+from pnsd.hosts.children import OutputForwarder
 from pnsd.hosts.rlimits import describe_exit
 from pnsd.hosts.worker import WorkerHost
-from pnsd.spec import Limits, PtsSpec, parse_spec
-from pnsd.supervisor import (
+from pnsd.hosts.workerslot import (
     PROTOCOLS_DIR,
     Launch,
-    OutputForwarder,
     RestartPolicy,
     WorkerTuning,
     worker_command,
     worker_env,
 )
+from pnsd.spec import Limits, PtsSpec, parse_spec
 from protocols.context import RunContext
 
 

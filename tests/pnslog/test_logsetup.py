@@ -38,14 +38,14 @@ def test_structlog_events_are_json_lines_with_bound_ids(logsetup: ModuleType) ->
     stream = io.StringIO()
     logsetup.configure_logging(stream=stream, json=True)
     structlog.contextvars.bind_contextvars(job_id="j-1", pts="echo")
-    structlog.get_logger("pnsd.jobs").info("job_finished", status="successful")
+    structlog.get_logger("pnsd.jobs.model").info("job_finished", status="successful")
     [line] = lines(stream)
     assert line["event"] == "job_finished"
     assert line["status"] == "successful"
     assert line["job_id"] == "j-1"
     assert line["pts"] == "echo"
     assert line["level"] == "info"
-    assert line["logger"] == "pnsd.jobs"
+    assert line["logger"] == "pnsd.jobs.model"
     assert line["timestamp"].endswith("Z")
 
 

@@ -1,7 +1,7 @@
 """The size bound of the job store (``retention_bytes``), held at write time.
 
 Owns counting what the store holds and deciding when a write must be followed by a trim, and
-to what size. It must not touch the database or files: :class:`pnsd.store.JobStore` queues the
+to what size. It must not touch the database or files: :class:`pnsd.jobs.store.JobStore` queues the
 trims and removes the files.
 """
 

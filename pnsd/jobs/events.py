@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pnsd.jobs import FINISHED, Job, Status
+from pnsd.jobs.model import FINISHED, Job, Status
 
 BUFFER = 256
 

@@ -4,7 +4,7 @@ Owns the SQLite file's settings (WAL, ``synchronous=NORMAL``), its schema (versi
 ``user_version``) and the writer thread. Callers hand it small functions of a connection;
 writes are batched into transactions: a durable write commits before its future resolves, the
 open transaction also commits when the batch is full or a few milliseconds have passed. It knows
-nothing of jobs beyond the schema; :mod:`pnsd.store` builds the job operations on top.
+nothing of jobs beyond the schema; :mod:`pnsd.jobs.store` builds the job operations on top.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The durable job store: job records, inputs and results in SQLite, big blobs as files.
 
 Owns the job operations and the per-job blob directory; every statement runs on the writer
-thread of :mod:`pnsd.storedb`, and asyncio callers await futures. Writes are group-committed: a
+thread of :mod:`pnsd.jobs.storedb`, and asyncio callers await futures. Writes are group-committed: a
 durable write returns only after its transaction committed, a non-durable one once it is
 queued (its failure is only logged and counted); the open transaction commits when a
 durable write arrives, the batch is full or a few milliseconds have passed. Blobs are opaque
@@ -21,12 +21,12 @@ from typing import Any, TypeVar
 
 import structlog
 
-from pnsd import jobsql
-from pnsd.blobfiles import read_blob, read_range, remove, remove_all, write_blob
 from pnsd.errors import Conflict, NotFound, StorageError
-from pnsd.jobs import RESTART_REASON, Job, Status
-from pnsd.retention import SizeBound
-from pnsd.storedb import Kind, Op, SqlFn, Writer
+from pnsd.jobs import jobsql
+from pnsd.jobs.blobfiles import read_blob, read_range, remove, remove_all, write_blob
+from pnsd.jobs.model import RESTART_REASON, Job, Status
+from pnsd.jobs.retention import SizeBound
+from pnsd.jobs.storedb import Kind, Op, SqlFn, Writer
 
 log = structlog.get_logger(__name__)
 
@@ -137,11 +137,11 @@ class JobStore:
         return blob is None or len(blob) <= self._inline_limit
 
     async def record(self, job: Job, input_blob: bytes, result_blob: bytes | None) -> None:
-        """Record a finished synchronous run in one insert, group-committed, not awaited.
-
-        Its caller already has the outcome, so nothing waits for the commit (or for the blobs
-        to reach the disk); a crash may lose the latest such records, never an acknowledged one.
-        """
+        """Record a finished synchronous run in one insert, group-committed, not awaited: its
+        caller has the outcome already, so nothing waits for the commit (or for blobs to reach
+        the disk); a crash may lose the latest such records, never an acknowledged one."""
+        if self.fits_inline(input_blob) and self.fits_inline(result_blob):
+            return self.record_now(job, input_blob, result_blob)   # most: nothing to wait for
         row = self._record_row(job, input_blob, result_blob)
         row.update(await self._place(job.id, "input", input_blob, durable=False))
         row.update(await self._place(job.id, "result", result_blob, durable=False))

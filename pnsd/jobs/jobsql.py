@@ -1,7 +1,7 @@
-"""The SQL of the job store: the statements :class:`pnsd.store.JobStore` runs on its writer
+"""The SQL of the job store: the statements :class:`pnsd.jobs.store.JobStore` runs on its writer
 thread, each a function of its arguments and the connection.
 
-Owns the statements and the mapping between rows and :class:`pnsd.jobs.Job`; it must not
+Owns the statements and the mapping between rows and :class:`pnsd.jobs.model.Job`; it must not
 queue work, touch files or know about asyncio.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pnsd.errors import Conflict, NotFound
-from pnsd.jobs import FINISHED, Job, Status
+from pnsd.jobs.model import FINISHED, Job, Status
 
 JOB_COLUMNS = (
     "id, pts, status, created, started, finished, updated, progress, message, reason, sync, "
