@@ -179,6 +179,14 @@ async def events(request: web.Request) -> web.StreamResponse:
     after = _integer(request.headers.get("Last-Event-ID"), "Last-Event-ID", 0, 0, 2**62)
     client = request.app[CLIENT]
     await job_record(client, job_id, owner)   # a 404 must come before the stream starts
+    return await stream_events(request, client, {"job": job_id, **_as(owner)}, after)
+
+
+async def stream_events(request: web.Request, client: DaemonClient, ask: dict[str, Any],
+                        after: int) -> web.StreamResponse:
+    """Answer with the events of the job ``ask`` names (with its ``owner``, if any) after
+    event ``after``, as text/event-stream, until the job ends or the client goes away (the
+    /v1 events route and the console's job page both serve this)."""
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
@@ -186,7 +194,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE)
     async with asyncio.TaskGroup() as group:
-        pump = group.create_task(_pump(client, {"job": job_id, **_as(owner)}, after, queue))
+        pump = group.create_task(_pump(client, ask, after, queue))
         try:
             await _relay(response, queue)
         except ConnectionResetError:

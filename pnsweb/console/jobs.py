@@ -13,8 +13,6 @@ line as heartbeat, and ends when the job ends.
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,13 +23,12 @@ from pnsweb.console.sessions import console_user
 from pnsweb.errors import ApiError
 from pnsweb.keys import CLIENT, DaemonClient
 from pnsweb.views_v06_envelope import json_response
-from protocols.errors import ClientTimeout, ErrorCode, PnsError, RemoteError
+from pnsweb.views_v1_jobs import stream_events
+from protocols.errors import ErrorCode, RemoteError
 
 CALL_WAIT = 10.0
 PAGE = 25
 MAX_PAGE = 200
-HEARTBEAT = 15.0         # seconds of silence before the stream sends a comment line
-WATCH_WAIT = 60.0        # the daemon ends an idle watch at 30 s; watch again
 DEPTH = 4                # levels of a result searched for binary outputs
 IMAGES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
           (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
@@ -197,61 +194,11 @@ def _number(source: Any, key: str, default: int, low: int, high: int) -> int:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """The job's events as text/event-stream: ``id`` = seq, ``event`` = kind, ``data`` = JSON."""
+    """The job's events as text/event-stream: ``id`` = seq, ``event`` = kind, ``data`` = JSON
+    (the /v1 event stream's, resuming after ``Last-Event-ID``)."""
     _name, owner = await acting(request)
     job_id = request.match_info["id"]
     after = _number(request.headers, "Last-Event-ID", 0, 0, 2**62)
     client = request.app[CLIENT]
     await job_call(client, "job.status", job_id, owner)    # a 404 before the stream starts
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-store",
-        "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(256)
-    async with asyncio.TaskGroup() as group:
-        pump = group.create_task(_pump(client, {"job": job_id, **_as(owner)}, after, queue))
-        try:
-            await _relay(response, queue)
-        except ConnectionResetError:
-            pass          # the page went away; the job carries on
-        finally:
-            pump.cancel()
-    return response
-
-
-async def _pump(client: DaemonClient, ask: dict[str, Any], after: int,
-                queue: asyncio.Queue[dict[str, Any] | None]) -> None:
-    """The daemon's events into ``queue``, watching again after idle ends; None ends it."""
-    while True:
-        try:
-            async for event in client.stream("job.watch", {**ask, "after": after},
-                                             timeout=WATCH_WAIT):
-                after = max(after, int(event.get("seq", after)))
-                await queue.put(event)
-        except RemoteError as exc:
-            if exc.code == ErrorCode.TIMEOUT:
-                continue
-            await queue.put({"kind": "error", "code": exc.code, "message": exc.message})
-        except ClientTimeout:
-            continue
-        except PnsError as exc:
-            await queue.put({"kind": "error", "code": "unavailable", "message": str(exc)})
-        break
-    await queue.put(None)
-
-
-async def _relay(response: web.StreamResponse,
-                 queue: asyncio.Queue[dict[str, Any] | None]) -> None:
-    while True:
-        try:
-            event = await asyncio.wait_for(queue.get(), HEARTBEAT)
-        except TimeoutError:
-            await response.write(b": keep-alive\n\n")
-            continue
-        if event is None:
-            break
-        lines = [f"id: {event['seq']}"] if "seq" in event else []
-        lines += [f"event: {event.get('kind', 'message')}",
-                  "data: " + json.dumps(event, ensure_ascii=False, default=str)]
-        await response.write(("\n".join(lines) + "\n\n").encode())
-    await response.write_eof()
+    return await stream_events(request, client, {"job": job_id, **_as(owner)}, after)
