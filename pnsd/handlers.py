@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -235,10 +236,12 @@ class Handlers:
         offset = _int(body, "offset", 0, 0, 2**62)
         state = Status(status) if status else None
         owner = _owner(body)
+        window = {name: _time(body, name) for name in ("since", "until")}
         store = self.scheduler.store
-        jobs = await store.list(pts=pts, status=state, limit=limit, offset=offset, owner=owner)
+        jobs = await store.list(pts=pts, status=state, limit=limit, offset=offset, owner=owner,
+                                **window)
         return {"jobs": [j.public() for j in jobs],
-                "total": await store.count(pts=pts, status=state, owner=owner)}
+                "total": await store.count(pts=pts, status=state, owner=owner, **window)}
 
     async def job_cancel(self, body: Any) -> Any:
         job = await self.scheduler.cancel(_get(body, "job"), owner=_owner(body))
@@ -368,6 +371,17 @@ def _int(body: Any, key: str, default: int, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise BadRequest(f"{key!r} must be an integer from {low} to {high}")
     return value
+
+
+def _time(body: Any, key: str) -> float | None:
+    """An optional instant in epoch seconds: a finite, non-negative number."""
+    value = _get(body, key)
+    if value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < 0):
+        raise BadRequest(f"{key!r} must be a non-negative number of epoch seconds")
+    return float(value)
 
 
 def _timeout(body: Any, cap: float) -> float:

@@ -91,6 +91,10 @@ class Dispatcher:
         """How many workers are busy, and how many runs wait in line for one."""
         return len(self._busy), sum(run.reply is not None for run in self._line)
 
+    def is_busy(self, worker: WorkerSlot) -> bool:
+        """Whether ``worker`` is serving a run now."""
+        return worker in self._busy
+
     def start(self, op: str, data: Any, *, timeout: float, ctx: RunContext,
               reply: Reply) -> Run:
         """Run ``op`` on a worker, now if one is idle, else once one frees up.

@@ -149,13 +149,14 @@ class WorkerHost:
         return HostState(state, reason, details)
 
     def _worker_state(self, worker: WorkerSlot) -> dict[str, Any]:
-        """One worker: its pid, interpreter and ready time (from its hello), runs served."""
+        """One worker: its pid, interpreter and ready time (from its hello), runs served, and
+        whether it serves a run now."""
         pid = worker.process.pid if worker.process is not None else None
         hello_pid, python, since = self._hellos.get(worker.index, (None, "", None))
         fresh = worker.ready and hello_pid == pid
         return {"pid": pid, "ready": worker.ready, "python": python if fresh else "",
                 "since": since if fresh else None, "served": worker.served,
-                "restarts": max(0, worker.spawns - 1)}
+                "restarts": max(0, worker.spawns - 1), "busy": self._runs.is_busy(worker)}
 
     def exchange_dir(self) -> Path:
         raise no_mailbox(self.spec)

@@ -151,10 +151,17 @@ def cleanup(
     return victims
 
 
-def where(pts: str | None, status: Status | None,
-          owner: str | None = None) -> tuple[str, list[Any]]:
+def where(pts: str | None, status: Status | None, owner: str | None = None,
+          since: float | None = None, until: float | None = None) -> tuple[str, list[Any]]:
+    """The WHERE clause of a job listing; ``since``/``until`` bound ``created`` (inclusive)."""
     clauses: list[str] = []
     params: list[Any] = []
+    if since is not None:
+        clauses.append("created >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("created <= ?")
+        params.append(until)
     if owner is not None:
         clauses.append("owner = ?")
         params.append(owner)

@@ -245,10 +245,10 @@ class JobStore:
 
     async def list(
         self, *, pts: str | None = None, status: Status | None = None, limit: int = 100,
-        offset: int = 0, owner: str | None = None,
+        offset: int = 0, owner: str | None = None, **window: float | None,
     ) -> JobList:
-        """Jobs matching the filters (``owner``: only that owner's), newest first."""
-        where, params = jobsql.where(pts, status, owner)
+        """Jobs matching the filters (``owner``; ``window``: since/until), newest first."""
+        where, params = jobsql.where(pts, status, owner, **window)
         sql = (
             f"SELECT {jobsql.JOB_COLUMNS} FROM jobs {where} "
             "ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?"
@@ -257,8 +257,8 @@ class JobStore:
         return await self._read(query, "list jobs")
 
     async def count(self, *, pts: str | None = None, status: Status | None = None,
-                    owner: str | None = None) -> int:
-        where, params = jobsql.where(pts, status, owner)
+                    owner: str | None = None, **window: float | None) -> int:
+        where, params = jobsql.where(pts, status, owner, **window)
         query = partial(jobsql.scalar, f"SELECT COUNT(*) FROM jobs {where}", params)
         return int(await self._read(query, "count jobs"))
 

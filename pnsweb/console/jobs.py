@@ -13,6 +13,7 @@ line as heartbeat, and ends when the job ends.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,8 +57,8 @@ async def job_call(client: DaemonClient, op: str, job_id: str, owner: str | None
 
 
 async def jobs(request: web.Request) -> web.StreamResponse:
-    """A page of jobs, newest first, filtered by ``pts``, ``status`` and (administrators)
-    ``owner``."""
+    """A page of jobs, newest first, filtered by ``pts``, ``status``, ``since``/``until``
+    (epoch seconds, against ``created``) and (administrators) ``owner``."""
     _name, owner = await acting(request)
     query = request.query
     ask: dict[str, Any] = {"limit": _number(query, "limit", PAGE, 1, MAX_PAGE),
@@ -65,6 +66,9 @@ async def jobs(request: web.Request) -> web.StreamResponse:
     for key in ("pts", "status"):
         if query.get(key):
             ask[key] = query[key]
+    for key in ("since", "until"):
+        if query.get(key):
+            ask[key] = _instant(query, key)
     if query.get("owner") and owner is None:
         ask["owner"] = query["owner"]
     reply = await request.app[CLIENT].call("job.list", ask, timeout=CALL_WAIT)
@@ -188,6 +192,16 @@ def _number(source: Any, key: str, default: int, low: int, high: int) -> int:
     if not str(text).isdigit() or not low <= int(text) <= high:
         raise ApiError(400, f"{key} must be a whole number from {low} to {high}")
     return int(text)
+
+
+def _instant(source: Any, key: str) -> float:
+    try:
+        value = float(source[key])
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise ApiError(400, f"{key} must be a non-negative number of epoch seconds")
+    return value
 
 
 # -- Server-Sent Events -----------------------------------------------------------------------

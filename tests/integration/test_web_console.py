@@ -243,3 +243,23 @@ async def test_the_page_and_its_files_are_served_with_a_strict_policy(web: Any) 
     for path in ("app.js", "vendor/uPlot.iife.min.js", "vendor/uPlot.LICENSE"):
         assert (await web.get(f"/console/static/{path}")).status == 200
     assert (await web.get("/console/static/../routes.py")).status == 404
+
+
+async def test_the_job_list_filters_by_creation_time(admin: Any) -> None:
+    job_id = await submit(admin, "echo", {"t": 1})
+    created = (await (await admin.get(f"/console/api/jobs/{job_id}")).json())["job"]["created"]
+
+    async def listed(query: str) -> set[str]:
+        reply = await admin.get(f"/console/api/jobs?{query}")
+        assert reply.status == 200, await reply.text()
+        return {j["id"] for j in (await reply.json())["jobs"]}
+
+    assert job_id in await listed(f"since={created}&until={created}")
+    assert job_id in await listed("since=0")
+    assert await listed(f"since={created + 3600}") == set()      # the daemon applied it
+    assert job_id not in await listed(f"until={created - 3600}")
+    for bad in ("since=yesterday", "since=-5", "until=nan", "until=inf"):
+        reply = await admin.get(f"/console/api/jobs?{bad}")
+        assert reply.status == 400, bad
+        assert reply.content_type.endswith("json"), bad
+        assert "epoch seconds" in json.dumps(await reply.json())

@@ -132,6 +132,27 @@ async def test_concurrent_runs_go_to_different_workers(make_host: HostMaker) -> 
     assert sorted(pids) == sorted(host.state().details["pids"])
 
 
+async def test_each_worker_shows_whether_it_serves_a_run(make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:slow_pid", "workers": 2})
+
+    def busy() -> dict[int, bool]:
+        return {w["pid"]: w["busy"] for w in host.state().details["each"]}
+
+    assert set(busy().values()) == {False}
+    watch = Watch()
+    run = asyncio.create_task(host.run(30, timeout=60, ctx=watch.ctx))
+    pid = await watch.pid()                     # the run has started on that worker
+    others = set(busy()) - {pid}
+    await until(lambda: busy()[pid] and not any(busy()[p] for p in others))
+    assert host.state().details["busy"] == 1
+    run.cancel()                                # the cancel ladder replaces that worker
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    await until(lambda: host.state().details["ready"] == 2 and set(busy().values()) == {False})
+    assert await host.run(0, timeout=20, ctx=RunContext()) in busy()
+    assert set(busy().values()) == {False}
+
+
 async def test_runs_beyond_the_free_workers_wait_their_turn(make_host: HostMaker) -> None:
     host = await make_host({"entry": "ptsmod:slow_pid"})      # one worker
     pid = host.state().details["pids"][0]

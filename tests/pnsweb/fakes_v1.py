@@ -13,6 +13,7 @@ shape of pnsd's (checked by ``tests/integration/test_web_fakes_contract.py``).
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 import uuid
 from typing import Any
@@ -146,10 +147,12 @@ class JobBook:
                 "data": blob[offset:offset + limit]}
 
     def list(self, body: Any) -> Any:
+        since, until = (bound(body, key) for key in ("since", "until"))
         found = [j for j in reversed(self.jobs.values())
                  if body.get("status") in (None, j["status"])
                  and body.get("pts") in (None, j["pts"])
-                 and body.get("owner") in (None, j["owner"])]
+                 and body.get("owner") in (None, j["owner"])
+                 and since <= j["created"] <= until]
         offset, limit = body.get("offset", 0), body.get("limit", 100)
         return {"jobs": found[offset:offset + limit], "total": len(found)}
 
@@ -166,6 +169,17 @@ class JobBook:
         del self.jobs[body["job"]]
         self.keys = {key: id_ for key, id_ in self.keys.items() if id_ != job["id"]}
         return {"job": job}
+
+
+def bound(body: Any, key: str) -> float:
+    """``job.list``'s ``since``/``until`` as the daemon checks it (absent: unbounded)."""
+    value = body.get(key)
+    if value is None:
+        return float("-inf") if key == "since" else float("inf")
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < 0):
+        raise RemoteError("bad_request", f"{key!r} must be a non-negative number", {})
+    return float(value)
 
 
 def known(name: str) -> None:

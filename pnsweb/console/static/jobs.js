@@ -1,9 +1,12 @@
-// The job list (filter by PTS, status and, for administrators, owner; paged, newest first,
-// refreshed every 2 s) and a form to start a job.
+// The job list (filter by PTS, status, age and, for administrators, owner; paged, newest
+// first, refreshed every 2 s) and a form to start a job.
 import { api, h, table, when, showError } from "./lib.js";
 
 const STATUSES = ["", "accepted", "running", "successful", "failed", "dismissed"];
 const PAGE = 25;
+// "since" choices: seconds back from now ("" = all time), sent as an epoch-seconds bound.
+const WINDOWS = [["", "all"], ["900", "last 15 min"], ["3600", "last hour"],
+                 ["86400", "last day"]];
 
 async function processNames() {
   const reply = await fetch("/v1/processes");       // public: every user may see the list
@@ -35,16 +38,19 @@ function runForm(names) {
 }
 
 export function render(main, scope, me) {
-  const filters = { pts: "", status: "", owner: "", offset: 0 };
+  const filters = { pts: "", status: "", owner: "", window: "", offset: 0 };
   const pts = h("input", { name: "pts", placeholder: "any" });
   const status = h("select", { name: "status" },
     STATUSES.map((s) => h("option", { value: s }, s || "any")));
   const owner = h("input", { name: "owner", placeholder: "anyone" });
+  const since = h("select", { name: "since" },
+    WINDOWS.map(([value, label]) => h("option", { value }, label)));
   const list = h("div", { id: "jobs" });
   const pager = h("div", { class: "pager" });
   const refresh = async () => {
     const query = new URLSearchParams({ limit: PAGE, offset: filters.offset });
     for (const key of ["pts", "status", "owner"]) if (filters[key]) query.set(key, filters[key]);
+    if (filters.window) query.set("since", String(Math.floor(Date.now() / 1000) - filters.window));
     try {
       const data = await api(`/jobs?${query}`);
       list.replaceChildren(table(["job", "PTS", "status", "progress", "owner", "created",
@@ -64,14 +70,16 @@ export function render(main, scope, me) {
   const move = (delta) => { filters.offset = Math.max(0, filters.offset + delta); refresh(); };
   const changed = () => {
     Object.assign(filters, { pts: pts.value.trim(), status: status.value,
-                             owner: owner.value.trim(), offset: 0 });
+                             owner: owner.value.trim(), window: Number(since.value) || "",
+                             offset: 0 });
     refresh();
   };
   [pts, owner].forEach((input) => input.addEventListener("change", changed));
-  status.addEventListener("change", changed);
+  [status, since].forEach((select) => select.addEventListener("change", changed));
   const form = h("div", {});
   main.append(h("h1", {}, "Jobs"), form,
     h("div", { class: "row" }, h("label", {}, "PTS", pts), h("label", {}, "Status", status),
+      h("label", {}, "Since", since),
       me.admin ? h("label", {}, "Owner", owner) : ""), list, pager);
   processNames().then((names) => form.replaceChildren(runForm(names)))
     .catch((error) => showError(form, error));

@@ -10,8 +10,9 @@ function stateCell(info) {
 function workerLine(w) {
   const python = (w.python || "").split(" ")[0];
   const up = w.since ? duration(Date.now() / 1000 - w.since) : "starting";
-  return h("div", { class: "muted worker", "data-pid": w.pid ?? "" },
-    `pid ${w.pid ?? "—"}${python ? ` · Python ${python}` : ""} · up ${up} · ` +
+  const doing = w.busy ? "busy" : "idle";
+  return h("div", { class: `muted worker worker-${doing}`, "data-pid": w.pid ?? "" },
+    `pid ${w.pid ?? "—"} · ${doing}${python ? ` · Python ${python}` : ""} · up ${up} · ` +
     `${w.served} served${w.restarts ? ` · ${w.restarts} restarts` : ""}`);
 }
 
