@@ -3,26 +3,15 @@ both in the listing and its total, and a bound that is not a non-negative number
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+import tests.pnsd.test_job_admission as admission
 from pnsd.errors import DaemonError
-from tests.pnsd.test_job_admission import Node, close_node, open_node, submit
+from tests.pnsd.test_job_admission import Node, submit
 
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    executor = ThreadPoolExecutor(2)
-    opened = await open_node(tmp_path, executor)
-    try:
-        yield opened
-    finally:
-        await close_node(opened)
-        executor.shutdown()
+node = admission.node    # the same daemon parts, two PTS, as the admission tests use
 
 
 async def listed(node: Node, **body: Any) -> tuple[set[str], int]:
