@@ -153,6 +153,11 @@ class _Pipes(asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         self.output.feed(fd, data)
 
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        closed = getattr(self.output, "pipe_closed", None)   # a sink that minds which pipe
+        if closed is not None:
+            closed(fd)
+
     def process_exited(self) -> None:
         if not self.exited.done():
             self.exited.set_result(None)
@@ -179,14 +184,16 @@ class Child:
     @classmethod
     async def spawn(cls, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None,
                     limits: Limits, output: OutputSink, die_with_parent: bool = False,
-                    ledger: GroupLedger | None = None) -> Child:
-        """Start ``argv`` in a new session (its own group), stdin from /dev/null; raise
-        OSError if it cannot start. With ``die_with_parent`` a daemon killed outright takes
-        it along. The group is noted in ``ledger`` until :meth:`forget`."""
+                    ledger: GroupLedger | None = None, stdin_pipe: bool = False) -> Child:
+        """Start ``argv`` in a new session (its own group), stdin from /dev/null (or a pipe,
+        written with :meth:`write`); raise OSError if it cannot start. With
+        ``die_with_parent`` a daemon killed outright takes it along. The group is noted in
+        ``ledger`` until :meth:`forget`."""
         loop = asyncio.get_running_loop()
         transport, pipes = await loop.subprocess_exec(
             lambda: _Pipes(output, loop), *argv,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(env), cwd=cwd, start_new_session=True,
             preexec_fn=preexec_for(limits, die_with_parent=die_with_parent),
         )
@@ -205,6 +212,15 @@ class Child:
         """The group is gone: take it out of the ledger."""
         if self._ledger is not None:
             await asyncio.to_thread(self._ledger.forget, self.pid)
+
+    def write(self, pieces: Sequence[bytes]) -> bool:
+        """Queue bytes for the child's stdin pipe (never blocks); False once it is closed."""
+        pipe = self.transport.get_pipe_transport(0)
+        if pipe is None or pipe.is_closing() or self.exited.done():
+            return False
+        assert isinstance(pipe, asyncio.WriteTransport)
+        pipe.writelines(pieces)
+        return True
 
     def signal(self, signum: int) -> None:
         """Signal the whole group."""
