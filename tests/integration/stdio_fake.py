@@ -56,7 +56,7 @@ def main():
         for frames in reader.feed(data):
             message = Codec(codec.signer.key, guard_replay=False).decode(frames)
             if message.type == "error":
-                sys.stderr.write("refused: %s\n" % message.body["message"])
+                sys.stderr.write(f"refused: {message.body['message']}\n")
                 return 6
             if message.type == "worker.stop":
                 return 0

@@ -62,6 +62,10 @@ def versions(tmp_path: Path) -> Path:
     return tmp_path / "protocols"
 
 
+def announce(versions: Path, announced: str) -> None:
+    versions.write_text(announced)
+
+
 def fake(versions: Path) -> dict[str, Any]:
     return {"entry": "fake:run", "command": [sys.executable, str(FAKE)],
             "env": {"FAKE_PROTOCOLS": str(versions)}}
@@ -125,7 +129,7 @@ async def test_a_flood_on_stderr_is_capped_and_the_run_succeeds(
 
 async def test_a_worker_of_an_unknown_protocol_version_fails_the_start_clearly(
         make_host: HostMaker, versions: Path) -> None:
-    versions.write_text("7-9")
+    announce(versions, "7-9")
     with pytest.raises(Unavailable) as caught:
         await make_host(fake(versions))
     assert "worker speaks protocol 7-9; this daemon speaks 1-2" in caught.value.message
@@ -138,7 +142,7 @@ async def test_a_restarted_worker_of_an_unknown_version_spends_the_budget_with_b
     tuning = WorkerTuning(heartbeat=0.2, restarts=2, restart_window=60.0, backoff_first=0.05,
                           start_timeout=20.0, cancel_grace=0.5)
     host = await make_host(fake(versions), tuning)
-    versions.write_text("3-4")
+    announce(versions, "3-4")
     with capture_logs() as logs:
         with pytest.raises(WorkerDied, match="exit code 0"):
             await run(host, "partial-exit")
@@ -155,7 +159,7 @@ async def test_a_restarted_worker_of_an_unknown_version_spends_the_budget_with_b
                                                      ("2-1", False), ("0-2", False)])
 async def test_the_hello_range_is_checked(make_host: HostMaker, versions: Path,
                                           announced: str, accepted: bool) -> None:
-    versions.write_text(announced)
+    announce(versions, announced)
     if accepted:
         host = await make_host(fake(versions))
         assert await run(host, "ok") == "ok"
@@ -177,6 +181,11 @@ async def node(tmp_path: Path) -> AsyncIterator[Running]:
                                                "drain_timeout = 10\n")
     async with running_daemon(settings) as started:
         yield started
+
+
+async def more_replies(replies: list[str], count: int = 30) -> None:
+    seen = len(replies)
+    await until(lambda: len(replies) >= seen + count, timeout=30)
 
 
 async def test_a_stdio_pts_is_swapped_under_load_without_a_failed_run(
@@ -207,12 +216,10 @@ async def test_a_stdio_pts_is_swapped_under_load_without_a_failed_run(
         await client.call("pts.deploy", {"name": "sw", "spec": spec("v1", "stdio")}, timeout=60)
         loops = [asyncio.create_task(load(client)) for _ in range(4)]
         for version, transport in (("v2", "stdio"), ("v3", "zmq"), ("v4", "stdio")):
-            seen = len(replies)
-            await until(lambda seen=seen: len(replies) >= seen + 30, timeout=30)
+            await more_replies(replies)
             await client.call("pts.replace", {"name": "sw", "spec": spec(version, transport)},
                               timeout=60)
-        seen = len(replies)
-        await until(lambda: len(replies) >= seen + 30, timeout=30)
+        await more_replies(replies)
         stop.set()
         await asyncio.wait_for(asyncio.gather(*loops), 30)
         status = (await client.call("status", {}))["pts"]["sw"]
