@@ -122,7 +122,6 @@ class StdioWorker:
         self.current = None             # type: Optional[Task]
         self.state = threading.Lock()   # guards current and stopping (reader vs main)
         self.stopping = False
-        self.exit_code = EXIT_OK
         self.hello_id = new_message_id()
         self.protocol = 1
         self.parent = os.getppid()
@@ -134,7 +133,7 @@ class StdioWorker:
         while True:
             task = self.tasks.get()
             if task is None:
-                return self.exit_code
+                return EXIT_OK
             self.run_task(task)
 
     def guard(self, target: Any) -> None:
@@ -230,8 +229,7 @@ class StdioWorker:
             note("ignored an error answering %r" % message.re)
             return
         note("the daemon refused this worker (%s): %s" % (body.get("code"), body.get("message")))
-        self.exit_code = EXIT_REFUSED
-        self.tasks.put(None)
+        self.leave(EXIT_REFUSED)        # before any task: nothing runs that could answer
 
     def run_task(self, task: Task) -> None:
         msg_type, body = self.execute(task)
