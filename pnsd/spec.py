@@ -152,6 +152,8 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         "idempotent": reader.boolean("idempotent", False),
         "interface": parse_interface(name, table, process=mode is Mode.PROCESS),
     }
+    if mode is not Mode.WORKER:
+        reader.transport(mode)          # refuses a transport where there are no workers
     if mode is Mode.PROCESS:
         return PtsSpec(
             name=name, mode=mode, dir=reader.optional_text("dir"),
