@@ -1,14 +1,15 @@
 """The children the hosts start: one place for starting, watching and stopping them.
 
-Owns what happens to a child process and its process group, for the worker and the process
-hosts alike: starting it in a session of its own (its pid is its group's id) with the spec's
-rlimits and, for long-lived children, the parent-death signal (:mod:`pnsd.hosts.rlimits`);
-noting its group in the ledger of :mod:`pnsd.hosts.leftovers` while it may run, so that a
-restarted daemon ends what a killed one left; reading its stdout/stderr as they arrive into an
-output sink (log lines, or a capped capture); learning about its exit at once; signalling its
+Owns what happens to a child process and its process group, for the worker and the process hosts
+alike: starting it in a session of its own (its pid is its group's id) with the spec's rlimits
+and, for long-lived children, the parent-death signal (:mod:`pnsd.hosts.rlimits`); noting its
+group in the ledger of :mod:`pnsd.hosts.leftovers` while it may run, so that a restarted daemon
+ends what a killed one left; reading its stdout/stderr as they arrive into an output sink (log
+lines, a capped capture, or a stdio worker's records) and telling the sink when a pipe closes;
+writing its stdin when it was given a pipe; learning about its exit at once; signalling its
 whole group; the stop ladder (SIGTERM, a grace for the leader and every member of its group,
-SIGKILL on what is left); and describing how it ended. It knows nothing of tasks, runs or
-worker messages: the hosts drive it.
+SIGKILL on what is left); and describing how it ended. It knows nothing of tasks, runs or worker
+messages: the hosts drive it.
 
 Why ``loop.subprocess_exec`` with a protocol, not ``asyncio.create_subprocess_exec``: in 3.11
 ``Process.wait()`` returns only once every pipe is closed (a grandchild holding stdout delays

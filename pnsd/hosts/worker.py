@@ -1,11 +1,13 @@
 """The ``worker`` hosting mode: N persistent worker processes that speak the worker protocol.
 
-Owns one ROUTER per generation (ipc:// under the run dir), the worker slots and their lifecycle
-(spawning, hellos, exits, respawns on the restart budget, heartbeats), receiving and sending
-worker messages, the host's state, and the cancel -> grace -> kill ladder of timed-out or
-cancelled runs. Which task runs on which worker, the line of callers waiting for one, deadlines
-and outcomes belong to :mod:`pnsd.hosts.dispatcher`; processes are spawned, described and
-stopped by :mod:`pnsd.hosts.children`, worker positions and launches are
+Owns one wire per generation (a ROUTER at an ipc:// path under the run dir, or each worker's
+stdin and stdout for ``transport = "stdio"``: the same messages either way, see
+:mod:`pnsd.hosts.stdiolink`), the worker slots and their lifecycle (spawning, hellos and the
+protocol version they agree on, exits, respawns on the restart budget, heartbeats), receiving
+and sending worker messages, the host's state, and the cancel -> grace -> kill ladder of
+timed-out or cancelled runs. Which task runs on which worker, the line of callers waiting for
+one, deadlines and outcomes belong to :mod:`pnsd.hosts.dispatcher`; processes are spawned,
+described and stopped by :mod:`pnsd.hosts.children`, worker positions and launches are
 :mod:`pnsd.hosts.workerslot`'s. It must not admit or record jobs: the registry and scheduler
 above do that, and call :meth:`run` for at most ``spec.slots`` runs at once.
 """
