@@ -25,8 +25,8 @@ from protocols.stdioframe import SLACK, FrameReader, FramingError, pack
 
 log = structlog.get_logger(__name__)
 
-STDOUT, STDERR = 1, 2
-CLOSE_GRACE = 1.0     # seconds a worker that closed its stdout has to exit before it is killed
+STDIN, STDOUT = 0, 1
+CLOSE_GRACE = 1.0     # seconds a worker that closed a pipe of ours has to exit before it is killed
 
 Receive = Callable[[list[bytes]], None]
 
@@ -49,8 +49,8 @@ class PipeWire:
 
     def send(self, worker: WorkerSlot, frames: list[bytes]) -> None:
         process = worker.process
-        if process is not None:
-            process.write(pack(frames))   # a gone worker's exit is handled where it is seen
+        if process is not None and not process.write(pack(frames)) and not process.exited.done():
+            worker.kill("unreachable (its stdin is closed)", counts=True)
 
     def close(self) -> None:
         self._receive = None
@@ -86,19 +86,19 @@ class RecordSink:
         self.log_output.flush()
 
     def pipe_closed(self, fd: int) -> None:
-        """The worker closed its stdout (or ended): a partial record is a fault, and a worker
-        still running after a grace cannot be heard from again."""
-        if fd != STDOUT or self.broken:
+        """The worker closed its stdin or stdout (or ended): a partial record is a fault, and
+        a worker still running after a grace cannot be reached or heard from again."""
+        if fd not in (STDIN, STDOUT) or self.broken:
             return
-        pending = self.reader.pending()
+        pending = self.reader.pending() if fd == STDOUT else 0
         if pending:
             self.fault(f"stdout ended inside a record ({pending} bytes)", kill=False)
-        loop = asyncio.get_running_loop()
-        loop.call_later(CLOSE_GRACE, self._kill_if_alive)
+        name = "stdout" if fd == STDOUT else "stdin"
+        asyncio.get_running_loop().call_later(CLOSE_GRACE, self._kill_if_alive, name)
 
-    def _kill_if_alive(self) -> None:
+    def _kill_if_alive(self, name: str) -> None:
         if self._current():
-            self.fault("closed its stdout and kept running", kill=True)
+            self.fault(f"closed its {name} and kept running", kill=True)
 
     def fault(self, reason: str, *, kill: bool) -> None:
         self.broken = True

@@ -4,9 +4,9 @@ Started by a PTS's ``command`` as ``python stdio_fake.py -m protocols.stdioworke
 stdio ... --key-file K --heartbeat S --id ID``: it reads only the options it needs. A run's
 input says what it does: any value is echoed, except ``"garbage"`` (a text line on stdout),
 ``"partial"`` (the start of a record, then more records), ``"partial-exit"`` (the start of a
-record, then exit),
-``"close"`` (stdout closed, the process lives on) and ``"flood"`` (5 MB on stderr, then the
-echo). The hello announces the range in the file named by $FAKE_PROTOCOLS (default 1-2).
+record, then exit), ``"close"`` (stdout closed, the process lives on), ``"close-stdin"`` (the
+same with stdin) and ``"flood"`` (5 MB on stderr, then the echo). The hello announces the
+range in the file named by $FAKE_PROTOCOLS (default 1-2).
 """
 
 import os
@@ -73,9 +73,9 @@ def misbehave(what, lock):
             os.write(1, b"\0\0\0\x40\0\0\0\x03PNS\0\0\0\xff")
         if what == "partial-exit":
             os._exit(0)
-    elif what == "close":
+    elif what in ("close", "close-stdin"):
         with lock:
-            os.close(1)
+            os.close(1 if what == "close" else 0)
             time.sleep(600)
     elif what == "flood":
         line = b"e" * 99 + b"\n"

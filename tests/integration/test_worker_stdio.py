@@ -115,6 +115,14 @@ async def test_a_worker_that_closes_its_stdout_is_killed_and_restarted(
                         patient)
 
 
+async def test_a_worker_that_closes_its_stdin_is_killed_and_restarted(
+        make_host: HostMaker, versions: Path) -> None:
+    patient = WorkerTuning(heartbeat=1.0, missed_beats=10, start_timeout=20.0,
+                           backoff_first=0.05)
+    await check_bad_run(make_host, versions, "close-stdin", "closed its stdin and kept running",
+                        patient)
+
+
 async def test_a_flood_on_stderr_is_capped_and_the_run_succeeds(
         make_host: HostMaker, versions: Path) -> None:
     host = await make_host(fake(versions))
