@@ -133,6 +133,7 @@ class StdioWorker:
         while True:
             task = self.tasks.get()
             if task is None:
+                self.link.lock.acquire()    # held to the end: no record is cut off by the exit
                 return EXIT_OK
             self.run_task(task)
 
