@@ -28,7 +28,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import structlog
 
@@ -219,8 +219,8 @@ class Child:
         pipe = self.transport.get_pipe_transport(0)
         if pipe is None or pipe.is_closing() or self.exited.done():
             return False
-        assert isinstance(pipe, asyncio.WriteTransport)
-        pipe.writelines(pieces)
+        # a write transport, though uvloop's does not subclass asyncio.WriteTransport
+        cast(asyncio.WriteTransport, pipe).writelines(pieces)
         return True
 
     def signal(self, signum: int) -> None:
