@@ -7,22 +7,24 @@ framed as records on the pipes the daemon started it with (SPEC.md, "The stdio t
 It needs only msgpack and runs on Python 3.6 and later: no pyzmq, no ``from __future__
 import annotations`` here or in what it imports.
 
-Threads: the main thread sends the hello and then runs the tasks, one at a time, as the reader
-thread hands them over; the reader thread reads records from the daemon and answers what it
-can at once (busy, a bad op, cancel, stop); the beat thread sends the heartbeats. A record goes
-out whole under one lock, from whichever thread. Owns nothing of the daemon's state.
+Threads: the main thread reads the daemon's records and runs each task itself, so a short run
+costs no thread hand-off; once a task has run for a tick (at most 0.1 s), the keeper thread
+reads the stream for it (cancel, stop, busy answers) until it ends, like the ZeroMQ runtime's
+keeper. The beat thread sends the heartbeats. A record goes out whole under one lock, from
+whichever thread. Owns nothing of the daemon's state.
 """
 
 import argparse
 import asyncio
+import collections
 import inspect
 import os
-import queue
+import select
 import signal
 import sys
 import threading
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Deque, Dict, List, NoReturn, Optional
 
 from protocols import messages
 from protocols.codec import DEFAULT_MAX_BYTES, Codec, Message, new_message_id
@@ -40,6 +42,7 @@ OPS = ("run", "init", "config", "clean")
 CAPABILITIES = ["cancel", "progress", "log"]
 MAX_LINE = 16 * 1024          # characters of one task.log line
 READ_CHUNK = 1 << 16
+MAX_TICK = 0.1                # seconds a task runs before the keeper reads the stream for it
 
 
 def note(text: str) -> None:
@@ -69,10 +72,11 @@ class Call:
 
 
 class Task:
-    __slots__ = ("ctx", "data", "id", "op")
+    __slots__ = ("ctx", "data", "finished", "id", "op")
 
     def __init__(self, task_id: str, op: str, data: Any, ctx: RunContext) -> None:
         self.id, self.op, self.data, self.ctx = task_id, op, data, ctx
+        self.finished = False
 
 
 class Link:
@@ -112,30 +116,79 @@ class Link:
 
 
 class StdioWorker:
-    """Serves tasks over a :class:`Link`; see the module docstring for its threads."""
+    """Serves tasks over a :class:`Link`; see the module docstring for its threads.
+
+    ``reading`` is the reader's role: its holder alone reads the stream and handles messages
+    (the main thread, except while it runs a task; then the keeper, once the task has run for
+    a tick). ``backlog`` holds messages read and not yet handled, in order.
+    """
 
     def __init__(self, link: Link, calls: Dict[str, Call], heartbeat: float) -> None:
         self.link = link
         self.calls = calls
         self.heartbeat = heartbeat
-        self.tasks = queue.Queue()      # type: queue.Queue[Optional[Task]]
+        self.tick = max(0.01, min(MAX_TICK, heartbeat / 4))
         self.current = None             # type: Optional[Task]
-        self.state = threading.Lock()   # guards current and stopping (reader vs main)
+        self.reading = threading.Lock()
+        self.backlog: Deque[List[bytes]] = collections.deque()
+        self.wake_read, self.wake_write = os.pipe()   # calls the keeper off when a task ends
         self.stopping = False
         self.hello_id = new_message_id()
         self.protocol = 1
         self.parent = os.getppid()
 
     def serve(self, hello: Dict[str, Any]) -> int:
+        self.reading.acquire()
         self.link.send(messages.WORKER_HELLO, hello, msg_id=self.hello_id)
-        for target, name in ((self.read_loop, "reader"), (self.beat_loop, "beat")):
+        for target, name in ((self.keep, "keeper"), (self.beat_loop, "beat")):
             threading.Thread(target=self.guard, args=(target,), name=name, daemon=True).start()
+        while not self.stopping:
+            while not self.backlog:
+                self.read(block=True)
+            self.receive(self.backlog.popleft())
+        self.link.lock.acquire()    # held to the end: no record is cut off by the exit
+        return EXIT_OK
+
+    def read(self, block: bool) -> None:
+        """Read what the stream has into the backlog (waiting up to a tick unless ``block``);
+        leave at its end or when it breaks. Only the holder of ``reading`` calls it."""
+        if not block:
+            ready = select.select([self.link.read_fd, self.wake_read], [], [], self.tick)[0]
+            if self.wake_read in ready:
+                os.read(self.wake_read, 4096)
+            if self.link.read_fd not in ready:
+                return
+        try:
+            batch = self.link.receive()
+        except FramingError as exc:
+            note("broken stream from the daemon: %s" % exc)
+            self.leave(EXIT_BROKEN_STREAM)
+        if batch is None:                   # stdin closed: the daemon is gone
+            self.leave(EXIT_OK)
+        self.backlog.extend(batch)
+
+    def keep(self) -> None:
+        """Stand in as the reader while a task runs for longer than a tick, so that cancel,
+        stop and busy answers are not held up by it."""
+        seen = None     # type: Optional[Task]
         while True:
-            task = self.tasks.get()
-            if task is None:
-                self.link.lock.acquire()    # held to the end: no record is cut off by the exit
-                return EXIT_OK
-            self.run_task(task)
+            if select.select([self.wake_read], [], [], self.tick)[0]:
+                os.read(self.wake_read, 4096)
+            task = self.current
+            if task is None or task.finished or task is not seen:
+                seen = task         # a new task: stand in if it still runs a tick later
+                continue
+            if not self.reading.acquire(False):
+                continue
+            try:
+                while not task.finished:
+                    while self.backlog and not task.finished:
+                        self.receive(self.backlog.popleft())
+                    if not task.finished:
+                        self.read(block=False)
+            finally:
+                self.reading.release()
+            seen = None
 
     def guard(self, target: Any) -> None:
         """A thread's boundary: a worker that lost a thread cannot serve; leave."""
@@ -153,21 +206,7 @@ class StdioWorker:
                 note("the daemon (pid %d) is gone; exiting" % self.parent)
                 self.leave(EXIT_OK)
 
-    def read_loop(self) -> None:
-        while True:
-            try:
-                batch = self.link.receive()
-            except FramingError as exc:
-                note("broken stream from the daemon: %s" % exc)
-                self.leave(EXIT_BROKEN_STREAM)
-                return
-            if batch is None:                   # stdin closed: the daemon is gone
-                self.leave(EXIT_OK)
-                return
-            for frames in batch:
-                self.receive(frames)
-
-    def leave(self, code: int) -> None:
+    def leave(self, code: int) -> NoReturn:
         """Cancel what runs and exit at once (from any thread)."""
         task = self.current
         if task is not None:
@@ -195,19 +234,14 @@ class StdioWorker:
         if op not in OPS:
             self.send_error(message.id, ErrorCode.BAD_REQUEST, "unknown task op %r" % (op,))
             return
+        if self.current is not None or self.stopping:
+            self.send_error(message.id, ErrorCode.BUSY, "the worker is busy or stopping")
+            return
         job = body.get("job")
         ctx = RunContext(job if isinstance(job, str) else "",
                          on_progress=self._progress_sink(message.id),
                          on_log=self._log_sink(message.id))
-        task = Task(message.id, op, body.get("data"), ctx)
-        with self.state:
-            busy = self.current is not None or self.stopping
-            if not busy:
-                self.current = task
-        if busy:
-            self.send_error(message.id, ErrorCode.BUSY, "the worker is busy or stopping")
-        else:
-            self.tasks.put(task)
+        self.run_task(Task(message.id, op, body.get("data"), ctx))
 
     def on_cancel(self, message: Message) -> None:
         task = self.current
@@ -215,9 +249,7 @@ class StdioWorker:
             task.ctx.cancel()
 
     def on_stop(self, message: Message) -> None:
-        with self.state:
-            self.stopping = True
-        self.tasks.put(None)      # after the task in hand: its answer is still sent
+        self.stopping = True      # after the task in hand: its answer is still sent
 
     def on_welcome(self, message: Message) -> None:
         body = message.body if isinstance(message.body, dict) else {}
@@ -233,8 +265,16 @@ class StdioWorker:
         self.leave(EXIT_REFUSED)        # before any task: nothing runs that could answer
 
     def run_task(self, task: Task) -> None:
-        msg_type, body = self.execute(task)
-        with self.state:
+        """Run ``task`` here, the reader's role left to the keeper meanwhile; answer it."""
+        self.current = task
+        self.reading.release()
+        try:
+            msg_type, body = self.execute(task)
+        finally:
+            task.finished = True
+            if not self.reading.acquire(False):   # the keeper stands in: call it off
+                os.write(self.wake_write, b"\0")
+                self.reading.acquire()
             self.current = None
         try:
             self.link.send(msg_type, body, re=task.id)

@@ -71,8 +71,8 @@ def misbehave(what, lock):
     elif what in ("partial", "partial-exit"):
         with lock:     # a record of 64 bytes whose second frame claims 255: it cannot fit
             os.write(1, b"\0\0\0\x40\0\0\0\x03PNS\0\0\0\xff")
-        if what == "partial-exit":
-            os._exit(0)
+            if what == "partial-exit":
+                os._exit(0)     # holding the lock: no heartbeat completes the record
     elif what in ("close", "close-stdin"):
         with lock:
             os.close(1 if what == "close" else 0)

@@ -376,9 +376,6 @@ def test_log_lines_of_a_short_task_all_arrive_before_its_reply(peer: Peer) -> No
 
 
 def test_tasks_in_a_row_are_each_answered_in_order(peer: Peer) -> None:
-    if peer.transport == "stdio":
-        pytest.skip("the stdio runtime reads its stream at once: a task sent while one runs "
-                    "is refused as busy (the daemon sends one at a time)")
     peer.started()
     tasks = [peer.task({"do": "echo", "value": n}) for n in range(50)]
     replies = [peer.receive() for _ in tasks]
