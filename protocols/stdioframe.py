@@ -63,9 +63,9 @@ class FrameReader:
             end = LENGTH.size + size
             if size < 0 or len(self._buffer) < end:
                 return messages
-            record = bytes(self._buffer[LENGTH.size:end])
-            del self._buffer[:end]
-            messages.append(split_record(record))
+            whole, self._buffer = self._buffer, self._buffer[end:]
+            with memoryview(whole) as view:   # each frame copied once, out of the buffer
+                messages.append(split_record(view[LENGTH.size:end]))
 
     def _check_head(self) -> int:
         """The length of the record at the front, or -1 if not yet known; checks what it can
@@ -85,7 +85,7 @@ class FrameReader:
         return int(size)
 
 
-def split_record(record: bytes) -> List[bytes]:
+def split_record(record: "bytes | memoryview") -> List[bytes]:
     """A record's frames; raise FramingError unless its frame lengths fill it exactly."""
     frames = []     # type: List[bytes]
     offset, end = 0, len(record)
@@ -96,7 +96,7 @@ def split_record(record: bytes) -> List[bytes]:
         offset += LENGTH.size
         if length > end - offset:
             raise FramingError("frame of %d bytes overruns its record" % length)
-        frames.append(record[offset:offset + length])
+        frames.append(bytes(record[offset:offset + length]))
         offset += length
     if len(frames) < MIN_FRAMES or frames[0] != MARKER:
         raise FramingError("record of %d frames is not a PNS message" % len(frames))
