@@ -41,7 +41,7 @@ EXIT_REFUSED = 6              # the daemon refused the hello (no shared protocol
 OPS = ("run", "init", "config", "clean")
 CAPABILITIES = ["cancel", "progress", "log"]
 MAX_LINE = 16 * 1024          # characters of one task.log line
-READ_CHUNK = 1 << 20        # bytes one read may take: a large task arrives in few reads
+READ_CHUNK = 1 << 20         # bytes one read may take: a large task arrives in few reads
 MAX_TICK = 0.1                # seconds a task runs before the keeper reads the stream for it
 
 
