@@ -1,12 +1,17 @@
-"""Direct ZeroMQ ``run``: inproc, worker and process modes, and recording on vs off.
+"""Direct ZeroMQ ``run``: inproc, worker and process modes, stdio vs ZeroMQ workers, and
+recording on vs off.
 
 Baselines: the bare ROUTER echo (inproc), the bare 2-hop relay with two echo workers (worker
 mode, like ``echo-worker``'s two workers; also, for information, the same relay giving each
 worker one request at a time as PNS does), running the hello scripts with no server at all
-(process mode), and the same daemon with ``record_sync_runs = false`` (recording).
+(process mode), the same daemon's ``echo-worker`` for ``echo-stdio`` (the same echo on two
+workers reached over their pipes), and the same daemon with ``record_sync_runs = false``
+(recording).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from bench.measure import Agg, Bench, cpu_note
 from bench.report import Row, Target
@@ -21,6 +26,8 @@ LABELS = {
     "direct.worker.seq.one": "direct run, worker echo-worker, sequential, one-each relay",
     "direct.worker.32.one": "direct run, worker echo-worker, 32 in flight, one-each relay",
     "direct.process.seq": "direct run, process hello, sequential",
+    "direct.stdio.seq": "direct run, stdio workers vs ZeroMQ workers, echo, sequential",
+    "direct.stdio.32": "direct run, stdio workers vs ZeroMQ workers, echo, 32 in flight",
     "direct.hello.ratio": "hello-worker vs hello (process), sequential",
     "direct.record.seq": "recording on vs off, inproc echo, sequential",
     "direct.record.32": "recording on vs off, inproc echo, 32 in flight",
@@ -37,6 +44,20 @@ def pair_row(key: str, pns: Agg, base: Agg, base_label: str, *, target: Target |
                base_label=base_label, pns_lat=pns.lat, base_lat=base.lat, target=target,
                note=note, errors=pns.errors + base.errors,
                extra={"pns_busy": pns.total("busy")})
+
+
+def _stdio(bench: Bench, seq: dict[str, Any], par: dict[str, Any]) -> list[Row]:
+    """echo-stdio (two workers on pipes) against echo-worker (two on ZeroMQ), same daemon."""
+    rows = []
+    for shape, suffix in ((seq, "seq"), (par, "32")):
+        aggs = bench.interleave({"zmq": bench.zmq("pnsd_on", pts="echo-worker", **shape),
+                                 "stdio": bench.zmq("pnsd_on", pts="echo-stdio", **shape)})
+        rows.append(pair_row(f"direct.stdio.{suffix}", aggs["stdio"], aggs["zmq"],
+                             "same daemon, echo-worker (ZeroMQ workers)",
+                             target=Target(">=", 0.8, source="issue 19"),
+                             note="Both PTS run pnsd.demo:echo on two workers; only the "
+                                  "transport differs. Trials interleaved."))
+    return rows
 
 
 def run(bench: Bench) -> list[Row]:
@@ -67,6 +88,7 @@ def run(bench: Bench) -> list[Row]:
                          "must (issue 3). The round-robin relay queues requests in each "
                          "worker's socket, so its workers never wait for the relay."))
     rows += _process_mode(bench)
+    rows += _stdio(bench, seq, par)
     for shape, suffix in ((seq, "seq"), (par, "32")):
         aggs = bench.interleave({"off": bench.zmq("pnsd_off", pts="echo", **shape),
                                  "on": bench.zmq("pnsd_on", pts="echo", **shape)})

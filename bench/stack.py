@@ -250,6 +250,16 @@ class Stack:
             yield s
 
 
+# The demo's echo-worker, its workers reached over their stdin and stdout instead of ZeroMQ
+STDIO_ECHO = """
+[pts.echo-stdio]
+mode = "worker"
+entry = "pnsd.demo:echo"
+workers = 2
+transport = "stdio"
+"""
+
+
 def _start_pnsd(stack: Stack, name: str) -> Service:
     home = stack.tmp / name
     home.mkdir()
@@ -258,7 +268,7 @@ def _start_pnsd(stack: Stack, name: str) -> Service:
     # Both services log at warning, as a busy production node would: no line per run or request
     config.write_text(f'[pnsd]\nhome = "{home}"\nlog_level = "warning"\n'
                       f"record_sync_runs = {record}\n"
-                      '[pnsweb]\nlog_level = "warning"\n')
+                      '[pnsweb]\nlog_level = "warning"\n' + STDIO_ECHO)
     child = stack.child(name, [PYTHON, "-m", "pnsd", "start", "--home", str(home),
                                "--config", str(config)],
                         env=child_env(HOME=str(home), PNS_HOME=str(home)))

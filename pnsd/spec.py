@@ -53,6 +53,7 @@ class PtsSpec:
     workers: int = 1
     python: str | None = None
     command: tuple[str, ...] = ()
+    transport: str = "zmq"          # how workers are reached: their socket, or stdin/stdout
     # process: argv lists, no shell
     dir: str | None = None
     init: tuple[str, ...] = ()
@@ -110,11 +111,13 @@ class PtsSpec:
 
 # in inproc and worker mode these keys name callables (attributes *_entry), in process mode argv
 HOOKS = ("init", "config", "clean")    # what a PTS may have besides run (one place)
+TRANSPORTS = ("zmq", "stdio")           # how a worker-mode PTS reaches its workers
 _INTERFACE = ("title", "keywords", "inputs", "outputs")
 _KEYS = (
     "version", "title", "description", "keywords", "entry", "workers", "python", "command",
     "dir", "init", "config", "run", "clean", "inputs", "outputs", "timeout", "queue",
     "concurrency", "inline", "env", "pythonpath", "limits", "selftest", "idempotent",
+    "transport",
 )
 
 
@@ -149,6 +152,8 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         "idempotent": reader.boolean("idempotent", False),
         "interface": parse_interface(name, table, process=mode is Mode.PROCESS),
     }
+    if mode is not Mode.WORKER:
+        reader.transport(mode)          # refuses a transport where there are no workers
     if mode is Mode.PROCESS:
         return PtsSpec(
             name=name, mode=mode, dir=reader.optional_text("dir"),
@@ -164,7 +169,8 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         config_entry=entries["config"], clean_entry=entries["clean"],
         workers=reader.integer("workers", 1, low=1, high=256) if mode is Mode.WORKER else 1,
         python=reader.optional_text("python"),
-        command=reader.argv("command", allow_empty=True), **common,
+        command=reader.argv("command", allow_empty=True), transport=reader.transport(mode),
+        **common,
     )
 
 
@@ -182,6 +188,14 @@ class _Reader:
         value = self.table.get(key, default)
         if not isinstance(value, str):
             raise self.fail(key, "must be a string")
+        return value
+
+    def transport(self, mode: Mode) -> str:
+        value = self.text("transport", "zmq")
+        if value not in TRANSPORTS:
+            raise self.fail("transport", f"must be one of {', '.join(TRANSPORTS)}")
+        if value != "zmq" and mode is not Mode.WORKER:
+            raise self.fail("transport", "applies to worker mode only")
         return value
 
     def optional_text(self, key: str) -> str | None:

@@ -4,10 +4,9 @@ A message is the frame list ``[MAGIC, signature, header, body, blob...]``: heade
 msgpack, blobs are raw byte frames that large ``bytes`` values of the body travel in (so they
 are sent zero-copy and never packed). Owns encoding, decoding, the size limit (checked on both:
 a message over it is never sent, so no peer's socket has to drop it) and the calls to
-:mod:`protocols.signing`; it never touches a socket. Python 3.8 compatible.
+:mod:`protocols.signing`; it never touches a socket. Python 3.6 compatible (the stdio worker
+runtime runs on 3.6).
 """
-
-from __future__ import annotations
 
 import itertools
 import math
@@ -55,7 +54,8 @@ def _reseed_ids() -> None:
 
 
 _reseed_ids()
-os.register_at_fork(after_in_child=_reseed_ids)
+if hasattr(os, "register_at_fork"):     # Python 3.7+; the stdio runtime never forks
+    os.register_at_fork(after_in_child=_reseed_ids)
 
 
 def new_message_id() -> str:

@@ -1,11 +1,9 @@
 """What a PTS callable is and sees: loading ``module:function``, and its ``ctx``.
 
 The in-process host and the worker runtime both load PTS entries with :func:`load_entry` and
-hand a PTS a :class:`RunContext`, so PTS code runs unchanged in either mode. Python 3.8
-compatible; imports nothing of ours.
+hand a PTS a :class:`RunContext`, so PTS code runs unchanged in either mode. Python 3.6
+compatible (the stdio worker runtime runs on 3.6); imports nothing of ours.
 """
-
-from __future__ import annotations
 
 import importlib
 import inspect

@@ -2,7 +2,8 @@
 
 Owns the codes every peer agrees on and the coded-error base every package of ours raises. An
 error on the wire is ``{code, message, details}``; never a traceback. Imports nothing of ours
-(protocols runs in any worker's interpreter) and stays Python 3.8 compatible.
+(protocols runs in any worker's interpreter) and stays Python 3.6 compatible (the stdio worker
+runtime runs on 3.6).
 
 The tree (pnsd and pnsweb import this module; it imports neither)::
 
@@ -24,8 +25,6 @@ A code is fixed when the error is made, never changed afterwards: each kind stat
 read off the wire, a failed job's). A PTS's failure reaches a client as a :class:`RemoteError`
 with code ``pts_error``: it is an answer, not a refused message.
 """
-
-from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional
 

@@ -3,10 +3,8 @@
 Owns the names: which operations a client may ask for, which messages flow between the daemon
 and its workers, and the type tag each carries. Request/reply pairs share a stem:
 ``<op>.req`` answered by ``<op>.rep`` (or by ``error``). Nothing here encodes or sends.
-Python 3.8 compatible; imports nothing of ours.
+Python 3.6 compatible (the stdio worker runtime runs on 3.6); imports nothing of ours.
 """
-
-from __future__ import annotations
 
 from typing import Dict, NamedTuple, Tuple
 
@@ -76,6 +74,7 @@ OPERATION_NAMES = frozenset(op.name for op in OPERATIONS)
 # Daemon <-> worker (see SPEC.md, "Worker protocol").
 WORKER_HELLO = "worker.hello"           # worker -> daemon: {pid, entry, hooks, python, ...}
 WORKER_HEARTBEAT = "worker.heartbeat"   # worker -> daemon: {busy}
+WORKER_WELCOME = "worker.welcome"       # daemon -> worker, re=hello: {protocol} chosen
 WORKER_STOP = "worker.stop"             # daemon -> worker: {} finish and exit
 TASK_REQ = "task.req"                   # daemon -> worker: {op, data, timeout, job}
 TASK_REP = "task.rep"                   # worker -> daemon, re=task: {result}
@@ -86,6 +85,7 @@ TASK_CANCEL = "task.cancel"             # daemon -> worker, re=task: {}
 WORKER_MESSAGES: Dict[str, str] = {
     WORKER_HELLO: "worker announces itself after connecting",
     WORKER_HEARTBEAT: "worker is alive (every heartbeat interval)",
+    WORKER_WELCOME: "daemon accepts the hello: the worker protocol version chosen",
     WORKER_STOP: "daemon asks the worker to exit cleanly",
     TASK_REQ: "daemon hands the worker one operation",
     TASK_REP: "the operation's result",

@@ -2,10 +2,9 @@
 
 Owns the key and the memory of recently seen message ids. It never touches sockets or msgpack.
 An empty key switches signing off (for tests only): the signature frame is then empty and any
-signature is accepted. Python 3.8 compatible; imports nothing of ours.
+signature is accepted. Python 3.6 compatible (the stdio worker runtime runs on 3.6); imports
+nothing of ours.
 """
-
-from __future__ import annotations
 
 import hashlib
 import hmac

@@ -24,6 +24,7 @@ import zmq
 
 from protocols.codec import DEFAULT_MAX_BYTES, Codec
 from protocols.context import EntryError, RunContext
+from protocols.version import WORKER_PROTOCOLS
 from protocols.workerruntime import CAPABILITIES, Call, WorkerRuntime, make_pipe, note
 
 EXIT_BAD_ENTRY = 3
@@ -109,7 +110,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     runtimes.append(runtime)
     hello = {"pid": os.getpid(), "id": args.id, "entry": args.entry,
              "hooks": sorted(op for op in calls if op != "run"), "python": sys.version,
-             "capabilities": CAPABILITIES}
+             "capabilities": CAPABILITIES, "protocols": list(WORKER_PROTOCOLS)}
     try:
         return runtime.serve(hello)
     finally:

@@ -34,6 +34,7 @@ from protocols.pump import recv_frames, send_frames
 
 EXIT_OK = 0
 EXIT_KEEPER_FAILED = 5
+EXIT_REFUSED = 6              # the daemon refused the hello (no shared protocol version)
 OPS = ("run", "init", "config", "clean")
 CAPABILITIES = ["cancel", "progress", "log"]
 MAX_LINE = 16 * 1024          # characters of one task.log line
@@ -142,6 +143,8 @@ class WorkerRuntime:
         self.current = None  # type: Optional[Task]
         self.stopping = False
         self.signalled = False
+        self.refused = False
+        self.hello_id = new_message_id()
         self.parent = os.getppid()
         self.next_beat = 0.0
         self._idle_items = [(socket, _POLLIN), (signal_fd, _POLLIN)]
@@ -150,11 +153,11 @@ class WorkerRuntime:
     def serve(self, hello: Dict[str, Any]) -> int:
         self.owner.acquire()
         Keeper(self, tick=max(0.01, min(MAX_TICK, self.heartbeat / 4))).start()
-        self.send(messages.WORKER_HELLO, hello)
+        self._send_frames(self.codec.encode(messages.WORKER_HELLO, hello, msg_id=self.hello_id))
         self.next_beat = time.monotonic() + self.heartbeat
-        while not (self.signalled or self.stopping):
+        while not (self.signalled or self.stopping or self.refused):
             self.poll(self._idle_items)
-        return EXIT_OK
+        return EXIT_REFUSED if self.refused else EXIT_OK
 
     def poll(self, items: List[Tuple[Any, int]]) -> None:
         """Wait for a message, a signal or a wake-up up to the next heartbeat; handle it."""
@@ -219,6 +222,13 @@ class WorkerRuntime:
                 self.current.ctx.cancel()
         elif message.type == messages.WORKER_STOP:
             self.stopping = True
+        elif message.type == messages.WORKER_WELCOME and message.re == self.hello_id:
+            pass            # this runtime speaks every version it announces alike
+        elif message.type == messages.ERROR and message.re == self.hello_id:
+            body = message.body if isinstance(message.body, dict) else {}
+            note("the daemon refused this worker (%s): %s"
+                 % (body.get("code"), body.get("message")))
+            self.refused = True
         else:
             note("ignored a message of type %r" % message.type)
 

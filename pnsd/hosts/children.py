@@ -1,14 +1,15 @@
 """The children the hosts start: one place for starting, watching and stopping them.
 
-Owns what happens to a child process and its process group, for the worker and the process
-hosts alike: starting it in a session of its own (its pid is its group's id) with the spec's
-rlimits and, for long-lived children, the parent-death signal (:mod:`pnsd.hosts.rlimits`);
-noting its group in the ledger of :mod:`pnsd.hosts.leftovers` while it may run, so that a
-restarted daemon ends what a killed one left; reading its stdout/stderr as they arrive into an
-output sink (log lines, or a capped capture); learning about its exit at once; signalling its
+Owns what happens to a child process and its process group, for the worker and the process hosts
+alike: starting it in a session of its own (its pid is its group's id) with the spec's rlimits
+and, for long-lived children, the parent-death signal (:mod:`pnsd.hosts.rlimits`); noting its
+group in the ledger of :mod:`pnsd.hosts.leftovers` while it may run, so that a restarted daemon
+ends what a killed one left; reading its stdout/stderr as they arrive into an output sink (log
+lines, a capped capture, or a stdio worker's records) and telling the sink when a pipe closes;
+writing its stdin when it was given a pipe; learning about its exit at once; signalling its
 whole group; the stop ladder (SIGTERM, a grace for the leader and every member of its group,
-SIGKILL on what is left); and describing how it ended. It knows nothing of tasks, runs or
-worker messages: the hosts drive it.
+SIGKILL on what is left); and describing how it ended. It knows nothing of tasks, runs or worker
+messages: the hosts drive it.
 
 Why ``loop.subprocess_exec`` with a protocol, not ``asyncio.create_subprocess_exec``: in 3.11
 ``Process.wait()`` returns only once every pipe is closed (a grandchild holding stdout delays
@@ -21,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import structlog
 
@@ -40,6 +42,7 @@ log = structlog.get_logger(__name__)
 TAIL_LINES = 20
 POLL = 0.05           # seconds between checks of a dying group (and of a run's cancel flag)
 KILL_WAIT = 1.0       # seconds to wait for the exit after SIGKILL
+PIPE_BYTES = 1 << 20  # a stdio worker's pipes: Linux's default cap for unprivileged processes
 
 
 class OutputSink(Protocol):
@@ -153,6 +156,11 @@ class _Pipes(asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         self.output.feed(fd, data)
 
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        closed = getattr(self.output, "pipe_closed", None)   # a sink that minds which pipe
+        if closed is not None:
+            closed(fd)
+
     def process_exited(self) -> None:
         if not self.exited.done():
             self.exited.set_result(None)
@@ -179,17 +187,22 @@ class Child:
     @classmethod
     async def spawn(cls, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None,
                     limits: Limits, output: OutputSink, die_with_parent: bool = False,
-                    ledger: GroupLedger | None = None) -> Child:
-        """Start ``argv`` in a new session (its own group), stdin from /dev/null; raise
-        OSError if it cannot start. With ``die_with_parent`` a daemon killed outright takes
-        it along. The group is noted in ``ledger`` until :meth:`forget`."""
+                    ledger: GroupLedger | None = None, stdin_pipe: bool = False) -> Child:
+        """Start ``argv`` in a new session (its own group), stdin from /dev/null (or a pipe,
+        written with :meth:`write`); raise OSError if it cannot start. With
+        ``die_with_parent`` a daemon killed outright takes it along. The group is noted in
+        ``ledger`` until :meth:`forget`."""
         loop = asyncio.get_running_loop()
         transport, pipes = await loop.subprocess_exec(
             lambda: _Pipes(output, loop), *argv,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(env), cwd=cwd, start_new_session=True,
             preexec_fn=preexec_for(limits, die_with_parent=die_with_parent),
         )
+        if stdin_pipe:      # a stream both ways: large messages pass in fewer wake-ups
+            for fd in (0, 1):
+                _widen_pipe(transport.get_pipe_transport(fd))
         return cls(transport, pipes, argv, ledger)
 
     @property
@@ -205,6 +218,15 @@ class Child:
         """The group is gone: take it out of the ledger."""
         if self._ledger is not None:
             await asyncio.to_thread(self._ledger.forget, self.pid)
+
+    def write(self, pieces: Sequence[bytes]) -> bool:
+        """Queue bytes for the child's stdin pipe (never blocks); False once it is closed."""
+        pipe = self.transport.get_pipe_transport(0)
+        if pipe is None or pipe.is_closing() or self.exited.done():
+            return False
+        # a write transport, though uvloop's does not subclass asyncio.WriteTransport
+        cast(asyncio.WriteTransport, pipe).writelines(pieces)
+        return True
 
     def signal(self, signum: int) -> None:
         """Signal the whole group."""
@@ -242,6 +264,14 @@ class Child:
     def describe_exit(self, limits: Limits) -> str:
         """Why the child ended, in words for a job's error message."""
         return describe_exit(self.returncode, limits, oom_before=self.oom_before)
+
+
+def _widen_pipe(pipe: asyncio.BaseTransport | None) -> None:
+    """Raise a pipe's buffer to the most an unprivileged process may set (best effort)."""
+    handle = pipe.get_extra_info("pipe") if pipe is not None else None
+    if handle is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fcntl.fcntl(handle.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def signal_group(pgid: int, signum: int) -> None:

@@ -1,11 +1,13 @@
 """The ``worker`` hosting mode: N persistent worker processes that speak the worker protocol.
 
-Owns one ROUTER per generation (ipc:// under the run dir), the worker slots and their lifecycle
-(spawning, hellos, exits, respawns on the restart budget, heartbeats), receiving and sending
-worker messages, the host's state, and the cancel -> grace -> kill ladder of timed-out or
-cancelled runs. Which task runs on which worker, the line of callers waiting for one, deadlines
-and outcomes belong to :mod:`pnsd.hosts.dispatcher`; processes are spawned, described and
-stopped by :mod:`pnsd.hosts.children`, worker positions and launches are
+Owns one wire per generation (a ROUTER at an ipc:// path under the run dir, or each worker's
+stdin and stdout for ``transport = "stdio"``: the same messages either way, see
+:mod:`pnsd.hosts.stdiolink`), the worker slots and their lifecycle (spawning, hellos and the
+protocol version they agree on, exits, respawns on the restart budget, heartbeats), receiving
+and sending worker messages, the host's state, and the cancel -> grace -> kill ladder of
+timed-out or cancelled runs. Which task runs on which worker, the line of callers waiting for
+one, deadlines and outcomes belong to :mod:`pnsd.hosts.dispatcher`; processes are spawned,
+described and stopped by :mod:`pnsd.hosts.children`, worker positions and launches are
 :mod:`pnsd.hosts.workerslot`'s. It must not admit or record jobs: the registry and scheduler
 above do that, and call :meth:`run` for at most ``spec.slots`` runs at once.
 """
@@ -27,21 +29,25 @@ from pnsd.hosts.base import HostState, no_mailbox
 from pnsd.hosts.children import Child
 from pnsd.hosts.dispatcher import Dispatcher, Run
 from pnsd.hosts.leftovers import GroupLedger
+from pnsd.hosts.stdiolink import PipeWire
 from pnsd.hosts.workerslot import (
+    STDIO,
     Launch,
     Outbox,
     RestartPolicy,
+    Wire,
     WorkerSlot,
     WorkerTuning,
     cancel_and_wait,
+    choose_protocol,
     stop_processes,
 )
 from pnsd.spec import HOOKS, PtsSpec
 from protocols import messages
 from protocols.codec import Codec, Message
 from protocols.context import RunContext
-from protocols.errors import ProtocolError
-from protocols.pump import Pump
+from protocols.errors import ErrorCode, ProtocolError
+from protocols.version import WORKER_PROTOCOLS
 
 __all__ = ["WorkerHost", "WorkerTuning"]
 
@@ -65,8 +71,7 @@ class WorkerHost:
         self._key_file = key_file
         self._codec = Codec(key)
         self._launch = Launch()
-        self._pump: Pump | None = None
-        self._outbox = Outbox()
+        self._outbox: Wire = PipeWire() if spec.transport == STDIO else Outbox()
         self._workers = [WorkerSlot(i) for i in range(spec.workers)]
         self._by_identity: dict[bytes, WorkerSlot] = {}
         self._hellos: dict[int, tuple[int, str, float]] = {}   # slot -> pid, python, since
@@ -89,8 +94,7 @@ class WorkerHost:
             await asyncio.to_thread(
                 self._launch.prepare, self.spec, run_dir=self._run_dir, key=self._key,
                 key_file=self._key_file, heartbeat=self.tuning.heartbeat)
-            self._pump = self._outbox.pump = Pump(self._launch.bind(self._context),
-                                                  self._receive)
+            self._outbox.open(self._launch, self._context, self._receive)
             self._keep(self._watch_heartbeats(), "heartbeats")
             await self._start_workers()
         except BaseException as exc:
@@ -126,8 +130,7 @@ class WorkerHost:
             for worker in self._workers:
                 if worker.process is not None and not worker.process.exited.done():
                     worker.process.signal(signal.SIGKILL)
-            if self._pump is not None:
-                self._pump.close()
+            self._outbox.close()
         await asyncio.gather(*self._background, return_exceptions=True)   # the exits' forgets
         await asyncio.to_thread(self._launch.remove)
         self._set_state("stopped")
@@ -212,6 +215,16 @@ class WorkerHost:
         if worker.hello is None or worker.hello.done() or worker.process is None:
             return
         body = message.body if isinstance(message.body, dict) else {}
+        protocol, refusal = choose_protocol(body)
+        if refusal:
+            self._send(worker, messages.ERROR, {"code": ErrorCode.VERSION, "message": refusal,
+                                                "details": {"worker": body.get("protocols"),
+                                                            "daemon": list(WORKER_PROTOCOLS)}},
+                       re=message.id)
+            worker.refuse(f"hello refused: {refusal}", self.tuning.cancel_grace)
+            return
+        if "protocols" in body:
+            self._send(worker, messages.WORKER_WELCOME, {"protocol": protocol}, re=message.id)
         worker.ready = True
         worker.failures = 0
         worker.hello.set_result(None)
@@ -219,7 +232,8 @@ class WorkerHost:
                                       time.time())
         self._runs.hand_over()
         log.info("worker_ready", pts=self.spec.name, worker=worker.index,
-                 pid=worker.process.pid, python=str(body.get("python", ""))[:40])
+                 pid=worker.process.pid, python=str(body.get("python", ""))[:40],
+                 protocol=protocol, transport=self.spec.transport)
 
     def _send(self, worker: WorkerSlot, msg_type: str, body: Any, *, re: str | None = None) -> None:
         if worker.process is not None and not worker.process.exited.done():
@@ -247,7 +261,7 @@ class WorkerHost:
         try:
             process = await worker.spawn(self._launch, limits=self.spec.limits,
                                          label={"pts": self.spec.name}, tuning=self.tuning,
-                                         ledger=self._ledger)
+                                         ledger=self._ledger, wire=self._outbox)
         except OSError as exc:
             raise Unavailable(f"PTS {self.spec.name}: cannot start a worker "
                               f"({self._launch.argv[0]}): {exc.strerror or exc}") from exc

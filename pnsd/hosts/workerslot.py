@@ -2,8 +2,10 @@
 
 Owns the worker slots (one position of a PTS's N workers, whose process is replaced when it
 dies: its identity, hello, readiness, kill reason), preparing a generation's launch (socket
-path, key file, library dir, command line, environment), the outbox its messages to workers
-leave by, the timings of worker supervision and the restart budget with exponential backoff.
+path, key file, library dir, command line, environment), the wire seam (:class:`Wire`) and its
+ZeroMQ side (:class:`Outbox`, the ROUTER its messages to workers leave by), choosing the worker
+protocol version from a hello, the timings of worker supervision and the restart budget with
+exponential backoff.
 Processes themselves are started, watched and stopped by :mod:`pnsd.hosts.children`; the
 worker host (:mod:`pnsd.hosts.worker`) drives both.
 """
@@ -22,21 +24,23 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import zmq
 
 import protocols
-from pnsd.hosts.children import Child, OutputForwarder
+from pnsd.hosts.children import Child, OutputForwarder, OutputSink
 from pnsd.hosts.leftovers import GroupLedger
 from pnsd.spec import HOOKS, Limits, PtsSpec
 from protocols.codec import DEFAULT_MAX_BYTES
 from protocols.pump import Pump
+from protocols.version import WORKER_PROTOCOLS
 
 log = structlog.get_logger(__name__)
 
 MAX_SOCKET_PATH = 100                 # sun_path holds 108 bytes; keep a margin
+STDIO = "stdio"                       # the transport, and the --connect value that names it
 PROTOCOLS_DIR = Path(protocols.__file__).resolve().parent
 
 
@@ -95,19 +99,22 @@ class WorkerSlot:
     kill_counts: bool = True     # whether that kill spends restart budget
     ended: Child | None = None   # the last process that ended
     output: OutputForwarder | None = None   # the current (or last) process's output
+    stream_fault: str = ""       # what broke the current process's stdio stream, if anything
 
     async def spawn(self, launch: Launch, *, limits: Limits, label: Mapping[str, object],
-                    tuning: WorkerTuning, ledger: GroupLedger | None = None) -> Child:
+                    tuning: WorkerTuning, ledger: GroupLedger | None = None,
+                    wire: Wire | None = None) -> Child:
         """Start this position's next process (a long-lived child: it dies with the daemon)."""
         self.spawns += 1
         self.identity = f"w{self.index}.{self.spawns}".encode()
         self.hello = asyncio.get_running_loop().create_future()
         self.hello.add_done_callback(consume)
-        self.kill_reason, self.ready = "", False
+        self.kill_reason, self.ready, self.stream_fault = "", False, ""
         output = OutputForwarder({**label, "worker": self.index}, tuning)
         process = await Child.spawn(
             [*launch.argv, "--id", self.identity.decode()], env=launch.env, cwd=None,
-            limits=limits, output=output, die_with_parent=True, ledger=ledger)
+            limits=limits, output=output if wire is None else wire.sink(self, output),
+            die_with_parent=True, ledger=ledger, stdin_pipe=wire is not None and wire.pipes)
         output.label["pid"] = process.pid
         self.process, self.output = process, output
         self.last_seen = time.monotonic()
@@ -136,10 +143,26 @@ class WorkerSlot:
         process.signal(signal.SIGKILL)
         return True
 
+    def refuse(self, reason: str, grace: float) -> None:
+        """The daemon refused its hello: it should exit, and is killed after ``grace`` if it
+        does not; it ends with ``reason``, spending restart budget."""
+        process = self.process
+        if process is None or process.exited.done() or self.kill_reason:
+            return
+        self.kill_reason, self.kill_counts, self.ready = reason, True, False
+        log.warning("worker_refused", **self.label(), reason=reason)
+        def kill_if_alive() -> None:
+            if not process.exited.done():
+                process.signal(signal.SIGKILL)
+
+        asyncio.get_running_loop().call_later(grace, kill_if_alive)
+
     def release(self, process: Child, limits: Limits, *,
                 expected: bool) -> tuple[str, bool]:
         """Forget the ended ``process``: why it ended, and whether that spends budget."""
         reason = self.kill_reason or process.describe_exit(limits)
+        if self.stream_fault and self.stream_fault not in reason:
+            reason = f"{reason}; {self.stream_fault}"
         counts = self.kill_counts if self.kill_reason else True
         self.process, self.ready, self.ended = None, False, process
         log.log(logging.INFO if expected or not counts else logging.WARNING, "worker_exited",
@@ -162,12 +185,7 @@ class Launch:
         token = os.urandom(4).hex()
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         base = run_dir / f"w-{spec.name}-{token}"
-        socket_path = Path(f"{base}.sock")
-        if len(str(socket_path)) > MAX_SOCKET_PATH:   # a deep run dir: use a private short one
-            short = Path(tempfile.mkdtemp(prefix="pns-"))
-            self.owned.append(short)
-            socket_path = short / f"w-{token}.sock"
-        self.owned.append(socket_path)
+        self.endpoint = STDIO if spec.transport == STDIO else f"ipc://{self._socket(base, token)}"
         if key_file is None:
             key_file = Path(f"{base}.key")
             self.owned.append(key_file)
@@ -180,9 +198,17 @@ class Launch:
         self.owned.append(lib)
         lib.mkdir(mode=0o700)
         (lib / "protocols").symlink_to(PROTOCOLS_DIR, target_is_directory=True)
-        self.endpoint = f"ipc://{socket_path}"
         self.argv = worker_command(spec, self.endpoint, key_file, heartbeat)
         self.env = worker_env(spec, lib)
+
+    def _socket(self, base: Path, token: str) -> Path:
+        socket_path = Path(f"{base}.sock")
+        if len(str(socket_path)) > MAX_SOCKET_PATH:   # a deep run dir: use a private short one
+            short = Path(tempfile.mkdtemp(prefix="pns-"))
+            self.owned.append(short)
+            socket_path = short / f"w-{token}.sock"
+        self.owned.append(socket_path)
+        return socket_path
 
     def bind(self, context: zmq.Context[Any]) -> zmq.Socket[bytes]:
         """The ROUTER the workers connect to, bound to :attr:`endpoint`."""
@@ -205,12 +231,42 @@ class Launch:
         self.owned.clear()
 
 
+class Wire(Protocol):
+    """How a generation's messages reach its workers and come back: one ROUTER socket
+    (:class:`Outbox`) or each worker's pipes (:class:`pnsd.hosts.stdiolink.PipeWire`).
+    Messages come in as ``[identity, *frames]`` to the ``receive`` given to :meth:`open`."""
+
+    pipes: bool             # whether a worker gets a stdin pipe
+
+    def open(self, launch: Launch, context: zmq.Context[Any],
+             receive: Callable[[list[bytes]], None]) -> None: ...
+
+    def sink(self, worker: WorkerSlot, output: OutputForwarder) -> OutputSink: ...
+
+    def send(self, worker: WorkerSlot, frames: list[bytes]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Outbox:
     """Where a generation's messages to its workers leave: its ROUTER's pump, once bound. A
     worker the socket cannot reach (gone, or not reading) cannot serve: it is killed."""
 
+    pipes = False
+
     def __init__(self) -> None:
         self.pump: Pump | None = None
+
+    def open(self, launch: Launch, context: zmq.Context[Any],
+             receive: Callable[[list[bytes]], None]) -> None:
+        self.pump = Pump(launch.bind(context), receive)
+
+    def sink(self, worker: WorkerSlot, output: OutputForwarder) -> OutputSink:
+        return output           # both streams are the worker's log
+
+    def close(self) -> None:
+        if self.pump is not None:
+            self.pump.close()
 
     def send(self, worker: WorkerSlot, frames: list[bytes]) -> None:
         if self.pump is None:
@@ -229,7 +285,8 @@ def worker_command(spec: PtsSpec, endpoint: str, key_file: Path, heartbeat: floa
     """
     assert spec.entry is not None
     interpreter = [spec.python] if spec.python else [] if spec.command else [sys.executable]
-    argv = [*spec.command, *interpreter, "-m", "protocols.worker", "--connect", endpoint,
+    runtime = "protocols.stdioworker" if endpoint == STDIO else "protocols.worker"
+    argv = [*spec.command, *interpreter, "-m", runtime, "--connect", endpoint,
             "--entry", spec.entry, "--key-file", str(key_file), "--heartbeat", f"{heartbeat:g}",
             "--max-bytes", str(DEFAULT_MAX_BYTES)]
     for hook in HOOKS:
@@ -270,3 +327,22 @@ def consume(future: asyncio.Future[Any]) -> None:
     """Mark a future's exception as seen: an abandoned wait's failure is expected."""
     if not future.cancelled():
         future.exception()
+
+
+def choose_protocol(hello: Mapping[str, Any]) -> tuple[int, str]:
+    """The worker protocol version to speak with a worker, from its hello; or 0 and why none
+    (SPEC.md, "The versioned hello"). A hello without ``protocols`` speaks version 1."""
+    ours = WORKER_PROTOCOLS
+    if "protocols" not in hello:
+        return 1, ""
+    announced = hello["protocols"]
+    if (not isinstance(announced, list | tuple) or len(announced) != 2
+            or not all(type(v) is int for v in announced)       # a bool is no version
+            or not 1 <= announced[0] <= announced[1]):
+        return 0, (f"worker sent a malformed protocol range {str(announced)[:40]}; this daemon "
+                   f"speaks {ours[0]}-{ours[1]}")
+    low, high = max(ours[0], announced[0]), min(ours[1], announced[1])
+    if low > high:
+        return 0, (f"worker speaks protocol {announced[0]}-{announced[1]}; this daemon speaks "
+                   f"{ours[0]}-{ours[1]}")
+    return high, ""

@@ -1,4 +1,6 @@
-"""The worker runtime (`python -m protocols.worker`) driven by a ROUTER this test binds."""
+"""The worker runtimes driven by a test playing the daemon: `python -m protocols.worker` over a
+ROUTER this test binds, and `python -m protocols.stdioworker` over its stdin and stdout (every
+test runs on both, unless it says why not)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import zmq
 
 from protocols import messages
 from protocols.codec import Codec, Message, new_message_id
+from protocols.stdioframe import FrameReader, pack_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +54,9 @@ def act(data, ctx):
         return ctx.cancelled
     if do == "pid":
         return os.getpid()
+    if do == "print":
+        print("printed by the PTS")
+        return "printed"
     if do == "stubborn":
         ctx.progress(1, "started")
         time.sleep(WAIT)          # ignores cancel
@@ -73,6 +79,8 @@ def failing_init(data):
 
 class Peer:
     """The daemon's side of one worker: a ROUTER and the worker process."""
+
+    transport = "zmq"
 
     def __init__(self, tmp_path: Path, socket: zmq.Socket[bytes]) -> None:
         self.tmp_path = tmp_path
@@ -128,14 +136,75 @@ class Peer:
         _out, err = self.process.communicate(timeout=WAIT)
         return self.process.returncode, err.decode()
 
+    def said_nothing(self) -> bool:
+        return not self.socket.poll(0)
 
-@pytest.fixture
-def peer(tmp_path: Path) -> Iterator[Peer]:
+
+class StdioPeer(Peer):
+    """The daemon's side of one stdio worker: records on the worker's stdin and stdout."""
+
+    transport = "stdio"
+
+    def __init__(self, tmp_path: Path, socket: zmq.Socket[bytes]) -> None:
+        super().__init__(tmp_path, socket)
+        self.reader = FrameReader(2**27)
+        self.inbox: list[list[bytes]] = []
+
+    def spawn(self, *extra: str, entry: str = "ptsmod:act",
+              wrapper: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.tmp_path), str(REPO)])}
+        argv = [*wrapper, sys.executable, "-m", "protocols.stdioworker", "--connect", "stdio",
+                "--entry", entry, "--key-file", str(self.key_file), "--id", "w0.1",
+                "--heartbeat", "0.2", *extra]
+        self.process = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return self.process
+
+    def frames(self, timeout: float) -> list[bytes]:
+        assert self.process is not None and self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while not self.inbox:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.process.stdout], [], [], left)[0]:
+                raise AssertionError("no message from the worker in time")
+            data = os.read(self.process.stdout.fileno(), 1 << 16)
+            if not data:
+                raise AssertionError("the worker closed its stdout")
+            self.inbox += self.reader.feed(data)
+        return self.inbox.pop(0)
+
+    def receive(self, *, skip_heartbeats: bool = True, timeout: float = WAIT) -> Message:
+        while True:
+            message = self.codec.decode(self.frames(timeout))
+            if not (skip_heartbeats and message.type == messages.WORKER_HEARTBEAT):
+                return message
+
+    def send(self, msg_type: str, body: Any, *, re: str | None = None,
+             codec: Codec | None = None) -> str:
+        assert self.process is not None and self.process.stdin is not None
+        msg_id = new_message_id()
+        frames = (codec or self.codec).encode(msg_type, body, re=re, msg_id=msg_id)
+        self.process.stdin.write(pack_bytes(frames))
+        self.process.stdin.flush()
+        return msg_id
+
+    def finish(self) -> tuple[int, str]:
+        assert self.process is not None
+        out, err = self.process.communicate(timeout=WAIT)
+        self.inbox += self.reader.feed(out)
+        return self.process.returncode, err.decode()
+
+    def said_nothing(self) -> bool:
+        return not self.inbox and not self.reader.pending()
+
+
+@pytest.fixture(params=["zmq", "stdio"])
+def peer(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Peer]:
     (tmp_path / "ptsmod.py").write_text(PTS_MODULE)
     context = zmq.Context()
     socket = context.socket(zmq.ROUTER)
     socket.setsockopt(zmq.LINGER, 0)
-    peer = Peer(tmp_path, socket)
+    peer = (StdioPeer if request.param == "stdio" else Peer)(tmp_path, socket)
     socket.bind(peer.endpoint)
     try:
         yield peer
@@ -224,6 +293,8 @@ def test_an_unserialisable_result_is_an_error_and_the_worker_keeps_serving(peer:
 
 
 def test_a_short_tasks_progress_and_log_lines_ride_with_its_reply(peer: Peer) -> None:
+    if peer.transport == "stdio":
+        pytest.skip("the stdio runtime writes each line as it comes (the spec allows both)")
     peer.started()
     task = peer.task({"do": "chatty"})
     reply = peer.receive()
@@ -317,7 +388,7 @@ def test_an_entry_that_cannot_be_imported_exits_3_before_hello(peer: Peer) -> No
     assert code == 3
     assert "cannot import 'no_such_module_xyz'" in stderr
     assert "No module named 'no_such_module_xyz'" in stderr
-    assert not peer.socket.poll(0)             # it never said hello
+    assert peer.said_nothing()                 # it never said hello
 
 
 def test_a_failing_init_exits_4_before_hello(peer: Peer) -> None:
@@ -369,3 +440,51 @@ def test_a_worker_whose_daemon_dies_exits_on_its_own(peer: Peer) -> None:
     finally:
         os.close(exited)
 
+
+
+def test_a_refused_hello_makes_the_worker_exit_6(peer: Peer) -> None:
+    hello = peer.started()
+    assert hello.body["protocols"] == [1, 2]
+    peer.send(messages.ERROR, {"code": "version", "message": "this daemon speaks 3-4",
+                               "details": {}}, re=hello.id)
+    code, stderr = peer.finish()
+    assert code == 6
+    assert "refused this worker (version): this daemon speaks 3-4" in stderr
+
+
+def test_after_the_welcome_tasks_are_served(peer: Peer) -> None:
+    hello = peer.started()
+    peer.send(messages.WORKER_WELCOME, {"protocol": 2}, re=hello.id)
+    task = peer.task({"do": "echo", "value": "welcomed"})
+    reply = peer.receive()
+    assert (reply.re, reply.body) == (task, {"result": "welcomed"})
+
+
+def test_a_print_of_the_pts_goes_to_stderr_not_into_the_stream(peer: Peer) -> None:
+    if peer.transport != "stdio":
+        pytest.skip("a ZeroMQ worker's stdout is a log stream like its stderr")
+    peer.started()
+    task = peer.task({"do": "print"})
+    reply = peer.receive()
+    assert (reply.re, reply.body) == (task, {"result": "printed"})
+    peer.send(messages.WORKER_STOP, {})
+    code, stderr = peer.finish()
+    assert code == 0 and "printed by the PTS" in stderr
+
+
+def test_a_stdio_worker_exits_0_when_its_stdin_ends(peer: Peer) -> None:
+    if peer.transport != "stdio":
+        pytest.skip("a stdio stream's end")
+    peer.started()
+    assert peer.finish()[0] == 0        # communicate() closes the worker's stdin first
+
+
+def test_a_stdio_worker_exits_1_on_garbage_from_the_daemon(peer: Peer) -> None:
+    if peer.transport != "stdio":
+        pytest.skip("a stdio stream's framing")
+    peer.started()
+    assert peer.process is not None and peer.process.stdin is not None
+    peer.process.stdin.write(b"not a record\n")
+    peer.process.stdin.flush()
+    code, stderr = peer.finish()
+    assert code == 1 and "broken stream from the daemon" in stderr
