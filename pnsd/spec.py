@@ -51,6 +51,7 @@ class PtsSpec:
     clean_entry: str | None = None
     # worker
     workers: int = 1
+    remote_workers: int = 0      # how many remote workers may join (over worker_endpoint)
     python: str | None = None
     command: tuple[str, ...] = ()
     # process: argv lists, no shell
@@ -76,7 +77,7 @@ class PtsSpec:
         """How many runs may execute at once."""
         if self.concurrency is not None:
             return self.concurrency
-        return self.workers if self.mode is Mode.WORKER else 1
+        return self.workers + self.remote_workers if self.mode is Mode.WORKER else 1
 
     def public(self) -> dict[str, Any]:
         """The spec as plain data, for describe replies (no secrets live in a spec)."""
@@ -112,7 +113,8 @@ class PtsSpec:
 HOOKS = ("init", "config", "clean")    # what a PTS may have besides run (one place)
 _INTERFACE = ("title", "keywords", "inputs", "outputs")
 _KEYS = (
-    "version", "title", "description", "keywords", "entry", "workers", "python", "command",
+    "version", "title", "description", "keywords", "entry", "workers", "remote_workers",
+    "python", "command",
     "dir", "init", "config", "run", "clean", "inputs", "outputs", "timeout", "queue",
     "concurrency", "inline", "env", "pythonpath", "limits", "selftest", "idempotent",
 )
@@ -162,10 +164,19 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
     return PtsSpec(
         name=name, mode=mode, entry=entries["entry"], init_entry=entries["init"],
         config_entry=entries["config"], clean_entry=entries["clean"],
-        workers=reader.integer("workers", 1, low=1, high=256) if mode is Mode.WORKER else 1,
+        **_worker_counts(reader, mode),
         python=reader.optional_text("python"),
         command=reader.argv("command", allow_empty=True), **common,
     )
+
+
+def _worker_counts(reader: _Reader, mode: Mode) -> dict[str, int]:
+    """``workers`` (local, 0-256) and ``remote_workers`` (0-256); at least one of them."""
+    if mode is not Mode.WORKER:
+        return {"workers": 1, "remote_workers": 0}
+    remote = reader.integer("remote_workers", 0, low=0, high=256)
+    workers = reader.integer("workers", 1, low=0 if remote else 1, high=256)
+    return {"workers": workers, "remote_workers": remote}
 
 
 class _Reader:

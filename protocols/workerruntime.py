@@ -30,6 +30,7 @@ from protocols import messages
 from protocols.codec import Codec, Message, new_message_id
 from protocols.context import RunContext, accepts_ctx, load_entry
 from protocols.errors import ErrorCode, PnsError, ProtocolError
+from protocols.membership import EXIT_REFUSED, Membership
 from protocols.pump import recv_frames, send_frames
 
 EXIT_OK = 0
@@ -130,7 +131,8 @@ class WorkerRuntime:
     """
 
     def __init__(self, socket: zmq.Socket[bytes], codec: Codec, calls: Dict[str, Call], *,
-                 signal_fd: int, heartbeat: float) -> None:
+                 signal_fd: int, heartbeat: float,
+                 membership: Optional[Membership] = None) -> None:
         self.socket = socket
         self.codec = codec
         self.calls = calls
@@ -144,17 +146,22 @@ class WorkerRuntime:
         self.signalled = False
         self.parent = os.getppid()
         self.next_beat = 0.0
-        self._idle_items = [(socket, _POLLIN), (signal_fd, _POLLIN)]
+        self.exit_code = EXIT_OK
+        self.membership = membership     # a remote worker's joining; None: started by the daemon
+        self._idle_items = [(socket, _POLLIN), (signal_fd, _POLLIN)]  # type: List[Any]
+        if membership is not None:
+            self._idle_items.append((membership.monitor, _POLLIN))
         self._busy_items = [*self._idle_items, (self.wake_fd, _POLLIN)]
 
     def serve(self, hello: Dict[str, Any]) -> int:
         self.owner.acquire()
         Keeper(self, tick=max(0.01, min(MAX_TICK, self.heartbeat / 4))).start()
-        self.send(messages.WORKER_HELLO, hello)
+        if self.membership is None:
+            self.send(messages.WORKER_HELLO, hello)
         self.next_beat = time.monotonic() + self.heartbeat
         while not (self.signalled or self.stopping):
             self.poll(self._idle_items)
-        return EXIT_OK
+        return self.exit_code
 
     def poll(self, items: List[Tuple[Any, int]]) -> None:
         """Wait for a message, a signal or a wake-up up to the next heartbeat; handle it."""
@@ -165,12 +172,39 @@ class WorkerRuntime:
             elif item == self.signal_fd:
                 _drain_pipe(self.signal_fd)      # only signals write there
                 self.signalled = True
-            else:
+            elif item == self.wake_fd:
                 _drain_pipe(self.wake_fd)
+            else:
+                self.membership_event()
+        membership = self.membership
+        if membership is not None and membership.due(self.current is not None):
+            self.join()
         if time.monotonic() >= self.next_beat:
             self.next_beat = time.monotonic() + self.heartbeat
-            self.send(messages.WORKER_HEARTBEAT, {"busy": self.current is not None})
-            self.check_parent()
+            if membership is None:
+                self.check_parent()
+            if membership is None or membership.joined:
+                self.send(messages.WORKER_HEARTBEAT, {"busy": self.current is not None})
+
+    def membership_event(self) -> None:
+        """A remote worker's connection changed; a refused handshake ends the worker."""
+        assert self.membership is not None
+        self.membership.on_event()
+        if self.membership.refusal:
+            self.refused(self.membership.refusal)
+
+    def join(self) -> None:
+        """Say hello to the node: join (or rejoin) the PTS's pool."""
+        assert self.membership is not None
+        msg_id = new_message_id()
+        self.send(messages.WORKER_HELLO, self.membership.hello, msg_id=msg_id)
+        self.membership.sent_hello(msg_id)
+        self.next_beat = time.monotonic() + self.heartbeat
+
+    def refused(self, why: str) -> None:
+        note(why)
+        self.exit_code = EXIT_REFUSED
+        self.signalled = True
 
     def stand_in(self, task: Task) -> None:
         """Serve the socket while the main thread runs ``task``; the keeper holds ``owner``."""
@@ -218,7 +252,13 @@ class WorkerRuntime:
             if self.current is not None and message.re == self.current.id:
                 self.current.ctx.cancel()
         elif message.type == messages.WORKER_STOP:
-            self.stopping = True
+            if self.membership is not None:    # a remote worker leaves the pool and rejoins
+                self.membership.left()
+            else:
+                self.stopping = True
+        elif self.membership is not None and message.type == messages.ERROR and (
+                self.membership.answers_hello(message.re, message.body)):
+            self.refused(self.membership.refusal)
         else:
             note("ignored a message of type %r" % message.type)
 
@@ -313,9 +353,10 @@ class WorkerRuntime:
     def send_error(self, re: Optional[str], code: str, text: str) -> None:
         self.send(messages.ERROR, {"code": code, "message": text, "details": {}}, re)
 
-    def send(self, msg_type: str, body: Any, re: Optional[str] = None) -> None:
+    def send(self, msg_type: str, body: Any, re: Optional[str] = None, *,
+             msg_id: Optional[str] = None) -> None:
         try:
-            frames = self.codec.encode(msg_type, body, re=re, msg_id=new_message_id())
+            frames = self.codec.encode(msg_type, body, re=re, msg_id=msg_id or new_message_id())
         except ProtocolError as exc:
             note("cannot encode %s: %s" % (msg_type, exc.message))
             return

@@ -95,6 +95,8 @@ class WorkerSlot:
     kill_counts: bool = True     # whether that kill spends restart budget
     ended: Child | None = None   # the last process that ended
     output: OutputForwarder | None = None   # the current (or last) process's output
+    # a remote worker's way out (its gate's socket); None: the generation's own ROUTER
+    route: Callable[[list[bytes]], None] | None = None
 
     async def spawn(self, launch: Launch, *, limits: Limits, label: Mapping[str, object],
                     tuning: WorkerTuning, ledger: GroupLedger | None = None) -> Child:
@@ -213,6 +215,9 @@ class Outbox:
         self.pump: Pump | None = None
 
     def send(self, worker: WorkerSlot, frames: list[bytes]) -> None:
+        if worker.route is not None:
+            worker.route(frames)
+            return
         if self.pump is None:
             return
         try:
