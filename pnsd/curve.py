@@ -173,7 +173,7 @@ class CurveGuard:
         event = parse_monitor_message(frames)
         self.refusals.count("curve_handshake", "CURVE handshake failed (wrong server key, or "
                             "a peer not speaking CURVE)", domain=domain,
-                            event=zmq.Event(event["event"]).name)
+                            handshake=zmq.Event(event["event"]).name)
 
     def stop(self) -> None:
         for socket, pump in self._monitors:

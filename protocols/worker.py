@@ -12,7 +12,7 @@ A **remote worker** is started by hand (or by systemd) on any machine, not by th
         --key-file secret.key --server-key server.key --key NAME.key_secret
 
 joins the pool of PTS NAME over CURVE (:mod:`protocols.membership`) and rejoins after a stop
-or a reconnect. ``--config FILE`` reads the same options from the ``[worker]`` section of an
+or a reconnect. ``--config-file FILE`` reads the same options from the ``[worker]`` section of an
 INI file (``key = value`` lines, option names without dashes); the command line wins.
 
 This module is the process entry: options, the key, loading the callables, init, signals and
@@ -58,7 +58,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m protocols.worker",
                                      description="Serve a PTS callable to a PNS daemon.")
-    parser.add_argument("--config", help="an INI file whose [worker] section gives options")
+    parser.add_argument("--config-file", help="an INI file whose [worker] section gives options")
     parser.add_argument("--connect", required=True, help="the daemon's worker endpoint")
     parser.add_argument("--entry", required=True, help="the run callable, module:function")
     for hook in ("init", "config", "clean"):
@@ -83,9 +83,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def _config_path(argv: List[str]) -> str:
     for index, item in enumerate(argv):
-        if item == "--config" and index + 1 < len(argv):
+        if item == "--config-file" and index + 1 < len(argv):
             return argv[index + 1]
-        if item.startswith("--config="):
+        if item.startswith("--config-file="):
             return item.split("=", 1)[1]
     return ""
 
@@ -103,7 +103,8 @@ def _config_args(path: str, parser: argparse.ArgumentParser) -> List[str]:
         parser.error("%s has no [worker] section" % path)
     args = []  # type: List[str]
     for name, value in reader.items("worker"):
-        args += ["--" + name.replace("_", "-"), value]
+        if name.replace("_", "-") != "config-file":
+            args += ["--" + name.replace("_", "-"), value]
     return args
 
 

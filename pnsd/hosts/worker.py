@@ -250,6 +250,8 @@ class WorkerHost:
     async def _start_workers(self) -> None:
         await asyncio.gather(*(self._spawn(worker) for worker in self._workers))
         hellos = {w.hello for w in self._workers if w.hello is not None}
+        if not hellos:      # no local workers: remote ones join when they will
+            return
         limit = self.tuning.start_timeout
         done, pending = await asyncio.wait(hellos, timeout=limit,
                                            return_when=asyncio.FIRST_EXCEPTION)
