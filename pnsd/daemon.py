@@ -39,6 +39,7 @@ from pnsd.hosts.base import Host
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.leftovers import GroupLedger, Leftovers
 from pnsd.hosts.remote import JoinRefused, Pool, WorkerGate
+from pnsd.hosts.workerslot import WorkerTuning
 from pnsd.hosts.process import ProcessHost
 from pnsd.jobs.scheduler import Scheduler
 from pnsd.jobs.store import JobStore
@@ -62,8 +63,10 @@ RETENTION_EVERY = 3600.0  # seconds between retention sweeps (age and size bound
 
 class Daemon:
     def __init__(self, settings: Settings, *,
-                 reload_settings: Callable[[], Settings] | None = None) -> None:
+                 reload_settings: Callable[[], Settings] | None = None,
+                 worker_tuning: WorkerTuning | None = None) -> None:
         self.settings = settings
+        self.worker_tuning = worker_tuning or WorkerTuning()   # heartbeats, budgets of workers
         # how a reload reads the settings again: by default the same file and home
         self.reload_settings = reload_settings or (
             lambda: load_settings(config=settings.source, home=settings.home))
@@ -109,7 +112,8 @@ class Daemon:
         from pnsd.hosts.worker import WorkerHost  # noqa: PLC0415 - built only when used
 
         return WorkerHost(spec, context=self.context, run_dir=self.settings.run_dir, key=self.key,
-                          key_file=self.settings.key_file, ledger=self.ledger)
+                          key_file=self.settings.key_file, ledger=self.ledger,
+                          tuning=self.worker_tuning)
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT (or :attr:`stopping`), then stop gracefully."""
@@ -234,7 +238,9 @@ class Daemon:
         server.bind()
         self.ready.set()
         self.notifier.send(f"READY=1\nMAINPID={os.getpid()}")
-        log.info("daemon_ready", pid=os.getpid(), endpoints=server.bound,
+        tcp = [*(self.tcp_server.bound if self.tcp_server else []),
+               *([self.gate.endpoint] if self.gate else [])]
+        log.info("daemon_ready", pid=os.getpid(), endpoints=[*server.bound, *tcp],
                  pts=self.registry.names(), failed=sorted(self.handlers.failures))
 
     async def _until_stopped(self, server: Server) -> None:
