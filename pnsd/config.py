@@ -294,7 +294,7 @@ def _insecure(table: _Table) -> bool:
 def is_loopback(endpoint: str) -> bool:
     """Whether a tcp:// endpoint's host is a loopback address."""
     host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
-    return host == "localhost" or host == "::1" or host.startswith("127.")
+    return host in {"localhost", "::1"} or host.startswith("127.")
 
 
 def _resolve_home(home: Path | None, env: Mapping[str, str], table: _Table,

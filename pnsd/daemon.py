@@ -38,9 +38,9 @@ from pnsd.handlers import Handlers
 from pnsd.hosts.base import Host
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.leftovers import GroupLedger, Leftovers
+from pnsd.hosts.process import ProcessHost
 from pnsd.hosts.remote import JoinRefused, Pool, WorkerGate
 from pnsd.hosts.workerslot import WorkerTuning
-from pnsd.hosts.process import ProcessHost
 from pnsd.jobs.scheduler import Scheduler
 from pnsd.jobs.store import JobStore
 from pnsd.keyfile import load_or_create_key

@@ -161,22 +161,22 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         )
     entries = {key: reader.entry(key, required=key == "entry")
                for key in ("entry", "init", "config", "clean")}
+    workers, remote_workers = _worker_counts(reader, mode)
     return PtsSpec(
         name=name, mode=mode, entry=entries["entry"], init_entry=entries["init"],
         config_entry=entries["config"], clean_entry=entries["clean"],
-        **_worker_counts(reader, mode),
+        workers=workers, remote_workers=remote_workers,
         python=reader.optional_text("python"),
         command=reader.argv("command", allow_empty=True), **common,
     )
 
 
-def _worker_counts(reader: _Reader, mode: Mode) -> dict[str, int]:
+def _worker_counts(reader: _Reader, mode: Mode) -> tuple[int, int]:
     """``workers`` (local, 0-256) and ``remote_workers`` (0-256); at least one of them."""
     if mode is not Mode.WORKER:
-        return {"workers": 1, "remote_workers": 0}
+        return 1, 0
     remote = reader.integer("remote_workers", 0, low=0, high=256)
-    workers = reader.integer("workers", 1, low=0 if remote else 1, high=256)
-    return {"workers": workers, "remote_workers": remote}
+    return reader.integer("workers", 1, low=0 if remote else 1, high=256), remote
 
 
 class _Reader:
