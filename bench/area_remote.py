@@ -9,9 +9,9 @@ client load runs against both, trials interleaved.
 
 from __future__ import annotations
 
+from bench.area_direct import LABELS, pair_row
 from bench.measure import Bench
 from bench.report import Row, Target
-from bench.area_direct import pair_row, LABELS
 
 NEEDS = ("pnsd_remote",)
 LABELS.update({

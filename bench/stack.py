@@ -321,7 +321,7 @@ def _ready_pnsd_remote(stack: Stack, service: Service) -> None:
     assert service.home is not None
     home = service.home
     _ready_ipc(stack, service)
-    wait_until(lambda: (home / "secret.key").exists(), timeout=START_TIMEOUT,
+    wait_until((home / "secret.key").exists, timeout=START_TIMEOUT,
                what=service.name, child=service.child)
     service.key = (home / "secret.key").read_bytes().strip().hex()
     worker = stack.child(f"{service.name}.worker", [
