@@ -66,3 +66,15 @@ def test_the_key_ring_sees_a_key_added_after_it_was_read(tmp_path: Path) -> None
     ring.refresh()
     assert ring.allows("clients", key)
     assert not ring.allows("workers", key)
+
+
+def test_pnsd_status_shows_where_the_remote_workers_run() -> None:
+    from rich.console import Console  # noqa: PLC0415 - only this test draws a table
+
+    from pnsd.terminal import status_table  # noqa: PLC0415
+
+    out = Console(record=True, width=200)
+    status_table({"version": "1", "protocol": 1, "uptime": 5, "pts": {"far": {
+        "mode": "worker", "state": "ready", "workers": 2, "alive": 2, "busy": 1,
+        "each": [{"where": "local"}, {"where": "gpu1"}]}}}, out)
+    assert "2/2 alive, 1 busy; remote on gpu1" in out.export_text()
