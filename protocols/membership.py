@@ -12,11 +12,14 @@ Imports only pyzmq and the stdlib (Python 3.8+).
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import zmq
 import zmq.auth
 from zmq.utils.monitor import parse_monitor_message
+
+from protocols import messages
+from protocols.codec import new_message_id
 
 EXIT_REFUSED = 6
 REJOIN_DELAY = 1.0     # seconds between a worker.stop and the hello that rejoins the pool
@@ -51,12 +54,12 @@ class Membership:
         self.hello_id = None  # type: Optional[str]
         self.refusal = ""     # set when the node refused this worker: it exits
 
-    def on_event(self) -> None:
-        """One monitor event (the caller saw the monitor readable)."""
+    def on_event(self) -> bool:
+        """One monitor event (the caller saw the monitor readable); True if it was a refusal."""
         try:
             event = parse_monitor_message(self.monitor.recv_multipart(zmq.NOBLOCK))
         except zmq.Again:
-            return
+            return False
         kind = event["event"]
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.connected, self.joined, self.rejoin_at = True, False, 0.0
@@ -68,13 +71,17 @@ class Membership:
         else:
             self.refusal = ("the CURVE handshake with the node failed (is --server-key the "
                             "node's curve/server.key?)")
+        return bool(self.refusal)
 
     def due(self, busy: bool) -> bool:
         """Whether a hello should go out now: connected, not joined, idle, delay over."""
         return (self.connected and not self.joined and not busy
                 and time.monotonic() >= self.rejoin_at)
 
-    def sent_hello(self, msg_id: str) -> None:
+    def join(self, send: Callable[..., None]) -> None:
+        """Say hello (``send(type, body, msg_id=…)``): join, or rejoin, the PTS's pool."""
+        msg_id = new_message_id()
+        send(messages.WORKER_HELLO, self.hello, msg_id=msg_id)
         self.joined, self.hello_id = True, msg_id
 
     def left(self) -> None:

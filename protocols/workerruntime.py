@@ -7,7 +7,8 @@ Threads: the main thread owns the socket and runs each task itself, so a short r
 thread hand-off. While it runs one, a :class:`Keeper` thread watches; once a task has run for a
 tick (at most 0.1 s), the keeper takes the socket over (heartbeats, progress, cancel, stop, busy
 answers) and hands it back when the task ends, so a long run never silences the heartbeat.
-The process entry (options, key, signals, init) is :mod:`protocols.worker`. Imports only
+A remote worker's joining and rejoining is :mod:`protocols.membership`'s, driven from the poll
+loop. The process entry (options, key, signals, init) is :mod:`protocols.worker`. Imports only
 ``protocols``, pyzmq, msgpack and the stdlib (Python 3.8+).
 """
 
@@ -174,11 +175,12 @@ class WorkerRuntime:
                 self.signalled = True
             elif item == self.wake_fd:
                 _drain_pipe(self.wake_fd)
-            else:
-                self.membership_event()
+            elif self.membership is not None and self.membership.on_event():
+                self.refused()
         membership = self.membership
         if membership is not None and membership.due(self.current is not None):
-            self.join()
+            membership.join(self.send)       # (again, after a stop or a reconnect)
+            self.next_beat = time.monotonic() + self.heartbeat
         if time.monotonic() >= self.next_beat:
             self.next_beat = time.monotonic() + self.heartbeat
             if membership is None:
@@ -186,23 +188,10 @@ class WorkerRuntime:
             if membership is None or membership.joined:
                 self.send(messages.WORKER_HEARTBEAT, {"busy": self.current is not None})
 
-    def membership_event(self) -> None:
-        """A remote worker's connection changed; a refused handshake ends the worker."""
+    def refused(self) -> None:
+        """The node refused this remote worker: say why and end with EXIT_REFUSED."""
         assert self.membership is not None
-        self.membership.on_event()
-        if self.membership.refusal:
-            self.refused(self.membership.refusal)
-
-    def join(self) -> None:
-        """Say hello to the node: join (or rejoin) the PTS's pool."""
-        assert self.membership is not None
-        msg_id = new_message_id()
-        self.send(messages.WORKER_HELLO, self.membership.hello, msg_id=msg_id)
-        self.membership.sent_hello(msg_id)
-        self.next_beat = time.monotonic() + self.heartbeat
-
-    def refused(self, why: str) -> None:
-        note(why)
+        note(self.membership.refusal)
         self.exit_code = EXIT_REFUSED
         self.signalled = True
 
@@ -225,7 +214,7 @@ class WorkerRuntime:
         with contextlib.suppress(Exception):    # the streams may be closed: leave anyway
             sys.stdout.flush()
             sys.stderr.flush()
-        os._exit(EXIT_OK)
+        os._exit(self.exit_code)
 
     def check_parent(self) -> None:
         if os.getppid() != self.parent:   # the daemon died: never live on as an orphan
@@ -258,7 +247,7 @@ class WorkerRuntime:
                 self.stopping = True
         elif self.membership is not None and message.type == messages.ERROR and (
                 self.membership.answers_hello(message.re, message.body)):
-            self.refused(self.membership.refusal)
+            self.refused()
         else:
             note("ignored a message of type %r" % message.type)
 
