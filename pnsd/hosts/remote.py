@@ -129,7 +129,9 @@ class WorkerGate:
                              gone=lambda: self._forget(identity))
         except JoinRefused as exc:
             self.refusals.count("worker_join", exc.message, pts=name, host=body.get("host"))
-            self._answer(identity, message, exc.code, exc.message)
+            if self.refusals.may_answer():      # the daemon's one answer budget
+                self.refusals.answered()
+                self._answer(identity, message, exc.code, exc.message)
             return
         slot.last_seen = time.monotonic()
         self._joined[identity] = (pool, slot)

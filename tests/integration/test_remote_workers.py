@@ -25,6 +25,7 @@ from protocols.client import AsyncClient
 from protocols.errors import ErrorCode, RemoteError
 from protocols.membership import EXIT_REFUSED, load_keys
 from tests.integration.conftest import settings_for
+from tests.integration.test_worker_foreign_python import PTS_MODULE, old_python  # noqa: F401
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -99,9 +100,10 @@ class Node:
         return new_key_pair(self.curve, name, role=role, out=self.keys)[1]
 
     async def worker(self, pts: str, secret: Path, *, server_key: Path | None = None,
-                     config_file: bool = False) -> asyncio.subprocess.Process:
-        options = {"connect": self.worker_endpoint, "pts": pts,
-                   "entry": "tests.integration.test_remote_workers:nap",
+                     config_file: bool = False, python: str = sys.executable,
+                     entry: str = "tests.integration.test_remote_workers:nap",
+                     path: str = str(ROOT)) -> asyncio.subprocess.Process:
+        options = {"connect": self.worker_endpoint, "pts": pts, "entry": entry,
                    "key-file": str(self.daemon.settings.key_file),
                    "server-key": str(server_key or self.curve / "server.key"),
                    "key": str(secret), "heartbeat": str(BEAT)}
@@ -112,8 +114,8 @@ class Node:
         else:
             argv = [item for key, value in options.items() for item in (f"--{key}", value)]
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "protocols.worker", *argv, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=asyncio.subprocess.PIPE)
+            python, "-m", "protocols.worker", *argv, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": path}, stderr=asyncio.subprocess.PIPE)
         self.procs.append(proc)
         return proc
 
@@ -281,3 +283,38 @@ async def test_an_idempotent_pts_hands_a_lost_remote_workers_run_to_another(
         result = await outcome(client, job["id"])
     assert result["input"] == {"sleep": 1}
     assert result["pid"] != stuck and result["pid"] in (first.pid, second.pid)
+
+
+async def test_after_a_hot_swap_a_remote_worker_joins_the_new_version(node: Node) -> None:
+    spec = {"mode": "worker", "entry": "tests.integration.test_remote_workers:nap",
+            "workers": 0, "remote_workers": 1, "version": "v1"}
+    async with node.client() as client:
+        await client.call("pts.deploy", {"name": "swapped", "spec": spec})
+        proc = await node.worker("swapped", node.pair("w9"))
+        await node.joined("swapped", 1)
+        await client.call("pts.replace", {"name": "swapped", "spec": {**spec, "version": "v2"}})
+
+        async def rejoined() -> bool:
+            """the worker joined the new generation"""
+            state = await node.status("swapped")
+            return bool(state["version"] == "v2" and state["remote"] == 1)
+        await until(rejoined, timeout=WAIT, every=0.05)
+        reply = await client.call("run", {"pts": "swapped", "input": {"v": 2}})
+    assert reply["result"] == {"input": {"v": 2}, "pid": proc.pid}
+    assert proc.returncode is None
+
+
+@pytest.mark.timeout(300)
+async def test_a_remote_worker_runs_under_an_older_python_with_only_pyzmq_and_msgpack(
+        node: Node, old_python: tuple[tuple[int, int], Path], tmp_path: Path) -> None:
+    version, python = old_python
+    lib = tmp_path / "lib"       # only `protocols` and the PTS: nothing of the daemon's
+    lib.mkdir()
+    (lib / "protocols").symlink_to(ROOT / "protocols", target_is_directory=True)
+    (lib / "oldpts.py").write_text(PTS_MODULE)
+    await node.worker("far", node.pair("old"), python=str(python), entry="oldpts:version",
+                      path=str(lib))
+    await node.joined("far", 1)
+    async with node.client() as client:
+        reply = await client.call("run", {"pts": "far", "input": None})
+    assert reply["result"] == list(version) != list(sys.version_info[:2])
