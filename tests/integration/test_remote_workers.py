@@ -306,7 +306,8 @@ async def test_after_a_hot_swap_a_remote_worker_joins_the_new_version(node: Node
 
 @pytest.mark.timeout(300)
 async def test_a_remote_worker_runs_under_an_older_python_with_only_pyzmq_and_msgpack(
-        node: Node, old_python: tuple[tuple[int, int], Path], tmp_path: Path) -> None:
+        node: Node, tmp_path: Path,
+        old_python: tuple[tuple[int, int], Path]) -> None:  # noqa: F811 - the fixture above
     version, python = old_python
     lib = tmp_path / "lib"       # only `protocols` and the PTS: nothing of the daemon's
     lib.mkdir()
