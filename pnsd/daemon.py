@@ -193,15 +193,20 @@ class Daemon:
             self.guard = CurveGuard(self.context, settings.curve_dir or settings.home / "curve",
                                     refusals)
             await self.guard.start()
-        if settings.tcp_endpoint:
-            self.tcp_server = Server(self.context, codec, handlers=table, streams=streams,
-                                     endpoints=[settings.tcp_endpoint], refusals=refusals)
-            if self.guard is not None:
-                self.guard.secure(self.tcp_server.socket, "clients")
-            self.tcp_server.bind()
-        if settings.worker_endpoint:
-            self.gate = WorkerGate(self.context, codec, endpoint=settings.worker_endpoint,
-                                   find=self._pool, refusals=refusals, guard=self.guard)
+        endpoint = settings.tcp_endpoint or settings.worker_endpoint
+        try:
+            if settings.tcp_endpoint:
+                self.tcp_server = Server(self.context, codec, handlers=table, streams=streams,
+                                         endpoints=[settings.tcp_endpoint], refusals=refusals)
+                if self.guard is not None:
+                    self.guard.secure(self.tcp_server.socket, "clients")
+                self.tcp_server.bind()
+            if settings.worker_endpoint:
+                endpoint = settings.worker_endpoint
+                self.gate = WorkerGate(self.context, codec, endpoint=endpoint,
+                                       find=self._pool, refusals=refusals, guard=self.guard)
+        except zmq.ZMQError as exc:     # a port in use, an address not of this machine
+            raise ConfigError(f"cannot listen on {endpoint}: {exc.strerror}") from exc
 
     def _pool(self, name: str) -> Pool:
         """The worker host a remote worker asks to join (for the gate)."""

@@ -20,6 +20,7 @@ import pytest
 
 from pnsd.curve import new_key_pair
 from pnsd.daemon import Daemon
+from pnsd.errors import ConfigError
 from pnsd.hosts.workerslot import WorkerTuning
 from protocols.client import AsyncClient
 from protocols.errors import ErrorCode, RemoteError
@@ -319,3 +320,24 @@ async def test_a_remote_worker_runs_under_an_older_python_with_only_pyzmq_and_ms
     async with node.client() as client:
         reply = await client.call("run", {"pts": "far", "input": None})
     assert reply["result"] == list(version) != list(sys.version_info[:2])
+
+
+async def test_plain_tcp_serves_only_when_configured_insecure_and_a_busy_port_is_a_clear_error(
+        tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "home", 'demo = true\ntcp_endpoint = "tcp://127.0.0.1:0"\n'
+                                               "tcp_insecure = true\n")
+    daemon = Daemon(settings)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), timeout=30)
+        assert daemon.guard is None and daemon.tcp_server is not None
+        endpoint = daemon.tcp_server.bound[0]
+        key = settings.key_file.read_bytes().strip()
+        async with AsyncClient(endpoint, key=key, timeout=WAIT) as client:
+            assert (await client.call("run", {"pts": "echo", "input": 7}))["result"] == 7
+        taken = settings_for(tmp_path / "other", f'demo = false\ntcp_endpoint = "{endpoint}"\n')
+        with pytest.raises(ConfigError, match=f"cannot listen on {endpoint}: Address already"):
+            await asyncio.wait_for(Daemon(taken).run(), timeout=30)
+    finally:
+        daemon.stopping.set()
+        await asyncio.wait_for(task, timeout=60)
