@@ -4,9 +4,10 @@ Owns the runs (waiting in the host's line, then tasks on a worker, by task id an
 dispatching one task at a time per worker (least-used idle worker first), the FIFO line of runs
 waiting for a worker (a freed worker takes the first in line in the very callback that frees
 it), one deadline alarm per host, and answering each run from its worker's reply, with progress
-and log lines relayed into the run's context. A run is answered at once, in the callback that
-settles it, by completing the future its caller awaits (:meth:`Dispatcher.call`); the
-callback calls nothing above this module. It must not spawn, signal or stop processes, own
+and log lines relayed into the run's context; for an idempotent PTS, the run of a worker that
+died or (remote) went silent goes back first in line, once. A run is answered at once, in the
+callback that settles it, by completing the future its caller awaits (:meth:`Dispatcher.call`);
+the callback calls nothing above this module. It must not spawn, signal or stop processes, own
 sockets or background tasks, or change the host's state: :class:`pnsd.hosts.worker.WorkerHost`
 does all that and hands this module its state to read, its outbox and its cancel ladder.
 """
