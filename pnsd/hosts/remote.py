@@ -39,7 +39,7 @@ class RemoteSlot(WorkerSlot):
     """A worker that joined over the worker endpoint: no process of ours, a connection."""
 
     where: str = ""                  # its host name and address, for status
-    pid: int | None = None           # its pid on its own machine (from its hello)
+    pid: int = 0                     # its pid on its own machine (from its hello)
     on_lost: Callable[[RemoteSlot, str], None] | None = None
 
     def kill(self, reason: str, *, counts: bool) -> bool:

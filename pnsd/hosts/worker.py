@@ -365,13 +365,9 @@ class WorkerHost:
         gone()
         if slot.route is not None:      # tell it, in case it is alive: it rejoins
             slot.route(self._codec.encode(messages.WORKER_STOP, {}))
-        self._runs.worker_lost(slot, reason, pid=pid_of(slot))
+        self._runs.worker_lost(slot, reason, pid=slot.pid)
 
     def _keep(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.spec.name}-{name}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def pid_of(slot: RemoteSlot) -> int:
-    return slot.pid or 0
