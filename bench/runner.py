@@ -27,6 +27,7 @@ from bench import (
     area_jobs,
     area_memory,
     area_payload,
+    area_remote,
     area_swap,
     area_web,
     report,
@@ -37,7 +38,7 @@ from bench.stack import Stack
 
 AREAS: dict[str, ModuleType] = {
     "direct": area_direct, "jobs": area_jobs, "web": area_web, "payload": area_payload,
-    "swap": area_swap, "memory": area_memory,
+    "swap": area_swap, "memory": area_memory, "remote": area_remote,
 }
 ALWAYS = ("memory",)    # a few seconds, and its idle figures were read at start anyway
 NOTES = [

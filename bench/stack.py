@@ -296,6 +296,62 @@ def _ready_pnsd(stack: Stack, service: Service) -> None:
         service.child.extra_pids.update(_pids_of(pts))
 
 
+REMOTE_PTS = """
+[pts.lecho]
+mode = "worker"
+entry = "pnsd.demo:echo"
+[pts.recho]
+mode = "worker"
+entry = "pnsd.demo:echo"
+workers = 0
+remote_workers = 1
+"""
+
+
+def _start_pnsd_remote(stack: Stack, name: str) -> Service:
+    """A daemon with a worker endpoint (CURVE) and a key pair made for one remote worker."""
+    home = stack.tmp / name
+    home.mkdir()
+    config = home / "pnsd.toml"
+    port = free_port()
+    config.write_text(f'[pnsd]\nhome = "{home}"\nlog_level = "warning"\ndemo = false\n'
+                      f'worker_endpoint = "tcp://127.0.0.1:{port}"\n{REMOTE_PTS}')
+    env = child_env(HOME=str(home), PNS_HOME=str(home))
+    subprocess.run([PYTHON, "-m", "pnsd", "keys", "new", "bench", "--home", str(home),
+                    "--config", str(config), "--out", str(home / "keys")], env=env,
+                   check=True, capture_output=True, timeout=60)
+    child = stack.child(name, [PYTHON, "-m", "pnsd", "start", "--home", str(home),
+                               "--config", str(config)], env=env)
+    return Service(name, child, endpoint=f"ipc://{home}/run/pnsd.sock", home=home, config=config,
+                   info={"worker_endpoint": f"tcp://127.0.0.1:{port}"})
+
+
+def _ready_pnsd_remote(stack: Stack, service: Service) -> None:
+    """Ready once the remote worker (started here, stopped with the stack) has joined."""
+    assert service.home is not None
+    home = service.home
+    _ready_ipc(stack, service)
+    wait_until((home / "secret.key").exists, timeout=START_TIMEOUT,
+               what=service.name, child=service.child)
+    service.key = (home / "secret.key").read_bytes().strip().hex()
+    worker = stack.child(f"{service.name}.worker", [
+        PYTHON, "-m", "protocols.worker", "--connect", service.info["worker_endpoint"],
+        "--pts", "recho", "--entry", "pnsd.demo:echo", "--key-file", str(home / "secret.key"),
+        "--server-key", str(home / "curve" / "server.key"),
+        "--key", str(home / "keys" / "bench.key_secret")], env=child_env())
+    stack.services[worker.name] = Service(worker.name, worker)
+
+    def joined() -> bool:
+        try:
+            return bool(stack.pnsd_status(service.name)["pts"]["recho"]["remote"] == 1)
+        except Exception:  # not up yet: any failure means "poll again"
+            return False
+
+    wait_until(joined, timeout=START_TIMEOUT, what="the remote worker", child=worker)
+    for pts in stack.pnsd_status(service.name)["pts"].values():
+        service.child.extra_pids.update(_pids_of(pts))
+
+
 def _pids_of(pts: dict[str, Any]) -> list[int]:
     pids = pts.get("pids") or (pts.get("details") or {}).get("pids") or []
     return [int(p) for p in pids]
@@ -399,13 +455,13 @@ STARTERS = {
     "base_echo": _start_base_echo, "base_relay": _start_base_relay,
     "base_relay_one": _start_base_relay,
     "base_web": _start_base_web, "base_web_uv": _start_base_web, "base_spawn": _start_base_spawn,
-    "base_jobs": _start_base_jobs,
+    "base_jobs": _start_base_jobs, "pnsd_remote": _start_pnsd_remote,
 }
 READY = {
     "pnsd_on": _ready_pnsd, "pnsd_off": _ready_pnsd, "pnsweb": _ready_pnsweb,
     "base_echo": _ready_ipc, "base_relay": _ready_relay, "base_relay_one": _ready_relay,
     "base_web": _ready_http("/hello"), "base_web_uv": _ready_http("/hello"),
-    "base_spawn": _ready_port, "base_jobs": _ready_ipc,
+    "base_spawn": _ready_port, "base_jobs": _ready_ipc, "pnsd_remote": _ready_pnsd_remote,
 }
 DEPENDS = {"pnsweb": ("pnsd_on",), "base_web": ("base_echo",),
            "base_web_uv": ("base_echo",)}

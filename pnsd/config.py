@@ -14,7 +14,8 @@ of ``[pts.NAME]`` tables (see :mod:`pnsd.spec`); ``pts.d/*.toml`` files hold onl
     [pnsd]
     home = "/srv/pns"                   # --home and $PNS_HOME win over this
     endpoint = "ipc://run/pnsd.sock"    # the default; a relative ipc path is under the home
-    tcp_endpoint = "tcp://127.0.0.1:7755"   # opt-in; absent or "" means no TCP
+    tcp_endpoint = "tcp://127.0.0.1:7755"   # opt-in; absent or "" means no TCP (CURVE)
+    worker_endpoint = "tcp://0.0.0.0:7756"  # opt-in: remote workers join here (CURVE)
     retention_age = 0                   # 0 switches a retention bound off (also retention_bytes)
 
 Relative paths in the file (and a relative ipc:// path) are relative to the home; a relative
@@ -46,11 +47,12 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_CONFIG_PATHS = ("~/.config/pns/pnsd.toml", "/etc/pns/pnsd.toml")
 # [pnsd] keys naming a path, with their default relative to the home
 PATH_DEFAULTS = {"key_file": "secret.key", "pidfile": "run/pnsd.pid", "db_path": "jobs.db",
-                 "files_dir": "jobs", "work_dir": "work"}
+                 "files_dir": "jobs", "work_dir": "work", "curve_dir": "curve"}
 PNSD_KEYS = frozenset({
     "home", "endpoint", "tcp_endpoint", "max_message_bytes", "max_clock_skew", "inline_limit",
     "retention_age", "retention_bytes", "log_level", "demo", "record_sync_runs",
-    "swap_timeout", "drain_timeout", "watch", "max_db_bytes", *PATH_DEFAULTS,
+    "swap_timeout", "drain_timeout", "watch", "max_db_bytes", "worker_endpoint", "tcp_insecure",
+    *PATH_DEFAULTS,
 })
 
 _log = structlog.get_logger(__name__)
@@ -85,6 +87,9 @@ class Settings:
     drain_timeout: float = 30.0     # seconds a replaced generation's runs get to finish
     watch: bool = False             # development: reload when the config or pts.d changes
     max_db_bytes: int | None = None # a hard cap on jobs.db (writes past it fail as disk full)
+    curve_dir: Path | None = None   # default HOME/curve: the node's CURVE keys, authorised keys
+    worker_endpoint: str | None = None  # opt-in, e.g. "tcp://0.0.0.0:7756": remote workers
+    tcp_insecure: bool = False      # tests and benches only: TCP without CURVE, loopback only
 
     @property
     def pts_dir(self) -> Path:
@@ -242,7 +247,9 @@ def _pnsd_values(table: _Table, home: Path, env: Mapping[str, str]) -> dict[str,
     retention_bytes = table.integer("retention_bytes", GIB, low=0)
     values.update(
         endpoint=_ipc_endpoint(table, home, env),
-        tcp_endpoint=_tcp_endpoint(table),
+        tcp_endpoint=_tcp_endpoint(table, "tcp_endpoint"),
+        worker_endpoint=_tcp_endpoint(table, "worker_endpoint"),
+        tcp_insecure=_insecure(table),
         max_message_bytes=table.integer("max_message_bytes", 64 * MIB, low=KIB),
         max_clock_skew=table.number("max_clock_skew", 60.0, low=0.001),
         inline_limit=table.integer("inline_limit", 64 * KIB, low=0),
@@ -266,11 +273,28 @@ def _ipc_endpoint(table: _Table, home: Path, env: Mapping[str, str]) -> str:
     return f"ipc://{home / _expand(value.removeprefix('ipc://'), env)}"
 
 
-def _tcp_endpoint(table: _Table) -> str | None:
-    value = table.text("tcp_endpoint", "", allow_empty=True)
+def _tcp_endpoint(table: _Table, key: str) -> str | None:
+    value = table.text(key, "", allow_empty=True)
     if value and not value.startswith("tcp://"):
-        raise table.fail("tcp_endpoint", "must be a tcp://host:port address")
+        raise table.fail(key, "must be a tcp://host:port address")
     return value or None
+
+
+def _insecure(table: _Table) -> bool:
+    """``tcp_insecure`` (TCP without CURVE) is refused unless every TCP endpoint is loopback."""
+    if not table.boolean("tcp_insecure", False):
+        return False
+    for key in ("tcp_endpoint", "worker_endpoint"):
+        value = table.text(key, "", allow_empty=True)
+        if value and not is_loopback(value):
+            raise table.fail("tcp_insecure", f"is allowed only on loopback ({key} is {value})")
+    return True
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Whether a tcp:// endpoint's host is a loopback address."""
+    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+    return host in {"localhost", "::1"} or host.startswith("127.")
 
 
 def _resolve_home(home: Path | None, env: Mapping[str, str], table: _Table,

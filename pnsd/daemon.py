@@ -30,6 +30,7 @@ from pnsd.config import (
     ipc_socket_path,
     load_settings,
 )
+from pnsd.curve import CurveGuard
 from pnsd.demo.install import install_scripts
 from pnsd.deploy import Deployer, SwapTiming
 from pnsd.errors import ConfigError, DaemonError, InvalidSpec
@@ -38,6 +39,8 @@ from pnsd.hosts.base import Host
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.leftovers import GroupLedger, Leftovers
 from pnsd.hosts.process import ProcessHost
+from pnsd.hosts.remote import JoinRefused, Pool, WorkerGate
+from pnsd.hosts.workerslot import WorkerTuning
 from pnsd.jobs.scheduler import Scheduler
 from pnsd.jobs.store import JobStore
 from pnsd.keyfile import load_or_create_key
@@ -50,6 +53,7 @@ from pnsd.specfiles import SpecFiles
 from pnsd.watch import watch
 from protocols import memory
 from protocols.codec import Codec
+from protocols.errors import ErrorCode
 
 log = structlog.get_logger(__name__)
 
@@ -59,8 +63,10 @@ RETENTION_EVERY = 3600.0  # seconds between retention sweeps (age and size bound
 
 class Daemon:
     def __init__(self, settings: Settings, *,
-                 reload_settings: Callable[[], Settings] | None = None) -> None:
+                 reload_settings: Callable[[], Settings] | None = None,
+                 worker_tuning: WorkerTuning | None = None) -> None:
         self.settings = settings
+        self.worker_tuning = worker_tuning or WorkerTuning()   # heartbeats, budgets of workers
         # how a reload reads the settings again: by default the same file and home
         self.reload_settings = reload_settings or (
             lambda: load_settings(config=settings.source, home=settings.home))
@@ -82,6 +88,9 @@ class Daemon:
                                  SpecFiles(settings.pts_dir, config=settings.source),
                                  timing=SwapTiming(settings.swap_timeout, settings.drain_timeout))
         self.server: Server | None = None
+        self.tcp_server: Server | None = None    # clients over tcp_endpoint
+        self.gate: WorkerGate | None = None      # remote workers over worker_endpoint
+        self.guard: CurveGuard | None = None     # CURVE on both, unless tcp_insecure
         self._reloading = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -103,7 +112,8 @@ class Daemon:
         from pnsd.hosts.worker import WorkerHost  # noqa: PLC0415 - built only when used
 
         return WorkerHost(spec, context=self.context, run_dir=self.settings.run_dir, key=self.key,
-                          key_file=self.settings.key_file, ledger=self.ledger)
+                          key_file=self.settings.key_file, ledger=self.ledger,
+                          tuning=self.worker_tuning)
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT (or :attr:`stopping`), then stop gracefully."""
@@ -123,7 +133,7 @@ class Daemon:
             Leftovers(self.ledger, run_dir=settings.run_dir, work_dir=settings.work_dir).clean)
         self.key = load_or_create_key(settings.key_file, create=True)
         if not self.key:
-            if settings.tcp_endpoint:
+            if settings.tcp_endpoint or settings.worker_endpoint:
                 raise ConfigError("refusing a TCP endpoint with signing off (empty key file)")
             log.warning("signing_off", key_file=str(settings.key_file))
         await self.store.open()
@@ -150,13 +160,11 @@ class Daemon:
         table, streams = handlers.tables()
         codec = Codec(self.key, max_bytes=self.settings.max_message_bytes,
                       skew=self.settings.max_clock_skew)
-        endpoints = [self.settings.endpoint]
-        if self.settings.tcp_endpoint:
-            endpoints.append(self.settings.tcp_endpoint)
         self.server = Server(self.context, codec, handlers=table, streams=streams,
-                             endpoints=endpoints)
+                             endpoints=[self.settings.endpoint])
         handlers.refusals = self.server.refusals
         try:
+            await self._open_tcp(codec, table, streams)
             self._bind(self.server)
             self._keep(self._retention(), "retention")
             self._keep(memory.keep_trimmed(log.debug), "trim-memory")
@@ -170,6 +178,47 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
             await self._shutdown(self.server)
+
+    async def _open_tcp(self, codec: Codec, table: Any, streams: Any) -> None:
+        """The TCP front doors: clients on tcp_endpoint, remote workers on worker_endpoint,
+        both CURVE servers unless the node is configured insecure (on loopback only)."""
+        settings = self.settings
+        if not (settings.tcp_endpoint or settings.worker_endpoint):
+            return
+        assert self.server is not None
+        refusals = self.server.refusals
+        if settings.tcp_insecure:
+            log.warning("tcp_insecure", hint="TCP without CURVE: for tests on loopback only")
+        else:
+            self.guard = CurveGuard(self.context, settings.curve_dir or settings.home / "curve",
+                                    refusals)
+            await self.guard.start()
+        endpoint = settings.tcp_endpoint or settings.worker_endpoint
+        try:
+            if settings.tcp_endpoint:
+                self.tcp_server = Server(self.context, codec, handlers=table, streams=streams,
+                                         endpoints=[settings.tcp_endpoint], refusals=refusals)
+                if self.guard is not None:
+                    self.guard.secure(self.tcp_server.socket, "clients")
+                self.tcp_server.bind()
+            if settings.worker_endpoint:
+                endpoint = settings.worker_endpoint
+                self.gate = WorkerGate(self.context, codec, endpoint=endpoint,
+                                       find=self._pool, refusals=refusals, guard=self.guard)
+        except zmq.ZMQError as exc:     # a port in use, an address not of this machine
+            raise ConfigError(f"cannot listen on {endpoint}: {exc.strerror}") from exc
+
+    def _pool(self, name: str) -> Pool:
+        """The worker host a remote worker asks to join (for the gate)."""
+        from pnsd.hosts.worker import WorkerHost  # noqa: PLC0415 - built only when used
+
+        generation = self.registry.find(name)
+        if generation is None:
+            raise JoinRefused(ErrorCode.NOT_FOUND, f"no PTS named {name!r}")
+        host = generation.host
+        if not isinstance(host, WorkerHost) or not host.spec.remote_workers:
+            raise JoinRefused(ErrorCode.FORBIDDEN, f"PTS {name} does not take remote workers")
+        return host
 
     def _idempotent(self, pts: str) -> bool:
         spec = self.settings.pts.get(pts)
@@ -194,20 +243,24 @@ class Daemon:
         server.bind()
         self.ready.set()
         self.notifier.send(f"READY=1\nMAINPID={os.getpid()}")
-        log.info("daemon_ready", pid=os.getpid(), endpoints=server.bound,
+        tcp = [*(self.tcp_server.bound if self.tcp_server else []),
+               *([self.gate.endpoint] if self.gate else [])]
+        log.info("daemon_ready", pid=os.getpid(), endpoints=[*server.bound, *tcp],
                  pts=self.registry.names(), failed=sorted(self.handlers.failures))
 
     async def _until_stopped(self, server: Server) -> None:
-        serving = asyncio.create_task(server.serve(), name="server")
+        servers = [server, *([self.tcp_server] if self.tcp_server is not None else [])]
+        serving = {asyncio.create_task(each.serve(), name="server") for each in servers}
         stopping = asyncio.create_task(self.stopping.wait(), name="stopping")
         try:
-            done, _ = await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if serving in done:
-                serving.result()  # the server loop died: raise its error
+            done, _ = await asyncio.wait({*serving, stopping},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done & serving:
+                task.result()  # a server loop died: raise its error
         finally:
-            for task in (serving, stopping):
+            for task in (*serving, stopping):
                 task.cancel()
-            await asyncio.gather(serving, stopping, return_exceptions=True)
+            await asyncio.gather(*serving, stopping, return_exceptions=True)
 
     async def _shutdown(self, server: Server) -> None:
         log.info("daemon_stopping")
@@ -215,7 +268,14 @@ class Daemon:
         await self.scheduler.shutdown(grace=SHUTDOWN_GRACE)
         await server.drain(timeout=1.0)
         server.close()
+        if self.tcp_server is not None:
+            await self.tcp_server.drain(timeout=1.0)
+            self.tcp_server.close()
         await self.registry.stop_all(grace=2.0)
+        if self.gate is not None:
+            self.gate.close()
+        if self.guard is not None:
+            self.guard.stop()
         socket_path = ipc_socket_path(self.settings.endpoint)
         if socket_path is not None:
             with contextlib.suppress(FileNotFoundError):

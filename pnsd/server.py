@@ -42,6 +42,7 @@ class Server:
         handlers: Mapping[str, Handler],
         streams: Mapping[str, StreamHandler],
         endpoints: list[str],
+        refusals: Refusals | None = None,
     ) -> None:
         self.codec = codec
         self.handlers = handlers
@@ -57,7 +58,7 @@ class Server:
         self._pump: Pump | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.bound: list[str] = []
-        self.refusals = Refusals()
+        self.refusals = refusals or Refusals()   # shared by every front door of a daemon
 
     def bind(self) -> None:
         for endpoint in self.endpoints:

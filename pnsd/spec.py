@@ -51,6 +51,7 @@ class PtsSpec:
     clean_entry: str | None = None
     # worker
     workers: int = 1
+    remote_workers: int = 0      # how many remote workers may join (over worker_endpoint)
     python: str | None = None
     command: tuple[str, ...] = ()
     transport: str = "zmq"          # how workers are reached: their socket, or stdin/stdout
@@ -77,7 +78,7 @@ class PtsSpec:
         """How many runs may execute at once."""
         if self.concurrency is not None:
             return self.concurrency
-        return self.workers if self.mode is Mode.WORKER else 1
+        return self.workers + self.remote_workers if self.mode is Mode.WORKER else 1
 
     def public(self) -> dict[str, Any]:
         """The spec as plain data, for describe replies (no secrets live in a spec)."""
@@ -114,7 +115,8 @@ HOOKS = ("init", "config", "clean")    # what a PTS may have besides run (one pl
 TRANSPORTS = ("zmq", "stdio")           # how a worker-mode PTS reaches its workers
 _INTERFACE = ("title", "keywords", "inputs", "outputs")
 _KEYS = (
-    "version", "title", "description", "keywords", "entry", "workers", "python", "command",
+    "version", "title", "description", "keywords", "entry", "workers", "remote_workers",
+    "python", "command",
     "dir", "init", "config", "run", "clean", "inputs", "outputs", "timeout", "queue",
     "concurrency", "inline", "env", "pythonpath", "limits", "selftest", "idempotent",
     "transport",
@@ -164,14 +166,23 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         )
     entries = {key: reader.entry(key, required=key == "entry")
                for key in ("entry", "init", "config", "clean")}
+    workers, remote_workers = _worker_counts(reader, mode)
     return PtsSpec(
         name=name, mode=mode, entry=entries["entry"], init_entry=entries["init"],
         config_entry=entries["config"], clean_entry=entries["clean"],
-        workers=reader.integer("workers", 1, low=1, high=256) if mode is Mode.WORKER else 1,
+        workers=workers, remote_workers=remote_workers,
         python=reader.optional_text("python"),
         command=reader.argv("command", allow_empty=True), transport=reader.transport(mode),
         **common,
     )
+
+
+def _worker_counts(reader: _Reader, mode: Mode) -> tuple[int, int]:
+    """``workers`` (local, 0-256) and ``remote_workers`` (0-256); at least one of them."""
+    if mode is not Mode.WORKER:
+        return 1, 0
+    remote = reader.integer("remote_workers", 0, low=0, high=256)
+    return reader.integer("workers", 1, low=0 if remote else 1, high=256), remote
 
 
 class _Reader:

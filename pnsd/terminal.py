@@ -60,11 +60,22 @@ def status_table(status: Mapping[str, Any], out: Console | None = None) -> None:
         state = _styled(str(info.get("state", "-")))
         if info.get("reason"):
             state.append(f" ({info['reason']})", style="dim")
-        workers = (f"{info.get('alive', 0)}/{info['workers']} alive, {info.get('busy', 0)} busy"
-                   if "workers" in info else "")
         table.add_row(name, str(info.get("mode", "-")), str(info.get("version") or "-"), state,
-                      str(info.get("running", 0)), str(info.get("queued", 0)), workers)
+                      str(info.get("running", 0)), str(info.get("queued", 0)),
+                      _workers_cell(info))
     out.print(table)
+
+
+def _workers_cell(info: Mapping[str, Any]) -> str:
+    """``alive/all alive, n busy``, then where the remote workers run (their hosts)."""
+    if "workers" not in info:
+        return ""
+    cell = f"{info.get('alive', 0)}/{info['workers']} alive, {info.get('busy', 0)} busy"
+    remote = [str(w.get("where")) for w in info.get("each") or []
+              if w.get("where") not in (None, "local")]
+    if remote:
+        cell += f"; remote on {', '.join(remote)}"
+    return cell
 
 
 def pts_table(entries: Iterable[Mapping[str, Any]], out: Console | None = None) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from protocols.membership import load_keys
+
 SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 
 
@@ -38,6 +40,8 @@ class WebSettings:
     port: int = 5000
     endpoint: str = ""                   # the daemon's ipc:// or tcp:// endpoint
     key: bytes = field(default=b"", repr=False)   # message-signing key (never shown)
+    # CURVE keys for a tcp:// endpoint: (server public, own public, own secret); never shown
+    curve: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)
     users: tuple[User, ...] = ()
     default_pts: str = "hello"           # the PTS the /v0.6 routes drive
     max_body: int = 64 * 2**20           # request bodies above this get 413
@@ -84,6 +88,8 @@ def verify_password(password: str, stored: str) -> bool:
 #     host = "127.0.0.1"
 #     port = 5000
 #     endpoint = "tcp://10.0.0.5:7755"   # optional: another daemon endpoint than [pnsd]'s
+#     server_key = "curve/server.key"    # with a tcp:// endpoint: the daemon's CURVE public key
+#     client_key = "web.key_secret"      # and pnsweb's own (`pnsd keys new web --role clients`)
 #     log_level = "info"                 # "warning" drops the per-request summary lines
 #     max_body = 67108864                # bytes an authenticated caller may send (413 above)
 #     max_anonymous_body = 1048576       # bytes before authentication (/v0.6/echo)
@@ -95,7 +101,8 @@ def verify_password(password: str, stored: str) -> bool:
 
 DEFAULT_CONFIG_PATHS = ("~/.config/pns/pnsd.toml", "/etc/pns/pnsd.toml")
 WEB_KEYS = frozenset({"host", "port", "endpoint", "default_pts", "max_body",
-                      "max_anonymous_body", "public_url", "call_timeout", "log_level", "users"})
+                      "max_anonymous_body", "public_url", "call_timeout", "log_level", "users",
+                      "server_key", "client_key"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 USER_KEYS = frozenset({"name", "password_hash", "admin"})
 
@@ -125,6 +132,7 @@ def load_settings(
         port=_value(web, "port", int, defaults.port),
         endpoint=endpoint,
         key=read_key(key_file),
+        curve=_curve(web, home, env),
         users=tuple(_user(entry) for entry in _value(web, "users", list, [])),
         default_pts=_value(web, "default_pts", str, defaults.default_pts),
         max_body=_value(web, "max_body", int, defaults.max_body),
@@ -134,6 +142,21 @@ def load_settings(
         max_message_bytes=_value(pnsd, "max_message_bytes", int, defaults.max_message_bytes),
         log_level=_log_level(web),
     )
+
+
+def _curve(web: Mapping[str, Any], home: Path,
+           env: Mapping[str, str]) -> tuple[bytes, bytes, bytes] | None:
+    """The CURVE keys named by ``server_key`` and ``client_key`` (paths relative to the
+    home), for a daemon's tcp:// endpoint; None when neither is set."""
+    server, client = _value(web, "server_key", str, ""), _value(web, "client_key", str, "")
+    if not (server or client):
+        return None
+    if not (server and client):
+        raise SettingsError("[pnsweb] server_key and client_key go together")
+    try:
+        return load_keys(str(home / _expand(server, env)), str(home / _expand(client, env)))
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"cannot read the CURVE keys: {exc}") from None
 
 
 def public_url(value: str) -> str:

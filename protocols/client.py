@@ -12,6 +12,11 @@ socket sets ``ZMQ_MAXMSGSIZE`` (libzmq closes a connecting socket for good on an
 message). A monitor on the socket sees the connection drop: every call waiting on it fails at
 once with ``unavailable``, and the DEALER reconnects by itself. A result too large for one
 message is read in chunks (``result_chunks``, ``result``; see SPEC.md, ``job.result_chunk``).
+
+Over ``tcp://`` a client gives ``curve=(server public, client public, client secret)`` (z85
+keys, :func:`protocols.membership.load_keys` reads them from ``pnsd keys new`` files); a CURVE
+handshake the daemon refuses (an unknown client key, a wrong server key) fails calls with
+``auth`` saying so instead of a plain ``unavailable``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from protocols.codec import DEFAULT_MAX_BYTES, Message
 from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, RemoteError
+from protocols.membership import secure_client
 from protocols.messages import JOB_EVENT
 from protocols.pump import Pump, recv_frames, send_frames
 from protocols.results import RESULT_CHUNK, chunk_end, chunk_request, unpack_result
@@ -35,6 +41,8 @@ __all__ = ["TRACE", "AsyncClient", "Client", "Pending"]
 
 DEFAULT_TIMEOUT = 30.0
 CONNECT_WAIT = 2.0    # how long a send waits for the connection before "unavailable"
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 
 
 class _Connection:
@@ -49,8 +57,10 @@ class _Connection:
         max_bytes: int = DEFAULT_MAX_BYTES,
         skew: float = 60.0,
         context: "Optional[zmq.Context[Any]]" = None,
+        curve: Optional[Tuple[bytes, bytes, bytes]] = None,
     ) -> None:
         self.endpoint = endpoint
+        self.handshake = ""     # why the last CURVE handshake failed, if it did
         self.timeout = timeout
         self._session = _Session(key, max_bytes=max_bytes, skew=skew)
         self._own_context = context is None
@@ -62,8 +72,12 @@ class _Connection:
         socket.setsockopt(zmq.IMMEDIATE, 1)
         socket.setsockopt(zmq.SNDHWM, 100_000)
         socket.setsockopt(zmq.RCVHWM, 100_000)
+        events = zmq.EVENT_DISCONNECTED
+        if curve is not None:
+            secure_client(socket, curve)
+            events |= _HANDSHAKE_FAILED
         # Made before connecting, so that no drop of the connection goes unseen.
-        self._monitor: zmq.Socket[bytes] = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor: zmq.Socket[bytes] = socket.get_monitor_socket(events)
         socket.connect(endpoint)
         self._socket = socket
         self._setup()
@@ -77,6 +91,10 @@ class _Connection:
             event = parse_monitor_message(frames)["event"]
         except (ValueError, IndexError, KeyError):   # not a monitor event: nothing dropped
             return None
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            self.handshake = "the daemon refused this client's CURVE key"
+        elif event & _HANDSHAKE_FAILED:
+            self.handshake = "CURVE handshake failed (is the server key the daemon's?)"
         if event != zmq.EVENT_DISCONNECTED:
             return None
         return ("the connection to the daemon at %s was lost; the request may or may not "
@@ -93,7 +111,9 @@ def _expire(future: "asyncio.Future[Message]", op: str) -> None:
         future.set_exception(ClientTimeout("no reply to %s within the timeout" % op))
 
 
-def _unavailable(endpoint: str) -> RemoteError:
+def _unavailable(endpoint: str, handshake: str = "") -> RemoteError:
+    if handshake:
+        return RemoteError(ErrorCode.AUTH, "daemon at %s: %s" % (endpoint, handshake))
     return RemoteError(ErrorCode.UNAVAILABLE, "daemon at %s is not reachable" % endpoint)
 
 
@@ -194,7 +214,7 @@ class AsyncClient(_Connection):
             delay = min(delay * 2, 0.05)
             if self._send_now(frames):
                 return
-        raise _unavailable(self.endpoint)
+        raise _unavailable(self.endpoint, self.handshake)
 
     def _deliver(self, frames: List[bytes]) -> None:
         message = self._session.read(frames)
@@ -285,7 +305,8 @@ class Client(_Connection):
         msg_id, frames = self._session.request(op, body)
         # Not connected (yet): give the connection a moment, then report the daemon absent.
         if not self._writable.poll(int(CONNECT_WAIT * 1000)):
-            raise _unavailable(self.endpoint)
+            self._check_link()      # a failed handshake says why
+            raise _unavailable(self.endpoint, self.handshake)
         try:
             send_frames(self._socket, frames)
         except zmq.Again:

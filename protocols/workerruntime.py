@@ -7,7 +7,8 @@ Threads: the main thread owns the socket and runs each task itself, so a short r
 thread hand-off. While it runs one, a :class:`Keeper` thread watches; once a task has run for a
 tick (at most 0.1 s), the keeper takes the socket over (heartbeats, progress, cancel, stop, busy
 answers) and hands it back when the task ends, so a long run never silences the heartbeat.
-The process entry (options, key, signals, init) is :mod:`protocols.worker`. Imports only
+A remote worker's joining and rejoining is :mod:`protocols.membership`'s, driven from the poll
+loop. The process entry (options, key, signals, init) is :mod:`protocols.worker`. Imports only
 ``protocols``, pyzmq, msgpack and the stdlib (Python 3.8+).
 """
 
@@ -30,11 +31,11 @@ from protocols import messages
 from protocols.codec import Codec, Message, new_message_id
 from protocols.context import RunContext, accepts_ctx, load_entry
 from protocols.errors import ErrorCode, PnsError, ProtocolError
+from protocols.membership import EXIT_REFUSED, Membership
 from protocols.pump import recv_frames, send_frames
 
 EXIT_OK = 0
 EXIT_KEEPER_FAILED = 5
-EXIT_REFUSED = 6              # the daemon refused the hello (no shared protocol version)
 OPS = ("run", "init", "config", "clean")
 CAPABILITIES = ["cancel", "progress", "log"]
 MAX_LINE = 16 * 1024          # characters of one task.log line
@@ -131,7 +132,8 @@ class WorkerRuntime:
     """
 
     def __init__(self, socket: zmq.Socket[bytes], codec: Codec, calls: Dict[str, Call], *,
-                 signal_fd: int, heartbeat: float) -> None:
+                 signal_fd: int, heartbeat: float,
+                 membership: Optional[Membership] = None) -> None:
         self.socket = socket
         self.codec = codec
         self.calls = calls
@@ -143,21 +145,26 @@ class WorkerRuntime:
         self.current = None  # type: Optional[Task]
         self.stopping = False
         self.signalled = False
-        self.refused = False
         self.hello_id = new_message_id()
         self.parent = os.getppid()
         self.next_beat = 0.0
-        self._idle_items = [(socket, _POLLIN), (signal_fd, _POLLIN)]
+        self.exit_code = EXIT_OK
+        self.membership = membership     # a remote worker's joining; None: started by the daemon
+        self._idle_items = [(socket, _POLLIN), (signal_fd, _POLLIN)]  # type: List[Any]
+        if membership is not None:
+            self._idle_items.append((membership.monitor, _POLLIN))
         self._busy_items = [*self._idle_items, (self.wake_fd, _POLLIN)]
 
     def serve(self, hello: Dict[str, Any]) -> int:
         self.owner.acquire()
         Keeper(self, tick=max(0.01, min(MAX_TICK, self.heartbeat / 4))).start()
-        self._send_frames(self.codec.encode(messages.WORKER_HELLO, hello, msg_id=self.hello_id))
+        if self.membership is None:     # a remote worker says hello once it is connected
+            self._send_frames(self.codec.encode(messages.WORKER_HELLO, hello,
+                                                msg_id=self.hello_id))
         self.next_beat = time.monotonic() + self.heartbeat
-        while not (self.signalled or self.stopping or self.refused):
+        while not (self.signalled or self.stopping):
             self.poll(self._idle_items)
-        return EXIT_REFUSED if self.refused else EXIT_OK
+        return self.exit_code
 
     def poll(self, items: List[Tuple[Any, int]]) -> None:
         """Wait for a message, a signal or a wake-up up to the next heartbeat; handle it."""
@@ -168,12 +175,41 @@ class WorkerRuntime:
             elif item == self.signal_fd:
                 _drain_pipe(self.signal_fd)      # only signals write there
                 self.signalled = True
-            else:
+            elif item == self.wake_fd:
                 _drain_pipe(self.wake_fd)
+            elif self.membership is not None and self.membership.on_event():
+                self.refuse(self.membership.refusal)
+        membership = self.membership
+        if membership is not None and membership.due(self.current is not None):
+            membership.join(self.send)       # (again, after a stop or a reconnect)
+            self.next_beat = time.monotonic() + self.heartbeat
         if time.monotonic() >= self.next_beat:
             self.next_beat = time.monotonic() + self.heartbeat
-            self.send(messages.WORKER_HEARTBEAT, {"busy": self.current is not None})
-            self.check_parent()
+            if membership is None:
+                self.check_parent()
+            if membership is None or membership.joined:
+                self.send(messages.WORKER_HEARTBEAT, {"busy": self.current is not None})
+
+    def refuse(self, why: str) -> None:
+        """The daemon refused this worker (no shared protocol version, a remote join, a CURVE
+        key): say why and end with EXIT_REFUSED."""
+        note(why)
+        self.exit_code = EXIT_REFUSED
+        self.signalled = True
+
+    def hello_refused(self, message: Message) -> bool:
+        """Whether ``message`` (an ``error``) answers this worker's hello; if so, refuse."""
+        if self.membership is not None:
+            if not self.membership.answers_hello(message.re, message.body):
+                return False
+            self.refuse(self.membership.refusal)
+            return True
+        if message.re != self.hello_id:
+            return False
+        body = message.body if isinstance(message.body, dict) else {}
+        self.refuse("the daemon refused this worker (%s): %s"
+                    % (body.get("code"), body.get("message")))
+        return True
 
     def stand_in(self, task: Task) -> None:
         """Serve the socket while the main thread runs ``task``; the keeper holds ``owner``."""
@@ -194,7 +230,7 @@ class WorkerRuntime:
         with contextlib.suppress(Exception):    # the streams may be closed: leave anyway
             sys.stdout.flush()
             sys.stderr.flush()
-        os._exit(EXIT_OK)
+        os._exit(self.exit_code)
 
     def check_parent(self) -> None:
         if os.getppid() != self.parent:   # the daemon died: never live on as an orphan
@@ -221,14 +257,14 @@ class WorkerRuntime:
             if self.current is not None and message.re == self.current.id:
                 self.current.ctx.cancel()
         elif message.type == messages.WORKER_STOP:
-            self.stopping = True
-        elif message.type == messages.WORKER_WELCOME and message.re == self.hello_id:
+            if self.membership is not None:    # a remote worker leaves the pool and rejoins
+                self.membership.left()
+            else:
+                self.stopping = True
+        elif message.type == messages.WORKER_WELCOME:
             pass            # this runtime speaks every version it announces alike
-        elif message.type == messages.ERROR and message.re == self.hello_id:
-            body = message.body if isinstance(message.body, dict) else {}
-            note("the daemon refused this worker (%s): %s"
-                 % (body.get("code"), body.get("message")))
-            self.refused = True
+        elif message.type == messages.ERROR and self.hello_refused(message):
+            pass
         else:
             note("ignored a message of type %r" % message.type)
 
@@ -323,9 +359,10 @@ class WorkerRuntime:
     def send_error(self, re: Optional[str], code: str, text: str) -> None:
         self.send(messages.ERROR, {"code": code, "message": text, "details": {}}, re)
 
-    def send(self, msg_type: str, body: Any, re: Optional[str] = None) -> None:
+    def send(self, msg_type: str, body: Any, re: Optional[str] = None, *,
+             msg_id: Optional[str] = None) -> None:
         try:
-            frames = self.codec.encode(msg_type, body, re=re, msg_id=new_message_id())
+            frames = self.codec.encode(msg_type, body, re=re, msg_id=msg_id or new_message_id())
         except ProtocolError as exc:
             note("cannot encode %s: %s" % (msg_type, exc.message))
             return

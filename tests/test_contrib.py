@@ -23,7 +23,8 @@ from pnsweb.settings import load_settings as load_web_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRIB = ROOT / "contrib"
-UNITS = ("pnsd.service", "pnsweb.service")
+UNITS = ("pnsd.service", "pnsweb.service", "pns-worker.service")
+NODE_UNITS = UNITS[:2]
 MAX_EXPOSURE = 2.0      # systemd-analyze security: 0 is the safest, 10 the most exposed
 HARDENING = ("ProtectSystem=strict", "ProtectHome=true", "PrivateDevices=true",
              "CapabilityBoundingSet=", "SystemCallFilter=@system-service", "NoNewPrivileges=true")
@@ -87,7 +88,9 @@ def test_the_units_are_hardened_and_read_only_the_system_config(name: str) -> No
     lines = _directives(name)
     assert set(HARDENING) <= lines
     start = next(line for line in lines if line.startswith("ExecStart="))
-    assert "--config /etc/pns/pnsd.toml" in start      # never the service user's ~/.config
+    wanted = "--config /etc/pns/pnsd.toml" if name in NODE_UNITS else (
+        "-m protocols.worker --config-file /etc/pns/worker.ini")
+    assert wanted in start      # never the service user's ~/.config
 
 
 def test_pnsweb_starts_once_pnsd_said_it_is_ready() -> None:

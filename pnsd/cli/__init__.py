@@ -41,6 +41,7 @@ from pnsd.cli.common import (
     CliError,
     described,
 )
+from pnsd.cli.keys import add_keys_commands
 from pnsd.cli.service import cmd_reload, cmd_start, cmd_status, cmd_stop
 from protocols.errors import PnsError
 from protocols.version import __version__
@@ -130,4 +131,5 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup = add("cleanup", cmd_jobs_cleanup, "delete old finished jobs", jobs)
     cleanup.add_argument("--max-age", type=float)
     cleanup.add_argument("--max-bytes", type=int)
+    add_keys_commands(sub, common)
     return parser

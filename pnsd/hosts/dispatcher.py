@@ -4,9 +4,10 @@ Owns the runs (waiting in the host's line, then tasks on a worker, by task id an
 dispatching one task at a time per worker (least-used idle worker first), the FIFO line of runs
 waiting for a worker (a freed worker takes the first in line in the very callback that frees
 it), one deadline alarm per host, and answering each run from its worker's reply, with progress
-and log lines relayed into the run's context. A run is answered at once, in the callback that
-settles it, by completing the future its caller awaits (:meth:`Dispatcher.call`); the
-callback calls nothing above this module. It must not spawn, signal or stop processes, own
+and log lines relayed into the run's context; for an idempotent PTS, the run of a worker that
+died or (remote) went silent goes back first in line, once. A run is answered at once, in the
+callback that settles it, by completing the future its caller awaits (:meth:`Dispatcher.call`);
+the callback calls nothing above this module. It must not spawn, signal or stop processes, own
 sockets or background tasks, or change the host's state: :class:`pnsd.hosts.worker.WorkerHost`
 does all that and hands this module its state to read, its outbox and its cancel ladder.
 """
@@ -62,6 +63,7 @@ class Run:
     worker: WorkerSlot | None = None
     settled: asyncio.Future[None] | None = None   # made by a cancel ladder: the worker is free
     ignored: int = 0                 # events of its task ignored as malformed (logged once)
+    retried: bool = False            # went to another worker once after its worker was lost
 
     def answer(self, result: Any, error: DaemonError | None) -> None:
         """Hand the outcome to the caller, unless it was answered already."""
@@ -75,8 +77,10 @@ class Dispatcher:
 
     def __init__(self, pts: str, *, workers: list[WorkerSlot], state: HostState, codec: Codec,
                  send: Callable[[WorkerSlot, list[bytes]], None],
-                 cancel: Callable[[Run, asyncio.Future[None], str], None]) -> None:
+                 cancel: Callable[[Run, asyncio.Future[None], str], None],
+                 retry: bool = False) -> None:
         self._pts = pts
+        self._retry = retry        # idempotent PTS: a lost worker's run goes to another, once
         self._workers = workers
         self._state = state        # the host's own, changed in place by the host alone
         self._codec = codec
@@ -280,11 +284,24 @@ class Dispatcher:
             log.warning("worker_event_ignored", pts=self._pts, job=run.ctx.job_id, reason=reason)
 
     def worker_lost(self, worker: WorkerSlot, reason: str, *, pid: int) -> None:
-        """``worker``'s process ended: its task fails, and the line is looked at again."""
+        """``worker`` ended (or a remote one left): its task fails, unless the PTS is idempotent
+        and the run was not retried yet (then it goes first in line); the line is looked at
+        again."""
         if (run := self._busy.get(worker)) is not None:
-            self._settle(run, error=WorkerDied(
-                f"worker died during the {run.op}: {reason}", pid=pid))
+            if self._retry and run.op == "run" and not run.retried and run.settled is None:
+                self._requeue(run, worker, reason)
+            else:
+                self._settle(run, error=WorkerDied(
+                    f"worker died during the {run.op}: {reason}", pid=pid))
         self.recheck()
+
+    def _requeue(self, run: Run, worker: WorkerSlot, reason: str) -> None:
+        del self._busy[worker]
+        self._tasks.pop(run.id, None)
+        log.warning("run_requeued", pts=self._pts, job=run.ctx.job_id, reason=reason)
+        run.retried, run.worker, run.id = True, None, ""
+        self._line.appendleft(run)
+        self._arm(run.deadline)
 
     def close(self, reason: str) -> None:
         """The host stops: the line is failed, and so is every task."""

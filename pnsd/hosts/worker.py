@@ -8,7 +8,10 @@ and sending worker messages, the host's state, and the cancel -> grace -> kill l
 timed-out or cancelled runs. Which task runs on which worker, the line of callers waiting for
 one, deadlines and outcomes belong to :mod:`pnsd.hosts.dispatcher`; processes are spawned,
 described and stopped by :mod:`pnsd.hosts.children`, worker positions and launches are
-:mod:`pnsd.hosts.workerslot`'s. It must not admit or record jobs: the registry and scheduler
+:mod:`pnsd.hosts.workerslot`'s. Remote workers (``remote_workers`` in the spec) join through the
+daemon's gate (:mod:`pnsd.hosts.remote`) and are served like the host's own; one that stops
+heartbeating is dropped, failing its run (or handing it to another worker if the PTS is
+idempotent). It must not admit or record jobs: the registry and scheduler
 above do that, and call :meth:`run` for at most ``spec.slots`` runs at once.
 """
 
@@ -29,6 +32,7 @@ from pnsd.hosts.base import HostState, no_mailbox
 from pnsd.hosts.children import Child
 from pnsd.hosts.dispatcher import Dispatcher, Run
 from pnsd.hosts.leftovers import GroupLedger
+from pnsd.hosts.remote import JoinRefused, RemoteSlot
 from pnsd.hosts.stdiolink import PipeWire
 from pnsd.hosts.workerslot import (
     STDIO,
@@ -79,7 +83,8 @@ class WorkerHost:
         self._restarts = RestartPolicy(self.tuning)
         self._state = HostState()     # changed in place (_set_state): the dispatcher reads it
         self._runs = Dispatcher(spec.name, workers=self._workers, state=self._state,
-                                codec=self._codec, send=self._outbox.send, cancel=self._cancel)
+                                codec=self._codec, send=self._deliver, cancel=self._cancel,
+                                retry=spec.idempotent)
         self._handlers: dict[str, Callable[[WorkerSlot, Message], None]] = {
             messages.WORKER_HELLO: self._on_hello,
             messages.WORKER_HEARTBEAT: lambda worker, message: None,   # every message is one
@@ -121,8 +126,10 @@ class WorkerHost:
             return
         self._set_state("stopping")
         self._runs.close(f"PTS {self.spec.name} stopped during the run")
-        for worker in self._workers:
+        for worker in list(self._workers):
             self._send(worker, messages.WORKER_STOP, {})
+            if isinstance(worker, RemoteSlot):    # it rejoins the next generation, if any
+                worker.kill(f"PTS {self.spec.name} stopped", counts=False)
         try:
             await cancel_and_wait(self._background)   # respawns first: every child is known
             await stop_processes([w.process for w in self._workers if w.process], grace)
@@ -145,7 +152,9 @@ class WorkerHost:
         busy, waiting = self._runs.load()
         details = {
             "workers": len(workers), "ready": ready, "busy": busy, "waiting": waiting,
-            "alive": sum(w.process is not None for w in workers), "restarts": self._restarts.total,
+            "alive": sum(w.process is not None or w.route is not None for w in workers),
+            "remote": sum(w.route is not None for w in workers),
+            "remote_allowed": self.spec.remote_workers, "restarts": self._restarts.total,
             "pids": [w.process.pid for w in workers if w.process is not None],
             "each": [self._worker_state(w) for w in workers],
         }
@@ -155,11 +164,15 @@ class WorkerHost:
         """One worker: its pid, interpreter and ready time (from its hello), runs served, and
         whether it serves a run now."""
         pid = worker.process.pid if worker.process is not None else None
+        where = "local"
+        if isinstance(worker, RemoteSlot):
+            pid, where = worker.pid, worker.where
         hello_pid, python, since = self._hellos.get(worker.index, (None, "", None))
         fresh = worker.ready and hello_pid == pid
         return {"pid": pid, "ready": worker.ready, "python": python if fresh else "",
                 "since": since if fresh else None, "served": worker.served,
-                "restarts": max(0, worker.spawns - 1), "busy": self._runs.is_busy(worker)}
+                "restarts": max(0, worker.spawns - 1), "busy": self._runs.is_busy(worker),
+                "where": where}
 
     def exchange_dir(self) -> Path:
         raise no_mailbox(self.spec)
@@ -200,6 +213,12 @@ class WorkerHost:
             log.warning("worker_message_refused", pts=self.spec.name, worker=worker.index,
                         code=exc.code, error=exc.message)
             return
+        self.deliver(worker, message)
+
+    def deliver(self, worker: WorkerSlot, message: Message) -> None:
+        """One decoded message of ``worker`` (local, or remote through the gate)."""
+        if worker.kill_reason and isinstance(worker, RemoteSlot):
+            return                      # dropped from the pool: it must rejoin first
         worker.last_seen = time.monotonic()
         handler = self._handlers.get(message.type)
         if handler is None:
@@ -236,14 +255,24 @@ class WorkerHost:
                  protocol=protocol, transport=self.spec.transport)
 
     def _send(self, worker: WorkerSlot, msg_type: str, body: Any, *, re: str | None = None) -> None:
-        if worker.process is not None and not worker.process.exited.done():
-            self._outbox.send(worker, self._codec.encode(msg_type, body, re=re))
+        if worker.route is not None or (
+                worker.process is not None and not worker.process.exited.done()):
+            self._deliver(worker, self._codec.encode(msg_type, body, re=re))
+
+    def _deliver(self, worker: WorkerSlot, frames: list[bytes]) -> None:
+        """Frames to one worker: a remote one through its gate, a local one on the wire."""
+        if worker.route is not None:
+            worker.route(frames)
+        else:
+            self._outbox.send(worker, frames)
 
     # -- the worker lifecycle ------------------------------------------------------------
 
     async def _start_workers(self) -> None:
         await asyncio.gather(*(self._spawn(worker) for worker in self._workers))
         hellos = {w.hello for w in self._workers if w.hello is not None}
+        if not hellos:      # no local workers: remote ones join when they will
+            return
         limit = self.tuning.start_timeout
         done, pending = await asyncio.wait(hellos, timeout=limit,
                                            return_when=asyncio.FIRST_EXCEPTION)
@@ -319,11 +348,45 @@ class WorkerHost:
         while True:
             await asyncio.sleep(self.tuning.heartbeat / 2)   # a periodic check
             now = time.monotonic()
-            for worker in self._workers:
+            for worker in list(self._workers):     # a remote one leaves the list when killed
                 silent = now - worker.last_seen
                 if worker.ready and silent > limit:
                     worker.kill(f"no heartbeat for {silent:.1f} s (hung or stopped)",
                                 counts=True)
+
+    # -- remote workers --------------------------------------------------------------------
+
+    def join(self, identity: bytes, hello: dict[str, Any], *,
+             route: Callable[[list[bytes]], None], gone: Callable[[], None]) -> RemoteSlot:
+        """A remote worker joins this generation's pool (the gate checked its CURVE key)."""
+        if self._state.state not in ("ready", "starting"):
+            raise JoinRefused(ErrorCode.UNAVAILABLE, f"PTS {self.spec.name} is "
+                              f"{self._state.state}")
+        if sum(w.route is not None for w in self._workers) >= self.spec.remote_workers:
+            raise JoinRefused(ErrorCode.BUSY, f"PTS {self.spec.name} has its "
+                              f"{self.spec.remote_workers} remote workers already")
+        pid = hello["pid"] if isinstance(hello.get("pid"), int) else 0
+        where = str(hello.get("host", ""))[:100] or "remote"
+        index = max((w.index for w in self._workers), default=-1) + 1
+        slot = RemoteSlot(index, identity=identity, route=route, where=where, pid=pid,
+                          ready=True, on_lost=lambda lost, reason: self._left(lost, reason, gone))
+        self._workers.append(slot)
+        python = str(hello.get("python", ""))[:80]
+        self._hellos[index] = (pid, python, time.time())
+        log.info("remote_worker_joined", pts=self.spec.name, worker=index, where=where,
+                 pid=pid, entry=str(hello.get("entry", ""))[:200], python=python[:40])
+        self._runs.hand_over()
+        return slot
+
+    def _left(self, slot: RemoteSlot, reason: str, gone: Callable[[], None]) -> None:
+        """A remote worker left the pool: its run fails (or goes to another worker)."""
+        if slot in self._workers:
+            self._workers.remove(slot)
+        self._hellos.pop(slot.index, None)
+        gone()
+        if slot.route is not None:      # tell it, in case it is alive: it rejoins
+            slot.route(self._codec.encode(messages.WORKER_STOP, {}))
+        self._runs.worker_lost(slot, reason, pid=slot.pid)
 
     def _keep(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.spec.name}-{name}")

@@ -100,6 +100,8 @@ class WorkerSlot:
     ended: Child | None = None   # the last process that ended
     output: OutputForwarder | None = None   # the current (or last) process's output
     stream_fault: str = ""       # what broke the current process's stdio stream, if anything
+    # a remote worker's way out (its gate's socket); None: the generation's own wire
+    route: Callable[[list[bytes]], None] | None = None
 
     async def spawn(self, launch: Launch, *, limits: Limits, label: Mapping[str, object],
                     tuning: WorkerTuning, ledger: GroupLedger | None = None,

@@ -124,6 +124,8 @@ def test_the_admin_sees_the_node_and_the_demo_pts(page: Any, node: ConsoleNode) 
     expect(page.locator("tr[data-pts='hello-worker']")).to_contain_text("alive")
     expect(page.locator("tr[data-pts='hello-worker'] .worker").first).to_contain_text(
         "Python 3.")
+    expect(page.locator("tr[data-pts='hello-worker'] .worker").first).to_contain_text(
+        " · local · ")    # where it runs: the daemon started it (a remote one names its host)
     shot(page, "pts")
     page.click("tr[data-pts=sleep] a")
     expect(page.locator("h1")).to_have_text("PTS sleep")

@@ -241,6 +241,23 @@ async def test_sigkill_mid_run_fails_it_with_the_signal_and_a_new_worker_serves(
     assert host.state().details["restarts"] == 1
 
 
+async def test_an_idempotent_pts_runs_a_dead_workers_run_again_once(
+        make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:slow_pid", "idempotent": True})
+    watch = Watch()
+    run = asyncio.create_task(host.run(0.5, timeout=60, ctx=watch.ctx))
+    victim = await watch.pid()
+    os.kill(victim, signal.SIGKILL)
+    assert await asyncio.wait_for(run, 20) not in (victim, None)     # the respawned worker's pid
+    watch = Watch()
+    run = asyncio.create_task(host.run(30, timeout=60, ctx=watch.ctx))
+    os.kill(await watch.pid(), signal.SIGKILL)                     # its first worker dies
+    watch.first = asyncio.get_running_loop().create_future()
+    os.kill(await watch.pid(), signal.SIGKILL)                     # and the second: no third
+    with pytest.raises(WorkerDied, match="killed by signal SIGKILL"):
+        await asyncio.wait_for(run, 20)
+
+
 async def test_a_timeout_kills_a_stubborn_worker_and_respawns_it(make_host: HostMaker) -> None:
     host = await make_host({"entry": "ptsmod:stubborn"})
     watch = Watch()

@@ -164,6 +164,8 @@ log_level = "DEBUG"
     assert settings.key_file == Path("/abs/key")
     assert settings.work_dir == Path(env["HOME"]) / "scratch"
     assert settings.tcp_endpoint == "tcp://127.0.0.1:7755"
+    assert settings.worker_endpoint is None and settings.tcp_insecure is False
+    assert settings.curve_dir == tmp_path / "h" / "curve"
     assert settings.retention_age is None
     assert settings.retention_bytes is None
     assert settings.log_level == "debug"
@@ -248,6 +250,11 @@ def test_missing_demo_file_is_an_error(tmp_path: Path, env: dict[str, str]) -> N
         ("[pnsd]\nlog_level = \"loud\"\n", r"c\.toml: \[pnsd\] 'log_level' must be one of"),
         ("[pnsd]\nendpoint = \"tcp://0.0.0.0:1\"\n", r"'endpoint' must be an ipc://"),
         ("[pnsd]\ntcp_endpoint = \"http://x\"\n", r"'tcp_endpoint' must be a tcp://"),
+        ("[pnsd]\nworker_endpoint = \"ipc://x\"\n", r"'worker_endpoint' must be a tcp://"),
+        ('[pnsd]\ntcp_endpoint = "tcp://0.0.0.0:1"\ntcp_insecure = true\n',
+         r"'tcp_insecure' is allowed only on loopback \(tcp_endpoint is tcp://0.0.0.0:1\)"),
+        ('[pnsd]\nworker_endpoint = "tcp://10.0.0.5:1"\ntcp_insecure = true\n',
+         r"'tcp_insecure' is allowed only on loopback \(worker_endpoint"),
         ("[pnsd]\nkey_file = 3\n", r"'key_file' must be a non-empty string"),
         ("pnsd = 3\n", r"c\.toml: \[pnsd\] must be a table"),
         ("[other]\n", r"c\.toml: unknown top-level key 'other'"),
@@ -350,3 +357,17 @@ def test_ensure_home_tightens_an_open_run_dir(
 def test_packaged_demo_pts_load_by_default(env: dict[str, str]) -> None:
     settings = load_settings(env=env)
     assert {"echo", "hello"} <= set(settings.pts)
+
+
+def test_tcp_without_curve_is_allowed_only_on_loopback(
+    tmp_path: Path, env: dict[str, str], demo: Path
+) -> None:
+    config = write(tmp_path / "c.toml", """
+[pnsd]
+tcp_endpoint = "tcp://127.0.0.1:7755"
+worker_endpoint = "tcp://[::1]:7756"
+tcp_insecure = true
+""")
+    settings = load(env, demo, config=config)
+    assert settings.tcp_insecure is True
+    assert settings.worker_endpoint == "tcp://[::1]:7756"

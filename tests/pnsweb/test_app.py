@@ -301,6 +301,27 @@ def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
         load_settings(env={"HOME": str(tmp_path), "PNS_HOME": str(home)})
 
 
+def test_curve_keys_for_a_tcp_daemon_are_read_relative_to_the_home(tmp_path: Path) -> None:
+    import zmq.auth  # noqa: PLC0415 - only these tests make CURVE keys
+
+    home = _home_with_key(tmp_path)
+    for folder in ("curve", "keys"):
+        (home / folder).mkdir()
+    server_public, _ = zmq.auth.create_certificates(str(home / "curve"), "server")
+    _, client_secret = zmq.auth.create_certificates(str(home / "keys"), "web")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[pnsd]\nhome = "{home}"\n[pnsweb]\nendpoint = "tcp://10.0.0.5:7755"\n'
+                      'server_key = "curve/server.key"\nclient_key = "keys/web.key_secret"\n')
+    settings = load_settings(config=config, env={"HOME": str(tmp_path)})
+    assert settings.curve is not None
+    assert settings.curve[0] == zmq.auth.load_certificate(server_public)[0]
+    assert settings.curve[1:] == zmq.auth.load_certificate(client_secret)
+    assert "curve" not in repr(settings)
+    config.write_text(f'[pnsd]\nhome = "{home}"\n[pnsweb]\nserver_key = "curve/server.key"\n')
+    with pytest.raises(SettingsError, match="server_key and client_key go together"):
+        load_settings(config=config, env={"HOME": str(tmp_path)})
+
+
 @pytest.mark.parametrize(("text", "match"), [
     ("[pnsweb]\ncolour = 1\n", "unknown"),
     ("[pnsweb]\nport = \"80\"\n", "wrong type"),

@@ -11,8 +11,11 @@ function workerLine(w) {
   const python = (w.python || "").split(" ")[0];
   const up = w.since ? duration(Date.now() / 1000 - w.since) : "starting";
   const doing = w.busy ? "busy" : "idle";
-  return h("div", { class: `muted worker worker-${doing}`, "data-pid": w.pid ?? "" },
-    `pid ${w.pid ?? "—"} · ${doing}${python ? ` · Python ${python}` : ""} · up ${up} · ` +
+  // where it runs: "local" (started by the daemon) or a remote worker's host name
+  const where = !w.where || w.where === "local" ? "local" : `on ${w.where}`;
+  return h("div", { class: `muted worker worker-${doing}`, "data-pid": w.pid ?? "",
+    "data-where": w.where || "local" },
+    `pid ${w.pid ?? "—"} · ${where} · ${doing}${python ? ` · Python ${python}` : ""} · up ${up} · ` +
     `${w.served} served${w.restarts ? ` · ${w.restarts} restarts` : ""}`);
 }
 
