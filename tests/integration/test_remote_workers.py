@@ -17,14 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
+import zmq.asyncio
 
 from pnsd.curve import new_key_pair
 from pnsd.daemon import Daemon
 from pnsd.errors import ConfigError
 from pnsd.hosts.workerslot import WorkerTuning
+from protocols import messages
 from protocols.client import AsyncClient
+from protocols.codec import Codec, new_message_id
 from protocols.errors import ErrorCode, RemoteError
-from protocols.membership import EXIT_REFUSED, load_keys
+from protocols.membership import EXIT_REFUSED, load_keys, secure_client
 from tests.integration.conftest import settings_for
 from tests.integration.test_worker_foreign_python import PTS_MODULE, old_python  # noqa: F401
 from tests.waiting import until
@@ -241,6 +245,29 @@ async def test_a_remote_worker_for_a_pts_without_remote_workers_is_refused(
     assert (await node.status())["refusals"]["refused"]["worker_join"] == 2
     near = await node.status("near")
     assert near["remote"] == 0 and near["ready"] == 1
+
+
+async def test_a_remote_worker_speaking_none_of_the_daemons_versions_is_refused_with_both(
+        node: Node) -> None:
+    """The versioned hello holds over tcp:// too: the gate answers the hello, nothing joins."""
+    keys = load_keys(str(node.curve / "server.key"), str(node.pair("w9")))
+    context = zmq.asyncio.Context()
+    socket = context.socket(zmq.DEALER)
+    try:
+        secure_client(socket, keys)
+        socket.connect(node.worker_endpoint)
+        codec, hello_id = Codec(node.key), new_message_id()
+        hello = {"pid": 1, "id": "", "entry": "m:f", "hooks": [], "python": "9.9",
+                 "capabilities": [], "protocols": [7, 9], "pts": "far", "host": "elsewhere"}
+        await socket.send_multipart(codec.encode(messages.WORKER_HELLO, hello, msg_id=hello_id))
+        reply = codec.decode(await asyncio.wait_for(socket.recv_multipart(), timeout=WAIT))
+    finally:
+        socket.close(linger=0)
+        context.term()
+    assert (reply.type, reply.re, reply.body["code"]) == (messages.ERROR, hello_id, "version")
+    assert "worker speaks protocol 7-9" in reply.body["message"]
+    assert (await node.status("far"))["remote"] == 0
+    assert (await node.status())["refusals"]["refused"]["worker_join"] == 1
 
 
 async def test_a_silent_remote_worker_fails_its_run_with_the_reason_and_rejoins(
