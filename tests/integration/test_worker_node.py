@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,19 @@ def transport(request: pytest.FixtureRequest) -> str:
     if request.param == "stdio" and not stdio_supported():
         pytest.skip("this pnsd has no stdio worker transport")
     return str(request.param)
+
+
+def test_the_node_runtime_passes_the_protocol_vectors() -> None:
+    """workers/node/test: protocols/vectors (and the stdio vectors when present), in node."""
+    if NODE is None:
+        pytest.skip("node is not installed")
+    if not (NODE_DIR / "node_modules" / "@msgpack").is_dir():
+        pytest.skip("workers/node has no node_modules: run `make node-worker` (npm ci)")
+    done = subprocess.run([NODE, "--test", "test/"], cwd=NODE_DIR, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    passed = re.search(r"^# pass (\d+)$", done.stdout, re.MULTILINE)
+    assert "# fail 0" in done.stdout and passed and int(passed.group(1)) >= 20
 
 
 @pytest.fixture

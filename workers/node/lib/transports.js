@@ -56,7 +56,8 @@ class RecordReader {
       const head = this.peek(Math.min(this.buffered, 11));
       const length = head.readUInt32BE(0);
       if (length > this.limit) throw new Error(`record of ${length} bytes is over the limit`);
-      if (head.length >= 11 && !(head.readUInt32BE(4) === 3 && head.subarray(8, 11).toString() === 'PNS')) {
+      if ((head.length >= 8 && head.readUInt32BE(4) !== 3)
+          || (head.length >= 11 && head.subarray(8, 11).toString() !== 'PNS')) {
         throw new Error('a record does not start with the PNS marker');
       }
       if (this.buffered < 4 + length) return records;
