@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PNS_HOME ?= $(CURDIR)/.pns-home
 export PNS_HOME
 
-.PHONY: venv install run test test-fast lint browser node-worker bench faults soak clean
+.PHONY: venv install run test test-fast lint browser node-worker containers bench faults soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ run: $(STAMP)
 	@PNSWEB_PASSWORD='$(WEB_PASSWORD)' exec $(PY) scripts/devrun.py '$(PNS_HOME)' '$(WEB_PORT)' '$(WEB_USER)'
 
 ## Lint, then the whole test suite (slow integration tests included).
-test: $(STAMP) lint browser node-worker
+test: $(STAMP) lint browser node-worker containers
 	$(PY) -m pytest -q -p no:cacheprovider
 
 ## Headless Chromium from the distribution's packages, for the console's browser tests (as root,
@@ -51,6 +51,14 @@ $(NODE_WORKER)/node_modules/.installed: $(NODE_WORKER)/package-lock.json
 	@if command -v npm >/dev/null; then cd $(NODE_WORKER) && npm ci --no-audit --no-fund \
 		&& touch node_modules/.installed; \
 	else echo "make: no npm: the Node.js worker's tests are skipped"; fi
+
+## podman (and runc, which runs containers where crun cannot: cgroups in hybrid mode) from the
+## distribution's packages, for the container worker tests (as root; elsewhere they are skipped).
+containers:
+	@command -v podman >/dev/null && command -v runc >/dev/null || [ "$$(id -u)" != 0 ] || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc \
+		>/dev/null; }
+	@command -v podman >/dev/null || echo "make: no podman: the container worker tests are skipped"
 
 ## The suite without the slow integration tests.
 test-fast: $(STAMP)

@@ -39,6 +39,19 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Container:
+    """A worker that runs in a container: the runtime's command (``["podman"]``, ``["docker"]``,
+    with global options), the image, and options added to its ``run``."""
+
+    runtime: tuple[str, ...]
+    image: str
+    options: tuple[str, ...] = ()
+
+    def table(self) -> dict[str, Any]:
+        return {"runtime": list(self.runtime), "image": self.image, "options": list(self.options)}
+
+
+@dataclass(frozen=True)
 class PtsSpec:
     name: str
     mode: Mode
@@ -53,6 +66,7 @@ class PtsSpec:
     workers: int = 1
     python: str | None = None
     command: tuple[str, ...] = ()
+    container: Container | None = None
     # process: argv lists, no shell
     dir: str | None = None
     init: tuple[str, ...] = ()
@@ -87,6 +101,8 @@ class PtsSpec:
             value = getattr(self, attr, None)
             if key in _INTERFACE:
                 value = self._interface_key(key)
+            elif isinstance(value, Container):
+                value = value.table()
             elif isinstance(value, Limits):
                 value = {k: v for k, v in vars(value).items() if v is not None}
             elif isinstance(value, tuple):
@@ -115,6 +131,7 @@ _KEYS = (
     "version", "title", "description", "keywords", "entry", "workers", "python", "command",
     "dir", "init", "config", "run", "clean", "inputs", "outputs", "timeout", "queue",
     "concurrency", "inline", "env", "pythonpath", "limits", "selftest", "idempotent",
+    "container",
 )
 
 
@@ -164,7 +181,8 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         config_entry=entries["config"], clean_entry=entries["clean"],
         workers=reader.integer("workers", 1, low=1, high=256) if mode is Mode.WORKER else 1,
         python=reader.optional_text("python"),
-        command=reader.argv("command", allow_empty=True), **common,
+        command=reader.argv("command", allow_empty=True),
+        container=reader.container() if mode is Mode.WORKER else None, **common,
     )
 
 
@@ -241,6 +259,19 @@ class _Reader:
         ):
             raise self.fail(key, "must be a table of strings")
         return dict(value)
+
+    def container(self) -> Container | None:
+        value = self.table.get("container")
+        if value is None:
+            return None
+        if not isinstance(value, Mapping) or set(value) - {"runtime", "image", "options"}:
+            raise self.fail("container", "must be a table of runtime, image and options")
+        inner = _Reader(self.name, value)
+        image = inner.text("image", "")
+        if not image or image.startswith("-"):
+            raise self.fail("container", "needs an image (a name, not an option)")
+        runtime = inner.argv("runtime", allow_empty=True) or ("podman",)
+        return Container(runtime, image, inner.argv("options", allow_empty=True))
 
     def limits(self) -> Limits:
         value = self.table.get("limits", {})

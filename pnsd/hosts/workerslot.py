@@ -29,8 +29,9 @@ import zmq
 
 import protocols
 from pnsd.hosts.children import Child, OutputForwarder
+from pnsd.hosts.container import ContainerChild, container_name, run_prefix
 from pnsd.hosts.leftovers import GroupLedger
-from pnsd.spec import HOOKS, Limits, PtsSpec
+from pnsd.spec import HOOKS, Container, Limits, PtsSpec
 from protocols.codec import DEFAULT_MAX_BYTES
 from protocols.pump import Pump
 
@@ -105,9 +106,8 @@ class WorkerSlot:
         self.hello.add_done_callback(consume)
         self.kill_reason, self.ready = "", False
         output = OutputForwarder({**label, "worker": self.index}, tuning)
-        process = await Child.spawn(
-            [*launch.argv, "--id", self.identity.decode()], env=launch.env, cwd=None,
-            limits=limits, output=output, die_with_parent=True, ledger=ledger)
+        process = await launch.spawn(self.identity.decode(), limits=limits, output=output,
+                                     ledger=ledger)
         output.label["pid"] = process.pid
         self.process, self.output = process, output
         self.last_seen = time.monotonic()
@@ -155,6 +155,27 @@ class Launch:
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     owned: list[Path] = field(default_factory=list)   # removed by :meth:`remove`
+    env_names: list[str] = field(default_factory=list)
+    container: Container | None = None
+    mounts: list[Path] = field(default_factory=list)  # what a container must see
+    token: str = ""
+    pts: str = ""
+
+    async def spawn(self, identity: str, *, limits: Limits, output: OutputForwarder,
+                    ledger: GroupLedger | None) -> Child:
+        """Start one worker process (a long-lived child: it dies with the daemon)."""
+        argv = [*self.argv, "--id", identity]
+        if self.container is None:
+            return await Child.spawn(argv, env=self.env, cwd=None, limits=limits,
+                                     output=output, die_with_parent=True, ledger=ledger)
+        name = container_name(self.pts, self.token, identity)
+        prefix = run_prefix(self.container, name, mounts=self.mounts,
+                            env_names=["PYTHONPATH", *self.env_names])
+        child = await ContainerChild.spawn(
+            [*prefix, *argv], env=self.env, cwd=None, limits=limits, output=output,
+            die_with_parent=True, ledger=ledger)
+        assert isinstance(child, ContainerChild)
+        return child.attach(self.container, name)
 
     def prepare(self, spec: PtsSpec, *, run_dir: Path, key: bytes, key_file: Path | None,
                 heartbeat: float) -> None:
@@ -162,6 +183,10 @@ class Launch:
         token = os.urandom(4).hex()
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         base = run_dir / f"w-{spec.name}-{token}"
+        if spec.container is not None:   # a directory of its own, mounted into the containers
+            base.mkdir(mode=0o700)
+            self.owned.append(base)
+            base = base / "w"
         socket_path = Path(f"{base}.sock")
         if len(str(socket_path)) > MAX_SOCKET_PATH:   # a deep run dir: use a private short one
             short = Path(tempfile.mkdtemp(prefix="pns-"))
@@ -183,6 +208,10 @@ class Launch:
         self.endpoint = f"ipc://{socket_path}"
         self.argv = worker_command(spec, self.endpoint, key_file, heartbeat)
         self.env = worker_env(spec, lib)
+        self.container, self.token, self.pts = spec.container, token, spec.name
+        self.env_names = list(spec.env)
+        self.mounts = [socket_path.parent, lib, PROTOCOLS_DIR, key_file,
+                       *(Path(p).resolve() for p in spec.pythonpath)]
 
     def bind(self, context: zmq.Context[Any]) -> zmq.Socket[bytes]:
         """The ROUTER the workers connect to, bound to :attr:`endpoint`."""
@@ -228,7 +257,9 @@ def worker_command(spec: PtsSpec, endpoint: str, key_file: Path, heartbeat: floa
     ``["docker", "run", "-i", "img", "python"]``); otherwise ``python`` or the daemon's own.
     """
     assert spec.entry is not None
-    interpreter = [spec.python] if spec.python else [] if spec.command else [sys.executable]
+    # in a container the daemon's own interpreter is not there: the image's python3 is
+    default = ["python3"] if spec.container is not None else [sys.executable]
+    interpreter = [spec.python] if spec.python else [] if spec.command else default
     argv = [*spec.command, *interpreter, "-m", "protocols.worker", "--connect", endpoint,
             "--entry", spec.entry, "--key-file", str(key_file), "--heartbeat", f"{heartbeat:g}",
             "--max-bytes", str(DEFAULT_MAX_BYTES)]
