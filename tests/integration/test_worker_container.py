@@ -135,6 +135,16 @@ async def test_a_worker_in_a_container_serves_runs(make_host: HostMaker,
     assert lines == ["in a container: True"]
 
 
+async def test_a_stdio_worker_in_a_container_gets_the_pipes(make_host: HostMaker) -> None:
+    try:
+        parse_spec("probe", {"mode": "worker", "entry": "a:b", "transport": "stdio"})
+    except InvalidSpec:
+        pytest.skip("this pnsd has no stdio worker transport")
+    host = await make_host({"entry": "cpts:where", "transport": "stdio"})
+    result = await host.run([1, "two"], timeout=30, ctx=RunContext())
+    assert result["container"] is True and result["data"] == [1, "two"]
+
+
 async def test_a_timed_out_run_kills_the_container_and_a_new_one_serves(
         make_host: HostMaker, runtime: list[str]) -> None:
     host = await make_host({"entry": "cpts:stubborn"})

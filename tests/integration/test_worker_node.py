@@ -7,6 +7,7 @@ lines, cancel, a crash, a hang, a missing entry, a failing run, a result that ca
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ from pnsd.hosts.worker import WorkerHost
 from pnsd.hosts.workerslot import WorkerTuning
 from pnsd.spec import parse_spec
 from protocols.context import RunContext
+from tests.integration.conftest import spawn_daemon
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -227,3 +229,18 @@ async def test_a_missing_entry_fails_start_with_exit_code_3_and_the_module(
         await make_host({"entry": "no_such_module_xyz:run"})
     assert "exit code 3" in caught.value.message
     assert "no module named 'no_such_module_xyz'" in caught.value.message
+
+
+def test_a_pnsd_process_serves_a_node_pts_over_the_wire(tmp_path: Path, transport: str) -> None:
+    """End to end: a config file's worker PTS on Node, a client's run through the daemon."""
+    spec = node_spec({"entry": "ptsdemo:hello", "workers": 2}, transport)
+    table = "".join(f"{key} = {json.dumps(value)}\n" for key, value in spec.items())
+    daemon = spawn_daemon(tmp_path / "home", f"\n[pts.js]\n{table}")
+    try:
+        with daemon.client() as client:
+            result = client.call("run", {"pts": "js", "input": {"theName": "Eve"}})
+            status = client.call("status", {})["pts"]["js"]
+    finally:
+        assert daemon.terminate() == 0
+    assert result["result"].startswith("hello Eve! From node v")
+    assert status["ready"] == 2 and all(w["python"].startswith("node v") for w in status["each"])
