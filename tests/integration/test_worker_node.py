@@ -19,12 +19,14 @@ from typing import Any
 
 import pytest
 import zmq
+import zmq.asyncio
 
 from harness.procs import alive
 from pnsd.errors import InvalidSpec, PtsFailed, RunTimeout, WorkerDied
 from pnsd.hosts.worker import WorkerHost
 from pnsd.hosts.workerslot import WorkerTuning
 from pnsd.spec import parse_spec
+from protocols.codec import Codec
 from protocols.context import RunContext
 from tests.integration.conftest import spawn_daemon
 from tests.waiting import until
@@ -244,3 +246,67 @@ def test_a_pnsd_process_serves_a_node_pts_over_the_wire(tmp_path: Path, transpor
         assert daemon.terminate() == 0
     assert result["result"].startswith("hello Eve! From node v")
     assert status["ready"] == 2 and all(w["python"].startswith("node v") for w in status["each"])
+
+
+@pytest.fixture
+async def bare_worker(tmp_path: Path) -> AsyncIterator[tuple[Any, asyncio.subprocess.Process]]:
+    """The Node runtime alone on a ROUTER of this test's (no pnsd): the daemon's side by hand."""
+    if NODE is None or not (NODE_DIR / "node_modules" / "zeromq").is_dir():
+        pytest.skip("node or workers/node's node_modules (make node-worker) is missing")
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY)
+    endpoint = f"ipc://{tmp_path}/w.sock"
+    context = zmq.asyncio.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(endpoint)
+    worker = await asyncio.create_subprocess_exec(
+        NODE, str(NODE_DIR / "bin/pns-worker.js"), "--connect", endpoint, "--entry",
+        "ptsdemo:slowPid", "--key-file", str(key_file), "--id", "n1", "--heartbeat", "0.2",
+        env={**os.environ, "PYTHONPATH": str(NODE_DIR / "examples")},
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        yield router, worker
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+        await worker.wait()
+        router.close()
+        context.term()
+
+
+async def test_the_node_runtime_drops_bad_frames_and_answers_by_the_rules(
+        bare_worker: tuple[Any, asyncio.subprocess.Process]) -> None:
+    router, worker = bare_worker
+    codec = Codec(KEY)
+
+    async def next_message(*skip: str) -> Any:
+        while True:
+            identity, *frames = await asyncio.wait_for(router.recv_multipart(), 20)
+            assert identity == b"n1"
+            message = codec.decode(frames)
+            if message.type not in skip:
+                return message
+
+    hello = await next_message()
+    assert hello.type == "worker.hello" and hello.body["protocols"] == [1, 2]
+    task = codec.encode("task.req", {"op": "run", "data": 0.5, "timeout": 10, "job": None})
+    for junk in ([b"garbage"], Codec(b"another key").encode("task.req", {"op": "run"}), task):
+        await router.send_multipart([b"n1", *junk])
+    await router.send_multipart([b"n1", *task])                       # a replay: dropped
+    other = codec.encode("task.req", {"op": "run", "data": 0, "timeout": 10, "job": None})
+    await router.send_multipart([b"n1", *other])                      # while busy
+    busy = await next_message("worker.heartbeat", "task.progress")
+    assert (busy.type, busy.re, busy.body["code"]) == ("error", codec.decode(other).id, "busy")
+    answer = await next_message("worker.heartbeat", "task.progress")
+    assert answer.type == "task.rep" and answer.body["result"] == worker.pid
+    odd = codec.encode("task.req", {"op": "explode", "data": None, "timeout": 1, "job": None})
+    await router.send_multipart([b"n1", *odd])
+    refused = await next_message("worker.heartbeat")
+    assert refused.body["code"] == "bad_request"
+    await router.send_multipart([b"n1", *codec.encode("worker.stop", {})])
+    assert await asyncio.wait_for(worker.wait(), 20) == 0
+    assert worker.stderr is not None
+    log = (await worker.stderr.read()).decode()
+    assert "dropped a message: malformed" in log and "dropped a message: auth" in log
+    assert "dropped a message: replay" in log

@@ -139,28 +139,32 @@ class WorkerRuntime {
   async runTask(taskId, call, body) {
     const ctx = new RunContext(body.job ?? null, (type, event) => this.emit(taskId, type, event));
     this.current = { id: taskId, ctx };
+    let frames;
     try {
       const result = await call(body.data ?? null, ctx);
-      await this.answer(taskId, result === undefined ? null : result);
+      frames = this.answer(taskId, result === undefined ? null : result);
     } catch (err) {
       if (err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
       const code = ctx.cancelled ? 'cancelled' : 'pts_error';
-      await this.send('error', { code, message: errorMessage(err).slice(0, 2000), details: {} }, taskId);
+      frames = this.failure(taskId, code, errorMessage(err));
     }
-    this.current = null;
+    this.current = null;        // before the answer leaves: the next task may follow at once
+    await this.transport.send(frames).catch((err) => note(`send failed: ${err.message}`));
     if (this.stopping) await this.quit();
   }
 
-  async answer(taskId, result) {
-    let frames;
+  // The frames of a task's answer: its result, or pts_error when that cannot be sent
+  answer(taskId, result) {
     try {
-      frames = this.codec.encode('task.rep', { result }, { re: taskId });
+      return this.codec.encode('task.rep', { result }, { re: taskId });
     } catch (err) {
       const why = err instanceof ProtocolError ? err.message : `cannot be encoded in msgpack: ${err.message}`;
-      await this.send('error', { code: 'pts_error', message: `result ${why}`.slice(0, 2000), details: {} }, taskId);
-      return;
+      return this.failure(taskId, 'pts_error', `result ${why}`);
     }
-    await this.transport.send(frames).catch((err) => note(`send failed: ${err.message}`));
+  }
+
+  failure(taskId, code, message) {
+    return this.codec.encode('error', { code, message: message.slice(0, 2000), details: {} }, { re: taskId });
   }
 
   // Resolves once the message has left (at once if it is dropped)

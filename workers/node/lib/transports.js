@@ -14,13 +14,15 @@ class ZmqTransport {
     this.queue = Promise.resolve();   // zeromq.js allows one pending send per socket
   }
 
+  // A failed send rejects its own promise only: the ones after it still go
   send(frames) {
-    this.queue = this.queue.then(() => this.socket.send(frames));
-    return this.queue;
+    const sent = this.queue.then(() => this.socket.send(frames));
+    this.queue = sent.catch(() => {});
+    return sent;
   }
 
   async flush() {
-    await this.queue.catch(() => {});
+    await this.queue;
   }
 
   onFrames(callback) {
@@ -143,6 +145,7 @@ class StdioTransport {
       }
       for (const frames of records) callback(frames);
     });
+    this.out.on('error', (err) => this.ended(`stdout failed: ${err.message}`));
     process.stdin.on('end', () => this.ended(this.reader.partial()
       ? 'broken stdio stream: end of file inside a record' : ''));
   }
