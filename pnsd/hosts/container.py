@@ -7,14 +7,17 @@ spec's ``pythonpath``), the spec's variables and ``PYTHONPATH`` passed through, 
 options, the image, and then the worker's usual command line. The daemon supervises the
 runtime's client process like any worker; ending one uses the runtime itself (``stop -t``,
 its SIGTERM, grace and SIGKILL inside the container; ``kill``), since a signal to the client
-alone can leave the container running. Must not: parse specs (:mod:`pnsd.spec`), supervise
-(:mod:`pnsd.hosts.worker`).
+alone can leave the container running. Containers are labelled with the daemon's run dir, the
+daemon process and the generation: a generation removes whatever is left of its own when it
+stops, and one starting removes those a dead daemon left behind. Must not: parse specs
+(:mod:`pnsd.spec`), supervise (:mod:`pnsd.hosts.worker`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import signal
 import subprocess
 from collections.abc import Iterable
@@ -28,6 +31,8 @@ from pnsd.spec import Container
 log = structlog.get_logger(__name__)
 
 STOP_SLACK = 10.0      # seconds the runtime's stop may take beyond its own grace
+COMMAND_TIMEOUT = 60.0
+DAEMON = os.urandom(6).hex()    # this daemon process: containers labelled otherwise are leftovers
 
 
 def container_name(pts: str, token: str, identity: str) -> str:
@@ -36,9 +41,11 @@ def container_name(pts: str, token: str, identity: str) -> str:
 
 
 def run_prefix(container: Container, name: str, *, mounts: Iterable[Path],
-               env_names: Iterable[str]) -> list[str]:
+               env_names: Iterable[str], run_dir: Path, generation: str) -> list[str]:
     """``RUNTIME run …  IMAGE``: the part of a worker's command line before its interpreter."""
-    argv = [*container.runtime, "run", "--rm", "-i", "--name", name]
+    argv = [*container.runtime, "run", "--rm", "-i", "--name", name,
+            "--label", f"pns.run={run_dir}", "--label", f"pns.daemon={DAEMON}",
+            "--label", f"pns.generation={generation}"]
     for path in dict.fromkeys(str(p) for p in mounts):
         argv += ["-v", f"{path}:{path}"]
     for variable in dict.fromkeys(env_names):
@@ -101,3 +108,23 @@ async def run_quietly(argv: list[str], *, timeout: float) -> None:
     if process.returncode:
         log.info("container_command_failed", command=argv, returncode=process.returncode,
                  stderr=err.decode(errors="replace")[-300:])
+
+
+def remove_containers(runtime: tuple[str, ...], label: str, *, leftovers: bool) -> list[str]:
+    """Force-remove the containers carrying ``label`` (only those of other daemons when
+    ``leftovers``); their names. Blocking: call it in a thread."""
+    listed = subprocess.run(
+        [*runtime, "ps", "-a", "--filter", f"label={label}", "--format",
+         '{{.Names}} {{index .Labels "pns.daemon"}}'],
+        capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+    if listed.returncode:
+        log.warning("container_list_failed", command=list(runtime), stderr=listed.stderr[-300:])
+        return []
+    names = [line.split()[0] for line in listed.stdout.splitlines()
+             if line.split() and not (leftovers and line.split()[-1] == DAEMON)]
+    for action in (["kill"], ["rm", "-f"]) if names else ():   # rm alone may wait a grace
+        subprocess.run([*runtime, *action, *names], capture_output=True,
+                       timeout=COMMAND_TIMEOUT, check=False)
+    if names:
+        log.info("containers_removed", names=names, leftovers=leftovers)
+    return names

@@ -29,7 +29,7 @@ import zmq
 
 import protocols
 from pnsd.hosts.children import Child, OutputForwarder
-from pnsd.hosts.container import ContainerChild, container_name, run_prefix
+from pnsd.hosts.container import ContainerChild, container_name, remove_containers, run_prefix
 from pnsd.hosts.leftovers import GroupLedger
 from pnsd.spec import HOOKS, Container, Limits, PtsSpec
 from protocols.codec import DEFAULT_MAX_BYTES
@@ -160,6 +160,7 @@ class Launch:
     mounts: list[Path] = field(default_factory=list)  # what a container must see
     token: str = ""
     pts: str = ""
+    run_dir: Path = Path()
 
     async def spawn(self, identity: str, *, limits: Limits, output: OutputForwarder,
                     ledger: GroupLedger | None) -> Child:
@@ -170,7 +171,8 @@ class Launch:
                                      output=output, die_with_parent=True, ledger=ledger)
         name = container_name(self.pts, self.token, identity)
         prefix = run_prefix(self.container, name, mounts=self.mounts,
-                            env_names=["PYTHONPATH", *self.env_names])
+                            env_names=["PYTHONPATH", *self.env_names], run_dir=self.run_dir,
+                            generation=self.token)
         child = await ContainerChild.spawn(
             [*prefix, *argv], env=self.env, cwd=None, limits=limits, output=output,
             die_with_parent=True, ledger=ledger)
@@ -184,6 +186,8 @@ class Launch:
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         base = run_dir / f"w-{spec.name}-{token}"
         if spec.container is not None:   # a directory of its own, mounted into the containers
+            remove_containers(spec.container.runtime, f"pns.run={run_dir.resolve()}",
+                              leftovers=True)
             base.mkdir(mode=0o700)
             self.owned.append(base)
             base = base / "w"
@@ -208,7 +212,8 @@ class Launch:
         self.endpoint = f"ipc://{socket_path}"
         self.argv = worker_command(spec, self.endpoint, key_file, heartbeat)
         self.env = worker_env(spec, lib)
-        self.container, self.token, self.pts = spec.container, token, spec.name
+        self.container, self.token, self.pts, self.run_dir = (spec.container, token,
+                                                              spec.name, run_dir.resolve())
         self.env_names = list(spec.env)
         self.mounts = [socket_path.parent, lib, PROTOCOLS_DIR, key_file,
                        *(Path(p).resolve() for p in spec.pythonpath)]
@@ -225,7 +230,10 @@ class Launch:
         return socket
 
     def remove(self) -> None:
-        """Delete what :meth:`prepare` made. Blocking."""
+        """Delete what :meth:`prepare` made, and any container of this generation. Blocking."""
+        if self.container is not None and self.token:
+            remove_containers(self.container.runtime, f"pns.generation={self.token}",
+                              leftovers=False)
         for path in reversed(self.owned):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

@@ -175,3 +175,23 @@ async def test_an_image_that_is_not_there_fails_start_clearly(make_host: HostMak
         await make_host({"entry": "cpts:where", "container": {
             "image": "localhost/no-such-image:0", "runtime": ["podman"]}})
     assert "worker failed to start" in str(caught.value)
+
+
+def start_stray(runtime: list[str], name: str, labels: Mapping[str, str]) -> None:
+    """A container started behind pnsd's back (as a dead daemon or a lost kill leaves one)."""
+    flags = [part for key, value in labels.items() for part in ("--label", f"{key}={value}")]
+    subprocess.run([*runtime, "run", "-d", "--rm", "--name", name, *flags, *BASE_OPTIONS, IMAGE,
+                    "/usr/bin/sleep", "300"], capture_output=True, timeout=120, check=True)
+
+
+async def test_containers_of_a_dead_daemon_go_and_a_generation_leaves_none(
+        make_host: HostMaker, runtime: list[str], tmp_path: Path) -> None:
+    run_dir = (tmp_path / "run").resolve()
+    start_stray(runtime, "pns-ctr-dead-w0.1", {"pns.run": str(run_dir), "pns.daemon": "gone"})
+    host = await make_host({"entry": "cpts:where"})
+    names = containers(runtime, "pns-ctr-")
+    assert "pns-ctr-dead-w0.1" not in names and len(names) == 1      # only the new worker
+    token = host._launch.token
+    start_stray(runtime, f"pns-ctr-{token}-lost", {"pns.generation": token})
+    await host.stop(grace=1.0)
+    assert containers(runtime, "pns-ctr-") == []
