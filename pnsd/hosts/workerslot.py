@@ -2,8 +2,9 @@
 
 Owns the worker slots (one position of a PTS's N workers, whose process is replaced when it
 dies: its identity, hello, readiness, kill reason), preparing a generation's launch (socket
-path, key file, library dir, command line, environment), the outbox its messages to workers
-leave by, the timings of worker supervision and the restart budget with exponential backoff.
+path, key file, library dir, command line, environment; containers through
+:mod:`pnsd.hosts.container`), the outbox its messages to workers leave by, the timings of
+worker supervision and the restart budget with exponential backoff.
 Processes themselves are started, watched and stopped by :mod:`pnsd.hosts.children`; the
 worker host (:mod:`pnsd.hosts.worker`) drives both.
 """

@@ -31,6 +31,9 @@ from tests.waiting import until
 pytestmark = pytest.mark.slow
 
 IMAGE = "localhost/pns-test-root:1"
+NODE_DIR = Path(__file__).resolve().parents[2] / "workers" / "node"
+NODE = shutil.which("node")
+HAS_NODE_MODULES = (NODE_DIR / "node_modules" / "zeromq").is_dir()
 KEY = b"container-test-key"
 TUNING = WorkerTuning(heartbeat=0.5, missed_beats=6, start_timeout=60.0, cancel_grace=1.0,
                       backoff_first=0.05, backoff_max=0.5)
@@ -143,6 +146,23 @@ async def test_a_stdio_worker_in_a_container_gets_the_pipes(make_host: HostMaker
     host = await make_host({"entry": "cpts:where", "transport": "stdio"})
     result = await host.run([1, "two"], timeout=30, ctx=RunContext())
     assert result["container"] is True and result["data"] == [1, "two"]
+
+
+async def test_a_node_worker_runs_in_a_container(make_host: HostMaker,
+                                                 runtime: list[str]) -> None:
+    node_dir, node = NODE_DIR, NODE
+    if node is None or not HAS_NODE_MODULES:
+        pytest.skip("node or workers/node's node_modules (make node-worker) is missing")
+    if not node.startswith("/usr/"):
+        pytest.skip(f"node ({node}) is not under /usr, which the test image mounts")
+    host = await make_host({
+        "entry": "ptsdemo:echo", "python": "", "pythonpath": [str(node_dir / "examples")],
+        "command": [node, str(node_dir / "bin/pns-worker.js")],
+        "container": {"runtime": runtime, "image": IMAGE,
+                      "options": [*BASE_OPTIONS, "-v", f"{node_dir}:{node_dir}:ro"]}})
+    assert host.state().details["each"][0]["python"].startswith("node v")
+    assert await host.run({"b": b"\x02" * 70_000}, timeout=30, ctx=RunContext()) == {
+        "b": b"\x02" * 70_000}
 
 
 async def test_a_timed_out_run_kills_the_container_and_a_new_one_serves(

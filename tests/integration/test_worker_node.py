@@ -310,3 +310,23 @@ async def test_the_node_runtime_drops_bad_frames_and_answers_by_the_rules(
     log = (await worker.stderr.read()).decode()
     assert "dropped a message: malformed" in log and "dropped a message: auth" in log
     assert "dropped a message: replay" in log
+
+
+@pytest.mark.parametrize(("args", "code", "says"), [
+    (["--connect", "ipc:///nowhere", "--entry", "ptsdemo:echo"], 2, "--key-file is required"),
+    (["--bogus", "1"], 2, "bad option --bogus"),
+    (["--connect", "ipc:///nowhere", "--entry", "ptsdemo:echo", "--key-file", "/no/such/key"],
+     3, "cannot read the key file"),
+    (["--connect", "ipc:///nowhere", "--entry", "ptsdemo:nothing", "--key-file", "/dev/null"],
+     3, "has no function 'nothing'"),
+    (["--connect", "ipc:///nowhere", "--entry", "ptsdemo:echo", "--init", "ptsdemo:fail",
+      "--key-file", "/dev/null"], 4, "the init hook failed"),
+])
+def test_the_node_runtime_exits_with_the_documented_codes(args: list[str], code: int,
+                                                          says: str) -> None:
+    if NODE is None or not (NODE_DIR / "node_modules" / "zeromq").is_dir():
+        pytest.skip("node or workers/node's node_modules (make node-worker) is missing")
+    done = subprocess.run([NODE, str(NODE_DIR / "bin/pns-worker.js"), "-m", "protocols.worker",
+                           *args], capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(NODE_DIR / "examples")})
+    assert (done.returncode, says in done.stderr) == (code, True), done.stderr
