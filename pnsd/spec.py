@@ -167,6 +167,7 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         "interface": parse_interface(name, table, process=mode is Mode.PROCESS),
     }
     if mode is Mode.PROCESS:
+        reader.container(mode)          # refuses a container where there are no workers
         return PtsSpec(
             name=name, mode=mode, dir=reader.optional_text("dir"),
             init=reader.argv("init", allow_empty=True),
@@ -182,7 +183,7 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         workers=reader.integer("workers", 1, low=1, high=256) if mode is Mode.WORKER else 1,
         python=reader.optional_text("python"),
         command=reader.argv("command", allow_empty=True),
-        container=reader.container() if mode is Mode.WORKER else None, **common,
+        container=reader.container(mode), **common,
     )
 
 
@@ -260,10 +261,12 @@ class _Reader:
             raise self.fail(key, "must be a table of strings")
         return dict(value)
 
-    def container(self) -> Container | None:
+    def container(self, mode: Mode) -> Container | None:
         value = self.table.get("container")
         if value is None:
             return None
+        if mode is not Mode.WORKER:
+            raise self.fail("container", "applies to worker mode only")
         if not isinstance(value, Mapping) or set(value) - {"runtime", "image", "options"}:
             raise self.fail("container", "must be a table of runtime, image and options")
         inner = _Reader(self.name, value)
