@@ -113,10 +113,14 @@ async def run_quietly(argv: list[str], *, timeout: float) -> None:
 def remove_containers(runtime: tuple[str, ...], label: str, *, leftovers: bool) -> list[str]:
     """Force-remove the containers carrying ``label`` (only those of other daemons when
     ``leftovers``); their names. Blocking: call it in a thread."""
-    listed = subprocess.run(
-        [*runtime, "ps", "-a", "--filter", f"label={label}", "--format",
-         '{{.Names}} {{index .Labels "pns.daemon"}}'],
-        capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+    try:
+        listed = subprocess.run(
+            [*runtime, "ps", "-a", "--filter", f"label={label}", "--format",
+             '{{.Names}} {{index .Labels "pns.daemon"}}'],
+            capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:   # starting a worker will say it too
+        log.warning("container_list_failed", command=list(runtime), error=str(exc))
+        return []
     if listed.returncode:
         log.warning("container_list_failed", command=list(runtime), stderr=listed.stderr[-300:])
         return []

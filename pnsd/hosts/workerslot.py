@@ -174,9 +174,12 @@ class Launch:
         prefix = run_prefix(self.container, name, mounts=self.mounts,
                             env_names=["PYTHONPATH", *self.env_names], run_dir=self.run_dir,
                             generation=self.token)
-        child = await ContainerChild.spawn(
-            [*prefix, *argv], env=self.env, cwd=None, limits=limits, output=output,
-            die_with_parent=True, ledger=ledger)
+        try:
+            child = await ContainerChild.spawn(
+                [*prefix, *argv], env=self.env, cwd=None, limits=limits, output=output,
+                die_with_parent=True, ledger=ledger)
+        except OSError as exc:      # name the runtime: the error is about it, not the worker
+            raise OSError(exc.errno, f"{exc.strerror} ({prefix[0]})") from exc
         assert isinstance(child, ContainerChild)
         return child.attach(self.container, name)
 

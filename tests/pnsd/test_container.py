@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import zmq
 
-from pnsd.errors import InvalidSpec
+from pnsd.errors import InvalidSpec, Unavailable
 from pnsd.hosts import container
+from pnsd.hosts.worker import WorkerHost
 from pnsd.hosts.workerslot import PROTOCOLS_DIR, Launch, worker_command
 from pnsd.spec import Container, PtsSpec, parse_spec
 
@@ -74,4 +76,17 @@ def test_a_container_launch_gets_a_private_dir_and_mounts_only_what_it_needs(
                                   tmp_path.resolve()}
     assert launch.env_names == ["A"] and launch.run_dir == (tmp_path / "run").resolve()
     launch.remove()
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+async def test_a_missing_container_runtime_fails_start_naming_it(tmp_path: Path) -> None:
+    spec = spec_with(container={"image": "i", "runtime": ["/no/such/podman"]})
+    context = zmq.Context()
+    host = WorkerHost(spec, context=context, run_dir=tmp_path / "run", key=b"k")
+    try:
+        with pytest.raises(Unavailable, match=r"No such file or directory \(/no/such/podman\)"):
+            await host.start()
+    finally:
+        context.term()
+    assert host.state().state == "unavailable"
     assert list((tmp_path / "run").iterdir()) == []
