@@ -21,7 +21,7 @@ import pytest
 import zmq
 from structlog.testing import capture_logs
 
-from pnsd.errors import InvalidSpec, RunTimeout
+from pnsd.errors import InvalidSpec, RunTimeout, Unavailable
 from pnsd.hosts.worker import WorkerHost
 from pnsd.hosts.workerslot import WorkerTuning
 from pnsd.spec import parse_spec
@@ -190,11 +190,15 @@ async def test_stop_uses_the_runtimes_stop_on_a_busy_container(
     assert containers(runtime, "pns-ctr-") == []
 
 
-async def test_an_image_that_is_not_there_fails_start_clearly(make_host: HostMaker) -> None:
-    with pytest.raises((InvalidSpec, Exception)) as caught:
+async def test_an_image_that_is_not_there_fails_start_clearly(make_host: HostMaker,
+                                                             runtime: list[str]) -> None:
+    with pytest.raises(Unavailable) as caught:
         await make_host({"entry": "cpts:where", "container": {
-            "image": "localhost/no-such-image:0", "runtime": ["podman"]}})
-    assert "worker failed to start" in str(caught.value)
+            "image": "localhost/no-such-image:0", "runtime": runtime,
+            "options": ["--pull", "never", *BASE_OPTIONS]}})
+    message = caught.value.message
+    assert "worker failed to start: exit code 125" in message
+    assert "localhost/no-such-image:0" in message
 
 
 def start_stray(runtime: list[str], name: str, labels: Mapping[str, str]) -> None:
