@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PNS_HOME ?= $(CURDIR)/.pns-home
 export PNS_HOME
 
-.PHONY: venv install run test test-fast lint browser bench faults soak clean
+.PHONY: venv install run test test-fast lint browser node-worker containers bench faults soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ run: $(STAMP)
 	@PNSWEB_PASSWORD='$(WEB_PASSWORD)' exec $(PY) scripts/devrun.py '$(PNS_HOME)' '$(WEB_PORT)' '$(WEB_USER)'
 
 ## Lint, then the whole test suite (slow integration tests included).
-test: $(STAMP) lint browser
+test: $(STAMP) lint browser node-worker containers
 	$(PY) -m pytest -q -p no:cacheprovider
 
 ## Headless Chromium from the distribution's packages, for the console's browser tests (as root,
@@ -40,6 +40,25 @@ browser:
 	@test -x $(CHROMIUM) || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@test -x $(CHROMIUM) || echo "make: no $(CHROMIUM): the console's browser tests are skipped"
+
+## The Node.js worker runtime's packages (workers/node, from its lock file), for its tests; node
+## and npm come from the distribution's packages when missing (as root, as CI runs).
+NODE_WORKER := workers/node
+node-worker: $(NODE_WORKER)/node_modules/.installed
+$(NODE_WORKER)/node_modules/.installed: $(NODE_WORKER)/package-lock.json
+	@command -v npm >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	@if command -v npm >/dev/null; then cd $(NODE_WORKER) && npm ci --no-audit --no-fund \
+		&& touch node_modules/.installed; \
+	else echo "make: no npm: the Node.js worker's tests are skipped"; fi
+
+## podman (and runc, which runs containers where crun cannot: cgroups in hybrid mode) from the
+## distribution's packages, for the container worker tests (as root; elsewhere they are skipped).
+containers:
+	@command -v podman >/dev/null && command -v runc >/dev/null || [ "$$(id -u)" != 0 ] || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc \
+		>/dev/null; }
+	@command -v podman >/dev/null || echo "make: no podman: the container worker tests are skipped"
 
 ## The suite without the slow integration tests.
 test-fast: $(STAMP)
@@ -63,4 +82,4 @@ soak: $(STAMP)
 	$(PY) -m faults --soak --soak-requests 100000
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(NODE_WORKER)/node_modules $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

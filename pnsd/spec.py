@@ -39,6 +39,19 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Container:
+    """A worker that runs in a container: the runtime's command (``["podman"]``, ``["docker"]``,
+    with global options), the image, and options added to its ``run``."""
+
+    runtime: tuple[str, ...]
+    image: str
+    options: tuple[str, ...] = ()
+
+    def table(self) -> dict[str, Any]:
+        return {"runtime": list(self.runtime), "image": self.image, "options": list(self.options)}
+
+
+@dataclass(frozen=True)
 class PtsSpec:
     name: str
     mode: Mode
@@ -55,6 +68,7 @@ class PtsSpec:
     python: str | None = None
     command: tuple[str, ...] = ()
     transport: str = "zmq"          # how workers are reached: their socket, or stdin/stdout
+    container: Container | None = None
     # process: argv lists, no shell
     dir: str | None = None
     init: tuple[str, ...] = ()
@@ -89,6 +103,8 @@ class PtsSpec:
             value = getattr(self, attr, None)
             if key in _INTERFACE:
                 value = self._interface_key(key)
+            elif isinstance(value, Container):
+                value = value.table()
             elif isinstance(value, Limits):
                 value = {k: v for k, v in vars(value).items() if v is not None}
             elif isinstance(value, tuple):
@@ -119,7 +135,7 @@ _KEYS = (
     "python", "command",
     "dir", "init", "config", "run", "clean", "inputs", "outputs", "timeout", "queue",
     "concurrency", "inline", "env", "pythonpath", "limits", "selftest", "idempotent",
-    "transport",
+    "transport", "container",
 )
 
 
@@ -157,6 +173,7 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
     if mode is not Mode.WORKER:
         reader.transport(mode)          # refuses a transport where there are no workers
     if mode is Mode.PROCESS:
+        reader.container(mode)          # refuses a container where there are no workers
         return PtsSpec(
             name=name, mode=mode, dir=reader.optional_text("dir"),
             init=reader.argv("init", allow_empty=True),
@@ -173,7 +190,7 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         workers=workers, remote_workers=remote_workers,
         python=reader.optional_text("python"),
         command=reader.argv("command", allow_empty=True), transport=reader.transport(mode),
-        **common,
+        container=reader.container(mode), **common,
     )
 
 
@@ -266,6 +283,21 @@ class _Reader:
         ):
             raise self.fail(key, "must be a table of strings")
         return dict(value)
+
+    def container(self, mode: Mode) -> Container | None:
+        value = self.table.get("container")
+        if value is None:
+            return None
+        if mode is not Mode.WORKER:
+            raise self.fail("container", "applies to worker mode only")
+        if not isinstance(value, Mapping) or set(value) - {"runtime", "image", "options"}:
+            raise self.fail("container", "must be a table of runtime, image and options")
+        inner = _Reader(self.name, value)
+        image = inner.text("image", "")
+        if not image or image.startswith("-"):
+            raise self.fail("container", "needs an image (a name, not an option)")
+        runtime = inner.argv("runtime", allow_empty=True) or ("podman",)
+        return Container(runtime, image, inner.argv("options", allow_empty=True))
 
     def limits(self) -> Limits:
         value = self.table.get("limits", {})

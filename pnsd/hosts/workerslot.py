@@ -2,9 +2,10 @@
 
 Owns the worker slots (one position of a PTS's N workers, whose process is replaced when it
 dies: its identity, hello, readiness, kill reason), preparing a generation's launch (socket
-path, key file, library dir, command line, environment), the wire seam (:class:`Wire`) and its
-ZeroMQ side (:class:`Outbox`, the ROUTER its messages to workers leave by), choosing the worker
-protocol version from a hello, the timings of worker supervision and the restart budget with
+path, key file, library dir, command line, environment; containers through
+:mod:`pnsd.hosts.container`), the wire seam (:class:`Wire`) and its ZeroMQ side
+(:class:`Outbox`, the ROUTER its messages to workers leave by), choosing the worker protocol
+version from a hello, the timings of worker supervision and the restart budget with
 exponential backoff.
 Processes themselves are started, watched and stopped by :mod:`pnsd.hosts.children`; the
 worker host (:mod:`pnsd.hosts.worker`) drives both.
@@ -31,8 +32,9 @@ import zmq
 
 import protocols
 from pnsd.hosts.children import Child, OutputForwarder, OutputSink
+from pnsd.hosts.container import ContainerChild, container_name, remove_containers, run_prefix
 from pnsd.hosts.leftovers import GroupLedger
-from pnsd.spec import HOOKS, Limits, PtsSpec
+from pnsd.spec import HOOKS, Container, Limits, PtsSpec
 from protocols.codec import DEFAULT_MAX_BYTES
 from protocols.pump import Pump
 from protocols.version import WORKER_PROTOCOLS
@@ -113,10 +115,10 @@ class WorkerSlot:
         self.hello.add_done_callback(consume)
         self.kill_reason, self.ready, self.stream_fault = "", False, ""
         output = OutputForwarder({**label, "worker": self.index}, tuning)
-        process = await Child.spawn(
-            [*launch.argv, "--id", self.identity.decode()], env=launch.env, cwd=None,
-            limits=limits, output=output if wire is None else wire.sink(self, output),
-            die_with_parent=True, ledger=ledger, stdin_pipe=wire is not None and wire.pipes)
+        process = await launch.spawn(
+            self.identity.decode(), limits=limits,
+            output=output if wire is None else wire.sink(self, output), ledger=ledger,
+            stdin_pipe=wire is not None and wire.pipes)
         output.label["pid"] = process.pid
         self.process, self.output = process, output
         self.last_seen = time.monotonic()
@@ -180,6 +182,33 @@ class Launch:
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     owned: list[Path] = field(default_factory=list)   # removed by :meth:`remove`
+    env_names: list[str] = field(default_factory=list)
+    container: Container | None = None
+    mounts: list[Path] = field(default_factory=list)  # what a container must see
+    token: str = ""
+    pts: str = ""
+    run_dir: Path = Path()
+
+    async def spawn(self, identity: str, *, limits: Limits, output: OutputSink,
+                    ledger: GroupLedger | None, stdin_pipe: bool = False) -> Child:
+        """Start one worker process (a long-lived child: it dies with the daemon)."""
+        argv = [*self.argv, "--id", identity]
+        if self.container is None:
+            return await Child.spawn(argv, env=self.env, cwd=None, limits=limits,
+                                     output=output, die_with_parent=True, ledger=ledger,
+                                     stdin_pipe=stdin_pipe)
+        name = container_name(self.pts, self.token, identity)
+        prefix = run_prefix(self.container, name, mounts=self.mounts,
+                            env_names=["PYTHONPATH", *self.env_names], run_dir=self.run_dir,
+                            generation=self.token)
+        try:
+            child = await ContainerChild.spawn(
+                [*prefix, *argv], env=self.env, cwd=None, limits=limits, output=output,
+                die_with_parent=True, ledger=ledger, stdin_pipe=stdin_pipe)
+        except OSError as exc:      # name the runtime: the error is about it, not the worker
+            raise OSError(exc.errno, f"{exc.strerror} ({prefix[0]})") from exc
+        assert isinstance(child, ContainerChild)
+        return child.attach(self.container, name)
 
     def prepare(self, spec: PtsSpec, *, run_dir: Path, key: bytes, key_file: Path | None,
                 heartbeat: float) -> None:
@@ -187,7 +216,18 @@ class Launch:
         token = os.urandom(4).hex()
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         base = run_dir / f"w-{spec.name}-{token}"
-        self.endpoint = STDIO if spec.transport == STDIO else f"ipc://{self._socket(base, token)}"
+        if spec.container is not None:   # a directory of its own, mounted into the containers
+            remove_containers(spec.container.runtime, f"pns.run={run_dir.resolve()}",
+                              leftovers=True)
+            base.mkdir(mode=0o700)
+            self.owned.append(base)
+            base = base / "w"
+        socket_dir = base.parent
+        if spec.transport == STDIO:
+            self.endpoint = STDIO
+        else:
+            socket_path = self._socket(base, token)
+            socket_dir, self.endpoint = socket_path.parent, f"ipc://{socket_path}"
         if key_file is None:
             key_file = Path(f"{base}.key")
             self.owned.append(key_file)
@@ -202,6 +242,11 @@ class Launch:
         (lib / "protocols").symlink_to(PROTOCOLS_DIR, target_is_directory=True)
         self.argv = worker_command(spec, self.endpoint, key_file, heartbeat)
         self.env = worker_env(spec, lib)
+        self.container, self.token, self.pts, self.run_dir = (spec.container, token,
+                                                              spec.name, run_dir.resolve())
+        self.env_names = list(spec.env)
+        self.mounts = [socket_dir, lib, PROTOCOLS_DIR, key_file,
+                       *(Path(p).resolve() for p in spec.pythonpath)]
 
     def _socket(self, base: Path, token: str) -> Path:
         socket_path = Path(f"{base}.sock")
@@ -224,7 +269,10 @@ class Launch:
         return socket
 
     def remove(self) -> None:
-        """Delete what :meth:`prepare` made. Blocking."""
+        """Delete what :meth:`prepare` made, and any container of this generation. Blocking."""
+        if self.container is not None and self.token:
+            remove_containers(self.container.runtime, f"pns.generation={self.token}",
+                              leftovers=False)
         for path in reversed(self.owned):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
@@ -286,7 +334,9 @@ def worker_command(spec: PtsSpec, endpoint: str, key_file: Path, heartbeat: floa
     ``["docker", "run", "-i", "img", "python"]``); otherwise ``python`` or the daemon's own.
     """
     assert spec.entry is not None
-    interpreter = [spec.python] if spec.python else [] if spec.command else [sys.executable]
+    # in a container the daemon's own interpreter is not there: the image's python3 is
+    default = ["python3"] if spec.container is not None else [sys.executable]
+    interpreter = [spec.python] if spec.python else [] if spec.command else default
     runtime = "protocols.stdioworker" if endpoint == STDIO else "protocols.worker"
     argv = [*spec.command, *interpreter, "-m", runtime, "--connect", endpoint,
             "--entry", spec.entry, "--key-file", str(key_file), "--heartbeat", f"{heartbeat:g}",
