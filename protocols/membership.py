@@ -12,14 +12,14 @@ Imports only pyzmq and the stdlib (Python 3.8+).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import zmq
 import zmq.auth
 from zmq.utils.monitor import parse_monitor_message
 
 from protocols import messages
-from protocols.codec import new_message_id
+from protocols.codec import new_message_id, read_refusal
 
 EXIT_REFUSED = 6
 REJOIN_DELAY = 1.0     # seconds between a worker.stop and the hello that rejoins the pool
@@ -95,6 +95,15 @@ class Membership:
         body = body if isinstance(body, dict) else {}
         self.refusal = "the node refused to join PTS %s: %s: %s" % (
             self.hello["pts"], body.get("code"), body.get("message"))
+        return True
+
+    def refused_by(self, frames: List[bytes]) -> bool:
+        """An unverifiable (unsigned) ``auth`` error answering the hello: the node refused this
+        worker's signing key (recorded)."""
+        refusal = read_refusal(frames)
+        if refusal is None or not self.answers_hello(refusal.re, refusal.body):
+            return False
+        self.refusal += " (is --key-file the node's secret.key?)"
         return True
 
     def close(self) -> None:

@@ -246,6 +246,9 @@ class WorkerRuntime:
         try:
             message = self.codec.decode(frames)
         except PnsError as exc:
+            if self.membership is not None and self.membership.refused_by(frames):
+                self.refused()
+                return
             note("dropped a message: %s" % exc)
             return
         self.handle(message)

@@ -22,9 +22,9 @@ import structlog
 import zmq
 
 from pnsd.hosts.workerslot import WorkerSlot, choose_protocol
-from pnsd.refusals import Refusals
+from pnsd.refusals import ANSWER_TEXT, Refusals
 from protocols import messages
-from protocols.codec import Codec, Message
+from protocols.codec import Codec, Message, message_id
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.pump import Pump
 
@@ -103,6 +103,8 @@ class WorkerGate:
         except ProtocolError as exc:
             self.refusals.count(exc.code, exc.message, type=exc.details.get("type"),
                                 endpoint="workers")
+            if exc.code == ErrorCode.AUTH:      # another signing key: say so, unsigned
+                self._refuse_unsigned(identity, frames[1:], exc)
             return
         if message.type == messages.WORKER_HELLO:
             self._join(identity, message)
@@ -141,6 +143,19 @@ class WorkerGate:
         if "protocols" in body:
             self._send(identity, self._codec.encode(messages.WORKER_WELCOME,
                                                     {"protocol": protocol}, re=message.id))
+
+    def _refuse_unsigned(self, identity: bytes, frames: list[bytes],
+                         exc: ProtocolError) -> None:
+        """Answer a message refused before it was authenticated, as the client front door
+        does (SPEC.md, "Refusals"): unsigned, compact, within the answer budget."""
+        re = message_id(frames)
+        if re is None or not self.refusals.may_answer():
+            return
+        self.refusals.answered()
+        body = {"code": exc.code, "message": exc.message[:ANSWER_TEXT], "details": {}}
+        answer = self._codec.encode(messages.ERROR, body, re=re)
+        answer[1] = b""
+        self._send(identity, answer)
 
     def _forget(self, identity: bytes) -> None:
         self._joined.pop(identity, None)

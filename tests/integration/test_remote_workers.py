@@ -107,9 +107,10 @@ class Node:
     async def worker(self, pts: str, secret: Path, *, server_key: Path | None = None,
                      config_file: bool = False, python: str = sys.executable,
                      entry: str = "tests.integration.test_remote_workers:nap",
-                     path: str = str(ROOT)) -> asyncio.subprocess.Process:
+                     path: str = str(ROOT), key_file: Path | None = None,
+                     ) -> asyncio.subprocess.Process:
         options = {"connect": self.worker_endpoint, "pts": pts, "entry": entry,
-                   "key-file": str(self.daemon.settings.key_file),
+                   "key-file": str(key_file or self.daemon.settings.key_file),
                    "server-key": str(server_key or self.curve / "server.key"),
                    "key": str(secret), "heartbeat": str(BEAT)}
         if config_file:     # the same options from an INI file
@@ -234,6 +235,17 @@ async def test_a_worker_key_is_no_client_key_and_an_unknown_key_is_refused(
         assert (await node.status())["refusals"]["refused"]["curve_key"] == 2
         await node.worker("far", node.pair("w3"))
         assert (await outcome(client, job["id"]))["input"] == {"kept": 1}
+
+
+async def test_a_remote_worker_with_another_signing_key_is_told_and_refused(
+        node: Node, tmp_path: Path) -> None:
+    other = tmp_path / "other.key"
+    other.write_text("ab" * 32)
+    other.chmod(0o600)
+    line = await refused_line(await node.worker("far", node.pair("w10"), key_file=other))
+    assert "refused to join PTS far: auth:" in line and "--key-file" in line
+    assert (await node.status())["refusals"]["refused"]["auth"] >= 1
+    assert (await node.status("far"))["remote"] == 0
 
 
 async def test_a_remote_worker_for_a_pts_without_remote_workers_is_refused(
