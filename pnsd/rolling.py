@@ -94,7 +94,9 @@ class Rolling:
             return
         finished = job.finished if job.finished is not None else job.updated
         index = int(finished // self.step)
-        series = self._series.setdefault(job.pts, deque(maxlen=self.count))
+        series = self._series.get(job.pts)
+        if series is None:      # (not setdefault: that would make a deque for every run)
+            series = self._series[job.pts] = deque(maxlen=self.count)
         if not series or series[-1].index < index:
             series.append(Bucket(index))
         # A finish stamped before the newest bucket (runs end out of order within a step, or
