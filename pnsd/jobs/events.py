@@ -30,6 +30,11 @@ class EventLog:
         self._changed: asyncio.Event | None = None   # made when a watcher first waits
         self.closed = False
 
+    @property
+    def buffered(self) -> bool:
+        """Whether anyone watched or anything was reported (else the latest status is all)."""
+        return self._events is not None
+
     def _buffer(self) -> deque[dict[str, Any]]:
         events = self._events
         if events is None:
