@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,9 @@ class Generation:
 
     def __post_init__(self) -> None:
         # A host with its own line gets every admitted run at once: it needs no slots here.
-        self._slots = None if self.host.queues_runs else asyncio.Semaphore(self.spec.slots)
+        self._limited = not self.host.queues_runs
+        self._free = self.spec.slots         # slots nobody holds (when limited)
+        self._waiters: deque[asyncio.Future[None]] = deque()   # queued runs, first come first
         self._idle = asyncio.Event()
         self._idle.set()
         # compiled once per generation: every run's input is checked before it is admitted
@@ -76,27 +79,54 @@ class Generation:
         self._idle.clear()
         return Slot(self)
 
+    def _occupy_now(self) -> bool:
+        """Take a slot for an admitted run if one is free and nobody waits (most runs): no
+        wait, no future. False: the run waits in line (:meth:`_occupy`)."""
+        if self._limited:        # no line of its host's own: slots are held here
+            if self._free == 0 or self._waiters:
+                return False
+            self._free -= 1
+        self.running += 1
+        return True
+
     async def _occupy(self) -> None:
         """Wait for a slot for an admitted run; on failure (Unavailable: closed while it was
         queued, or cancelled) the admission is given back."""
-        slots = self._slots
-        if slots is not None:        # no line of its host's own: wait here for a slot
-            try:
-                await slots.acquire()
-            except BaseException:
-                self._leave()
-                raise
-            if self.refusal:      # closed while this run was queued
-                slots.release()
-                self._leave()
-                raise Unavailable(self.refusal)
+        await self._queued()
         self.running += 1
+
+    async def _queued(self) -> None:
+        """Wait in line until a run that ends hands its slot over (or the generation closes)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.cancelled():
+                if waiter in self._waiters:    # (close() empties the line itself)
+                    self._waiters.remove(waiter)
+            else:           # handed a slot in the same turn as the cancel: pass it on
+                self._hand_over()
+            self._leave()
+            raise
+        if self.refusal:      # closed while this run was queued: its slot is not used
+            self._leave()
+            raise Unavailable(self.refusal)
+
+    def _hand_over(self) -> None:
+        """A slot is free: to the first run in line, or back to the free ones."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
 
     def _release(self) -> None:
         """A run that held a slot has ended."""
         self.running -= 1
-        if self._slots is not None:
-            self._slots.release()
+        if self._limited:
+            self._hand_over()
         self._leave()
 
     def _leave(self) -> None:
@@ -119,14 +149,16 @@ class Generation:
     def close(self, reason: str) -> None:
         """Admit nothing more and fail the queued runs with ``reason`` (running ones go on).
 
-        Queued runs wait on the slot semaphore: one release per waiter wakes each of them to
-        see the refusal and fail. The surplus never matters: a closed generation admits nothing.
+        Every queued run is woken to see the refusal and fail; a slot handed to one of them
+        in the same turn is lost with it, which never matters: a closed generation admits
+        nothing.
         """
         self.refusal = reason
         self.draining = True
-        if self._slots is not None:
-            for _ in range(self.admitted - self.running):
-                self._slots.release()
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -152,7 +184,8 @@ class Slot:
         if self._state != "admitted":
             raise RuntimeError("a slot is entered once")
         self._state = "ended"           # given back by _occupy if waiting fails
-        await self._generation._occupy()
+        if not self._generation._occupy_now():
+            await self._generation._occupy()
         self._state = "holding"
 
     async def __aexit__(self, *exc: object) -> None:

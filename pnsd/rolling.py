@@ -11,7 +11,7 @@ run, on the daemon's event loop; no I/O, no locks.
 
 from __future__ import annotations
 
-import math
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,7 @@ RATIO = 1.25      # one latency bin's upper bound over the one before
 FLOOR = 1e-4      # seconds: the first bin holds every latency up to this
 BINS = 128        # the last bin holds everything above FLOOR * RATIO ** (BINS - 1) (~26 h)
 PERCENTILES = (50, 90, 99)
-_LOG_RATIO = math.log(RATIO)
+_BOUNDS = [FLOOR * RATIO ** slot for slot in range(BINS)]   # each bin's upper bound
 OUTCOMES = {Status.SUCCESSFUL: "ok", Status.FAILED: "failed", Status.DISMISSED: "dismissed"}
 _OUTCOME_INDEX = {status: n for n, status in enumerate(OUTCOMES)}
 
@@ -46,10 +46,9 @@ class Bucket:
 
 
 def bin_of(latency: float) -> int:
-    """The histogram bin of a latency in seconds."""
-    if latency <= FLOOR:
-        return 0
-    return min(BINS - 1, math.ceil(math.log(latency / FLOOR) / _LOG_RATIO))
+    """The histogram bin of a latency in seconds: the first whose upper bound holds it (a
+    search of the bounds: a logarithm for every run costs several times as much)."""
+    return min(BINS - 1, bisect.bisect_left(_BOUNDS, latency))
 
 
 def bound_of(slot: int) -> float:
@@ -94,7 +93,9 @@ class Rolling:
             return
         finished = job.finished if job.finished is not None else job.updated
         index = int(finished // self.step)
-        series = self._series.setdefault(job.pts, deque(maxlen=self.count))
+        series = self._series.get(job.pts)
+        if series is None:      # (not setdefault: that would make a deque for every run)
+            series = self._series[job.pts] = deque(maxlen=self.count)
         if not series or series[-1].index < index:
             series.append(Bucket(index))
         # A finish stamped before the newest bucket (runs end out of order within a step, or

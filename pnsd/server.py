@@ -56,7 +56,7 @@ class Server:
         # messages between the two are answered with a too_large error.
         self.socket.setsockopt(zmq.MAXMSGSIZE, codec.max_bytes + 2**20)
         self._pump: Pump | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[int, asyncio.Task[None]] = {}   # by id() of the request's message
         self.bound: list[str] = []
         self.refusals = refusals or Refusals()   # shared by every front door of a daemon
 
@@ -122,14 +122,15 @@ class Server:
         op = op_of(message.type)
         handler = self.handlers.get(op)
         if handler is None:
-            self._start(self._stream(identity, message, op))
+            self._start(message, self._stream(identity, message, op))
         else:
-            self._start(self._answer(identity, message, op, handler))
+            self._start(message, self._answer(identity, message, op, handler))
 
-    def _start(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _start(self, message: Message, work: Coroutine[Any, Any, None]) -> None:
+        # The task leaves the table at the end of its own coroutine (keyed by its message,
+        # which lives as long as it), not by a done callback: that would be one more callback
+        # scheduled and run for every request.
+        self._tasks[id(message)] = asyncio.get_running_loop().create_task(work)
 
     async def _answer(self, identity: bytes, message: Message, op: str,
                       handler: Handler) -> None:
@@ -140,6 +141,8 @@ class Server:
             self._fail(identity, message, op, started, exc)
         else:
             self._reply(identity, message, op, started, body)
+        finally:
+            self._tasks.pop(id(message), None)
 
     async def _stream(self, identity: bytes, message: Message, op: str) -> None:
         started = time.perf_counter()
@@ -152,6 +155,8 @@ class Server:
             self._fail(identity, message, op, started, exc)
         else:
             self._reply(identity, message, op, started, {})
+        finally:
+            self._tasks.pop(id(message), None)
 
     def _reply(self, identity: bytes, message: Message, op: str, started: float,
                body: Any) -> None:
@@ -192,10 +197,11 @@ class Server:
         """Wait up to ``timeout`` for in-flight requests, then cancel the tasks left (an
         answer after the server closed is dropped)."""
         if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            _done, pending = await asyncio.wait(set(self._tasks.values()), timeout=timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            self._tasks.clear()    # (one cancelled before it began never left the table)
 
     def close(self) -> None:
         if self._pump is None:

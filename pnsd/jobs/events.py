@@ -2,7 +2,10 @@
 
 Owns a bounded buffer of one job's events and the waiting of watchers. A watcher that comes
 back with the last sequence number it saw gets every event still buffered after it; events
-that fell out of the buffer are summarised by the job's current status. No I/O here.
+that fell out of the buffer are summarised by the job's current status. The buffer is made
+when a watcher or a progress or log line first needs it: until then a status change is kept as
+the one latest status (most runs are never watched, and report nothing but their status). No
+I/O here.
 """
 
 from __future__ import annotations
@@ -21,20 +24,42 @@ class EventLog:
     def __init__(self, job_id: str, *, size: int = BUFFER) -> None:
         self.job_id = job_id
         self.seq = 0
-        self._events: deque[dict[str, Any]] = deque(maxlen=size)
+        self._size = size
+        self._events: deque[dict[str, Any]] | None = None    # made when first needed
+        self._latest: dict[str, Any] | None = None   # the status kept while there is none
         self._changed: asyncio.Event | None = None   # made when a watcher first waits
         self.closed = False
 
+    @property
+    def buffered(self) -> bool:
+        """Whether anyone watched or anything was reported (else the latest status is all)."""
+        return self._events is not None
+
+    def _buffer(self) -> deque[dict[str, Any]]:
+        events = self._events
+        if events is None:
+            events = self._events = deque(maxlen=self._size)
+            if self._latest is not None:     # the statuses so far, summarised by the latest
+                events.append(self._latest)
+                self._latest = None
+        return events
+
     def _add(self, kind: str, **data: Any) -> None:
         self.seq += 1
-        self._events.append({"job": self.job_id, "seq": self.seq, "kind": kind, **data})
+        self._buffer().append({"job": self.job_id, "seq": self.seq, "kind": kind, **data})
         if self._changed is not None:   # wake current watchers; later ones wait afresh
             self._changed.set()
             self._changed = None
 
     def status(self, job: Job) -> None:
-        self._add("status", status=job.status.value, progress=job.progress,
-                  message=job.message, reason=job.reason)
+        if self._events is None:       # nobody has watched, nothing reported: keep the latest
+            self.seq += 1
+            self._latest = {"job": self.job_id, "seq": self.seq, "kind": "status",
+                            "status": job.status.value, "progress": job.progress,
+                            "message": job.message, "reason": job.reason}
+        else:
+            self._add("status", status=job.status.value, progress=job.progress,
+                      message=job.message, reason=job.reason)
         if job.status in FINISHED:
             self.closed = True
 
@@ -45,7 +70,7 @@ class EventLog:
         self._add("log", line=line[:4096])
 
     def after(self, seq: int) -> list[dict[str, Any]]:
-        return [event for event in self._events if event["seq"] > seq]
+        return [event for event in self._buffer() if event["seq"] > seq]
 
     async def follow(self, after: int, *, idle: float) -> AsyncIterator[dict[str, Any]]:
         """Yield events after ``after`` until the job finishes; wait ``idle`` s at most each."""

@@ -29,6 +29,7 @@ __all__ = ["FINISHED_KEPT", "LiveJob", "LiveJobs", "Phase", "pack", "unpack"]
 
 FINISHED_KEPT = 1024  # finished jobs whose event logs stay in memory for late watchers
 KEEP_RESULT_BYTES = 64 * 1024  # larger results of finished jobs are read from the store
+_ENDED = RunContext()          # the context a finished run keeps (its own is let go)
 
 
 class Phase(enum.Enum):
@@ -42,12 +43,12 @@ class Phase(enum.Enum):
     DONE = "done"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LiveJob:
     job: Job
     generation: Generation         # the generation the run was admitted to
     ctx: RunContext
-    events: EventLog
+    events: EventLog | None        # None once a finished run's log had nothing to keep
     input_blob: bytes = b""        # a synchronous run's input, recorded with its outcome
     phase: Phase = Phase.NEW
     task: asyncio.Task[Any] | None = None    # the task running it, which a cancel cancels
@@ -77,7 +78,8 @@ class LiveJob:
 
     def publish(self) -> None:
         """Tell watchers the job's status."""
-        self.events.status(self.job)
+        if self.events is not None:
+            self.events.status(self.job)
 
     def stop(self, reason: str) -> bool:
         """Ask a running run to stop (its task is cancelled, its ``ctx`` says so); False when
@@ -133,7 +135,12 @@ class LiveJobs:
         result = live.result
         self._running.pop(live.job.id, None)
         live.phase = Phase.DONE
-        live.task, live.input_blob = None, b""     # a finished job keeps no task alive
+        # A finished job keeps no task, context or input alive, nor an event log that was
+        # never watched nor reported to (its status says all it held): of the thousand kept,
+        # each is small, and what it held is let go now, while it is fresh in memory.
+        live.task, live.input_blob, live.ctx = None, b"", _ENDED
+        if live.events is not None and not live.events.buffered:
+            live.events = None
         if live.result_bytes > KEEP_RESULT_BYTES:
             live.result, live.result_kept = None, False
         self._finished[live.job.id] = live

@@ -71,13 +71,11 @@ class Scheduler:
             raise Unavailable("the daemon is shutting down", retry_after=5)
         return self.registry.get(pts)
 
-    async def _accepting(self, pts: str, data: Any) -> Generation:
-        """The generation that takes a run of ``pts`` with input ``data``, once the input
-        passed its checks (BadRequest if not): at once, or for a large input in a thread
-        (and again if a new generation came meanwhile with another interface)."""
-        generation = self._generation(pts)
-        if generation.inputs.quick(data):
-            return generation
+    async def _checked(self, pts: str, data: Any, generation: Generation) -> Generation:
+        """The generation that takes a run of ``pts`` with an input too large to check on the
+        loop, once it passed its checks in a thread (BadRequest if not), and again if a new
+        generation came meanwhile with another interface. A small input is checked at once
+        by its caller (``inputs.quick``), without this coroutine."""
         await asyncio.to_thread(generation.inputs.check, data)
         current = self._generation(pts)
         if current.spec.interface != generation.spec.interface:
@@ -100,7 +98,9 @@ class Scheduler:
                   owner: str = "") -> Outcome:
         """A synchronous run, in the caller's task: the caller waits for the result (or the
         run's error, raised); recorded with group commit."""
-        generation = await self._accepting(pts, data)
+        generation = self._generation(pts)
+        if not generation.inputs.quick(data):
+            generation = await self._checked(pts, data, generation)
         job, limit = self._new_job(generation, timeout, sync=True, owner=owner)
         live = LiveJob.of(job, generation, clock=self.clock)
         if self.record_sync:     # recorded once, finished
@@ -122,7 +122,9 @@ class Scheduler:
         committed durably as accepted and acknowledged with its record; it waits for a slot
         afterwards, in a background task. A ``key`` its owner used before returns the job it
         made (whatever its state) and runs nothing."""
-        generation = await self._accepting(pts, data)
+        generation = self._generation(pts)
+        if not generation.inputs.quick(data):
+            generation = await self._checked(pts, data, generation)
         job, limit = self._new_job(generation, timeout, sync=False, owner=owner)
         job.idempotency_key = key
         try:

@@ -4,7 +4,8 @@ Owns the job operations and the per-job blob directory; every statement runs on 
 thread of :mod:`pnsd.jobs.storedb`, and asyncio callers await futures. Writes are group-committed: a
 durable write returns only after its transaction committed, a non-durable one once it is
 queued (its failure is only logged and counted); the open transaction commits when a
-durable write arrives, the batch is full or a few milliseconds have passed. Blobs are opaque
+durable write arrives, the batch is full or a few milliseconds have passed. The durable writes
+of one loop turn reach the writer as one op (:mod:`pnsd.jobs.turnbatch`). Blobs are opaque
 bytes (msgpack from the caller): the store must not decode them, must not run jobs and must
 never block the event loop.
 """
@@ -27,6 +28,7 @@ from pnsd.jobs.blobfiles import read_blob, read_range, remove, remove_all, write
 from pnsd.jobs.model import RESTART_REASON, Job, Status
 from pnsd.jobs.retention import SizeBound
 from pnsd.jobs.storedb import Kind, Op, SqlFn, Writer
+from pnsd.jobs.turnbatch import TurnBatch
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +64,7 @@ class JobStore:
         self._writer: Writer | None = None
         self._records: list[dict[str, Any]] = []   # finished sync runs, not handed over yet
         self._hand_over_timer: asyncio.TimerHandle | None = None
+        self._batch = TurnBatch(lambda: self._writer)   # durable writes of this loop turn
         self._bound = SizeBound(retention_bytes)
         self._trims: set[asyncio.Task[None]] = set()
         self._forget: Callable[[list[str]], None] = lambda job_ids: None
@@ -92,6 +95,7 @@ class JobStore:
 
     async def close(self) -> None:
         self._hand_over()
+        self._batch.hand_over()
         await asyncio.gather(*self._trims, return_exceptions=True)
         writer, self._writer = self._writer, None
         if writer is None:
@@ -192,9 +196,11 @@ class JobStore:
                                    what=f"record {len(rows)} jobs")
 
     def _queued_writer(self) -> Writer:
-        """The writer, once the records waiting for their hand-over are queued to it."""
+        """The writer, once the records and durable writes waiting for their hand-over are
+        queued to it (so that every op runs in the order it was made)."""
         if self._records:
             self._hand_over()
+        self._batch.hand_over()
         if self._writer is None:
             raise StorageError(f"job store {self._path} is not open")
         return self._writer
@@ -380,8 +386,11 @@ class JobStore:
     async def _write(self, fn: SqlFn[Any], durable: bool, what: str) -> None:
         """Durable: return once committed. Otherwise return once queued (a failure is logged
         and counted, nobody waits for it), unless the writer is far behind: then wait."""
+        if durable:       # with the others of this loop turn: one op, one commit
+            await self._batch.write(fn, what)
+            return
         writer = self._queued_writer()
-        if durable or writer.queued > self.MAX_BACKLOG:
+        if writer.queued > self.MAX_BACKLOG:
             op = writer.submit(Kind.WRITE, fn, durable=durable, what=what)
             assert op.future is not None
             await asyncio.wrap_future(op.future)

@@ -66,3 +66,26 @@ def test_summary_describes_a_job_whose_events_are_gone() -> None:
     event = summary(job, 42)
     assert (event["seq"], event["status"], event["reason"], event["final"]) == (
         42, "failed", "timeout", True)
+
+
+def test_an_unwatched_log_keeps_only_the_latest_status_and_numbers_on() -> None:
+    job = running_job()
+    log = EventLog(job.id)
+    log.status(job)                  # nobody watches: kept as the one latest status
+    job.succeed(3.0)
+    log.status(job)
+    assert log.seq == 2 and log.closed
+    [latest] = log.after(0)          # a late watcher gets the latest, with its number
+    assert (latest["seq"], latest["status"], latest["progress"]) == (2, "successful", 100)
+    log.log("after the end")         # the buffer, once made, keeps everything as before
+    assert [e["seq"] for e in log.after(0)] == [2, 3]
+
+
+def test_a_progress_line_keeps_the_status_before_it() -> None:
+    job = running_job()
+    log = EventLog(job.id)
+    log.status(job)
+    job.report_progress(3.0, 10, "a tenth")
+    log.progress(job)
+    assert [(e["seq"], e["kind"]) for e in log.after(0)] == [(1, "status"), (2, "progress")]
+    assert log.after(0)[0]["progress"] == 0     # the status as it was when it was told

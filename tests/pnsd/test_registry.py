@@ -149,3 +149,31 @@ async def test_a_host_with_its_own_line_gets_every_admitted_run_at_once() -> Non
     host.release.set()
     await asyncio.wait_for(asyncio.gather(*runs), 5)
     assert events.count("done") == 3 and generation.admitted == 0
+
+
+async def test_queued_runs_get_freed_slots_in_order_and_a_cancelled_one_takes_none() -> None:
+    registry = Registry(FakeHost)
+    generation = await registry.start(_spec(concurrency=1, queue=5))
+    order: list[str] = []
+
+    async def hold(name: str) -> None:
+        async with generation.slot():
+            order.append(name)
+            await generation.host.run(None, timeout=1, ctx=RunContext())
+
+    first = asyncio.create_task(hold("first"))
+    await until(lambda: generation.running == 1)
+    gone = asyncio.create_task(hold("gone"))
+    second = asyncio.create_task(hold("second"))
+    third = asyncio.create_task(hold("third"))
+    await until(lambda: generation.admitted == 4)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert generation.admitted == 3 and generation.running == 1
+    generation.host.release.set()    # type: ignore[attr-defined]
+    await asyncio.wait_for(asyncio.gather(first, second, third), 1)
+    assert order == ["first", "second", "third"]
+    assert (generation.admitted, generation.running) == (0, 0)
+    async with generation.slot():     # the slot came back: a new run takes it at once
+        assert generation.running == 1

@@ -167,3 +167,17 @@ async def test_a_failing_inline_run_raises_and_is_recorded_as_failed(tmp_path: P
     finally:
         await registry.stop_all(grace=1)
         await store.close()
+
+
+async def test_a_finished_run_keeps_an_event_log_only_if_it_was_watched(parts: Any) -> None:
+    scheduler, _store = parts
+    job, _result = await scheduler.run("echo", 1)
+    assert scheduler.events_of(job.id) is None      # nobody watched: its status says it all
+    assert (await scheduler.status(job.id)).status.value == "successful"
+    watched = await scheduler.submit("sleep", 0.05)
+    events = scheduler.events_of(watched.id)
+    assert events is not None
+    kinds = [event["status"] async for event in events.follow(0, idle=10)
+             if event["kind"] == "status"]
+    assert kinds[-1] == "successful"
+    assert scheduler.events_of(watched.id) is events   # kept for late watchers
