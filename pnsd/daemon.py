@@ -148,8 +148,9 @@ class Daemon:
             await self.scheduler.resume(job)
         self.handlers = handlers
         table, streams = handlers.tables()
+        # One ROUTER serves every endpoint: with a TCP one, every blob frame must be signed.
         codec = Codec(self.key, max_bytes=self.settings.max_message_bytes,
-                      skew=self.settings.max_clock_skew)
+                      skew=self.settings.max_clock_skew, local=not self.settings.tcp_endpoint)
         endpoints = [self.settings.endpoint]
         if self.settings.tcp_endpoint:
             endpoints.append(self.settings.tcp_endpoint)

@@ -49,10 +49,15 @@ class _Connection:
         max_bytes: int = DEFAULT_MAX_BYTES,
         skew: float = 60.0,
         context: "Optional[zmq.Context[Any]]" = None,
+        local: Optional[bool] = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._session = _Session(key, max_bytes=max_bytes, skew=skew)
+        # Blob frames unsigned (their lengths signed) on ipc://; a daemon that also serves
+        # TCP takes signed ones only: its callers say local=False (SPEC.md, "Blob frames").
+        if local is None:
+            local = endpoint.startswith("ipc://")
+        self._session = _Session(key, max_bytes=max_bytes, skew=skew, local=local)
         self._own_context = context is None
         self._context: zmq.Context[Any] = context or zmq.Context()
         socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)

@@ -104,7 +104,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     socket.setsockopt(zmq.LINGER, FINAL_LINGER_MS)
     socket.setsockopt(zmq.MAXMSGSIZE, args.max_bytes + 2**20)
     socket.connect(args.connect)
-    runtime = WorkerRuntime(socket, Codec(key, max_bytes=args.max_bytes), calls,
+    local = args.connect.startswith("ipc://")    # blob frames unsigned on ipc:// only
+    runtime = WorkerRuntime(socket, Codec(key, max_bytes=args.max_bytes, local=local), calls,
                             signal_fd=signal_read, heartbeat=args.heartbeat)
     runtimes.append(runtime)
     hello = {"pid": os.getpid(), "id": args.id, "entry": args.entry,

@@ -63,7 +63,10 @@ class WorkerHost:
         self._run_dir = run_dir
         self._key = key
         self._key_file = key_file
-        self._codec = Codec(key)
+        # Workers are on a private ipc:// socket: blob frames unsigned (their lengths signed),
+        # and a result's blobs stay the received frames (views) on their way to the client
+        # and the store.
+        self._codec = Codec(key, local=True, views=True)
         self._launch = Launch()
         self._pump: Pump | None = None
         self._outbox = Outbox()
