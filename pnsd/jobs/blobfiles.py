@@ -42,14 +42,31 @@ def write_blob(path: Path, data: bytes | Packed, *, durable: bool = True) -> Non
 
 def write_blobs(job_dir: Path, blobs: dict[str, bytes | Packed]) -> str | None:
     """Write each ``name -> blob`` as ``name.bin`` (no fsync): None, or why it failed, after
-    removing the job's dir (so that no part of the job's blobs remains)."""
+    removing the job's dir (so that no part of the job's blobs remains). A blob that is the
+    same values as one written before (:meth:`Packed.same_as`) becomes a link to its file:
+    the bytes go to the disk once."""
+    written: list[tuple[Path, bytes | Packed]] = []
     try:
         for name, blob in blobs.items():
-            write_blob(job_dir / f"{name}.bin", blob, durable=False)
+            path = job_dir / f"{name}.bin"
+            twin = next((p for p, b in written if isinstance(blob, Packed)
+                         and isinstance(b, Packed) and blob.same_as(b)), None)
+            if twin is None:
+                write_blob(path, blob, durable=False)
+                written.append((path, blob))
+            else:
+                _link(twin, path)
     except StorageError as exc:
         remove(job_dir)
         return exc.message
     return None
+
+
+def _link(source: Path, path: Path) -> None:
+    try:
+        os.link(source, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc}") from exc
 
 
 def read_blob(path: Path) -> bytes:

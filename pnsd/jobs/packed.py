@@ -37,6 +37,17 @@ class Packed:
     def __bytes__(self) -> bytes:
         return b"".join(self.segments)
 
+    def same_as(self, other: Packed) -> bool:
+        """True when both are the form of the very same large values (an echo's result is
+        its input): the store then keeps one file for both. Compares identities and the
+        small pieces only, never the large bytes."""
+        if len(self.segments) != len(other.segments) or self.size != other.size:
+            return False
+        for mine, theirs in zip(self.segments, other.segments):
+            if mine is not theirs and (len(mine) >= BLOB_THRESHOLD or mine != theirs):
+                return False
+        return True
+
 
 def pack(value: Any) -> bytes | Packed:
     """``value``'s msgpack form: ``bytes``, or :class:`Packed` when it holds a large byte

@@ -42,6 +42,9 @@ class JobStore:
     RECORD_DELAY = 0.020  # seconds records of finished sync runs gather before the hand-over
     RECORD_BATCH = 256    # ... or this many of them
     MAX_BACKLOG = 10_000  # queued ops past which non-durable writes wait (back-pressure)
+    # Bytes of blob files a record may leave for the writer: past it, recording waits, so
+    # that a disk slower than the requests bounds the daemon's memory, not the queue.
+    FILE_BACKLOG = 32 * 2**20
 
     def __init__(
         self,
@@ -66,6 +69,7 @@ class JobStore:
         self._bound = SizeBound(retention_bytes)
         self._trims: set[asyncio.Task[None]] = set()
         self._forget: Callable[[list[str]], None] = lambda job_ids: None
+        self._unwritten: list[tuple[Future[Any], int]] = []   # record ops with blob files
 
     def set_forgetter(self, forget: Callable[[list[str]], None]) -> None:
         """Who is told the ids of jobs the store removed by itself (retention, cleanup), so
@@ -161,10 +165,20 @@ class JobStore:
                 files[name] = blob
         loop = asyncio.get_running_loop()
         forget = partial(loop.call_soon_threadsafe, self._forget, [job.id])
-        self._queued_writer().submit_nowait(
-            partial(_insert_with_files, self._job_dir(job.id), files, row, forget),
-            what=f"record job {job.id}")
+        op = self._queued_writer().submit(
+            Kind.WRITE, partial(_insert_with_files, self._job_dir(job.id), files, row, forget),
+            durable=False, what=f"record job {job.id}")
+        assert op.future is not None
         self._grew(row["input_size"] + row["result_size"])
+        await self._within_backlog(op.future, sum(len(blob) for blob in files.values()))
+
+    async def _within_backlog(self, future: Future[Any], size: int) -> None:
+        """Note a record's unwritten files; wait while more than FILE_BACKLOG bytes are."""
+        self._unwritten = [(f, n) for f, n in self._unwritten if not f.done()]
+        self._unwritten.append((future, size))
+        while sum(n for _f, n in self._unwritten) > self.FILE_BACKLOG and len(self._unwritten) > 1:
+            oldest, _size = self._unwritten.pop(0)
+            await asyncio.wait({asyncio.wrap_future(oldest)})
 
     def record_now(self, job: Job, input_blob: bytes | Packed,
                    result_blob: bytes | Packed | None) -> None:
