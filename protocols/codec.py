@@ -282,12 +282,12 @@ def check_blobs(blobs: Sequence[Any], lengths: Optional[List[int]], signed: bool
         raise ProtocolError(ErrorCode.MALFORMED, "%d blob frames; the signed header lists %d"
                             % (len(blobs), len(lengths)),
                             {"frames": len(blobs), "expected": len(lengths)})
-    for index, (blob, length) in enumerate(zip(blobs, lengths)):
-        if len(blob) != length:
+    for index, length in enumerate(lengths):
+        if len(blobs[index]) != length:
             raise ProtocolError(ErrorCode.MALFORMED,
                                 "blob frame %d is %d bytes; the signed header says %d"
-                                % (index, len(blob), length),
-                                {"blob": index, "size": len(blob), "expected": length})
+                                % (index, len(blobs[index]), length),
+                                {"blob": index, "size": len(blobs[index]), "expected": length})
 
 
 def _new_packer() -> Any:

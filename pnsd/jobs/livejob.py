@@ -4,8 +4,9 @@
 Owns what a run is while it runs (the phase it is in, the task that runs it, the ``ctx`` its
 PTS sees, tied to its event log so that progress and log lines from any thread land in the
 event loop, and its outcome), the table of live runs and of finished ones kept a while for
-late watchers and quick results; inputs and results are packed by :mod:`pnsd.jobs.packed`. It must not run,
-queue or record jobs: :mod:`pnsd.jobs.scheduler` does, and is the only user of the table.
+late watchers and quick results (inputs and results are packed by :mod:`pnsd.jobs.packed`).
+It must not run, queue or record jobs: :mod:`pnsd.jobs.scheduler` does, and is the only user
+of the table.
 """
 
 from __future__ import annotations

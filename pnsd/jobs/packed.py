@@ -43,7 +43,7 @@ class Packed:
         small pieces only, never the large bytes."""
         if len(self.segments) != len(other.segments) or self.size != other.size:
             return False
-        for mine, theirs in zip(self.segments, other.segments):
+        for mine, theirs in zip(self.segments, other.segments, strict=True):
             if mine is not theirs and (len(mine) >= BLOB_THRESHOLD or mine != theirs):
                 return False
         return True

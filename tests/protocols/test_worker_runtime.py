@@ -188,7 +188,7 @@ def test_a_worker_on_ipc_sends_blobs_unsigned_and_refuses_a_blob_cut_short(peer:
     deadline = time.monotonic() + WAIT
     while True:     # past the heartbeats
         assert peer.socket.poll(int(max(deadline - time.monotonic(), 0) * 1000))
-        identity, *reply = peer.socket.recv_multipart()
+        _identity, *reply = peer.socket.recv_multipart()
         message = peer.codec.decode(reply)
         if message.type != messages.WORKER_HEARTBEAT:
             break
