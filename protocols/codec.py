@@ -27,7 +27,8 @@ from protocols.signing import Clock, ReplayGuard, Signer
 from protocols.version import MAGIC, PROTOCOL_VERSION
 
 BLOB_EXT = 1                    # msgpack ext type: a reference to blob frame number N
-BLOB_THRESHOLD = 64 * 1024      # bytes values at least this long travel as blob frames
+TEXT_EXT = 2                    # ... to blob frame N holding a string's UTF-8 bytes
+BLOB_THRESHOLD = 64 * 1024      # bytes (and str) values at least this long travel as blobs
 DEFAULT_MAX_BYTES = 64 * 2**20
 MAX_HEADER_BYTES = 1024         # a valid header (three strings of at most 64) is far shorter
 # The codes that refuse a message before it is authenticated: their answers go out unsigned.
@@ -331,6 +332,9 @@ def _with_blob_refs(value: Any, blobs: List[Any]) -> Any:
     if isinstance(value, BLOB_TYPES) and len(value) >= BLOB_THRESHOLD:
         blobs.append(value)
         return msgpack.ExtType(BLOB_EXT, _INDEX.pack(len(blobs) - 1))
+    if isinstance(value, str) and len(value) >= BLOB_THRESHOLD:
+        blobs.append(value.encode("utf-8"))
+        return msgpack.ExtType(TEXT_EXT, _INDEX.pack(len(blobs) - 1))
     if isinstance(value, dict):
         return {k: _with_blob_refs(v, blobs) for k, v in value.items()}
     if isinstance(value, list):
@@ -339,9 +343,9 @@ def _with_blob_refs(value: Any, blobs: List[Any]) -> Any:
 
 
 def has_big_bytes(value: Any, limit: int = 32, depth: int = 0) -> bool:
-    """True if a bytes value of at least BLOB_THRESHOLD sits in ``value`` (maps and lists)
-    no deeper than ``limit`` levels."""
-    if isinstance(value, BLOB_TYPES):
+    """True if a bytes (or str) value of at least BLOB_THRESHOLD sits in ``value`` (maps and
+    lists) no deeper than ``limit`` levels."""
+    if isinstance(value, BLOB_TYPES) or isinstance(value, str):
         return len(value) >= BLOB_THRESHOLD
     if depth >= limit:      # deeper than any real body: let msgpack judge it
         return False
@@ -366,12 +370,18 @@ def unpack_body(frame: bytes, blobs: Sequence[bytes]) -> Any:
             raise ProtocolError(ErrorCode.MALFORMED, "body is not msgpack: %s" % exc) from exc
 
     def ext_hook(code: int, data: bytes) -> Any:
-        if code != BLOB_EXT or len(data) != 4:
+        if code not in (BLOB_EXT, TEXT_EXT) or len(data) != 4:
             raise ProtocolError(ErrorCode.MALFORMED, "unknown msgpack extension %d" % code)
         index = _INDEX.unpack(data)[0]
         if index >= len(blobs):
             raise ProtocolError(ErrorCode.MALFORMED, "blob reference %d out of range" % index)
-        return blobs[index]
+        if code == BLOB_EXT:
+            return blobs[index]
+        try:
+            return str(blobs[index], "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(ErrorCode.MALFORMED,
+                                "text blob %d is not UTF-8: %s" % (index, exc)) from exc
 
     try:
         return msgpack.unpackb(frame, raw=False, strict_map_key=False, ext_hook=ext_hook)

@@ -25,11 +25,12 @@ _BIN32 = struct.Struct(">BI")     # msgpack bin 32: 0xc6, then the length
 class Packed:
     """The segments of one value's msgpack form; ``len`` is the form's length."""
 
-    __slots__ = ("segments", "size")
+    __slots__ = ("segments", "size", "source")
 
-    def __init__(self, segments: list[Any]) -> None:
+    def __init__(self, segments: list[Any], source: Any = None) -> None:
         self.segments = segments
         self.size = sum(len(segment) for segment in segments)
+        self.source = source        # the value packed (an echo's result is its input)
 
     def __len__(self) -> int:
         return self.size
@@ -41,6 +42,8 @@ class Packed:
         """True when both are the form of the very same large values (an echo's result is
         its input): the store then keeps one file for both. Compares identities and the
         small pieces only, never the large bytes."""
+        if self.source is not None and self.source is other.source:
+            return True
         if len(self.segments) != len(other.segments) or self.size != other.size:
             return False
         for mine, theirs in zip(self.segments, other.segments, strict=True):
@@ -70,7 +73,7 @@ def unpack(blob: bytes) -> Any:
 def _segmented(value: Any) -> Packed:
     segments: list[Any] = []
     _add(msgpack.Packer(use_bin_type=True), value, segments)
-    return Packed(segments)
+    return Packed(segments, value)
 
 
 def _add(packer: Any, value: Any, segments: list[Any]) -> None:

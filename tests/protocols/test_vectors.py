@@ -62,6 +62,13 @@ def test_blob_vector_carries_the_bytes_in_a_frame_of_its_own() -> None:
     assert len(frames) == 5 and len(frames[4]) == 256 * 300
 
 
+def test_the_text_blob_vector_carries_the_utf8_bytes_in_a_frame_of_its_own() -> None:
+    case = next(c for c in VECTORS if "text blob" in c["name"])
+    frames = frames_of(case)
+    assert len(frames) == 5 and frames[4] == ("é" * 33_000 + "x" * 33_000).encode("utf-8")
+    assert msgpack.unpackb(frames[3], ext_hook=lambda code, data: code)["result"] == 2
+
+
 def test_the_ipc_blob_vector_signs_the_blob_lengths_and_not_the_blob() -> None:
     case = next(c for c in VECTORS if c.get("receiver") == "ipc" and "expect" in c)
     frames = frames_of(case)
