@@ -39,6 +39,7 @@ BLOB_TYPES = (bytes, bytearray, memoryview)   # byte strings that may travel as 
 # How deep pack_body looks for a large byte string before packing: a run's input or result,
 # a task's data; a body's small values are not walked further (that costs every message).
 QUICK_DEPTH = 2
+_BIG_TYPES = (*BLOB_TYPES, str)   # the values that travel as blob frames when large
 
 
 class Message(NamedTuple):
@@ -345,7 +346,7 @@ def _with_blob_refs(value: Any, blobs: List[Any]) -> Any:
 def has_big_bytes(value: Any, limit: int = 32, depth: int = 0) -> bool:
     """True if a bytes (or str) value of at least BLOB_THRESHOLD sits in ``value`` (maps and
     lists) no deeper than ``limit`` levels."""
-    if isinstance(value, BLOB_TYPES) or isinstance(value, str):
+    if isinstance(value, _BIG_TYPES):
         return len(value) >= BLOB_THRESHOLD
     if depth >= limit:      # deeper than any real body: let msgpack judge it
         return False

@@ -67,8 +67,9 @@ def vectors() -> list[dict[str, Any]]:
         blob_body["input"]).decode()}}
     cases.append(blob)
     cases += ipc_blobs(blob_body)
+    text = "é" * 33_000 + "x" * 33_000
     cases.append(good("large text as a text blob frame", KEY, "run.rep",
-                      {"job": "f" * 32, "result": "é" * 33_000 + "x" * 33_000}, msg_id="3" * 32, re="1" * 32))
+                      {"job": "f" * 32, "result": text}, msg_id="3" * 32, re="1" * 32))
     cases += [
         bad("tampered body", tampered, "auth"),
         bad("missing signature", [ping[0], b"", *ping[2:]], "auth"),
