@@ -158,10 +158,7 @@ class Codec:
                 )
             if self.signer.enabled:
                 self.guard.check(msg_id, ts, remember=self.guard_replay)
-            blobs = frames[4:]
-            if not self.views:
-                blobs = [blob if isinstance(blob, bytes) else bytes(blob) for blob in blobs]
-            body = unpack_body(frames[3], blobs)
+            body = unpack_body(frames[3], frames[4:], views=self.views)
         except ProtocolError as exc:
             exc.details.update({"re": msg_id, "type": msg_type})
             raise
@@ -361,7 +358,10 @@ def _no_blobs(code: int, data: bytes) -> Any:
     raise ProtocolError(ErrorCode.MALFORMED, "msgpack extension %d without blob frames" % code)
 
 
-def unpack_body(frame: bytes, blobs: Sequence[bytes]) -> Any:
+def unpack_body(frame: Any, blobs: Sequence[Any], *, views: bool = False) -> Any:
+    """The body, each blob reference replaced by its frame: a text blob by its string (decoded
+    straight from the frame), a bytes blob by ``bytes`` (a copy of a received view), or by the
+    view itself when ``views``."""
     if not blobs:
         try:
             return msgpack.unpackb(frame, raw=False, strict_map_key=False, ext_hook=_no_blobs)
@@ -376,10 +376,11 @@ def unpack_body(frame: bytes, blobs: Sequence[bytes]) -> Any:
         index = _INDEX.unpack(data)[0]
         if index >= len(blobs):
             raise ProtocolError(ErrorCode.MALFORMED, "blob reference %d out of range" % index)
+        blob = blobs[index]
         if code == BLOB_EXT:
-            return blobs[index]
+            return blob if views or isinstance(blob, bytes) else bytes(blob)
         try:
-            return str(blobs[index], "utf-8")
+            return str(blob, "utf-8")
         except UnicodeDecodeError as exc:
             raise ProtocolError(ErrorCode.MALFORMED,
                                 "text blob %d is not UTF-8: %s" % (index, exc)) from exc

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pnsd.errors import StorageError
-from pnsd.jobs.packed import Packed
+from pnsd.jobs.packed import Packed, encoded
 
 
 def write_blob(path: Path, data: bytes | Packed, *, durable: bool = True) -> None:
@@ -24,7 +24,7 @@ def write_blob(path: Path, data: bytes | Packed, *, durable: bool = True) -> Non
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         with os.fdopen(os.open(tmp, flags, 0o600), "wb") as fh:     # others never read a job
             for segment in data.segments if isinstance(data, Packed) else (data,):
-                fh.write(segment)
+                fh.write(encoded(segment))
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())

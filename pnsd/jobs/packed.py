@@ -19,7 +19,18 @@ from protocols.codec import BLOB_THRESHOLD, BLOB_TYPES, QUICK_DEPTH, has_big_byt
 
 __all__ = ["Packed", "pack", "unpack"]
 
-_BIN32 = struct.Struct(">BI")     # msgpack bin 32: 0xc6, then the length
+_BIN32 = struct.Struct(">BI")     # msgpack bin 32 (0xc6) or str 32 (0xdb), then the length
+
+
+def encoded(segment: Any) -> Any:
+    """A segment as bytes to write: a large str is encoded only now (by the writer)."""
+    return segment.encode("utf-8") if isinstance(segment, str) else segment
+
+
+def _length(segment: Any) -> int:
+    if isinstance(segment, str):
+        return len(segment) if segment.isascii() else len(segment.encode("utf-8"))
+    return len(segment)
 
 
 class Packed:
@@ -28,15 +39,15 @@ class Packed:
     __slots__ = ("segments", "size", "source")
 
     def __init__(self, segments: list[Any], source: Any = None) -> None:
-        self.segments = segments
-        self.size = sum(len(segment) for segment in segments)
+        self.segments = segments     # bytes-like, or a large str (written as its UTF-8)
+        self.size = sum(_length(segment) for segment in segments)
         self.source = source        # the value packed (an echo's result is its input)
 
     def __len__(self) -> int:
         return self.size
 
     def __bytes__(self) -> bytes:
-        return b"".join(self.segments)
+        return b"".join(encoded(segment) for segment in self.segments)
 
     def same_as(self, other: Packed) -> bool:
         """True when both are the form of the very same large values (an echo's result is
@@ -47,7 +58,7 @@ class Packed:
         if len(self.segments) != len(other.segments) or self.size != other.size:
             return False
         for mine, theirs in zip(self.segments, other.segments, strict=True):
-            if mine is not theirs and (len(mine) >= BLOB_THRESHOLD or mine != theirs):
+            if mine is not theirs and (_length(mine) >= BLOB_THRESHOLD or mine != theirs):
                 return False
         return True
 
@@ -81,6 +92,9 @@ def _add(packer: Any, value: Any, segments: list[Any]) -> None:
     holding one as its header and its items; anything else packed whole."""
     if isinstance(value, BLOB_TYPES) and len(value) >= BLOB_THRESHOLD:
         segments.append(_BIN32.pack(0xC6, len(value)))
+        segments.append(value)
+    elif isinstance(value, str) and len(value) >= BLOB_THRESHOLD:   # >= 64 KiB of UTF-8
+        segments.append(_BIN32.pack(0xDB, _length(value)))
         segments.append(value)
     elif isinstance(value, dict) and has_big_bytes(value):
         segments.append(packer.pack_map_header(len(value)))
