@@ -40,6 +40,7 @@ from pnsd.hosts.leftovers import GroupLedger, Leftovers
 from pnsd.hosts.process import ProcessHost
 from pnsd.jobs.scheduler import Scheduler
 from pnsd.jobs.store import JobStore
+from pnsd.jobs.uploads import Uploads
 from pnsd.keyfile import load_or_create_key
 from pnsd.notify import Notifier
 from pnsd.pidfile import Pidfile
@@ -143,6 +144,8 @@ class Daemon:
                             deployer=self.deployer, reloader=self.reload,
                             max_message_bytes=self.settings.max_message_bytes)
         handlers.failures = self.deployer.failures
+        handlers.uploads = Uploads(self.settings.home / "uploads",
+                                   max_bytes=16 * self.settings.max_message_bytes)
         self.deployer.failures.update(await self.registry.add_all(self.settings.pts.values()))
         for job in requeued:
             await self.scheduler.resume(job)

@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import zmq
 import zmq.asyncio
 
+from protocols.client import AsyncClient
 from protocols.codec import Codec, read_refusal
 from protocols.errors import ErrorCode, ProtocolError, RemoteError
 from tests.integration.conftest import Running, running_daemon, settings_for
@@ -133,3 +135,58 @@ async def test_a_disk_that_fills_while_a_large_result_is_written_fails_that_job_
             again = await client.call("run", {"pts": "echo", "input": big})
             stored = await client.result(again["job"])
             assert stored["result"] == big and stored["job"]["status"] == "successful"
+
+
+@pytest.fixture
+async def small_limit(tmp_path: Path) -> AsyncIterator[Running]:
+    async with running_daemon(settings_for(tmp_path / "home",
+                                           f"max_message_bytes = {LIMIT}\n")) as running:
+        yield running
+
+
+LIMIT = 2**20
+
+
+async def test_an_input_over_the_message_limit_goes_in_parts_and_its_result_in_chunks(
+    small_limit: Running,
+) -> None:
+    big = os.urandom(3 * LIMIT)
+    async with AsyncClient(small_limit.settings.endpoint, key=small_limit.key,
+                           max_bytes=LIMIT, timeout=30.0) as client:
+        reply = await client.run("run", {"pts": "echo", "input": {"x": big}})
+        assert reply["result"] == {"x": big}
+        submitted = await client.run("submit", {"pts": "echo", "input": big})
+        job = submitted["job"]["id"]
+
+        async def done() -> bool:
+            return (await client.call("job.status", {"job": job}))["job"]["status"] == "successful"
+        await until(done, timeout=30)
+        assert (await client.result(job))["result"] == big
+    uploads = small_limit.settings.home / "uploads"
+    assert list(uploads.iterdir()) == []       # every upload was taken and removed
+
+
+async def test_an_upload_cut_short_or_out_of_order_is_refused_and_nothing_runs(
+    small_limit: Running,
+) -> None:
+    form = msgpack.packb(os.urandom(3 * LIMIT))
+    async with small_limit.client(timeout=30.0) as client:
+        upload = (await client.call("upload", {"size": len(form)}))["upload"]
+        parts = [form[i:i + LIMIT // 2] for i in range(0, len(form), LIMIT // 2)]
+        await client.call("upload", {"upload": upload, "offset": 0, "data": parts[0]})
+        with pytest.raises(RemoteError) as caught:     # a part skipped: refused, kept
+            await client.call("upload", {"upload": upload, "offset": 2 * len(parts[0]),
+                                         "data": parts[2]})
+        assert caught.value.code == ErrorCode.CONFLICT
+        await client.call("upload", {"upload": upload, "offset": len(parts[0]),
+                                     "data": parts[1]})
+        with pytest.raises(RemoteError) as caught:     # the stream stops here: truncated
+            await client.call("run", {"pts": "echo", "input_upload": upload})
+        assert caught.value.code == ErrorCode.BAD_REQUEST
+        assert "incomplete" in caught.value.message
+        with pytest.raises(RemoteError) as caught:     # and it is gone
+            await client.call("upload", {"upload": upload, "offset": 2 * len(parts[0]),
+                                         "data": parts[2]})
+        assert caught.value.code == ErrorCode.NOT_FOUND
+        assert (await client.call("job.list", {}))["total"] == 0     # nothing ran
+        assert (await client.call("run", {"pts": "echo", "input": 1}))["result"] == 1
