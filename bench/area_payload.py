@@ -6,7 +6,8 @@ client). Direct: ``run`` of inproc ``echo`` with a ``bytes`` input (PNS sends va
 as their own zero-copy frame) against the bare ROUTER echo with the bytes as a frame of its
 own. Web: ``/v1`` execute of ``echo`` with a JSON string of the size as the input, answered raw
 (the string as JSON), against the bare aiohttp -> ZeroMQ handler doing the same JSON parse /
-msgpack / JSON dump. Memory: pnsd's and pnsweb's peak RSS during the 16 MiB trials above their
+msgpack / JSON dump. 64 MiB is over one message: PNS uploads the input in parts and reads
+the result in chunks (the bare servers take it in one message). Memory: pnsd's and pnsweb's peak RSS during the 16 MiB trials above their
 RSS at start, against four times the payload (issue 16).
 """
 
@@ -23,6 +24,8 @@ LABELS = {
     "payload.direct.16": "16 MiB round trip, direct",
     "payload.web.1": "1 MiB round trip, web /v1",
     "payload.web.16": "16 MiB round trip, web /v1",
+    "payload.direct.64": "64 MiB round trip, direct (streamed)",
+    "payload.web.64": "64 MiB round trip, web /v1 (streamed)",
     "payload.direct.1.par": "1 MiB round trips, direct, 32 in flight",
     "payload.rss.pnsd": "pnsd peak RSS above idle, 16 MiB runs",
     "payload.rss.pnsweb": "pnsweb peak RSS above idle, 16 MiB runs",
@@ -44,20 +47,22 @@ def run(bench: Bench) -> list[Row]:
     rows = []
     seconds = bench.plan.payload_seconds
     peaks: dict[str, float] = {}
-    for mib in (1, 16):
+    for mib in (1, 16, 64):
         size = mib * MIB
         cmd = {"kind": "zmq_seq", "blob_size": size, "seconds": seconds, "count": 400,
-               "warmup": 0 if bench.plan.quick else 2, "call_timeout": 30.0}
+               "warmup": 0 if bench.plan.quick or mib == 64 else 2, "call_timeout": 120.0,
+               "streamed": mib == 64}
         aggs = bench.interleave({"base": bench.zmq("base_echo", **cmd),
                                  "pns": bench.zmq("pnsd_on", pts="echo", **cmd)})
         rows.append(_row(f"payload.direct.{mib}", aggs, 2 * size, "bare ROUTER echo, blob frame"))
         if mib == 16:
             peaks["pnsd"] = aggs["pns"].peak_rss.get("pnsd_on", 0.0)
     rows.append(_parallel(bench, seconds))
-    for mib in (1, 16):
+    for mib in (1, 16, 64):
         size = mib * MIB
         common = {"string_size": size, "ogc": True, "conns": 1, "seconds": seconds,
-                  "count": 400, "warmup": 0 if bench.plan.quick else 1, "call_timeout": 60.0}
+                  "count": 400, "warmup": 0 if bench.plan.quick or mib == 64 else 1,
+                  "call_timeout": 180.0}
         aggs = bench.interleave({
             "base": bench.http("base_web", "POST", "/v1echo", **common),
             "pns": bench.http("pnsweb", "POST", "/v1/processes/echo/execution", auth=
