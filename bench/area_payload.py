@@ -1,4 +1,4 @@
-"""Large payload round trips, 1 MiB and 16 MiB, direct and through the web.
+"""Large payload round trips, 1, 16 and 64 MiB, direct and through the web.
 
 Throughput is payload bytes sent plus bytes received per second of round trip (both ways
 count, since both are copied), one request at a time (and 1 MiB with 32 in flight on one
@@ -7,8 +7,9 @@ as their own zero-copy frame) against the bare ROUTER echo with the bytes as a f
 own. Web: ``/v1`` execute of ``echo`` with a JSON string of the size as the input, answered raw
 (the string as JSON), against the bare aiohttp -> ZeroMQ handler doing the same JSON parse /
 msgpack / JSON dump. 64 MiB is over one message: PNS uploads the input in parts and reads
-the result in chunks (the bare servers take it in one message). Memory: pnsd's and pnsweb's peak RSS during the 16 MiB trials above their
-RSS at start, against four times the payload (issue 16).
+the result in chunks (the bare servers take it in one message). Memory: pnsd's and pnsweb's
+peak RSS during the 16 MiB trials above their RSS at start, against four times the payload
+(issue 16).
 """
 
 from __future__ import annotations
