@@ -132,3 +132,22 @@ async def test_a_body_whose_msgpack_form_grows_past_the_limit_goes_in_parts(
         await direct.call("job.input", {"job": job_id})
     assert caught.value.code == ErrorCode.TOO_LARGE and caught.value.details["size"] > LIMIT
     await still_serves(web)
+
+
+async def test_a_client_that_stops_reading_a_streamed_result_stalls_nothing(
+    web: Any, direct: AsyncClient,
+) -> None:
+    """A results stream the client walks away from ends there: pnsweb and the daemon serve on,
+    and the whole result is still there for the next reader."""
+    submitted = await web.post("/v1/processes/big/execution", json={"inputs": {}},
+                               headers={**AUTH, "Prefer": "respond-async"})
+    job_id = (await submitted.json())["jobID"]
+    await wait_for_status(web, job_id, "successful")
+    response = await web.get(f"/v1/jobs/{job_id}/results", headers=AUTH)
+    assert response.status == 200
+    assert len(await response.content.read(1000)) > 0      # a little, then gone
+    response.close()
+    await still_serves(web)
+    again = await web.get(f"/v1/jobs/{job_id}/results", headers=AUTH)
+    document = await again.json()
+    assert document == expected_document((await direct.result(job_id))["result"])
