@@ -55,11 +55,11 @@ class _Connection:
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        # Blob frames unsigned (their lengths signed) on ipc://; a daemon that also serves
-        # TCP takes signed ones only: its callers say local=False (SPEC.md, "Blob frames").
-        if local is None:
-            local = endpoint.startswith("ipc://")
-        self._session = _Session(key, max_bytes=max_bytes, skew=skew, local=local)
+        # Blob frames go unsigned (lengths signed) on ipc://, and are taken so; a daemon that
+        # also serves TCP takes signed ones only: say local=False (SPEC.md, "Blob frames").
+        ipc = endpoint.startswith("ipc://")
+        self._session = _Session(key, max_bytes=max_bytes, skew=skew,
+                                 local=ipc if local is None else local, take_unsigned=ipc)
         self._own_context = context is None
         self._context: zmq.Context[Any] = context or zmq.Context()
         socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)

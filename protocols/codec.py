@@ -85,10 +85,13 @@ class Codec:
         guard_replay: bool = True,
         local: bool = False,
         views: bool = False,
+        take_unsigned: Optional[bool] = None,
     ) -> None:
         self.signer = Signer(key)
         # ipc:// only: blob frames go (and are taken) unsigned, their lengths in the header.
+        # A peer may send signed blobs on ipc:// and still take unsigned ones (take_unsigned).
         self.local = local
+        self.take_unsigned = local if take_unsigned is None else take_unsigned
         self.views = views      # blobs decoded as the memoryviews received, not copied
         self.max_bytes = max_bytes
         self.clock = clock
@@ -179,7 +182,7 @@ class Codec:
             return True
         if self.signer.verify_either(frames[1], (MAGIC, frames[2], frames[3]), frames[4:]):
             return True
-        if not self.local:
+        if not self.take_unsigned:
             raise ProtocolError(ErrorCode.AUTH, "unsigned blob frames are taken on ipc:// only")
         return False
 

@@ -90,6 +90,13 @@ async def test_a_daemon_serving_tcp_refuses_unsigned_blob_frames(tmp_path: Path)
             assert (await client.call("run", {"pts": "echo", "input": BLOB}))["result"] == BLOB
 
 
+async def test_a_client_signing_its_blobs_takes_unsigned_ones_back_over_ipc(
+    node: Running,
+) -> None:
+    async with node.client(timeout=30.0, local=False) as client:
+        assert (await client.call("run", {"pts": "echo", "input": BLOB}))["result"] == BLOB
+
+
 @contextlib.contextmanager
 def small_disk(path: Path, mib: int) -> Iterator[None]:
     """A tmpfs of ``mib`` MiB at ``path`` (a disk that fills); skips where mounting is not
