@@ -201,6 +201,11 @@ class Handlers:
             owner=_owner(body) or "", key=_optional(body, "idempotency_key", MAX_KEY))
         return {"job": job.public()}
 
+    async def upload(self, body: Any) -> Any:
+        if self.uploads is None:
+            raise Unavailable("this daemon takes no uploads")
+        return await self.uploads.put(body)
+
     async def _input(self, body: Any) -> Any:
         """A run's ``input``, or the one uploaded in parts that ``input_upload`` names."""
         if isinstance(body, dict) and "input_upload" in body and self.uploads is not None:
@@ -297,7 +302,7 @@ class Handlers:
             "pts.undeploy": self.pts_undeploy, "pts.history": self.pts_history,
             "reload": self.reload,
             "run": self.run, "submit": self.submit,
-            **({"upload": self.uploads.put} if self.uploads is not None else {}),
+            "upload": self.upload,
             "job.status": self.job_status, "job.result": self.job_result,
             "job.result_chunk": self.job_result_chunk, "job.input": self.job_input,
             "job.list": self.job_list, "job.cancel": self.job_cancel,
