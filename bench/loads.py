@@ -84,6 +84,8 @@ def sync_caller(cmd: dict[str, Any]) -> tuple[Callable[[], Any], Callable[[], No
         return bare_call, bare.close
     client = Client(cmd["endpoint"], key=bytes.fromhex(cmd["key"]), timeout=timeout)
     body = {"pts": cmd["pts"], "input": payload}
+    if cmd.get("streamed"):     # over the message limit: input in parts, result in chunks
+        return (lambda: client.run("run", body)["result"]), client.close
     return (lambda: client.call("run", body)["result"]), client.close
 
 
@@ -92,10 +94,12 @@ def async_caller(cmd: dict[str, Any]) -> tuple[Callable[[], Awaitable[Any]], Cal
     timeout = float(cmd.get("call_timeout", 30.0))
     if cmd["target"] == "bare":
         bare = BareAsyncClient(cmd["endpoint"])
+        blobs = [payload] if isinstance(payload, bytes) else []   # a frame of its own
+        body = None if blobs else payload
 
         async def bare_call() -> Any:
-            reply, _frames = await bare.call(payload, (), timeout)
-            return reply
+            reply, frames = await bare.call(body, blobs, timeout)
+            return frames[0] if blobs else reply
 
         async def bare_close() -> None:
             bare.close()

@@ -268,7 +268,8 @@ def _start_pnsd(stack: Stack, name: str) -> Service:
     # Both services log at warning, as a busy production node would: no line per run or request
     config.write_text(f'[pnsd]\nhome = "{home}"\nlog_level = "warning"\n'
                       f"record_sync_runs = {record}\n"
-                      '[pnsweb]\nlog_level = "warning"\n' + STDIO_ECHO)
+                      # 64 MiB payload rows: a body over the default 64 MiB of max_body
+                      '[pnsweb]\nlog_level = "warning"\nmax_body = 134217728\n' + STDIO_ECHO)
     child = stack.child(name, [PYTHON, "-m", "pnsd", "start", "--home", str(home),
                                "--config", str(config)],
                         env=child_env(HOME=str(home), PNS_HOME=str(home)))

@@ -43,6 +43,7 @@ from pnsd.hosts.remote import JoinRefused, Pool, WorkerGate
 from pnsd.hosts.workerslot import WorkerTuning
 from pnsd.jobs.scheduler import Scheduler
 from pnsd.jobs.store import JobStore
+from pnsd.jobs.uploads import Uploads
 from pnsd.keyfile import load_or_create_key
 from pnsd.notify import Notifier
 from pnsd.pidfile import Pidfile
@@ -153,13 +154,17 @@ class Daemon:
                             deployer=self.deployer, reloader=self.reload,
                             max_message_bytes=self.settings.max_message_bytes)
         handlers.failures = self.deployer.failures
+        handlers.uploads = Uploads(self.settings.home / "uploads",
+                                   max_bytes=16 * self.settings.max_message_bytes)
         self.deployer.failures.update(await self.registry.add_all(self.settings.pts.values()))
         for job in requeued:
             await self.scheduler.resume(job)
         self.handlers = handlers
         table, streams = handlers.tables()
+        # One ROUTER serves every endpoint: with a TCP one, every blob frame must be signed.
         codec = Codec(self.key, max_bytes=self.settings.max_message_bytes,
-                      skew=self.settings.max_clock_skew)
+                      skew=self.settings.max_clock_skew,
+                      local=self.settings.endpoint.startswith("ipc://"))
         self.server = Server(self.context, codec, handlers=table, streams=streams,
                              endpoints=[self.settings.endpoint])
         handlers.refusals = self.server.refusals

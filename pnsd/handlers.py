@@ -25,6 +25,7 @@ from pnsd.jobs.events import summary
 from pnsd.jobs.livejob import unpack
 from pnsd.jobs.model import Job, Status
 from pnsd.jobs.scheduler import Scheduler
+from pnsd.jobs.uploads import Uploads
 from pnsd.refusals import Refusals
 from pnsd.registry import Registry
 from pnsd.rolling import SPAN, STEP
@@ -56,6 +57,7 @@ class Handlers:
     reloader: Callable[[], Awaitable[dict[str, str]]] | None = None
     refusals: Refusals | None = None     # the front door's, for the status reply
     max_message_bytes: int = DEFAULT_MAX_BYTES     # the replies' limit (the server's codec)
+    uploads: Uploads | None = None       # inputs sent in parts (``upload``); None: not offered
 
     @property
     def result_room(self) -> int:
@@ -179,7 +181,7 @@ class Handlers:
             return await self._run(pts, body)
 
     async def _run(self, pts: str, body: Any) -> dict[str, Any]:
-        job, result = await self.scheduler.run(pts, _field(body, "input"),
+        job, result = await self.scheduler.run(pts, await self._input(body),
                                                timeout=_get(body, "timeout"),
                                                owner=_owner(body) or "")
         return _ran(job, result, self.result_room)
@@ -195,9 +197,20 @@ class Handlers:
 
     async def submit(self, body: Any) -> Any:
         job = await self.scheduler.submit(
-            _text(body, "pts"), _field(body, "input"), timeout=_get(body, "timeout"),
+            _text(body, "pts"), await self._input(body), timeout=_get(body, "timeout"),
             owner=_owner(body) or "", key=_optional(body, "idempotency_key", MAX_KEY))
         return {"job": job.public()}
+
+    async def upload(self, body: Any) -> Any:
+        if self.uploads is None:
+            raise Unavailable("this daemon takes no uploads")
+        return await self.uploads.put(body)
+
+    async def _input(self, body: Any) -> Any:
+        """A run's ``input``, or the one uploaded in parts that ``input_upload`` names."""
+        if isinstance(body, dict) and "input_upload" in body and self.uploads is not None:
+            return await self.uploads.take(body["input_upload"])
+        return _field(body, "input")
 
     async def job_status(self, body: Any) -> Any:
         job = await self.scheduler.status(_get(body, "job"), owner=_owner(body))
@@ -289,6 +302,7 @@ class Handlers:
             "pts.undeploy": self.pts_undeploy, "pts.history": self.pts_history,
             "reload": self.reload,
             "run": self.run, "submit": self.submit,
+            "upload": self.upload,
             "job.status": self.job_status, "job.result": self.job_result,
             "job.result_chunk": self.job_result_chunk, "job.input": self.job_input,
             "job.list": self.job_list, "job.cancel": self.job_cancel,

@@ -102,7 +102,7 @@ class InputCheck:
 
     def _value_failures(self, port: Port, value: Any, pointer: str) -> Iterator[Failure]:
         if port.binary:
-            if not isinstance(value, bytes | bytearray):
+            if not isinstance(value, bytes | bytearray | memoryview):
                 yield Failure(port.name, pointer, "contentMediaType",
                               f"input {port.name!r} is binary ({port.media_type}): give "
                               f"bytes, not {type(value).__name__}")
@@ -124,7 +124,7 @@ def check_outputs(pts: str, outputs: Mapping[str, Any], ports: tuple[Port, ...])
             failures.append(Failure(port.name, pointer, "required",
                                     f"output {port.name!r} is missing"))
         elif port.binary:
-            if not isinstance(outputs[port.name], bytes | bytearray):
+            if not isinstance(outputs[port.name], bytes | bytearray | memoryview):
                 failures.append(Failure(port.name, pointer, "contentMediaType",
                                         f"output {port.name!r} must be bytes"))
         elif port.schema:

@@ -106,7 +106,9 @@ class BodyParser:
 def body_limit(request: web.Request) -> int:
     """The largest body this request may send: small until the caller is authenticated."""
     settings = request.app[SETTINGS]
-    return settings.max_body if request.get(USER_NAME) else settings.max_anonymous_body
+    if request.get(USER_NAME):
+        return settings.max_body        # (the app's client_max_size too)
+    return min(settings.max_anonymous_body, settings.max_body)
 
 
 async def read_json_body(request: web.Request, *, limit: int | None = None) -> Any:
@@ -118,8 +120,13 @@ async def read_json_body(request: web.Request, *, limit: int | None = None) -> A
     length = request.content_length
     if length is not None and length > limit:
         raise too_large(limit)
-    # a declared length within the limit is read at once; a chunked body is counted as it comes
-    raw = await request.read() if length is not None else await _read_chunks(request, limit)
+    # A declared length within the limit is read at once, from the stream rather than with
+    # request.read(), which would keep the bytes for the whole request beside their parsed
+    # value (a large body would be held twice); a chunked body is counted as it comes.
+    if length is not None:
+        raw = await request.content.readexactly(length) if length else b""
+    else:
+        raw = await _read_chunks(request, limit)
     if not raw.strip():
         return EMPTY
     try:

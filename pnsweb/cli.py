@@ -100,7 +100,8 @@ def settings_of(args: argparse.Namespace) -> WebSettings:
 async def serve(settings: WebSettings) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking requests, finish, close the client."""
     client = AsyncClient(settings.endpoint, key=settings.key, timeout=settings.call_timeout,
-                         max_bytes=settings.max_message_bytes, curve=settings.curve)
+                         max_bytes=settings.max_message_bytes, curve=settings.curve,
+                         local=settings.local)
     runner = web.AppRunner(create_app(settings, client=client), access_log=None)
     trimming = asyncio.create_task(memory.keep_trimmed(log.debug), name="trim-memory")
     try:

@@ -42,6 +42,7 @@ from pnsweb.ogcvalues import (
 from pnsweb.views_v1_io import META_TIMEOUT, base_of, read_json, send_json
 from pnsweb.views_v1_results import results_href, send_value, stream_results
 from protocols.errors import ErrorCode, RemoteError
+from protocols.uploads import call_uploading
 
 RESPONSES = ("raw", "document")
 IDEMPOTENCY_KEY = "Idempotency-Key"
@@ -195,7 +196,8 @@ async def _daemon(
     """One daemon call for process ``name``; its disappearance is OGC's no-such-process, its
     refusal of the input a 400 naming each failure."""
     try:
-        return await request.app[CLIENT].call(op, body, timeout=timeout)
+        # an input over the daemon's message limit goes in parts first (protocols.uploads)
+        return await call_uploading(request.app[CLIENT], op, body, timeout)
     except RemoteError as exc:
         if exc.code == ErrorCode.NOT_FOUND:
             raise ogc.no_such_process(name) from exc

@@ -11,7 +11,8 @@ sent (``too_large``), a reply the codec refuses fails its call with the codec's 
 socket sets ``ZMQ_MAXMSGSIZE`` (libzmq closes a connecting socket for good on an over-size
 message). A monitor on the socket sees the connection drop: every call waiting on it fails at
 once with ``unavailable``, and the DEALER reconnects by itself. A result too large for one
-message is read in chunks (``result_chunks``, ``result``; see SPEC.md, ``job.result_chunk``).
+message is read in chunks (``result_chunks``, ``result``; see SPEC.md, ``job.result_chunk``),
+and a run's input too large for one is uploaded in parts first (``run``; :mod:`protocols.uploads`).
 
 Over ``tcp://`` a client gives ``curve=(server public, client public, client secret)`` (z85
 keys, :func:`protocols.membership.load_keys` reads them from ``pnsd keys new`` files); a CURVE
@@ -36,6 +37,7 @@ from protocols.pump import Pump, recv_frames, send_frames
 from protocols.results import RESULT_CHUNK, chunk_end, chunk_request, unpack_result
 from protocols.session import TRACE, failure
 from protocols.session import Session as _Session
+from protocols.uploads import run_async, run_blocking
 
 __all__ = ["TRACE", "AsyncClient", "Client", "Pending"]
 
@@ -58,11 +60,16 @@ class _Connection:
         skew: float = 60.0,
         context: "Optional[zmq.Context[Any]]" = None,
         curve: Optional[Tuple[bytes, bytes, bytes]] = None,
+        local: Optional[bool] = None,
     ) -> None:
         self.endpoint = endpoint
         self.handshake = ""     # why the last CURVE handshake failed, if it did
         self.timeout = timeout
-        self._session = _Session(key, max_bytes=max_bytes, skew=skew)
+        # Blob frames go unsigned (lengths signed) on ipc://, and are taken so; a daemon that
+        # also serves TCP takes signed ones only: say local=False (SPEC.md, "Blob frames").
+        ipc = endpoint.startswith("ipc://")
+        self._session = _Session(key, max_bytes=max_bytes, skew=skew,
+                                 local=ipc if local is None else local, take_unsigned=ipc)
         self._own_context = context is None
         self._context: zmq.Context[Any] = context or zmq.Context()
         socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
@@ -81,6 +88,11 @@ class _Connection:
         socket.connect(endpoint)
         self._socket = socket
         self._setup()
+
+    @property
+    def max_bytes(self) -> int:
+        """The message limit this client keeps to."""
+        return self._session.codec.max_bytes
 
     def _setup(self) -> None:
         """The flavour's own state."""
@@ -252,6 +264,12 @@ class AsyncClient(_Connection):
         record = await self.call("job.status", {"job": job}, timeout=timeout)
         return {"job": record["job"], "result": unpack_result(b"".join(parts))}
 
+    async def run(self, op: str, body: Dict[str, Any], *,
+                  timeout: Optional[float] = None) -> Any:
+        """``run`` or ``submit`` whatever the input's and the result's size: an input over the
+        message limit is uploaded in parts first, a result over it read in chunks."""
+        return await run_async(self, op, body, timeout)
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -395,6 +413,10 @@ class Client(_Connection):
         blob = b"".join(self.result_chunks(job, timeout=timeout))
         record = self.call("job.status", {"job": job}, timeout=timeout)
         return {"job": record["job"], "result": unpack_result(blob)}
+
+    def run(self, op: str, body: Dict[str, Any], *, timeout: Optional[float] = None) -> Any:
+        """The blocking :meth:`AsyncClient.run`."""
+        return run_blocking(self, op, body, timeout)
 
     def close(self) -> None:
         self._socket.close(linger=0)

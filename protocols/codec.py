@@ -3,9 +3,13 @@
 A message is the frame list ``[MAGIC, signature, header, body, blob...]``: header and body are
 msgpack, blobs are raw byte frames that large ``bytes`` values of the body travel in (so they
 are sent zero-copy and never packed). Owns encoding, decoding, the size limit (checked on both:
-a message over it is never sent, so no peer's socket has to drop it) and the calls to
-:mod:`protocols.signing`; it never touches a socket. Python 3.6 compatible (the stdio worker
-runtime runs on 3.6).
+a message over it is never sent, so no peer's socket has to drop it), the signing rule of blob
+frames (a ``local`` codec, for ``ipc://`` and a worker's pipes, leaves them out of the signature
+and puts their lengths in the signed header; SPEC.md, "Blob frames on ipc://") and the calls to
+:mod:`protocols.signing`; it never touches a socket. A received blob may be a ``memoryview``
+of the ZeroMQ frame (:func:`protocols.pump.recv_frames`): decoding hands it on as it is when
+``views`` is set, else as ``bytes``. Python 3.6 compatible (the stdio worker runtime runs on
+3.6).
 """
 
 import itertools
@@ -22,13 +26,19 @@ from protocols.signing import Clock, ReplayGuard, Signer
 from protocols.version import MAGIC, PROTOCOL_VERSION
 
 BLOB_EXT = 1                    # msgpack ext type: a reference to blob frame number N
-BLOB_THRESHOLD = 64 * 1024      # bytes values at least this long travel as blob frames
+TEXT_EXT = 2                    # ... to blob frame N holding a string's UTF-8 bytes
+BLOB_THRESHOLD = 64 * 1024      # bytes (and str) values at least this long travel as blobs
 DEFAULT_MAX_BYTES = 64 * 2**20
 MAX_HEADER_BYTES = 1024         # a valid header (three strings of at most 64) is far shorter
 # The codes that refuse a message before it is authenticated: their answers go out unsigned.
 UNAUTHENTICATED_REFUSALS = frozenset([ErrorCode.AUTH, ErrorCode.TOO_LARGE])
 _INDEX = struct.Struct(">I")
 SIGNATURE_BYTES = 32            # HMAC-SHA256
+BLOB_TYPES = (bytes, bytearray, memoryview)   # byte strings that may travel as blob frames
+# How deep pack_body looks for a large byte string before packing: a run's input or result,
+# a task's data; a body's small values are not walked further (that costs every message).
+QUICK_DEPTH = 2
+_BIG_TYPES = (*BLOB_TYPES, str)   # the values that travel as blob frames when large
 
 
 class Message(NamedTuple):
@@ -73,8 +83,16 @@ class Codec:
         skew: float = 60.0,
         clock: Clock = time.time,
         guard_replay: bool = True,
+        local: bool = False,
+        views: bool = False,
+        take_unsigned: Optional[bool] = None,
     ) -> None:
         self.signer = Signer(key)
+        # ipc:// only: blob frames go (and are taken) unsigned, their lengths in the header.
+        # A peer may send signed blobs on ipc:// and still take unsigned ones (take_unsigned).
+        self.local = local
+        self.take_unsigned = local if take_unsigned is None else take_unsigned
+        self.views = views      # blobs decoded as the memoryviews received, not copied
         self.max_bytes = max_bytes
         self.clock = clock
         self.guard = ReplayGuard(skew, clock=clock)
@@ -91,31 +109,34 @@ class Codec:
         msg_id: Optional[str] = None,
         ts: Optional[float] = None,
         trace: Optional[str] = None,
-    ) -> List[bytes]:
-        """The frames of one message (ROUTER identities not included).
+    ) -> List[Any]:
+        """The frames of one message (ROUTER identities not included); blobs are the values
+        themselves (``bytes`` or ``memoryview``), never copied.
 
         Raise ProtocolError ``too_large`` (details ``size``, ``limit``) for a message over
         ``max_bytes``: the receiver would refuse it, or its socket drop the connection.
         """
-        fields = [PROTOCOL_VERSION, msg_id or new_message_id(), msg_type, re,
-                  self.clock() if ts is None else ts]
-        if trace:
-            fields.append(trace[:64])
-        header = self._packer.pack(fields)
-        blobs: List[bytes] = []
+        blobs: List[Any] = []
         packed = pack_body(self._packer, body, blobs)
         if blobs or len(packed) >= BLOB_THRESHOLD:
             # A Packer keeps the largest buffer it ever needed: after a large body, a fresh
             # one, rather than pin up to twice that body's size for the codec's lifetime.
             self._packer = _new_packer()
+        fields = [PROTOCOL_VERSION, msg_id or new_message_id(), msg_type, re,
+                  self.clock() if ts is None else ts]
+        if trace or (blobs and self.local):
+            fields.append(trace[:64] if trace else None)
+        if blobs and self.local:    # the signature covers these lengths, not the blobs
+            fields.append([len(blob) for blob in blobs])
+        header = self._packer.pack(fields)
         size = len(MAGIC) + len(header) + len(packed)
         size += SIGNATURE_BYTES if self.signer.enabled else 0
         for blob in blobs:
             size += len(blob)
         if size > self.max_bytes:
             raise too_large(size, self.max_bytes)
-        payload = [MAGIC, header, packed, *blobs]
-        return [MAGIC, self.signer.sign(payload), header, packed, *blobs]
+        signed = [MAGIC, header, packed] if self.local else [MAGIC, header, packed, *blobs]
+        return [MAGIC, self.signer.sign(signed), header, packed, *blobs]
 
     def decode(self, frames: Sequence[bytes]) -> Message:
         """Check and decode frames; raise ProtocolError with the code to answer with.
@@ -128,9 +149,10 @@ class Codec:
         """
         if len(frames) < 4 or frames[0] != MAGIC:
             raise ProtocolError(ErrorCode.MALFORMED, "not a PNS message (bad frame layout)")
-        self.authenticate(frames)
-        version, msg_id, msg_type, re, ts, trace = read_header(frames[2])
+        blobs_signed = self.authenticate(frames)
+        version, msg_id, msg_type, re, ts, trace, lengths = read_header(frames[2])
         try:
+            check_blobs(frames[4:], lengths, blobs_signed)
             if version != PROTOCOL_VERSION:
                 raise ProtocolError(
                     ErrorCode.VERSION,
@@ -139,22 +161,30 @@ class Codec:
                 )
             if self.signer.enabled:
                 self.guard.check(msg_id, ts, remember=self.guard_replay)
-            body = unpack_body(frames[3], frames[4:])
+            body = unpack_body(frames[3], frames[4:], views=self.views)
         except ProtocolError as exc:
             exc.details.update({"re": msg_id, "type": msg_type})
             raise
         return Message(msg_type, body, msg_id, re, ts, version, trace)
 
-    def authenticate(self, frames: Sequence[bytes]) -> None:
-        """The size limit and the signature: the checks that need no decoding."""
+    def authenticate(self, frames: Sequence[Any]) -> bool:
+        """The size limit and the signature: the checks that need no decoding. True when the
+        signature covers the blob frames too; False when it covers marker, header and body
+        only (a ``local`` codec's message: :func:`check_blobs` then holds the blobs to the
+        lengths in the signed header). A non-local codec refuses the latter (``auth``)."""
         size = 0
         for frame in frames:
             size += len(frame)
         if size > self.max_bytes:
             raise too_large(size, self.max_bytes)
-        payload = list(frames)
-        payload[1] = MAGIC  # the signature covers every frame but itself
-        self.signer.verify(frames[1], payload[1:])
+        if len(frames) == 4:
+            self.signer.verify(frames[1], (MAGIC, frames[2], frames[3]))
+            return True
+        if self.signer.verify_either(frames[1], (MAGIC, frames[2], frames[3]), frames[4:]):
+            return True
+        if not self.take_unsigned:
+            raise ProtocolError(ErrorCode.AUTH, "unsigned blob frames are taken on ipc:// only")
+        return False
 
 
 def message_id(frames: Sequence[bytes]) -> Optional[str]:
@@ -192,7 +222,7 @@ def read_refusal(frames: Sequence[bytes]) -> Optional[Message]:
     if len(frames) != 4 or frames[0] != MAGIC:
         return None
     try:
-        version, msg_id, msg_type, re, ts, trace = read_header(frames[2])
+        version, msg_id, msg_type, re, ts, trace, _lengths = read_header(frames[2])
         body = unpack_body(frames[3], ())
     except ProtocolError:
         return None
@@ -209,18 +239,23 @@ def too_large(size: int, limit: int) -> ProtocolError:
     )
 
 
-def read_header(frame: bytes) -> Tuple[int, str, str, Optional[str], float, Optional[str]]:
-    """The header array ``[v, id, type, re, ts]`` (+ optional ``trace``), checked."""
+Header = Tuple[int, str, str, Optional[str], float, Optional[str], Optional[List[int]]]
+
+
+def read_header(frame: Any) -> Header:
+    """The header array ``[v, id, type, re, ts]`` (+ optional ``trace``, then optional blob
+    lengths), checked."""
     if len(frame) > MAX_HEADER_BYTES:
         raise ProtocolError(ErrorCode.MALFORMED, "header of %d bytes is too long" % len(frame))
     try:
         header = msgpack.unpackb(frame, raw=False)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ProtocolError(ErrorCode.MALFORMED, "header is not msgpack: %s" % exc) from exc
-    if not isinstance(header, list) or len(header) not in (5, 6):
-        raise ProtocolError(ErrorCode.MALFORMED, "header is not an array of 5 or 6 fields")
+    if not isinstance(header, list) or len(header) not in (5, 6, 7):
+        raise ProtocolError(ErrorCode.MALFORMED, "header is not an array of 5 to 7 fields")
     version, msg_id, msg_type, re, ts = header[:5]
-    trace = header[5] if len(header) == 6 else None
+    trace = header[5] if len(header) >= 6 else None
+    lengths = header[6] if len(header) == 7 else None
     ok = (
         type(version) is int
         and isinstance(msg_id, str) and 0 < len(msg_id) <= 64
@@ -228,10 +263,33 @@ def read_header(frame: bytes) -> Tuple[int, str, str, Optional[str], float, Opti
         and (re is None or isinstance(re, str))
         and type(ts) in (int, float) and math.isfinite(ts)
         and (trace is None or (isinstance(trace, str) and len(trace) <= 64))
+        and (lengths is None or (isinstance(lengths, list)
+                                 and all(type(n) is int and n >= 0 for n in lengths)))
     )
     if not ok:
         raise ProtocolError(ErrorCode.MALFORMED, "header lacks a valid v, id, type, re or ts")
-    return version, msg_id, msg_type, re, float(ts), trace
+    return version, msg_id, msg_type, re, float(ts), trace, lengths
+
+
+def check_blobs(blobs: Sequence[Any], lengths: Optional[List[int]], signed: bool) -> None:
+    """Blob frames left out of the signature must be exactly those the signed header lists:
+    as many, each of its length (a frame cut, padded, added or dropped on the way is refused,
+    ``malformed``, before anything is decoded)."""
+    if lengths is None:
+        if not signed:
+            raise ProtocolError(ErrorCode.MALFORMED,
+                                "unsigned blob frames without their lengths in the header")
+        return
+    if len(blobs) != len(lengths):
+        raise ProtocolError(ErrorCode.MALFORMED, "%d blob frames; the signed header lists %d"
+                            % (len(blobs), len(lengths)),
+                            {"frames": len(blobs), "expected": len(lengths)})
+    for index, length in enumerate(lengths):
+        if len(blobs[index]) != length:
+            raise ProtocolError(ErrorCode.MALFORMED,
+                                "blob frame %d is %d bytes; the signed header says %d"
+                                % (index, len(blobs[index]), length),
+                                {"blob": index, "size": len(blobs[index]), "expected": length})
 
 
 def _new_packer() -> Any:
@@ -246,13 +304,18 @@ def _encode_default(obj: Any) -> Any:
     raise TypeError("cannot encode %s" % type(obj).__name__)
 
 
-def pack_body(packer: Any, body: Any, blobs: List[bytes]) -> bytes:
-    """msgpack the body; large bytes values are appended to ``blobs`` and referenced."""
+def pack_body(packer: Any, body: Any, blobs: List[Any]) -> bytes:
+    """msgpack the body; large bytes values are appended to ``blobs`` and referenced.
+
+    Packed once: a body with a large bytes value near its top (a run's input or result) is
+    packed with references straight away; any other is packed as it is, and again with
+    references only if it came out large and holds a large bytes value deeper down.
+    """
     try:
+        if has_big_bytes(body, QUICK_DEPTH):
+            return packer.pack(_with_blob_refs(body, blobs))  # type: ignore[no-any-return]
         packed: bytes = packer.pack(body)
-        # Only a body packed this large can hold a large bytes value: those go out as blob
-        # frames instead (packed again, with references; a copy beside hashing them).
-        if len(packed) >= BLOB_THRESHOLD and _has_big_bytes(body):
+        if len(packed) >= BLOB_THRESHOLD and has_big_bytes(body):
             packed = packer.pack(_with_blob_refs(body, blobs))
     except (TypeError, ValueError, OverflowError) as exc:
         packer.reset()
@@ -260,16 +323,19 @@ def pack_body(packer: Any, body: Any, blobs: List[bytes]) -> bytes:
     return packed
 
 
-def _with_blob_refs(value: Any, blobs: List[bytes]) -> Any:
+def _with_blob_refs(value: Any, blobs: List[Any]) -> Any:
     """``value`` with each large bytes value appended to ``blobs`` and replaced by a reference.
 
     A module function on purpose: a recursive closure is a reference cycle, which kept every
     large message's blobs alive until the cyclic garbage collector ran (in an idle daemon, for
     good: 207 MB after ten 16 MiB runs).
     """
-    if isinstance(value, bytes) and len(value) >= BLOB_THRESHOLD:
+    if isinstance(value, BLOB_TYPES) and len(value) >= BLOB_THRESHOLD:
         blobs.append(value)
         return msgpack.ExtType(BLOB_EXT, _INDEX.pack(len(blobs) - 1))
+    if isinstance(value, str) and len(value) >= BLOB_THRESHOLD:
+        blobs.append(value.encode("utf-8"))
+        return msgpack.ExtType(TEXT_EXT, _INDEX.pack(len(blobs) - 1))
     if isinstance(value, dict):
         return {k: _with_blob_refs(v, blobs) for k, v in value.items()}
     if isinstance(value, list):
@@ -277,16 +343,17 @@ def _with_blob_refs(value: Any, blobs: List[bytes]) -> Any:
     return value
 
 
-def _has_big_bytes(value: Any, depth: int = 0) -> bool:
-    """True if a bytes value of at least BLOB_THRESHOLD sits in ``value`` (maps and lists)."""
-    if isinstance(value, bytes):
+def has_big_bytes(value: Any, limit: int = 32, depth: int = 0) -> bool:
+    """True if a bytes (or str) value of at least BLOB_THRESHOLD sits in ``value`` (maps and
+    lists) no deeper than ``limit`` levels."""
+    if isinstance(value, _BIG_TYPES):
         return len(value) >= BLOB_THRESHOLD
-    if depth > 32:      # deeper than any real body: let msgpack judge it
+    if depth >= limit:      # deeper than any real body: let msgpack judge it
         return False
     if isinstance(value, dict):
-        return any(_has_big_bytes(v, depth + 1) for v in value.values())
+        return any(has_big_bytes(v, limit, depth + 1) for v in value.values())
     if isinstance(value, list):
-        return any(_has_big_bytes(v, depth + 1) for v in value)
+        return any(has_big_bytes(v, limit, depth + 1) for v in value)
     return False
 
 
@@ -294,7 +361,10 @@ def _no_blobs(code: int, data: bytes) -> Any:
     raise ProtocolError(ErrorCode.MALFORMED, "msgpack extension %d without blob frames" % code)
 
 
-def unpack_body(frame: bytes, blobs: Sequence[bytes]) -> Any:
+def unpack_body(frame: Any, blobs: Sequence[Any], *, views: bool = False) -> Any:
+    """The body, each blob reference replaced by its frame: a text blob by its string (decoded
+    straight from the frame), a bytes blob by ``bytes`` (a copy of a received view), or by the
+    view itself when ``views``."""
     if not blobs:
         try:
             return msgpack.unpackb(frame, raw=False, strict_map_key=False, ext_hook=_no_blobs)
@@ -304,12 +374,19 @@ def unpack_body(frame: bytes, blobs: Sequence[bytes]) -> Any:
             raise ProtocolError(ErrorCode.MALFORMED, "body is not msgpack: %s" % exc) from exc
 
     def ext_hook(code: int, data: bytes) -> Any:
-        if code != BLOB_EXT or len(data) != 4:
+        if code not in (BLOB_EXT, TEXT_EXT) or len(data) != 4:
             raise ProtocolError(ErrorCode.MALFORMED, "unknown msgpack extension %d" % code)
         index = _INDEX.unpack(data)[0]
         if index >= len(blobs):
             raise ProtocolError(ErrorCode.MALFORMED, "blob reference %d out of range" % index)
-        return blobs[index]
+        blob = blobs[index]
+        if code == BLOB_EXT:
+            return blob if views or isinstance(blob, bytes) else bytes(blob)
+        try:
+            return str(blob, "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(ErrorCode.MALFORMED,
+                                "text blob %d is not UTF-8: %s" % (index, exc)) from exc
 
     try:
         return msgpack.unpackb(frame, raw=False, strict_map_key=False, ext_hook=ext_hook)

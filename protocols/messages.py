@@ -57,6 +57,8 @@ OPERATIONS: Tuple[Operation, ...] = (
     Operation("pts.history", "{name, limit?} -> {events}: the audit of its changes, newest first"),
     Operation("reload", "{} -> {outcome}: config and pts.d re-read, differences applied"),
     Operation("demo.reset", "{} -> {restored}: the packaged hello scripts back in the home"),
+    Operation("upload", "{size} or {upload, offset, data} -> {upload, received, size}: an "
+              "input in parts, for run or submit's input_upload"),
     Operation("run", "{pts, input, timeout?} -> {job, result}: a synchronous run"),
     Operation("submit", "{pts, input, timeout?} -> {job}: an asynchronous run, durable"),
     Operation("job.status", "{job} -> the job's status record"),

@@ -43,18 +43,25 @@ def send_frames(socket: "zmq.Socket[Any]", frames: List[Any]) -> None:
         socket.send(frame, _NOBLOCK if index == last else _MORE, copy=len(frame) < _COPY_BELOW)
 
 
-def recv_frames(socket: "zmq.Socket[Any]") -> List[bytes]:
+def recv_frames(socket: "zmq.Socket[Any]") -> List[Any]:
     """Receive one message without blocking; raise ``zmq.Again`` if none is queued.
 
     Frame by frame with ``Frame.more``: ``recv_multipart`` reads an option per frame, and pyzmq
-    builds an enum for each read.
+    builds an enum for each read. A frame of at least 64 KiB is a ``memoryview`` of the
+    ZeroMQ message itself (not copied: the codec decides whether its receiver needs ``bytes``);
+    smaller ones are ``bytes``.
     """
     frame = socket.recv(_NOBLOCK, copy=False)
-    frames = [frame.bytes]
+    frames = [_content(frame)]
     while frame.more:
         frame = socket.recv(_NOBLOCK, copy=False)
-        frames.append(frame.bytes)
+        frames.append(_content(frame))
     return frames
+
+
+def _content(frame: "zmq.Frame") -> Any:
+    buffer = frame.buffer
+    return buffer if len(buffer) >= _COPY_BELOW else frame.bytes
 
 
 class Pump:

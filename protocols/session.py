@@ -23,10 +23,12 @@ TRACE: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar("pns_tra
 class Session:
     """Encoding and reply matching shared by both flavours; owns no socket."""
 
-    def __init__(self, key: bytes, *, max_bytes: int, skew: float) -> None:
+    def __init__(self, key: bytes, *, max_bytes: int, skew: float, local: bool = False,
+                 take_unsigned: Optional[bool] = None) -> None:
         # Replies are matched against pending ids, so a replayed reply finds no caller; the
         # id memory of the replay guard is only needed on the daemon side.
-        self.codec = Codec(key, max_bytes=max_bytes, skew=skew, guard_replay=False)
+        self.codec = Codec(key, max_bytes=max_bytes, skew=skew, guard_replay=False,
+                           local=local, take_unsigned=take_unsigned)
 
     def request(self, op: str, body: Any) -> Tuple[str, List[bytes]]:
         """The id and frames of a request; raise RemoteError ``too_large`` rather than send

@@ -9,7 +9,7 @@ nothing of ours.
 import hashlib
 import hmac
 import time
-from typing import Callable, Dict, Sequence, Set
+from typing import Any, Callable, Dict, Sequence, Set
 
 from protocols.errors import ErrorCode, ProtocolError
 
@@ -38,6 +38,35 @@ class Signer:
         inner = self._inner.copy()
         for frame in frames:
             inner.update(frame)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def verify_either(self, signature: bytes, head: Sequence[Any], blobs: Sequence[Any]) -> bool:
+        """Verify a message that has blob frames, signed over ``head`` alone (False: its blobs
+        are unsigned) or over ``head`` and ``blobs`` (True); raise ``auth`` if neither.
+
+        One pass over the bytes either way: the state after ``head`` is compared, then
+        carried on over the blobs.
+        """
+        if not self.enabled:
+            return True
+        if not signature:
+            raise ProtocolError(ErrorCode.AUTH,
+                                "message is not signed (the receiver requires a key)")
+        inner = self._inner.copy()
+        for frame in head:
+            inner.update(frame)
+        if hmac.compare_digest(signature, self._finish(inner.copy())):
+            return False
+        for frame in blobs:
+            inner.update(frame)
+        if hmac.compare_digest(signature, self._finish(inner)):
+            return True
+        raise ProtocolError(ErrorCode.AUTH,
+                            "bad message signature (the sender's key is not the receiver's)")
+
+    def _finish(self, inner: Any) -> bytes:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()

@@ -84,8 +84,10 @@ class Link:
 
     def __init__(self, read_fd: int, write_fd: int, key: bytes, max_bytes: int) -> None:
         self.read_fd, self.write_fd = read_fd, write_fd
-        self.out_codec = Codec(key, max_bytes=max_bytes)     # used under the lock only
-        self.in_codec = Codec(key, max_bytes=max_bytes)      # used by the reader only
+        # the pipes are private to the daemon and this process, as an ipc:// socket's directory
+        # is: blob frames go unsigned, their lengths signed (SPEC.md, "Blob frames on ipc://")
+        self.out_codec = Codec(key, max_bytes=max_bytes, local=True)     # under the lock only
+        self.in_codec = Codec(key, max_bytes=max_bytes, local=True)      # by the reader only
         self.reader = FrameReader(max_bytes + SLACK)
         self.lock = threading.Lock()
 

@@ -161,7 +161,8 @@ def main(argv: Optional[List[str]] = None) -> int:
              "capabilities": CAPABILITIES, "protocols": list(WORKER_PROTOCOLS)}
     membership = _remote(args, socket, hello)
     socket.connect(args.connect)
-    runtime = WorkerRuntime(socket, Codec(key, max_bytes=args.max_bytes), calls,
+    local = args.connect.startswith("ipc://")    # blob frames unsigned on ipc:// only
+    runtime = WorkerRuntime(socket, Codec(key, max_bytes=args.max_bytes, local=local), calls,
                             signal_fd=signal_read, heartbeat=args.heartbeat,
                             membership=membership)
     runtimes.append(runtime)

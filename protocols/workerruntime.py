@@ -247,7 +247,7 @@ class WorkerRuntime:
             message = self.codec.decode(frames)
         except PnsError as exc:
             if self.membership is not None and self.membership.refused_by(frames):
-                self.refused()
+                self.refuse(self.membership.refusal)
                 return
             note("dropped a message: %s" % exc)
             return

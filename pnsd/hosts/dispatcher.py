@@ -75,7 +75,8 @@ class Run:
 class Dispatcher:
     """Runs the calls of one worker host's callers on its workers, one task per worker."""
 
-    def __init__(self, pts: str, *, workers: list[WorkerSlot], state: HostState, codec: Codec,
+    def __init__(self, pts: str, *, workers: list[WorkerSlot], state: HostState,
+                 codec_for: Callable[[WorkerSlot], Codec],
                  send: Callable[[WorkerSlot, list[bytes]], None],
                  cancel: Callable[[Run, asyncio.Future[None], str], None],
                  retry: bool = False) -> None:
@@ -83,7 +84,7 @@ class Dispatcher:
         self._retry = retry        # idempotent PTS: a lost worker's run goes to another, once
         self._workers = workers
         self._state = state        # the host's own, changed in place by the host alone
-        self._codec = codec
+        self._codec_for = codec_for    # how a task is encoded for its worker (local or remote)
         self._send = send          # a task's frames to its worker
         self._cancel = cancel      # starts the cancel -> grace -> kill ladder of a task
         self._tasks: dict[str, Run] = {}            # dispatched runs by task id
@@ -175,7 +176,7 @@ class Dispatcher:
         msg_id = new_message_id()
         body = {"op": run.op, "data": run.data, "timeout": run.timeout, "job": run.ctx.job_id}
         try:
-            frames = self._codec.encode(messages.TASK_REQ, body, msg_id=msg_id)
+            frames = self._codec_for(worker).encode(messages.TASK_REQ, body, msg_id=msg_id)
         except ProtocolError as exc:
             if exc.code == ErrorCode.TOO_LARGE:    # the worker's socket would drop it
                 raise TooLarge(f"the input is too large for the worker: {exc.message}",

@@ -25,14 +25,14 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def validate_inputs(data: Any, declared: Mapping[str, str] | None) -> dict[str, bytes]:
+def validate_inputs(data: Any, declared: Mapping[str, str] | None) -> dict[str, Any]:
     """Input file name -> bytes. ``declared`` maps each declared input to its file name (the
     input was checked against the declarations before); None takes any plain file name."""
     if data is None:
         return {}
     if not isinstance(data, Mapping):
         raise BadRequest(f"input must be a map of file name to content, not {type(data).__name__}")
-    files: dict[str, bytes] = {}
+    files: dict[str, Any] = {}     # name -> bytes-like
     for key, content in data.items():
         name = key if declared is None else declared.get(key)
         if name is None:
@@ -41,8 +41,8 @@ def validate_inputs(data: Any, declared: Mapping[str, str] | None) -> dict[str, 
             raise BadRequest(f"input name {name!r} is not a plain file name")
         if isinstance(content, str):
             files[name] = content.encode("utf-8")
-        elif isinstance(content, bytes | bytearray):
-            files[name] = bytes(content)
+        elif isinstance(content, bytes | bytearray | memoryview):
+            files[name] = content       # written as it came: never copied here
         else:       # a number, a boolean, a list or a map: the file holds its JSON text
             try:
                 files[name] = json.dumps(content, ensure_ascii=False).encode("utf-8")
@@ -52,7 +52,7 @@ def validate_inputs(data: Any, declared: Mapping[str, str] | None) -> dict[str, 
     return files
 
 
-def make_job_dir(work_dir: Path, job_id: str, files: Mapping[str, bytes]) -> Path:
+def make_job_dir(work_dir: Path, job_id: str, files: Mapping[str, Any]) -> Path:
     name = job_id if is_safe_name(job_id) else uuid.uuid4().hex
     job_dir = work_dir / name
     try:
@@ -116,11 +116,15 @@ def _read_one(dir_fd: int, name: str, max_bytes: int, label: str) -> bytes | Non
         if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENXIO):
             return None
         raise PtsFailed(f"cannot read {label} {name!r}: {exc.strerror}") from exc
-    with os.fdopen(fd, "rb") as fh:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return None
-        data = fh.read(max_bytes + 1) if info.st_size <= max_bytes else b""
+        # One read of the size the file has (and a byte more, to see it grew meanwhile):
+        # no buffer of the whole limit, no second copy.
+        data = os.read(fd, info.st_size + 1) if info.st_size <= max_bytes else b""
+    finally:
+        os.close(fd)
     if info.st_size > max_bytes or len(data) > max_bytes:
         raise PtsFailed(f"{label} {name!r} too large (limit {max_bytes} bytes)",
                         name=name, limit=max_bytes)

@@ -73,7 +73,11 @@ class WorkerHost:
         self._run_dir = run_dir
         self._key = key
         self._key_file = key_file
-        self._codec = Codec(key)
+        # Workers are on a private ipc:// socket: blob frames unsigned (their lengths signed),
+        # and a result's blobs stay the received frames (views) on their way to the client
+        # and the store.
+        self._codec = Codec(key, local=True, views=True)
+        self._signed = Codec(key)       # remote workers (tcp://): every byte signed
         self._launch = Launch()
         self._outbox: Wire = PipeWire() if spec.transport == STDIO else Outbox()
         self._workers = [WorkerSlot(i) for i in range(spec.workers)]
@@ -83,7 +87,8 @@ class WorkerHost:
         self._restarts = RestartPolicy(self.tuning)
         self._state = HostState()     # changed in place (_set_state): the dispatcher reads it
         self._runs = Dispatcher(spec.name, workers=self._workers, state=self._state,
-                                codec=self._codec, send=self._deliver, cancel=self._cancel,
+                                codec_for=self._codec_for, send=self._deliver,
+                                cancel=self._cancel,
                                 retry=spec.idempotent)
         self._handlers: dict[str, Callable[[WorkerSlot, Message], None]] = {
             messages.WORKER_HELLO: self._on_hello,
@@ -257,7 +262,10 @@ class WorkerHost:
     def _send(self, worker: WorkerSlot, msg_type: str, body: Any, *, re: str | None = None) -> None:
         if worker.route is not None or (
                 worker.process is not None and not worker.process.exited.done()):
-            self._deliver(worker, self._codec.encode(msg_type, body, re=re))
+            self._deliver(worker, self._codec_for(worker).encode(msg_type, body, re=re))
+
+    def _codec_for(self, worker: WorkerSlot) -> Codec:
+        return self._signed if worker.route is not None else self._codec
 
     def _deliver(self, worker: WorkerSlot, frames: list[bytes]) -> None:
         """Frames to one worker: a remote one through its gate, a local one on the wire."""
@@ -385,7 +393,7 @@ class WorkerHost:
         self._hellos.pop(slot.index, None)
         gone()
         if slot.route is not None:      # tell it, in case it is alive: it rejoins
-            slot.route(self._codec.encode(messages.WORKER_STOP, {}))
+            slot.route(self._signed.encode(messages.WORKER_STOP, {}))
         self._runs.worker_lost(slot, reason, pid=slot.pid)
 
     def _keep(self, coro: Any, name: str) -> None:

@@ -19,6 +19,7 @@ import structlog
 from pnsd.errors import Cancelled, DaemonError, StorageError
 from pnsd.jobs.livejob import LiveJob, Phase
 from pnsd.jobs.model import Job, Status
+from pnsd.jobs.packed import Packed
 from pnsd.jobs.store import JobStore
 from pnsd.rolling import Rolling
 from protocols.errors import ErrorCode
@@ -67,7 +68,7 @@ class Finisher:
             log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
                      reason=job.reason or None, seconds=round(self.clock() - job.created, 6))
 
-    async def _record(self, live: LiveJob, final: Job, blob: bytes | None) -> Job:
+    async def _record(self, live: LiveJob, final: Job, blob: bytes | Packed | None) -> Job:
         """Store the outcome; if the store refuses, the job fails with ``storage`` instead."""
         if final.sync:
             if self.record_sync:

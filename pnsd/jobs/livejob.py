@@ -4,8 +4,9 @@
 Owns what a run is while it runs (the phase it is in, the task that runs it, the ``ctx`` its
 PTS sees, tied to its event log so that progress and log lines from any thread land in the
 event loop, and its outcome), the table of live runs and of finished ones kept a while for
-late watchers and quick results, and the packing of inputs and results. It must not run,
-queue or record jobs: :mod:`pnsd.jobs.scheduler` does, and is the only user of the table.
+late watchers and quick results (inputs and results are packed by :mod:`pnsd.jobs.packed`).
+It must not run, queue or record jobs: :mod:`pnsd.jobs.scheduler` does, and is the only user
+of the table.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-
-from pnsd.errors import DaemonError, PtsFailed
+from pnsd.errors import DaemonError
 from pnsd.jobs.events import EventLog
 from pnsd.jobs.model import Job, Status
+from pnsd.jobs.packed import Packed, pack, unpack
 from pnsd.registry import Generation
 from protocols.context import RunContext
 
@@ -49,7 +49,7 @@ class LiveJob:
     generation: Generation         # the generation the run was admitted to
     ctx: RunContext
     events: EventLog | None        # None once a finished run's log had nothing to keep
-    input_blob: bytes = b""        # a synchronous run's input, recorded with its outcome
+    input_blob: bytes | Packed = b""   # a synchronous run's input, recorded with its outcome
     phase: Phase = Phase.NEW
     task: asyncio.Task[Any] | None = None    # the task running it, which a cancel cancels
     cancel_reason: str = "cancelled on request"
@@ -93,7 +93,7 @@ class LiveJob:
             self.task.cancel()
         return True
 
-    def packed_result(self) -> bytes | None:
+    def packed_result(self) -> bytes | Packed | None:
         """The result packed for its record (its size noted); None when the run failed, or
         when the result cannot be packed, which becomes the run's error."""
         if self.error is not None:
@@ -156,17 +156,6 @@ class LiveJobs:
         """Drop the finished jobs the store removed by itself (retention, cleanup)."""
         for job_id in job_ids:
             self._finished.pop(job_id, None)
-
-
-def pack(value: Any) -> bytes:
-    try:
-        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise PtsFailed(f"the PTS returned a value that cannot be encoded: {exc}") from exc
-
-
-def unpack(blob: bytes) -> Any:
-    return msgpack.unpackb(blob, raw=False, strict_map_key=False)
 
 
 def _call_in_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:

@@ -267,7 +267,7 @@ class Scheduler:
         job = await self._successful(job_id, owner)
         live = self._find(job_id)
         if live is not None and live.error is None and live.result_kept:
-            blob = pack(live.result)       # kept in memory: small
+            blob = bytes(pack(live.result))       # kept in memory: small
             return job, len(blob), blob[offset:offset + limit]
         size, data = await self.store.result_chunk(job.id, offset, limit)
         return job, size, data

@@ -24,8 +24,9 @@ import structlog
 
 from pnsd.errors import Conflict, NotFound, StorageError
 from pnsd.jobs import jobsql
-from pnsd.jobs.blobfiles import read_blob, read_range, remove, remove_all, write_blob
+from pnsd.jobs.blobfiles import read_blob, read_range, remove, remove_all, write_blob, write_blobs
 from pnsd.jobs.model import RESTART_REASON, Job, Status
+from pnsd.jobs.packed import Packed
 from pnsd.jobs.retention import SizeBound
 from pnsd.jobs.storedb import Kind, Op, SqlFn, Writer
 from pnsd.jobs.turnbatch import TurnBatch
@@ -43,6 +44,9 @@ class JobStore:
     RECORD_DELAY = 0.020  # seconds records of finished sync runs gather before the hand-over
     RECORD_BATCH = 256    # ... or this many of them
     MAX_BACKLOG = 10_000  # queued ops past which non-durable writes wait (back-pressure)
+    # Bytes of blob files a record may leave for the writer: past it, recording waits, so
+    # that a disk slower than the requests bounds the daemon's memory, not the queue.
+    FILE_BACKLOG = 32 * 2**20
 
     def __init__(
         self,
@@ -68,6 +72,7 @@ class JobStore:
         self._bound = SizeBound(retention_bytes)
         self._trims: set[asyncio.Task[None]] = set()
         self._forget: Callable[[list[str]], None] = lambda job_ids: None
+        self._unwritten: list[tuple[Future[Any], int]] = []   # record ops with blob files
 
     def set_forgetter(self, forget: Callable[[list[str]], None]) -> None:
         """Who is told the ids of jobs the store removed by itself (retention, cleanup), so
@@ -110,7 +115,8 @@ class JobStore:
         """Commit every write queued so far."""
         await self._submit(Kind.FLUSH, None, durable=True, what="flush")
 
-    async def add(self, job: Job, input_blob: bytes, *, durable: bool = True) -> Job | None:
+    async def add(self, job: Job, input_blob: bytes | Packed, *,
+                  durable: bool = True) -> Job | None:
         """Record a new job and its input; sets ``job.input_size``.
 
         If the job's owner has a job with its idempotency key already, nothing is recorded
@@ -136,31 +142,61 @@ class JobStore:
         self._grew(job.input_size)
         return None
 
-    def fits_inline(self, blob: bytes | None) -> bool:
+    def fits_inline(self, blob: bytes | Packed | None) -> bool:
         """True when ``blob`` is kept in its row rather than in a file."""
         return blob is None or len(blob) <= self._inline_limit
 
-    async def record(self, job: Job, input_blob: bytes, result_blob: bytes | None) -> None:
+    async def record(self, job: Job, input_blob: bytes | Packed,
+                     result_blob: bytes | Packed | None) -> None:
         """Record a finished synchronous run in one insert, group-committed, not awaited: its
         caller has the outcome already, so nothing waits for the commit (or for blobs to reach
-        the disk); a crash may lose the latest such records, never an acknowledged one."""
+        the disk); a crash may lose the latest such records, never an acknowledged one.
+
+        Blobs too large for the row are written by the writer thread, from the values in
+        memory (never joined into one buffer), just before the row's insert: a write that
+        fails (a full disk) records this job as failed with ``storage`` and leaves no file.
+        """
         if self.fits_inline(input_blob) and self.fits_inline(result_blob):
             return self.record_now(job, input_blob, result_blob)   # most: nothing to wait for
         row = self._record_row(job, input_blob, result_blob)
-        row.update(await self._place(job.id, "input", input_blob, durable=False))
-        row.update(await self._place(job.id, "result", result_blob, durable=False))
-        self._queue_record(row)
+        files: dict[str, bytes | Packed] = {}
+        for name, blob in (("input", input_blob), ("result", result_blob)):
+            if self.fits_inline(blob):
+                row.update({name: None if blob is None else bytes(blob), f"{name}_file": 0})
+            else:
+                assert blob is not None
+                row.update({name: None, f"{name}_file": 1})
+                files[name] = blob
+        loop = asyncio.get_running_loop()
+        forget = partial(loop.call_soon_threadsafe, self._forget, [job.id])
+        op = self._queued_writer().submit(
+            Kind.WRITE, partial(_insert_with_files, self._job_dir(job.id), files, row, forget),
+            durable=False, what=f"record job {job.id}")
+        assert op.future is not None
+        self._grew(row["input_size"] + row["result_size"])
+        await self._within_backlog(op.future, sum(len(blob) for blob in files.values()))
 
-    def record_now(self, job: Job, input_blob: bytes, result_blob: bytes | None) -> None:
+    async def _within_backlog(self, future: Future[Any], size: int) -> None:
+        """Note a record's unwritten files; wait while more than FILE_BACKLOG bytes are."""
+        self._unwritten = [(f, n) for f, n in self._unwritten if not f.done()]
+        self._unwritten.append((future, size))
+        while sum(n for _f, n in self._unwritten) > self.FILE_BACKLOG and len(self._unwritten) > 1:
+            oldest, _size = self._unwritten.pop(0)
+            await asyncio.wait({asyncio.wrap_future(oldest)})
+
+    def record_now(self, job: Job, input_blob: bytes | Packed,
+                   result_blob: bytes | Packed | None) -> None:
         """:meth:`record` for blobs that :meth:`fits_inline`: no file to write, no wait."""
         if not (self.fits_inline(input_blob) and self.fits_inline(result_blob)):
             raise ValueError("record_now takes blobs that fit inline only")
         row = self._record_row(job, input_blob, result_blob)
-        row.update(input=input_blob, input_file=0, result=result_blob, result_file=0)
+        row.update(input=bytes(input_blob), input_file=0,
+                   result=None if result_blob is None else bytes(result_blob), result_file=0)
         self._queue_record(row)
 
     @staticmethod
-    def _record_row(job: Job, input_blob: bytes, result_blob: bytes | None) -> dict[str, Any]:
+    def _record_row(job: Job, input_blob: bytes | Packed,
+                    result_blob: bytes | Packed | None) -> dict[str, Any]:
         if not job.is_finished:
             raise Conflict(f"job {job.id} is {job.status.value}, not finished", job=job.id)
         job.input_size = len(input_blob)
@@ -209,7 +245,8 @@ class JobStore:
         """Record status, progress, message and timestamps."""
         await self._write(partial(jobsql.update, job.to_row()), durable, f"update job {job.id}")
 
-    async def finish(self, job: Job, result_blob: bytes | None, *, durable: bool = True) -> None:
+    async def finish(self, job: Job, result_blob: bytes | Packed | None, *,
+                     durable: bool = True) -> None:
         """Record the final state and result; sets ``job.result_size``."""
         if not job.is_finished:
             raise Conflict(f"job {job.id} is {job.status.value}, not finished", job=job.id)
@@ -400,11 +437,11 @@ class JobStore:
     def _job_dir(self, job_id: str) -> Path:
         return self._files / job_id
 
-    async def _place(self, job_id: str, name: str, blob: bytes | None, *,
+    async def _place(self, job_id: str, name: str, blob: bytes | Packed | None, *,
                      durable: bool = True) -> dict[str, Any]:
         """Columns for one blob: inline, or written to a file before its row commits."""
         if blob is None or len(blob) <= self._inline_limit:
-            return {name: blob, f"{name}_file": 0}
+            return {name: None if blob is None else bytes(blob), f"{name}_file": 0}
         await asyncio.to_thread(write_blob, self._job_dir(job_id) / f"{name}.bin", blob,
                                 durable=durable)
         return {name: None, f"{name}_file": 1}
@@ -416,3 +453,19 @@ class JobStore:
             return blob
         return await asyncio.to_thread(read_blob, self._job_dir(job_id) / f"{name}.bin")
 
+
+
+def _insert_with_files(job_dir: Path, files: dict[str, bytes | Packed], row: dict[str, Any],
+                       forget: Callable[[], Any], conn: Any) -> None:
+    """On the writer thread: a synchronous run's blob files, then its row. If a file cannot
+    be written, the row records the job as failed (``storage``), without input or result,
+    and the daemon forgets the success it holds in memory (``forget``): the job's result is
+    then that error, never a missing or partial result."""
+    problem = write_blobs(job_dir, files)
+    if problem is not None:
+        forget()
+        log.warning("job_blobs_not_written", job=row["id"], error=problem)
+        row.update(status=Status.FAILED.value, reason="storage", input=None, input_file=0,
+                   result=None, result_file=0, result_size=0,
+                   message=f"the outcome could not be recorded: {problem}")
+    jobsql.insert(row, conn)

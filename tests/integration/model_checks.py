@@ -71,11 +71,10 @@ def run_sync(driver: Driver, pts: PtsModel, user: str, data: Any, size: int) -> 
                         body={"inputs": web_inputs(pts.mode, data, size)})
     what = f"sync run of {pts.name} v{pts.version} as {user} ({wire} bytes on the wire)"
     no_internal(reply, what)
-    if wire > LIMIT + MARGIN or (wire > LIMIT - MARGIN and reply.status == 413):
-        assert reply.status == 413, f"{what}: over max_message_bytes, expected 413: {reply}"
-        assert job_count(driver) == before, f"{what}: refused as too large, yet a job was kept"
-        return None
+    # An input over max_message_bytes goes to the daemon in parts (issue 16): it runs too.
     assert reply.status == 200, f"{what}: {reply}"
+    if before is not None:
+        assert job_count(driver) >= before, f"{what}: jobs went missing"
     job = _job(pts, user, data, size, MONITOR.search(reply.headers.get("Link", "")), what)
     got = observed(pts.mode, reply.json())
     assert got in job.expected_results(), f"{what}: returned {str(got)[:300]}"

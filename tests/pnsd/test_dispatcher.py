@@ -51,7 +51,8 @@ class Node:
         self.ladders: list[tuple[Run, str]] = []
         self.codec = Codec(KEY, guard_replay=False)
         self.dispatcher = Dispatcher("t", workers=self.workers, state=self.state,
-                                     codec=self.codec, send=self._send, cancel=self._cancel)
+                                     codec_for=lambda worker: self.codec, send=self._send,
+                                     cancel=self._cancel)
         self.outcomes = Outcomes()
 
     def _send(self, worker: WorkerSlot, frames: list[bytes]) -> None:

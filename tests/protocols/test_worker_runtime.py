@@ -85,7 +85,7 @@ class Peer:
     def __init__(self, tmp_path: Path, socket: zmq.Socket[bytes]) -> None:
         self.tmp_path = tmp_path
         self.socket = socket
-        self.codec = Codec(KEY)
+        self.codec = Codec(KEY, local=True)    # as the daemon's worker host (ipc://)
         self.endpoint = f"ipc://{tmp_path}/w.sock"
         self.key_file = tmp_path / "key"
         self.key_file.write_bytes(KEY)
@@ -243,6 +243,26 @@ def test_a_large_bytes_value_travels_as_a_blob_both_ways(peer: Peer) -> None:
     reply = peer.receive()
     assert (reply.type, reply.re) == (messages.TASK_REP, task)
     assert reply.body == {"result": blob}
+
+
+def test_a_worker_on_ipc_sends_blobs_unsigned_and_refuses_a_blob_cut_short(peer: Peer) -> None:
+    """The worker's blob frames are outside its signature (their lengths are inside); one the
+    daemon's side cut short is dropped by the worker, which goes on serving."""
+    peer.started()
+    blob = os.urandom(300 * 1024)
+    frames = peer.codec.encode(messages.TASK_REQ, {"op": "run", "data": {"do": "echo",
+                               "value": blob}, "timeout": 5, "job": ""})
+    peer.socket.send_multipart([peer.identity, *frames[:4], frames[4][:-1]])
+    task = peer.task({"do": "echo", "value": blob})
+    deadline = time.monotonic() + WAIT
+    while True:     # past the heartbeats
+        assert peer.socket.poll(int(max(deadline - time.monotonic(), 0) * 1000))
+        _identity, *reply = peer.socket.recv_multipart()
+        message = peer.codec.decode(reply)
+        if message.type != messages.WORKER_HEARTBEAT:
+            break
+    assert len(reply) == 5 and reply[1] == peer.codec.signer.sign(reply[:1] + reply[2:4])
+    assert (message.type, message.re, message.body) == (messages.TASK_REP, task, {"result": blob})
 
 
 def test_messages_sent_in_one_burst_are_all_handled(peer: Peer) -> None:

@@ -26,15 +26,23 @@ def b64(frames: list[bytes]) -> list[str]:
 
 
 def good(name: str, key: bytes, msg_type: str, body: Any, *, msg_id: str,
-         re: str | None = None) -> dict[str, Any]:
-    frames = Codec(key, clock=lambda: NOW).encode(msg_type, body, re=re, msg_id=msg_id, ts=NOW)
-    return {"name": name, "key": key.decode(), "now": NOW, "frames": b64(frames),
+         re: str | None = None, local: bool = False) -> dict[str, Any]:
+    frames = Codec(key, clock=lambda: NOW, local=local).encode(msg_type, body, re=re,
+                                                              msg_id=msg_id, ts=NOW)
+    case = {"name": name, "key": key.decode(), "now": NOW, "frames": b64(frames),
             "expect": {"type": msg_type, "id": msg_id, "re": re, "ts": NOW, "body": body}}
+    if local:
+        case["receiver"] = "ipc"   # a receiver that takes unsigned blob frames
+    return case
 
 
-def bad(name: str, frames: list[bytes], code: str, *, now: float = NOW) -> dict[str, Any]:
-    return {"name": name, "key": KEY.decode(), "now": now, "frames": b64(frames),
+def bad(name: str, frames: list[bytes], code: str, *, now: float = NOW,
+        receiver: str | None = None) -> dict[str, Any]:
+    case = {"name": name, "key": KEY.decode(), "now": now, "frames": b64(frames),
             "error": code}
+    if receiver:
+        case["receiver"] = receiver
+    return case
 
 
 def vectors() -> list[dict[str, Any]]:
@@ -58,6 +66,10 @@ def vectors() -> list[dict[str, Any]]:
     blob["expect"]["body"] = {"pts": "echo", "input": {"base64": base64.b64encode(
         blob_body["input"]).decode()}}
     cases.append(blob)
+    cases += ipc_blobs(blob_body)
+    text = "é" * 33_000 + "x" * 33_000
+    cases.append(good("large text as a text blob frame", KEY, "run.rep",
+                      {"job": "f" * 32, "result": text}, msg_id="3" * 32, re="1" * 32))
     cases += [
         bad("tampered body", tampered, "auth"),
         bad("missing signature", [ping[0], b"", *ping[2:]], "auth"),
@@ -71,6 +83,27 @@ def vectors() -> list[dict[str, Any]]:
     ]
     cases.append(refusal())
     return cases
+
+
+def ipc_blobs(blob_body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Blob frames left out of the signature, their lengths in the header (SPEC.md, "Blob
+    frames on ipc://"): taken by an ipc receiver, refused if a frame does not match."""
+    local = Codec(KEY, clock=lambda: NOW, local=True)
+    frames = local.encode("run.req", blob_body, msg_id="2" * 32, ts=NOW)
+    case = good("large bytes as an unsigned blob frame (ipc)", KEY, "run.req", blob_body,
+                msg_id="2" * 32, local=True)
+    case["expect"]["body"] = {"pts": "echo", "input": {"base64": base64.b64encode(
+        blob_body["input"]).decode()}}
+    longer = [*frames[:4], frames[4] + b"\0"]
+    return [
+        case,
+        bad("unsigned blob frame cut short (ipc)", [*frames[:4], frames[4][:-1]], "malformed",
+            receiver="ipc"),
+        bad("unsigned blob frame one byte longer (ipc)", longer, "malformed", receiver="ipc"),
+        bad("unsigned blob frame dropped (ipc)", frames[:4], "malformed", receiver="ipc"),
+        bad("extra unsigned blob frame (ipc)", [*frames, b"x"], "malformed", receiver="ipc"),
+        bad("unsigned blob frames to a TCP receiver", frames, "auth", receiver="tcp"),
+    ]
 
 
 def refusal() -> dict[str, Any]:
