@@ -161,7 +161,8 @@ class Daemon:
             await self.scheduler.resume(job)
         self.handlers = handlers
         table, streams = handlers.tables()
-        # One ROUTER serves every endpoint: with a TCP one, every blob frame must be signed.
+        # On ipc:// blob frames go unsigned (their lengths signed); the TCP doors have their
+        # own ROUTERs and a codec that signs every byte (_open_tcp)
         codec = Codec(self.key, max_bytes=self.settings.max_message_bytes,
                       skew=self.settings.max_clock_skew,
                       local=self.settings.endpoint.startswith("ipc://"))
@@ -169,7 +170,7 @@ class Daemon:
                              endpoints=[self.settings.endpoint])
         handlers.refusals = self.server.refusals
         try:
-            await self._open_tcp(codec, table, streams)
+            await self._open_tcp(table, streams)
             self._bind(self.server)
             self._keep(self._retention(), "retention")
             self._keep(memory.keep_trimmed(log.debug), "trim-memory")
@@ -184,12 +185,15 @@ class Daemon:
             await asyncio.gather(*self._background, return_exceptions=True)
             await self._shutdown(self.server)
 
-    async def _open_tcp(self, codec: Codec, table: Any, streams: Any) -> None:
+    async def _open_tcp(self, table: Any, streams: Any) -> None:
         """The TCP front doors: clients on tcp_endpoint, remote workers on worker_endpoint,
-        both CURVE servers unless the node is configured insecure (on loopback only)."""
+        both CURVE servers unless the node is configured insecure (on loopback only); every
+        byte they carry is signed, blob frames too."""
         settings = self.settings
         if not (settings.tcp_endpoint or settings.worker_endpoint):
             return
+        codec = Codec(self.key, max_bytes=settings.max_message_bytes,
+                      skew=settings.max_clock_skew)
         assert self.server is not None
         refusals = self.server.refusals
         if settings.tcp_insecure:

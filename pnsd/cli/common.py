@@ -59,7 +59,7 @@ def client_of(args: argparse.Namespace) -> Client:
                        EXIT_UNAVAILABLE)
     key = load_or_create_key(settings.key_file, create=False)
     return Client(settings.endpoint, key=key, timeout=args.timeout or 60.0,
-                  max_bytes=settings.max_message_bytes, local=not settings.tcp_endpoint)
+                  max_bytes=settings.max_message_bytes)
 
 
 def emit(value: Any) -> None:

@@ -35,12 +35,13 @@ async def node(tmp_path: Path) -> AsyncIterator[Running]:
         yield running
 
 
-async def send_raw(node: Running, frames: list[Any]) -> Any:
-    """Send ``frames`` on a DEALER of our own; the daemon's answer, decoded."""
+async def send_raw(node: Running, frames: list[Any], endpoint: str = "") -> Any:
+    """Send ``frames`` on a DEALER of our own (to the daemon's ipc endpoint unless given);
+    the daemon's answer, decoded."""
     context = zmq.asyncio.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
-    socket.connect(node.settings.endpoint)
+    socket.connect(endpoint or node.settings.endpoint)
     try:
         await socket.send_multipart(frames)
         answer = await asyncio.wait_for(socket.recv_multipart(), 10)
@@ -79,14 +80,21 @@ async def test_a_blob_frame_that_does_not_match_its_signed_length_is_refused_alo
         assert jobs["total"] == 1          # the refused request recorded nothing
 
 
-async def test_a_daemon_serving_tcp_refuses_unsigned_blob_frames(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path / "home", 'tcp_endpoint = "tcp://127.0.0.1:0"\n')
+async def test_the_tcp_endpoint_refuses_unsigned_blob_frames_and_the_ipc_one_takes_them(
+        tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "home", 'tcp_endpoint = "tcp://127.0.0.1:0"\n'
+                                               "tcp_insecure = true\n")
     async with running_daemon(settings) as node:
-        frames = Codec(node.key, local=True).encode(
-            "run.req", {"pts": "echo", "input": BLOB}, msg_id="e" * 32)
-        answer = await send_raw(node, frames)
+        assert node.daemon.tcp_server is not None
+        tcp = node.daemon.tcp_server.bound[0]
+        unsigned = Codec(node.key, local=True)
+        answer = await send_raw(node, unsigned.encode(
+            "run.req", {"pts": "echo", "input": BLOB}, msg_id="e" * 32), tcp)
         assert (answer.body["code"], answer.re) == (ErrorCode.AUTH, "e" * 32)
-        async with node.client(timeout=30.0, local=False) as client:   # signed blobs: taken
+        answer = await send_raw(node, unsigned.encode(
+            "run.req", {"pts": "echo", "input": BLOB}, msg_id="f" * 32))
+        assert answer.body["result"] == BLOB
+        async with AsyncClient(tcp, key=node.key, timeout=30.0) as client:  # signed: taken
             assert (await client.call("run", {"pts": "echo", "input": BLOB}))["result"] == BLOB
 
 
