@@ -51,6 +51,7 @@ class PtsSpec:
     clean_entry: str | None = None
     # worker
     workers: int = 1
+    prefetch: int = 0                # tasks a worker may hold beyond its current one
     python: str | None = None
     command: tuple[str, ...] = ()
     # process: argv lists, no shell
@@ -112,8 +113,8 @@ class PtsSpec:
 HOOKS = ("init", "config", "clean")    # what a PTS may have besides run (one place)
 _INTERFACE = ("title", "keywords", "inputs", "outputs")
 _KEYS = (
-    "version", "title", "description", "keywords", "entry", "workers", "python", "command",
-    "dir", "init", "config", "run", "clean", "inputs", "outputs", "timeout", "queue",
+    "version", "title", "description", "keywords", "entry", "workers", "prefetch", "python",
+    "command", "dir", "init", "config", "run", "clean", "inputs", "outputs", "timeout", "queue",
     "concurrency", "inline", "env", "pythonpath", "limits", "selftest", "idempotent",
 )
 
@@ -163,6 +164,7 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         name=name, mode=mode, entry=entries["entry"], init_entry=entries["init"],
         config_entry=entries["config"], clean_entry=entries["clean"],
         workers=reader.integer("workers", 1, low=1, high=256) if mode is Mode.WORKER else 1,
+        prefetch=reader.integer("prefetch", 0, low=0, high=64) if mode is Mode.WORKER else 0,
         python=reader.optional_text("python"),
         command=reader.argv("command", allow_empty=True), **common,
     )

@@ -14,6 +14,7 @@ The process entry (options, key, signals, init) is :mod:`protocols.worker`. Impo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import os
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import zmq
 
@@ -140,6 +141,8 @@ class WorkerRuntime:
         self.wake_fd, wake_write = make_pipe()
         self.outbox = Outbox(wake_write)
         self.current = None  # type: Optional[Task]
+        # tasks sent while one runs (the PTS's prefetch): run in order once it ends
+        self.queued: Deque[Task] = collections.deque()
         self.stopping = False
         self.signalled = False
         self.parent = os.getppid()
@@ -153,6 +156,8 @@ class WorkerRuntime:
         self.send(messages.WORKER_HELLO, hello)
         self.next_beat = time.monotonic() + self.heartbeat
         while not (self.signalled or self.stopping):
+            while self.queued and not (self.signalled or self.stopping):
+                self.run_task(self.queued.popleft())
             self.poll(self._idle_items)
         return EXIT_OK
 
@@ -217,8 +222,13 @@ class WorkerRuntime:
         elif message.type == messages.TASK_CANCEL:
             if self.current is not None and message.re == self.current.id:
                 self.current.ctx.cancel()
+            for task in [t for t in self.queued if t.id == message.re]:
+                self.queued.remove(task)        # not started: answered as cancelled at once
+                self.send_error(task.id, ErrorCode.CANCELLED, "cancelled before it started")
         elif message.type == messages.WORKER_STOP:
             self.stopping = True
+            while self.queued:                  # not started: the daemon hands them on
+                self.send_error(self.queued.popleft().id, ErrorCode.BUSY, "the worker is stopping")
         else:
             note("ignored a message of type %r" % message.type)
 
@@ -228,14 +238,18 @@ class WorkerRuntime:
         if op not in OPS:
             self.send_error(message.id, ErrorCode.BAD_REQUEST, "unknown task op %r" % (op,))
             return
-        if self.current is not None or self.stopping:
-            self.send_error(message.id, ErrorCode.BUSY, "the worker is busy or stopping")
+        if self.stopping:
+            self.send_error(message.id, ErrorCode.BUSY, "the worker is stopping")
             return
         job = body.get("job")
         ctx = RunContext(job if isinstance(job, str) else "",
                          on_progress=self._progress_sink(message.id),
                          on_log=self._log_sink(message.id))
-        self.run_task(Task(message.id, op, body.get("data"), ctx))
+        task = Task(message.id, op, body.get("data"), ctx)
+        if self.current is not None or self.queued:
+            self.queued.append(task)            # prefetched: runs after the current one
+            return
+        self.run_task(task)
 
     def run_task(self, task: Task) -> None:
         """Run ``task`` here, the socket left to the keeper meanwhile; then send its outcome."""

@@ -74,7 +74,8 @@ class WorkerHost:
         self._restarts = RestartPolicy(self.tuning)
         self._state = HostState()     # changed in place (_set_state): the dispatcher reads it
         self._runs = Dispatcher(spec.name, workers=self._workers, state=self._state,
-                                codec=self._codec, send=self._outbox.send, cancel=self._cancel)
+                                codec=self._codec, send=self._outbox.send, cancel=self._cancel,
+                                prefetch=spec.prefetch)
         self._handlers: dict[str, Callable[[WorkerSlot, Message], None]] = {
             messages.WORKER_HELLO: self._on_hello,
             messages.WORKER_HEARTBEAT: lambda worker, message: None,   # every message is one
