@@ -258,7 +258,10 @@ def _start_pnsd(stack: Stack, name: str) -> Service:
     # Both services log at warning, as a busy production node would: no line per run or request
     config.write_text(f'[pnsd]\nhome = "{home}"\nlog_level = "warning"\n'
                       f"record_sync_runs = {record}\n"
-                      '[pnsweb]\nlog_level = "warning"\n')
+                      '[pnsweb]\nlog_level = "warning"\n'
+                      # echo-worker with prefetch, against the round-robin relay
+                      '[pts.echo-prefetch]\nmode = "worker"\nentry = "pnsd.demo:echo"\n'
+                      "workers = 2\nprefetch = 4\n")
     child = stack.child(name, [PYTHON, "-m", "pnsd", "start", "--home", str(home),
                                "--config", str(config)],
                         env=child_env(HOME=str(home), PNS_HOME=str(home)))
