@@ -41,6 +41,7 @@ AREAS: dict[str, ModuleType] = {
     "swap": area_swap, "memory": area_memory,
 }
 ALWAYS = ("memory",)    # a few seconds, and its idle figures were read at start anyway
+HTTP_AREAS = {"web", "payload"}     # the areas with HTTP rows
 NOTES = [
     "Every PNS process is real: `python -m pnsd start --home <tmp> --config <cfg>` "
     "(`[pnsd]` home, `log_level = \"warning\"`) and `python -m pnsweb -u bench -p bench --ip "
@@ -112,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plan = Plan.of(quick=args.quick, trials=args.trials, budget=args.budget)
     signal.signal(signal.SIGTERM, _terminate)
-    no_wrk = wrk.ensure()      # HTTP rows are timed by wrk; the Python client stands in
-    if no_wrk:
+    # HTTP rows are timed by wrk (installed here if need be); the Python client stands in
+    no_wrk = wrk.ensure() if set(areas) & HTTP_AREAS else "not needed"
+    if no_wrk and set(areas) & HTTP_AREAS:
         print(f"bench: {no_wrk}; HTTP rows use the Python client", flush=True)
     started = time.monotonic()
     rows: list[Row] = []
