@@ -54,13 +54,15 @@ async def serve_child(hub_path: str) -> None:
         sessions = Sessions(key=bytes.fromhex(hello["session_key"]))
         client = AsyncClient(settings.endpoint, key=settings.key, timeout=settings.call_timeout,
                              max_bytes=settings.max_message_bytes)
-        app = create_app(settings, client=client, sessions=sessions)
-        replica = Replica(app[THROTTLE], sessions)
-        replica.load(hello["shared"])
-        app[PEERS] = link
-        link.serve(apply=replica.apply, snapshot=app[METRICS].snapshot)
-        await _serve(app, settings.host, settings.port, link)
-        await client.close()
+        try:
+            app = create_app(settings, client=client, sessions=sessions)
+            replica = Replica(app[THROTTLE], sessions)
+            replica.load(hello["shared"])
+            app[PEERS] = link
+            link.serve(apply=replica.apply, snapshot=app[METRICS].snapshot)
+            await _serve(app, settings.host, settings.port, link)
+        finally:
+            await client.close()
     finally:
         listening.cancel()
         await link.close()

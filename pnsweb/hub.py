@@ -51,6 +51,7 @@ class Hub:
         self._children: dict[int, Child] = {}
         self._ids = itertools.count(1)
         self._retired = Metrics()            # counters of the children that have died
+        self._answering: set[asyncio.Task[Any]] = set()   # relays and gatherings under way
         self.ready: asyncio.Queue[int] = asyncio.Queue()   # pids of children now serving
 
     @property
@@ -112,8 +113,10 @@ class Hub:
 
     def _answer_later(self, child: Child, msg_id: Any, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
+        self._answering.add(task)
 
         def answer(done: asyncio.Task[Any]) -> None:
+            self._answering.discard(done)
             if done.cancelled() or child.writer.is_closing():
                 return
             error = done.exception()
@@ -159,6 +162,9 @@ class Hub:
         return {"rows": total.snapshot(), "processes": answered}
 
     async def close(self) -> None:
+        for task in list(self._answering):
+            task.cancel()
+        await asyncio.gather(*self._answering, return_exceptions=True)
         for child in list(self._children.values()):
             child.writer.close()
             with contextlib.suppress(ConnectionError):
