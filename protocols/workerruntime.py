@@ -2,6 +2,8 @@
 
 :class:`WorkerRuntime` receives ``task.req`` messages, runs each task and answers it, sends
 heartbeats, progress and log lines, and obeys cancel and stop (see SPEC.md, "Worker protocol").
+Tasks that arrive while one runs (the daemon sends them only for a PTS with ``prefetch``) wait
+in order and run after it; a cancelled one is answered at once, a stop answers them ``busy``.
 
 Threads: the main thread owns the socket and runs each task itself, so a short run costs no
 thread hand-off. While it runs one, a :class:`Keeper` thread watches; once a task has run for a
