@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench import wrk
 from bench.bare_wire import BareAsyncClient, BareClient
 from bench.httpload import Tally, build_request, run_load
 from protocols.client import AsyncClient, Client
@@ -378,8 +379,11 @@ async def _http(cmd: dict[str, Any]) -> dict[str, Any]:
         return status == 200
 
     timeout = float(cmd.get("call_timeout", 30.0))
+    warm = Tally()
     await run_load(host, port, request, conns=cmd["conns"], count=cmd.get("warmup", 200),
-                   seconds=_warm(cmd), tally=Tally(), ok_status=ok, timeout=timeout)
+                   seconds=_warm(cmd), tally=warm, ok_status=ok, timeout=timeout)
+    if cmd.get("wrk") and not cmd.get("string_size") and wrk.path():    # sizes: body checked
+        return _wrk_phase(cmd, f"http://{host}:{port}{cmd['path']}", body, headers, warm)
     tally = Tally()
     elapsed = await run_load(host, port, request, conns=cmd["conns"], count=cmd["count"],
                              seconds=cmd["seconds"], tally=tally, ok_status=ok, timeout=timeout)
@@ -389,7 +393,28 @@ async def _http(cmd: dict[str, Any]) -> dict[str, Any]:
         tally.error(f"unexpected body: {first[:200]!r}")
     if cmd.get("string_size") and tally.ok and len(first) < cmd["string_size"]:
         tally.error(f"short body: {len(first)} bytes")
-    return outcome(tally, elapsed, request_bytes=len(body), reply_bytes=len(first))
+    return outcome(tally, elapsed, request_bytes=len(body), reply_bytes=len(first),
+                   loader="python")
+
+
+def _wrk_phase(cmd: dict[str, Any], url: str, body: bytes, headers: dict[str, str],
+               warm: Tally) -> dict[str, Any]:
+    """The timed phase by wrk; the body was checked on the Python client's warm-up."""
+    figures = wrk.run(url, method=cmd["method"], body=body, headers=headers,
+                      conns=cmd["conns"], seconds=cmd["seconds"],
+                      timeout=float(cmd.get("call_timeout", 30.0)))
+    end = time.time()
+    expect = cmd.get("expect")
+    error = warm.first_error
+    if not error and expect is not None and expect.encode() not in warm.first_body[:4096]:
+        error = f"unexpected body: {warm.first_body[:200]!r}"
+    elapsed = figures["elapsed"]
+    return {"window": [end - elapsed, end], "ok": figures["ok"],
+            "errors": figures["errors"] + (1 if error else 0), "busy": 0, "elapsed": elapsed,
+            "rate": figures["ok"] / elapsed if elapsed > 0 else 0.0, "p50": figures["p50"],
+            "p99": figures["p99"], "error": error or (
+                f"{figures['errors']} replies not 2xx/3xx or failed" if figures["errors"]
+                else ""), "request_bytes": len(body), "loader": "wrk"}
 
 
 # -- hot swap ----------------------------------------------------------------------------------

@@ -108,9 +108,11 @@ class Bench:
 
     def http(self, name: str, method: str, path: str, **fields: Any) -> dict[str, Any]:
         backend = {"pnsweb": ["pnsd_on"], "base_web": ["base_echo"]}.get(name, [])
+        # wrk times the phase when it is installed (bench.wrk), as users measure; the Python
+        # client warms up, checks a reply's body, and stands in when wrk is missing
         cmd = {"kind": "http", "port": self.stack[name].port, "method": method, "path": path,
                "conns": 32, "seconds": self.plan.http_seconds, "count": self.plan.max_count,
-               "warmup_seconds": self.plan.warmup, "_sample": [name, *backend]}
+               "warmup_seconds": self.plan.warmup, "_sample": [name, *backend], "wrk": True}
         cmd.update(fields)
         return cmd
 
@@ -150,6 +152,15 @@ def cpu_note(pns: Agg, base: Agg, *, base_name: str = "baseline") -> str:
         return ""
     return (f" Server CPU per request (process trees, all trials): PNS {_us(a)}, {base_name} "
             f"{_us(b)} ({a / b:.1f}x).")
+
+
+def loader_note(*aggs: Agg) -> str:
+    """Which HTTP load client timed these trials (wrk, or the Python client without it)."""
+    loaders = sorted({r.get("loader", "python") for agg in aggs for r in agg.results})
+    if not loaders:
+        return ""
+    names = {"wrk": "wrk (1 thread)", "python": "the Python client (bench.httpload)"}
+    return " Load: " + " and ".join(names.get(name, name) for name in loaders) + "."
 
 
 def _us(seconds: float) -> str:

@@ -31,6 +31,7 @@ from bench import (
     area_swap,
     area_web,
     report,
+    wrk,
 )
 from bench.measure import Bench, Plan
 from bench.report import Row
@@ -41,6 +42,7 @@ AREAS: dict[str, ModuleType] = {
     "swap": area_swap, "memory": area_memory, "remote": area_remote,
 }
 ALWAYS = ("memory",)    # a few seconds, and its idle figures were read at start anyway
+HTTP_AREAS = {"web", "payload"}     # the areas with HTTP rows
 NOTES = [
     "Every PNS process is real: `python -m pnsd start --home <tmp> --config <cfg>` "
     "(`[pnsd]` home, `log_level = \"warning\"`) and `python -m pnsweb -u bench -p bench --ip "
@@ -55,9 +57,17 @@ NOTES = [
     "spawning runPTS per request), `base_jobs` (ROUTER + SQLite WAL group commit).",
     "Load comes from one separate agent process (`bench.agent`): PNS's own `Client` "
     "(blocking, sequential) and `AsyncClient` (32 calls in flight on one socket) for the "
-    "daemon; bare DEALERs of the same shapes for the bare servers; a small asyncio HTTP/1.1 "
-    "client (`bench.httpload`, 32 keep-alive connections) for HTTP — lighter on the shared "
-    "CPUs than aiohttp's client, so the figures are less client-bound.",
+    "daemon; bare DEALERs of the same shapes for the bare servers; for HTTP, wrk (the "
+    "distribution's package, which `make bench` installs as root; one thread, a Lua script "
+    "setting method, body and headers; 32 keep-alive connections unless said) times each "
+    "phase, after a warm-up by a small asyncio HTTP/1.1 client (`bench.httpload`) that also "
+    "checks a reply's body; without wrk that client times the phase too. Measured side by "
+    "side, wrk sees PNS at 1.5-2x what the Python client reports, since the client shares "
+    "the 2 cores.",
+    "pnsweb serves from its default number of processes (one per core).",
+    "The peer rows start pygeoapi 0.24 (`bench.peer`: a venv of its own made once with "
+    "Python 3.12 from pyenv, under ~/.cache/pns-bench) under gunicorn with 2 uvicorn "
+    "workers, as its documentation recommends for production.",
     "Trials are interleaved (baseline, PNS, baseline, PNS, …); each is bounded by a count and a "
     "deadline after a short warm-up; the figure is the median over trials, latencies are the "
     "medians of each trial's p50 / p99. Ratios are PNS / baseline; only ratios from one run "
@@ -104,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plan = Plan.of(quick=args.quick, trials=args.trials, budget=args.budget)
     signal.signal(signal.SIGTERM, _terminate)
+    # HTTP rows are timed by wrk (installed here if need be); the Python client stands in
+    no_wrk = wrk.ensure() if set(areas) & HTTP_AREAS else "not needed"
+    if no_wrk and set(areas) & HTTP_AREAS:
+        print(f"bench: {no_wrk}; HTTP rows use the Python client", flush=True)
     started = time.monotonic()
     rows: list[Row] = []
     with Stack(keep=args.keep) as stack:
@@ -119,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": _cpus(), "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(),
             "msgpack": ".".join(map(str, msgpack.version)), "aiohttp": aiohttp.__version__,
             "trials": plan.trials, "seconds": plan.seconds, "wall": wall, "areas": areas,
-            "machine": platform.machine()}
+            "machine": platform.machine(), "wrk": no_wrk or "installed"}
     chart.draw(rows, args.out / "report.png")
     report.write(args.out, rows, meta=meta, notes=NOTES, chart="report.png")
     print()

@@ -30,6 +30,7 @@ from harness.procs import (
     Child,
     CpuTrees,
     child_env,
+    children,
     free_port,
     http_ready,
     ipc_ready,
@@ -44,6 +45,20 @@ def rss_mb(pid: int) -> float | None:
     """Resident set size in MB (10^6 bytes), or None if the process is gone."""
     value = rss_bytes(pid)
     return None if value is None else value / 1e6
+
+
+# services that serve from child processes: their RSS is that of the parent and its children
+# (pnsweb: one per core; shared pages are counted once per process, as RSS always does)
+TREE_RSS = frozenset({"pnsweb"})
+
+
+def service_rss_mb(name: str, pid: int) -> float | None:
+    if name not in TREE_RSS:
+        return rss_mb(pid)
+    own = rss_mb(pid)
+    if own is None:
+        return None
+    return own + sum(v for v in (rss_mb(child) for child in children(pid)) if v is not None)
 
 
 RUN_PTS = ROOT / "pnsd" / "demo" / "scripts" / "runPTS"
@@ -152,7 +167,7 @@ class Sampler:
     def _run(self) -> None:
         while True:
             for name, pid in self.pids.items():
-                value = rss_mb(pid)
+                value = service_rss_mb(name, pid)
                 if value is not None:
                     self.peak[name] = max(self.peak.get(name, 0.0), value)
             self.series.append((time.time(), self._trees.seconds()))
@@ -226,7 +241,7 @@ class Stack:
         time.sleep(0.5)   # let start-up work settle before the idle RSS is read
         for name in order:
             service = self.services[name]
-            service.rss_start = rss_mb(service.pid)
+            service.rss_start = service_rss_mb(name, service.pid)
 
     def __getitem__(self, name: str) -> Service:
         return self.services[name]
@@ -269,7 +284,10 @@ def _start_pnsd(stack: Stack, name: str) -> Service:
     config.write_text(f'[pnsd]\nhome = "{home}"\nlog_level = "warning"\n'
                       f"record_sync_runs = {record}\n"
                       # 64 MiB payload rows: a body over the default 64 MiB of max_body
-                      '[pnsweb]\nlog_level = "warning"\nmax_body = 134217728\n' + STDIO_ECHO)
+                      '[pnsweb]\nlog_level = "warning"\nmax_body = 134217728\n'
+                      # echo-worker with prefetch, against the round-robin relay
+                      '[pts.echo-prefetch]\nmode = "worker"\nentry = "pnsd.demo:echo"\n'
+                      "workers = 2\nprefetch = 4\n" + STDIO_ECHO)
     child = stack.child(name, [PYTHON, "-m", "pnsd", "start", "--home", str(home),
                                "--config", str(config)],
                         env=child_env(HOME=str(home), PNS_HOME=str(home)))

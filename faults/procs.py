@@ -157,8 +157,13 @@ def kill_leftovers(marker: Path, *, settle: float = 5.0) -> list[tuple[int, str]
     return found
 
 
-def sample(pid: int) -> dict[str, Any]:
-    """What a soak watches of one process: RSS in KiB, open fds, live children."""
-    rss = rss_bytes(pid)
-    return {"rss_kb": None if rss is None else rss // 1024, "fds": fd_count(pid),
-            "children": len(children(pid))}
+def sample(pid: int, *, tree: bool = False) -> dict[str, Any]:
+    """What a soak watches of one process: RSS in KiB, open fds, live children; with
+    ``tree``, RSS and fds summed over it and its children (pnsweb serves from children)."""
+    kids = children(pid)
+    pids = [pid, *kids] if tree else [pid]
+    rss_values = [rss_bytes(p) for p in pids]
+    fd_values = [fd_count(p) for p in pids]
+    rss = None if rss_values[0] is None else sum(v for v in rss_values if v is not None)
+    fds = None if fd_values[0] is None else sum(v for v in fd_values if v is not None)
+    return {"rss_kb": None if rss is None else rss // 1024, "fds": fds, "children": len(kids)}

@@ -107,7 +107,8 @@ class Load:
             served = self.direct + self.web
             if served >= step * every or done.is_set():
                 samples.append(Sample(self.direct, self.web, time.monotonic() - started,
-                                      sample(self.node.daemon.pid), sample(self.node.web.pid)))
+                                      sample(self.node.daemon.pid),
+                                      sample(self.node.web.pid, tree=True)))
                 step = served // every + 1
             if done.is_set():
                 return

@@ -65,6 +65,7 @@ class PtsSpec:
     # worker
     workers: int = 1
     remote_workers: int = 0      # how many remote workers may join (over worker_endpoint)
+    prefetch: int = 0                # tasks a worker may hold beyond its current one
     python: str | None = None
     command: tuple[str, ...] = ()
     transport: str = "zmq"          # how workers are reached: their socket, or stdin/stdout
@@ -132,7 +133,7 @@ TRANSPORTS = ("zmq", "stdio")           # how a worker-mode PTS reaches its work
 _INTERFACE = ("title", "keywords", "inputs", "outputs")
 _KEYS = (
     "version", "title", "description", "keywords", "entry", "workers", "remote_workers",
-    "python", "command",
+    "prefetch", "python", "command",
     "dir", "init", "config", "run", "clean", "inputs", "outputs", "timeout", "queue",
     "concurrency", "inline", "env", "pythonpath", "limits", "selftest", "idempotent",
     "transport", "container",
@@ -188,6 +189,7 @@ def parse_spec(name: str, table: Mapping[str, Any]) -> PtsSpec:
         name=name, mode=mode, entry=entries["entry"], init_entry=entries["init"],
         config_entry=entries["config"], clean_entry=entries["clean"],
         workers=workers, remote_workers=remote_workers,
+        prefetch=reader.integer("prefetch", 0, low=0, high=64) if mode is Mode.WORKER else 0,
         python=reader.optional_text("python"),
         command=reader.argv("command", allow_empty=True), transport=reader.transport(mode),
         container=reader.container(mode), **common,

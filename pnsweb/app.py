@@ -48,6 +48,7 @@ from aiohttp.typedefs import Middleware
 from pnsweb import console, routes_ops, routes_v06, routes_v1
 from pnsweb.auth import USER_NAME, VerifiedCache
 from pnsweb.bodies import BodyParser
+from pnsweb.console.sessions import Sessions
 from pnsweb.errors import PROBLEM, Handler, error_middleware
 from pnsweb.keys import (
     BODY_PARSER,
@@ -73,8 +74,10 @@ _GOOD_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 log = structlog.get_logger(__name__)
 
 
-def create_app(settings: WebSettings, *, client: DaemonClient) -> web.Application:
-    """A pnsweb app serving ``/v0.6``, ``/v1`` and the operations endpoints over ``client``."""
+def create_app(settings: WebSettings, *, client: DaemonClient,
+               sessions: Sessions | None = None) -> web.Application:
+    """A pnsweb app serving ``/v0.6``, ``/v1`` and the operations endpoints over ``client``
+    (``sessions``: the console's, when they are shared with other processes)."""
     metrics = Metrics()
     app = web.Application(
         client_max_size=settings.max_body,
@@ -92,7 +95,7 @@ def create_app(settings: WebSettings, *, client: DaemonClient) -> web.Applicatio
     mount(app, routes_v06.PREFIX, routes_v06.face())
     mount(app, routes_v1.PREFIX, routes_v1.face())
     app.router.add_get("/console", console.to_page, name="console.bare")
-    mount(app, "/console", console.face(max_body=settings.max_body))
+    mount(app, "/console", console.face(max_body=settings.max_body, shared=sessions))
     return app
 
 

@@ -10,8 +10,10 @@ BLAKE2b) of the Authorization header under a per-process random key, so neither 
 nor a fast hash of it is ever stored, and a known header is recognised without decoding it.
 Failures are never cached. Failed logins back off per client (:mod:`pnsweb.throttle`, 429), and
 each client has at most one check in the scrypt threads at a time (another is a 429 at once),
-so one client's wrong logins never queue in front of another's right one. Must not call the
-daemon.
+so one client's wrong logins never queue in front of another's right one. When pnsweb serves
+from several processes, each failure and success is applied by all of them before the reply
+(:mod:`pnsweb.sharing`), so the back-off holds whichever process a request reaches. Must not
+call the daemon.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from aiohttp import hdrs, web
 from pnsweb.errors import ApiError
 from pnsweb.keys import SETTINGS, THROTTLE, VERIFIED
 from pnsweb.settings import User, WebSettings, hash_password, verify_password
+from pnsweb.sharing import tell
 
 REALM = 'Basic realm="pns", charset="UTF-8"'
 CACHE_SIZE = 256
@@ -186,7 +189,9 @@ async def _verify(request: web.Request, token: bytes, header: str) -> User | Non
                                 client=client)
     if user is None or not matches:
         throttle.failed(client, name)
+        await tell(app, {"kind": "login_failed", "client": client, "name": name})
         return None
     throttle.succeeded(client, name)
+    await tell(app, {"kind": "login_succeeded", "client": client, "name": name})
     cache.put(token, user)
     return user

@@ -5,7 +5,9 @@ Owns the reference server's flags (``--username/-u``, ``--password/-p``, ``--ip/
 password that ``ps`` cannot show), building the settings from them and the shared config
 file, the daemon client's lifetime, and a graceful stop on SIGTERM/SIGINT. A password given on
 the command line is hashed at start and never kept in clear. ``--hash-password`` prints a hash
-for a ``[[pnsweb.users]]`` entry of the config file.
+for a ``[[pnsweb.users]]`` entry of the config file. ``--workers N`` (or ``workers`` in
+``[pnsweb]``; default: one per core) serves the port from N processes (:mod:`pnsweb.prefork`);
+1 serves from this process alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import asyncio
 import dataclasses
 import getpass
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from pnslog import configure_logging
 from pnsweb.app import create_app
+from pnsweb.prefork import serve_workers, stop_signal
 from pnsweb.settings import SettingsError, User, WebSettings, hash_password, load_settings
 from protocols import memory
 from protocols.client import AsyncClient
@@ -34,6 +36,7 @@ from protocols.version import __version__
 EXIT_FAILURE = 1
 PASSWORD_ENV = "PNSWEB_PASSWORD"    # the --username's password, kept out of the command line
 EXIT_USAGE = 2
+MAX_WORKERS = 256
 log = structlog.get_logger(__name__)
 
 
@@ -50,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read that user's password from this file (its first line)")
     parser.add_argument("--ip", "-i", dest="host", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", "-o", type=int, help="port to listen on (5000)")
+    parser.add_argument("--workers", type=int,
+                        help="processes serving the port (default: the number of cores; "
+                        "1: this process alone)")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="debug logging")
     parser.add_argument("--hash-password", action="store_true",
@@ -71,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # uvloop: more requests per second than asyncio's own loop (bench/FINDINGS.md, fourth
         # pass); pnsd keeps asyncio's, where uvloop measured no gain.
+        workers = settings.workers or len(os.sched_getaffinity(0))
+        if workers > 1:
+            return uvloop.run(serve_workers(settings, workers, banner=_banner("{url}", settings)))
         uvloop.run(serve(settings))
     except OSError as exc:        # the address is taken, or not ours to bind
         print(f"pnsweb: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}",
@@ -85,6 +94,9 @@ def settings_of(args: argparse.Namespace) -> WebSettings:
     port = settings.port if args.port is None else args.port
     if not 0 <= port <= 65535:
         raise SettingsError(f"--port {port} is not a port number")
+    workers = settings.workers if args.workers is None else args.workers
+    if not 0 <= workers <= MAX_WORKERS:
+        raise SettingsError(f"--workers {workers}: give 1-{MAX_WORKERS}, or 0 for one per core")
     users = settings.users
     password = _given_password(args)
     if args.username is not None or password is not None:
@@ -94,7 +106,7 @@ def settings_of(args: argparse.Namespace) -> WebSettings:
         admin = User(args.username, hash_password(password), admin=True)
         users = (admin, *(u for u in users if u.name != args.username))
     return dataclasses.replace(settings, host=args.host or settings.host, port=port,
-                               users=users, verbose=args.verbose)
+                               workers=workers, users=users, verbose=args.verbose)
 
 
 async def serve(settings: WebSettings) -> None:
@@ -109,14 +121,13 @@ async def serve(settings: WebSettings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         url = _url(runner, settings)
-        print(f"pnsweb serving {url}/v0.6/ (daemon {settings.endpoint}); Ctrl-C stops",
-              flush=True)
+        print(_banner(url, settings), flush=True)
         log.info("pnsweb_started", url=url, endpoint=settings.endpoint,
                  users=len(settings.users))
         if not settings.users:
             log.warning("no_users", reason="every modifying call will be refused (401); "
                         "give --username/--password or [[pnsweb.users]]")
-        await _stopped()
+        await stop_signal()
         log.info("pnsweb_stopping")
     finally:
         trimming.cancel()
@@ -124,17 +135,8 @@ async def serve(settings: WebSettings) -> None:
         await client.close()
 
 
-async def _stopped() -> None:
-    """Return on the first SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+def _banner(url: str, settings: WebSettings) -> str:
+    return f"pnsweb serving {url}/v0.6/ (daemon {settings.endpoint}); Ctrl-C stops"
 
 
 def _url(runner: web.AppRunner, settings: WebSettings) -> str:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:    # these modules read their keys from here: a run-time impor
     from pnsweb.bodies import BodyParser
     from pnsweb.errors import ErrorShape
     from pnsweb.metrics import Metrics
+    from pnsweb.sharing import Link
     from pnsweb.throttle import LoginThrottle
     from pnsweb.views_v06_envelope import Stamp
     from pnsweb.views_v1_io import Catalog
@@ -47,6 +48,8 @@ VERIFIED: web.AppKey[VerifiedCache] = web.AppKey("verified_credentials")
 THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("login_throttle")
 BODY_PARSER: web.AppKey[BodyParser] = web.AppKey("body_parser")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+# only when pnsweb serves from several processes: the link to the others (pnsweb.sharing)
+PEERS: web.AppKey[Link] = web.AppKey("peers")
 
 # each app's own
 ERROR_SHAPE: web.AppKey[ErrorShape] = web.AppKey("error_shape")

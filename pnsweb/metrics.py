@@ -10,6 +10,9 @@ the raw path, so label cardinality stays bounded; requests that matched no route
 ``unmatched``. Why not ``prometheus_client``: a few counters and one histogram are ~100 lines
 here, and the library would add a dependency and a process-global registry (two apps in one
 process, as in the tests, would share counts).
+When pnsweb serves from several processes, the /metrics view renders the sum of every
+process's counters (:meth:`Metrics.snapshot` and :meth:`Metrics.merge`, gathered through
+:mod:`pnsweb.sharing`) and how many processes answered (``pnsweb_processes``).
 Must not call the daemon: the /metrics view fetches and passes the replies in.
 """
 
@@ -66,6 +69,25 @@ class Metrics:
         stats.statuses[status] += 1
         stats.latency.observe(seconds)
 
+    def snapshot(self) -> list[list[Any]]:
+        """The counters as plain data, for adding up across processes (:meth:`merge`)."""
+        return [[method, route, {str(k): v for k, v in stats.statuses.items()},
+                 stats.latency.counts, stats.latency.total, stats.latency.count]
+                for (method, route), stats in self.routes.items()]
+
+    def merge(self, rows: list[list[Any]]) -> None:
+        """Add another process's :meth:`snapshot` to these counters."""
+        for method, route, statuses, counts, total, count in rows:
+            stats = self.routes.get((method, route))
+            if stats is None:
+                stats = self.routes[(method, route)] = RouteStats()
+            for status, n in statuses.items():
+                stats.statuses[int(status)] += int(n)
+            hist = stats.latency
+            hist.counts = [a + int(b) for a, b in zip(hist.counts, counts, strict=True)]
+            hist.total += float(total)
+            hist.count += int(count)
+
     def render(self) -> list[str]:
         lines = _header("pnsweb_requests_total", "counter", "HTTP requests by route and status.")
         counts = sorted((method, route, status, count)
@@ -92,6 +114,12 @@ class Metrics:
 def route_of(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else UNMATCHED
+
+
+def render_processes(count: int) -> list[str]:
+    lines = _header("pnsweb_processes", "gauge",
+                    "pnsweb processes serving this port whose counters are summed here.")
+    return [*lines, _sample("pnsweb_processes", {}, count)]
 
 
 # -- daemon figures ---------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Owns liveness (the web process answers; no daemon call), readiness (the daemon answers
 ``status`` within :data:`READY_TIMEOUT` and every PTS is ``ready``; otherwise 503 with
 ``Retry-After`` and a JSON body naming each degraded PTS and why) and the Prometheus scrape
-(this process's request metrics, which :func:`pnsweb.app.request_middleware` records, plus
-figures fetched from the daemon at scrape time).
+(the request metrics that :func:`pnsweb.app.request_middleware` records, of this process or,
+serving from several, of all of them added up, plus figures fetched from the daemon at scrape
+time).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 from aiohttp import web
 
 from pnsweb import ogc
-from pnsweb.keys import CLIENT, METRICS, DaemonClient
-from pnsweb.metrics import CONTENT_TYPE, exposition, render_daemon
+from pnsweb.errors import ApiError
+from pnsweb.keys import CLIENT, METRICS, PEERS, DaemonClient
+from pnsweb.metrics import CONTENT_TYPE, Metrics, exposition, render_daemon, render_processes
+from pnsweb.sharing import LinkClosed
 from pnsweb.views_v06_envelope import json_response
 from protocols.errors import PnsError
 
@@ -64,10 +67,25 @@ def _not_ready(body: dict[str, Any]) -> web.Response:
 async def metrics(request: web.Request) -> web.StreamResponse:
     """Prometheus text exposition: requests, latency, and the daemon's figures."""
     status, jobs = await daemon_figures(request.app[CLIENT])
-    lines = request.app[METRICS].render() + render_daemon(status, jobs)
+    lines = await request_lines(request.app) + render_daemon(status, jobs)
     response = web.Response(text=exposition(lines))
     response.headers["Content-Type"] = CONTENT_TYPE
     return response
+
+
+async def request_lines(app: web.Application) -> list[str]:
+    """This process's request metrics, or, serving from several, the sum of all of theirs."""
+    peers = app.get(PEERS)
+    if peers is None:
+        return app[METRICS].render() + render_processes(1)
+    try:
+        gathered = await peers.metrics()
+    except (LinkClosed, TimeoutError) as exc:
+        raise ApiError(503, f"the other pnsweb processes' metrics are out of reach: {exc!r}",
+                       headers={"Retry-After": RETRY_AFTER}) from exc
+    total = Metrics()
+    total.merge(gathered["rows"])
+    return total.render() + render_processes(int(gathered["processes"]))
 
 
 async def daemon_figures(client: DaemonClient) -> tuple[dict[str, Any] | None, dict[str, int]]:

@@ -51,6 +51,7 @@ class WebSettings:
     max_message_bytes: int = 64 * 2**20  # pnsd's message limit: larger requests get 413
     local: bool = True                   # blob frames unsigned: the daemon's ipc:// endpoint
     log_level: str = "info"              # debug | info | warning | error | critical
+    workers: int = 0                     # processes serving the port; 0: one per core
     verbose: bool = False
 
     def user(self, name: str) -> User | None:
@@ -95,6 +96,7 @@ def verify_password(password: str, stored: str) -> bool:
 #     max_body = 67108864                # bytes an authenticated caller may send (413 above)
 #     max_anonymous_body = 1048576       # bytes before authentication (/v0.6/echo)
 #     public_url = "https://pns.example.org"   # links and Location use it, not the Host header
+#     workers = 2                        # processes serving the port (0: one per core)
 #     [[pnsweb.users]]
 #     name = "admin"
 #     password_hash = "scrypt$..."       # `pnsweb --hash-password` prints one
@@ -103,7 +105,7 @@ def verify_password(password: str, stored: str) -> bool:
 DEFAULT_CONFIG_PATHS = ("~/.config/pns/pnsd.toml", "/etc/pns/pnsd.toml")
 WEB_KEYS = frozenset({"host", "port", "endpoint", "default_pts", "max_body",
                       "max_anonymous_body", "public_url", "call_timeout", "log_level", "users",
-                      "server_key", "client_key"})
+                      "server_key", "client_key", "workers"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 USER_KEYS = frozenset({"name", "password_hash", "admin"})
 
@@ -143,6 +145,7 @@ def load_settings(
         max_message_bytes=_value(pnsd, "max_message_bytes", int, defaults.max_message_bytes),
         local=endpoint.startswith("ipc://"),
         log_level=_log_level(web),
+        workers=_value(web, "workers", int, defaults.workers),
     )
 
 

@@ -8,7 +8,9 @@ scrypt work), right or wrong, cached or not (else a cached right password would 
 where wrong ones get 429, and the wait would not slow the guessing). A success, or
 :data:`FORGET_AFTER` seconds without a failure, clears the record. Other clients, and other
 names from the same client, are not slowed. Keyed by name as well as address, so that callers
-behind one proxy do not lock each other out. Must not call the daemon.
+behind one proxy do not lock each other out. The records can be exported and loaded, so that
+the processes of one port (:mod:`pnsweb.sharing`) start from the same ones. Must not call the
+daemon.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pnsweb.errors import ApiError
 
@@ -81,6 +84,21 @@ class LoginThrottle:
 
     def succeeded(self, client: str, name: str) -> None:
         self._records.pop((client, name), None)
+
+    def export(self) -> list[list[Any]]:
+        """The records as plain data: ``[client, name, failures, last, until]`` each (the
+        times are this host's monotonic clock, the same in every process)."""
+        return [[client, name, r.failures, r.last, r.until]
+                for (client, name), r in self._records.items()]
+
+    def load(self, rows: list[list[Any]]) -> None:
+        """Take the records of :meth:`export` (another process's) in place of these."""
+        self._records.clear()
+        self._waiting.clear()
+        for client, name, failures, last, until in rows:
+            self._records[(str(client), str(name))] = _Record(int(failures), last, until)
+            if until > last:
+                self._waiting[client] = max(self._waiting.get(client, 0.0), float(until))
 
     def __len__(self) -> int:
         return len(self._records)

@@ -2,6 +2,8 @@
 
 :class:`WorkerRuntime` receives ``task.req`` messages, runs each task and answers it, sends
 heartbeats, progress and log lines, and obeys cancel and stop (see SPEC.md, "Worker protocol").
+Tasks that arrive while one runs (the daemon sends them only for a PTS with ``prefetch``) wait
+in order and run after it; a cancelled one is answered at once, a stop answers them ``busy``.
 
 Threads: the main thread owns the socket and runs each task itself, so a short run costs no
 thread hand-off. While it runs one, a :class:`Keeper` thread watches; once a task has run for a
@@ -15,6 +17,7 @@ loop. The process entry (options, key, signals, init) is :mod:`protocols.worker`
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import os
@@ -23,7 +26,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import zmq
 
@@ -143,6 +146,8 @@ class WorkerRuntime:
         self.wake_fd, wake_write = make_pipe()
         self.outbox = Outbox(wake_write)
         self.current = None  # type: Optional[Task]
+        # tasks sent while one runs (the PTS's prefetch): run in order once it ends
+        self.queued: Deque[Task] = collections.deque()
         self.stopping = False
         self.signalled = False
         self.hello_id = new_message_id()
@@ -163,6 +168,8 @@ class WorkerRuntime:
                                                 msg_id=self.hello_id))
         self.next_beat = time.monotonic() + self.heartbeat
         while not (self.signalled or self.stopping):
+            while self.queued and not (self.signalled or self.stopping):
+                self.run_task(self.queued.popleft())
             self.poll(self._idle_items)
         return self.exit_code
 
@@ -259,7 +266,12 @@ class WorkerRuntime:
         elif message.type == messages.TASK_CANCEL:
             if self.current is not None and message.re == self.current.id:
                 self.current.ctx.cancel()
+            for task in [t for t in self.queued if t.id == message.re]:
+                self.queued.remove(task)        # not started: answered as cancelled at once
+                self.send_error(task.id, ErrorCode.CANCELLED, "cancelled before it started")
         elif message.type == messages.WORKER_STOP:
+            while self.queued:                  # not started: the daemon hands them on
+                self.send_error(self.queued.popleft().id, ErrorCode.BUSY, "the worker is stopping")
             if self.membership is not None:    # a remote worker leaves the pool and rejoins
                 self.membership.left()
             else:
@@ -277,14 +289,18 @@ class WorkerRuntime:
         if op not in OPS:
             self.send_error(message.id, ErrorCode.BAD_REQUEST, "unknown task op %r" % (op,))
             return
-        if self.current is not None or self.stopping:
-            self.send_error(message.id, ErrorCode.BUSY, "the worker is busy or stopping")
+        if self.stopping:
+            self.send_error(message.id, ErrorCode.BUSY, "the worker is stopping")
             return
         job = body.get("job")
         ctx = RunContext(job if isinstance(job, str) else "",
                          on_progress=self._progress_sink(message.id),
                          on_log=self._log_sink(message.id))
-        self.run_task(Task(message.id, op, body.get("data"), ctx))
+        task = Task(message.id, op, body.get("data"), ctx)
+        if self.current is not None or self.queued:
+            self.queued.append(task)            # prefetched: runs after the current one
+            return
+        self.run_task(task)
 
     def run_task(self, task: Task) -> None:
         """Run ``task`` here, the socket left to the keeper meanwhile; then send its outcome."""

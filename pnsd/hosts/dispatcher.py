@@ -1,15 +1,17 @@
 """The runs of a worker host: which run each worker serves, who waits for one, and deadlines.
 
 Owns the runs (waiting in the host's line, then tasks on a worker, by task id and by worker),
-dispatching one task at a time per worker (least-used idle worker first), the FIFO line of runs
-waiting for a worker (a freed worker takes the first in line in the very callback that frees
-it), one deadline alarm per host, and answering each run from its worker's reply, with progress
-and log lines relayed into the run's context; for an idempotent PTS, the run of a worker that
-died or (remote) went silent goes back first in line, once. A run is answered at once, in the
-callback that settles it, by completing the future its caller awaits (:meth:`Dispatcher.call`);
-the callback calls nothing above this module. It must not spawn, signal or stop processes, own
-sockets or background tasks, or change the host's state: :class:`pnsd.hosts.worker.WorkerHost`
-does all that and hands this module its state to read, its outbox and its cancel ladder.
+dispatching one task at a time per worker (least-used idle worker first), or with the PTS's
+``prefetch = N`` up to N more queued at a worker behind its current one (the worker holding the
+fewest first), the FIFO line of runs waiting for a worker (a freed worker takes the first in
+line in the very callback that frees it), one deadline alarm per host, and answering each run
+from its worker's reply, with progress and log lines relayed into the run's context; for an
+idempotent PTS, the runs of a worker that died or (remote) went silent go back first in line,
+once. A run is answered at once, in the callback that settles it, by completing the future its
+caller awaits (:meth:`Dispatcher.call`); the callback calls nothing above this module. It must
+not spawn, signal or stop processes, own sockets or background tasks, or change the host's
+state: :class:`pnsd.hosts.worker.WorkerHost` does all that and hands this module its state to
+read, its outbox and its cancel ladder.
 """
 
 from __future__ import annotations
@@ -73,13 +75,21 @@ class Run:
 
 
 class Dispatcher:
-    """Runs the calls of one worker host's callers on its workers, one task per worker."""
+    """Runs the calls of one worker host's callers on its workers, one task per worker, or
+    ``1 + prefetch`` when the PTS lets a worker hold queued tasks.
+
+    Prefetch 0 (the default) means a short run never waits behind a long one while any worker
+    could take it: a run stays in the host's line until a worker is free. With prefetch N a
+    worker is sent up to N more tasks while it runs one, which saves the round trip between
+    tasks but binds each queued task to that worker: it waits for whatever runs there, however
+    long (head-of-line blocking), even if another worker frees up first.
+    """
 
     def __init__(self, pts: str, *, workers: list[WorkerSlot], state: HostState,
                  codec_for: Callable[[WorkerSlot], Codec],
                  send: Callable[[WorkerSlot, list[bytes]], None],
                  cancel: Callable[[Run, asyncio.Future[None], str], None],
-                 retry: bool = False) -> None:
+                 retry: bool = False, prefetch: int = 0) -> None:
         self._pts = pts
         self._retry = retry        # idempotent PTS: a lost worker's run goes to another, once
         self._workers = workers
@@ -88,13 +98,20 @@ class Dispatcher:
         self._send = send          # a task's frames to its worker
         self._cancel = cancel      # starts the cancel -> grace -> kill ladder of a task
         self._tasks: dict[str, Run] = {}            # dispatched runs by task id
-        self._busy: dict[WorkerSlot, Run] = {}
+        self._depth = 1 + prefetch                  # tasks a worker may hold at once
+        # workers that answered a prefetched task busy (a runtime that holds no queue, or
+        # one stopping): they get one task at a time from then on, so no refusal loops
+        self._one_at_a_time: set[WorkerSlot] = set()
+        # each busy worker's tasks, in the order sent (the first is the one it runs)
+        self._busy: dict[WorkerSlot, list[Run]] = {}
         self._line: collections.deque[Run] = collections.deque()
         self._alarm: asyncio.TimerHandle | None = None   # the earliest deadline of a run
 
     def load(self) -> tuple[int, int]:
-        """How many workers are busy, and how many runs wait in line for one."""
-        return len(self._busy), sum(run.reply is not None for run in self._line)
+        """How many workers are busy, and how many runs wait in line for one (or, prefetched,
+        at a worker behind its current task)."""
+        held = sum(len(runs) - 1 for runs in self._busy.values())
+        return len(self._busy), held + sum(run.reply is not None for run in self._line)
 
     def is_busy(self, worker: WorkerSlot) -> bool:
         """Whether ``worker`` is serving a run now."""
@@ -138,14 +155,17 @@ class Dispatcher:
         run.answer(None, Cancelled(reason))
 
     def _idle_worker(self) -> WorkerSlot | None:
-        """The least-used idle worker of a ready host, or None."""
+        """The ready worker holding the fewest tasks (below its depth), the least used of
+        those, or None."""
         if self._state.state != "ready":
             return None
         best: WorkerSlot | None = None
+        best_key = (self._depth, 0)
         for worker in self._workers:
-            if worker.ready and worker not in self._busy and (
-                    best is None or worker.served < best.served):
-                best = worker
+            key = (len(self._busy.get(worker, ())), worker.served)
+            depth = 1 if worker in self._one_at_a_time else self._depth
+            if worker.ready and key[0] < depth and (best is None or key < best_key):
+                best, best_key = worker, key
         return best
 
     def hand_over(self) -> None:
@@ -184,7 +204,7 @@ class Dispatcher:
             raise BadRequest(f"the input cannot be encoded: {exc.message}") from exc
         run.id, run.worker = msg_id, worker
         run.deadline = asyncio.get_running_loop().time() + run.timeout
-        self._busy[worker] = run
+        self._busy.setdefault(worker, []).append(run)
         self._tasks[msg_id] = run
         self._send(worker, frames)
         self._arm(run.deadline)
@@ -230,8 +250,11 @@ class Dispatcher:
         """A task ended: its worker is free (and takes the next in line), then it is answered."""
         self._tasks.pop(run.id, None)
         worker = run.worker
-        if worker is not None and self._busy.get(worker) is run:
-            del self._busy[worker]
+        held = self._busy.get(worker) if worker is not None else None
+        if worker is not None and held is not None and run in held:
+            held.remove(run)
+            if not held:
+                del self._busy[worker]
             worker.served += 1
             if self._line:
                 self.hand_over()
@@ -256,8 +279,20 @@ class Dispatcher:
             self._settle(run, result=body.get("result"))
             return
         remote = RemoteError.from_body(message.body)
+        if remote.code == ErrorCode.BUSY and self._busy[worker][0] is not run:
+            self._hand_back(worker, run)     # a prefetched task the worker would not hold
+            return
         error_type = Cancelled if remote.code == ErrorCode.CANCELLED else PtsFailed
         self._settle(run, error=error_type(remote.message, pts_code=remote.code))
+
+    def _hand_back(self, worker: WorkerSlot, run: Run) -> None:
+        """Put a task its worker refused as busy back at the head of the line."""
+        del self._tasks[run.id]
+        self._busy[worker].remove(run)
+        self._one_at_a_time.add(worker)
+        run.id, run.worker = "", None
+        self._line.appendleft(run)
+        self.hand_over()
 
     def on_event(self, worker: WorkerSlot, message: Message) -> None:
         """A progress or log line of a worker's task, relayed into the run's context."""
@@ -285,10 +320,10 @@ class Dispatcher:
             log.warning("worker_event_ignored", pts=self._pts, job=run.ctx.job_id, reason=reason)
 
     def worker_lost(self, worker: WorkerSlot, reason: str, *, pid: int) -> None:
-        """``worker`` ended (or a remote one left): its task fails, unless the PTS is idempotent
-        and the run was not retried yet (then it goes first in line); the line is looked at
-        again."""
-        if (run := self._busy.get(worker)) is not None:
+        """``worker`` ended (or a remote one left): its current task and any prefetched fail,
+        except that for an idempotent PTS a run not retried yet goes back first in line (once,
+        in order); the line is looked at again."""
+        for run in reversed(self._busy.get(worker, [])):
             if self._retry and run.op == "run" and not run.retried and run.settled is None:
                 self._requeue(run, worker, reason)
             else:
@@ -297,7 +332,10 @@ class Dispatcher:
         self.recheck()
 
     def _requeue(self, run: Run, worker: WorkerSlot, reason: str) -> None:
-        del self._busy[worker]
+        held = self._busy[worker]
+        held.remove(run)
+        if not held:
+            del self._busy[worker]
         self._tasks.pop(run.id, None)
         log.warning("run_requeued", pts=self._pts, job=run.ctx.job_id, reason=reason)
         run.retried, run.worker, run.id = True, None, ""

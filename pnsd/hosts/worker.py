@@ -88,8 +88,8 @@ class WorkerHost:
         self._state = HostState()     # changed in place (_set_state): the dispatcher reads it
         self._runs = Dispatcher(spec.name, workers=self._workers, state=self._state,
                                 codec_for=self._codec_for, send=self._deliver,
-                                cancel=self._cancel,
-                                retry=spec.idempotent)
+                                cancel=self._cancel, retry=spec.idempotent,
+                                prefetch=spec.prefetch)
         self._handlers: dict[str, Callable[[WorkerSlot, Message], None]] = {
             messages.WORKER_HELLO: self._on_hello,
             messages.WORKER_HEARTBEAT: lambda worker, message: None,   # every message is one

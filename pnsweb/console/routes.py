@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from pnsweb.console import jobs, sessions, views
+from pnsweb.console.sessions import SESSIONS, Sessions, console_middleware
 
 STATIC = Path(__file__).parent / "static"
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,11 +54,12 @@ async def to_page(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/console/")
 
 
-def face(*, max_body: int) -> web.Application:
-    """The console app: its sessions, its routes and its static files."""
+def face(*, max_body: int, shared: Sessions | None = None) -> web.Application:
+    """The console app: its sessions (``shared`` when given, else new ones), its routes and
+    its static files."""
     console = web.Application(client_max_size=max_body,
-                              middlewares=[sessions.console_middleware])
-    console[sessions.SESSIONS] = sessions.Sessions()
+                              middlewares=[console_middleware])
+    console[SESSIONS] = shared if shared is not None else Sessions()
     for method, path, view in ROUTES:
         parts = [part.strip("{}") for part in path.split("/") if part] or ["page"]
         console.router.add_route(method, path, view, name=".".join(["console", *parts]))

@@ -14,8 +14,10 @@ Writes (every method but GET and HEAD) must come from the console's own pages: t
 ``Sec-Fetch-Site`` must be ``same-origin`` when present, and ``Origin`` must be this server
 (:func:`pnsweb.links.base_url`; the scheme is not compared, as a proxy may end TLS in front).
 A write with neither header is refused too: every browser sends ``Origin`` on such requests, and
-other clients have the HTTP API. Sessions live in this process's memory: restarting pnsweb
-signs everybody out. Must not call the daemon.
+other clients have the HTTP API. Sessions live in memory: restarting pnsweb signs everybody
+out. When pnsweb serves from several processes, a session opened or closed by one is applied
+by all before the reply goes out (:mod:`pnsweb.sharing`, as the MAC of its token under a key
+they share). Must not call the daemon.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import hdrs, web
 from yarl import URL
@@ -38,6 +41,7 @@ from pnsweb.errors import ApiError, Handler
 from pnsweb.keys import SETTINGS
 from pnsweb.links import base_url
 from pnsweb.settings import User
+from pnsweb.sharing import tell
 from pnsweb.views_v06_envelope import json_response
 
 COOKIE = "pns_console"
@@ -65,8 +69,9 @@ class Sessions:
     """Open sessions by MAC of their token; the oldest goes first when there are too many."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 lifetime: float = LIFETIME, size: int = MAX_SESSIONS) -> None:
-        self._key = os.urandom(32)
+                 lifetime: float = LIFETIME, size: int = MAX_SESSIONS,
+                 key: bytes | None = None) -> None:
+        self._key = key or os.urandom(32)
         self._clock = clock
         self._lifetime = lifetime
         self._size = size
@@ -78,10 +83,30 @@ class Sessions:
     def open(self, user: str) -> str:
         """A new session for ``user``; its token (the cookie's value)."""
         token = secrets.token_urlsafe(32)
-        self._open[self._mac(token)] = Session(user, self._clock() + self._lifetime)
+        self.add(self._mac(token), Session(user, self._clock() + self._lifetime))
+        return token
+
+    def add(self, mac: bytes, session: Session) -> None:
+        """Keep a session by the MAC of its token (one this process or another opened)."""
+        self._open[mac] = session
         while len(self._open) > self._size:
             self._open.popitem(last=False)
-        return token
+
+    def drop(self, mac: bytes) -> None:
+        self._open.pop(mac, None)
+
+    def mac_of(self, token: str) -> bytes:
+        return self._mac(token)
+
+    def export(self) -> list[list[Any]]:
+        """The open sessions as plain data: ``[MAC hex, user, expiry]`` each, oldest first."""
+        return [[mac.hex(), s.user, s.expires] for mac, s in self._open.items()]
+
+    def load(self, rows: list[list[Any]]) -> None:
+        """Take the sessions of :meth:`export` (another process's) in place of these."""
+        self._open.clear()
+        for mac, user, expires in rows:
+            self.add(bytes.fromhex(mac), Session(str(user), float(expires)))
 
     def find(self, token: str | None) -> Session | None:
         if not token:
@@ -177,7 +202,12 @@ async def login(request: web.Request) -> web.StreamResponse:
             raise            # the back-off's 429 with its Retry-After
         raise ApiError(401, "wrong user name or password") from None
     request[USER_NAME] = user.name
-    token = request.app[SESSIONS].open(user.name)
+    sessions = request.app[SESSIONS]
+    token = sessions.open(user.name)
+    session = sessions.find(token)
+    if session is not None:          # every process of the port knows it before the reply
+        await tell(request.app, {"kind": "session_opened", "mac": sessions.mac_of(token).hex(),
+                                 "user": session.user, "expires": session.expires})
     response = json_response({"user": user.name, "admin": user.admin})
     response.set_cookie(COOKIE, token, max_age=LIFETIME, path="/console", httponly=True,
                         samesite="Strict", secure=_secure(request))
@@ -185,7 +215,11 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    request.app[SESSIONS].close(request.cookies.get(COOKIE))
+    token = request.cookies.get(COOKIE)
+    request.app[SESSIONS].close(token)
+    if token:
+        await tell(request.app, {"kind": "session_closed",
+                                 "mac": request.app[SESSIONS].mac_of(token).hex()})
     response = json_response({"user": None})
     response.del_cookie(COOKIE, path="/console")
     return response

@@ -36,8 +36,9 @@ class ConsoleNode:
         self.pnsd.terminate(timeout=60)
 
 
-def start_console_node(root: Path) -> ConsoleNode:
-    """pnsd (with the demo PTS) and pnsweb with ADMIN (an administrator) and USER."""
+def start_console_node(root: Path, *, workers: int | None = None) -> ConsoleNode:
+    """pnsd (with the demo PTS) and pnsweb with ADMIN (an administrator) and USER; pnsweb on
+    ``workers`` processes when given (else its default: one per core)."""
     pnsd = spawn_web_daemon(root / "home")
     with pnsd.config.open("a") as config:
         config.write(f'\n[[pnsweb.users]]\nname = "{USER[0]}"\n'
@@ -46,7 +47,8 @@ def start_console_node(root: Path) -> ConsoleNode:
     with out.open("wb") as log:
         web = subprocess.Popen(
             [sys.executable, "-m", "pnsweb", "--config", str(pnsd.config), "-u", ADMIN[0],
-             "-p", ADMIN[1], "-i", "127.0.0.1", "-o", "0"],
+             "-p", ADMIN[1], "-i", "127.0.0.1", "-o", "0",
+             *(["--workers", str(workers)] if workers is not None else [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=child_env(pnsd.home), start_new_session=True)
     deadline = time.monotonic() + START

@@ -118,11 +118,11 @@ class Driver:
                 if "protocols.worker" in cmd and module_prefix in cmdline(pid)]
 
     def strays(self) -> list[tuple[int, str]]:
-        """Processes naming this node that are neither pnsweb nor the running pnsd and its
-        descendants: what an earlier life of pnsd left behind."""
+        """Processes naming this node that are neither pnsweb (and its children) nor the
+        running pnsd and its descendants: what an earlier life of pnsd left behind."""
         keep: set[int] = set()
-        if self.node.web is not None:
-            keep.add(self.node.web.pid)
+        if self.node.web is not None:      # pnsweb and the processes it serves from
+            keep |= {self.node.web.pid, *descendants(self.node.web.pid)}
         if self.node.daemon is not None and self.node.daemon.alive():
             keep |= {self.node.daemon.pid, *descendants(self.node.daemon.pid)}
         return [(pid, cmd) for pid, cmd in leftovers(self.root) if pid not in keep]

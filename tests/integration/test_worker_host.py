@@ -385,3 +385,30 @@ async def test_stop_leaves_no_process_behind(make_host: HostMaker, tmp_path: Pat
     assert not list((tmp_path / "run").iterdir())    # socket, key copy and lib dir removed
     with pytest.raises(Unavailable):
         await host.run(0, timeout=1, ctx=RunContext())
+
+
+async def test_prefetched_tasks_wait_at_the_worker_and_one_cancelled_there_spares_it(
+        make_host: HostMaker) -> None:
+    host = await make_host({"entry": "ptsmod:slow_pid", "prefetch": 2})    # one worker
+    pid = host.state().details["pids"][0]
+    if host.spec.transport == "stdio":
+        # a runtime that keeps no queue answers held tasks busy: they go back to the daemon's
+        # line and run after all, none failed, the worker kept
+        runs = [asyncio.create_task(host.run(t, timeout=20, ctx=RunContext()))
+                for t in (0.5, 0, 0)]
+        assert await asyncio.gather(*runs) == [pid, pid, pid]
+        assert host.state().details["restarts"] == 0
+        return
+    # first outlasts the cancel grace (0.5 s): a worker that did not answer the cancel of a
+    # held task would be killed under it
+    first = asyncio.create_task(host.run(1.5, timeout=20, ctx=RunContext()))
+    await until(lambda: host.state().details["busy"] == 1)
+    held = [asyncio.create_task(host.run(0, timeout=20, ctx=RunContext())) for _ in range(2)]
+    await until(lambda: host.state().details["waiting"] == 2)   # both sent on, behind first
+    held[0].cancel()                    # answered by the worker, which runs on
+    with pytest.raises(asyncio.CancelledError):
+        await held[0]
+    assert await first == pid
+    assert await held[1] == pid
+    assert host.state().details["pids"] == [pid]     # not killed: no cancel ladder's end
+    assert host.state().details["restarts"] == 0

@@ -44,7 +44,7 @@ class Outcomes:
 class Node:
     """A dispatcher over two ready fake workers, recording what it sends and cancels."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, *, prefetch: int = 0) -> None:
         self.state = HostState("ready")
         self.workers = [WorkerSlot(i, ready=True) for i in range(workers)]
         self.sent: list[tuple[WorkerSlot, Message]] = []
@@ -52,7 +52,7 @@ class Node:
         self.codec = Codec(KEY, guard_replay=False)
         self.dispatcher = Dispatcher("t", workers=self.workers, state=self.state,
                                      codec_for=lambda worker: self.codec, send=self._send,
-                                     cancel=self._cancel)
+                                     cancel=self._cancel, prefetch=prefetch)
         self.outcomes = Outcomes()
 
     def _send(self, worker: WorkerSlot, frames: list[bytes]) -> None:
@@ -200,3 +200,52 @@ async def test_a_progress_that_is_not_a_finite_number_is_ignored_and_the_result_
     assert order == ["60 good", "answer r"]
     ignored = [entry for entry in logs if entry["event"] == "worker_event_ignored"]
     assert len(ignored) == 1 and "percent" in ignored[0]["reason"]   # once per run
+
+
+def _sent_to(node: Node) -> dict[str, int]:
+    return {m.body["data"]: worker.index for worker, m in node.sent}
+
+
+async def test_at_prefetch_zero_a_long_task_does_not_hold_back_a_short_one() -> None:
+    node = Node()
+    long_run, short_a, short_b = (node.start(n) for n in ("long", "a", "b"))
+    assert _sent_to(node) == {"long": long_run.worker.index, "a": short_a.worker.index}
+    assert short_b.worker is None           # waits in the host's line, bound to no worker
+    node.reply(short_a, "A")                # the first worker to free up takes it
+    assert short_b.worker is short_a.worker is not long_run.worker
+    node.reply(short_b, "B")
+    assert node.outcomes.errors() == {"a": None, "b": None}
+    assert node.dispatcher.load() == (1, 0)
+
+
+async def test_prefetch_n_hands_a_worker_n_tasks_beyond_its_current_one() -> None:
+    node = Node(workers=2, prefetch=2)
+    runs = [node.start(str(i)) for i in range(7)]
+    assert len(node.sent) == 6                         # 2 workers x (1 + 2)
+    assert sorted(_sent_to(node).values()) == [0, 0, 0, 1, 1, 1]
+    assert runs[6].worker is None and node.dispatcher.load() == (2, 5)
+    node.reply(runs[0], "0")                           # a held slot frees: the line moves
+    assert runs[6].worker is runs[0].worker and len(node.sent) == 7
+    assert node.outcomes.errors() == {"0": None}
+
+
+async def test_a_prefetched_task_the_worker_refuses_as_busy_goes_back_to_the_line() -> None:
+    node = Node(workers=1, prefetch=1)
+    first, second = node.start("first"), node.start("second")
+    assert second.worker is node.workers[0]
+    refusal = Message(messages.ERROR, {"code": "busy", "message": "no queue", "details": {}},
+                      "m", second.id, 0.0)
+    node.dispatcher.on_outcome(node.workers[0], refusal)
+    assert node.outcomes.errors() == {}                 # not failed: back in the line
+    assert second.worker is None and len(node.sent) == 2   # that worker now takes one at a time
+    node.reply(first, "1")
+    assert second.worker is node.workers[0] and len(node.sent) == 3
+    node.reply(second, "2")
+    assert node.outcomes.errors() == {"first": None, "second": None}
+
+
+async def test_a_lost_worker_fails_its_prefetched_tasks_too() -> None:
+    node = Node(workers=1, prefetch=1)
+    node.start("a"), node.start("b")
+    node.dispatcher.worker_lost(node.workers[0], "exit code 1", pid=1)
+    assert node.outcomes.errors() == {"a": WorkerDied, "b": WorkerDied}

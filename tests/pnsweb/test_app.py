@@ -359,6 +359,24 @@ def test_command_line_user_becomes_an_admin_with_only_a_hash(
         cli.settings_of(cli.build_parser().parse_args(["-u", "root"]))
 
 
+def test_workers_come_from_the_config_and_the_command_line_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = _home_with_key(tmp_path)
+    config = tmp_path / "pns.toml"
+    config.write_text("[pnsweb]\nworkers = 3\n")
+    monkeypatch.setenv("PNS_HOME", str(home))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    parse = cli.build_parser().parse_args
+    assert cli.settings_of(parse(["--config", str(config)])).workers == 3
+    assert cli.settings_of(parse(["--config", str(config), "--workers", "1"])).workers == 1
+    with pytest.raises(SettingsError, match="--workers -1"):
+        cli.settings_of(parse(["--workers", "-1"]))
+    config.write_text('[pnsweb]\nworkers = "two"\n')
+    with pytest.raises(SettingsError, match="'workers' has the wrong type"):
+        load_settings(config=config)
+
+
 async def test_tests_run_on_uvloop_as_pnsweb_serves() -> None:
     """pnsweb.cli serves on uvloop; these tests must exercise the app on that loop."""
     assert isinstance(asyncio.get_running_loop(), uvloop.Loop)

@@ -426,7 +426,27 @@ def test_a_message_with_a_bad_signature_is_ignored(peer: Peer) -> None:
     assert "dropped a message: bad message signature" in stderr
 
 
-def test_a_task_while_busy_is_refused_as_busy(peer: Peer) -> None:
+def test_a_task_sent_while_busy_waits_and_runs_after_the_current_one(peer: Peer) -> None:
+    if peer.transport == "stdio":
+        pytest.skip("the stdio runtime keeps no queue: it answers a held task busy, as the "
+                    "spec allows (the next test)")
+    peer.started()
+    first = peer.task({"do": "wait_cancel"})
+    assert peer.receive().body["message"] == "started"
+    second = peer.task({"do": "echo", "value": 1})     # prefetched: held, not refused
+    third = peer.task({"do": "echo", "value": 3})
+    peer.send(messages.TASK_CANCEL, {}, re=third)      # not started: cancelled at once
+    reply = peer.receive()
+    assert (reply.type, reply.re, reply.body["code"]) == (messages.ERROR, third, "cancelled")
+    peer.send(messages.TASK_CANCEL, {}, re=first)
+    assert peer.receive().re == first
+    reply = peer.receive()
+    assert (reply.type, reply.re, reply.body) == (messages.TASK_REP, second, {"result": 1})
+
+
+def test_a_runtime_without_a_queue_answers_a_held_task_busy(peer: Peer) -> None:
+    if peer.transport != "stdio":
+        pytest.skip("the ZeroMQ runtime holds such a task (the test above)")
     peer.started()
     first = peer.task({"do": "wait_cancel"})
     assert peer.receive().body["message"] == "started"
@@ -435,6 +455,21 @@ def test_a_task_while_busy_is_refused_as_busy(peer: Peer) -> None:
     assert (reply.type, reply.re, reply.body["code"]) == (messages.ERROR, second, "busy")
     peer.send(messages.TASK_CANCEL, {}, re=first)
     assert peer.receive().re == first
+
+
+def test_stop_hands_back_the_tasks_that_wait_as_busy(peer: Peer) -> None:
+    if peer.transport == "stdio":
+        pytest.skip("the stdio runtime holds no tasks to hand back")
+    peer.started()
+    first = peer.task({"do": "wait_cancel"})
+    assert peer.receive().body["message"] == "started"
+    second = peer.task({"do": "echo", "value": 2})
+    peer.send(messages.WORKER_STOP, {})
+    reply = peer.receive()
+    assert (reply.type, reply.re, reply.body["code"]) == (messages.ERROR, second, "busy")
+    peer.send(messages.TASK_CANCEL, {}, re=first)
+    assert peer.receive().re == first
+    assert peer.finish()[0] == 0
 
 
 def test_a_worker_whose_daemon_dies_exits_on_its_own(peer: Peer) -> None:
