@@ -16,6 +16,8 @@ of ``[pts.NAME]`` tables (see :mod:`pnsd.spec`); ``pts.d/*.toml`` files hold onl
     endpoint = "ipc://run/pnsd.sock"    # the default; a relative ipc path is under the home
     tcp_endpoint = "tcp://127.0.0.1:7755"   # opt-in; absent or "" means no TCP
     retention_age = 0                   # 0 switches a retention bound off (also retention_bytes)
+    store = "postgresql://pns@db/pns"   # optional: a job store several nodes share
+    node = "node-a"                     # this node's name in it (default: the host name)
 
 Relative paths in the file (and a relative ipc:// path) are relative to the home; a relative
 ``home`` in the file is relative to the file's own directory; ``~`` expands to ``$HOME``. A PTS
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -50,7 +54,8 @@ PATH_DEFAULTS = {"key_file": "secret.key", "pidfile": "run/pnsd.pid", "db_path":
 PNSD_KEYS = frozenset({
     "home", "endpoint", "tcp_endpoint", "max_message_bytes", "max_clock_skew", "inline_limit",
     "retention_age", "retention_bytes", "log_level", "demo", "record_sync_runs",
-    "swap_timeout", "drain_timeout", "watch", "max_db_bytes", *PATH_DEFAULTS,
+    "swap_timeout", "drain_timeout", "watch", "max_db_bytes", "store", "node", "lease_ttl",
+    *PATH_DEFAULTS,
 })
 
 _log = structlog.get_logger(__name__)
@@ -85,6 +90,10 @@ class Settings:
     drain_timeout: float = 30.0     # seconds a replaced generation's runs get to finish
     watch: bool = False             # development: reload when the config or pts.d changes
     max_db_bytes: int | None = None # a hard cap on jobs.db (writes past it fail as disk full)
+    store: str | None = None        # "postgresql://...": a job store several nodes share;
+                                    #   None (the default): SQLite at db_path
+    node: str = ""                  # this node's name in a shared store, default the host name
+    lease_ttl: float = 10.0         # seconds without a lease renewal before a node is dead
 
     @property
     def pts_dir(self) -> Path:
@@ -103,6 +112,8 @@ class Settings:
                 value = {name: spec.public() for name, spec in sorted(value.items())}
             elif isinstance(value, Path):
                 value = str(value)
+            elif item.name == "store" and value:
+                value = redacted_url(value)
             out[item.name] = value
         return out
 
@@ -255,8 +266,23 @@ def _pnsd_values(table: _Table, home: Path, env: Mapping[str, str]) -> dict[str,
         drain_timeout=table.number("drain_timeout", 30.0, low=0),
         watch=table.boolean("watch", False),
         max_db_bytes=table.integer("max_db_bytes", 0, low=0) or None,
+        store=_store(table),
+        node=table.text("node", socket.gethostname()),
+        lease_ttl=table.number("lease_ttl", 10.0, low=0.5),
     )
     return values
+
+
+def _store(table: _Table) -> str | None:
+    value = table.text("store", "", allow_empty=True)
+    if value and not value.startswith(("postgresql://", "postgres://")):
+        raise table.fail("store", "must be a postgresql:// URL (leave it out for SQLite)")
+    return value or None
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for logs, status and replies."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _ipc_endpoint(table: _Table, home: Path, env: Mapping[str, str]) -> str:

@@ -38,6 +38,7 @@ from pnsd.hosts.base import Host
 from pnsd.hosts.inproc import InprocHost
 from pnsd.hosts.leftovers import GroupLedger, Leftovers
 from pnsd.hosts.process import ProcessHost
+from pnsd.jobs.leases import NodeLease
 from pnsd.jobs.scheduler import Scheduler
 from pnsd.jobs.store import JobStore
 from pnsd.keyfile import load_or_create_key
@@ -71,7 +72,10 @@ class Daemon:
         self.store = JobStore(settings.db_path, files_dir=settings.files_dir,
                               inline_limit=settings.inline_limit,
                               max_db_bytes=settings.max_db_bytes,
-                              retention_bytes=settings.retention_bytes)
+                              retention_bytes=settings.retention_bytes,
+                              url=settings.store, node=settings.node)
+        # a shared store: this node's lease tells the others it is alive
+        self.lease = NodeLease(self.store, ttl=settings.lease_ttl) if settings.store else None
         self.ledger = GroupLedger(settings.run_dir / "groups")
         self.notifier = Notifier()
         self.registry = Registry(self.build_host)
@@ -137,6 +141,8 @@ class Daemon:
             self.context.destroy(linger=0)
 
     async def _serve(self) -> None:
+        if self.lease is not None:   # claimed before recovery: a survivor leaves our jobs be
+            await self.lease.claim()
         _failed, requeued = await self.store.recover(time.time(), requeue=self._idempotent)
         await self.audit.open()
         handlers = Handlers(self.registry, self.scheduler, home=self.settings.home,
@@ -159,6 +165,8 @@ class Daemon:
         try:
             self._bind(self.server)
             self._keep(self._retention(), "retention")
+            if self.lease is not None:
+                self._keep(self.lease.keep(self._served, self.scheduler.resume), "lease")
             self._keep(memory.keep_trimmed(log.debug), "trim-memory")
             if self.settings.watch:
                 self._keep(watch(self.settings.source, self.settings.pts_dir, self.reload),
@@ -170,6 +178,11 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
             await self._shutdown(self.server)
+
+    def _served(self) -> tuple[list[str], list[str]]:
+        """The PTS this node serves and, of them, the idempotent ones (for the lease)."""
+        names = self.registry.names()
+        return names, [name for name in names if self._idempotent(name)]
 
     def _idempotent(self, pts: str) -> bool:
         spec = self.settings.pts.get(pts)
@@ -215,6 +228,8 @@ class Daemon:
         await self.scheduler.shutdown(grace=SHUTDOWN_GRACE)
         await server.drain(timeout=1.0)
         server.close()
+        if self.lease is not None:
+            await self.lease.release()
         await self.registry.stop_all(grace=2.0)
         socket_path = ipc_socket_path(self.settings.endpoint)
         if socket_path is not None:

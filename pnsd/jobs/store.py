@@ -21,17 +21,19 @@ from typing import Any, TypeVar
 
 import structlog
 
-from pnsd.errors import Conflict, NotFound, StorageError
-from pnsd.jobs import jobsql
+from pnsd.config import redacted_url
+from pnsd.errors import Conflict, NotFound, NotOwner, StorageError
+from pnsd.jobs import jobsql, recovery
 from pnsd.jobs.blobfiles import read_blob, read_range, remove, remove_all, write_blob
-from pnsd.jobs.model import RESTART_REASON, Job, Status
+from pnsd.jobs.model import Job, Status
 from pnsd.jobs.retention import SizeBound
-from pnsd.jobs.storedb import Kind, Op, SqlFn, Writer
+from pnsd.jobs.storedb import Kind, Op, SqlFn, Writer, open_writer
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 JobList = list[Job]  # JobStore.list shadows the builtin inside the class
+MAX_INLINE = 1 << 62   # no blob is too big for its row
 Trimmed = tuple[list[tuple[str, bool]], int]   # (id, had files) of each deleted job, bytes left
 
 class JobStore:
@@ -52,10 +54,18 @@ class JobStore:
         batch_size: int = 256,
         max_db_bytes: int | None = None,
         retention_bytes: int | None = None,
+        url: str | None = None,
+        node: str = "",
     ) -> None:
         self._path = db_path
         self._files = files_dir
-        self._inline_limit = inline_limit
+        self._url = url      # postgresql://...: a job store that several nodes share
+        self._where = str(db_path) if url is None else redacted_url(url)   # for logs
+        self.node = node
+        self.ownership_lost = 0   # outcomes refused because another node took the job over
+        self.figures: dict[str, float] = {}   # more figures for stats() (the node lease's)
+        # on a shared store every blob lives in its row, so that any node can serve it
+        self._inline_limit = inline_limit if url is None else MAX_INLINE
         self._clock = clock
         self._batch_size = batch_size
         self._max_db_bytes = max_db_bytes  # a hard cap: past it, writes fail as disk full
@@ -74,10 +84,8 @@ class JobStore:
     async def open(self) -> None:
         if self._writer is not None:
             raise StorageError(f"job store {self._path} is open already")
-        writer = Writer(
-            self._path, batch_size=self._batch_size, batch_delay=self.BATCH_DELAY,
-            max_db_bytes=self._max_db_bytes,
-        )
+        writer = open_writer(self._path, self._url, batch_size=self._batch_size,
+                             batch_delay=self.BATCH_DELAY, max_db_bytes=self._max_db_bytes)
         try:
             await asyncio.wrap_future(writer.start())
         except BaseException:
@@ -88,7 +96,7 @@ class JobStore:
         self._writer = writer
         self._bound.stored = int(await self._read(partial(jobsql.scalar, jobsql.SIZE_SQL, []),
                                                   "sum job sizes"))
-        log.info("store_opened", path=str(self._path), jobs=await self.count())
+        log.info("store_opened", path=self._where, node=self.node, jobs=await self.count())
 
     async def close(self) -> None:
         self._hand_over()
@@ -100,7 +108,7 @@ class JobStore:
         assert op.future is not None
         await asyncio.wrap_future(op.future)
         await asyncio.to_thread(writer.join)
-        log.info("store_closed", path=str(self._path), commits=writer.commits)
+        log.info("store_closed", path=self._where, commits=writer.commits)
 
     async def flush(self) -> None:
         """Commit every write queued so far."""
@@ -113,6 +121,7 @@ class JobStore:
         and that job is returned (None: ``job`` was recorded). Durable only when keyed.
         """
         job.input_size = len(input_blob)
+        job.node = self.node
         row = job.to_row()
         row.update(await self._place(job.id, "input", input_blob), result=None, result_file=0)
         existing: Job | None = None
@@ -155,10 +164,11 @@ class JobStore:
         row.update(input=input_blob, input_file=0, result=result_blob, result_file=0)
         self._queue_record(row)
 
-    @staticmethod
-    def _record_row(job: Job, input_blob: bytes, result_blob: bytes | None) -> dict[str, Any]:
+    def _record_row(self, job: Job, input_blob: bytes, result_blob: bytes | None
+                    ) -> dict[str, Any]:
         if not job.is_finished:
             raise Conflict(f"job {job.id} is {job.status.value}, not finished", job=job.id)
+        job.node = self.node
         job.input_size = len(input_blob)
         job.result_size = 0 if result_blob is None else len(result_blob)
         return job.to_row()
@@ -200,8 +210,10 @@ class JobStore:
         return self._writer
 
     async def update(self, job: Job, *, durable: bool = False) -> None:
-        """Record status, progress, message and timestamps."""
-        await self._write(partial(jobsql.update, job.to_row()), durable, f"update job {job.id}")
+        """Record status, progress, message and timestamps (if this node still owns the job)."""
+        row = job.to_row()
+        row["node"] = self.node
+        await self._write(partial(jobsql.update, row), durable, f"update job {job.id}")
 
     async def finish(self, job: Job, result_blob: bytes | None, *, durable: bool = True) -> None:
         """Record the final state and result; sets ``job.result_size``."""
@@ -209,9 +221,15 @@ class JobStore:
             raise Conflict(f"job {job.id} is {job.status.value}, not finished", job=job.id)
         job.result_size = 0 if result_blob is None else len(result_blob)
         row = job.to_row()
+        row["node"] = self.node
         row.update(await self._place(job.id, "result", result_blob))
         try:
             await self._write(partial(jobsql.finish, row), durable, f"finish job {job.id}")
+        except NotOwner as exc:   # its lease lapsed and another node took the job: theirs wins
+            self.ownership_lost += 1
+            log.warning("job_ownership_lost", job=job.id, node=self.node,
+                        owner=exc.details.get("node"), status=job.status.value)
+            return
         except StorageError:
             await asyncio.to_thread(remove, self._job_dir(job.id) / "result.bin")
             raise
@@ -277,28 +295,12 @@ class JobStore:
         self, now: float, *, requeue: Callable[[str], bool] = lambda pts: False
     ) -> tuple[JobList, JobList]:
         """After a restart: accepted jobs (never started) stay accepted, to be run; running
-        ones go back to accepted where ``requeue(pts)`` (an idempotent PTS), else fail.
+        ones go back to accepted where ``requeue(pts)`` (an idempotent PTS), else fail. On a
+        shared store only this node's jobs (see :mod:`pnsd.jobs.recovery`).
 
         Returns ``(failed, requeued)``, each oldest first.
         """
-        sql = (f"SELECT {jobsql.JOB_COLUMNS} FROM jobs WHERE NOT {jobsql.FINISHED_SQL} "
-               "ORDER BY created")
-        jobs = await self._read(partial(jobsql.select_jobs, sql, []), "read unfinished jobs")
-        failed: JobList = []
-        requeued: JobList = []
-        for job in jobs:
-            if job.status is Status.ACCEPTED or requeue(job.pts):
-                job.requeue(now)
-                requeued.append(job)
-            else:
-                was = job.status.value
-                job.fail(now, RESTART_REASON, f"the daemon restarted while the job was {was}")
-                failed.append(job)
-        if jobs:
-            rows = [job.to_row() for job in jobs]
-            await self._write(partial(jobsql.update_all, rows), True, "recover unfinished jobs")
-        log.info("store_recovered", failed=len(failed), requeued=len(requeued))
-        return failed, requeued
+        return await recovery.recover(self, now, requeue=requeue)
 
     async def cleanup(self, *, max_age: float | None, max_bytes: int | None) -> int:
         """Delete finished jobs older than ``max_age`` seconds, then the oldest finished ones
@@ -334,7 +336,14 @@ class JobStore:
             "write_errors": writer.write_errors,
             "lost": writer.lost,
             "bytes": self._bound.stored, "bound": self._bound.limit,   # retention_bytes
+            "node": self.node, "shared": self.shared, "ownership_lost": self.ownership_lost,
+            "reconnects": writer.reconnects, **self.figures,
         }
+
+    @property
+    def shared(self) -> bool:
+        """True for a database that several nodes share (PostgreSQL)."""
+        return self._url is not None
 
     def _grew(self, size: int) -> None:
         """Count ``size`` more stored bytes; past ``retention_bytes``, queue a trim right behind
