@@ -26,6 +26,8 @@ from aiohttp import web
 
 from pnslog import configure_logging
 from pnsweb.app import create_app
+from pnsweb.keys import DaemonClient
+from pnsweb.nodes import NodePool
 from pnsweb.settings import SettingsError, User, WebSettings, hash_password, load_settings
 from protocols import memory
 from protocols.client import AsyncClient
@@ -99,8 +101,7 @@ def settings_of(args: argparse.Namespace) -> WebSettings:
 
 async def serve(settings: WebSettings) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking requests, finish, close the client."""
-    client = AsyncClient(settings.endpoint, key=settings.key, timeout=settings.call_timeout,
-                         max_bytes=settings.max_message_bytes)
+    client = await _client(settings)
     runner = web.AppRunner(create_app(settings, client=client), access_log=None)
     trimming = asyncio.create_task(memory.keep_trimmed(log.debug), name="trim-memory")
     try:
@@ -108,7 +109,8 @@ async def serve(settings: WebSettings) -> None:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         url = _url(runner, settings)
-        print(f"pnsweb serving {url}/v0.6/ (daemon {settings.endpoint}); Ctrl-C stops",
+        daemons = ", ".join(settings.daemons) or settings.endpoint
+        print(f"pnsweb serving {url}/v0.6/ (daemon {daemons}); Ctrl-C stops",
               flush=True)
         log.info("pnsweb_started", url=url, endpoint=settings.endpoint,
                  users=len(settings.users))
@@ -121,6 +123,20 @@ async def serve(settings: WebSettings) -> None:
         trimming.cancel()
         await runner.cleanup()
         await client.close()
+
+
+async def _client(settings: WebSettings) -> DaemonClient:
+    """The daemon's client; with ``daemons``, a pool over one client per node."""
+    def connect(endpoint: str) -> AsyncClient:
+        return AsyncClient(endpoint, key=settings.key, timeout=settings.call_timeout,
+                           max_bytes=settings.max_message_bytes)
+
+    if not settings.daemons:
+        return connect(settings.endpoint)
+    pool = NodePool({endpoint: connect(endpoint) for endpoint in settings.daemons})
+    await pool.start()
+    log.info("pnsweb_nodes", nodes=pool.figures())
+    return pool
 
 
 async def _stopped() -> None:
