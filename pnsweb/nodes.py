@@ -147,7 +147,9 @@ class NodePool:
         up = self._up()
         if op in PLACED and isinstance(body, dict):
             serving = [node for node in up if body.get("pts") in node.pts]
-            return self._least_busy(serving or up)
+            chosen = self._least_busy(serving or up)
+            chosen.load += 1   # until its next health check says how busy it really is
+            return chosen
         if op in OF_LIVE_JOB and isinstance(body, dict) and isinstance(body.get("job"), str):
             owner = await self._owner(body["job"], up)
             if owner is not None:
