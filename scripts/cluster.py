@@ -47,6 +47,7 @@ class Part:
     argv: list[str]
     ready: Callable[[], bool]
     env: dict[str, str] | None = None
+    vital: bool = False    # its exit stops the cluster (a node's does not: the others go on)
 
 
 def node_config(base: Path, name: str, store: str) -> Path:
@@ -85,7 +86,8 @@ def parts(base: Path, store: str, port: str, user: str) -> list[Part]:
                             env=child_env(PNS_HOME=str(base / name))))
     started.append(Part("pnsweb", [str(BIN / "pnsweb"), "--config",
                                     str(web_config(base, port)), "-u", user, "-o", port],
-                        ready=partial(http_ready, f"http://127.0.0.1:{port}/healthz")))
+                        ready=partial(http_ready, f"http://127.0.0.1:{port}/healthz"),
+                        vital=True))
     return started
 
 
@@ -100,24 +102,34 @@ def main(argv: list[str]) -> int:
     base.mkdir(parents=True, exist_ok=True)
     (base / "logs").mkdir(exist_ok=True)
     load_or_create_key(base / "secret.key", create=True)
-    running: list[Child] = []
+    running: list[tuple[Part, Child]] = []
     with PgServer(base / "pg", log=base / "logs" / "postgres.log") as pg:
         try:
             for part in parts(base, pg.url, port, user):
                 child = Child(part.name, part.argv, log=base / "logs" / f"{part.name}.log",
                               env=part.env)
-                running.append(child)
+                running.append((part, child))
                 wait_until(part.ready, timeout=START_TIMEOUT, what=part.name, child=child)
             _announce(base, port, user, pg.url)
-            while not stopping and not _parent_stopping(parent):
-                if dead := [c for c in running if not c.alive()]:
-                    print(f"cluster: {dead[0].name} exited:\n{dead[0].tail()}", flush=True)
-                    return 1
-                time.sleep(POLL)   # polling: make's signals leave no other trace to wait on
+            return _watch(running, stopping, parent)
         finally:
-            for child in reversed(running):
+            for _part, child in reversed(running):
                 child.stop(grace=15.0)
-    print("cluster: stopped", flush=True)
+            print("cluster: stopped", flush=True)
+
+
+def _watch(running: list[tuple[Part, Child]], stopping: list[int], parent: int) -> int:
+    """Until a signal, make stopping, or a vital part's exit; a node's exit is reported."""
+    reported: set[str] = set()
+    while not stopping and not _parent_stopping(parent):
+        for part, child in running:
+            if child.alive() or part.name in reported:
+                continue
+            reported.add(part.name)
+            print(f"cluster: {part.name} exited:\n{child.tail(5)}", flush=True)
+            if part.vital:
+                return 1
+        time.sleep(POLL)   # polling: make's signals leave no other trace to wait on
     return 0
 
 
@@ -130,6 +142,8 @@ def _announce(base: Path, port: str, user: str, url: str) -> None:
           f"          curl {web}/v1/jobs/JOB_ID   (from any node)\n"
           f"nodes:    {', '.join(NODES)} (homes and pnsd.toml under {base})\n"
           f"store:    {url} (data in {base / 'pg'})\n"
+          f"failover: kill -9 $(cat {base / NODES[0] / 'run' / 'pnsd.pid'})   "
+          f"(its jobs settle on {NODES[1]} within the lease, 10 s)\n"
           f"logs:     {base / 'logs'}; Ctrl-C stops everything", flush=True)
 
 

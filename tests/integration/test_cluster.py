@@ -4,18 +4,31 @@ node that survived."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.procs import alive, free_port
+from pnsd.pidfile import read_pid
 from protocols.client import Client
 from tests.integration.conftest import DaemonProcess, spawn_daemon
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parents[2]
 LEASE_TTL = 2.0
 SETTLE_TIMEOUT = 90.0
 NODE_CONFIG = """store = {url!r}
@@ -99,3 +112,80 @@ def test_a_killed_nodes_acknowledged_jobs_all_end_known(
         store = on_b.call("status", {})["store"]
         assert store["reaped"] == len(plain) + len(idem)
         assert (store["shared"], store["node"]) == (True, "node-b")
+
+
+def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "Basic " + base64.b64encode(b"demo:demo").decode(),
+                 "Content-Type": "application/json", "Prefer": "respond-async"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.loads(reply.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.fixture
+def cluster_dir() -> Iterator[Path]:
+    """Under /tmp, open to the ``postgres`` user that runs the server when tests run as root
+    (pytest's own temporary directories are private to root)."""
+    base = Path(tempfile.mkdtemp(prefix="pns-cluster-"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_make_cluster_fronts_two_nodes_and_survives_losing_one(
+        cluster_dir: Path, pg_server: object) -> None:
+    """scripts/cluster.py (what ``make cluster`` runs): pnsweb places runs on both nodes,
+    reads every job through either, and once node-a is SIGKILLed its jobs are settled by
+    node-b; SIGTERM to the script stops every process it started."""
+    port = free_port()
+    log = cluster_dir / "cluster.out"
+    with log.open("wb") as out:
+        script = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "cluster.py"), str(cluster_dir), str(port),
+             "demo"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PNSWEB_PASSWORD": "demo"}, start_new_session=True)
+    try:
+        wait_for(lambda: "stops everything" in log.read_text(), timeout=120,
+                 what="the cluster is up")
+        web = f"http://127.0.0.1:{port}"
+        jobs = {}
+        for pts, seconds in [("isleep", 2)] * 6 + [("sleep", 300)] * 2:
+            code, reply = http("POST", f"{web}/v1/processes/{pts}/execution",
+                               {"inputs": {"seconds": seconds}})
+            assert code == 201, reply
+            jobs[reply["jobID"]] = pts
+        a_pid = read_pid(cluster_dir / "node-a" / "run" / "pnsd.pid")
+        assert a_pid is not None
+        os.kill(a_pid, signal.SIGKILL)
+
+        def settled(job: str) -> bool:
+            status = http("GET", f"{web}/v1/jobs/{job}")[1]["status"]
+            return status in ("successful", "failed") or (
+                jobs[job] == "sleep" and status == "running")   # a sleep on node-b runs on
+
+        wait_for(lambda: all(settled(job) for job in jobs), timeout=SETTLE_TIMEOUT,
+                 what="every job settled through pnsweb")
+        for job, pts in jobs.items():
+            status = http("GET", f"{web}/v1/jobs/{job}")[1]
+            if pts == "isleep":
+                assert status["status"] == "successful", status
+                code, results = http("GET", f"{web}/v1/jobs/{job}/results")
+                assert code == 200 and "slept" in json.dumps(results), results
+            else:
+                assert status["status"] in ("failed", "running"), status
+        pids = [int(p) for p in subprocess.run(
+            ["pgrep", "-f", str(cluster_dir)], capture_output=True, text=True,
+            check=False).stdout.split()]
+        assert pids, "the cluster's processes name its directory"
+    finally:
+        script.send_signal(signal.SIGTERM)
+        script.wait(timeout=120)
+    assert script.returncode == 0, log.read_text()
+    assert "cluster: stopped" in log.read_text()
+    assert not [pid for pid in pids if alive(pid)]

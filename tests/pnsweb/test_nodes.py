@@ -60,7 +60,7 @@ async def pool() -> AsyncIterator[tuple[NodePool, FakeNode, FakeNode]]:
 
 async def test_a_run_goes_to_the_least_busy_node_that_serves_its_pts(
         pool: tuple[NodePool, FakeNode, FakeNode]) -> None:
-    nodes, a, b = pool
+    nodes, _a, _b = pool
     assert (await nodes.call("submit", {"pts": "echo"}))["by"] == "b"    # load 1 < 3
     assert (await nodes.call("run", {"pts": "only-a"}))["by"] == "a"     # b does not serve it
     # placements count until the next health check: a burst spreads over the nodes
@@ -70,7 +70,7 @@ async def test_a_run_goes_to_the_least_busy_node_that_serves_its_pts(
 
 async def test_calls_on_a_live_job_go_to_the_node_that_runs_it(
         pool: tuple[NodePool, FakeNode, FakeNode]) -> None:
-    nodes, a, b = pool
+    nodes, a, _b = pool
     a.pts["echo"] = 0       # a is the least busy now, but j1 runs on b
     await nodes.check()
     assert (await nodes.call("job.cancel", {"job": "j1"}))["by"] == "b"
@@ -79,7 +79,7 @@ async def test_calls_on_a_live_job_go_to_the_node_that_runs_it(
 
 async def test_a_node_that_stops_answering_is_routed_around(
         pool: tuple[NodePool, FakeNode, FakeNode]) -> None:
-    nodes, a, b = pool
+    nodes, _a, b = pool
     b.dead = True
     # a read whose node does not answer is tried once more elsewhere
     assert (await nodes.call("job.result", {"job": "j1"}))["by"] == "a"
