@@ -107,7 +107,8 @@ class Bench:
         return cmd
 
     def http(self, name: str, method: str, path: str, **fields: Any) -> dict[str, Any]:
-        backend = {"pnsweb": ["pnsd_on"], "base_web": ["base_echo"]}.get(name, [])
+        backend = {"pnsweb": ["pnsd_on"], "pnsweb_pg": ["pnsd_pg_on"],
+                   "base_web": ["base_echo"]}.get(name, [])
         cmd = {"kind": "http", "port": self.stack[name].port, "method": method, "path": path,
                "conns": 32, "seconds": self.plan.http_seconds, "count": self.plan.max_count,
                "warmup_seconds": self.plan.warmup, "_sample": [name, *backend]}

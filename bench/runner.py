@@ -27,6 +27,7 @@ from bench import (
     area_jobs,
     area_memory,
     area_payload,
+    area_store,
     area_swap,
     area_web,
     report,
@@ -36,7 +37,8 @@ from bench.report import Row
 from bench.stack import Stack
 
 AREAS: dict[str, ModuleType] = {
-    "direct": area_direct, "jobs": area_jobs, "web": area_web, "payload": area_payload,
+    "direct": area_direct, "jobs": area_jobs, "store": area_store, "web": area_web,
+    "payload": area_payload,
     "swap": area_swap, "memory": area_memory,
 }
 ALWAYS = ("memory",)    # a few seconds, and its idle figures were read at start anyway

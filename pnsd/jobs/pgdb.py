@@ -10,19 +10,22 @@ parameters, rows readable by position and by column name, ``sqlite3`` exception 
 the job store above does not know which database it has. It must not know about jobs beyond
 the schema.
 
-Group commit differs in one way: a server commit costs a flush to disk, so a durable write
-commits once no other op is queued behind it, and one commit acknowledges all of them.
+Group commit differs in one way: a server commit costs a flush to disk and a round trip, and
+the callers of the ops just acknowledged send their next ones a moment later; so the
+transaction that durable writes wait for commits once no op has come for ``LINGER`` (or the
+batch is full), and one commit acknowledges all of them.
 """
 
 from __future__ import annotations
 
 import functools
+import queue
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 import structlog
@@ -34,8 +37,11 @@ from pnsd.jobs.storedb import Op, Writer
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 SCHEMA_VERSION = 1
 CONNECT_TIMEOUT = 5   # seconds to reach the server before an op fails with the reason
+LINGER = 0.001   # seconds a commit that durable writes wait for waits for one more op
 MIGRATION_LOCK = 0x706E73  # the advisory lock that serialises migrations between nodes
 # The same tables as SQLite's (jobs with owner, idempotency key and node), the audit table,
 # and the node leases. ``rowid`` plays SQLite's rowid: the insertion order that breaks ties.
@@ -133,26 +139,42 @@ class PgConn:
             TransactionStatus.INTRANS, TransactionStatus.INERROR, TransactionStatus.ACTIVE)
 
     def execute(self, sql: str, params: Any = None) -> Any:
+        """Run one statement. If it fails inside a transaction, the whole transaction is
+        rolled back, as SQLite does on its hard errors: the writer then replays the ops
+        applied before it (no savepoint round trips per op on the hot path)."""
         conn = self._live()
         try:
             if params is None:
                 return conn.execute(cast(Any, sql))
             return conn.execute(cast(Any, pg_sql(sql)), params)
-        except psycopg.errors.IntegrityError as exc:
-            raise sqlite3.IntegrityError(str(exc)) from exc
         except psycopg.Error as exc:
-            raise sqlite3.OperationalError(str(exc).strip()) from exc
+            self._abandon()
+            raise _translated(exc) from exc
 
     def executemany(self, sql: str, rows: Iterable[Any]) -> Any:
+        """Run one statement over many rows, in a savepoint: if it fails, only its rows are
+        undone (the caller may then try them one by one, as on SQLite)."""
         conn = self._live()
         cursor = conn.cursor()
+        inside = self.in_transaction
         try:
+            if inside:
+                conn.execute("SAVEPOINT many")
             cursor.executemany(cast(Any, pg_sql(sql)), rows)
-        except psycopg.errors.IntegrityError as exc:
-            raise sqlite3.IntegrityError(str(exc)) from exc
+            if inside:
+                conn.execute("RELEASE many")
         except psycopg.Error as exc:
-            raise sqlite3.OperationalError(str(exc).strip()) from exc
+            if inside and conn.info.transaction_status is TransactionStatus.INERROR:
+                conn.execute("ROLLBACK TO many")
+                conn.execute("RELEASE many")
+            raise _translated(exc) from exc
         return cursor
+
+    def _abandon(self) -> None:
+        conn = self._conn
+        if conn is not None and not conn.broken and not conn.closed and (
+                conn.info.transaction_status is TransactionStatus.INERROR):
+            conn.execute("ROLLBACK")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -171,10 +193,14 @@ class PgConn:
         return self._conn
 
 
+def _translated(exc: psycopg.Error) -> sqlite3.Error:
+    if isinstance(exc, psycopg.errors.IntegrityError):
+        return sqlite3.IntegrityError(str(exc))
+    return sqlite3.OperationalError(str(exc).strip())
+
+
 class PgWriter(Writer):
     """The writer thread on a PostgreSQL connection (see :class:`pnsd.jobs.storedb.Writer`)."""
-
-    ISOLATE_ALL = True   # a failed statement aborts a PostgreSQL transaction: savepoint each op
 
     def __init__(self, url: str, *, batch_size: int, batch_delay: float) -> None:
         super().__init__(Path(redacted(url)), batch_size=batch_size, batch_delay=batch_delay,
@@ -218,18 +244,27 @@ class PgWriter(Writer):
                 conn.execute("ROLLBACK")
             raise
 
+    @staticmethod
+    def _isolated(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # No savepoint: a failed statement rolls the transaction back (PgConn.execute) and the
+        # writer replays the ops before it. The ops run here write in one statement, or fail
+        # before they write, so a failed op leaves nothing of its own behind.
+        return fn(conn)
+
     def _begin(self, conn: sqlite3.Connection) -> None:
         if not conn.in_transaction:
             conn.execute("BEGIN")
             self._deadline = time.monotonic() + self._batch_delay
 
     def _due(self, op: Op) -> bool:
-        # one commit (one flush on the server) for every durable write queued together
-        if op.durable:
-            return self._queue.empty()
+        # a durable write waits for the ops right behind it (see _next): one commit, one
+        # flush on the server, acknowledges them all
         return len(self._applied) >= self._batch_size
 
     def _next(self, conn: sqlite3.Connection) -> Op | None:
-        if self._waiting and self._queue.empty():
-            return None     # durable writes wait for their commit: no reason to linger
-        return super()._next(conn)
+        if not self._waiting:
+            return super()._next(conn)
+        try:    # durable writes wait for their commit: only while more ops keep coming
+            return self._queue.get(timeout=LINGER)
+        except queue.Empty:
+            return None

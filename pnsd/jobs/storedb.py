@@ -80,8 +80,6 @@ class Op:
 class Writer:
     """The thread that owns the connection and group-commits what callers queue."""
 
-    ISOLATE_ALL = False  # a savepoint for nowait writes too (a database that aborts on error)
-
     def __init__(
         self, path: Path, *, batch_size: int, batch_delay: float, max_db_bytes: int | None
     ) -> None:
@@ -196,8 +194,7 @@ class Writer:
         try:
             self._begin(conn)
             # A nowait write is one statement, which SQLite undoes by itself on failure.
-            isolate = op.future is not None or self.ISOLATE_ALL
-            result = self._isolated(conn, op.fn) if isolate else op.fn(conn)
+            result = op.fn(conn) if op.future is None else self._isolated(conn, op.fn)
         except Exception as exc:
             self.write_errors += 1
             if not op.durable or isinstance(exc, sqlite3.Error):  # else the caller reports it

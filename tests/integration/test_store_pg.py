@@ -211,3 +211,20 @@ async def test_a_server_that_goes_away_and_comes_back(tmp_path: Path) -> None:
             assert (await store.get(back.id)).status is Status.ACCEPTED
             assert store.stats()["reconnects"] >= 1
             assert any(e["event"] == "store_reconnected" for e in logs)
+
+
+async def test_a_failed_write_loses_none_of_the_writes_batched_with_it(
+        tmp_path: Path, pg_url: str) -> None:
+    """A failed statement aborts a PostgreSQL transaction: the writer rolls it back and
+    replays the writes before it, as it does when SQLite rolls a batch back."""
+    async with opened(tmp_path, pg_url, "a") as store:
+        kept = Job.create("echo", 1.0)
+        await store.add(kept, b"")
+        kept.start(2.0)
+        kept.report_progress(3.0, 40)
+        await store.update(kept)                  # queued, not committed yet
+        with pytest.raises(Conflict):
+            await store.add(kept.copy(), b"")     # the same id: the insert fails
+        await store.flush()
+        assert (await store.get(kept.id)).progress == 40
+        assert store.stats()["write_errors"] == 1
