@@ -18,6 +18,8 @@ from pnsd.jobs.leases import NodeLease
 from pnsd.jobs.model import Job, Status
 from pnsd.jobs.recovery import NODE_LOST, reap
 from pnsd.jobs.store import JobStore
+from protocols.errors import RemoteError
+from tests.integration.conftest import running_daemon, settings_for
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -228,3 +230,34 @@ async def test_a_failed_write_loses_none_of_the_writes_batched_with_it(
         await store.flush()
         assert (await store.get(kept.id)).progress == 40
         assert store.stats()["write_errors"] == 1
+
+
+async def test_a_node_carries_on_while_its_database_is_away(tmp_path: Path) -> None:
+    """A running node whose PostgreSQL dies: submissions are refused with the reason (never
+    acknowledged and lost), the node keeps answering, its lease renewals fail and are
+    counted; once the server is back, the next submission is recorded and runs."""
+    with PgServer(durable=True) as server:
+        settings = settings_for(tmp_path / "home",
+                                f'store = "{server.url}"\nnode = "n1"\nlease_ttl = 1\n')
+        async with running_daemon(settings) as node, node.client(timeout=30.0) as client:
+            async def finished(job: str) -> bool:
+                return bool((await client.call("job.status", {"job": job}))["job"]["status"]
+                            == "successful")
+
+            done = (await client.call("submit", {"pts": "echo", "input": 1}))["job"]["id"]
+            await until(lambda: finished(done), every=0.05)
+            server.kill()
+            with pytest.raises(RemoteError) as refused:
+                await client.call("submit", {"pts": "echo", "input": 2})
+            assert refused.value.code == "storage"
+
+            async def renewals_failed() -> bool:
+                store = (await client.call("status", {}))["store"]
+                return bool(store["lease_failures"] >= 1)
+
+            await until(renewals_failed, every=0.1)
+            server.start()
+            again = (await client.call("submit", {"pts": "echo", "input": 3}))["job"]["id"]
+            await until(lambda: finished(again), every=0.05)
+            assert (await client.result(again))["result"] == 3
+            assert (await client.result(done))["result"] == 1

@@ -4,11 +4,13 @@ live job go to its node, and nodes that stop answering are routed around."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pnsweb.nodes import NodePool
+from pnsweb.settings import SettingsError, load_settings
 from protocols.errors import ClientTimeout, ErrorCode, RemoteError
 
 LOST = RemoteError(ErrorCode.UNAVAILABLE, "the connection to the daemon at ipc://x was lost; "
@@ -113,3 +115,18 @@ async def test_no_node_up_is_unavailable(pool: tuple[NodePool, FakeNode, FakeNod
         await nodes.call("job.list", {})
     assert caught.value.code == ErrorCode.UNAVAILABLE
     assert "no pnsd node is up" in caught.value.message
+
+
+def test_daemons_are_read_from_the_pnsweb_table(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "secret.key").write_text("ab" * 32)
+    (home / "secret.key").chmod(0o600)
+    config = tmp_path / "pnsd.toml"
+    config.write_text(f'[pnsd]\nhome = "{home}"\n'
+                      '[pnsweb]\ndaemons = ["ipc:///srv/a.sock", "tcp://n2:7755"]\n')
+    settings = load_settings(config=config, env={"HOME": str(tmp_path)})
+    assert settings.daemons == ("ipc:///srv/a.sock", "tcp://n2:7755")
+    config.write_text(f'[pnsd]\nhome = "{home}"\n[pnsweb]\ndaemons = ["http://n2"]\n')
+    with pytest.raises(SettingsError, match="not an ipc:// or tcp:// endpoint"):
+        load_settings(config=config, env={"HOME": str(tmp_path)})
