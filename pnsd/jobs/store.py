@@ -1,10 +1,14 @@
-"""The durable job store: job records, inputs and results in SQLite, big blobs as files.
+"""The durable job store: job records, inputs and results in SQLite, big blobs as files (or
+every blob in its row on a PostgreSQL server that several nodes share).
 
 Owns the job operations and the per-job blob directory; every statement runs on the writer
-thread of :mod:`pnsd.jobs.storedb`, and asyncio callers await futures. Writes are group-committed: a
-durable write returns only after its transaction committed, a non-durable one once it is
-queued (its failure is only logged and counted); the open transaction commits when a
-durable write arrives, the batch is full or a few milliseconds have passed. Blobs are opaque
+thread that :func:`pnsd.jobs.storedb.open_writer` gives it (SQLite's, or the PostgreSQL twin
+in :mod:`pnsd.jobs.pgdb`), and asyncio callers await futures. Recovery after a crash is
+:mod:`pnsd.jobs.recovery`'s, the size bound :mod:`pnsd.jobs.trimming`'s. Writes are
+group-committed: a durable write returns only after its transaction committed, a
+non-durable one once it is queued (its failure is only logged and counted); the open
+transaction commits when a durable write arrives, the batch is full or a few milliseconds
+have passed. Blobs are opaque
 bytes (msgpack from the caller): the store must not decode them, must not run jobs and must
 never block the event loop.
 """
@@ -26,15 +30,15 @@ from pnsd.errors import Conflict, NotFound, NotOwner, StorageError
 from pnsd.jobs import jobsql, recovery
 from pnsd.jobs.blobfiles import read_blob, read_range, remove, remove_all, write_blob
 from pnsd.jobs.model import Job, Status
-from pnsd.jobs.retention import SizeBound
 from pnsd.jobs.storedb import Kind, Op, SqlFn, Writer, open_writer
+from pnsd.jobs.trimming import Trimmed, Trimmer
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 JobList = list[Job]  # JobStore.list shadows the builtin inside the class
+Ids = list[str]
 MAX_INLINE = 1 << 62   # no blob is too big for its row
-Trimmed = tuple[list[tuple[str, bool]], int]   # (id, had files) of each deleted job, bytes left
 
 class JobStore:
     """Job records in SQLite at ``db_path``; blobs over ``inline_limit`` under ``files_dir``."""
@@ -72,14 +76,13 @@ class JobStore:
         self._writer: Writer | None = None
         self._records: list[dict[str, Any]] = []   # finished sync runs, not handed over yet
         self._hand_over_timer: asyncio.TimerHandle | None = None
-        self._bound = SizeBound(retention_bytes)
-        self._trims: set[asyncio.Task[None]] = set()
-        self._forget: Callable[[list[str]], None] = lambda job_ids: None
+        self._trimmer = Trimmer(retention_bytes, queue_trim=self._queue_trim,
+                                remove_files=self._remove_files)
 
     def set_forgetter(self, forget: Callable[[list[str]], None]) -> None:
         """Who is told the ids of jobs the store removed by itself (retention, cleanup), so
         that no copy outlives the record."""
-        self._forget = forget
+        self._trimmer.forget = forget
 
     async def open(self) -> None:
         if self._writer is not None:
@@ -94,13 +97,13 @@ class JobStore:
             raise
         await asyncio.to_thread(self._files.mkdir, parents=True, exist_ok=True)
         self._writer = writer
-        self._bound.stored = int(await self._read(partial(jobsql.scalar, jobsql.SIZE_SQL, []),
-                                                  "sum job sizes"))
+        size = await self._read(partial(jobsql.scalar, jobsql.SIZE_SQL, []), "sum job sizes")
+        self._trimmer.bound.stored = int(size)
         log.info("store_opened", path=self._where, node=self.node, jobs=await self.count())
 
     async def close(self) -> None:
         self._hand_over()
-        await asyncio.gather(*self._trims, return_exceptions=True)
+        await self._trimmer.close()
         writer, self._writer = self._writer, None
         if writer is None:
             return
@@ -310,8 +313,7 @@ class JobStore:
             Kind.WRITE, partial(jobsql.cleanup, cutoff, max_bytes), durable=True,
             what="clean up finished jobs",
         )
-        self._forget([job_id for job_id, _files in removed])
-        await asyncio.to_thread(remove_all, [self._job_dir(i) for i, files in removed if files])
+        await self._trimmer.removed(removed)
         log.info("store_cleaned", deleted=len(removed), max_age=max_age, max_bytes=max_bytes)
         return len(removed)
 
@@ -335,7 +337,7 @@ class JobStore:
             "commits": writer.commits,
             "write_errors": writer.write_errors,
             "lost": writer.lost,
-            "bytes": self._bound.stored, "bound": self._bound.limit,   # retention_bytes
+            "bytes": self._trimmer.bound.stored, "bound": self._trimmer.bound.limit,
             "node": self.node, "shared": self.shared, "ownership_lost": self.ownership_lost,
             "reconnects": writer.reconnects, **self.figures,
         }
@@ -346,33 +348,16 @@ class JobStore:
         return self._url is not None
 
     def _grew(self, size: int) -> None:
-        """Count ``size`` more stored bytes; past ``retention_bytes``, queue a trim right behind
-        the write that crossed it (the writer runs ops in order), so the bound holds at write
-        time: the store exceeds it by at most the job just written."""
-        target = self._bound.grow(size)
-        if target is None:
-            return
+        self._trimmer.grew(size)
+
+    def _queue_trim(self, target: int) -> Future[Trimmed]:
         op = self._queue(Kind.WRITE, partial(jobsql.trim, target), durable=True,
                          what="trim to the retention bound")
         assert op.future is not None
-        task = asyncio.get_running_loop().create_task(
-            self._trimmed(op.future, target, self._bound.grown), name="store-trim")
-        self._trims.add(task)
-        task.add_done_callback(self._trims.discard)
+        return op.future
 
-    async def _trimmed(self, future: Future[Trimmed], target: int,
-                       grown: int) -> None:
-        """Remove the files of the jobs a trim deleted; learn what the store holds now."""
-        try:
-            victims, left = await asyncio.wrap_future(future)
-        except StorageError as exc:   # a full or broken store: the next write tries again
-            self._bound.failed()
-            log.error("retention_trim_failed", error=exc.message)
-            return
-        self._bound.trimmed(left, target, grown)
-        self._forget([job_id for job_id, _files in victims])
-        await asyncio.to_thread(remove_all, [self._job_dir(i) for i, files in victims if files])
-        log.info("store_trimmed", deleted=len(victims), left=left, target=target)
+    async def _remove_files(self, job_ids: Ids) -> None:
+        await asyncio.to_thread(remove_all, [self._job_dir(job_id) for job_id in job_ids])
 
     def _queue(self, kind: Kind, fn: SqlFn[Any] | None, *, durable: bool, what: str) -> Op:
         return self._queued_writer().submit(kind, fn, durable=durable, what=what)

@@ -95,7 +95,7 @@ async def test_sync_records_and_retention_work_on_the_server(tmp_path: Path, pg_
         assert await store.count() == 20
         for at in range(100, 110):
             await finished(store, at=float(at))   # 200 bytes each: past the bound of 1000
-        await until(lambda: not store._trims)
+        await until(lambda: not store._trimmer.tasks)
         assert store.stats()["bytes"] <= 1000 + 200
         assert await store.cleanup(max_age=None, max_bytes=0) > 0
         assert await store.count() == 0
