@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PNS_HOME ?= $(CURDIR)/.pns-home
 export PNS_HOME
 
-.PHONY: venv install run test test-fast lint browser node-worker containers bench faults soak clean
+.PHONY: venv install run cluster pg test test-fast lint browser node-worker containers bench faults soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,26 @@ run: $(STAMP)
 	@echo "         log $(PNS_HOME)/pnsd.log; Ctrl-C stops pnsweb and pnsd"
 	@PNSWEB_PASSWORD='$(WEB_PASSWORD)' exec $(PY) scripts/devrun.py '$(PNS_HOME)' '$(WEB_PORT)' '$(WEB_USER)'
 
+## A local cluster: PostgreSQL (data in $(CLUSTER_DIR)/pg), two pnsd nodes on it and pnsweb
+## fronting both (scripts/cluster.py). Ctrl-C, or SIGTERM/SIGINT/SIGHUP to make, stops them all.
+CLUSTER_DIR ?= $(CURDIR)/.pns-cluster
+CLUSTER_PORT ?= 5050
+cluster: $(STAMP) pg
+	@PNSWEB_PASSWORD='$(WEB_PASSWORD)' exec $(PY) scripts/cluster.py '$(CLUSTER_DIR)' \
+		'$(CLUSTER_PORT)' '$(WEB_USER)'
+
+## PostgreSQL's server programs from the distribution's packages (the shared job store's tests
+## and `make cluster` start their own server from them; as root, as CI runs; elsewhere install
+## the postgresql package yourself, or those tests are skipped).
+pg:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		echo "make: no PostgreSQL server programs: the shared job store's tests are skipped"
+
 ## Lint, then the whole test suite (slow integration tests included).
-test: $(STAMP) lint browser node-worker containers
+test: $(STAMP) lint browser node-worker containers pg
 	$(PY) -m pytest -q -p no:cacheprovider
 
 ## Headless Chromium from the distribution's packages, for the console's browser tests (as root,

@@ -107,7 +107,8 @@ class Bench:
         return cmd
 
     def http(self, name: str, method: str, path: str, **fields: Any) -> dict[str, Any]:
-        backend = {"pnsweb": ["pnsd_on"], "base_web": ["base_echo"]}.get(name, [])
+        backend = {"pnsweb": ["pnsd_on"], "pnsweb_pg": ["pnsd_pg_on"],
+                   "base_web": ["base_echo"]}.get(name, [])
         # wrk times the phase when it is installed (bench.wrk), as users measure; the Python
         # client warms up, checks a reply's body, and stands in when wrk is missing
         cmd = {"kind": "http", "port": self.stack[name].port, "method": method, "path": path,

@@ -28,6 +28,7 @@ from bench import (
     area_memory,
     area_payload,
     area_remote,
+    area_store,
     area_swap,
     area_web,
     report,
@@ -38,8 +39,8 @@ from bench.report import Row
 from bench.stack import Stack
 
 AREAS: dict[str, ModuleType] = {
-    "direct": area_direct, "jobs": area_jobs, "web": area_web, "payload": area_payload,
-    "swap": area_swap, "memory": area_memory, "remote": area_remote,
+    "direct": area_direct, "jobs": area_jobs, "store": area_store, "web": area_web,
+    "payload": area_payload, "swap": area_swap, "memory": area_memory, "remote": area_remote,
 }
 ALWAYS = ("memory",)    # a few seconds, and its idle figures were read at start anyway
 HTTP_AREAS = {"web", "payload"}     # the areas with HTTP rows

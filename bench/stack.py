@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.postgres import PgServer
 from harness.procs import (
     PYTHON,
     ROOT,
@@ -207,6 +208,7 @@ class Stack:
         self.tmp = Path(tempfile.mkdtemp(prefix="pb", dir="/tmp"))
         self.services: dict[str, Service] = {}
         self.agent = Agent(self.tmp)
+        self.pg: PgServer | None = None   # the shared job store's server, for *_pg services
 
     def __enter__(self) -> Stack:
         return self
@@ -220,6 +222,8 @@ class Stack:
         for service in reversed(list(self.services.values())):
             service.child.stop()
         self.services.clear()
+        if self.pg is not None:
+            self.pg.__exit__(None, None, None)
         if not self.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -278,11 +282,15 @@ transport = "stdio"
 def _start_pnsd(stack: Stack, name: str) -> Service:
     home = stack.tmp / name
     home.mkdir()
-    record = "false" if name == "pnsd_off" else "true"
+    record = "false" if name.endswith("_off") else "true"
     config = home / "pnsd.toml"
+    store = ""    # *_pg: on a PostgreSQL server (fsync on, as in production), a database each
+    if "_pg" in name:
+        stack.pg = stack.pg or PgServer().__enter__()
+        store = f"store = {stack.pg.create_database(name)!r}\n"
     # Both services log at warning, as a busy production node would: no line per run or request
     config.write_text(f'[pnsd]\nhome = "{home}"\nlog_level = "warning"\n'
-                      f"record_sync_runs = {record}\n"
+                      f"record_sync_runs = {record}\n{store}"
                       # 64 MiB payload rows: a body over the default 64 MiB of max_body
                       '[pnsweb]\nlog_level = "warning"\nmax_body = 134217728\n'
                       # echo-worker with prefetch, against the round-robin relay
@@ -377,7 +385,7 @@ def _pids_of(pts: dict[str, Any]) -> list[int]:
 
 
 def _start_pnsweb(stack: Stack, name: str) -> Service:
-    daemon = stack.services["pnsd_on"]
+    daemon = stack.services[DEPENDS[name][0]]
     port = free_port()
     assert daemon.home is not None and daemon.config is not None
     child = stack.child(name, [PYTHON, "-m", "pnsweb", "-u", WEB_USER, "-p", WEB_USER,
@@ -471,6 +479,7 @@ def _start_base_jobs(stack: Stack, name: str) -> Service:
 
 STARTERS = {
     "pnsd_on": _start_pnsd, "pnsd_off": _start_pnsd, "pnsweb": _start_pnsweb,
+    "pnsd_pg_on": _start_pnsd, "pnsd_pg_off": _start_pnsd, "pnsweb_pg": _start_pnsweb,
     "base_echo": _start_base_echo, "base_relay": _start_base_relay,
     "base_relay_one": _start_base_relay,
     "base_web": _start_base_web, "base_web_uv": _start_base_web, "base_spawn": _start_base_spawn,
@@ -478,9 +487,10 @@ STARTERS = {
 }
 READY = {
     "pnsd_on": _ready_pnsd, "pnsd_off": _ready_pnsd, "pnsweb": _ready_pnsweb,
+    "pnsd_pg_on": _ready_pnsd, "pnsd_pg_off": _ready_pnsd, "pnsweb_pg": _ready_pnsweb,
     "base_echo": _ready_ipc, "base_relay": _ready_relay, "base_relay_one": _ready_relay,
     "base_web": _ready_http("/hello"), "base_web_uv": _ready_http("/hello"),
     "base_spawn": _ready_port, "base_jobs": _ready_ipc, "pnsd_remote": _ready_pnsd_remote,
 }
-DEPENDS = {"pnsweb": ("pnsd_on",), "base_web": ("base_echo",),
+DEPENDS = {"pnsweb": ("pnsd_on",), "pnsweb_pg": ("pnsd_pg_on",), "base_web": ("base_echo",),
            "base_web_uv": ("base_echo",)}

@@ -62,6 +62,8 @@ class AuditLog:
         self._clock = clock
 
     async def open(self) -> None:
+        if self._store.shared:   # a server store's schema has the table (pnsd.jobs.pgdb)
+            return
         await self._store.run_sql(_create, write=True, what="create the audit table")
 
     async def record(self, event: AuditEvent) -> None:

@@ -17,6 +17,8 @@ of ``[pts.NAME]`` tables (see :mod:`pnsd.spec`); ``pts.d/*.toml`` files hold onl
     tcp_endpoint = "tcp://127.0.0.1:7755"   # opt-in; absent or "" means no TCP (CURVE)
     worker_endpoint = "tcp://0.0.0.0:7756"  # opt-in: remote workers join here (CURVE)
     retention_age = 0                   # 0 switches a retention bound off (also retention_bytes)
+    store = "postgresql://pns@db/pns"   # optional: a job store several nodes share
+    node = "node-a"                     # this node's name in it (default: the host name)
 
 Relative paths in the file (and a relative ipc:// path) are relative to the home; a relative
 ``home`` in the file is relative to the file's own directory; ``~`` expands to ``$HOME``. A PTS
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -52,6 +56,7 @@ PNSD_KEYS = frozenset({
     "home", "endpoint", "tcp_endpoint", "max_message_bytes", "max_clock_skew", "inline_limit",
     "retention_age", "retention_bytes", "log_level", "demo", "record_sync_runs",
     "swap_timeout", "drain_timeout", "watch", "max_db_bytes", "worker_endpoint", "tcp_insecure",
+    "store", "node", "lease_ttl",
     *PATH_DEFAULTS,
 })
 
@@ -90,6 +95,10 @@ class Settings:
     curve_dir: Path | None = None   # default HOME/curve: the node's CURVE keys, authorised keys
     worker_endpoint: str | None = None  # opt-in, e.g. "tcp://0.0.0.0:7756": remote workers
     tcp_insecure: bool = False      # tests and benches only: TCP without CURVE, loopback only
+    store: str | None = None        # "postgresql://...": a job store several nodes share;
+                                    #   None (the default): SQLite at db_path
+    node: str = ""                  # this node's name in a shared store, default the host name
+    lease_ttl: float = 10.0         # seconds without a lease renewal before a node is dead
 
     @property
     def pts_dir(self) -> Path:
@@ -108,6 +117,8 @@ class Settings:
                 value = {name: spec.public() for name, spec in sorted(value.items())}
             elif isinstance(value, Path):
                 value = str(value)
+            elif item.name == "store" and value:
+                value = redacted_url(value)
             out[item.name] = value
         return out
 
@@ -262,8 +273,23 @@ def _pnsd_values(table: _Table, home: Path, env: Mapping[str, str]) -> dict[str,
         drain_timeout=table.number("drain_timeout", 30.0, low=0),
         watch=table.boolean("watch", False),
         max_db_bytes=table.integer("max_db_bytes", 0, low=0) or None,
+        store=_store(table),
+        node=table.text("node", socket.gethostname()),
+        lease_ttl=table.number("lease_ttl", 10.0, low=0.5),
     )
     return values
+
+
+def _store(table: _Table) -> str | None:
+    value = table.text("store", "", allow_empty=True)
+    if value and not value.startswith(("postgresql://", "postgres://")):
+        raise table.fail("store", "must be a postgresql:// URL (leave it out for SQLite)")
+    return value or None
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for logs, status and replies."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _ipc_endpoint(table: _Table, home: Path, env: Mapping[str, str]) -> str:

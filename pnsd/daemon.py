@@ -41,6 +41,7 @@ from pnsd.hosts.leftovers import GroupLedger, Leftovers
 from pnsd.hosts.process import ProcessHost
 from pnsd.hosts.remote import JoinRefused, Pool, WorkerGate
 from pnsd.hosts.workerslot import WorkerTuning
+from pnsd.jobs.leases import NodeLease
 from pnsd.jobs.scheduler import Scheduler
 from pnsd.jobs.store import JobStore
 from pnsd.jobs.uploads import Uploads
@@ -78,7 +79,10 @@ class Daemon:
         self.store = JobStore(settings.db_path, files_dir=settings.files_dir,
                               inline_limit=settings.inline_limit,
                               max_db_bytes=settings.max_db_bytes,
-                              retention_bytes=settings.retention_bytes)
+                              retention_bytes=settings.retention_bytes,
+                              url=settings.store, node=settings.node)
+        # a shared store: this node's lease tells the others it is alive
+        self.lease = NodeLease(self.store, ttl=settings.lease_ttl) if settings.store else None
         self.ledger = GroupLedger(settings.run_dir / "groups")
         self.notifier = Notifier()
         self.registry = Registry(self.build_host)
@@ -148,6 +152,8 @@ class Daemon:
             self.context.destroy(linger=0)
 
     async def _serve(self) -> None:
+        if self.lease is not None:   # claimed before recovery: a survivor leaves our jobs be
+            await self.lease.claim()
         _failed, requeued = await self.store.recover(time.time(), requeue=self._idempotent)
         await self.audit.open()
         handlers = Handlers(self.registry, self.scheduler, home=self.settings.home,
@@ -173,6 +179,8 @@ class Daemon:
             await self._open_tcp(table, streams)
             self._bind(self.server)
             self._keep(self._retention(), "retention")
+            if self.lease is not None:
+                self._keep(self.lease.keep(self._served, self.scheduler.resume), "lease")
             self._keep(memory.keep_trimmed(log.debug), "trim-memory")
             if self.settings.watch:
                 self._keep(watch(self.settings.source, self.settings.pts_dir, self.reload),
@@ -229,6 +237,11 @@ class Daemon:
             raise JoinRefused(ErrorCode.FORBIDDEN, f"PTS {name} does not take remote workers")
         return host
 
+    def _served(self) -> tuple[list[str], list[str]]:
+        """The PTS this node serves and, of them, the idempotent ones (for the lease)."""
+        names = self.registry.names()
+        return names, [name for name in names if self._idempotent(name)]
+
     def _idempotent(self, pts: str) -> bool:
         spec = self.settings.pts.get(pts)
         return spec is not None and spec.idempotent
@@ -280,6 +293,8 @@ class Daemon:
         if self.tcp_server is not None:
             await self.tcp_server.drain(timeout=1.0)
             self.tcp_server.close()
+        if self.lease is not None:
+            await self.lease.release()
         await self.registry.stop_all(grace=2.0)
         if self.gate is not None:
             self.gate.close()

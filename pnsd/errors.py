@@ -39,6 +39,10 @@ class Conflict(DaemonError, code=ErrorCode.CONFLICT):
     """It exists already, or another change is under way."""
 
 
+class NotOwner(Conflict):
+    """Another node took the job over (this one's lease lapsed): its record wins."""
+
+
 class Busy(DaemonError, code=ErrorCode.BUSY):
     """The PTS's queue is full: refused at once, try again later."""
 

@@ -24,11 +24,11 @@ from pnslog import configure_logging
 from pnsweb.app import create_app
 from pnsweb.console.sessions import Sessions
 from pnsweb.keys import METRICS, PEERS, THROTTLE
+from pnsweb.nodes import daemon_client
 from pnsweb.prefork import stop_signal
 from pnsweb.replica import Replica
 from pnsweb.sharing import Link, settings_from_wire
 from protocols import memory
-from protocols.client import AsyncClient
 
 log = structlog.get_logger("pnsweb.child")   # not __main__, as run with -m
 JOIN_TIMEOUT = 10.0
@@ -52,8 +52,7 @@ async def serve_child(hub_path: str) -> None:
         settings = settings_from_wire(hello["settings"])
         configure_logging(level="debug" if settings.verbose else settings.log_level)
         sessions = Sessions(key=bytes.fromhex(hello["session_key"]))
-        client = AsyncClient(settings.endpoint, key=settings.key, timeout=settings.call_timeout,
-                             max_bytes=settings.max_message_bytes)
+        client = await daemon_client(settings)
         try:
             app = create_app(settings, client=client, sessions=sessions)
             replica = Replica(app[THROTTLE], sessions)

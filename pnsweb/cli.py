@@ -27,10 +27,10 @@ from aiohttp import web
 
 from pnslog import configure_logging
 from pnsweb.app import create_app
+from pnsweb.nodes import daemon_client
 from pnsweb.prefork import serve_workers, stop_signal
 from pnsweb.settings import SettingsError, User, WebSettings, hash_password, load_settings
 from protocols import memory
-from protocols.client import AsyncClient
 from protocols.version import __version__
 
 EXIT_FAILURE = 1
@@ -111,9 +111,7 @@ def settings_of(args: argparse.Namespace) -> WebSettings:
 
 async def serve(settings: WebSettings) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking requests, finish, close the client."""
-    client = AsyncClient(settings.endpoint, key=settings.key, timeout=settings.call_timeout,
-                         max_bytes=settings.max_message_bytes, curve=settings.curve,
-                         local=settings.local)
+    client = await daemon_client(settings)
     runner = web.AppRunner(create_app(settings, client=client), access_log=None)
     trimming = asyncio.create_task(memory.keep_trimmed(log.debug), name="trim-memory")
     try:
@@ -136,7 +134,9 @@ async def serve(settings: WebSettings) -> None:
 
 
 def _banner(url: str, settings: WebSettings) -> str:
-    return f"pnsweb serving {url}/v0.6/ (daemon {settings.endpoint}); Ctrl-C stops"
+    daemons = ", ".join(settings.daemons) or settings.endpoint
+    return f"pnsweb serving {url}/v0.6/ (daemon {daemons}); Ctrl-C stops"
+
 
 
 def _url(runner: web.AppRunner, settings: WebSettings) -> str:

@@ -142,7 +142,8 @@ def render_daemon(status: Mapping[str, Any] | None, jobs: Mapping[str, int]) -> 
 
 # The job store's figures that only ever grow (since the daemon started): Prometheus counters,
 # named ``..._total``; every other store figure (queued, pending, open) is a gauge.
-STORE_COUNTERS = frozenset({"commits", "write_errors", "lost"})
+STORE_COUNTERS = frozenset({"commits", "write_errors", "lost", "ownership_lost", "reconnects",
+                            "lease_lost", "lease_failures", "reaped"})
 
 
 def _store_lines(store: Mapping[str, Any]) -> list[str]:

@@ -39,6 +39,7 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = 5000
     endpoint: str = ""                   # the daemon's ipc:// or tcp:// endpoint
+    daemons: tuple[str, ...] = ()        # several nodes on one shared store (pnsweb.nodes)
     key: bytes = field(default=b"", repr=False)   # message-signing key (never shown)
     # CURVE keys for a tcp:// endpoint: (server public, own public, own secret); never shown
     curve: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)
@@ -92,6 +93,8 @@ def verify_password(password: str, stored: str) -> bool:
 #     endpoint = "tcp://10.0.0.5:7755"   # optional: another daemon endpoint than [pnsd]'s
 #     server_key = "curve/server.key"    # with a tcp:// endpoint: the daemon's CURVE public key
 #     client_key = "web.key_secret"      # and pnsweb's own (`pnsd keys new web --role clients`)
+#     daemons = ["ipc:///srv/a/pnsd.sock", "tcp://10.0.0.6:7755"]   # optional: several nodes
+#                                        # sharing one job store and one signing key
 #     log_level = "info"                 # "warning" drops the per-request summary lines
 #     max_body = 67108864                # bytes an authenticated caller may send (413 above)
 #     max_anonymous_body = 1048576       # bytes before authentication (/v0.6/echo)
@@ -103,7 +106,7 @@ def verify_password(password: str, stored: str) -> bool:
 #     admin = true
 
 DEFAULT_CONFIG_PATHS = ("~/.config/pns/pnsd.toml", "/etc/pns/pnsd.toml")
-WEB_KEYS = frozenset({"host", "port", "endpoint", "default_pts", "max_body",
+WEB_KEYS = frozenset({"host", "port", "endpoint", "daemons", "default_pts", "max_body",
                       "max_anonymous_body", "public_url", "call_timeout", "log_level", "users",
                       "server_key", "client_key", "workers"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -134,6 +137,7 @@ def load_settings(
         host=_value(web, "host", str, defaults.host),
         port=_value(web, "port", int, defaults.port),
         endpoint=endpoint,
+        daemons=_daemons(web),
         key=read_key(key_file),
         curve=_curve(web, home, env),
         users=tuple(_user(entry) for entry in _value(web, "users", list, [])),
@@ -255,6 +259,15 @@ def _home(pnsd: Mapping[str, Any], source: Path | None, env: Mapping[str, str]) 
         home = _expand(_value(pnsd, "home", str, ""), env)
         return (source.parent / home if source else home).absolute()
     return _expand("~/pns", env).absolute()
+
+
+def _daemons(web: Mapping[str, Any]) -> tuple[str, ...]:
+    daemons = _value(web, "daemons", list, [])
+    for endpoint in daemons:
+        if not isinstance(endpoint, str) or not endpoint.startswith(("ipc://", "tcp://")):
+            raise SettingsError(f"[pnsweb] daemons: {endpoint!r} is not an ipc:// or tcp:// "
+                                "endpoint")
+    return tuple(daemons)
 
 
 def _ipc_endpoint(pnsd: Mapping[str, Any], home: Path, env: Mapping[str, str]) -> str:

@@ -74,14 +74,17 @@ def settings_to_wire(settings: WebSettings) -> Message:
     wire = asdict(settings)
     wire["key"] = settings.key.hex()
     wire["users"] = [[u.name, u.password_hash, u.admin] for u in settings.users]
+    wire["curve"] = None if settings.curve is None else [k.decode() for k in settings.curve]
     return wire
 
 
 def settings_from_wire(wire: Message) -> WebSettings:
     users = tuple(User(name, password_hash, admin=admin)
                   for name, password_hash, admin in wire["users"])
-    return replace(WebSettings(**{**wire, "key": b"", "users": ()}),
-                   key=bytes.fromhex(wire["key"]), users=users)
+    curve = wire["curve"]
+    return replace(WebSettings(**{**wire, "key": b"", "users": (), "curve": None}),
+                   key=bytes.fromhex(wire["key"]), users=users, daemons=tuple(wire["daemons"]),
+                   curve=None if curve is None else tuple(k.encode() for k in curve))
 
 
 class Link:

@@ -13,12 +13,12 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from pnsd.errors import Conflict, NotFound
+from pnsd.errors import Conflict, NotFound, NotOwner
 from pnsd.jobs.model import FINISHED, Job, Status
 
 JOB_COLUMNS = (
     "id, pts, status, created, started, finished, updated, progress, message, reason, sync, "
-    "version, input_size, result_size, owner, idem_key"
+    "version, input_size, result_size, owner, idem_key, node"
 )
 FINISHED_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in FINISHED))
 STATE_SQL = (
@@ -72,22 +72,34 @@ def select_keyed(owner: str, key: str, conn: sqlite3.Connection) -> Job | None:
 
 
 def update(row: dict[str, Any], conn: sqlite3.Connection) -> None:
-    cursor = conn.execute(f"UPDATE jobs SET {STATE_SQL} WHERE id = :id", row)
+    """Record a job's state; only its owner (``row["node"]``) may (see :func:`missing`)."""
+    cursor = conn.execute(f"UPDATE jobs SET {STATE_SQL} WHERE id = :id AND node = :node", row)
     if cursor.rowcount == 0:
-        raise NotFound(f"no job {row['id']}", job=row["id"])
+        missing(row, conn)
 
 
 def update_all(rows: Iterable[dict[str, Any]], conn: sqlite3.Connection) -> None:
-    conn.executemany(f"UPDATE jobs SET {STATE_SQL} WHERE id = :id", rows)
+    """Record the state of jobs this node takes (recovery): each row's node becomes theirs."""
+    conn.executemany(f"UPDATE jobs SET {STATE_SQL}, node = :node WHERE id = :id", rows)
 
 
 def finish(row: dict[str, Any], conn: sqlite3.Connection) -> None:
     sql = (
         f"UPDATE jobs SET {STATE_SQL}, result = :result, result_file = :result_file, "
-        "result_size = :result_size WHERE id = :id"
+        "result_size = :result_size WHERE id = :id AND node = :node"
     )
     if conn.execute(sql, row).rowcount == 0:
+        missing(row, conn)
+
+
+def missing(row: dict[str, Any], conn: sqlite3.Connection) -> None:
+    """Why a job's row was not written: there is none, or another node took the job over
+    (its owner stopped renewing its lease), whose record wins."""
+    found = conn.execute("SELECT node FROM jobs WHERE id = ?", (row["id"],)).fetchone()
+    if found is None:
         raise NotFound(f"no job {row['id']}", job=row["id"])
+    raise NotOwner(f"job {row['id']} belongs to node {found[0]!r} now, not {row['node']!r}",
+                   job=row["id"], node=found[0])
 
 
 def select_job(job_id: str, conn: sqlite3.Connection) -> Job:
@@ -131,7 +143,7 @@ def cleanup(
     cutoff: float | None, max_bytes: int | None, conn: sqlite3.Connection
 ) -> list[tuple[str, bool]]:
     """Delete by age, then oldest first by size; returns (id, had files) of each deleted."""
-    columns = "id, input_file OR result_file, input_size + result_size"
+    columns = "id, input_file + result_file > 0, input_size + result_size"
     oldest = f"SELECT {columns} FROM jobs WHERE {FINISHED_SQL} ORDER BY finished, rowid"
     victims: list[tuple[str, bool]] = []
     if cutoff is not None:
@@ -188,7 +200,7 @@ def trim(target: int, conn: sqlite3.Connection) -> tuple[list[tuple[str, bool]],
     if total <= target:
         return victims, total
     cursor = conn.execute(
-        "SELECT id, input_file OR result_file, input_size + result_size FROM jobs "
+        "SELECT id, input_file + result_file > 0, input_size + result_size FROM jobs "
         f"WHERE {FINISHED_SQL} ORDER BY finished, rowid")
     for job_id, files, size in cursor:       # lazily: the table may hold millions of rows
         if total <= target:

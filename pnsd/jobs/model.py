@@ -85,6 +85,7 @@ class Job:
     version: str = ""  # the PTS version that ran it
     owner: str = ""    # the web user who created it; "" for the operator (a direct client)
     idempotency_key: str | None = None  # the submitter's key: a repeat returns this job
+    node: str = ""     # the node that runs it (stamped by the store that records it)
 
     @classmethod
     def create(cls, pts: str, now: float, *, sync: bool = False, version: str = "",
@@ -173,6 +174,7 @@ class Job:
             "sync": self.sync,
             "version": self.version,
             "owner": self.owner,
+            "node": self.node,
         }
 
     def to_row(self) -> dict[str, Any]:
@@ -203,6 +205,7 @@ class Job:
             version=row["version"],
             owner=row["owner"],
             idempotency_key=row["idem_key"],
+            node=row["node"],
         )
 
     def _move(self, to: Status, now: float) -> None:

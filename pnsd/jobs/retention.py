@@ -2,7 +2,7 @@
 
 Owns counting what the store holds and deciding when a write must be followed by a trim, and
 to what size. It must not touch the database or files: :class:`pnsd.jobs.store.JobStore` queues the
-trims and removes the files.
+trims and :mod:`pnsd.jobs.trimming` removes the files.
 """
 
 from __future__ import annotations

@@ -1,11 +1,15 @@
-"""The durable job store: job records, inputs and results in SQLite, big blobs as files.
+"""The durable job store: job records, inputs and results in SQLite, big blobs as files (or
+every blob in its row on a PostgreSQL server that several nodes share).
 
 Owns the job operations and the per-job blob directory; every statement runs on the writer
-thread of :mod:`pnsd.jobs.storedb`, and asyncio callers await futures. Writes are group-committed: a
-durable write returns only after its transaction committed, a non-durable one once it is
-queued (its failure is only logged and counted); the open transaction commits when a
-durable write arrives, the batch is full or a few milliseconds have passed. The durable writes
-of one loop turn reach the writer as one op (:mod:`pnsd.jobs.turnbatch`). Blobs are opaque
+thread that :func:`pnsd.jobs.storedb.open_writer` gives it (SQLite's, or the PostgreSQL twin
+in :mod:`pnsd.jobs.pgdb`), and asyncio callers await futures. Recovery after a crash is
+:mod:`pnsd.jobs.recovery`'s, the size bound :mod:`pnsd.jobs.trimming`'s. Writes are
+group-committed: a durable write returns only after its transaction committed, a
+non-durable one once it is queued (its failure is only logged and counted); the open
+transaction commits when a durable write arrives, the batch is full or a few milliseconds
+have passed; the durable writes of one loop turn reach the writer as one op
+(:mod:`pnsd.jobs.turnbatch`). Blobs are opaque
 bytes (msgpack from the caller): the store must not decode them, must not run jobs and must
 never block the event loop.
 """
@@ -22,20 +26,22 @@ from typing import Any, TypeVar
 
 import structlog
 
-from pnsd.errors import Conflict, NotFound, StorageError
-from pnsd.jobs import jobsql
+from pnsd.config import redacted_url
+from pnsd.errors import Conflict, NotFound, NotOwner, StorageError
+from pnsd.jobs import jobsql, recovery
 from pnsd.jobs.blobfiles import read_blob, read_range, remove, remove_all, write_blob, write_blobs
-from pnsd.jobs.model import RESTART_REASON, Job, Status
+from pnsd.jobs.model import Job, Status
 from pnsd.jobs.packed import Packed
-from pnsd.jobs.retention import SizeBound
-from pnsd.jobs.storedb import Kind, Op, SqlFn, Writer
+from pnsd.jobs.storedb import Kind, Op, SqlFn, Writer, open_writer
+from pnsd.jobs.trimming import Trimmed, Trimmer
 from pnsd.jobs.turnbatch import TurnBatch
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 JobList = list[Job]  # JobStore.list shadows the builtin inside the class
-Trimmed = tuple[list[tuple[str, bool]], int]   # (id, had files) of each deleted job, bytes left
+Ids = list[str]
+MAX_INLINE = 1 << 62   # no blob is too big for its row
 
 class JobStore:
     """Job records in SQLite at ``db_path``; blobs over ``inline_limit`` under ``files_dir``."""
@@ -58,10 +64,18 @@ class JobStore:
         batch_size: int = 256,
         max_db_bytes: int | None = None,
         retention_bytes: int | None = None,
+        url: str | None = None,
+        node: str = "",
     ) -> None:
         self._path = db_path
         self._files = files_dir
-        self._inline_limit = inline_limit
+        self._url = url      # postgresql://...: a job store that several nodes share
+        self._where = str(db_path) if url is None else redacted_url(url)   # for logs
+        self.node = node
+        self.ownership_lost = 0   # outcomes refused because another node took the job over
+        self.figures: dict[str, float] = {}   # more figures for stats() (the node lease's)
+        # on a shared store every blob lives in its row, so that any node can serve it
+        self._inline_limit = inline_limit if url is None else MAX_INLINE
         self._clock = clock
         self._batch_size = batch_size
         self._max_db_bytes = max_db_bytes  # a hard cap: past it, writes fail as disk full
@@ -69,23 +83,20 @@ class JobStore:
         self._records: list[dict[str, Any]] = []   # finished sync runs, not handed over yet
         self._hand_over_timer: asyncio.TimerHandle | None = None
         self._batch = TurnBatch(lambda: self._writer)   # durable writes of this loop turn
-        self._bound = SizeBound(retention_bytes)
-        self._trims: set[asyncio.Task[None]] = set()
-        self._forget: Callable[[list[str]], None] = lambda job_ids: None
+        self._trimmer = Trimmer(retention_bytes, queue_trim=self._queue_trim,
+                                remove_files=self._remove_files)
         self._unwritten: list[tuple[Future[Any], int]] = []   # record ops with blob files
 
     def set_forgetter(self, forget: Callable[[list[str]], None]) -> None:
         """Who is told the ids of jobs the store removed by itself (retention, cleanup), so
         that no copy outlives the record."""
-        self._forget = forget
+        self._trimmer.forget = forget
 
     async def open(self) -> None:
         if self._writer is not None:
             raise StorageError(f"job store {self._path} is open already")
-        writer = Writer(
-            self._path, batch_size=self._batch_size, batch_delay=self.BATCH_DELAY,
-            max_db_bytes=self._max_db_bytes,
-        )
+        writer = open_writer(self._path, self._url, batch_size=self._batch_size,
+                             batch_delay=self.BATCH_DELAY, max_db_bytes=self._max_db_bytes)
         try:
             await asyncio.wrap_future(writer.start())
         except BaseException:
@@ -94,14 +105,14 @@ class JobStore:
             raise
         await asyncio.to_thread(self._files.mkdir, parents=True, exist_ok=True)
         self._writer = writer
-        self._bound.stored = int(await self._read(partial(jobsql.scalar, jobsql.SIZE_SQL, []),
-                                                  "sum job sizes"))
-        log.info("store_opened", path=str(self._path), jobs=await self.count())
+        size = await self._read(partial(jobsql.scalar, jobsql.SIZE_SQL, []), "sum job sizes")
+        self._trimmer.bound.stored = int(size)
+        log.info("store_opened", path=self._where, node=self.node, jobs=await self.count())
 
     async def close(self) -> None:
         self._hand_over()
         self._batch.hand_over()
-        await asyncio.gather(*self._trims, return_exceptions=True)
+        await self._trimmer.close()
         writer, self._writer = self._writer, None
         if writer is None:
             return
@@ -109,7 +120,7 @@ class JobStore:
         assert op.future is not None
         await asyncio.wrap_future(op.future)
         await asyncio.to_thread(writer.join)
-        log.info("store_closed", path=str(self._path), commits=writer.commits)
+        log.info("store_closed", path=self._where, commits=writer.commits)
 
     async def flush(self) -> None:
         """Commit every write queued so far."""
@@ -123,6 +134,7 @@ class JobStore:
         and that job is returned (None: ``job`` was recorded). Durable only when keyed.
         """
         job.input_size = len(input_blob)
+        job.node = self.node
         row = job.to_row()
         row.update(await self._place(job.id, "input", input_blob), result=None, result_file=0)
         existing: Job | None = None
@@ -168,7 +180,7 @@ class JobStore:
                 row.update({name: None, f"{name}_file": 1})
                 files[name] = blob
         loop = asyncio.get_running_loop()
-        forget = partial(loop.call_soon_threadsafe, self._forget, [job.id])
+        forget = partial(loop.call_soon_threadsafe, self._trimmer.forget, [job.id])
         op = self._queued_writer().submit(
             Kind.WRITE, partial(_insert_with_files, self._job_dir(job.id), files, row, forget),
             durable=False, what=f"record job {job.id}")
@@ -194,11 +206,11 @@ class JobStore:
                    result=None if result_blob is None else bytes(result_blob), result_file=0)
         self._queue_record(row)
 
-    @staticmethod
-    def _record_row(job: Job, input_blob: bytes | Packed,
+    def _record_row(self, job: Job, input_blob: bytes | Packed,
                     result_blob: bytes | Packed | None) -> dict[str, Any]:
         if not job.is_finished:
             raise Conflict(f"job {job.id} is {job.status.value}, not finished", job=job.id)
+        job.node = self.node
         job.input_size = len(input_blob)
         job.result_size = 0 if result_blob is None else len(result_blob)
         return job.to_row()
@@ -242,8 +254,10 @@ class JobStore:
         return self._writer
 
     async def update(self, job: Job, *, durable: bool = False) -> None:
-        """Record status, progress, message and timestamps."""
-        await self._write(partial(jobsql.update, job.to_row()), durable, f"update job {job.id}")
+        """Record status, progress, message and timestamps (if this node still owns the job)."""
+        row = job.to_row()
+        row["node"] = self.node
+        await self._write(partial(jobsql.update, row), durable, f"update job {job.id}")
 
     async def finish(self, job: Job, result_blob: bytes | Packed | None, *,
                      durable: bool = True) -> None:
@@ -252,9 +266,15 @@ class JobStore:
             raise Conflict(f"job {job.id} is {job.status.value}, not finished", job=job.id)
         job.result_size = 0 if result_blob is None else len(result_blob)
         row = job.to_row()
+        row["node"] = self.node
         row.update(await self._place(job.id, "result", result_blob))
         try:
             await self._write(partial(jobsql.finish, row), durable, f"finish job {job.id}")
+        except NotOwner as exc:   # its lease lapsed and another node took the job: theirs wins
+            self.ownership_lost += 1
+            log.warning("job_ownership_lost", job=job.id, node=self.node,
+                        owner=exc.details.get("node"), status=job.status.value)
+            return
         except StorageError:
             await asyncio.to_thread(remove, self._job_dir(job.id) / "result.bin")
             raise
@@ -320,28 +340,12 @@ class JobStore:
         self, now: float, *, requeue: Callable[[str], bool] = lambda pts: False
     ) -> tuple[JobList, JobList]:
         """After a restart: accepted jobs (never started) stay accepted, to be run; running
-        ones go back to accepted where ``requeue(pts)`` (an idempotent PTS), else fail.
+        ones go back to accepted where ``requeue(pts)`` (an idempotent PTS), else fail. On a
+        shared store only this node's jobs (see :mod:`pnsd.jobs.recovery`).
 
         Returns ``(failed, requeued)``, each oldest first.
         """
-        sql = (f"SELECT {jobsql.JOB_COLUMNS} FROM jobs WHERE NOT {jobsql.FINISHED_SQL} "
-               "ORDER BY created")
-        jobs = await self._read(partial(jobsql.select_jobs, sql, []), "read unfinished jobs")
-        failed: JobList = []
-        requeued: JobList = []
-        for job in jobs:
-            if job.status is Status.ACCEPTED or requeue(job.pts):
-                job.requeue(now)
-                requeued.append(job)
-            else:
-                was = job.status.value
-                job.fail(now, RESTART_REASON, f"the daemon restarted while the job was {was}")
-                failed.append(job)
-        if jobs:
-            rows = [job.to_row() for job in jobs]
-            await self._write(partial(jobsql.update_all, rows), True, "recover unfinished jobs")
-        log.info("store_recovered", failed=len(failed), requeued=len(requeued))
-        return failed, requeued
+        return await recovery.recover(self, now, requeue=requeue)
 
     async def cleanup(self, *, max_age: float | None, max_bytes: int | None) -> int:
         """Delete finished jobs older than ``max_age`` seconds, then the oldest finished ones
@@ -351,8 +355,7 @@ class JobStore:
             Kind.WRITE, partial(jobsql.cleanup, cutoff, max_bytes), durable=True,
             what="clean up finished jobs",
         )
-        self._forget([job_id for job_id, _files in removed])
-        await asyncio.to_thread(remove_all, [self._job_dir(i) for i, files in removed if files])
+        await self._trimmer.removed(removed)
         log.info("store_cleaned", deleted=len(removed), max_age=max_age, max_bytes=max_bytes)
         return len(removed)
 
@@ -376,37 +379,27 @@ class JobStore:
             "commits": writer.commits,
             "write_errors": writer.write_errors,
             "lost": writer.lost,
-            "bytes": self._bound.stored, "bound": self._bound.limit,   # retention_bytes
+            "bytes": self._trimmer.bound.stored, "bound": self._trimmer.bound.limit,
+            "node": self.node, "shared": self.shared, "ownership_lost": self.ownership_lost,
+            "reconnects": writer.reconnects, **self.figures,
         }
 
+    @property
+    def shared(self) -> bool:
+        """True for a database that several nodes share (PostgreSQL)."""
+        return self._url is not None
+
     def _grew(self, size: int) -> None:
-        """Count ``size`` more stored bytes; past ``retention_bytes``, queue a trim right behind
-        the write that crossed it (the writer runs ops in order), so the bound holds at write
-        time: the store exceeds it by at most the job just written."""
-        target = self._bound.grow(size)
-        if target is None:
-            return
+        self._trimmer.grew(size)
+
+    def _queue_trim(self, target: int) -> Future[Trimmed]:
         op = self._queue(Kind.WRITE, partial(jobsql.trim, target), durable=True,
                          what="trim to the retention bound")
         assert op.future is not None
-        task = asyncio.get_running_loop().create_task(
-            self._trimmed(op.future, target, self._bound.grown), name="store-trim")
-        self._trims.add(task)
-        task.add_done_callback(self._trims.discard)
+        return op.future
 
-    async def _trimmed(self, future: Future[Trimmed], target: int,
-                       grown: int) -> None:
-        """Remove the files of the jobs a trim deleted; learn what the store holds now."""
-        try:
-            victims, left = await asyncio.wrap_future(future)
-        except StorageError as exc:   # a full or broken store: the next write tries again
-            self._bound.failed()
-            log.error("retention_trim_failed", error=exc.message)
-            return
-        self._bound.trimmed(left, target, grown)
-        self._forget([job_id for job_id, _files in victims])
-        await asyncio.to_thread(remove_all, [self._job_dir(i) for i, files in victims if files])
-        log.info("store_trimmed", deleted=len(victims), left=left, target=target)
+    async def _remove_files(self, job_ids: Ids) -> None:
+        await asyncio.to_thread(remove_all, [self._job_dir(job_id) for job_id in job_ids])
 
     def _queue(self, kind: Kind, fn: SqlFn[Any] | None, *, durable: bool, what: str) -> Op:
         return self._queued_writer().submit(kind, fn, durable=durable, what=what)

@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 SqlFn = Callable[[sqlite3.Connection], T]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT = 5.0  # seconds SQLite waits for a lock held by another process
 # _MIGRATIONS[n] takes a database from user_version n to n + 1.
 _MIGRATIONS = (
@@ -55,6 +55,8 @@ _MIGRATIONS = (
     CREATE UNIQUE INDEX jobs_owner_idem_key ON jobs (owner, idem_key)
         WHERE idem_key IS NOT NULL;
     """,
+    # 3: the node that runs a job (one node writes an embedded store; a shared one has many)
+    "ALTER TABLE jobs ADD COLUMN node TEXT NOT NULL DEFAULT ''",
 )
 
 
@@ -103,6 +105,11 @@ class Writer:
     @property
     def pending(self) -> int:
         return len(self._applied)
+
+    @property
+    def reconnects(self) -> int:
+        """Connections made again after the database went away (a server's; SQLite: 0)."""
+        return 0
 
     def start(self) -> Future[None]:
         self._thread.start()
@@ -203,8 +210,12 @@ class Writer:
             self._waiting.append((op.future, result))
         elif op.future is not None:
             op.future.set_result(result)
-        if op.durable or len(self._applied) >= self._batch_size:
+        if self._due(op):
             self._commit(conn)
+
+    def _due(self, op: Op) -> bool:
+        """Whether the open transaction commits right after ``op``."""
+        return op.durable or len(self._applied) >= self._batch_size
 
     @staticmethod
     def _isolated(conn: sqlite3.Connection, fn: SqlFn[T]) -> T:
@@ -328,6 +339,19 @@ class Writer:
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             pages = max(1, self._max_db_bytes // page_size)
             conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def open_writer(path: Path, url: str | None, *, batch_size: int, batch_delay: float,
+                max_db_bytes: int | None) -> Writer:
+    """The seam between the job store and its database: SQLite at ``path`` (embedded, the
+    default), or the PostgreSQL server at ``url`` that several nodes share."""
+    if url is None:
+        return Writer(path, batch_size=batch_size, batch_delay=batch_delay,
+                      max_db_bytes=max_db_bytes)
+    # imported here: psycopg is loaded only by a node that has a server store
+    from pnsd.jobs.pgdb import PgWriter  # noqa: PLC0415
+
+    return PgWriter(url, batch_size=batch_size, batch_delay=batch_delay)
 
 
 def translate(exc: Exception, what: str) -> Exception:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from harness.postgres import PgMissing, PgServer
 from harness.procs import children, cmdline
 from pnsd.config import Settings, load_settings
 from pnsd.daemon import Daemon
@@ -193,3 +195,23 @@ def pnsd(tmp_path: Path) -> Iterator[DaemonProcess]:
     finally:
         if running.process.poll() is None:
             running.terminate(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL server for the session (``initdb`` in a temporary directory),
+    stopped at the end; ``make test`` installs it from Debian's packages (``make pg``)."""
+    try:
+        server = PgServer(durable=False)
+    except PgMissing as exc:
+        if os.environ.get("CI"):
+            raise   # CI installs it: a missing server there is a failure, not a skip
+        pytest.skip(f"no PostgreSQL here: {exc}")
+    with server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """A fresh, empty database of its own for one test."""
+    return pg_server.create_database(f"t{uuid.uuid4().hex[:16]}")

@@ -371,3 +371,23 @@ tcp_insecure = true
     settings = load(env, demo, config=config)
     assert settings.tcp_insecure is True
     assert settings.worker_endpoint == "tcp://[::1]:7756"
+
+
+def test_a_shared_store_is_a_postgresql_url_never_shown_with_its_password(
+        tmp_path: Path, env: dict[str, str], demo: Path) -> None:
+    config = write(tmp_path / "c.toml", '[pnsd]\nstore = "postgresql://pns:s3cret@db/pns"\n'
+                                        'node = "n1"\nlease_ttl = 3\n')
+    settings = load(env, demo, config=config)
+    assert (settings.store, settings.node, settings.lease_ttl) == (
+        "postgresql://pns:s3cret@db/pns", "n1", 3.0)
+    assert settings.public()["store"] == "postgresql://pns:***@db/pns"
+    assert "s3cret" not in json.dumps(settings.public())
+    write(config, '[pnsd]\nstore = "mysql://db"\n')
+    with pytest.raises(ConfigError, match="postgresql://"):
+        load(env, demo, config=config)
+
+
+def test_the_embedded_store_is_the_default(tmp_path: Path, env: dict[str, str],
+                                           demo: Path) -> None:
+    settings = load(env, demo, config=write(tmp_path / "c.toml", "[pnsd]\n"))
+    assert settings.store is None and settings.node

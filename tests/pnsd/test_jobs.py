@@ -148,7 +148,7 @@ def test_public_is_plain_data() -> None:
     assert type(public["status"]) is str
     assert set(public) == {
         "id", "pts", "status", "created", "started", "finished", "updated", "progress",
-        "message", "reason", "sync", "version", "owner",
+        "message", "reason", "sync", "version", "owner", "node",
     }
 
 

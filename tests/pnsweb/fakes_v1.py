@@ -60,7 +60,7 @@ def record(pts: str, status: str = "accepted", **changes: Any) -> dict[str, Any]
     return {"id": uuid.uuid4().hex, "pts": pts, "status": status, "created": 1_700_000_000.0,
             "started": None, "finished": None, "updated": 1_700_000_000.0, "progress": 0,
             "message": "", "reason": "", "sync": False, "version": "1", "owner": USER[0],
-            **changes}
+            "node": "node-a", **changes}
 
 
 def compute(pts: str, data: Any) -> Any:
@@ -207,7 +207,8 @@ def status_reply(**states: str) -> dict[str, Any]:
         pts[name].update(state=state, reason=f"{name} is {state}")
     return {"version": "0.1.0", "protocol": 1, "uptime": 12.5, "accepting": True, "pts": pts,
             "store": {"open": True, "queued": 0, "pending": 0, "commits": 7, "write_errors": 0,
-                      "lost": 0, "bytes": 4096, "bound": 1 << 30},
+                      "lost": 0, "bytes": 4096, "bound": 1 << 30, "node": "node-a",
+                      "shared": False, "ownership_lost": 0, "reconnects": 0},
             "retiring": [], "refusals": {"refused": {}, "unanswered": 0}}
 
 

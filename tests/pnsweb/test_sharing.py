@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from pnsweb.console.sessions import Sessions
 from pnsweb.hub import Hub
@@ -121,3 +124,14 @@ async def test_a_malformed_event_is_ignored_and_the_link_goes_on(hub: Any) -> No
     assert len(two.replica.throttle) == 1
     await leave(one)
     await leave(two)
+
+
+def test_settings_cross_to_the_children_whole_with_nodes_and_curve_keys() -> None:
+    """Settings a child gets from the parent: several nodes and CURVE keys (bytes) survive the
+    JSON hop unchanged."""
+    public, secret = zmq.curve_keypair()
+    settings = dataclasses.replace(SETTINGS, endpoint="tcp://10.0.0.5:7755",
+                                   daemons=("tcp://10.0.0.5:7755", "ipc:///srv/b.sock"),
+                                   curve=(public, public, secret))
+    wire = json.loads(json.dumps(settings_to_wire(settings)))
+    assert settings_from_wire(wire) == settings
