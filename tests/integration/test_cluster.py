@@ -140,7 +140,8 @@ def cluster_dir() -> Iterator[Path]:
 
 def test_make_cluster_fronts_two_nodes_and_survives_losing_one(
         cluster_dir: Path, pg_server: object) -> None:
-    """scripts/cluster.py (what ``make cluster`` runs): pnsweb places runs on both nodes,
+    """scripts/cluster.py (what ``make cluster`` runs): a remote worker over tcp:// and CURVE
+    serves node-a's echo-remote through pnsweb; pnsweb places runs on both nodes,
     reads every job through either, and once node-a is SIGKILLed its jobs are settled by
     node-b; SIGTERM to the script stops every process it started."""
     port = free_port()
@@ -154,6 +155,13 @@ def test_make_cluster_fronts_two_nodes_and_survives_losing_one(
         wait_for(lambda: "stops everything" in log.read_text(), timeout=120,
                  what="the cluster is up")
         web = f"http://127.0.0.1:{port}"
+        code, reply = http("POST", f"{web}/v1/processes/echo-remote/execution",
+                           {"inputs": {"via": "tcp-curve"}})     # node-a's remote worker
+        assert code == 201, reply
+        remote = reply["jobID"]
+        wait_for(lambda: http("GET", f"{web}/v1/jobs/{remote}")[1]["status"] == "successful",
+                 timeout=60, what="the remote worker's run")
+        assert "tcp-curve" in json.dumps(http("GET", f"{web}/v1/jobs/{remote}/results")[1])
         jobs = {}
         for pts, seconds in [("isleep", 2)] * 6 + [("sleep", 300)] * 2:
             code, reply = http("POST", f"{web}/v1/processes/{pts}/execution",
