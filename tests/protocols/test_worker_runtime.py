@@ -118,9 +118,18 @@ class Peer:
     def send(self, msg_type: str, body: Any, *, re: str | None = None,
              codec: Codec | None = None) -> str:
         msg_id = new_message_id()
-        frames = (codec or self.codec).encode(msg_type, body, re=re, msg_id=msg_id)
-        self.socket.send_multipart([self.identity, *frames])
+        self.send_frames((codec or self.codec).encode(msg_type, body, re=re, msg_id=msg_id))
         return msg_id
+
+    def send_frames(self, frames: list[Any]) -> None:
+        self.socket.send_multipart([self.identity, *frames])
+
+    def frames(self, timeout: float) -> list[bytes]:
+        if not self.socket.poll(int(max(timeout, 0) * 1000)):
+            raise AssertionError("no message from the worker in time")
+        identity, *frames = self.socket.recv_multipart()
+        assert identity == self.identity
+        return frames
 
     def task(self, data: Any, op: str = "run") -> str:
         return self.send(messages.TASK_REQ, {"op": op, "data": data, "timeout": 5, "job": "j1"})
@@ -181,12 +190,14 @@ class StdioPeer(Peer):
 
     def send(self, msg_type: str, body: Any, *, re: str | None = None,
              codec: Codec | None = None) -> str:
-        assert self.process is not None and self.process.stdin is not None
         msg_id = new_message_id()
-        frames = (codec or self.codec).encode(msg_type, body, re=re, msg_id=msg_id)
+        self.send_frames((codec or self.codec).encode(msg_type, body, re=re, msg_id=msg_id))
+        return msg_id
+
+    def send_frames(self, frames: list[Any]) -> None:
+        assert self.process is not None and self.process.stdin is not None
         self.process.stdin.write(pack_bytes(frames))
         self.process.stdin.flush()
-        return msg_id
 
     def finish(self) -> tuple[int, str]:
         assert self.process is not None
@@ -252,12 +263,11 @@ def test_a_worker_on_ipc_sends_blobs_unsigned_and_refuses_a_blob_cut_short(peer:
     blob = os.urandom(300 * 1024)
     frames = peer.codec.encode(messages.TASK_REQ, {"op": "run", "data": {"do": "echo",
                                "value": blob}, "timeout": 5, "job": ""})
-    peer.socket.send_multipart([peer.identity, *frames[:4], frames[4][:-1]])
+    peer.send_frames([*frames[:4], frames[4][:-1]])
     task = peer.task({"do": "echo", "value": blob})
     deadline = time.monotonic() + WAIT
     while True:     # past the heartbeats
-        assert peer.socket.poll(int(max(deadline - time.monotonic(), 0) * 1000))
-        _identity, *reply = peer.socket.recv_multipart()
+        reply = peer.frames(deadline - time.monotonic())
         message = peer.codec.decode(reply)
         if message.type != messages.WORKER_HEARTBEAT:
             break
