@@ -85,8 +85,10 @@ async function main() {
     transport.close();
     process.exit(code);
   };
+  // Blob frames unsigned on ipc:// and the pipes (both private to the service user); signed on tcp://
+  const local = options.connect === 'stdio' || options.connect.startsWith('ipc://');
   const runtime = new WorkerRuntime({
-    codec: new Codec(Buffer.from(key, 'latin1'), { maxBytes: options['max-bytes'] }),
+    codec: new Codec(Buffer.from(key, 'latin1'), { maxBytes: options['max-bytes'], local }),
     transport, calls, id: options.id, heartbeat: options.heartbeat, entry: options.entry, exit,
   });
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(signal, () => runtime.signalled());

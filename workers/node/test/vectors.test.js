@@ -12,7 +12,8 @@ const FILE = path.join(__dirname, '..', '..', '..', 'protocols', 'vectors', 'v1.
 const { vectors } = JSON.parse(fs.readFileSync(FILE, 'utf8'));
 
 const framesOf = (vector) => vector.frames.map((frame) => Buffer.from(frame, 'base64'));
-const codecFor = (vector) => new Codec(Buffer.from(vector.key), { clock: () => vector.now });
+const codecFor = (vector) => new Codec(Buffer.from(vector.key),
+  { clock: () => vector.now, local: vector.receiver === 'ipc' });
 
 // Bytes as the vectors spell them ({base64: ...})
 function plain(value) {
