@@ -8,11 +8,12 @@ kill ladder of timed-out or cancelled runs; the slots' lifecycle (spawning, exit
 the restart budget, heartbeats) is :mod:`pnsd.hosts.lifecycle`'s. Which task runs on which
 worker, the line of callers waiting for one, deadlines and outcomes belong to
 :mod:`pnsd.hosts.dispatcher`; processes are spawned, described and stopped by
-:mod:`pnsd.hosts.children`, worker positions and launches are :mod:`pnsd.hosts.workerslot`'s. Remote workers (``remote_workers`` in the spec) join through the
-daemon's gate (:mod:`pnsd.hosts.remote`) and are served like the host's own; one that stops
-heartbeating is dropped, failing its run (or handing it to another worker if the PTS is
-idempotent). It must not admit or record jobs: the registry and scheduler
-above do that, and call :meth:`run` for at most ``spec.slots`` runs at once.
+:mod:`pnsd.hosts.children`, worker positions and launches are :mod:`pnsd.hosts.workerslot`'s.
+Remote workers (``remote_workers`` in the spec) join through the daemon's gate
+(:mod:`pnsd.hosts.remote`) and are served like the host's own; one that stops heartbeating is
+dropped, failing its run (or handing it to another worker if the PTS is idempotent). It must
+not admit or record jobs: the registry and scheduler above do that, and call :meth:`run` for
+at most ``spec.slots`` runs at once.
 """
 
 from __future__ import annotations
