@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.measure import Agg, Bench, cpu_note
 from bench.report import Row, Target
-from bench.stack import RUN_PTS
+from bench.services import RUN_PTS
 
 NEEDS = ("base_echo", "base_relay", "base_relay_one", "pnsd_on", "pnsd_off")
 LABELS = {

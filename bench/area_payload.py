@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bench.measure import Agg, Bench, cpu_note
 from bench.report import Row, Target
-from bench.stack import WEB_USER
+from bench.services import WEB_USER
 
 NEEDS = ("base_echo", "pnsd_on", "pnsweb", "base_web")
 MIB = 2**20

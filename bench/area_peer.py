@@ -14,7 +14,7 @@ from bench import peer
 from bench.loads import SMALL
 from bench.measure import Bench, cpu_note, loader_note
 from bench.report import Row, Target
-from bench.stack import WEB_USER
+from bench.services import WEB_USER
 
 LABELS = {
     "web.peer.32": "web /v1 echo vs pygeoapi hello-world (no job manager), 32 conns",

@@ -17,7 +17,7 @@ from bench import area_peer
 from bench.loads import SMALL
 from bench.measure import Agg, Bench, cpu_note, loader_note
 from bench.report import Row, Target
-from bench.stack import WEB_USER
+from bench.services import WEB_USER
 
 NEEDS = ("pnsweb", "base_web", "base_web_uv", "base_spawn")
 LABELS = {

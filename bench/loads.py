@@ -4,6 +4,7 @@ Every function takes one command (a dict from :mod:`bench.agent`) and returns pl
 ``ok``, ``errors``, ``busy``, ``elapsed``, ``rate`` (ok per second), latency ``p50``/``p99``
 (seconds) and what else the load measures. Clients: PNS's own ``Client`` / ``AsyncClient``
 for the daemon, :mod:`bench.bare_wire` for the bare baselines, :mod:`bench.httpload` for HTTP.
+The asynchronous jobs load is :mod:`bench.jobload`'s.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from bench import wrk
 from bench.bare_wire import BareAsyncClient, BareClient
 from bench.httpload import Tally, build_request, run_load
+from bench.jobload import jobs
 from protocols.client import AsyncClient, Client
 from protocols.errors import ErrorCode, PnsError, RemoteError
 
@@ -237,119 +239,6 @@ def spawn_floor(cmd: dict[str, Any]) -> dict[str, Any]:
     tally = Tally()
     elapsed = _seq_phase(one, count=cmd["count"], seconds=cmd["seconds"], tally=tally)
     return outcome(tally, elapsed)
-
-
-# -- asynchronous submissions, then every result --------------------------------------------
-
-def jobs(cmd: dict[str, Any]) -> dict[str, Any]:
-    return asyncio.run(_jobs(cmd))
-
-
-async def _jobs(cmd: dict[str, Any]) -> dict[str, Any]:
-    count, inflight = cmd["count"], cmd["inflight"]
-    inputs = [{"x": i, "name": "stranger"} for i in range(count)]
-    ids: list[Any] = [None] * count
-    submit, result, close = _job_ops(cmd)
-    busy = [0]
-    errors: list[str] = []
-    try:
-        started = time.perf_counter()
-        await _each(count, inflight, lambda i: _retry_busy(
-            lambda: submit(inputs[i]), busy, lambda job: ids.__setitem__(i, job), errors),
-            cmd["seconds"])
-        submitted = time.perf_counter()
-        got: list[Any] = [None] * count
-        missing = [0]
-
-        async def collect(i: int) -> None:
-            if ids[i] is None:
-                missing[0] += 1
-                return
-            for _ in range(200):
-                value = await result(ids[i])
-                if value is not _NOT_READY:
-                    got[i] = value
-                    return
-                await asyncio.sleep(0.005)
-            missing[0] += 1
-
-        await _each(count, inflight, collect, cmd["seconds"])
-        finished = time.perf_counter()
-    finally:
-        await close()
-    wrong = sum(1 for i in range(count) if ids[i] is not None and got[i] != inputs[i])
-    end = time.time()
-    return {"window": [end - (finished - started), end], "count": count,
-            "submitted": sum(j is not None for j in ids), "busy": busy[0],
-            "missing": missing[0], "wrong": wrong - missing[0], "errors": len(errors),
-            "error": errors[0] if errors else "",
-            "submit_s": submitted - started, "collect_s": finished - submitted,
-            "elapsed": finished - started, "rate": count / (finished - started)}
-
-
-_NOT_READY = object()
-
-
-def _job_ops(cmd: dict[str, Any]) -> tuple[Any, Any, Any]:
-    if cmd["target"] == "bare":
-        bare = BareAsyncClient(cmd["endpoint"])
-
-        async def bare_submit(value: Any) -> Any:
-            return (await bare.call(["submit", value]))[0]
-
-        async def bare_result(job: Any) -> Any:
-            value = (await bare.call(["result", job]))[0]
-            return _NOT_READY if value is None else value
-
-        async def bare_close() -> None:
-            bare.close()
-
-        return bare_submit, bare_result, bare_close
-    client = AsyncClient(cmd["endpoint"], key=bytes.fromhex(cmd["key"]), timeout=30.0)
-
-    async def pns_submit(value: Any) -> Any:
-        return (await client.call("submit", {"pts": cmd["pts"], "input": value}))["job"]["id"]
-
-    async def pns_result(job: Any) -> Any:
-        try:
-            return (await client.call("job.result", {"job": job}))["result"]
-        except RemoteError as exc:
-            if exc.code == ErrorCode.NOT_READY:
-                return _NOT_READY
-            raise
-
-    return pns_submit, pns_result, client.close
-
-
-async def _retry_busy(call: Callable[[], Awaitable[Any]], busy: list[int],
-                      keep: Callable[[Any], Any], errors: list[str]) -> None:
-    for _ in range(100):
-        try:
-            keep(await call())
-            return
-        except RemoteError as exc:
-            if exc.code != ErrorCode.BUSY:
-                errors.append(f"{exc.code}: {exc}")
-                return
-            busy[0] += 1
-            await asyncio.sleep(0.01)
-        except (PnsError, TimeoutError) as exc:
-            errors.append(f"{type(exc).__name__}: {exc}")
-            return
-
-
-async def _each(count: int, inflight: int, work: Callable[[int], Awaitable[None]],
-                seconds: float) -> None:
-    index = iter(range(count))
-    deadline = time.perf_counter() + seconds
-
-    async def lane() -> None:
-        for i in index:
-            if time.perf_counter() > deadline:
-                return
-            await work(i)
-
-    await asyncio.gather(*(lane() for _ in range(inflight)))
 
 
 # -- HTTP --------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.stack import Service, Stack
+from bench.services import Service
+from bench.stack import Stack
 from harness.procs import free_port, http_ready, wait_until
 
 VERSION = "0.24"

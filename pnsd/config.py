@@ -1,9 +1,10 @@
 """Daemon settings: where pnsd lives, what it listens on and which PTS it serves.
 
-Owns finding and reading the TOML config (stdlib ``tomllib``: configuration is data, never
-executed code), the ``[pts.NAME]`` tables of the config file, of ``$PNS_HOME/pts.d/*.toml`` and
+Owns finding the TOML config and what its ``[pnsd]`` keys mean (types, defaults, paths), the
+``[pts.NAME]`` tables of the config file, of ``$PNS_HOME/pts.d/*.toml`` and
 of the packaged demo, creating the home directory, and the message-signing key file. It must not
-open sockets, start processes or import PTS code.
+open sockets, start processes or import PTS code. Reading a TOML file and checking its
+tables key by key is :mod:`pnsd.tomltable`'s.
 
 Config file lookup: ``--config``, ``$PNS_CONFIG``, ``~/.config/pns/pnsd.toml``,
 ``/etc/pns/pnsd.toml``, else built-in defaults. An explicit file that is missing is an error; the
@@ -31,7 +32,6 @@ import importlib.resources
 import os
 import re
 import socket
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from importlib.resources.abc import Traversable
@@ -43,6 +43,7 @@ import structlog
 
 from pnsd.errors import ConfigError, InvalidSpec
 from pnsd.spec import PtsSpec, parse_spec
+from pnsd.tomltable import Table, check_top_level, read_toml
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -132,10 +133,10 @@ def load_settings(*, config: Path | None = None, home: Path | None = None,
     """
     source = find_config(config, env)
     origin = str(source) if source else "<built-in defaults>"
-    document = _read_toml(source, origin) if source else {}
+    document = read_toml(source, origin) if source else {}
     # [pnsweb] belongs to the web front-end, which shares this file; pnsd ignores it.
-    _check_top_level(document, origin, allowed={"pnsd", "pts", "pnsweb"})
-    table = _Table(document.get("pnsd", {}), origin, "pnsd")
+    check_top_level(document, origin, allowed={"pnsd", "pts", "pnsweb"})
+    table = Table(document.get("pnsd", {}), origin, "pnsd")
     table.check_known(PNSD_KEYS)
     home_dir = _resolve_home(home, env, table, source)
     values = _pnsd_values(table, home_dir, env)
@@ -196,60 +197,7 @@ def _make_private_dir(path: Path) -> None:
         _log.warning("dir_made_private", path=str(path), was=f"{mode:o}", now="700")
 
 
-class _Table:
-    """Typed access to one config table; every failure names the file and the key."""
-
-    def __init__(self, data: object, origin: str, name: str) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{origin}: [{name}] must be a table", file=origin, key=name)
-        self.data: dict[str, Any] = data
-        self.origin = origin
-        self.name = name
-
-    def fail(self, key: str, what: str) -> ConfigError:
-        message = f"{self.origin}: [{self.name}] {key!r} {what}"
-        return ConfigError(message, file=self.origin, key=key)
-
-    def check_known(self, known: frozenset[str]) -> None:
-        unknown = sorted(set(self.data) - known)
-        if unknown:
-            raise self.fail(unknown[0], f"is not a known key (known: {', '.join(sorted(known))})")
-
-    def text(self, key: str, default: str, *, allow_empty: bool = False) -> str:
-        value = self.data.get(key, default)
-        if not isinstance(value, str) or not (value or allow_empty):
-            raise self.fail(key, "must be a non-empty string")
-        return value
-
-    def integer(self, key: str, default: int, *, low: int) -> int:
-        value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, "must be an integer")
-        if value < low:
-            raise self.fail(key, f"must be at least {low}")
-        return value
-
-    def number(self, key: str, default: float, *, low: float) -> float:
-        value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(key, "must be a number")
-        if value < low:
-            raise self.fail(key, f"must be at least {low}")
-        return float(value)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(key, "must be true or false")
-        return value
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        if (value := self.text(key, default).lower()) not in choices:
-            raise self.fail(key, f"must be one of {', '.join(choices)}")
-        return value
-
-
-def _pnsd_values(table: _Table, home: Path, env: Mapping[str, str]) -> dict[str, Any]:
+def _pnsd_values(table: Table, home: Path, env: Mapping[str, str]) -> dict[str, Any]:
     """The ``[pnsd]`` keys other than ``home``, validated, with paths made absolute."""
     values: dict[str, Any] = {
         key: home / _expand(table.text(key, default), env) for key, default in PATH_DEFAULTS.items()
@@ -280,7 +228,7 @@ def _pnsd_values(table: _Table, home: Path, env: Mapping[str, str]) -> dict[str,
     return values
 
 
-def _store(table: _Table) -> str | None:
+def _store(table: Table) -> str | None:
     value = table.text("store", "", allow_empty=True)
     if value and not value.startswith(("postgresql://", "postgres://")):
         raise table.fail("store", "must be a postgresql:// URL (leave it out for SQLite)")
@@ -292,21 +240,21 @@ def redacted_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def _ipc_endpoint(table: _Table, home: Path, env: Mapping[str, str]) -> str:
+def _ipc_endpoint(table: Table, home: Path, env: Mapping[str, str]) -> str:
     value = table.text("endpoint", "ipc://run/pnsd.sock")
     if not value.startswith("ipc://") or value == "ipc://":
         raise table.fail("endpoint", "must be an ipc:// address (TCP goes in tcp_endpoint)")
     return f"ipc://{home / _expand(value.removeprefix('ipc://'), env)}"
 
 
-def _tcp_endpoint(table: _Table, key: str) -> str | None:
+def _tcp_endpoint(table: Table, key: str) -> str | None:
     value = table.text(key, "", allow_empty=True)
     if value and not value.startswith("tcp://"):
         raise table.fail(key, "must be a tcp://host:port address")
     return value or None
 
 
-def _insecure(table: _Table) -> bool:
+def _insecure(table: Table) -> bool:
     """``tcp_insecure`` (TCP without CURVE) is refused unless every TCP endpoint is loopback."""
     if not table.boolean("tcp_insecure", False):
         return False
@@ -323,7 +271,7 @@ def is_loopback(endpoint: str) -> bool:
     return host in {"localhost", "::1"} or host.startswith("127.")
 
 
-def _resolve_home(home: Path | None, env: Mapping[str, str], table: _Table,
+def _resolve_home(home: Path | None, env: Mapping[str, str], table: Table,
                   source: Path | None) -> Path:
     """``--home`` > ``$PNS_HOME`` > ``home`` in the file (relative to the file) > ``~/pns``."""
     if home is not None:
@@ -353,8 +301,8 @@ def _pts_dir_documents(pts_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     documents = []
     for path in sorted(pts_dir.glob("*.toml")):
         if path.is_file():
-            document = _read_toml(path, str(path))
-            _check_top_level(document, str(path), allowed={"pts"})
+            document = read_toml(path, str(path))
+            check_top_level(document, str(path), allowed={"pts"})
             documents.append((str(path), document))
     return documents
 
@@ -365,8 +313,8 @@ def _collect_pts(demo_file: Traversable | None,
     specs: dict[str, PtsSpec] = {}
     if demo_file is not None:
         origin = f"demo PTS file {demo_file}"
-        document = _read_toml(demo_file, origin)
-        _check_top_level(document, origin, allowed={"pts"})
+        document = read_toml(demo_file, origin)
+        check_top_level(document, origin, allowed={"pts"})
         specs.update(_pts_tables(document, origin))
     owners: dict[str, str] = {}
     for origin, document in user_docs:
@@ -382,7 +330,7 @@ def _collect_pts(demo_file: Traversable | None,
 
 
 def _pts_tables(document: Mapping[str, Any], origin: str) -> dict[str, PtsSpec]:
-    tables = _Table(document.get("pts", {}), origin, "pts").data
+    tables = Table(document.get("pts", {}), origin, "pts").data
     specs = {}
     for name, table in tables.items():
         try:
@@ -391,27 +339,3 @@ def _pts_tables(document: Mapping[str, Any], origin: str) -> dict[str, PtsSpec]:
             raise ConfigError(f"{origin}: [pts.{name}] {exc.message}",
                               file=origin, key=f"pts.{name}") from exc
     return specs
-
-
-def _check_top_level(document: Mapping[str, Any], origin: str, *, allowed: set[str]) -> None:
-    unknown = sorted(set(document) - allowed)
-    if unknown:
-        tables = ", ".join(f"[{name}]" for name in sorted(allowed))
-        raise ConfigError(
-            f"{origin}: unknown top-level key {unknown[0]!r} (allowed: {tables})",
-            file=origin, key=unknown[0],
-        )
-
-
-def _read_toml(source: Traversable, origin: str) -> dict[str, Any]:
-    try:
-        raw = source.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{origin}: cannot read: {exc.strerror or exc}", file=origin) from exc
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{origin}: not UTF-8 text", file=origin) from exc
-    except tomllib.TOMLDecodeError as exc:
-        # the message carries "(at line N, column M)"
-        raise ConfigError(f"{origin}: bad TOML: {exc}", file=origin) from exc

@@ -4,7 +4,8 @@ One implementation, two flavours over the sans-I/O core :class:`protocols.sessio
 :class:`AsyncClient` drives it with a DEALER pumped by the event loop (:mod:`protocols.pump`);
 :class:`Client` drives it with a blocking DEALER. Both keep many requests in flight on one
 socket and give every call a timeout. Owns sockets; never decides what a reply means beyond
-success or error. Python 3.8 compatible.
+success or error. The socket, its monitor and the session both flavours share are
+:mod:`protocols.connection`'s. Python 3.8 compatible.
 
 The link holds whatever a peer sends: a request over the size limit is refused before it is
 sent (``too_large``), a reply the codec refuses fails its call with the codec's error, and no
@@ -27,11 +28,10 @@ import time
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Set, Tuple
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
-from protocols.codec import DEFAULT_MAX_BYTES, Message
+from protocols.codec import Message
+from protocols.connection import CONNECT_WAIT, Connection, unavailable
 from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, RemoteError
-from protocols.membership import secure_client
 from protocols.messages import JOB_EVENT
 from protocols.pump import Pump, recv_frames, send_frames
 from protocols.results import RESULT_CHUNK, chunk_end, chunk_request, unpack_result
@@ -41,95 +41,13 @@ from protocols.uploads import run_async, run_blocking
 
 __all__ = ["TRACE", "AsyncClient", "Client", "Pending"]
 
-DEFAULT_TIMEOUT = 30.0
-CONNECT_WAIT = 2.0    # how long a send waits for the connection before "unavailable"
-_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
-
-
-class _Connection:
-    """A DEALER connected to the daemon plus the session that encodes for it."""
-
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        key: bytes = b"",
-        timeout: float = DEFAULT_TIMEOUT,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        skew: float = 60.0,
-        context: "Optional[zmq.Context[Any]]" = None,
-        curve: Optional[Tuple[bytes, bytes, bytes]] = None,
-        local: Optional[bool] = None,
-    ) -> None:
-        self.endpoint = endpoint
-        self.handshake = ""     # why the last CURVE handshake failed, if it did
-        self.timeout = timeout
-        # Blob frames go unsigned (lengths signed) on ipc://, and are taken so; a daemon that
-        # also serves TCP takes signed ones only: say local=False (SPEC.md, "Blob frames").
-        ipc = endpoint.startswith("ipc://")
-        self._session = _Session(key, max_bytes=max_bytes, skew=skew,
-                                 local=ipc if local is None else local, take_unsigned=ipc)
-        self._own_context = context is None
-        self._context: zmq.Context[Any] = context or zmq.Context()
-        socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
-        socket.setsockopt(zmq.LINGER, 0)
-        # Queue nothing for a daemon that is not connected: a send fails at once instead, and
-        # the caller learns the daemon is unavailable rather than waiting out its timeout.
-        socket.setsockopt(zmq.IMMEDIATE, 1)
-        socket.setsockopt(zmq.SNDHWM, 100_000)
-        socket.setsockopt(zmq.RCVHWM, 100_000)
-        events = zmq.EVENT_DISCONNECTED
-        if curve is not None:
-            secure_client(socket, curve)
-            events |= _HANDSHAKE_FAILED
-        # Made before connecting, so that no drop of the connection goes unseen.
-        self._monitor: zmq.Socket[bytes] = socket.get_monitor_socket(events)
-        socket.connect(endpoint)
-        self._socket = socket
-        self._setup()
-
-    @property
-    def max_bytes(self) -> int:
-        """The message limit this client keeps to."""
-        return self._session.codec.max_bytes
-
-    def _setup(self) -> None:
-        """The flavour's own state."""
-
-    def _lost(self, frames: List[bytes]) -> Optional[str]:
-        """For a monitor message saying the connection dropped: why, for the callers."""
-        try:
-            event = parse_monitor_message(frames)["event"]
-        except (ValueError, IndexError, KeyError):   # not a monitor event: nothing dropped
-            return None
-        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-            self.handshake = "the daemon refused this client's CURVE key"
-        elif event & _HANDSHAKE_FAILED:
-            self.handshake = "CURVE handshake failed (is the server key the daemon's?)"
-        if event != zmq.EVENT_DISCONNECTED:
-            return None
-        return ("the connection to the daemon at %s was lost; the request may or may not "
-                "have run" % self.endpoint)
-
-    def _release(self) -> None:
-        self._monitor.close(linger=0)
-        if self._own_context:
-            self._context.term()
-
 
 def _expire(future: "asyncio.Future[Message]", op: str) -> None:
     if not future.done():
         future.set_exception(ClientTimeout("no reply to %s within the timeout" % op))
 
 
-def _unavailable(endpoint: str, handshake: str = "") -> RemoteError:
-    if handshake:
-        return RemoteError(ErrorCode.AUTH, "daemon at %s: %s" % (endpoint, handshake))
-    return RemoteError(ErrorCode.UNAVAILABLE, "daemon at %s is not reachable" % endpoint)
-
-
-class AsyncClient(_Connection):
+class AsyncClient(Connection):
     """asyncio client; safe to share between tasks of one event loop."""
 
     def _setup(self) -> None:
@@ -226,7 +144,7 @@ class AsyncClient(_Connection):
             delay = min(delay * 2, 0.05)
             if self._send_now(frames):
                 return
-        raise _unavailable(self.endpoint, self.handshake)
+        raise unavailable(self.endpoint, self.handshake)
 
     def _deliver(self, frames: List[bytes]) -> None:
         message = self._session.read(frames)
@@ -304,7 +222,7 @@ class Pending:
         return self._client._wait(self, timeout)
 
 
-class Client(_Connection):
+class Client(Connection):
     """Blocking client for one thread; ``send`` many, then collect each ``Pending.result``."""
 
     def _setup(self) -> None:
@@ -324,11 +242,11 @@ class Client(_Connection):
         # Not connected (yet): give the connection a moment, then report the daemon absent.
         if not self._writable.poll(int(CONNECT_WAIT * 1000)):
             self._check_link()      # a failed handshake says why
-            raise _unavailable(self.endpoint, self.handshake)
+            raise unavailable(self.endpoint, self.handshake)
         try:
             send_frames(self._socket, frames)
         except zmq.Again:
-            raise _unavailable(self.endpoint) from None
+            raise unavailable(self.endpoint) from None
         self._waiting.add(msg_id)
         return Pending(self, op, msg_id)
 

@@ -35,9 +35,10 @@ import zmq
 
 from protocols.codec import DEFAULT_MAX_BYTES, Codec
 from protocols.context import EntryError, RunContext
+from protocols.keeper import make_pipe, note
 from protocols.membership import Membership, load_keys, secure_client
 from protocols.version import WORKER_PROTOCOLS
-from protocols.workerruntime import CAPABILITIES, Call, WorkerRuntime, make_pipe, note
+from protocols.workerruntime import CAPABILITIES, Call, WorkerRuntime
 
 EXIT_BAD_ENTRY = 3
 EXIT_INIT_FAILED = 4

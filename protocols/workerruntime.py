@@ -8,7 +8,9 @@ in order and run after it; a cancelled one is answered at once, a stop answers t
 Threads: the main thread owns the socket and runs each task itself, so a short run costs no
 thread hand-off. While it runs one, a :class:`Keeper` thread watches; once a task has run for a
 tick (at most 0.1 s), the keeper takes the socket over (heartbeats, progress, cancel, stop, busy
-answers) and hands it back when the task ends, so a long run never silences the heartbeat.
+answers) and hands it back when the task ends, so a long run never silences the heartbeat;
+the keeper, the task it watches and the outbox a PTS reports through are
+:mod:`protocols.keeper`'s.
 A remote worker's joining and rejoining is :mod:`protocols.membership`'s, driven from the poll
 loop. The process entry (options, key, signals, init) is :mod:`protocols.worker`. Imports only
 ``protocols``, pyzmq, msgpack and the stdlib (Python 3.8+).
@@ -21,7 +23,6 @@ import collections
 import contextlib
 import inspect
 import os
-import select
 import sys
 import threading
 import time
@@ -34,26 +35,16 @@ from protocols import messages
 from protocols.codec import Codec, Message, new_message_id
 from protocols.context import RunContext, accepts_ctx, load_entry
 from protocols.errors import ErrorCode, PnsError, ProtocolError
+from protocols.keeper import Keeper, Outbox, Outgoing, Task, drain_pipe, make_pipe, note, wake_up
 from protocols.membership import EXIT_REFUSED, Membership
 from protocols.pump import recv_frames, send_frames
 
 EXIT_OK = 0
-EXIT_KEEPER_FAILED = 5
 OPS = ("run", "init", "config", "clean")
 CAPABILITIES = ["cancel", "progress", "log"]
 MAX_LINE = 16 * 1024          # characters of one task.log line
-MAX_PENDING_LOGS = 1000       # log lines waiting to be sent; beyond, lines are dropped
-URGENT_PENDING = 64           # this many waiting messages call the keeper in before its tick
 MAX_TICK = 0.1                # seconds a task runs before the keeper takes the socket over
 _POLLIN = int(zmq.POLLIN)     # a plain int: pyzmq's enum flags cost a construction per use
-
-Outgoing = Tuple[str, Any, Optional[str]]     # (message type, body, re)
-
-
-def note(text: str) -> None:
-    """One line on stderr: the daemon forwards the worker's stderr into its log."""
-    sys.stderr.write("pns-worker[%d]: %s\n" % (os.getpid(), text))
-    sys.stderr.flush()
 
 
 class Call:
@@ -70,61 +61,6 @@ class Call:
         if self.is_async:
             return asyncio.run(self.func(data, **kwargs))
         return self.func(data, **kwargs)
-
-
-class Outbox:
-    """Progress and log messages from the PTS (any thread) to whoever holds the socket.
-
-    A byte on a pipe wakes the keeper while it stands in (``listening``) or when messages pile
-    up; otherwise the main thread sends them after the task, at no cost per message. Progress
-    is coalesced and log lines are capped, so a chatty PTS cannot exhaust memory.
-    """
-
-    def __init__(self, wake_fd: int) -> None:
-        self.wake_fd = wake_fd
-        self._lock = threading.Lock()
-        self._items = []  # type: List[Outgoing]
-        self._logs = 0
-        self._listening = False
-        self.dropped = 0
-
-    def put(self, item: Outgoing) -> None:
-        with self._lock:
-            kind = item[0]
-            if kind == messages.TASK_PROGRESS and self._items and self._items[-1][0] == kind:
-                self._items[-1] = item
-                return
-            if kind == messages.TASK_LOG and self._logs >= MAX_PENDING_LOGS:
-                self.dropped += 1
-                return
-            self._items.append(item)
-            self._logs += kind == messages.TASK_LOG
-            count = len(self._items)
-            wake = count == URGENT_PENDING or (count == 1 and self._listening)
-        if wake:
-            wake_up(self.wake_fd)
-
-    def listen(self, on: bool) -> None:
-        """Whether every first message should wake the socket's holder (the keeper)."""
-        with self._lock:
-            self._listening = on
-
-    def take(self) -> List[Outgoing]:
-        if not self._items:     # most tasks report nothing: no lock, no new list
-            return []
-        with self._lock:
-            items, self._items, self._logs = self._items, [], 0
-        return items
-
-
-class Task:
-    """The task being run; ``finished`` tells the keeper to hand the socket back."""
-
-    __slots__ = ("ctx", "data", "finished", "id", "op")
-
-    def __init__(self, task_id: str, op: str, data: Any, ctx: RunContext) -> None:
-        self.id, self.op, self.data, self.ctx = task_id, op, data, ctx
-        self.finished = False
 
 
 class WorkerRuntime:
@@ -180,10 +116,10 @@ class WorkerRuntime:
             if item is self.socket:
                 self.receive()
             elif item == self.signal_fd:
-                _drain_pipe(self.signal_fd)      # only signals write there
+                drain_pipe(self.signal_fd)      # only signals write there
                 self.signalled = True
             elif item == self.wake_fd:
-                _drain_pipe(self.wake_fd)
+                drain_pipe(self.wake_fd)
             elif self.membership is not None and self.membership.on_event():
                 self.refuse(self.membership.refusal)
         membership = self.membership
@@ -392,62 +328,3 @@ class WorkerRuntime:
             send_frames(self.socket, frames)
         except zmq.Again:
             note("dropped an outgoing message: the daemon is not reading")
-
-
-class Keeper(threading.Thread):
-    """Takes the socket over while a task runs for longer than a tick (see the module doc).
-
-    It looks once a tick rather than being told of each task: waking a thread per task costs
-    more than a short task's whole round trip.
-    """
-
-    def __init__(self, runtime: WorkerRuntime, *, tick: float) -> None:
-        # daemon: a PTS that ignores cancel must not keep the process alive at exit
-        super().__init__(name="keeper", daemon=True)
-        self.runtime = runtime
-        self.tick = tick
-
-    def run(self) -> None:
-        try:
-            self.watch()
-        except Exception:  # the thread's boundary: a worker without its keeper must not go on
-            note("the keeper failed:\n%s" % traceback.format_exc().rstrip())
-            os._exit(EXIT_KEEPER_FAILED)
-
-    def watch(self) -> None:
-        runtime, seen = self.runtime, None  # type: WorkerRuntime, Optional[Task]
-        poller = select.poll()
-        poller.register(runtime.wake_fd, select.POLLIN)
-        while True:
-            woken = bool(poller.poll(self.tick * 1000))
-            if woken:
-                _drain_pipe(runtime.wake_fd)
-            task = runtime.current
-            if task is None or task.finished:
-                seen = None
-            elif task is not seen and not woken:
-                seen = task          # running now; still running a tick later: stand in
-            else:
-                with runtime.owner:
-                    if runtime.current is task and not task.finished:
-                        runtime.stand_in(task)
-                seen = None
-
-
-def make_pipe() -> Tuple[int, int]:
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
-    os.set_blocking(write_fd, False)
-    return read_fd, write_fd
-
-
-def wake_up(fd: int) -> None:
-    with contextlib.suppress(BlockingIOError):   # a full pipe holds wake-ups already
-        os.write(fd, b"\0")
-
-
-def _drain_pipe(fd: int) -> None:
-    # One read takes every wake-up byte there is; only a full buffer means there may be more.
-    with contextlib.suppress(BlockingIOError):
-        while len(os.read(fd, 4096)) == 4096:
-            pass

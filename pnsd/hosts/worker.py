@@ -2,17 +2,18 @@
 
 Owns one wire per generation (a ROUTER at an ipc:// path under the run dir, or each worker's
 stdin and stdout for ``transport = "stdio"``: the same messages either way, see
-:mod:`pnsd.hosts.stdiolink`), the worker slots and their lifecycle (spawning, hellos and the
-protocol version they agree on, exits, respawns on the restart budget, heartbeats), receiving
-and sending worker messages, the host's state, and the cancel -> grace -> kill ladder of
-timed-out or cancelled runs. Which task runs on which worker, the line of callers waiting for
-one, deadlines and outcomes belong to :mod:`pnsd.hosts.dispatcher`; processes are spawned,
-described and stopped by :mod:`pnsd.hosts.children`, worker positions and launches are
-:mod:`pnsd.hosts.workerslot`'s. Remote workers (``remote_workers`` in the spec) join through the
-daemon's gate (:mod:`pnsd.hosts.remote`) and are served like the host's own; one that stops
-heartbeating is dropped, failing its run (or handing it to another worker if the PTS is
-idempotent). It must not admit or record jobs: the registry and scheduler
-above do that, and call :meth:`run` for at most ``spec.slots`` runs at once.
+:mod:`pnsd.hosts.stdiolink`), the worker slots, their hellos and the protocol version they
+agree on, receiving and sending worker messages, the host's state, and the cancel -> grace ->
+kill ladder of timed-out or cancelled runs; the slots' lifecycle (spawning, exits, respawns on
+the restart budget, heartbeats) is :mod:`pnsd.hosts.lifecycle`'s. Which task runs on which
+worker, the line of callers waiting for one, deadlines and outcomes belong to
+:mod:`pnsd.hosts.dispatcher`; processes are spawned, described and stopped by
+:mod:`pnsd.hosts.children`, worker positions and launches are :mod:`pnsd.hosts.workerslot`'s.
+Remote workers (``remote_workers`` in the spec) join through the daemon's gate
+(:mod:`pnsd.hosts.remote`) and are served like the host's own; one that stops heartbeating is
+dropped, failing its run (or handing it to another worker if the PTS is idempotent). It must
+not admit or record jobs: the registry and scheduler above do that, and call :meth:`run` for
+at most ``spec.slots`` runs at once.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from typing import Any
 import structlog
 import zmq
 
-from pnsd.errors import BadRequest, InvalidSpec, Unavailable
+from pnsd.errors import BadRequest
 from pnsd.hosts.base import HostState, no_mailbox
-from pnsd.hosts.children import Child
 from pnsd.hosts.dispatcher import Dispatcher, Run
 from pnsd.hosts.leftovers import GroupLedger
+from pnsd.hosts.lifecycle import WorkerLifecycle
 from pnsd.hosts.remote import JoinRefused, RemoteSlot
 from pnsd.hosts.stdiolink import PipeWire
 from pnsd.hosts.workerslot import (
@@ -58,7 +59,7 @@ __all__ = ["WorkerHost", "WorkerTuning"]
 log = structlog.get_logger(__name__)
 
 
-class WorkerHost:
+class WorkerHost(WorkerLifecycle):
     """Runs one generation of a worker-mode PTS."""
 
     queues_runs = True
@@ -273,94 +274,6 @@ class WorkerHost:
             worker.route(frames)
         else:
             self._outbox.send(worker, frames)
-
-    # -- the worker lifecycle ------------------------------------------------------------
-
-    async def _start_workers(self) -> None:
-        await asyncio.gather(*(self._spawn(worker) for worker in self._workers))
-        hellos = {w.hello for w in self._workers if w.hello is not None}
-        if not hellos:      # no local workers: remote ones join when they will
-            return
-        limit = self.tuning.start_timeout
-        done, pending = await asyncio.wait(hellos, timeout=limit,
-                                           return_when=asyncio.FIRST_EXCEPTION)
-        for worker in self._workers:
-            process = worker.ended
-            if worker.hello in done and worker.hello.exception() and process is not None:
-                message = await worker.start_error(self.spec.name, str(worker.hello.exception()))
-                bad_spec = process.returncode in (3, 4)      # cannot load the entry or init
-                raise (InvalidSpec if bad_spec else Unavailable)(message)
-        if pending:
-            raise Unavailable(f"PTS {self.spec.name}: {len(pending)} of {len(self._workers)} "
-                              f"workers did not say hello within {limit:g} s")
-
-    async def _spawn(self, worker: WorkerSlot) -> None:
-        try:
-            process = await worker.spawn(self._launch, limits=self.spec.limits,
-                                         label={"pts": self.spec.name}, tuning=self.tuning,
-                                         ledger=self._ledger, wire=self._outbox)
-        except OSError as exc:
-            raise Unavailable(f"PTS {self.spec.name}: cannot start a worker "
-                              f"({self._launch.argv[0]}): {exc.strerror or exc}") from exc
-        self._by_identity[worker.identity] = worker
-        process.exited.add_done_callback(lambda _: self._on_exit(worker, process))
-        if self._state.state in ("stopping", "stopped"):
-            process.signal(signal.SIGKILL)
-        else:
-            await process.note()
-
-    def _on_exit(self, worker: WorkerSlot, process: Child) -> None:
-        process.signal(signal.SIGKILL)        # whatever the PTS left behind in its group
-        process.closed.add_done_callback(lambda _: process.close())
-        self._keep(process.forget(), "forget")
-        if worker.process is not process:
-            return
-        reason, counts = worker.release(process, self.spec.limits,
-                                        expected=self._state.state in ("stopping", "stopped"))
-        self._by_identity.pop(worker.identity, None)
-        if worker.hello is not None and not worker.hello.done():
-            worker.hello.set_exception(ChildProcessError(reason))
-        self._runs.worker_lost(worker, reason, pid=process.pid)
-        if self._state.state == "ready":
-            self._respawn_later(worker, reason, counts=counts)
-
-    def _respawn_later(self, worker: WorkerSlot, reason: str, *, counts: bool) -> None:
-        worker.failures += counts
-        delay = self._restarts.delay(worker.failures) if counts else 0.0
-        if delay is None:
-            self._mark_unavailable(f"restart budget exhausted ({self.tuning.restarts} restarts "
-                                   f"in {self.tuning.restart_window:g} s); last exit: {reason}")
-            return
-        self._keep(self._respawn(worker, delay), f"respawn-{worker.index}")
-
-    async def _respawn(self, worker: WorkerSlot, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)    # restart backoff, not synchronisation
-        try:
-            await self._spawn(worker)
-        except Unavailable as exc:
-            self._mark_unavailable(exc.message)
-            return
-        assert worker.hello is not None
-        done, _ = await asyncio.wait({worker.hello}, timeout=self.tuning.start_timeout)
-        if not done:
-            worker.kill(f"no hello within {self.tuning.start_timeout:g} s", counts=True)
-
-    def _mark_unavailable(self, reason: str) -> None:
-        self._set_state("unavailable", reason)
-        self._runs.recheck()
-        log.error("pts_unavailable", pts=self.spec.name, reason=reason)
-
-    async def _watch_heartbeats(self) -> None:
-        limit = self.tuning.heartbeat * self.tuning.missed_beats
-        while True:
-            await asyncio.sleep(self.tuning.heartbeat / 2)   # a periodic check
-            now = time.monotonic()
-            for worker in list(self._workers):     # a remote one leaves the list when killed
-                silent = now - worker.last_seen
-                if worker.ready and silent > limit:
-                    worker.kill(f"no heartbeat for {silent:.1f} s (hung or stopped)",
-                                counts=True)
 
     # -- remote workers --------------------------------------------------------------------
 

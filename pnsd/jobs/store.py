@@ -4,7 +4,8 @@ every blob in its row on a PostgreSQL server that several nodes share).
 Owns the job operations and the per-job blob directory; every statement runs on the writer
 thread that :func:`pnsd.jobs.storedb.open_writer` gives it (SQLite's, or the PostgreSQL twin
 in :mod:`pnsd.jobs.pgdb`), and asyncio callers await futures. Recovery after a crash is
-:mod:`pnsd.jobs.recovery`'s, the size bound :mod:`pnsd.jobs.trimming`'s. Writes are
+:mod:`pnsd.jobs.recovery`'s, the size bound :mod:`pnsd.jobs.trimming`'s, the records of
+finished synchronous runs :mod:`pnsd.jobs.recording`'s. Writes are
 group-committed: a durable write returns only after its transaction committed, a
 non-durable one once it is queued (its failure is only logged and counted); the open
 transaction commits when a durable write arrives, the batch is full or a few milliseconds
@@ -29,9 +30,10 @@ import structlog
 from pnsd.config import redacted_url
 from pnsd.errors import Conflict, NotFound, NotOwner, StorageError
 from pnsd.jobs import jobsql, recovery
-from pnsd.jobs.blobfiles import read_blob, read_range, remove, remove_all, write_blob, write_blobs
+from pnsd.jobs.blobfiles import read_blob, read_range, remove, remove_all, write_blob
 from pnsd.jobs.model import Job, Status
 from pnsd.jobs.packed import Packed
+from pnsd.jobs.recording import SyncRecords
 from pnsd.jobs.storedb import Kind, Op, SqlFn, Writer, open_writer
 from pnsd.jobs.trimming import Trimmed, Trimmer
 from pnsd.jobs.turnbatch import TurnBatch
@@ -43,16 +45,12 @@ JobList = list[Job]  # JobStore.list shadows the builtin inside the class
 Ids = list[str]
 MAX_INLINE = 1 << 62   # no blob is too big for its row
 
-class JobStore:
-    """Job records in SQLite at ``db_path``; blobs over ``inline_limit`` under ``files_dir``."""
+class JobStore(SyncRecords):
+    """Job records in SQLite at ``db_path``; blobs over ``inline_limit`` under ``files_dir``
+    (finished synchronous runs are recorded by :class:`SyncRecords`)."""
 
     BATCH_DELAY = 0.005  # seconds a non-durable write may wait for its commit
-    RECORD_DELAY = 0.020  # seconds records of finished sync runs gather before the hand-over
-    RECORD_BATCH = 256    # ... or this many of them
     MAX_BACKLOG = 10_000  # queued ops past which non-durable writes wait (back-pressure)
-    # Bytes of blob files a record may leave for the writer: past it, recording waits, so
-    # that a disk slower than the requests bounds the daemon's memory, not the queue.
-    FILE_BACKLOG = 32 * 2**20
 
     def __init__(
         self,
@@ -157,91 +155,6 @@ class JobStore:
     def fits_inline(self, blob: bytes | Packed | None) -> bool:
         """True when ``blob`` is kept in its row rather than in a file."""
         return blob is None or len(blob) <= self._inline_limit
-
-    async def record(self, job: Job, input_blob: bytes | Packed,
-                     result_blob: bytes | Packed | None) -> None:
-        """Record a finished synchronous run in one insert, group-committed, not awaited: its
-        caller has the outcome already, so nothing waits for the commit (or for blobs to reach
-        the disk); a crash may lose the latest such records, never an acknowledged one.
-
-        Blobs too large for the row are written by the writer thread, from the values in
-        memory (never joined into one buffer), just before the row's insert: a write that
-        fails (a full disk) records this job as failed with ``storage`` and leaves no file.
-        """
-        if self.fits_inline(input_blob) and self.fits_inline(result_blob):
-            return self.record_now(job, input_blob, result_blob)   # most: nothing to wait for
-        row = self._record_row(job, input_blob, result_blob)
-        files: dict[str, bytes | Packed] = {}
-        for name, blob in (("input", input_blob), ("result", result_blob)):
-            if self.fits_inline(blob):
-                row.update({name: None if blob is None else bytes(blob), f"{name}_file": 0})
-            else:
-                assert blob is not None
-                row.update({name: None, f"{name}_file": 1})
-                files[name] = blob
-        loop = asyncio.get_running_loop()
-        forget = partial(loop.call_soon_threadsafe, self._trimmer.forget, [job.id])
-        op = self._queued_writer().submit(
-            Kind.WRITE, partial(_insert_with_files, self._job_dir(job.id), files, row, forget),
-            durable=False, what=f"record job {job.id}")
-        assert op.future is not None
-        self._grew(row["input_size"] + row["result_size"])
-        await self._within_backlog(op.future, sum(len(blob) for blob in files.values()))
-
-    async def _within_backlog(self, future: Future[Any], size: int) -> None:
-        """Note a record's unwritten files; wait while more than FILE_BACKLOG bytes are."""
-        self._unwritten = [(f, n) for f, n in self._unwritten if not f.done()]
-        self._unwritten.append((future, size))
-        while sum(n for _f, n in self._unwritten) > self.FILE_BACKLOG and len(self._unwritten) > 1:
-            oldest, _size = self._unwritten.pop(0)
-            await asyncio.wait({asyncio.wrap_future(oldest)})
-
-    def record_now(self, job: Job, input_blob: bytes | Packed,
-                   result_blob: bytes | Packed | None) -> None:
-        """:meth:`record` for blobs that :meth:`fits_inline`: no file to write, no wait."""
-        if not (self.fits_inline(input_blob) and self.fits_inline(result_blob)):
-            raise ValueError("record_now takes blobs that fit inline only")
-        row = self._record_row(job, input_blob, result_blob)
-        row.update(input=bytes(input_blob), input_file=0,
-                   result=None if result_blob is None else bytes(result_blob), result_file=0)
-        self._queue_record(row)
-
-    def _record_row(self, job: Job, input_blob: bytes | Packed,
-                    result_blob: bytes | Packed | None) -> dict[str, Any]:
-        if not job.is_finished:
-            raise Conflict(f"job {job.id} is {job.status.value}, not finished", job=job.id)
-        job.node = self.node
-        job.input_size = len(input_blob)
-        job.result_size = 0 if result_blob is None else len(result_blob)
-        return job.to_row()
-
-    def _queue_record(self, row: dict[str, Any]) -> None:
-        if self._writer is None:
-            raise StorageError(f"job store {self._path} is not open")
-        # Rows gathered for a few milliseconds go to the writer thread as one write: a
-        # hand-over (a thread wake-up, and the GIL passed back and forth) per run costs more
-        # than the insert. Every other op hands them over first (_queued_writer), so reads
-        # and later writes still see them in order.
-        if not self._records:
-            self._hand_over_timer = asyncio.get_running_loop().call_later(
-                self.RECORD_DELAY, self._hand_over)
-        self._records.append(row)
-        if len(self._records) >= self.RECORD_BATCH:
-            self._hand_over()
-        self._grew(row["input_size"] + row["result_size"])
-
-    def _hand_over(self) -> None:
-        if self._hand_over_timer is not None:
-            self._hand_over_timer.cancel()
-            self._hand_over_timer = None
-        rows, self._records = self._records, []
-        if not rows:
-            return
-        if self._writer is None:       # closed in between: they were never acknowledged
-            log.warning("records_dropped", count=len(rows), reason="store closed")
-            return
-        self._writer.submit_nowait(partial(jobsql.insert_many, rows),
-                                   what=f"record {len(rows)} jobs")
 
     def _queued_writer(self) -> Writer:
         """The writer, once the records and durable writes waiting for their hand-over are
@@ -445,20 +358,3 @@ class JobStore:
         if not in_file:
             return blob
         return await asyncio.to_thread(read_blob, self._job_dir(job_id) / f"{name}.bin")
-
-
-
-def _insert_with_files(job_dir: Path, files: dict[str, bytes | Packed], row: dict[str, Any],
-                       forget: Callable[[], Any], conn: Any) -> None:
-    """On the writer thread: a synchronous run's blob files, then its row. If a file cannot
-    be written, the row records the job as failed (``storage``), without input or result,
-    and the daemon forgets the success it holds in memory (``forget``): the job's result is
-    then that error, never a missing or partial result."""
-    problem = write_blobs(job_dir, files)
-    if problem is not None:
-        forget()
-        log.warning("job_blobs_not_written", job=row["id"], error=problem)
-        row.update(status=Status.FAILED.value, reason="storage", input=None, input_file=0,
-                   result=None, result_file=0, result_size=0,
-                   message=f"the outcome could not be recorded: {problem}")
-    jobsql.insert(row, conn)

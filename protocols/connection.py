@@ -1,0 +1,104 @@
+"""A client's link to the daemon: the DEALER, its monitor and the session that encodes for it.
+
+Owns the socket options (no queueing for a daemon that is not connected, high-water marks,
+no ``ZMQ_MAXMSGSIZE``), CURVE on ``tcp://``, the monitor that sees the connection drop or a
+CURVE handshake fail, and the error a caller gets for a daemon it cannot reach. What both
+flavours of :mod:`protocols.client` share; it must not send requests or wait for replies
+(the flavours do). Python 3.8 compatible.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from protocols.codec import DEFAULT_MAX_BYTES
+from protocols.errors import ErrorCode, RemoteError
+from protocols.membership import secure_client
+from protocols.session import Session as _Session
+
+DEFAULT_TIMEOUT = 30.0
+CONNECT_WAIT = 2.0    # how long a send waits for the connection before "unavailable"
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+
+
+class Connection:
+    """A DEALER connected to the daemon plus the session that encodes for it."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        key: bytes = b"",
+        timeout: float = DEFAULT_TIMEOUT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        skew: float = 60.0,
+        context: "Optional[zmq.Context[Any]]" = None,
+        curve: Optional[Tuple[bytes, bytes, bytes]] = None,
+        local: Optional[bool] = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.handshake = ""     # why the last CURVE handshake failed, if it did
+        self.timeout = timeout
+        # Blob frames go unsigned (lengths signed) on ipc://, and are taken so; a daemon that
+        # also serves TCP takes signed ones only: say local=False (SPEC.md, "Blob frames").
+        ipc = endpoint.startswith("ipc://")
+        self._session = _Session(key, max_bytes=max_bytes, skew=skew,
+                                 local=ipc if local is None else local, take_unsigned=ipc)
+        self._own_context = context is None
+        self._context: zmq.Context[Any] = context or zmq.Context()
+        socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        # Queue nothing for a daemon that is not connected: a send fails at once instead, and
+        # the caller learns the daemon is unavailable rather than waiting out its timeout.
+        socket.setsockopt(zmq.IMMEDIATE, 1)
+        socket.setsockopt(zmq.SNDHWM, 100_000)
+        socket.setsockopt(zmq.RCVHWM, 100_000)
+        events = zmq.EVENT_DISCONNECTED
+        if curve is not None:
+            secure_client(socket, curve)
+            events |= _HANDSHAKE_FAILED
+        # Made before connecting, so that no drop of the connection goes unseen.
+        self._monitor: zmq.Socket[bytes] = socket.get_monitor_socket(events)
+        socket.connect(endpoint)
+        self._socket = socket
+        self._setup()
+
+    @property
+    def max_bytes(self) -> int:
+        """The message limit this client keeps to."""
+        return self._session.codec.max_bytes
+
+    def _setup(self) -> None:
+        """The flavour's own state."""
+
+    def _lost(self, frames: List[bytes]) -> Optional[str]:
+        """For a monitor message saying the connection dropped: why, for the callers."""
+        try:
+            event = parse_monitor_message(frames)["event"]
+        except (ValueError, IndexError, KeyError):   # not a monitor event: nothing dropped
+            return None
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            self.handshake = "the daemon refused this client's CURVE key"
+        elif event & _HANDSHAKE_FAILED:
+            self.handshake = "CURVE handshake failed (is the server key the daemon's?)"
+        if event != zmq.EVENT_DISCONNECTED:
+            return None
+        return ("the connection to the daemon at %s was lost; the request may or may not "
+                "have run" % self.endpoint)
+
+    def _release(self) -> None:
+        self._monitor.close(linger=0)
+        if self._own_context:
+            self._context.term()
+
+
+def unavailable(endpoint: str, handshake: str = "") -> RemoteError:
+    """The error of a call that could not reach the daemon (``auth`` after a refused
+    CURVE handshake)."""
+    if handshake:
+        return RemoteError(ErrorCode.AUTH, "daemon at %s: %s" % (endpoint, handshake))
+    return RemoteError(ErrorCode.UNAVAILABLE, "daemon at %s is not reachable" % endpoint)
