@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -42,11 +42,9 @@ class WorkerLifecycle:
     _state: HostState
     _runs: Dispatcher
 
-    def _set_state(self, state: str, reason: str = "") -> None:
-        raise NotImplementedError
-
-    def _keep(self, coro: Any, name: str) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:   # the host's own methods, which this part calls
+        def _set_state(self, state: str, reason: str = "") -> None: ...
+        def _keep(self, coro: Any, name: str) -> None: ...
 
     async def _start_workers(self) -> None:
         await asyncio.gather(*(self._spawn(worker) for worker in self._workers))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -48,17 +48,11 @@ class SyncRecords:
     _hand_over_timer: asyncio.TimerHandle | None
     _unwritten: list[tuple[Future[Any], int]]   # record ops with blob files
 
-    def fits_inline(self, blob: bytes | Packed | None) -> bool:
-        raise NotImplementedError
-
-    def _queued_writer(self) -> Writer:
-        raise NotImplementedError
-
-    def _grew(self, size: int) -> None:
-        raise NotImplementedError
-
-    def _job_dir(self, job_id: str) -> Path:
-        raise NotImplementedError
+    if TYPE_CHECKING:   # the store's own methods, which this part calls
+        def fits_inline(self, blob: bytes | Packed | None) -> bool: ...
+        def _queued_writer(self) -> Writer: ...
+        def _grew(self, size: int) -> None: ...
+        def _job_dir(self, job_id: str) -> Path: ...
 
     async def record(self, job: Job, input_blob: bytes | Packed,
                      result_blob: bytes | Packed | None) -> None:
