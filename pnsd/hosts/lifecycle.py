@@ -45,6 +45,7 @@ class WorkerLifecycle:
     if TYPE_CHECKING:   # the host's own methods, which this part calls
         def _set_state(self, state: str, reason: str = "") -> None: ...
         def _keep(self, coro: Any, name: str) -> None: ...
+        def _on_hello(self, worker: WorkerSlot, message: Any) -> None: ...
 
     async def _start_workers(self) -> None:
         await asyncio.gather(*(self._spawn(worker) for worker in self._workers))
@@ -65,19 +66,25 @@ class WorkerLifecycle:
                               f"workers did not say hello within {limit:g} s")
 
     async def _spawn(self, worker: WorkerSlot) -> None:
+        # known before the process exists: a quick worker's hello may arrive while the spawn
+        # is still being recorded (it is kept in ``worker.early`` and handled below)
+        self._by_identity[worker.begin()] = worker
         try:
             process = await worker.spawn(self._launch, limits=self.spec.limits,
                                          label={"pts": self.spec.name}, tuning=self.tuning,
                                          ledger=self._ledger, wire=self._outbox)
         except OSError as exc:
+            self._by_identity.pop(worker.identity, None)
             raise Unavailable(f"PTS {self.spec.name}: cannot start a worker "
                               f"({self._launch.argv[0]}): {exc.strerror or exc}") from exc
-        self._by_identity[worker.identity] = worker
         process.exited.add_done_callback(lambda _: self._on_exit(worker, process))
         if self._state.state in ("stopping", "stopped"):
             process.signal(signal.SIGKILL)
-        else:
-            await process.note()
+            return
+        early, worker.early = worker.early, None
+        if early is not None:
+            self._on_hello(worker, early)
+        await process.note()
 
     def _on_exit(self, worker: WorkerSlot, process: Child) -> None:
         process.signal(signal.SIGKILL)        # whatever the PTS left behind in its group

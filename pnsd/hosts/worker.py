@@ -237,7 +237,10 @@ class WorkerHost(WorkerLifecycle):
             log.exception("worker_message_failed", pts=self.spec.name, type=message.type)
 
     def _on_hello(self, worker: WorkerSlot, message: Message) -> None:
-        if worker.hello is None or worker.hello.done() or worker.process is None:
+        if worker.hello is None or worker.hello.done():
+            return
+        if worker.process is None:      # its spawn is still being recorded: handled after it
+            worker.early = message
             return
         body = message.body if isinstance(message.body, dict) else {}
         protocol, refusal = choose_protocol(body)

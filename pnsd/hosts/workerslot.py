@@ -102,18 +102,25 @@ class WorkerSlot:
     ended: Child | None = None   # the last process that ended
     output: OutputForwarder | None = None   # the current (or last) process's output
     stream_fault: str = ""       # what broke the current process's stdio stream, if anything
+    early: Any = None            # its hello, if it came before the spawn was recorded
     # a remote worker's way out (its gate's socket); None: the generation's own wire
     route: Callable[[list[bytes]], None] | None = None
 
-    async def spawn(self, launch: Launch, *, limits: Limits, label: Mapping[str, object],
-                    tuning: WorkerTuning, ledger: GroupLedger | None = None,
-                    wire: Wire | None = None) -> Child:
-        """Start this position's next process (a long-lived child: it dies with the daemon)."""
+    def begin(self) -> bytes:
+        """This position's next process: its identity and hello, known before it exists (its
+        hello may come before :meth:`spawn` returns)."""
         self.spawns += 1
         self.identity = f"w{self.index}.{self.spawns}".encode()
         self.hello = asyncio.get_running_loop().create_future()
         self.hello.add_done_callback(consume)
-        self.kill_reason, self.ready, self.stream_fault = "", False, ""
+        self.kill_reason, self.ready, self.stream_fault, self.early = "", False, "", None
+        return self.identity
+
+    async def spawn(self, launch: Launch, *, limits: Limits, label: Mapping[str, object],
+                    tuning: WorkerTuning, ledger: GroupLedger | None = None,
+                    wire: Wire | None = None) -> Child:
+        """Start the process :meth:`begin` named (a long-lived child: it dies with the
+        daemon)."""
         output = OutputForwarder({**label, "worker": self.index}, tuning)
         process = await launch.spawn(
             self.identity.decode(), limits=limits,

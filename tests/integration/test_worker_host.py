@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from harness.procs import alive, group_members, naming
 from pnsd.errors import InvalidSpec, RunTimeout, Unavailable, WorkerDied
 from pnsd.hosts.worker import WorkerHost
-from pnsd.hosts.workerslot import WorkerTuning
+from pnsd.hosts.workerslot import WorkerSlot, WorkerTuning
 from pnsd.spec import parse_spec
 from protocols.codec import Codec
 from protocols.context import RunContext
@@ -342,6 +342,26 @@ async def test_a_flood_of_output_is_capped_and_the_host_keeps_serving(
     assert all(len(e["line"]) <= FAST.output_line for e in lines)
     assert any(e["event"] == "worker_output_dropped" for e in logs)
     assert await host.run(0, timeout=20, ctx=RunContext()) == "flooded"
+
+
+async def test_a_hello_that_comes_before_the_spawn_is_recorded_is_kept(
+        make_host: HostMaker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quick worker may say hello while the daemon is still recording its spawn (the await
+    of the process's creation): that hello is kept and handled once the spawn is recorded,
+    never dropped as from an unknown worker (which left the start waiting for good)."""
+    spawn = WorkerSlot.spawn
+
+    async def hello_first(self: WorkerSlot, *args: Any, **kwargs: Any) -> Any:
+        child = await spawn(self, *args, **kwargs)
+        process, self.process = self.process, None      # as while the spawn is recorded
+        await until(lambda: self.early is not None, timeout=20)
+        self.process = process
+        return child
+
+    monkeypatch.setattr(WorkerSlot, "spawn", hello_first)
+    host = await make_host({"entry": "pnsd.demo:echo", "workers": 2})
+    assert host.state().state == "ready"
+    assert await host.run({"x": 1}, timeout=20, ctx=RunContext()) == {"x": 1}
 
 
 async def test_malformed_and_foreign_frames_are_dropped(make_host: HostMaker) -> None:
