@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 import zmq
 
-from pnsd.hosts.workerslot import WorkerSlot, choose_protocol
+from pnsd.hosts.handshake import choose_protocol
+from pnsd.hosts.workerslot import WorkerSlot
 from pnsd.refusals import ANSWER_TEXT, Refusals
 from protocols import messages
 from protocols.codec import Codec, Message, message_id

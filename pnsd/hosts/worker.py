@@ -31,6 +31,7 @@ import zmq
 from pnsd.errors import BadRequest
 from pnsd.hosts.base import HostState, no_mailbox
 from pnsd.hosts.dispatcher import Dispatcher, Run
+from pnsd.hosts.handshake import choose_protocol
 from pnsd.hosts.leftovers import GroupLedger
 from pnsd.hosts.lifecycle import WorkerLifecycle
 from pnsd.hosts.remote import JoinRefused, RemoteSlot
@@ -44,7 +45,6 @@ from pnsd.hosts.workerslot import (
     WorkerSlot,
     WorkerTuning,
     cancel_and_wait,
-    choose_protocol,
     stop_processes,
 )
 from pnsd.spec import HOOKS, PtsSpec

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from pnsd.errors import InvalidSpec
-from pnsd.hosts.workerslot import choose_protocol, worker_command
+from pnsd.hosts.handshake import choose_protocol
+from pnsd.hosts.workerslot import worker_command
 from pnsd.spec import parse_spec
 
 
