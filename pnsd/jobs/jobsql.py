@@ -20,6 +20,7 @@ JOB_COLUMNS = (
     "id, pts, status, created, started, finished, updated, progress, message, reason, sync, "
     "version, input_size, result_size, owner, idem_key, node"
 )
+MAX_SIZE = (1 << 63) - 1    # a bound no blob reaches
 FINISHED_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in FINISHED))
 STATE_SQL = (
     "status = :status, started = :started, finished = :finished, updated = :updated, "
@@ -107,6 +108,23 @@ def select_job(job_id: str, conn: sqlite3.Connection) -> Job:
     if row is None:
         raise NotFound(f"no job {job_id}", job=job_id)
     return Job.from_row(row)
+
+
+_WANTED = "status = 'successful' AND result_size <= ?"
+_OUTCOME_SQL = (f"SELECT {JOB_COLUMNS}, CASE WHEN {_WANTED} THEN result END AS kept, "
+                f"CASE WHEN {_WANTED} THEN result_file ELSE 0 END AS kept_file "
+                "FROM jobs WHERE id = ?")
+
+
+def select_outcome(job_id: str, max_bytes: int | None, conn: sqlite3.Connection
+                   ) -> tuple[Job, bytes | None, bool]:
+    """A job, its result if it succeeded with one of at most ``max_bytes`` (else None), and
+    whether that result is in a file rather than the row."""
+    limit = MAX_SIZE if max_bytes is None else max_bytes
+    row = conn.execute(_OUTCOME_SQL, (limit, limit, job_id)).fetchone()
+    if row is None:
+        raise NotFound(f"no job {job_id}", job=job_id)
+    return Job.from_row(row), row[-2], bool(row[-1])
 
 
 def select_jobs(sql: str, params: list[Any], conn: sqlite3.Connection) -> list[Job]:
