@@ -5,13 +5,12 @@ Owns the job operations and the per-job blob directory; every statement runs on 
 thread that :func:`pnsd.jobs.storedb.open_writer` gives it (SQLite's, or the PostgreSQL twin
 in :mod:`pnsd.jobs.pgdb`), and asyncio callers await futures. Recovery after a crash is
 :mod:`pnsd.jobs.recovery`'s, the size bound :mod:`pnsd.jobs.trimming`'s, the records of
-finished synchronous runs :mod:`pnsd.jobs.recording`'s. Writes are
-group-committed: a durable write returns only after its transaction committed, a
-non-durable one once it is queued (its failure is only logged and counted); the open
-transaction commits when a durable write arrives, the batch is full or a few milliseconds
+finished synchronous runs :mod:`pnsd.jobs.recording`'s. Writes are group-committed: a
+durable write returns only after the transaction holding it committed, a non-durable one once
+it is queued (its failure is only logged and counted); the open transaction commits once
+nothing more is queued and a caller waits for it, or the batch is full, or a few milliseconds
 have passed; the reads and durable writes of one loop turn reach the writer as one op
-(:mod:`pnsd.jobs.turnbatch`). Blobs are opaque
-bytes (msgpack from the caller): the store must not decode them, must not run jobs and must
+(:mod:`pnsd.jobs.turnbatch`). Blobs are opaque bytes (msgpack from the caller): the store must not decode them, must not run jobs and must
 never block the event loop.
 """
 
@@ -49,7 +48,7 @@ class JobStore(SyncRecords):
     """Job records in SQLite at ``db_path``; blobs over ``inline_limit`` under ``files_dir``
     (finished synchronous runs are recorded by :class:`SyncRecords`)."""
 
-    BATCH_DELAY = 0.005  # seconds a non-durable write may wait for its commit
+    BATCH_DELAY = 0.005  # seconds a transaction stays open for more writes, at most
     MAX_BACKLOG = 10_000  # queued ops past which non-durable writes wait (back-pressure)
 
     def __init__(
