@@ -10,8 +10,8 @@ durable write returns only after the transaction holding it committed, a non-dur
 it is queued (its failure is only logged and counted); the open transaction commits once
 nothing more is queued and a caller waits for it, or the batch is full, or a few milliseconds
 have passed; the reads and durable writes of one loop turn reach the writer as one op
-(:mod:`pnsd.jobs.turnbatch`). Blobs are opaque bytes (msgpack from the caller): the store must not decode them, must not run jobs and must
-never block the event loop.
+(:mod:`pnsd.jobs.turnbatch`). Blobs are opaque bytes (msgpack from the caller): the store
+must not decode them, must not run jobs and must never block the event loop.
 """
 
 from __future__ import annotations
