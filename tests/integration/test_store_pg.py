@@ -207,7 +207,7 @@ async def test_a_server_that_goes_away_and_comes_back(tmp_path: Path) -> None:
             with capture_logs() as logs:
                 # the insert fails, or, if the server's backend outlives it for a moment,
                 # the commit after it: either way the write fails and nothing is acknowledged
-                with pytest.raises(StorageError, match="job store could not (record|commit)"):
+                with pytest.raises(StorageError, match=r"job store could not (record|commit)"):
                     await store.add(Job.create("echo", 5.0), b"")
                 server.start()
                 back = Job.create("echo", 6.0)
