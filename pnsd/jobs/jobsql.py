@@ -8,6 +8,7 @@ queue work, touch files or know about asyncio.
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 import sqlite3
 from collections.abc import Iterable
@@ -20,19 +21,28 @@ JOB_COLUMNS = (
     "id, pts, status, created, started, finished, updated, progress, message, reason, sync, "
     "version, input_size, result_size, owner, idem_key, node"
 )
+MAX_SIZE = (1 << 63) - 1    # a bound no blob reaches
 FINISHED_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in FINISHED))
 STATE_SQL = (
     "status = :status, started = :started, finished = :finished, updated = :updated, "
     "progress = :progress, message = :message, reason = :reason, version = :version"
 )
+# The hot statements bind positionally: by name costs more per row (bench/FINDINGS.md,
+# "Micro-measurements").
+_STATE = ("status", "started", "finished", "updated", "progress", "message", "reason",
+          "version")
+_UPDATE_SQL = (f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in _STATE)} "
+               "WHERE id = ? AND node = ?")
+_update_params = operator.itemgetter(*_STATE, "id", "node")
+_RESULT = ("result", "result_file", "result_size")
+_FINISH_SQL = (f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in (*_STATE, *_RESULT))} "
+               "WHERE id = ? AND node = ?")
+_finish_params = operator.itemgetter(*_STATE, *_RESULT, "id", "node")
 
 
 def insert_many(rows: list[dict[str, Any]], conn: sqlite3.Connection) -> None:
-    columns = list(rows[0])     # every row has these columns
-    # Positional parameters: binding by name costs more per row (bench/FINDINGS.md,
-    # "Micro-measurements").
-    sql = (f"INSERT INTO jobs ({', '.join(columns)}) "
-           f"VALUES ({', '.join('?' * len(columns))})")
+    columns = tuple(rows[0])     # every row has these columns
+    sql = _insert_sql(columns)
     try:
         conn.executemany(sql, map(operator.itemgetter(*columns), rows))
     except sqlite3.IntegrityError:   # a duplicate id among them: keep the others
@@ -41,13 +51,14 @@ def insert_many(rows: list[dict[str, Any]], conn: sqlite3.Connection) -> None:
                 insert(row, conn)
 
 
-def insert_sql(row: dict[str, Any]) -> str:
-    return f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join(f':{c}' for c in row)})"
+@functools.lru_cache(maxsize=16)
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
 
 def insert(row: dict[str, Any], conn: sqlite3.Connection) -> None:
     try:
-        conn.execute(insert_sql(row), row)
+        conn.execute(_insert_sql(tuple(row)), tuple(row.values()))
     except sqlite3.IntegrityError:   # the primary key: one statement, no look-up first
         raise Conflict(f"job {row['id']} exists already", job=row["id"]) from None
 
@@ -73,7 +84,7 @@ def select_keyed(owner: str, key: str, conn: sqlite3.Connection) -> Job | None:
 
 def update(row: dict[str, Any], conn: sqlite3.Connection) -> None:
     """Record a job's state; only its owner (``row["node"]``) may (see :func:`missing`)."""
-    cursor = conn.execute(f"UPDATE jobs SET {STATE_SQL} WHERE id = :id AND node = :node", row)
+    cursor = conn.execute(_UPDATE_SQL, _update_params(row))
     if cursor.rowcount == 0:
         missing(row, conn)
 
@@ -84,11 +95,7 @@ def update_all(rows: Iterable[dict[str, Any]], conn: sqlite3.Connection) -> None
 
 
 def finish(row: dict[str, Any], conn: sqlite3.Connection) -> None:
-    sql = (
-        f"UPDATE jobs SET {STATE_SQL}, result = :result, result_file = :result_file, "
-        "result_size = :result_size WHERE id = :id AND node = :node"
-    )
-    if conn.execute(sql, row).rowcount == 0:
+    if conn.execute(_FINISH_SQL, _finish_params(row)).rowcount == 0:
         missing(row, conn)
 
 
@@ -107,6 +114,23 @@ def select_job(job_id: str, conn: sqlite3.Connection) -> Job:
     if row is None:
         raise NotFound(f"no job {job_id}", job=job_id)
     return Job.from_row(row)
+
+
+_WANTED = "status = 'successful' AND result_size <= ?"
+_OUTCOME_SQL = (f"SELECT {JOB_COLUMNS}, CASE WHEN {_WANTED} THEN result END AS kept, "
+                f"CASE WHEN {_WANTED} THEN result_file ELSE 0 END AS kept_file "
+                "FROM jobs WHERE id = ?")
+
+
+def select_outcome(job_id: str, max_bytes: int | None, conn: sqlite3.Connection
+                   ) -> tuple[Job, bytes | None, bool]:
+    """A job, its result if it succeeded with one of at most ``max_bytes`` (else None), and
+    whether that result is in a file rather than the row."""
+    limit = MAX_SIZE if max_bytes is None else max_bytes
+    row = conn.execute(_OUTCOME_SQL, (limit, limit, job_id)).fetchone()
+    if row is None:
+        raise NotFound(f"no job {job_id}", job=job_id)
+    return Job.from_row(row), row[-2], bool(row[-1])
 
 
 def select_jobs(sql: str, params: list[Any], conn: sqlite3.Connection) -> list[Job]:

@@ -120,6 +120,7 @@ class PgConn:
     def __init__(self, url: str) -> None:
         self.url = url
         self.reconnects = 0
+        self.total_changes = 0   # rows written, as sqlite3's: a failed write that wrote first
         self._conn: psycopg.Connection[Any] | None = None
 
     def open(self) -> None:
@@ -145,11 +146,14 @@ class PgConn:
         conn = self._live()
         try:
             if params is None:
-                return conn.execute(cast(Any, sql))
-            return conn.execute(cast(Any, pg_sql(sql)), params)
+                cursor = conn.execute(cast(Any, sql))
+            else:
+                cursor = conn.execute(cast(Any, pg_sql(sql)), params)
         except psycopg.Error as exc:
             self._abandon()
             raise _translated(exc) from exc
+        self._count(cursor)
+        return cursor
 
     def executemany(self, sql: str, rows: Iterable[Any]) -> Any:
         """Run one statement over many rows, in a savepoint: if it fails, only its rows are
@@ -168,7 +172,13 @@ class PgConn:
                 conn.execute("ROLLBACK TO many")
                 conn.execute("RELEASE many")
             raise _translated(exc) from exc
+        self._count(cursor)
         return cursor
+
+    def _count(self, cursor: Any) -> None:
+        status = cursor.statusmessage or ""
+        if cursor.rowcount > 0 and status.startswith(("INSERT", "UPDATE", "DELETE")):
+            self.total_changes += cursor.rowcount
 
     def _abandon(self) -> None:
         conn = self._conn
@@ -244,25 +254,15 @@ class PgWriter(Writer):
                 conn.execute("ROLLBACK")
             raise
 
-    @staticmethod
-    def _isolated(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        # No savepoint: a failed statement rolls the transaction back (PgConn.execute) and the
-        # writer replays the ops before it. The ops run here write in one statement, or fail
-        # before they write, so a failed op leaves nothing of its own behind.
-        return fn(conn)
-
     def _begin(self, conn: sqlite3.Connection) -> None:
         if not conn.in_transaction:
             conn.execute("BEGIN")
             self._deadline = time.monotonic() + self._batch_delay
 
-    def _due(self, op: Op) -> bool:
-        # a durable write waits for the ops right behind it (see _next): one commit, one
-        # flush on the server, acknowledges them all
-        return len(self._applied) >= self._batch_size
-
     def _next(self, conn: sqlite3.Connection) -> Op | None:
-        if not self._waiting:
+        # a commit that callers wait for waits for the ops right behind it (their callers,
+        # just answered, send them a moment later): one commit, one flush on the server
+        if not self._waiting or not conn.in_transaction:
             return super()._next(conn)
         try:    # durable writes wait for their commit: only while more ops keep coming
             return self._queue.get(timeout=LINGER)

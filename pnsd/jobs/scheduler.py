@@ -249,16 +249,22 @@ class Scheduler:
 
     async def result(self, job_id: Any, *, owner: str | None = None,
                      max_bytes: int | None = None) -> tuple[Job, Any]:
-        """The job's result; TooLarge (before reading it) if stored larger than ``max_bytes``."""
-        job = await self._successful(job_id, owner)
+        """The job's result; TooLarge (before reading it) if stored larger than ``max_bytes``.
+        A job no longer in memory is read with its result in one query."""
         live = self._find(job_id)
+        job, blob = ((live.job, None) if live is not None
+                     else await self.store.outcome(job_id, max_bytes))
+        if not job.visible_to(owner):
+            raise NotFound(f"no job {job_id}", job=job_id)
+        self._check_successful(job)
         if live is not None and live.error is None and live.result_kept:
             return job, live.result
         if max_bytes is not None and job.result_size > max_bytes:
             raise TooLarge(f"the result of job {job.id} is {job.result_size} bytes, over the "
                            f"message limit: read it in chunks (job.result_chunk)",
                            job=job.id, size=job.result_size)
-        blob = await self.store.result(job_id)
+        if live is not None:     # in memory without its result
+            blob = await self.store.result(job_id)
         return job, None if blob is None else unpack(blob)
 
     async def result_chunk(self, job_id: Any, offset: int, limit: int, *,
@@ -274,12 +280,16 @@ class Scheduler:
 
     async def _successful(self, job_id: Any, owner: str | None) -> Job:
         job = await self.status(job_id, owner=owner)
+        self._check_successful(job)
+        return job
+
+    @staticmethod
+    def _check_successful(job: Job) -> None:
         if not job.is_finished:
-            raise NotReady(f"job {job_id} is {job.status.value}: no result yet",
-                           job=job_id, status=job.status.value)
+            raise NotReady(f"job {job.id} is {job.status.value}: no result yet",
+                           job=job.id, status=job.status.value)
         if job.status is not Status.SUCCESSFUL:
             raise failure_of(job)
-        return job
 
     def events_of(self, job_id: str) -> EventLog | None:
         live = self._find(job_id)

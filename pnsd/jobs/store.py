@@ -5,14 +5,13 @@ Owns the job operations and the per-job blob directory; every statement runs on 
 thread that :func:`pnsd.jobs.storedb.open_writer` gives it (SQLite's, or the PostgreSQL twin
 in :mod:`pnsd.jobs.pgdb`), and asyncio callers await futures. Recovery after a crash is
 :mod:`pnsd.jobs.recovery`'s, the size bound :mod:`pnsd.jobs.trimming`'s, the records of
-finished synchronous runs :mod:`pnsd.jobs.recording`'s. Writes are
-group-committed: a durable write returns only after its transaction committed, a
-non-durable one once it is queued (its failure is only logged and counted); the open
-transaction commits when a durable write arrives, the batch is full or a few milliseconds
-have passed; the durable writes of one loop turn reach the writer as one op
-(:mod:`pnsd.jobs.turnbatch`). Blobs are opaque
-bytes (msgpack from the caller): the store must not decode them, must not run jobs and must
-never block the event loop.
+finished synchronous runs :mod:`pnsd.jobs.recording`'s. Writes are group-committed: a
+durable write returns only after the transaction holding it committed, a non-durable one once
+it is queued (its failure is only logged and counted); the open transaction commits once
+nothing more is queued and a caller waits for it, or the batch is full, or a few milliseconds
+have passed; the reads and durable writes of one loop turn reach the writer as one op
+(:mod:`pnsd.jobs.turnbatch`). Blobs are opaque bytes (msgpack from the caller): the store
+must not decode them, must not run jobs and must never block the event loop.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ class JobStore(SyncRecords):
     """Job records in SQLite at ``db_path``; blobs over ``inline_limit`` under ``files_dir``
     (finished synchronous runs are recorded by :class:`SyncRecords`)."""
 
-    BATCH_DELAY = 0.005  # seconds a non-durable write may wait for its commit
+    BATCH_DELAY = 0.005  # seconds a transaction stays open for more writes, at most
     MAX_BACKLOG = 10_000  # queued ops past which non-durable writes wait (back-pressure)
 
     def __init__(
@@ -196,6 +195,16 @@ class JobStore(SyncRecords):
     async def get(self, job_id: str) -> Job:
         return await self._read(partial(jobsql.select_job, job_id), f"read job {job_id}")
 
+    async def outcome(self, job_id: str, max_bytes: int | None = None
+                      ) -> tuple[Job, bytes | None]:
+        """A job's record and, if it succeeded with a result of at most ``max_bytes``, the
+        result blob as stored (one query; None: no such result)."""
+        query = partial(jobsql.select_outcome, job_id, max_bytes)
+        job, blob, in_file = await self._read(query, f"read job {job_id}")
+        if in_file:
+            blob = await asyncio.to_thread(read_blob, self._job_dir(job_id) / "result.bin")
+        return job, blob
+
     async def keyed(self, owner: str, key: str) -> Job | None:
         """The job ``owner`` submitted with idempotency key ``key``, if its record exists."""
         return await self._read(partial(jobsql.select_keyed, owner, key), "read keyed job")
@@ -324,7 +333,11 @@ class JobStore(SyncRecords):
         return result
 
     async def _read(self, fn: SqlFn[T], what: str) -> T:
-        return await self._submit(Kind.READ, fn, durable=False, what=what)
+        """With the other reads and durable writes of this loop turn: one op, one wake-up."""
+        if self._records:       # records made before it go first
+            self._hand_over()
+        result: T = await self._batch.read(fn, what)
+        return result
 
     async def _write(self, fn: SqlFn[Any], durable: bool, what: str) -> None:
         """Durable: return once committed. Otherwise return once queued (a failure is logged

@@ -1,15 +1,15 @@
 """The job database's connection: one thread that owns it, runs every statement, group-commits.
 
-Owns the SQLite file's settings (WAL, ``synchronous=NORMAL``), its schema (versioned by
-``user_version``) and the writer thread. Callers hand it small functions of a connection;
-writes are batched into transactions: a durable write commits before its future resolves, the
-open transaction also commits when the batch is full or a few milliseconds have passed. It knows
-nothing of jobs beyond the schema; :mod:`pnsd.jobs.store` builds the job operations on top.
+Owns the writer thread (the file's settings and schema are :mod:`pnsd.jobs.sqlitefile`'s).
+Callers hand it small functions of a connection; writes are group-committed: every write
+queued while a transaction is open joins it, and it commits once nothing more is queued and
+somebody waits for it, or the batch is full, or a few milliseconds have passed. A durable
+write's future resolves only after the commit that made it durable. It knows nothing of jobs
+beyond the schema; :mod:`pnsd.jobs.store` builds the job operations on top.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import sqlite3
 import threading
@@ -24,47 +24,24 @@ from typing import Any, TypeVar
 import structlog
 
 from pnsd.errors import DaemonError, StorageError
+from pnsd.jobs.sqlitefile import connect
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 SqlFn = Callable[[sqlite3.Connection], T]
 
-SCHEMA_VERSION = 3
-BUSY_TIMEOUT = 5.0  # seconds SQLite waits for a lock held by another process
-# _MIGRATIONS[n] takes a database from user_version n to n + 1.
-_MIGRATIONS = (
-    """
-    CREATE TABLE jobs (
-        id TEXT PRIMARY KEY, pts TEXT NOT NULL, status TEXT NOT NULL,
-        created REAL NOT NULL, started REAL, finished REAL, updated REAL NOT NULL,
-        progress INTEGER NOT NULL, message TEXT NOT NULL, reason TEXT NOT NULL,
-        sync INTEGER NOT NULL, version TEXT NOT NULL,
-        input BLOB, input_file INTEGER NOT NULL, result BLOB, result_file INTEGER NOT NULL,
-        input_size INTEGER NOT NULL, result_size INTEGER NOT NULL
-    );
-    CREATE INDEX jobs_pts_created ON jobs (pts, created);
-    CREATE INDEX jobs_status ON jobs (status);
-    """,
-    # 2: jobs belong to the web user who made them ("" is the operator); an idempotency key
-    # names one job of its owner for as long as that job's record exists.
-    """
-    ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
-    ALTER TABLE jobs ADD COLUMN idem_key TEXT;
-    CREATE INDEX jobs_owner_created ON jobs (owner, created);
-    CREATE UNIQUE INDEX jobs_owner_idem_key ON jobs (owner, idem_key)
-        WHERE idem_key IS NOT NULL;
-    """,
-    # 3: the node that runs a job (one node writes an embedded store; a shared one has many)
-    "ALTER TABLE jobs ADD COLUMN node TEXT NOT NULL DEFAULT ''",
-)
-
 
 class Kind(Enum):
     READ = "read"
     WRITE = "write"
+    BATCH = "batch"     # reads and durable writes of one loop turn (pnsd.jobs.turnbatch)
     FLUSH = "flush"
     STOP = "stop"
+
+
+Item = tuple[SqlFn[Any], str, bool]       # a batch's fn, what it does, whether it writes
+Outcomes = list[tuple[Any, Exception | None]]   # each item's value or error, in order
 
 
 @dataclass
@@ -75,10 +52,23 @@ class Op:
     what: str
     # None for a non-durable write: nobody waits for it, and a Future is not free.
     future: Future[Any] | None = field(default_factory=Future)
+    items: list[Item] | None = None     # Kind.BATCH's
 
 
 class Writer:
-    """The thread that owns the connection and group-commits what callers queue."""
+    """The thread that owns the connection and group-commits what callers queue.
+
+    Every write queued while a transaction is open joins it; the transaction commits when
+    nothing more is queued and somebody waits for the commit (a durable write, or a read that
+    ran after one), when the batch is full, or when ``batch_delay`` has passed since it began.
+    A durable write's future, and a read's that ran after uncommitted durable writes, resolve
+    only after the commit: if the commit fails, they fail, and nothing is acknowledged.
+
+    No savepoint per write: a write that fails fails alone because SQLite undoes a failed
+    statement by itself and leaves the transaction open. A write that changed rows before it
+    failed cannot be undone alone: then the transaction is rolled back and the writes before
+    it replayed, as when SQLite rolls the whole transaction back by itself (a full disk).
+    """
 
     def __init__(
         self, path: Path, *, batch_size: int, batch_delay: float, max_db_bytes: int | None
@@ -88,12 +78,14 @@ class Writer:
         self.write_errors = 0
         self.lost = 0  # non-durable writes applied, then lost with a failed transaction
         self.crashed: StorageError | None = None
-        self._applied: list[Op] = []  # writes in the open transaction
+        self._applied: list[tuple[SqlFn[Any], bool]] = []  # writes in the open transaction
+        self._aborts = 0          # transactions given up: a batch op's earlier writes went too
+        self._abort_error = StorageError("job store could not commit")
         self._batch_size = batch_size
         self._batch_delay = batch_delay
         self._max_db_bytes = max_db_bytes
         self._deadline = 0.0
-        self._waiting: list[tuple[Future[Any], Any]] = []
+        self._waiting: list[tuple[Future[Any], Any]] = []   # answered after the commit
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
         self._opened: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name="pnsd-store", daemon=True)
@@ -122,8 +114,17 @@ class Writer:
         self._queue.put(op)
         return op
 
+    def submit_batch(self, items: list[Item], *, what: str) -> Op:
+        """Queue reads and durable writes as one op, run in order; its future resolves to
+        their :data:`Outcomes` once its writes are committed (each fails alone)."""
+        if self.crashed is not None:
+            raise self.crashed
+        op = Op(Kind.BATCH, None, True, what, items=items)
+        self._queue.put(op)
+        return op
+
     def submit_nowait(self, fn: SqlFn[Any], *, what: str) -> None:
-        """Queue a non-durable write nobody waits for (a single statement: see _write)."""
+        """Queue a non-durable write nobody waits for."""
         if self.crashed is not None:
             raise self.crashed
         self._queue.put(Op(Kind.WRITE, fn, False, what, None))
@@ -162,6 +163,8 @@ class Writer:
                 return op.future if op.future.set_running_or_notify_cancel() else None
             elif not op.future.set_running_or_notify_cancel():
                 continue  # the caller gave up before we started
+            elif op.kind is Kind.BATCH:
+                self._batch(conn, op)
             elif op.kind is Kind.FLUSH:
                 self._waiting.append((op.future, None))
                 self._commit(conn)
@@ -173,63 +176,87 @@ class Writer:
     def _next(self, conn: sqlite3.Connection) -> Op | None:
         """The next op, or None when the open transaction is due to commit."""
         if not conn.in_transaction:
-            return self._queue.get()
+            return None if self._waiting else self._queue.get()
         timeout = self._deadline - time.monotonic()
         if timeout <= 0:
             return None
-        try:
-            return self._queue.get(timeout=timeout)
+        try:    # with somebody waiting for the commit, only ops queued already join it
+            return self._queue.get_nowait() if self._waiting else self._queue.get(
+                timeout=timeout)
         except queue.Empty:
             return None
 
     def _read(self, conn: sqlite3.Connection, op: Op) -> None:
         assert op.fn is not None and op.future is not None
-        try:
-            op.future.set_result(op.fn(conn))
-        except Exception as exc:
-            op.future.set_exception(translate(exc, op.what))
+        value, error = self._query(conn, op.fn, op.what)
+        if error is not None:
+            op.future.set_exception(error)
+        elif self._waiting:     # it may have seen uncommitted durable writes: after the commit
+            self._waiting.append((op.future, value))
+        else:
+            op.future.set_result(value)
 
     def _write(self, conn: sqlite3.Connection, op: Op) -> None:
         assert op.fn is not None
-        try:
-            self._begin(conn)
-            # A nowait write is one statement, which SQLite undoes by itself on failure.
-            result = op.fn(conn) if op.future is None else self._isolated(conn, op.fn)
-        except Exception as exc:
-            self.write_errors += 1
-            if not op.durable or isinstance(exc, sqlite3.Error):  # else the caller reports it
-                log.warning("store_write_failed", what=op.what, error=str(exc))
-            if op.future is not None:
-                op.future.set_exception(translate(exc, op.what))
-            if not conn.in_transaction and self._applied:
-                self._replay(conn)
-            return
-        self._applied.append(op)
-        if op.durable:
-            assert op.future is not None
-            self._waiting.append((op.future, result))
-        elif op.future is not None:
-            op.future.set_result(result)
-        if self._due(op):
+        value, error = self._apply(conn, op.fn, op.what, op.durable)
+        if op.future is not None:
+            if error is not None:
+                op.future.set_exception(error)
+            elif op.durable:
+                self._waiting.append((op.future, value))
+            else:
+                op.future.set_result(value)
+        if len(self._applied) >= self._batch_size:
             self._commit(conn)
 
-    def _due(self, op: Op) -> bool:
-        """Whether the open transaction commits right after ``op``."""
-        return op.durable or len(self._applied) >= self._batch_size
+    def _batch(self, conn: sqlite3.Connection, op: Op) -> None:
+        assert op.items is not None and op.future is not None
+        aborts = self._aborts
+        outcomes: Outcomes = []
+        wrote = False       # a write to be committed before the op is answered
+        for fn, what, write in op.items:
+            if write:
+                outcome = self._apply(conn, fn, what, True)
+                wrote = wrote or outcome[1] is None
+            else:
+                outcome = self._query(conn, fn, what)
+            outcomes.append(outcome)
+            if self._aborts != aborts:   # its earlier writes went with the transaction
+                op.future.set_exception(self._abort_error)
+                return
+        if wrote or self._waiting:
+            self._waiting.append((op.future, outcomes))
+        else:
+            op.future.set_result(outcomes)
+        if len(self._applied) >= self._batch_size:
+            self._commit(conn)
 
     @staticmethod
-    def _isolated(conn: sqlite3.Connection, fn: SqlFn[T]) -> T:
-        """Run ``fn`` in a savepoint, so its failure undoes only its own statements."""
-        conn.execute("SAVEPOINT op")
+    def _query(conn: sqlite3.Connection, fn: SqlFn[Any], what: str
+               ) -> tuple[Any, Exception | None]:
         try:
-            return fn(conn)
-        except Exception:
-            if conn.in_transaction:  # else SQLite rolled back the whole batch itself
-                conn.execute("ROLLBACK TO op")
-            raise
-        finally:
-            if conn.in_transaction:
-                conn.execute("RELEASE op")
+            return fn(conn), None
+        except Exception as exc:
+            return None, translate(exc, what)
+
+    def _apply(self, conn: sqlite3.Connection, fn: SqlFn[Any], what: str, durable: bool
+               ) -> tuple[Any, Exception | None]:
+        """Run one write in the open transaction: its value, or its error alone."""
+        changes = conn.total_changes
+        try:
+            self._begin(conn)
+            value = fn(conn)
+        except Exception as exc:
+            self.write_errors += 1
+            if not durable or isinstance(exc, sqlite3.Error):  # else the caller reports it
+                log.warning("store_write_failed", what=what, error=str(exc))
+            if conn.in_transaction and conn.total_changes != changes:
+                self._rollback(conn)     # it wrote before failing: undo it with the rest
+            if not conn.in_transaction and self._applied:
+                self._replay(conn)
+            return None, translate(exc, what)
+        self._applied.append((fn, durable))
+        return value, None
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         if not conn.in_transaction:
@@ -237,14 +264,19 @@ class Writer:
             self._deadline = time.monotonic() + self._batch_delay
 
     def _replay(self, conn: sqlite3.Connection) -> None:
-        """Re-apply the batch a failed write took down (SQLite rolls back on SQLITE_FULL)."""
+        """Re-apply the writes of a transaction that a failed write took down."""
         try:
             self._begin(conn)
-            for op in self._applied:
-                assert op.fn is not None
-                op.fn(conn)
+            for fn, _durable in self._applied:
+                fn(conn)
         except Exception as exc:
             self._abort(conn, exc)
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("store_rollback_failed", path=str(self.path))
 
     def _commit(self, conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
@@ -259,19 +291,18 @@ class Writer:
             future.set_result(result)
 
     def _abort(self, conn: sqlite3.Connection, exc: Exception) -> None:
-        """Roll back the whole batch: durable callers learn it, nothing is acknowledged."""
+        """Roll back the whole batch: its callers learn it, nothing is acknowledged."""
         if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                log.exception("store_rollback_failed", path=str(self.path))
-        unacknowledged = sum(1 for op in self._applied if not op.durable)
+            self._rollback(conn)
+        unacknowledged = sum(1 for _fn, durable in self._applied if not durable)
         self.lost += unacknowledged
         log.error(
             "store_batch_lost", path=str(self.path), writes=len(self._applied),
             unacknowledged=unacknowledged, error=str(exc),
         )
-        self._fail_waiting(StorageError(f"job store could not commit: {exc}"))
+        self._aborts += 1
+        self._abort_error = StorageError(f"job store could not commit: {exc}")
+        self._fail_waiting(self._abort_error)
         self._applied = []
 
     def _crash(self, error: StorageError) -> None:
@@ -291,54 +322,7 @@ class Writer:
             future.set_exception(error)
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._make_private()
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
-        try:
-            self._prepare(conn)
-        except sqlite3.OperationalError as exc:
-            conn.close()
-            raise StorageError(f"cannot open job database {self.path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise StorageError(
-                f"job database {self.path} is corrupt or not a database: {exc}"
-            ) from exc
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _make_private(self) -> None:
-        """Create the database file 0600 (SQLite gives its -wal and -shm the same mode) and
-        tighten the three files if an earlier version left them readable by others."""
-        try:
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            for suffix in ("", "-wal", "-shm"):
-                path = Path(f"{self.path}{suffix}")
-                if path.exists() and path.stat().st_mode & 0o077:
-                    path.chmod(0o600)
-        except OSError as exc:
-            raise StorageError(f"cannot open job database {self.path}: {exc.strerror}") from exc
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"job database {self.path} has schema {version}; "
-                f"this pnsd understands up to {SCHEMA_VERSION}"
-            )
-        for step in range(version, SCHEMA_VERSION):
-            conn.executescript(
-                f"BEGIN; {_MIGRATIONS[step]}; PRAGMA user_version = {step + 1}; COMMIT;"
-            )
-        if self._max_db_bytes is not None:
-            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-            pages = max(1, self._max_db_bytes // page_size)
-            conn.execute(f"PRAGMA max_page_count = {pages}")
+        return connect(self.path, self._max_db_bytes)
 
 
 def open_writer(path: Path, url: str | None, *, batch_size: int, batch_delay: float,
