@@ -22,9 +22,14 @@ import ctypes
 import os
 from typing import Any, Callable, Optional, Tuple
 
-__all__ = ["TRIM_GROWTH", "Trimmer", "keep_trimmed", "resident", "trim"]
+__all__ = ["KEEP_FREE", "LARGE_BLOCK", "TRIM_GROWTH", "Trimmer", "keep_trimmed", "map_large_blocks",
+           "resident", "trim"]
 
 TRIM_GROWTH = 32 << 20       # bytes of growth in resident memory that call for a trim
+LARGE_BLOCK = 4 << 20        # blocks this large are mapped on their own, unmapped when freed
+KEEP_FREE = 32 << 20         # free bytes at the top of an arena kept before it is trimmed
+_M_TRIM_THRESHOLD = -1       # mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -41,6 +46,25 @@ _LIBC = _glibc()
 def trim() -> bool:
     """Give the free pages of every arena back; True if any were."""
     return _LIBC is not None and _LIBC.malloc_trim(0) == 1
+
+
+def map_large_blocks(threshold: int = LARGE_BLOCK, keep: int = KEEP_FREE) -> bool:
+    """Have every block of at least ``threshold`` bytes mapped on its own, and unmapped as
+    soon as it is freed, whichever thread allocates or frees it; True if glibc took it.
+
+    By default glibc raises that threshold to the largest block freed so far: after one
+    16 MiB message each later one is carved from an arena (one per thread that allocates:
+    the event loop, ZeroMQ's I/O thread, the store's writer, the parsing threads) and stays
+    resident there once freed, so a process's peak counts every arena's high-water mark.
+    Fixing the threshold also stops glibc raising the trim threshold with it: ``keep`` sets
+    it to what that rise gave, so that the small blocks of every request are not handed back
+    and faulted in again at each turn (a fixed threshold without it made small requests a
+    third slower: bench/FINDINGS.md, fourth pass).
+    """
+    if _LIBC is None:
+        return False
+    return bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, threshold)
+                and _LIBC.mallopt(_M_TRIM_THRESHOLD, keep))
 
 
 def resident() -> int:
@@ -86,13 +110,17 @@ class Trimmer:
         return before, after
 
 
-async def keep_trimmed(log: Callable[..., Any], *, every: float = 1.0) -> None:
+async def keep_trimmed(log: Callable[..., Any], *, every: float = 1.0,
+                       large_blocks: bool = False) -> None:
     """Look at resident memory every ``every`` seconds and trim when due (:class:`Trimmer`),
     until cancelled. Each trim is told to ``log`` (a structlog method, say) as
-    ``memory_trimmed`` with the resident MB before and after. Returns at once where there is
-    no ``malloc_trim`` (not glibc)."""
+    ``memory_trimmed`` with the resident MB before and after. With ``large_blocks``, first
+    has large blocks mapped on their own (:func:`map_large_blocks`). Returns at once where
+    there is no ``malloc_trim`` (not glibc)."""
     if _LIBC is None:
         return
+    if large_blocks:
+        map_large_blocks()
     trimmer = Trimmer()
     while True:
         await asyncio.sleep(every)
