@@ -8,9 +8,15 @@ string-valued runs, at 102 MB (38 MB). :class:`Trimmer` (driven by :func:`keep_t
 and pnsweb) calls ``malloc_trim`` once resident memory has grown by TRIM_GROWTH above its
 floor, which hands every arena's free pages back: 67 and 54 MB.
 
-Fixing the mapping threshold instead (``mallopt``), so that large blocks are unmapped when
-freed, was tried and dropped: it made small requests and 1 MiB round trips slower (the figures:
-bench/FINDINGS.md, fourth pass).
+That does not lower the peak while large messages come one after another: each thread that
+allocates (the event loop, ZeroMQ's I/O thread, a parsing thread) keeps its own arena's
+high-water mark. :func:`map_large_blocks` fixes the mapping threshold at LARGE_BLOCK (4 MiB,
+above the 1 MiB that a fixed 1 MiB threshold made a fifth slower in the fourth pass) and the
+trim threshold at what glibc's own rise gave (so that small requests are not slowed, as they
+were with a fixed mapping threshold alone), so that a large block is unmapped when freed.
+pnsweb asks for it (its 16 MiB ``/v1`` peak: 71 -> 54 MB above idle); pnsd does not (its peak
+did not move, and faulting in fresh pages for every 16 MiB message made its direct round trip
+twice as slow). The figures: bench/FINDINGS.md, issue 16 memory.
 
 Imports only the stdlib; Python 3.8 compatible.
 """
@@ -22,10 +28,11 @@ import ctypes
 import os
 from typing import Any, Callable, Optional, Tuple
 
-__all__ = ["KEEP_FREE", "LARGE_BLOCK", "TRIM_GROWTH", "Trimmer", "keep_trimmed", "map_large_blocks",
-           "resident", "trim"]
+__all__ = ["KEEP_FREE", "LARGE_BLOCK", "SMALL_GROWTH", "TRIM_GROWTH", "Trimmer", "keep_trimmed",
+           "map_large_blocks", "resident", "trim"]
 
 TRIM_GROWTH = 32 << 20       # bytes of growth in resident memory that call for a trim
+SMALL_GROWTH = 8 << 20       # ... once large blocks are mapped on their own
 LARGE_BLOCK = 4 << 20        # blocks this large are mapped on their own, unmapped when freed
 KEEP_FREE = 32 << 20         # free bytes at the top of an arena kept before it is trimmed
 _M_TRIM_THRESHOLD = -1       # mallopt parameters (malloc.h)
@@ -115,13 +122,15 @@ async def keep_trimmed(log: Callable[..., Any], *, every: float = 1.0,
     """Look at resident memory every ``every`` seconds and trim when due (:class:`Trimmer`),
     until cancelled. Each trim is told to ``log`` (a structlog method, say) as
     ``memory_trimmed`` with the resident MB before and after. With ``large_blocks``, first
-    has large blocks mapped on their own (:func:`map_large_blocks`). Returns at once where
-    there is no ``malloc_trim`` (not glibc)."""
+    has large blocks mapped on their own (:func:`map_large_blocks`); what the arenas keep
+    then is small blocks only (1 MiB bodies, say), trimmed from SMALL_GROWTH on. Returns at
+    once where there is no ``malloc_trim`` (not glibc)."""
     if _LIBC is None:
         return
-    if large_blocks:
-        map_large_blocks()
-    trimmer = Trimmer()
+    growth = TRIM_GROWTH
+    if large_blocks and map_large_blocks():
+        growth = SMALL_GROWTH
+    trimmer = Trimmer(growth=growth)
     while True:
         await asyncio.sleep(every)
         trimmed = trimmer.check()
