@@ -32,7 +32,7 @@ __all__ = ["KEEP_FREE", "LARGE_BLOCK", "SMALL_GROWTH", "TRIM_GROWTH", "Trimmer",
            "map_large_blocks", "resident", "trim"]
 
 TRIM_GROWTH = 32 << 20       # bytes of growth in resident memory that call for a trim
-SMALL_GROWTH = 8 << 20       # ... once large blocks are mapped on their own
+SMALL_GROWTH = 4 << 20       # ... once large blocks are mapped on their own
 LARGE_BLOCK = 4 << 20        # blocks this large are mapped on their own, unmapped when freed
 KEEP_FREE = 32 << 20         # free bytes at the top of an arena kept before it is trimmed
 _M_TRIM_THRESHOLD = -1       # mallopt parameters (malloc.h)
