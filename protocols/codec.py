@@ -40,6 +40,7 @@ BLOB_TYPES = (bytes, bytearray, memoryview)   # byte strings that may travel as 
 # a task's data; a body's small values are not walked further (that costs every message).
 QUICK_DEPTH = 2
 _BIG_TYPES = (*BLOB_TYPES, str)   # the values that travel as blob frames when large
+_CONTAINERS = (dict, list)
 
 
 class Message(NamedTuple):
@@ -346,15 +347,24 @@ def _with_blob_refs(value: Any, blobs: List[Any]) -> Any:
 
 def has_big_bytes(value: Any, limit: int = 32, depth: int = 0) -> bool:
     """True if a bytes (or str) value of at least BLOB_THRESHOLD sits in ``value`` (maps and
-    lists) no deeper than ``limit`` levels."""
-    if isinstance(value, _BIG_TYPES):
-        return len(value) >= BLOB_THRESHOLD
+    lists) no deeper than ``limit`` levels.
+
+    Every message's body is walked, so a container's scalars are judged in its own loop, not
+    by a call each (bench/FINDINGS.md, "Blob detection")."""
+    if isinstance(value, dict):
+        items = value.values()  # type: Any
+    elif isinstance(value, list):
+        items = value
+    else:
+        return isinstance(value, _BIG_TYPES) and len(value) >= BLOB_THRESHOLD
     if depth >= limit:      # deeper than any real body: let msgpack judge it
         return False
-    if isinstance(value, dict):
-        return any(has_big_bytes(v, limit, depth + 1) for v in value.values())
-    if isinstance(value, list):
-        return any(has_big_bytes(v, limit, depth + 1) for v in value)
+    for item in items:
+        if isinstance(item, _CONTAINERS):
+            if has_big_bytes(item, limit, depth + 1):
+                return True
+        elif isinstance(item, _BIG_TYPES) and len(item) >= BLOB_THRESHOLD:
+            return True
     return False
 
 

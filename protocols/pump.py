@@ -60,8 +60,8 @@ def recv_frames(socket: "zmq.Socket[Any]") -> List[Any]:
 
 
 def _content(frame: "zmq.Frame") -> Any:
-    buffer = frame.buffer
-    return buffer if len(buffer) >= _COPY_BELOW else frame.bytes
+    # len() of the frame itself: a small frame never builds the memoryview it would not keep
+    return frame.bytes if len(frame) < _COPY_BELOW else frame.buffer
 
 
 class Pump:

@@ -8,7 +8,7 @@ import tracemalloc
 import msgpack
 import pytest
 
-from protocols.codec import BLOB_THRESHOLD, Codec, message_id, read_refusal
+from protocols.codec import BLOB_THRESHOLD, Codec, has_big_bytes, message_id, read_refusal
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.version import MAGIC
 
@@ -21,6 +21,26 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+BIG = b"x" * BLOB_THRESHOLD
+
+
+@pytest.mark.parametrize(("value", "limit", "expected"), [
+    (BIG, 0, True),                                   # a large value itself, at any depth
+    (BIG[:-1], 32, False),                            # one byte under the threshold
+    ("t" * BLOB_THRESHOLD, 32, True),                 # text travels as a blob too
+    (bytearray(BIG), 32, True), (memoryview(BIG), 32, True),
+    ({"a": 1, "b": [None, True, 2.5, "s"]}, 32, False),
+    ({"a": {"b": [1, {"c": BIG}]}}, 32, True),        # found wherever it sits
+    ({"a": {"b": BIG}}, 2, True),                     # a scalar at the limit is judged...
+    ({"a": {"b": {"c": BIG}}}, 2, False),             # ...a container past it is not walked
+    ([BIG], 1, True), ([[BIG]], 1, False),
+    ({}, 32, False), ([], 32, False), (None, 32, False), (12, 32, False),
+])
+def test_has_big_bytes_finds_a_large_value_no_deeper_than_its_limit(
+        value: object, limit: int, expected: bool) -> None:
+    assert has_big_bytes(value, limit) is expected
 
 
 def test_round_trip_keeps_type_ids_and_body() -> None:
