@@ -71,7 +71,7 @@ class BodyParser:
         self.busy = 0          # large bodies being decoded or encoded now
         self._gc_was_enabled = False
 
-    async def decode(self, raw: bytes) -> Any:
+    async def decode(self, raw: bytes | bytearray) -> Any:
         if len(raw) <= INLINE_BYTES:
             return decode(raw)
         return await self._in_thread(decode, raw)
@@ -120,14 +120,15 @@ async def read_json_body(request: web.Request, *, limit: int | None = None) -> A
     length = request.content_length
     if length is not None and length > limit:
         raise too_large(limit)
-    # A declared length within the limit is read at once, from the stream rather than with
-    # request.read(), which would keep the bytes for the whole request beside their parsed
-    # value (a large body would be held twice); a chunked body is counted as it comes.
+    # Read from the stream rather than with request.read(), which would keep the bytes for
+    # the whole request beside their parsed value: a declared length into one buffer of that
+    # size as the pieces come (never pieces joined afterwards: two copies at once); a chunked
+    # body is counted as it comes. The decoder empties the buffer once it has the text.
     if length is not None:
-        raw = await request.content.readexactly(length) if length else b""
+        raw = await _read_exactly(request, length)
     else:
         raw = await _read_chunks(request, limit)
-    if not raw.strip():
+    if not raw or raw.isspace():
         return EMPTY
     try:
         return await request.app[BODY_PARSER].decode(raw)
@@ -140,15 +141,27 @@ async def read_json_body(request: web.Request, *, limit: int | None = None) -> A
 EMPTY: Any = object()      # what read_json_body returns for an empty body
 
 
-async def _read_chunks(request: web.Request, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
+async def _read_exactly(request: web.Request, length: int) -> bytearray:
+    """The body of a declared ``length``, read into one buffer of that size."""
+    raw = bytearray(length)
+    with memoryview(raw) as view:
+        got = 0
+        while got < length:
+            chunk = await request.content.readany()
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"", length)
+            view[got:got + len(chunk)] = chunk
+            got += len(chunk)
+    return raw
+
+
+async def _read_chunks(request: web.Request, limit: int) -> bytearray:
+    raw = bytearray()
     async for chunk in request.content.iter_chunked(CHUNK):
-        size += len(chunk)
-        if size > limit:
+        if len(raw) + len(chunk) > limit:
             raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raw += chunk
+    return raw
 
 
 def too_large(limit: int) -> ApiError:
@@ -157,14 +170,20 @@ def too_large(limit: int) -> ApiError:
 
 # -- decoding -----------------------------------------------------------------------------------
 
-def decode(raw: bytes) -> Any:
-    """``raw`` as JSON, checked by :func:`check_value`; :class:`BadBody` says what is wrong."""
+def decode(raw: bytes | bytearray) -> Any:
+    """``raw`` as JSON, checked by :func:`check_value`; :class:`BadBody` says what is wrong.
+
+    A ``bytearray`` is emptied once its text is decoded (the body is not held twice while it
+    is parsed): the caller hands it over."""
     try:
         text = raw.decode(json.detect_encoding(raw))
     except UnicodeDecodeError as exc:
         raise BadBody(f"the body is not valid JSON: it is not UTF-8 text ({exc.reason} at byte "
                       f"{exc.start})") from None
-    decoder = _C_DECODER if len(raw) <= INLINE_BYTES or _few_values(raw) else _python_decoder()
+    quick = len(raw) <= INLINE_BYTES or _few_values(raw)
+    if isinstance(raw, bytearray):
+        raw.clear()
+    decoder = _C_DECODER if quick else _python_decoder()
     try:
         value = decoder.decode(text)
     except RecursionError:
@@ -175,7 +194,7 @@ def decode(raw: bytes) -> Any:
     return value
 
 
-def _few_values(raw: bytes) -> bool:
+def _few_values(raw: bytes | bytearray) -> bool:
     return sum(raw.count(mark) for mark in _STRUCTURE) < FEW_VALUES
 
 

@@ -76,7 +76,9 @@ async def _join(link: Link) -> dict[str, Any]:
 
 async def _serve(app: web.Application, host: str, port: int, link: Link) -> None:
     runner = web.AppRunner(app, access_log=None)
-    trimming = asyncio.create_task(memory.keep_trimmed(log.debug), name="trim-memory")
+    # large blocks mapped on their own: each parse thread's arena kept a 16 MiB body's copies
+    trimming = asyncio.create_task(memory.keep_trimmed(log.debug, large_blocks=True),
+                                   name="trim-memory")
     try:
         await runner.setup()
         await web.TCPSite(runner, host, port, reuse_port=True).start()

@@ -113,7 +113,9 @@ async def serve(settings: WebSettings) -> None:
     """Serve until SIGTERM or SIGINT, then stop taking requests, finish, close the client."""
     client = await daemon_client(settings)
     runner = web.AppRunner(create_app(settings, client=client), access_log=None)
-    trimming = asyncio.create_task(memory.keep_trimmed(log.debug), name="trim-memory")
+    # large blocks mapped on their own: each parse thread's arena kept a 16 MiB body's copies
+    trimming = asyncio.create_task(memory.keep_trimmed(log.debug, large_blocks=True),
+                                   name="trim-memory")
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)

@@ -3,8 +3,9 @@
 Owns :class:`Catalog` (PTS name -> :class:`pnsweb.ogc.ProcessModel`, fetched with
 ``pts.describe`` and kept for a few seconds so that a synchronous execution costs one daemon
 round trip, not two), reading a JSON request body (through :mod:`pnsweb.bodies`), and writing
-JSON or bytes (streamed in chunks above :data:`STREAM_THRESHOLD`). The values themselves are
-translated by :mod:`pnsweb.ogcvalues`. No routes here.
+JSON or bytes (streamed in chunks above :data:`STREAM_THRESHOLD`; JSON that holds large strings
+or bytes with chunked transfer, a piece at a time: :mod:`pnsweb.jsonstream`). The values
+themselves are translated by :mod:`pnsweb.ogcvalues`. No routes here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from pnsweb import ogc
+from pnsweb import jsonstream, ogc
 from pnsweb.bodies import EMPTY, read_json_body
 from pnsweb.errors import ApiError
 from pnsweb.keys import DaemonClient
@@ -120,7 +121,8 @@ def _is_json(content_type: str) -> bool:
 
 
 async def send(
-    request: web.Request, payload: bytes, *, content_type: str = ogc.JSON, status: int = 200,
+    request: web.Request, payload: bytes | memoryview, *, content_type: str = ogc.JSON,
+    status: int = 200,
     headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """Answer with ``payload``; above :data:`STREAM_THRESHOLD` in chunks, each awaiting drain."""
@@ -142,4 +144,17 @@ async def send_json(
     request: web.Request, value: Any, *, status: int = 200,
     headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
-    return await send(request, encode_json(value), status=status, headers=headers)
+    """Answer with ``value`` as JSON; one that holds large strings or bytes is written a piece
+    at a time with chunked transfer (:mod:`pnsweb.jsonstream`), never held whole."""
+    try:
+        parts = jsonstream.plan(value, _ENCODER, base64_bytes=True)
+    except ValueError as exc:     # UnicodeEncodeError is one too
+        raise NotJson(str(exc)) from None
+    if parts is None:
+        return await send(request, encode_json(value), status=status, headers=headers)
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_type = ogc.JSON
+    await response.prepare(request)
+    await jsonstream.write(parts, response.write, _ENCODER)
+    await response.write_eof()
+    return response

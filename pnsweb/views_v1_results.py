@@ -27,9 +27,10 @@ from pnsweb.keys import DaemonClient
 from pnsweb.links import base_url
 from pnsweb.ogcvalues import REFERENCE, VALUE, media_type, reference
 from pnsweb.resultstream import MsgpackReader, write_raw, write_value
-from pnsweb.views_v1_io import send, send_json
+from pnsweb.views_v1_io import STREAM_THRESHOLD, send, send_json
 from protocols.errors import PnsError
 from protocols.results import chunk_end, chunk_request
+from protocols.utf8 import utf8
 
 log = structlog.get_logger(__name__)
 
@@ -93,7 +94,12 @@ async def send_value(request: web.Request, port: ogc.Port, value: Any, *,
     kind = media_type(port, value)
     if kind == ogc.JSON:
         return await send_json(request, value, headers=headers)
-    body = value if isinstance(value, bytes) else str(value).encode()
+    if isinstance(value, bytes):
+        body: bytes | memoryview = value
+    else:
+        text = str(value)
+        # a large ASCII text is sent from the string's own bytes, not from a copy
+        body = utf8(text) if len(text) > STREAM_THRESHOLD else text.encode()
     return await send(request, body, content_type=kind, headers=headers)
 
 

@@ -23,6 +23,7 @@ import msgpack
 
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.signing import Clock, ReplayGuard, Signer
+from protocols.utf8 import utf8
 from protocols.version import MAGIC, PROTOCOL_VERSION
 
 BLOB_EXT = 1                    # msgpack ext type: a reference to blob frame number N
@@ -335,7 +336,7 @@ def _with_blob_refs(value: Any, blobs: List[Any]) -> Any:
         blobs.append(value)
         return msgpack.ExtType(BLOB_EXT, _INDEX.pack(len(blobs) - 1))
     if isinstance(value, str) and len(value) >= BLOB_THRESHOLD:
-        blobs.append(value.encode("utf-8"))
+        blobs.append(utf8(value))     # an ASCII string's own bytes: not copied
         return msgpack.ExtType(TEXT_EXT, _INDEX.pack(len(blobs) - 1))
     if isinstance(value, dict):
         return {k: _with_blob_refs(v, blobs) for k, v in value.items()}

@@ -8,9 +8,15 @@ string-valued runs, at 102 MB (38 MB). :class:`Trimmer` (driven by :func:`keep_t
 and pnsweb) calls ``malloc_trim`` once resident memory has grown by TRIM_GROWTH above its
 floor, which hands every arena's free pages back: 67 and 54 MB.
 
-Fixing the mapping threshold instead (``mallopt``), so that large blocks are unmapped when
-freed, was tried and dropped: it made small requests and 1 MiB round trips slower (the figures:
-bench/FINDINGS.md, fourth pass).
+That does not lower the peak while large messages come one after another: each thread that
+allocates (the event loop, ZeroMQ's I/O thread, a parsing thread) keeps its own arena's
+high-water mark. :func:`map_large_blocks` fixes the mapping threshold at LARGE_BLOCK (4 MiB,
+above the 1 MiB that a fixed 1 MiB threshold made a fifth slower in the fourth pass) and the
+trim threshold at what glibc's own rise gave (so that small requests are not slowed, as they
+were with a fixed mapping threshold alone), so that a large block is unmapped when freed.
+pnsweb asks for it (its 16 MiB ``/v1`` peak: 71 -> 54 MB above idle); pnsd does not (its peak
+did not move, and faulting in fresh pages for every 16 MiB message made its direct round trip
+twice as slow). The figures: bench/FINDINGS.md, issue 16 memory.
 
 Imports only the stdlib; Python 3.8 compatible.
 """
@@ -22,9 +28,15 @@ import ctypes
 import os
 from typing import Any, Callable, Optional, Tuple
 
-__all__ = ["TRIM_GROWTH", "Trimmer", "keep_trimmed", "resident", "trim"]
+__all__ = ["KEEP_FREE", "LARGE_BLOCK", "SMALL_GROWTH", "TRIM_GROWTH", "Trimmer", "keep_trimmed",
+           "map_large_blocks", "resident", "trim"]
 
 TRIM_GROWTH = 32 << 20       # bytes of growth in resident memory that call for a trim
+SMALL_GROWTH = 4 << 20       # ... once large blocks are mapped on their own
+LARGE_BLOCK = 4 << 20        # blocks this large are mapped on their own, unmapped when freed
+KEEP_FREE = 32 << 20         # free bytes at the top of an arena kept before it is trimmed
+_M_TRIM_THRESHOLD = -1       # mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -41,6 +53,25 @@ _LIBC = _glibc()
 def trim() -> bool:
     """Give the free pages of every arena back; True if any were."""
     return _LIBC is not None and _LIBC.malloc_trim(0) == 1
+
+
+def map_large_blocks(threshold: int = LARGE_BLOCK, keep: int = KEEP_FREE) -> bool:
+    """Have every block of at least ``threshold`` bytes mapped on its own, and unmapped as
+    soon as it is freed, whichever thread allocates or frees it; True if glibc took it.
+
+    By default glibc raises that threshold to the largest block freed so far: after one
+    16 MiB message each later one is carved from an arena (one per thread that allocates:
+    the event loop, ZeroMQ's I/O thread, the store's writer, the parsing threads) and stays
+    resident there once freed, so a process's peak counts every arena's high-water mark.
+    Fixing the threshold also stops glibc raising the trim threshold with it: ``keep`` sets
+    it to what that rise gave, so that the small blocks of every request are not handed back
+    and faulted in again at each turn (a fixed threshold without it made small requests a
+    third slower: bench/FINDINGS.md, fourth pass).
+    """
+    if _LIBC is None:
+        return False
+    return bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, threshold)
+                and _LIBC.mallopt(_M_TRIM_THRESHOLD, keep))
 
 
 def resident() -> int:
@@ -86,14 +117,20 @@ class Trimmer:
         return before, after
 
 
-async def keep_trimmed(log: Callable[..., Any], *, every: float = 1.0) -> None:
+async def keep_trimmed(log: Callable[..., Any], *, every: float = 1.0,
+                       large_blocks: bool = False) -> None:
     """Look at resident memory every ``every`` seconds and trim when due (:class:`Trimmer`),
     until cancelled. Each trim is told to ``log`` (a structlog method, say) as
-    ``memory_trimmed`` with the resident MB before and after. Returns at once where there is
-    no ``malloc_trim`` (not glibc)."""
+    ``memory_trimmed`` with the resident MB before and after. With ``large_blocks``, first
+    has large blocks mapped on their own (:func:`map_large_blocks`); what the arenas keep
+    then is small blocks only (1 MiB bodies, say), trimmed from SMALL_GROWTH on. Returns at
+    once where there is no ``malloc_trim`` (not glibc)."""
     if _LIBC is None:
         return
-    trimmer = Trimmer()
+    growth = TRIM_GROWTH
+    if large_blocks and map_large_blocks():
+        growth = SMALL_GROWTH
+    trimmer = Trimmer(growth=growth)
     while True:
         await asyncio.sleep(every)
         trimmed = trimmer.check()

@@ -16,6 +16,7 @@ import msgpack
 
 from pnsd.errors import PtsFailed
 from protocols.codec import BLOB_THRESHOLD, BLOB_TYPES, QUICK_DEPTH, has_big_bytes
+from protocols.utf8 import utf8
 
 __all__ = ["Packed", "pack", "unpack"]
 
@@ -23,8 +24,9 @@ _BIN32 = struct.Struct(">BI")     # msgpack bin 32 (0xc6) or str 32 (0xdb), then
 
 
 def encoded(segment: Any) -> Any:
-    """A segment as bytes to write: a large str is encoded only now (by the writer)."""
-    return segment.encode("utf-8") if isinstance(segment, str) else segment
+    """A segment as bytes to write: a large str is encoded only now (by the writer), and an
+    ASCII one not at all (:func:`protocols.utf8.utf8`)."""
+    return utf8(segment) if isinstance(segment, str) else segment
 
 
 def _length(segment: Any) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,18 @@ def test_an_echoed_result_is_written_once_and_linked(tmp_path: Path) -> None:
     assert write_blobs(tmp_path / "two", {"input": pack(data), "result": pack(other)}) is None
     assert (tmp_path / "two" / "input.bin").stat().st_ino != \
         (tmp_path / "two" / "result.bin").stat().st_ino
+
+
+def test_an_ascii_text_is_written_from_its_own_bytes(tmp_path: Path) -> None:
+    """The writer writes a large ASCII string without encoding a copy of it first."""
+    size = 4 * 2**20
+    value = {"t": "w" * size}
+    packed = pack(value)
+    tracemalloc.start()
+    try:
+        assert write_blobs(tmp_path / "job", {"result": packed}) is None
+        _held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < size // 8, f"{peak} bytes allocated at most to write {size} of text"
+    assert (tmp_path / "job" / "result.bin").read_bytes() == msgpack.packb(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -221,3 +222,37 @@ async def test_a_body_the_client_cannot_pack_is_400_not_500(aiohttp_client: Any)
                              json={"inputs": {"value": 1}})
     assert resp.status == 400
     assert "cannot be encoded" in (await resp.json())["detail"]
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_large_body_is_held_at_most_twice_while_it_is_read_and_parsed(
+        aiohttp_client: Any, chunked: bool) -> None:
+    """Read into one buffer (never pieces joined afterwards) and the buffer emptied once its
+    text is decoded: bytes, text and value are never all held at once (three times the body,
+    with the join four, as it was)."""
+    size = 4 << 20
+    app = _app(max_anonymous_body=2 * size, max_body=2 * size)
+    peaks: list[int] = []
+
+    async def probe(request: web.Request) -> web.Response:
+        tracemalloc.start()
+        try:
+            value = await bodies.read_json_body(request)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        return web.json_response({"length": len(value["value"])})
+
+    app.router.add_post("/probe", probe)
+    client = await aiohttp_client(app)
+    body = json.dumps({"value": "v" * size}).encode()
+
+    async def pieces() -> Any:
+        for start in range(0, len(body), 1 << 20):
+            yield body[start:start + (1 << 20)]
+
+    resp = await client.post("/probe", data=pieces() if chunked else body)
+    assert resp.status == 200 and (await resp.json()) == {"length": size}
+    assert peaks[0] < 2.5 * size, f"{peaks[0] / size:.2f} times the body held at once"

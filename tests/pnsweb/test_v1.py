@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from pnsweb import ogc, views_v1_io
+from pnsweb import jsonstream, ogc, views_v1_io
 from pnsweb.app import create_app
 from tests.pnsweb.fakes_v1 import AUTH, SPECS, JobBook, demo_daemon, settings
 
@@ -325,6 +325,29 @@ async def test_large_raw_results_are_streamed_in_chunks(
     assert await response.json() == {"value": "y" * 1000}
     assert response.headers["Content-Length"] == str(1013)
     assert max(writes) == 64 and sum(writes) == 1013
+
+
+async def test_a_raw_json_result_with_a_large_string_is_sent_in_pieces_chunked(
+        client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never encoded whole (the value, its JSON text and that text's bytes at once): written a
+    piece at a time, with chunked transfer since its length is not known beforehand."""
+    monkeypatch.setattr(jsonstream, "LARGE", 1000)   # the app's max_body is 4096 here
+    monkeypatch.setattr(jsonstream, "PIECE", 120)
+    writes: list[int] = []
+    write = web.StreamResponse.write
+
+    async def counting_write(self: web.StreamResponse, data: Any) -> None:
+        writes.append(len(data))
+        await write(self, data)
+
+    monkeypatch.setattr(web.StreamResponse, "write", counting_write)
+    value = 'y"\n' * 700
+    response = await execute(client, "echo", {"inputs": {"value": value}})
+    assert response.status == 200
+    assert response.headers.get("Transfer-Encoding") == "chunked"
+    assert "Content-Length" not in response.headers
+    assert await response.read() == views_v1_io.encode_json({"value": value})
+    assert len(writes) > 10 and max(writes) <= 6 * 120
 
 
 async def test_process_descriptions_are_cached_briefly(client: Any, book_and_daemon: Any) -> None:

@@ -286,3 +286,22 @@ def test_a_message_over_the_limit_is_refused_before_it_is_sent() -> None:
     assert sum(map(len, frames)) <= 1000
     with pytest.raises(ProtocolError):
         codec.encode("run.req", {"input": "x" * 1000})
+
+
+def test_a_large_ascii_text_is_sent_from_its_own_bytes_not_a_copy() -> None:
+    """A text blob frame of an ASCII string is a view of the string (the daemon's reply of a
+    16 MiB string was one more 16 MiB copy); it decodes to the same string."""
+    size = 4 * 2**20
+    text = "t" * size
+    codec = Codec(KEY, local=True)
+    tracemalloc.start()
+    try:
+        frames = codec.encode("run.req", {"input": text})
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < size // 8, f"{held} bytes allocated to encode {size} of text"
+    assert isinstance(frames[4], memoryview) and len(frames[4]) == size
+    assert Codec(KEY, local=True).decode(frames).body == {"input": text}
+    other = codec.encode("run.req", {"input": "é" * BLOB_THRESHOLD})   # not ASCII: encoded
+    assert other[4] == ("é" * BLOB_THRESHOLD).encode()
