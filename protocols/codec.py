@@ -347,16 +347,11 @@ def _with_blob_refs(value: Any, blobs: List[Any]) -> Any:
 
 def has_big_bytes(value: Any, limit: int = 32, depth: int = 0) -> bool:
     """True if a bytes (or str) value of at least BLOB_THRESHOLD sits in ``value`` (maps and
-    lists) no deeper than ``limit`` levels.
-
-    Every message's body is walked, so a container's scalars are judged in its own loop, not
-    by a call each (bench/FINDINGS.md, "Blob detection")."""
-    if isinstance(value, dict):
-        items = value.values()  # type: Any
-    elif isinstance(value, list):
-        items = value
-    else:
+    lists) no deeper than ``limit`` levels. Every body is walked: a container's scalars are
+    judged in its own loop, not by a call each (bench/FINDINGS.md, "Blob detection")."""
+    if not isinstance(value, _CONTAINERS):
         return isinstance(value, _BIG_TYPES) and len(value) >= BLOB_THRESHOLD
+    items = value.values() if isinstance(value, dict) else value  # type: Any
     if depth >= limit:      # deeper than any real body: let msgpack judge it
         return False
     for item in items:
