@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.measure import Bench, cpu_note
-from bench.report import Row
+from bench.report import Row, Target
 
 NEEDS = ("pnsd_off", "base_jobs")
 LABELS = {
@@ -57,7 +57,7 @@ def run(bench: Bench) -> list[Row]:
     return [
         Row("jobs", "jobs.rate", LABELS["jobs.rate"], "/s", pns=pns.rate, base=base.rate,
             base_label="bare ROUTER + SQLite WAL group commit", note=note,
-            errors=pns.errors + missing),
+            errors=pns.errors + missing, target=Target(">=", 0.4, source="issue 16")),
         Row("jobs", "jobs.db", LABELS["jobs.db"], "MB",
             pns=pns_db / pns_jobs * per / 1e6 if pns_jobs else None,
             base=base_db / base_jobs * per / 1e6 if base_jobs else None,
