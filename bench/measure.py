@@ -46,6 +46,8 @@ class Agg:
     results: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     peak_rss: dict[str, float] = field(default_factory=dict)
+    # the most VmRSS rose within one trial above where it was when the trial began (MB)
+    rss_rise: dict[str, float] = field(default_factory=dict)
     cpu: float = 0.0      # CPU seconds of the server side's process trees in timed phases
     cpu_ok: int = 0       # requests those phases completed
 
@@ -126,6 +128,8 @@ class Bench:
             area = self.peaks.setdefault(self.area, {})
             for name, peak in sampler.peak.items():
                 agg.peak_rss[name] = max(agg.peak_rss.get(name, 0.0), peak)
+                rise = peak - sampler.first.get(name, peak)
+                agg.rss_rise[name] = max(agg.rss_rise.get(name, 0.0), rise)
                 area[name] = max(area.get(name, 0.0), peak)
             result = agg.results[-1]
             window = result.get("window")

@@ -126,28 +126,31 @@ class Agent:
 
 
 class Sampler:
-    """While a ``with`` block runs: peak VmRSS of some processes (every 50 ms), and the CPU
-    time their process trees used (each process with its descendants: pnsd's workers, the
-    relay's workers)."""
+    """While a ``with`` block runs: VmRSS of some processes (when it begins, then every 50 ms:
+    that first level and the peak), and the CPU time their process trees used (each process
+    with its descendants: pnsd's workers, the relay's workers)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.peak: dict[str, float] = {}
+        self.first: dict[str, float] = {}   # VmRSS when the block began: the level at rest
         self.cpu: dict[str, float] = {}     # seconds of CPU used during the block
         self.series: list[tuple[float, float]] = []   # (wall time, CPU of all trees)
         self._trees = CpuTrees(pids.values())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        for name, pid in self.pids.items():
+            value = service_rss_mb(name, pid)
+            if value is not None:
+                self.first.setdefault(name, value)
+                self.peak[name] = max(self.peak.get(name, 0.0), value)
+        self.series.append((time.time(), self._trees.seconds()))
+
     def _run(self) -> None:
-        while True:
-            for name, pid in self.pids.items():
-                value = service_rss_mb(name, pid)
-                if value is not None:
-                    self.peak[name] = max(self.peak.get(name, 0.0), value)
-            self.series.append((time.time(), self._trees.seconds()))
-            if self._stop.wait(0.05):
-                return
+        while not self._stop.wait(0.05):
+            self._sample()
 
     def cpu_between(self, start: float, end: float) -> float | None:
         """CPU seconds of all trees between two wall-clock times (linear interpolation)."""
@@ -157,12 +160,14 @@ class Sampler:
 
     def __enter__(self) -> Sampler:
         self.cpu = {name: -self._trees.seconds(pid) for name, pid in self.pids.items()}
+        self._sample()      # before the load: the level it rises from
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self._sample()
         for name, pid in self.pids.items():
             self.cpu[name] += self._trees.seconds(pid)
 
