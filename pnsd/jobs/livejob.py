@@ -27,8 +27,13 @@ from protocols.context import RunContext
 
 __all__ = ["FINISHED_KEPT", "LiveJob", "LiveJobs", "Phase", "pack", "unpack"]
 
-FINISHED_KEPT = 1024  # finished jobs whose event logs stay in memory for late watchers
-KEEP_RESULT_BYTES = 64 * 1024  # larger results of finished jobs are read from the store
+# Finished jobs stay in memory for late watchers and quick results: the latest FINISHED_KEPT,
+# holding at most KEPT_RESULTS_BYTES of results between them (each of at most
+# KEEP_RESULT_BYTES; larger ones are read from the store). A client that submits a batch and
+# then collects it reads the results of up to that many jobs without a database read each.
+FINISHED_KEPT = 16384
+KEPT_RESULTS_BYTES = 32 * 2**20
+KEEP_RESULT_BYTES = 64 * 1024
 _ENDED = RunContext()          # the context a finished run keeps (its own is let go)
 
 
@@ -110,9 +115,12 @@ class LiveJob:
 class LiveJobs:
     """The runs in motion by job id, and the last :data:`FINISHED_KEPT` finished ones."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, kept: int = FINISHED_KEPT, kept_bytes: int = KEPT_RESULTS_BYTES) -> None:
         self._running: dict[str, LiveJob] = {}
         self._finished: OrderedDict[str, LiveJob] = OrderedDict()
+        self._kept = kept                   # finished jobs kept at most
+        self._kept_bytes = kept_bytes       # bytes of their results (packed) kept at most
+        self._result_bytes = 0              # bytes of the results kept now
 
     def add(self, live: LiveJob) -> None:
         self._running[live.job.id] = live
@@ -131,31 +139,46 @@ class LiveJobs:
     def retire(self, live: LiveJob) -> Any:
         """Move a finished run to the finished jobs; returns its result, which is dropped from
         memory here when large (a thousand 16 MiB results would pin 16 GiB): it is read back
-        from the store instead."""
+        from the store instead. The oldest finished jobs go once more than ``kept`` are, or
+        their results add up to more than ``kept_bytes``."""
         result = live.result
         self._running.pop(live.job.id, None)
         live.phase = Phase.DONE
         # A finished job keeps no task, context or input alive, nor an event log that was
-        # never watched nor reported to (its status says all it held): of the thousand kept,
+        # never watched nor reported to (its status says all it held): of the thousands kept,
         # each is small, and what it held is let go now, while it is fresh in memory.
         live.task, live.input_blob, live.ctx = None, b"", _ENDED
         if live.events is not None and not live.events.buffered:
             live.events = None
         if live.result_bytes > KEEP_RESULT_BYTES:
             live.result, live.result_kept = None, False
+        self.forget(live.job.id)
         self._finished[live.job.id] = live
-        while len(self._finished) > FINISHED_KEPT:
-            self._finished.popitem(last=False)
+        self._result_bytes += _kept_bytes(live)
+        while self._finished and (len(self._finished) > self._kept
+                                  or self._result_bytes > self._kept_bytes):
+            self._result_bytes -= _kept_bytes(self._finished.popitem(last=False)[1])
         return result
 
     def forget(self, job_id: str) -> None:
         """Drop a finished job kept in memory (it is being deleted)."""
-        self._finished.pop(job_id, None)
+        live = self._finished.pop(job_id, None)
+        if live is not None:
+            self._result_bytes -= _kept_bytes(live)
 
     def forget_all(self, job_ids: list[str]) -> None:
         """Drop the finished jobs the store removed by itself (retention, cleanup)."""
         for job_id in job_ids:
-            self._finished.pop(job_id, None)
+            self.forget(job_id)
+
+    @property
+    def kept(self) -> tuple[int, int]:
+        """How many finished jobs are kept, and the bytes of their results."""
+        return len(self._finished), self._result_bytes
+
+
+def _kept_bytes(live: LiveJob) -> int:
+    return live.result_bytes if live.result_kept else 0
 
 
 def _call_in_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:

@@ -7,18 +7,19 @@ import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from pnsd.errors import DaemonError, NotFound, NotReady, TooLarge
 from pnsd.hosts.inproc import InprocHost
-from pnsd.jobs.livejob import pack
+from pnsd.jobs.livejob import KEEP_RESULT_BYTES, LiveJob, LiveJobs, pack
 from pnsd.jobs.model import Job
 from pnsd.jobs.scheduler import Scheduler
 from pnsd.jobs.store import JobStore
 from pnsd.registry import Registry
 from pnsd.spec import parse_spec
+from protocols.context import RunContext
 
 INLINE = 1024
 
@@ -115,3 +116,50 @@ async def test_an_unfinished_or_failed_job_from_the_store_has_no_result(
     failed = await finished(store, None, fail=True)
     with pytest.raises(DaemonError, match="it broke"):
         await scheduler.result(failed.id)
+
+
+def _retired(jobs: LiveJobs, result_bytes: int, *, large: bool = False) -> LiveJob:
+    live = LiveJob(Job.create("echo", 100.0), cast(Any, None), RunContext(), None,
+                   result={"r": 1}, result_bytes=result_bytes)
+    live.job.start(101.0)
+    live.job.succeed(102.0)
+    jobs.add(live)
+    jobs.retire(live)
+    return live
+
+
+def test_finished_jobs_are_kept_by_count_and_by_bytes_of_results() -> None:
+    jobs = LiveJobs(kept=3, kept_bytes=100)
+    first = [_retired(jobs, 10) for _ in range(3)]
+    assert jobs.kept == (3, 30)
+    fourth = _retired(jobs, 10)           # over the count: the oldest goes
+    assert jobs.find(first[0].job.id) is None and jobs.find(fourth.job.id) is fourth
+    assert jobs.kept == (3, 30)
+    big = _retired(jobs, 90)              # over the bytes: the oldest go until it fits
+    assert jobs.kept == (2, 100)
+    assert [jobs.find(live.job.id) for live in (first[2], fourth, big)] == [None, fourth, big]
+    jobs.forget(big.job.id)
+    assert jobs.kept == (1, 10)
+    dropped = _retired(jobs, KEEP_RESULT_BYTES + 1)   # its result is read from the store
+    assert dropped.result is None and not dropped.result_kept and jobs.kept == (2, 10)
+    jobs.forget_all([fourth.job.id, dropped.job.id, "0" * 32])
+    assert jobs.kept == (0, 0)
+
+
+async def test_results_of_a_batch_come_from_memory_and_older_ones_from_the_store(
+        scheduler: Scheduler, store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    scheduler.jobs = LiveJobs(kept=4)
+    submitted = [await scheduler.submit("echo", {"x": i}) for i in range(10)]
+    await asyncio.wait_for(asyncio.gather(*list(scheduler._tasks)), 10)
+    reads: list[str] = []
+    outcome = store.outcome
+
+    async def counted(job_id: str, max_bytes: int | None = None) -> Any:
+        reads.append(job_id)
+        return await outcome(job_id, max_bytes)
+
+    monkeypatch.setattr(store, "outcome", counted)
+    results = [await scheduler.result(job.id) for job in submitted]
+    assert [value for _job, value in results] == [{"x": i} for i in range(10)]
+    assert all(job.status.value == "successful" for job, _value in results)
+    assert reads == [job.id for job in submitted[:6]]    # the 4 latest: no database read
