@@ -109,6 +109,10 @@ class AsyncClient(Connection):
         if self._pump is None:
             self._pump = Pump(self._socket, self._deliver)
             self._watch = Pump(self._monitor, self._on_monitor)
+        if not self._pending and not self._streams:
+            # A drop the monitor reported while no call waited (the daemon restarted while this
+            # client sat idle, say) concerns no call: read it now, before it can fail this one.
+            self._read_events(self._on_monitor)
         return self._session.request(op, body)
 
     def _on_monitor(self, frames: List[bytes]) -> None:
@@ -238,6 +242,8 @@ class Client(Connection):
         return self.send(op, body).result(timeout)
 
     def send(self, op: str, body: Any = None) -> Pending:
+        if not self._waiting:
+            self._check_link()      # a drop seen while nothing waited fails nothing (AsyncClient)
         msg_id, frames = self._session.request(op, body)
         # Not connected (yet): give the connection a moment, then report the daemon absent.
         if not self._writable.poll(int(CONNECT_WAIT * 1000)):
@@ -300,15 +306,14 @@ class Client(Connection):
 
     def _check_link(self) -> None:
         """Read the monitor's events; if the connection dropped, every waiting call fails."""
-        while True:
-            try:
-                why = self._lost(self._monitor.recv_multipart(zmq.NOBLOCK))
-            except zmq.Again:
-                return
-            if why is not None:
-                for msg_id in self._waiting:
-                    self._arrived.setdefault(msg_id, []).append(
-                        failure(msg_id, ErrorCode.UNAVAILABLE, why))
+        self._read_events(self._on_monitor)
+
+    def _on_monitor(self, frames: List[bytes]) -> None:
+        why = self._lost(frames)
+        if why is not None:
+            for msg_id in self._waiting:
+                self._arrived.setdefault(msg_id, []).append(
+                    failure(msg_id, ErrorCode.UNAVAILABLE, why))
 
     def result_chunks(self, job: str, *, chunk: int = RESULT_CHUNK,
                       timeout: Optional[float] = None) -> Iterator[bytes]:

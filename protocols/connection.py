@@ -9,7 +9,7 @@ flavours of :mod:`protocols.client` share; it must not send requests or wait for
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -89,6 +89,15 @@ class Connection:
             return None
         return ("the connection to the daemon at %s was lost; the request may or may not "
                 "have run" % self.endpoint)
+
+    def _read_events(self, handle: Callable[[List[bytes]], None]) -> None:
+        """Hand each event the monitor holds to ``handle``, without waiting."""
+        while True:
+            try:
+                frames = self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            handle(frames)
 
     def _release(self) -> None:
         self._monitor.close(linger=0)

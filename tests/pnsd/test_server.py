@@ -189,3 +189,63 @@ async def test_refusals_of_authenticated_messages_are_answered_signed(
     assert [m.type for m in decoded] == ["error", "now.rep"]
     assert decoded[0].body["code"] == ErrorCode.REPLAY
     assert server.refusals.counts == {ErrorCode.REPLAY: 1}
+
+
+def _server(context: zmq.Context[Any], endpoint: str) -> Server:
+    server = Server(context, Codec(KEY), endpoints=[endpoint], streams={}, handlers={"now": now})
+    server.bind()
+    return server
+
+
+async def _stop(server: Server, serving: asyncio.Task[None]) -> None:
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    await server.drain(1)
+    server.close()
+
+
+@pytest.mark.parametrize("flavour", ["async, never used before", "blocking, used before"])
+async def test_a_client_idle_while_the_daemon_restarts_is_answered_by_the_new_one(
+        tmp_path: Path, flavour: str) -> None:
+    """The drop the client's monitor saw while nothing waited must not fail its next call.
+
+    The DISCONNECTED event of the first daemon's going sits unread in the monitor of a client
+    with no call in flight; read as the next call waits, it used to fail that call with
+    "connection lost", although the call went to the new daemon and was answered.
+    """
+    context: zmq.Context[Any] = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/server.sock"
+    first = _server(context, endpoint)
+    serving = asyncio.create_task(first.serve())
+    blocking = flavour.startswith("blocking")
+    caller: AsyncClient | Client = (Client if blocking else AsyncClient)(
+        endpoint, key=KEY, timeout=10)
+    try:
+        # Connected (with ZMQ_IMMEDIATE the socket is writable only then), so that the first
+        # daemon's going is a drop the client's monitor reports.
+        assert await asyncio.to_thread(caller._socket.poll, 10_000, zmq.POLLOUT)
+        if isinstance(caller, Client):
+            assert await asyncio.to_thread(caller.call, "now", 0) == {"echo": 0}
+        await _stop(first, serving)
+        # Wait until the client's monitor holds the drop (unread): a call sent before the
+        # client noticed would go down the dying connection and rightly be reported lost.
+        assert await asyncio.to_thread(caller._monitor.poll, 10_000), "no drop reported"
+        second = _server(context, endpoint)
+        serving = asyncio.create_task(second.serve())
+        try:
+            # Each call waits for the new connection: the socket queues nothing for an absent
+            # peer.
+            for n in (1, 2):
+                if isinstance(caller, Client):
+                    reply = await asyncio.to_thread(caller.call, "now", n)
+                else:
+                    reply = await caller.call("now", n)
+                assert reply == {"echo": n}
+        finally:
+            await _stop(second, serving)
+    finally:
+        if isinstance(caller, Client):
+            caller.close()
+        else:
+            await caller.close()
+        context.term()
