@@ -113,7 +113,8 @@ class LiveJob:
 
 
 class LiveJobs:
-    """The runs in motion by job id, and the last :data:`FINISHED_KEPT` finished ones."""
+    """The runs in motion by job id, and the latest finished ones: at most ``kept`` of them,
+    holding at most ``kept_bytes`` of results between them (the oldest go first)."""
 
     def __init__(self, *, kept: int = FINISHED_KEPT, kept_bytes: int = KEPT_RESULTS_BYTES) -> None:
         self._running: dict[str, LiveJob] = {}
