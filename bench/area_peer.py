@@ -6,7 +6,7 @@ The peer (:mod:`bench.peer`): pygeoapi 0.24 under gunicorn with 2 uvicorn worker
 and with its TinyDB one; 32 connections and 1. Targets (issue 16): PNS >= the peer without a
 job store, at 32 connections and at 1. If the peer cannot be installed or started, the rows
 say why. Its own area so that the comparison alone is quick to run again
-(``python -m bench --only peer``, about two minutes).
+(``python -m bench --only peer``, about a minute).
 """
 
 from __future__ import annotations

@@ -96,8 +96,8 @@ class Connection:
         """Hand each event the monitor holds to ``handle``, without waiting.
 
         Asked first whether one waits: the usual answer, none, then costs a third of a receive
-        that fails (1.2 us against 3.4 us, which a pnsweb serving one connection paid on every
-        request)."""
+        that fails, which a pnsweb serving one connection paid on every request
+        (bench/FINDINGS.md, "/v1 at one connection, second pass")."""
         while cast(int, self._monitor.getsockopt(_EVENTS)) & _POLLIN:
             try:
                 frames = self._monitor.recv_multipart(zmq.NOBLOCK)
