@@ -16,7 +16,7 @@ from bench.stack import rss_mb
 from harness.procs import children
 
 NEEDS = ("base_echo", "base_relay", "base_web", "pnsd_on", "pnsweb")
-SMALL = ("direct", "jobs", "web", "memory")
+SMALL = ("direct", "jobs", "web", "peer", "memory")
 LABELS = {
     "memory.pnsd.idle": "pnsd RSS idle (after start)",
     "memory.pnsd.load": "pnsd RSS peak, small requests",

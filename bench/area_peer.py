@@ -1,11 +1,12 @@
-"""PNS against a real peer, in the web area: pygeoapi's hello-world under the same wrk load.
+"""PNS against a real peer, an area of its own: pygeoapi's hello-world under the same wrk load.
 
 PNS: ``POST /v1/processes/echo/execution`` through pnsweb (every run recorded, its default).
 The peer (:mod:`bench.peer`): pygeoapi 0.24 under gunicorn with 2 uvicorn workers, its
 ``hello-world`` process without a job manager (it records nothing: its fastest configuration)
 and with its TinyDB one; 32 connections and 1. Targets (issue 16): PNS >= the peer without a
 job store, at 32 connections and at 1. If the peer cannot be installed or started, the rows
-say why.
+say why. Its own area so that the comparison alone is quick to run again
+(``python -m bench --only peer``, about a minute).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ LABELS = {
     "web.peer.tinydb.1": "web /v1 echo vs pygeoapi hello-world (TinyDB jobs), 1 conn",
 }
 PEER = "pygeoapi 0.24, gunicorn + 2 uvicorn workers"
+NEEDS = ("pnsweb",)
 
 
 def run(bench: Bench) -> list[Row]:
@@ -31,7 +33,7 @@ def run(bench: Bench) -> list[Row]:
             peer.start(bench.stack, name, tinydb=tinydb)
     except (peer.PeerUnavailable, RuntimeError, TimeoutError, OSError) as exc:
         why = f"not measured: pygeoapi could not be set up here: {exc}"[:600]
-        return [Row("web", key, label, "/s", note=why,
+        return [Row("peer", key, label, "/s", note=why,
                     target=Target(">=", 1.0, source="issue 16") if "tinydb" not in key else None)
                 for key, label in LABELS.items()]
     try:
@@ -65,7 +67,7 @@ def _rows(bench: Bench, conns: int) -> list[Row]:
         problems = pns.problems() or base.problems()
         if problems:
             text += f" First error: {problems}"
-        rows.append(Row("web", key, LABELS[key], "/s", pns=pns.rate, base=base.rate,
+        rows.append(Row("peer", key, LABELS[key], "/s", pns=pns.rate, base=base.rate,
                         base_label=f"{PEER}, {'TinyDB' if side == 'tinydb' else 'no'} jobs",
                         pns_lat=pns.lat, base_lat=base.lat, target=target, note=text,
                         errors=pns.errors + base.errors))

@@ -8,12 +8,11 @@ are against the bare handlers on asyncio's own loop, as issue 5 defines them, an
 "uvloop baseline" show the same handlers on uvloop, for information. The reference
 implementation's figures come from another run (wrk, 8 connections) and are shown apart. The
 timed phases run under wrk when it is installed (:mod:`bench.wrk`). The peer rows, PNS against
-pygeoapi under the same load, are :mod:`bench.area_peer`.
+pygeoapi under the same load, are an area of their own (:mod:`bench.area_peer`).
 """
 
 from __future__ import annotations
 
-from bench import area_peer
 from bench.loads import SMALL
 from bench.measure import Agg, Bench, cpu_note, loader_note
 from bench.report import Row, Target
@@ -29,7 +28,6 @@ LABELS = {
 UV_SUFFIX = ", uvloop baseline"
 LABELS.update({f"{key}.uv": LABELS[key] + UV_SUFFIX
                for key in ("web.v1.echo", "web.v06.echo", "web.v06.get")})
-LABELS.update(area_peer.LABELS)
 AUTH = f"{WEB_USER}:{WEB_USER}"
 TESTRUN = {"creator": "bench", "rootcause": "bench", "input": {"theName": "stranger"}}
 
@@ -98,4 +96,4 @@ def run(bench: Bench) -> list[Row]:
                      "on uvloop too, where the row above has it on asyncio's own loop."))
         bench.web_peak = max(getattr(bench, "web_peak", 0.0),
                              aggs["pns"].peak_rss.get("pnsweb", 0.0))
-    return rows + area_peer.run(bench)
+    return rows

@@ -27,6 +27,7 @@ from bench import (
     area_jobs,
     area_memory,
     area_payload,
+    area_peer,
     area_remote,
     area_store,
     area_swap,
@@ -40,10 +41,11 @@ from bench.stack import Stack
 
 AREAS: dict[str, ModuleType] = {
     "direct": area_direct, "jobs": area_jobs, "store": area_store, "web": area_web,
-    "payload": area_payload, "swap": area_swap, "memory": area_memory, "remote": area_remote,
+    "peer": area_peer, "payload": area_payload, "swap": area_swap, "memory": area_memory,
+    "remote": area_remote,
 }
 ALWAYS = ("memory",)    # a few seconds, and its idle figures were read at start anyway
-HTTP_AREAS = {"web", "payload"}     # the areas with HTTP rows
+HTTP_AREAS = {"web", "peer", "payload"}     # the areas with HTTP rows
 NOTES = [
     "Every PNS process is real: `python -m pnsd start --home <tmp> --config <cfg>` "
     "(`[pnsd]` home, `log_level = \"warning\"`) and `python -m pnsweb -u bench -p bench --ip "

@@ -53,6 +53,9 @@ INT_RANGE = (-(2**63), 2**64 - 1)     # what msgpack carries
 CHUNK = 256 << 10
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _STRUCTURE = (b"{", b"[", b",")
+_DEPTH_TEXT = f"the body is nested deeper than {MAX_DEPTH} levels"
+_SURROGATE_TEXT = ("the body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not "
+                   "Unicode text")
 
 
 class BadBody(ValueError):
@@ -187,7 +190,7 @@ def decode(raw: bytes | bytearray) -> Any:
     try:
         value = decoder.decode(text)
     except RecursionError:
-        raise BadBody(f"the body is nested deeper than {MAX_DEPTH} levels") from None
+        raise BadBody(_DEPTH_TEXT) from None
     except ValueError as exc:      # JSONDecodeError, a refused constant, an over-long integer
         raise BadBody(f"the body is not valid JSON: {exc}") from None
     check_value(value)
@@ -241,33 +244,36 @@ def _python_encode(value: Any) -> str:
 
 
 def check_value(value: Any) -> None:
-    """Raise :class:`BadBody` if ``value`` (decoded JSON) holds what the API cannot carry."""
+    """Raise :class:`BadBody` if ``value`` (decoded JSON) holds what the API cannot carry.
+
+    One loop over a level of nesting at a time, each check written inline: a call per value
+    cost more than the checks themselves on a small body, which every request has
+    (bench/FINDINGS.md, "/v1 at one connection, second pass")."""
     low, high = INT_RANGE
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        kind = type(item)
-        if kind is str:
-            _check_text(item)
-        elif kind is dict or kind is list:
-            if depth >= MAX_DEPTH:
-                raise BadBody(f"the body is nested deeper than {MAX_DEPTH} levels")
-            if kind is dict:
-                for key in item:
-                    _check_text(key)
-                stack.extend((member, depth + 1) for member in item.values())
-            else:
-                stack.extend((member, depth + 1) for member in item)
-        elif kind is int:
-            if not low <= item <= high:
-                raise BadBody("the body holds an integer beyond 64 bits: integers must lie "
-                              "within [-2**63, 2**64 - 1]")
-        elif kind is float and not math.isfinite(item):
-            raise BadBody("the body holds a number beyond the range of a 64-bit float "
-                          "(e.g. 1e400)")
-
-
-def _check_text(text: str) -> None:
-    if not text.isascii() and _SURROGATE.search(text):
-        raise BadBody("the body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is "
-                      "not Unicode text")
+    level = [value]
+    depth = 0
+    while level:
+        inner: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is str:
+                if not item.isascii() and _SURROGATE.search(item):
+                    raise BadBody(_SURROGATE_TEXT)
+            elif kind is list:
+                if depth >= MAX_DEPTH:
+                    raise BadBody(_DEPTH_TEXT)
+                inner.extend(item)
+            elif kind is dict:
+                if depth >= MAX_DEPTH:
+                    raise BadBody(_DEPTH_TEXT)
+                inner.extend(item)           # its keys: strings, checked with the values
+                inner.extend(item.values())
+            elif kind is int:
+                if not low <= item <= high:
+                    raise BadBody("the body holds an integer beyond 64 bits: integers must lie "
+                                  "within [-2**63, 2**64 - 1]")
+            elif kind is float and not math.isfinite(item):
+                raise BadBody("the body holds a number beyond the range of a 64-bit float "
+                              "(e.g. 1e400)")
+        level = inner
+        depth += 1

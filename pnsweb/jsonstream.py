@@ -3,9 +3,11 @@
 A 16 MiB string answered as JSON was held three times at once: the value, its JSON text and
 that text's UTF-8 bytes. :func:`plan` encodes the reply with each large value (a ``str`` or
 ``bytes`` of at least :data:`LARGE`, in maps and lists) left out, and keeps the values to
-write in their places; :func:`write` then writes the small parts as they are and each large
-value as JSON a piece of :data:`PIECE` at a time (a string escaped as the encoder escapes it,
-bytes as base64): the reply never exists whole, so it goes out with chunked transfer.
+write in their places (a reply without one, the common case, is only looked through once,
+never copied: it is encoded whole); :func:`write` then writes the small parts as they are and
+each large value as JSON a piece of :data:`PIECE` at a time (a string escaped as the encoder
+escapes it, bytes as base64): the reply never exists whole, so it goes out with chunked
+transfer.
 The bytes written are exactly those of ``encoder.encode(value).encode()``. Everything that
 could refuse the value (NaN, a lone surrogate, a type JSON has no form for) is found by
 :func:`plan`, before anything is written. Never touches HTTP itself: it writes through a
@@ -45,10 +47,11 @@ def plan(value: Any, encoder: json.JSONEncoder, *,
     only when ``base64_bytes`` says that the encoder writes them as a base64 string. Raises what
     ``encoder.encode(value).encode()`` would raise: ``ValueError`` for NaN,
     ``UnicodeEncodeError`` for a lone surrogate, ``TypeError`` for a value without a form."""
-    aside = _Aside((str, bytes) if base64_bytes else (str,))
+    kinds = (str, bytes) if base64_bytes else (str,)
+    if not _holds_large(value, kinds):
+        return None        # the common small reply: no copy, no marks
+    aside = _Aside(kinds)
     skeleton = aside.take(value, 0)
-    if not aside.large:
-        return None
     for item in aside.large:
         if isinstance(item, str) and not item.isascii() and _SURROGATE.search(item):
             item.encode()          # raises the UnicodeEncodeError encode() would
@@ -62,6 +65,30 @@ def plan(value: Any, encoder: json.JSONEncoder, *,
         start = at + len(token)
     parts.append(text[start:])
     return [part for part in parts if not isinstance(part, bytes) or part]
+
+
+def _holds_large(value: Any, kinds: tuple[type[str] | type[bytes], ...]) -> bool:
+    """Whether ``value`` holds a large value where :class:`_Aside` would take it out.
+
+    Looked at a level of nesting at a time, in one loop and without copying: most replies are
+    small, and this is all the planning they get (bench/FINDINGS.md, "/v1 at one connection,
+    second pass")."""
+    level = [value]
+    for depth in range(MAX_DEPTH + 1):
+        inner: list[Any] = []
+        for item in level:
+            if isinstance(item, kinds):
+                if len(item) >= LARGE:
+                    return True
+            elif depth < MAX_DEPTH:
+                if isinstance(item, dict):
+                    inner.extend(item.values())
+                elif isinstance(item, list):
+                    inner.extend(item)
+        if not inner:
+            return False
+        level = inner
+    return False
 
 
 class _Aside:

@@ -146,6 +146,7 @@ async def _run(
     request: web.Request, model: ogc.ProcessModel, ask: dict[str, Any], order: ExecuteOrder,
     given: PtsInput,
 ) -> web.StreamResponse:
+    base = base_of(request)    # once: the monitor link, and the results' when there are any
     try:
         reply = await _daemon(request, model.id, "run", ask, given,
                               timeout=request.app[SETTINGS].call_timeout)
@@ -157,19 +158,18 @@ async def _run(
         return await stream_results(
             request, request.app[CLIENT], job_id, model, owner=ask["owner"],
             chosen=order.chosen, raw=order.response == "raw",
-            headers=_sync_headers(request, job_id, order))
+            headers=_sync_headers(base, job_id, order))
     job_id = reply["job"]
-    headers = _sync_headers(request, job_id, order)
+    headers = _sync_headers(base, job_id, order)
     outputs = outputs_of(model, reply["result"])
-    href = results_href(base_of(request), job_id)
     if order.response == "raw" and set(order.chosen.values()) == {REFERENCE}:
-        return _links(order.chosen, model, href, headers)
+        return _links(order.chosen, model, results_href(base, job_id), headers)
     if order.response == "raw" and len(order.chosen) == 1:
         [(key, _mode)] = order.chosen.items()
         port, value = model.output_ports[key], outputs[key]
         return await send_value(request, port, value, headers=headers)
-    return await send_json(request, results_document(model, outputs, order.chosen, href),
-                           headers=headers)
+    document = results_document(model, outputs, order.chosen, results_href(base, job_id))
+    return await send_json(request, document, headers=headers)
 
 
 def _links(chosen: dict[str, str], model: ogc.ProcessModel, href: Callable[[str], str],
@@ -183,8 +183,8 @@ def _links(chosen: dict[str, str], model: ogc.ProcessModel, href: Callable[[str]
     return response
 
 
-def _sync_headers(request: web.Request, job_id: str, order: ExecuteOrder) -> dict[str, str]:
-    headers = {"Link": f'<{base_of(request)}/jobs/{job_id}>; rel="monitor"'}
+def _sync_headers(base: str, job_id: str, order: ExecuteOrder) -> dict[str, str]:
+    headers = {"Link": f'<{base}/jobs/{job_id}>; rel="monitor"'}
     if order.prefer_sync:
         headers["Preference-Applied"] = "respond-sync"
     return headers

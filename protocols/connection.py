@@ -9,7 +9,7 @@ flavours of :mod:`protocols.client` share; it must not send requests or wait for
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -21,6 +21,8 @@ from protocols.session import Session as _Session
 
 DEFAULT_TIMEOUT = 30.0
 CONNECT_WAIT = 2.0    # how long a send waits for the connection before "unavailable"
+_EVENTS = int(zmq.EVENTS)     # plain ints: pyzmq makes an enum of each flag it is given
+_POLLIN = int(zmq.POLLIN)
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 
@@ -91,8 +93,12 @@ class Connection:
                 "have run" % self.endpoint)
 
     def _read_events(self, handle: Callable[[List[bytes]], None]) -> None:
-        """Hand each event the monitor holds to ``handle``, without waiting."""
-        while True:
+        """Hand each event the monitor holds to ``handle``, without waiting.
+
+        Asked first whether one waits: the usual answer, none, then costs a third of a receive
+        that fails, which a pnsweb serving one connection paid on every request
+        (bench/FINDINGS.md, "/v1 at one connection, second pass")."""
+        while cast(int, self._monitor.getsockopt(_EVENTS)) & _POLLIN:
             try:
                 frames = self._monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

@@ -249,3 +249,25 @@ async def test_a_client_idle_while_the_daemon_restarts_is_answered_by_the_new_on
         else:
             await caller.close()
         context.term()
+
+
+def test_the_monitor_is_read_to_its_last_event_only_when_one_waits(tmp_path: Path) -> None:
+    context: zmq.Context[Any] = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/server.sock"
+    router = context.socket(zmq.ROUTER)
+    router.bind(endpoint)
+    caller = Client(endpoint, key=KEY, timeout=10)
+    seen: list[list[bytes]] = []
+    try:
+        assert caller._socket.poll(10_000, zmq.POLLOUT)      # connected
+        caller._read_events(seen.append)
+        assert seen == []
+        router.close(linger=0)
+        assert caller._monitor.poll(10_000), "no drop reported"
+        caller._read_events(seen.append)
+        caller._read_events(seen.append)
+        assert len(seen) == 1 and caller._lost(seen[0]) is not None
+    finally:
+        caller.close()
+        router.close(linger=0)
+        context.term()

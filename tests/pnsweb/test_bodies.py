@@ -151,6 +151,29 @@ GOOD_VALUES = {
 }
 
 
+CHECKED: dict[str, tuple[Any, str]] = {     # a decoded value and what its refusal says
+    "1e400": (float("inf"), "64-bit float"),
+    "integer beyond 64 bits": (2**64, "beyond 64 bits"),
+    "integer below -2**63": (-(2**63) - 1, "beyond 64 bits"),
+    "lone surrogate": ("\ud800", "surrogate"),
+    "lone surrogate in a key": ({"ok": 1, "\udc00": 1}, "surrogate"),
+    "nesting beyond the limit": (json.loads("[" * 129 + "]" * 129), "nested deeper than 128"),
+}
+
+
+@pytest.mark.parametrize(("value", "says"), CHECKED.values(), ids=CHECKED.keys())
+def test_check_value_finds_each_refusal_wherever_it_lies(value: Any, says: str) -> None:
+    for where in (value, [value], {"a": [1, "x", {"b": value}]}, [[0.5] * 50, [[True, value]]]):
+        with pytest.raises(bodies.BadBody, match=says):
+            bodies.check_value(where)
+
+
+def test_check_value_takes_what_the_daemon_hop_carries() -> None:
+    nested = json.loads("[" * 126 + '{"k": [2, "\\ud83d\\ude00"]}' + "]" * 126)    # 128 levels
+    for value in (None, 1, -(2**63), 2**64 - 1, 1.7e308, "é", {"a": [1, {"b": "c"}]}, nested):
+        bodies.check_value(value)
+
+
 @pytest.mark.parametrize("padded", [False, True], ids=["inline", "thread"])
 @pytest.mark.parametrize("text", BAD_VALUES.values(), ids=BAD_VALUES.keys())
 async def test_bad_values_are_400_on_v06(client: Any, text: str, padded: bool) -> None:

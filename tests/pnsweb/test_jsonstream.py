@@ -66,3 +66,27 @@ def test_a_value_json_cannot_hold_is_refused_before_anything_is_written(bad: flo
 def test_a_lone_surrogate_in_a_large_string_is_refused_before_anything_is_written() -> None:
     with pytest.raises(UnicodeEncodeError):
         jsonstream.plan({"value": "é" * BIG + "\ud800"}, _ENCODER)
+
+
+SMALL_REPLIES: list[Any] = [
+    1, None, "a" * (LARGE - 1), b"b" * BIG, {"x": 1, "values": [1.5, 2.5], "flag": True},
+    [{"a": [{"b": ["c" * (LARGE - 1)]}]}],
+    {"a": {"b": {"c": {"d": ["e" * BIG]}}}},       # a list at MAX_DEPTH is not looked into
+]
+
+
+@pytest.mark.parametrize("value", SMALL_REPLIES, ids=range(len(SMALL_REPLIES)))
+def test_a_small_reply_is_looked_through_and_never_copied(
+        value: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_copy(*args: Any) -> None:
+        raise AssertionError("a small reply was copied")
+
+    monkeypatch.setattr(jsonstream, "_Aside", no_copy)
+    assert jsonstream.plan(value, _ENCODER) is None
+
+
+def test_large_values_are_found_as_deep_as_they_are_taken_out() -> None:
+    at_max_depth = {"a": {"b": {"c": {"d": "e" * BIG}}}}
+    in_a_list = [1, [2, {"x": b"y" * BIG}]]
+    assert jsonstream.plan(at_max_depth, _ENCODER) is not None
+    assert jsonstream.plan(in_a_list, _ENCODER, base64_bytes=True) is not None

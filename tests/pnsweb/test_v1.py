@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from pnsweb import jsonstream, ogc, views_v1_io
+from pnsweb import jsonstream, ogc, views_v1, views_v1_io
 from pnsweb.app import create_app
 from tests.pnsweb.fakes_v1 import AUTH, SPECS, JobBook, demo_daemon, settings
 
@@ -370,6 +370,25 @@ async def test_an_output_by_reference_is_a_link_to_the_job_s_output(
         f"/v1/jobs/{job_id}/results/png")), "type": "image/png", "title": "png"}, "size": 4}
     fetched = await client.get(URL(document["png"]["href"]).path, headers=AUTH)
     assert (fetched.content_type, await fetched.read()) == ("image/png", b"\x89PNG")
+
+
+async def test_a_sync_execution_works_out_its_base_url_once(
+        client: Any, book: JobBook, monkeypatch: pytest.MonkeyPatch) -> None:
+    bases: list[str] = []
+
+    def counted(request: web.Request) -> str:
+        bases.append(views_v1_io.base_of(request))
+        return bases[-1]
+
+    monkeypatch.setattr(views_v1, "base_of", counted)
+    response = await execute(client, "picture", {
+        "inputs": {"image": "iVBORw=="}, "response": "document",
+        "outputs": {"png": {"transmissionMode": "reference"}, "size": {}}})
+    assert response.status == 200
+    [job_id] = book.jobs
+    assert bases == [str(client.make_url("/v1"))]
+    assert response.headers["Link"] == f'<{bases[0]}/jobs/{job_id}>; rel="monitor"'
+    assert (await response.json())["png"]["href"] == f"{bases[0]}/jobs/{job_id}/results/png"
 
 
 async def test_raw_outputs_by_reference_are_204_with_a_link_each(client: Any) -> None:
