@@ -52,7 +52,7 @@ async def test_pump_replies_from_its_receiver(pair: Any) -> None:
         pump.send(frames)
 
     def collect(count: int) -> list[list[Any]]:
-        replies = []
+        replies: list[list[Any]] = []
         while len(replies) < count and dealer.poll(int(WAIT * 1000)):
             replies.append(recv_frames(dealer))
         return replies
