@@ -38,6 +38,8 @@ class Finisher:
         self.clock = clock
         self.record_sync = record_sync
         self.rolling = Rolling()    # finished runs of the last minutes, for the stats op
+        # Read once: the level is set before the daemon starts; no level check on every run.
+        self._log_finished = log.is_enabled_for(logging.INFO)
 
     async def finish(self, live: LiveJob) -> None:
         """Move the run's job to the final state its ``error`` calls for (None: success),
@@ -64,7 +66,7 @@ class Finisher:
         live.publish()
         job = live.job
         self.rolling.add(job)
-        if log.is_enabled_for(logging.INFO):    # skip building the line (every run)
+        if self._log_finished:    # skip building the line (every run)
             log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
                      reason=job.reason or None, seconds=round(self.clock() - job.created, 6))
 
