@@ -60,7 +60,11 @@ class Finisher:
             final.dismiss(self.clock(), error.message)
         else:
             final.fail(self.clock(), error.code, error.message)
-        recorded = await self._record(live, final, blob)
+        if final.sync and (not self.record_sync
+                           or self.store.record_inline(final, live.input_blob, blob)):
+            recorded = final    # most synchronous runs: recorded without a coroutine
+        else:
+            recorded = await self._record(live, final, blob)
         if recorded is not live.job:
             vars(live.job).update(vars(recorded))
         live.publish()
@@ -72,9 +76,8 @@ class Finisher:
 
     async def _record(self, live: LiveJob, final: Job, blob: bytes | Packed | None) -> Job:
         """Store the outcome; if the store refuses, the job fails with ``storage`` instead."""
-        if final.sync:
-            if self.record_sync:
-                await self.store.record(final, live.input_blob, blob)
+        if final.sync:      # recording on, and a blob needs a file (finish did the rest)
+            await self.store.record(final, live.input_blob, blob)
             return final
         try:
             await self.store.finish(final, blob, durable=True)
