@@ -27,7 +27,8 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _COPY_BELOW = 64 * 1024   # smaller frames are copied (cheaper than tracking a zero-copy send)
 # The compiled send and receive, bound once: zmq.Socket.send is a Python wrapper around this
-# send (for the draft sockets' routing_id and group), a Python call per frame otherwise.
+# send (for the draft sockets' routing_id and group), a Python call per frame otherwise. For
+# plain sockets only (a zmq.asyncio socket's own send and recv would be bypassed).
 _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
 # The option read, typed for the one int option read here (ZMQ_EVENTS): no typing.cast call
