@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,12 +169,19 @@ class Handlers:
             restored = await asyncio.to_thread(install_scripts, self.home, restore=True)
         return {"restored": restored}
 
-    async def run(self, body: Any) -> Any:
-        """A synchronous run; with a ``lock``, it holds that PTS's slot while it runs."""
+    def run(self, body: Any) -> Coroutine[Any, Any, Any]:
+        """A synchronous run; with a ``lock``, it holds that PTS's slot while it runs.
+
+        The run's own coroutine, returned rather than awaited in one of this method's: a
+        coroutine layer less on every run (bench/FINDINGS.md, "Worker path, second pass").
+        """
         pts = bodies.text(body, "pts")
         lock = bodies.lock(body)
         if lock is None or lock == pts:
-            return await self._run(pts, body)
+            return self._run(pts, body)
+        return self._run_locked(lock, pts, body)
+
+    async def _run_locked(self, lock: str, pts: str, body: Any) -> dict[str, Any]:
         async with self.registry.get(lock).slot():
             return await self._run(pts, body)
 

@@ -51,9 +51,11 @@ class Generation:
         # A host with its own line gets every admitted run at once: it needs no slots here.
         self._limited = not self.host.queues_runs
         self._free = self.spec.slots         # slots nobody holds (when limited)
+        self._limit = self.spec.slots + self.spec.queue   # admitted at most (a frozen spec)
         self._waiters: deque[asyncio.Future[None]] = deque()   # queued runs, first come first
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # done when no run is admitted any more: made when someone first waits for that, so
+        # a run admitted or leaving touches no event
+        self._drain: asyncio.Future[None] | None = None
         # compiled once per generation: every run's input is checked before it is admitted
         self.inputs = InputCheck(self.spec.name, self.spec.interface.inputs)
 
@@ -69,14 +71,13 @@ class Generation:
         spec = self.spec
         if self.draining:
             raise Unavailable(f"PTS {spec.name} generation {self.number} is draining")
-        if bounded and self.admitted >= spec.slots + spec.queue:
+        if bounded and self.admitted >= self._limit:
             raise Busy(
                 f"PTS {spec.name} is busy: {self.executing} running, "
                 f"{self.admitted - self.executing} queued (limit {spec.queue})",
                 retry_after=1,
             )
         self.admitted += 1
-        self._idle.clear()
         return Slot(self)
 
     def _occupy_now(self) -> bool:
@@ -131,20 +132,19 @@ class Generation:
 
     def _leave(self) -> None:
         self.admitted -= 1
-        if self.admitted == 0:
-            self._idle.set()
-
-    async def drained(self) -> None:
-        await self._idle.wait()
+        if self.admitted == 0 and self._drain is not None:
+            if not self._drain.done():
+                self._drain.set_result(None)
+            self._drain = None
 
     async def wait_drained(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for every admitted run to finish; False if some are left."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        if self.admitted == 0:
+            return True
+        if self._drain is None:      # one future for every waiter of this drain
+            self._drain = asyncio.get_running_loop().create_future()
+        done, _pending = await asyncio.wait({self._drain}, timeout=timeout)
+        return bool(done)
 
     def close(self, reason: str) -> None:
         """Admit nothing more and fail the queued runs with ``reason`` (running ones go on).

@@ -59,6 +59,9 @@ class Server:
         self._tasks: dict[int, asyncio.Task[None]] = {}   # by id() of the request's message
         self.bound: list[str] = []
         self.refusals = refusals or Refusals()   # shared by every front door of a daemon
+        # Read once: the level is set before the daemon starts (and a line per request is a
+        # debug one): no level check on every request.
+        self._log_requests = log.is_enabled_for(logging.DEBUG)
 
     def bind(self) -> None:
         for endpoint in self.endpoints:
@@ -161,7 +164,8 @@ class Server:
     def _reply(self, identity: bytes, message: Message, op: str, started: float,
                body: Any) -> None:
         self._send(identity, reply_type(op), body, message.id)
-        self._done(message, op, started, "ok")
+        if self._log_requests:      # no call at all otherwise (every request)
+            self._done(message, op, started, "ok")
 
     def _fail(self, identity: bytes, message: Message, op: str, started: float,
               exc: Exception) -> None:
@@ -172,13 +176,13 @@ class Server:
             log.error("handler_failed", op=op, msg=message.id, exc_info=exc)
             body = {"code": code, "message": "internal error; see the daemon log", "details": {}}
         self._send(identity, ERROR, body, message.id)
-        self._done(message, op, started, code)
+        if self._log_requests:
+            self._done(message, op, started, code)
 
     @staticmethod
     def _done(message: Message, op: str, started: float, code: str) -> None:
-        if log.is_enabled_for(logging.DEBUG):    # skip building the line (every request)
-            log.debug("request", op=op, msg=message.id, code=code,
-                      ms=round((time.perf_counter() - started) * 1000, 3))
+        log.debug("request", op=op, msg=message.id, code=code,
+                  ms=round((time.perf_counter() - started) * 1000, 3))
 
     def _send(self, identity: bytes, msg_type: str, body: Any, re: str) -> None:
         try:

@@ -14,7 +14,7 @@ Python 3.8 compatible; imports nothing of ours.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, List, Optional, cast
+from typing import Any, Callable, List, Optional
 
 import zmq
 
@@ -26,6 +26,13 @@ _MORE = int(zmq.SNDMORE) | _NOBLOCK
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _COPY_BELOW = 64 * 1024   # smaller frames are copied (cheaper than tracking a zero-copy send)
+# The compiled send and receive, bound once: zmq.Socket.send is a Python wrapper around this
+# send (for the draft sockets' routing_id and group), a Python call per frame otherwise. For
+# plain sockets only (a zmq.asyncio socket's own send and recv would be bypassed).
+_send = zmq.backend.Socket.send
+_recv = zmq.backend.Socket.recv
+# The option read, typed for the one int option read here (ZMQ_EVENTS): no typing.cast call
+_get: Callable[[Any, int], int] = zmq.backend.Socket.get  # type: ignore[assignment]
 # Messages received per turn of the event loop: a peer that floods the socket must not keep the
 # loop from the replies, timers and other sockets waiting behind the drain.
 BATCH = 256
@@ -40,7 +47,7 @@ def send_frames(socket: "zmq.Socket[Any]", frames: List[Any]) -> None:
     """
     last = len(frames) - 1
     for index, frame in enumerate(frames):
-        socket.send(frame, _NOBLOCK if index == last else _MORE, copy=len(frame) < _COPY_BELOW)
+        _send(socket, frame, _NOBLOCK if index == last else _MORE, len(frame) < _COPY_BELOW)
 
 
 def recv_frames(socket: "zmq.Socket[Any]") -> List[Any]:
@@ -51,17 +58,14 @@ def recv_frames(socket: "zmq.Socket[Any]") -> List[Any]:
     ZeroMQ message itself (not copied: the codec decides whether its receiver needs ``bytes``);
     smaller ones are ``bytes``.
     """
-    frame = socket.recv(_NOBLOCK, copy=False)
-    frames = [_content(frame)]
-    while frame.more:
-        frame = socket.recv(_NOBLOCK, copy=False)
-        frames.append(_content(frame))
+    frames: List[Any] = []
+    more = True
+    while more:
+        frame = _recv(socket, _NOBLOCK, False)
+        # len() of the frame itself: a small frame never builds the memoryview it would not keep
+        frames.append(frame.bytes if len(frame) < _COPY_BELOW else frame.buffer)
+        more = frame.more
     return frames
-
-
-def _content(frame: "zmq.Frame") -> Any:
-    # len() of the frame itself: a small frame never builds the memoryview it would not keep
-    return frame.bytes if len(frame) < _COPY_BELOW else frame.buffer
 
 
 class Pump:
@@ -84,10 +88,13 @@ class Pump:
 
     def send(self, frames: List[Any]) -> None:
         """Queue a message now; raise ``zmq.Again`` if it cannot be queued (no peer, HWM)."""
-        send_frames(self.socket, frames)
+        socket = self.socket
+        last = len(frames) - 1
+        for index, frame in enumerate(frames):    # send_frames inline: a call less a message
+            _send(socket, frame, _NOBLOCK if index == last else _MORE, len(frame) < _COPY_BELOW)
         # The send may have consumed a readability edge: if messages wait, drain them soon
         # (not here: a handler that sends must not find itself called again inside the send).
-        if not self._scheduled and cast(int, self.socket.getsockopt(_EVENTS)) & _POLLIN:
+        if not self._scheduled and _get(socket, _EVENTS) & _POLLIN:
             self._schedule()
 
     @property
@@ -103,10 +110,15 @@ class Pump:
         self._scheduled = False
         socket, receive = self.socket, self._receive
         for _ in range(BATCH):
-            if self._closed or not cast(int, socket.getsockopt(_EVENTS)) & _POLLIN:
+            if self._closed or not _get(socket, _EVENTS) & _POLLIN:
                 return
+            frames: List[Any] = []     # recv_frames inline: a call less a message
+            more = True
             try:
-                frames = recv_frames(socket)
+                while more:
+                    frame = _recv(socket, _NOBLOCK, False)
+                    frames.append(frame.bytes if len(frame) < _COPY_BELOW else frame.buffer)
+                    more = frame.more
             except zmq.Again:
                 return
             receive(frames)

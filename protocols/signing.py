@@ -90,7 +90,8 @@ class ReplayGuard:
     then, so a copy is refused as replayed for as long as it is not refused as stale. Ids are
     kept in buckets by the window in which they may be forgotten: memory stays bounded by the
     ids that arrive within two windows, a lookup costs at most three set lookups, and a whole
-    bucket is dropped at once when its last id expires.
+    bucket is dropped at once when its last id expires. Buckets expire only as the clock
+    crosses into the next span, so they are swept once per span, not per message.
     """
 
     def __init__(self, window: float, *, clock: Clock = time.time) -> None:
@@ -98,6 +99,7 @@ class ReplayGuard:
         self.clock = clock
         self._span = window if window > 0 else 1.0     # a bucket covers one window of expiries
         self._buckets: Dict[int, Set[str]] = {}
+        self._next_sweep = float("-inf")    # when the oldest bucket may have expired
 
     def check(self, msg_id: str, ts: float, *, remember: bool = True) -> None:
         now = self.clock()
@@ -108,7 +110,8 @@ class ReplayGuard:
             )
         if not remember:
             return
-        self._forget_expired(now)
+        if now >= self._next_sweep:
+            self._forget_expired(now)
         for seen in self._buckets.values():
             if msg_id in seen:
                 raise ProtocolError(ErrorCode.REPLAY, "replayed message id %s" % msg_id)
@@ -124,3 +127,4 @@ class ReplayGuard:
         current = int(now // self._span)
         for bucket in [k for k in self._buckets if k < current]:
             del self._buckets[bucket]
+        self._next_sweep = (current + 1) * self._span

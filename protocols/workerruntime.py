@@ -228,10 +228,14 @@ class WorkerRuntime:
         if self.stopping:
             self.send_error(message.id, ErrorCode.BUSY, "the worker is stopping")
             return
-        job = body.get("job")
-        ctx = RunContext(job if isinstance(job, str) else "",
-                         on_progress=self._progress_sink(message.id),
-                         on_log=self._log_sink(message.id))
+        job_id = body.get("job")
+        job_id = job_id if isinstance(job_id, str) else ""
+        call = self.calls.get(op)
+        if call is not None and call.wants_ctx:
+            ctx = RunContext(job_id, on_progress=self._progress_sink(message.id),
+                             on_log=self._log_sink(message.id))
+        else:       # a callable without ctx reports nothing: no sinks to make (most tasks)
+            ctx = RunContext(job_id)
         task = Task(message.id, op, body.get("data"), ctx)
         if self.current is not None or self.queued:
             self.queued.append(task)            # prefetched: runs after the current one

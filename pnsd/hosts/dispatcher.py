@@ -128,11 +128,12 @@ class Dispatcher:
         """
         if self._state.state != "ready":
             raise self._not_ready()
-        deadline = asyncio.get_running_loop().time() + timeout
+        now = asyncio.get_running_loop().time()     # read once: a dispatch now uses it too
+        deadline = now + timeout
         run = Run(op, data, ctx, timeout, deadline, reply)
         worker = self._idle_worker()
         if worker is not None:
-            self._dispatch(worker, run)
+            self._dispatch(worker, run, now)
         else:
             self._line.append(run)
             self._arm(deadline)
@@ -170,12 +171,13 @@ class Dispatcher:
 
     def hand_over(self) -> None:
         """Dispatch the first runs in line to idle workers, now."""
+        now = asyncio.get_running_loop().time()
         while self._line and (worker := self._idle_worker()) is not None:
             run = self._line.popleft()
             if run.reply is None:               # cancelled or timed out meanwhile
                 continue
             try:
-                self._dispatch(worker, run)
+                self._dispatch(worker, run, now)
             except (BadRequest, TooLarge) as exc:
                 run.answer(None, exc)
 
@@ -192,7 +194,8 @@ class Dispatcher:
         reason = f": {self._state.reason}" if self._state.reason else ""
         return Unavailable(f"PTS {self._pts} is {self._state.state}{reason}")
 
-    def _dispatch(self, worker: WorkerSlot, run: Run) -> None:
+    def _dispatch(self, worker: WorkerSlot, run: Run, now: float) -> None:
+        """Send ``run`` to ``worker``; its own timeout runs from ``now`` (loop time)."""
         msg_id = new_message_id()
         body = {"op": run.op, "data": run.data, "timeout": run.timeout, "job": run.ctx.job_id}
         try:
@@ -203,7 +206,7 @@ class Dispatcher:
                                **exc.details) from exc
             raise BadRequest(f"the input cannot be encoded: {exc.message}") from exc
         run.id, run.worker = msg_id, worker
-        run.deadline = asyncio.get_running_loop().time() + run.timeout
+        run.deadline = now + run.timeout
         self._busy.setdefault(worker, []).append(run)
         self._tasks[msg_id] = run
         self._send(worker, frames)

@@ -26,7 +26,9 @@ class EventLog:
         self.seq = 0
         self._size = size
         self._events: deque[dict[str, Any]] | None = None    # made when first needed
-        self._latest: dict[str, Any] | None = None   # the status kept while there is none
+        # the status kept while there is no buffer, as (seq, status, progress, message,
+        # reason): a tuple per status change, its event made only if someone looks
+        self._latest: tuple[int, Status, int, str, str] | None = None
         self._changed: asyncio.Event | None = None   # made when a watcher first waits
         self.closed = False
 
@@ -40,7 +42,10 @@ class EventLog:
         if events is None:
             events = self._events = deque(maxlen=self._size)
             if self._latest is not None:     # the statuses so far, summarised by the latest
-                events.append(self._latest)
+                seq, status, progress, message, reason = self._latest
+                events.append({"job": self.job_id, "seq": seq, "kind": "status",
+                               "status": status.value, "progress": progress,
+                               "message": message, "reason": reason})
                 self._latest = None
         return events
 
@@ -54,9 +59,7 @@ class EventLog:
     def status(self, job: Job) -> None:
         if self._events is None:       # nobody has watched, nothing reported: keep the latest
             self.seq += 1
-            self._latest = {"job": self.job_id, "seq": self.seq, "kind": "status",
-                            "status": job.status.value, "progress": job.progress,
-                            "message": job.message, "reason": job.reason}
+            self._latest = (self.seq, job.status, job.progress, job.message, job.reason)
         else:
             self._add("status", status=job.status.value, progress=job.progress,
                       message=job.message, reason=job.reason)

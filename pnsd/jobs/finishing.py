@@ -38,6 +38,8 @@ class Finisher:
         self.clock = clock
         self.record_sync = record_sync
         self.rolling = Rolling()    # finished runs of the last minutes, for the stats op
+        # Read once: the level is set before the daemon starts; no level check on every run.
+        self._log_finished = log.is_enabled_for(logging.INFO)
 
     async def finish(self, live: LiveJob) -> None:
         """Move the run's job to the final state its ``error`` calls for (None: success),
@@ -58,21 +60,24 @@ class Finisher:
             final.dismiss(self.clock(), error.message)
         else:
             final.fail(self.clock(), error.code, error.message)
-        recorded = await self._record(live, final, blob)
+        if final.sync and (not self.record_sync
+                           or self.store.record_inline(final, live.input_blob, blob)):
+            recorded = final    # most synchronous runs: recorded without a coroutine
+        else:
+            recorded = await self._record(live, final, blob)
         if recorded is not live.job:
             vars(live.job).update(vars(recorded))
         live.publish()
         job = live.job
         self.rolling.add(job)
-        if log.is_enabled_for(logging.INFO):    # skip building the line (every run)
+        if self._log_finished:    # skip building the line (every run)
             log.info("job_finished", job=job.id, pts=job.pts, status=job.status.value,
                      reason=job.reason or None, seconds=round(self.clock() - job.created, 6))
 
     async def _record(self, live: LiveJob, final: Job, blob: bytes | Packed | None) -> Job:
         """Store the outcome; if the store refuses, the job fails with ``storage`` instead."""
-        if final.sync:
-            if self.record_sync:
-                await self.store.record(final, live.input_blob, blob)
+        if final.sync:      # recording on, and a blob needs a file (finish did the rest)
+            await self.store.record(final, live.input_blob, blob)
             return final
         try:
             await self.store.finish(final, blob, durable=True)

@@ -47,6 +47,7 @@ class SyncRecords:
     _records: list[dict[str, Any]]   # finished sync runs, not handed over yet
     _hand_over_timer: asyncio.TimerHandle | None
     _unwritten: list[tuple[Future[Any], int]]   # record ops with blob files
+    _inline_limit: int
 
     if TYPE_CHECKING:   # the store's own methods, which this part calls
         def fits_inline(self, blob: bytes | Packed | None) -> bool: ...
@@ -64,8 +65,8 @@ class SyncRecords:
         memory (never joined into one buffer), just before the row's insert: a write that
         fails (a full disk) records this job as failed with ``storage`` and leaves no file.
         """
-        if self.fits_inline(input_blob) and self.fits_inline(result_blob):
-            return self.record_now(job, input_blob, result_blob)   # most: nothing to wait for
+        if self.record_inline(job, input_blob, result_blob):    # most: nothing to wait for
+            return
         row = self._record_row(job, input_blob, result_blob)
         files: dict[str, bytes | Packed] = {}
         for name, blob in (("input", input_blob), ("result", result_blob)):
@@ -92,15 +93,20 @@ class SyncRecords:
             oldest, _size = self._unwritten.pop(0)
             await asyncio.wait({asyncio.wrap_future(oldest)})
 
-    def record_now(self, job: Job, input_blob: bytes | Packed,
-                   result_blob: bytes | Packed | None) -> None:
-        """:meth:`record` for blobs that :meth:`fits_inline`: no file to write, no wait."""
-        if not (self.fits_inline(input_blob) and self.fits_inline(result_blob)):
-            raise ValueError("record_now takes blobs that fit inline only")
+    def record_inline(self, job: Job, input_blob: bytes | Packed,
+                      result_blob: bytes | Packed | None) -> bool:
+        """:meth:`record` for a run whose blobs both fit its row (most runs), called without a
+        coroutine: queued now, nothing to write or wait for. False, recording nothing, when
+        a blob needs a file: :meth:`record` then. (:meth:`fits_inline`'s test, spelled out:
+        this runs for every recorded run.)"""
+        limit = self._inline_limit
+        if len(input_blob) > limit or (result_blob is not None and len(result_blob) > limit):
+            return False
         row = self._record_row(job, input_blob, result_blob)
         row.update(input=bytes(input_blob), input_file=0,
                    result=None if result_blob is None else bytes(result_blob), result_file=0)
         self._queue_record(row)
+        return True
 
     def _record_row(self, job: Job, input_blob: bytes | Packed,
                     result_blob: bytes | Packed | None) -> dict[str, Any]:

@@ -91,7 +91,7 @@ async def test_sync_records_and_retention_work_on_the_server(tmp_path: Path, pg_
             job = Job.create("echo", float(at), sync=True)
             job.start(at + 0.1)
             job.succeed(at + 0.2)
-            store.record_now(job, b"i" * 8, b"r" * 8)
+            assert store.record_inline(job, b"i" * 8, b"r" * 8)
         await store.flush()
         assert await store.count() == 20
         for at in range(100, 110):

@@ -77,6 +77,9 @@ def test_an_unwatched_log_keeps_only_the_latest_status_and_numbers_on() -> None:
     assert log.seq == 2 and log.closed
     [latest] = log.after(0)          # a late watcher gets the latest, with its number
     assert (latest["seq"], latest["status"], latest["progress"]) == (2, "successful", 100)
+    assert latest == {"job": job.id, "seq": 2, "kind": "status", "status": "successful",
+                      "progress": 100, "message": job.message, "reason": ""}
+    assert type(latest["status"]) is str     # kept as a tuple, told as the buffered event is
     log.log("after the end")         # the buffer, once made, keeps everything as before
     assert [e["seq"] for e in log.after(0)] == [2, 3]
 

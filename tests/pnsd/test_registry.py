@@ -177,3 +177,23 @@ async def test_queued_runs_get_freed_slots_in_order_and_a_cancelled_one_takes_no
     assert (generation.admitted, generation.running) == (0, 0)
     async with generation.slot():     # the slot came back: a new run takes it at once
         assert generation.running == 1
+
+
+async def test_admission_stops_at_slots_plus_queue_and_waiters_share_one_drain() -> None:
+    """The limit (slots + queue) is the generation's own; every wait_drained of one drain
+    is answered when the last admitted run leaves, a timed-out one False."""
+    registry = Registry(FakeHost)
+    generation = await registry.start(_spec(concurrency=1, queue=2))
+    assert await generation.wait_drained(0)          # nothing admitted: drained already
+    events: list[str] = []
+    runs = [asyncio.create_task(_hold(generation, events)) for _ in range(3)]
+    await until(lambda: generation.admitted == 3)
+    with pytest.raises(Busy):
+        generation.slot()
+    assert not await generation.wait_drained(0.01)   # runs left
+    waiters = [asyncio.create_task(generation.wait_drained(5)) for _ in range(2)]
+    generation.host.release.set()                    # type: ignore[attr-defined]
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 5) == [True, True]
+    await asyncio.gather(*runs)
+    assert events.count("done") == 3 and generation.admitted == 0
+    generation.slot().withdraw()                     # admits again once drained

@@ -397,9 +397,9 @@ async def test_a_read_or_write_after_records_finds_them_in_order(tmp_path: Path)
     await store.open()
     try:
         first, second = finished_sync_job(), finished_sync_job()
-        store.record_now(first, b"in", b"out")
+        assert store.record_inline(first, b"in", b"out")
         assert (await store.get(first.id)).status.value == "successful"   # the read sent it
-        store.record_now(second, b"in", None)
+        assert store.record_inline(second, b"in", None)
         await store.delete(second.id)     # a later write cannot overtake the record
         with pytest.raises(NotFound):
             await store.get(second.id)
@@ -413,7 +413,7 @@ async def test_records_are_handed_over_in_batches_without_waiting(tmp_path: Path
     try:
         jobs = [finished_sync_job() for _ in range(SlowHandOverStore.RECORD_BATCH)]
         for job in jobs:
-            store.record_now(job, b"in", b"out")
+            assert store.record_inline(job, b"in", b"out")
         assert store._records == []       # the full batch went without its hour's wait
         listed = await store.list(pts="echo", status=None, limit=100, offset=0)
         assert {job.id for job in listed} == {job.id for job in jobs}
@@ -421,6 +421,13 @@ async def test_records_are_handed_over_in_batches_without_waiting(tmp_path: Path
         await store.close()
 
 
-async def test_record_now_refuses_blobs_that_need_a_file(store: JobStore) -> None:
-    with pytest.raises(ValueError, match="fit inline"):
-        store.record_now(finished_sync_job(), bytes(INLINE + 1), None)
+async def test_record_inline_declines_blobs_that_need_a_file(store: JobStore) -> None:
+    """False and nothing recorded: the run goes through record, which writes the file."""
+    for input_blob, result_blob in ((bytes(INLINE + 1), None), (b"in", bytes(INLINE + 1))):
+        job = finished_sync_job()
+        assert not store.record_inline(job, input_blob, result_blob)
+        with pytest.raises(NotFound):
+            await store.get(job.id)
+    job = finished_sync_job()
+    assert store.record_inline(job, bytes(INLINE), bytes(INLINE))    # at the limit: inline
+    assert (await store.get(job.id)).result_size == INLINE

@@ -68,7 +68,7 @@ async def test_a_burst_of_recorded_sync_runs_is_trimmed_as_it_arrives(tmp_path: 
     await store.open()
     try:
         for i in range(500):           # no await between them: as fast as the loop can go
-            store.record_now(finished(float(i)), b"i" * 100, b"r" * 400)
+            assert store.record_inline(finished(float(i)), b"i" * 100, b"r" * 400)
         assert await stored(store) <= BOUND + 500
         newest = await store.list(limit=1)
         assert newest and newest[0].created == 499.0
@@ -82,12 +82,12 @@ async def test_a_store_over_the_bound_at_start_is_trimmed_by_the_next_write(
     unbounded = JobStore(tmp_path / "jobs.db", files_dir=tmp_path / "files", inline_limit=INLINE)
     await unbounded.open()
     for i in range(40):
-        unbounded.record_now(finished(float(i)), b"i" * 500, b"r" * 500)
+        assert unbounded.record_inline(finished(float(i)), b"i" * 500, b"r" * 500)
     await unbounded.close()
     store = make_store(tmp_path)
     await store.open()
     try:
-        store.record_now(finished(100.0), b"i", b"r")
+        assert store.record_inline(finished(100.0), b"i", b"r")
         assert await stored(store) <= BOUND
     finally:
         await store.close()

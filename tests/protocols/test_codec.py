@@ -10,6 +10,7 @@ import pytest
 
 from protocols.codec import BLOB_THRESHOLD, Codec, has_big_bytes, message_id, read_refusal
 from protocols.errors import ErrorCode, ProtocolError
+from protocols.signing import ReplayGuard
 from protocols.version import MAGIC
 
 KEY = b"k" * 64
@@ -239,6 +240,26 @@ def test_the_replay_memory_forgets_ids_once_their_timestamps_are_stale() -> None
     clock.now += 30
     receiver.decode(sender.encode("ping.req", {}))
     assert receiver.guard.remembered() == 1
+
+
+def test_the_replay_guard_sweeps_expired_ids_once_per_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids expire only as the clock enters the next window: one sweep there, none between."""
+    clock = Clock(1000.0)
+    guard = ReplayGuard(10, clock=clock)
+    sweeps: list[float] = []
+    sweep = guard._forget_expired
+    monkeypatch.setattr(guard, "_forget_expired", lambda now: (sweeps.append(now), sweep(now)))
+    for index in range(30):     # 1000.0 .. 1014.5: the windows [1000, 1010) and [1010, 1020)
+        guard.check(f"id{index}", clock.now)
+        clock.now += 0.5
+    assert sweeps == [1000.0, 1010.0]
+    assert guard.remembered() == 30          # none expired yet: ts + 10 >= 1010 for all
+    clock.now = 1020.0                       # the ids stamped before 1000 + 10 expire
+    guard.check("late", clock.now)
+    assert sweeps[-1] == 1020.0 and guard.remembered() == 11
+    with pytest.raises(ProtocolError):       # still within its window: still remembered
+        guard.check("id29", 1014.5)
 
 
 @pytest.mark.parametrize("ts", [float("nan"), float("inf"), float("-inf")])
