@@ -113,6 +113,7 @@ class AsyncClient(Connection):
             # A drop the monitor reported while no call waited (the daemon restarted while this
             # client sat idle, say) concerns no call: read it now, before it can fail this one.
             self._read_events(self._on_monitor)
+        self._settle()
         return self._session.request(op, body)
 
     def _on_monitor(self, frames: List[bytes]) -> None:

@@ -67,6 +67,7 @@ class Connection:
         self._monitor: zmq.Socket[bytes] = socket.get_monitor_socket(events)
         socket.connect(endpoint)
         self._socket = socket
+        self._dropped = False   # a drop was reported that the socket may not have taken in yet
         self._setup()
 
     @property
@@ -89,8 +90,22 @@ class Connection:
             self.handshake = "CURVE handshake failed (is the server key the daemon's?)"
         if event != zmq.EVENT_DISCONNECTED:
             return None
+        self._dropped = True
         return ("the connection to the daemon at %s was lost; the request may or may not "
                 "have run" % self.endpoint)
+
+    def _settle(self) -> None:
+        """After a drop, have the socket take in the dropped connection's end before it sends.
+
+        libzmq tells the socket that its connection is gone by a command, after the monitor's
+        event; a send processes commands only if about a millisecond has passed since they were
+        last processed, so a call sent just after the drop was read could be queued on the dead
+        connection and never answered. Reading ZMQ_EVENTS processes them at once. (A blocking
+        client polls the socket before each send, which does the same.)
+        """
+        if self._dropped:
+            self._dropped = False
+            self._socket.getsockopt(_EVENTS)
 
     def _read_events(self, handle: Callable[[List[bytes]], None]) -> None:
         """Hand each event the monitor holds to ``handle``, without waiting.
