@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import operator
 import sqlite3
 from collections.abc import Iterable
@@ -40,20 +41,32 @@ _FINISH_SQL = (f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in (*_STATE, *_RESU
 _finish_params = operator.itemgetter(*_STATE, *_RESULT, "id", "node")
 
 
+INSERT_CHUNK = 64   # rows per multi-row INSERT (64 x 19 columns: far below 32,766 variables)
+
+
 def insert_many(rows: list[dict[str, Any]], conn: sqlite3.Connection) -> None:
-    columns = tuple(rows[0])     # every row has these columns
-    sql = _insert_sql(columns)
-    try:
-        conn.executemany(sql, map(operator.itemgetter(*columns), rows))
-    except sqlite3.IntegrityError:   # a duplicate id among them: keep the others
-        for row in rows:
-            with contextlib.suppress(Conflict):
-                insert(row, conn)
+    """Insert ``rows`` (the same columns each) as few statements: one multi-row INSERT per
+    INSERT_CHUNK rows. Each statement is one step, so the writer thread gives up and takes back
+    the GIL once per chunk rather than once per row (``executemany`` does it per row): with the
+    event loop busy, every take waits for the loop thread's switch interval (bench/FINDINGS.md,
+    "Recording and the GIL")."""
+    columns = tuple(rows[0])
+    values = operator.itemgetter(*columns)
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = rows[start:start + INSERT_CHUNK]
+        try:
+            conn.execute(_insert_sql(columns, len(chunk)),
+                         list(itertools.chain.from_iterable(map(values, chunk))))
+        except sqlite3.IntegrityError:   # a duplicate id among them: keep the others
+            for row in chunk:
+                with contextlib.suppress(Conflict):
+                    insert(row, conn)
 
 
-@functools.lru_cache(maxsize=16)
-def _insert_sql(columns: tuple[str, ...]) -> str:
-    return f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+@functools.lru_cache(maxsize=2 * INSERT_CHUNK)
+def _insert_sql(columns: tuple[str, ...], count: int = 1) -> str:
+    one = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO jobs ({', '.join(columns)}) VALUES {', '.join([one] * count)}"
 
 
 def insert(row: dict[str, Any], conn: sqlite3.Connection) -> None:
