@@ -54,13 +54,15 @@ def insert_many(rows: list[dict[str, Any]], conn: sqlite3.Connection) -> None:
     values = operator.itemgetter(*columns)
     for start in range(0, len(rows), INSERT_CHUNK):
         chunk = rows[start:start + INSERT_CHUNK]
+        # executemany with one parameter set: one step, and on PostgreSQL a savepoint, so a
+        # failing chunk undoes only itself, never the writes batched before it
         try:
-            conn.execute(_insert_sql(columns, len(chunk)),
-                         list(itertools.chain.from_iterable(map(values, chunk))))
+            conn.executemany(_insert_sql(columns, len(chunk)),
+                             [list(itertools.chain.from_iterable(map(values, chunk)))])
         except sqlite3.IntegrityError:   # a duplicate id among them: keep the others
             for row in chunk:
-                with contextlib.suppress(Conflict):
-                    insert(row, conn)
+                with contextlib.suppress(sqlite3.IntegrityError):
+                    conn.executemany(_insert_sql(columns), [values(row)])
 
 
 @functools.lru_cache(maxsize=2 * INSERT_CHUNK)

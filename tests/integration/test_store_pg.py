@@ -235,6 +235,31 @@ async def test_a_failed_write_loses_none_of_the_writes_batched_with_it(
         assert store.stats()["write_errors"] == 1
 
 
+async def test_a_recorded_run_with_a_taken_id_fails_alone(tmp_path: Path, pg_url: str) -> None:
+    """Recorded runs go in as multi-row inserts; a duplicate id among them undoes only its own
+    statement (a savepoint), then its chunk is tried row by row: the other runs and the
+    writes batched before them are kept, as on SQLite."""
+    async with opened(tmp_path, pg_url, "a") as store:
+        kept = Job.create("echo", 1.0)
+        await store.add(kept, b"")
+        kept.start(2.0)
+        kept.report_progress(3.0, 40)
+        await store.update(kept)                  # queued, not committed yet
+        runs = []
+        for at in range(70):                      # more than one chunk
+            job = Job.create("echo", 10.0 + at, sync=True)
+            job.start(11.0 + at)
+            job.succeed(12.0 + at)
+            runs.append(job)
+        runs[66].id = kept.id                     # in the second chunk
+        for job in runs:
+            assert store.record_inline(job, b"i", b"r")
+        await store.flush()
+        assert (await store.get(kept.id)).progress == 40
+        assert await store.count() == 70          # kept and the 69 other runs
+        assert (await store.get(runs[65].id)).status is Status.SUCCESSFUL
+
+
 async def test_in_one_turn_a_failing_write_fails_alone_and_outcomes_read_in_one_query(
         tmp_path: Path, pg_url: str) -> None:
     """The reads and durable writes of one loop turn are one op on the server too: the
