@@ -218,16 +218,22 @@ async def test_a_server_that_goes_away_and_comes_back(tmp_path: Path) -> None:
             assert any(e["event"] == "store_reconnected" for e in logs)
 
 
+async def progress_queued(store: JobStore) -> Job:
+    """A job whose progress (40) is an update queued in the open batch, not committed yet."""
+    kept = Job.create("echo", 1.0)
+    await store.add(kept, b"")
+    kept.start(2.0)
+    kept.report_progress(3.0, 40)
+    await store.update(kept)
+    return kept
+
+
 async def test_a_failed_write_loses_none_of_the_writes_batched_with_it(
         tmp_path: Path, pg_url: str) -> None:
     """A failed statement aborts a PostgreSQL transaction: the writer rolls it back and
     replays the writes before it, as it does when SQLite rolls a batch back."""
     async with opened(tmp_path, pg_url, "a") as store:
-        kept = Job.create("echo", 1.0)
-        await store.add(kept, b"")
-        kept.start(2.0)
-        kept.report_progress(3.0, 40)
-        await store.update(kept)                  # queued, not committed yet
+        kept = await progress_queued(store)
         with pytest.raises(Conflict):
             await store.add(kept.copy(), b"")     # the same id: the insert fails
         await store.flush()
@@ -240,11 +246,7 @@ async def test_a_recorded_run_with_a_taken_id_fails_alone(tmp_path: Path, pg_url
     statement (a savepoint), then its chunk is tried row by row: the other runs and the
     writes batched before them are kept, as on SQLite."""
     async with opened(tmp_path, pg_url, "a") as store:
-        kept = Job.create("echo", 1.0)
-        await store.add(kept, b"")
-        kept.start(2.0)
-        kept.report_progress(3.0, 40)
-        await store.update(kept)                  # queued, not committed yet
+        kept = await progress_queued(store)
         runs = []
         for at in range(70):                      # more than one chunk
             job = Job.create("echo", 10.0 + at, sync=True)
