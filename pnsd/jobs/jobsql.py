@@ -42,6 +42,7 @@ _finish_params = operator.itemgetter(*_STATE, *_RESULT, "id", "node")
 
 
 INSERT_CHUNK = 64   # rows per multi-row INSERT (64 x 19 columns: far below 32,766 variables)
+DELETE_CHUNK = 500  # ids per DELETE ... WHERE id IN (...)
 
 
 def insert_many(rows: list[dict[str, Any]], conn: sqlite3.Connection) -> None:
@@ -69,6 +70,21 @@ def insert_many(rows: list[dict[str, Any]], conn: sqlite3.Connection) -> None:
 def _insert_sql(columns: tuple[str, ...], count: int = 1) -> str:
     one = f"({', '.join('?' * len(columns))})"
     return f"INSERT INTO jobs ({', '.join(columns)}) VALUES {', '.join([one] * count)}"
+
+
+def delete_all(job_ids: list[str], conn: sqlite3.Connection) -> None:
+    """Delete the rows of ``job_ids``: one ``DELETE ... IN`` per DELETE_CHUNK ids, one step each,
+    for the reason :func:`insert_many` gives (per row, a trim of thousands of small jobs held
+    the writer for seconds while the loop was busy; bench/FINDINGS.md, "Recording and the
+    GIL")."""
+    for start in range(0, len(job_ids), DELETE_CHUNK):
+        chunk = job_ids[start:start + DELETE_CHUNK]
+        conn.execute(_delete_sql(len(chunk)), chunk)
+
+
+@functools.lru_cache(maxsize=8)
+def _delete_sql(count: int) -> str:
+    return f"DELETE FROM jobs WHERE id IN ({', '.join('?' * count)})"
 
 
 def insert(row: dict[str, Any], conn: sqlite3.Connection) -> None:
@@ -188,7 +204,7 @@ def cleanup(
     if cutoff is not None:
         sql = f"SELECT {columns} FROM jobs WHERE {FINISHED_SQL} AND finished < ?"
         victims += [(r[0], bool(r[1])) for r in conn.execute(sql, (cutoff,))]
-        conn.executemany("DELETE FROM jobs WHERE id = ?", [(v[0],) for v in victims])
+        delete_all([v[0] for v in victims], conn)
     if max_bytes is not None:
         total = scalar("SELECT COALESCE(SUM(input_size + result_size), 0) FROM jobs", [], conn)
         by_size: list[tuple[str, bool]] = []
@@ -197,7 +213,7 @@ def cleanup(
                 break
             by_size.append((job_id, bool(files)))
             total -= size
-        conn.executemany("DELETE FROM jobs WHERE id = ?", [(v[0],) for v in by_size])
+        delete_all([v[0] for v in by_size], conn)
         victims += by_size
     return victims
 
@@ -247,5 +263,5 @@ def trim(target: int, conn: sqlite3.Connection) -> tuple[list[tuple[str, bool]],
         victims.append((job_id, bool(files)))
         total -= size
     cursor.close()
-    conn.executemany("DELETE FROM jobs WHERE id = ?", [(v[0],) for v in victims])
+    delete_all([v[0] for v in victims], conn)
     return victims, total

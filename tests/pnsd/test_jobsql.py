@@ -1,4 +1,4 @@
-"""The job SQL on a real SQLite file: the batched insert of recorded runs."""
+"""The job SQL on a real SQLite file: the batched insert of recorded runs, the batched deletes."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def recorded_row(index: int) -> dict[str, Any]:
     row = job.to_row()
     row.update(input=b"in%d" % index, input_file=0, result=b"out%d" % index, result_file=0)
     return row
+
+
+def stored_ids(conn: Any) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT id FROM jobs")}
 
 
 def test_insert_many_writes_every_row_in_one_statement_per_chunk(tmp_path: Path) -> None:
@@ -45,3 +49,30 @@ def test_insert_many_keeps_the_other_rows_of_a_chunk_with_a_duplicate_id(tmp_pat
     assert len(stored) == len(rows)
     assert stored[twin["id"]] == -1.0        # the first record of that id stands
     assert all(stored[row["id"]] == row["created"] for row in rows if row["id"] != twin["id"])
+
+
+def test_trim_deletes_the_oldest_rows_in_one_statement_per_chunk(tmp_path: Path) -> None:
+    conn = sqlitefile.connect(tmp_path / "jobs.db", None)
+    rows = [recorded_row(i) for i in range(2 * jobsql.DELETE_CHUNK + 7)]
+    jobsql.insert_many(rows, conn)
+    keep = 5                                  # the newest five: 7 bytes each (3 in, 4 out)
+    deletes: list[str] = []
+    conn.set_trace_callback(lambda sql: deletes.append(sql) if sql.startswith("DELETE") else None)
+    conn.execute("BEGIN IMMEDIATE")
+    victims, left = jobsql.trim(keep * 7, conn)
+    conn.execute("COMMIT")
+    # one step per chunk: per row, a trim under load held the writer for seconds (FINDINGS)
+    assert len(deletes) == math.ceil((len(rows) - keep) / jobsql.DELETE_CHUNK)
+    assert [job_id for job_id, _files in victims] == [row["id"] for row in rows[:-keep]]
+    assert left == keep * 7
+    assert stored_ids(conn) == {row["id"] for row in rows[-keep:]}
+
+
+def test_cleanup_by_age_and_size_deletes_in_chunks_and_reports_each_row(tmp_path: Path) -> None:
+    conn = sqlitefile.connect(tmp_path / "jobs.db", None)
+    rows = [recorded_row(i) for i in range(jobsql.DELETE_CHUNK + 20)]
+    jobsql.insert_many(rows, conn)
+    old = jobsql.DELETE_CHUNK + 3             # created and finished at 0 .. old - 1
+    victims = jobsql.cleanup(float(old), 7 * 10, conn)   # then by size: the newest ten stay
+    assert [job_id for job_id, _files in victims] == [row["id"] for row in rows[:-10]]
+    assert stored_ids(conn) == {row["id"] for row in rows[-10:]}
