@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import operator
 import sqlite3
 from collections.abc import Iterable
@@ -198,23 +199,12 @@ def cleanup(
     cutoff: float | None, max_bytes: int | None, conn: sqlite3.Connection
 ) -> list[tuple[str, bool]]:
     """Delete by age, then oldest first by size; returns (id, had files) of each deleted."""
-    columns = "id, input_file + result_file > 0, input_size + result_size"
-    oldest = f"SELECT {columns} FROM jobs WHERE {FINISHED_SQL} ORDER BY finished, rowid"
     victims: list[tuple[str, bool]] = []
     if cutoff is not None:
-        sql = f"SELECT {columns} FROM jobs WHERE {FINISHED_SQL} AND finished < ?"
-        victims += [(r[0], bool(r[1])) for r in conn.execute(sql, (cutoff,))]
-        delete_all([v[0] for v in victims], conn)
+        victims, _freed = select_oldest("finished < ?", [cutoff], conn)
+        delete_all([job_id for job_id, _files in victims], conn)
     if max_bytes is not None:
-        total = scalar("SELECT COALESCE(SUM(input_size + result_size), 0) FROM jobs", [], conn)
-        by_size: list[tuple[str, bool]] = []
-        for job_id, files, size in conn.execute(oldest).fetchall():
-            if total <= max_bytes:
-                break
-            by_size.append((job_id, bool(files)))
-            total -= size
-        delete_all([v[0] for v in by_size], conn)
-        victims += by_size
+        victims += trim(max_bytes, conn)[0]
     return victims
 
 
@@ -251,17 +241,36 @@ def trim(target: int, conn: sqlite3.Connection) -> tuple[list[tuple[str, bool]],
     unfinished jobs alone hold more).
     """
     total = int(scalar(SIZE_SQL, [], conn))
-    victims: list[tuple[str, bool]] = []
     if total <= target:
-        return victims, total
-    cursor = conn.execute(
-        "SELECT id, input_file + result_file > 0, input_size + result_size FROM jobs "
-        f"WHERE {FINISHED_SQL} ORDER BY finished, rowid")
-    for job_id, files, size in cursor:       # lazily: the table may hold millions of rows
-        if total <= target:
-            break
-        victims.append((job_id, bool(files)))
-        total -= size
-    cursor.close()
-    delete_all([v[0] for v in victims], conn)
-    return victims, total
+        return [], total
+    # a job goes while what the jobs before it freed is still short of the excess
+    victims, freed = select_oldest("upto - size < ?", [total - target], conn)
+    delete_all([job_id for job_id, _files in victims], conn)
+    return victims, total - freed
+
+
+# The finished jobs, each with its bytes and those of every finished job before it (oldest first)
+_OLDEST = ("SELECT id, input_file + result_file > 0 AS files, input_size + result_size AS size, "
+           "finished, rowid AS seq, "
+           "SUM(input_size + result_size) OVER (ORDER BY finished, rowid) AS upto "
+           f"FROM jobs WHERE {FINISHED_SQL}")
+
+
+def select_oldest(condition: str, params: list[Any], conn: sqlite3.Connection
+                  ) -> tuple[list[tuple[str, bool]], int]:
+    """(id, had files) of the finished jobs that meet ``condition`` (on ``finished``, ``size``
+    and ``upto``), oldest first, and the bytes they hold.
+
+    On SQLite in one step (a JSON aggregate): read row by row, each row is a step, and the
+    writer gave the GIL up and waited to take it back per row; a trim of thousands of small
+    jobs held it, and every write behind it, for seconds (bench/FINDINGS.md, "Recording and
+    the GIL"). psycopg fetches the rows in one go.
+    """
+    rows = (f"SELECT id, files, size FROM ({_OLDEST}) AS oldest WHERE {condition} "
+            "ORDER BY finished, seq")
+    if isinstance(conn, sqlite3.Connection):
+        listed, freed = conn.execute("SELECT json_group_array(json_array(id, files)), total(size) "
+                                     f"FROM ({rows})", params).fetchone()
+        return [(job_id, bool(files)) for job_id, files in json.loads(listed)], int(freed)
+    found = conn.execute(rows, params).fetchall()
+    return [(job_id, bool(files)) for job_id, files, _size in found], sum(r[2] for r in found)

@@ -94,11 +94,14 @@ async def test_sync_records_and_retention_work_on_the_server(tmp_path: Path, pg_
             assert store.record_inline(job, b"i" * 8, b"r" * 8)
         await store.flush()
         assert await store.count() == 20
-        for at in range(100, 110):
-            await finished(store, at=float(at))   # 200 bytes each: past the bound of 1000
+        kept = [await finished(store, at=float(at))   # 200 bytes each: past the bound of 1000
+                for at in range(100, 110)]
         await until(lambda: not store._trimmer.tasks)
         assert store.stats()["bytes"] <= 1000 + 200
-        assert await store.cleanup(max_age=None, max_bytes=0) > 0
+        # oldest first: the runs went, the newest jobs stayed
+        assert await store.count() == 5      # 1,000 bytes: at the bound, not over it
+        assert [job.id for job in await store.list()] == [job.id for job in kept[-5:][::-1]]
+        assert await store.cleanup(max_age=60.0, max_bytes=None) == 5   # finished long ago
         assert await store.count() == 0
 
 
