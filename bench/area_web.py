@@ -8,7 +8,10 @@ are against the bare handlers on asyncio's own loop, as issue 5 defines them, an
 "uvloop baseline" show the same handlers on uvloop, for information. The reference
 implementation's figures come from another run (wrk, 8 connections) and are shown apart. The
 timed phases run under wrk when it is installed (:mod:`bench.wrk`). The peer rows, PNS against
-pygeoapi under the same load, are an area of their own (:mod:`bench.area_peer`).
+pygeoapi under the same load, are an area of their own (:mod:`bench.area_peer`). The hop rows
+weigh the hop itself: the bare ``/v1echo`` handler on uvloop with its echo over ZeroMQ, as
+pnsweb reaches pnsd, against the same handler with its echo over a Unix stream
+(:mod:`bench.base_stream`), at 32 connections and at 1, for information.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ from bench.measure import Agg, Bench, cpu_note, loader_note
 from bench.report import Row, Target
 from bench.services import WEB_USER
 
-NEEDS = ("pnsweb", "base_web", "base_web_uv", "base_spawn")
+NEEDS = ("pnsweb", "base_web", "base_web_uv", "base_web_stream", "base_spawn")
 LABELS = {
     "web.v1.echo": "web POST /v1/processes/echo/execution, 32 conns",
     "web.v06.echo": "web POST /v0.6/echo, 32 conns",
     "web.v06.get": "web GET /v0.6/, 32 conns",
     "web.v06.testrun": "web POST /v0.6/testrun, 1 conn",
 }
+HOP_LABEL = "bare aiohttp /v1echo on uvloop: ZeroMQ hop vs Unix stream hop, {} conn{}"
+LABELS.update({f"web.hop.{conns}": HOP_LABEL.format(conns, "s" if conns > 1 else "")
+               for conns in (32, 1)})
 UV_SUFFIX = ", uvloop baseline"
 LABELS.update({f"{key}.uv": LABELS[key] + UV_SUFFIX
                for key in ("web.v1.echo", "web.v06.echo", "web.v06.get")})
@@ -33,8 +39,8 @@ TESTRUN = {"creator": "bench", "rootcause": "bench", "input": {"theName": "stran
 
 
 def web_row(key: str, pns: Agg, base: Agg, base_label: str, *, target: Target | None = None,
-            ref: float | None = None, note: str = "") -> Row:
-    note += cpu_note(pns, base)
+            ref: float | None = None, note: str = "", pns_name: str = "PNS") -> Row:
+    note += cpu_note(pns, base, pns_name=pns_name)
     problems = pns.problems() or base.problems()
     if problems:
         note = f"{note} First error: {problems}".strip()
@@ -96,4 +102,23 @@ def run(bench: Bench) -> list[Row]:
                      "on uvloop too, where the row above has it on asyncio's own loop."))
         bench.web_peak = max(getattr(bench, "web_peak", 0.0),
                              aggs["pns"].peak_rss.get("pnsweb", 0.0))
-    return rows
+    return rows + [_hop_row(bench, conns) for conns in (32, 1)]
+
+
+def _hop_row(bench: Bench, conns: int) -> Row:
+    """The bare pair with its echo over ZeroMQ (the hop pnsweb -> pnsd is) against the same
+    over a Unix stream: what the hop's transport costs, with nothing of PNS in either."""
+    load = {"body": {"inputs": {"value": SMALL}}, "expect": "stranger", "conns": conns}
+    aggs = bench.interleave({
+        "zmq": {**bench.http("base_web_uv", "POST", "/v1echo", **load),
+                "_sample": ["base_web_uv", "base_echo"]},
+        "stream": bench.http("base_web_stream", "POST", "/v1echo", **load,
+                             _sample=["base_web_stream", "base_echo_stream"]),
+    })
+    return web_row(
+        f"web.hop.{conns}", aggs["zmq"], aggs["stream"],
+        "the same handler and echo over a Unix stream (4-byte lengths, as the stdio transport)",
+        note="For information; neither column is PNS. The first is the bare pair over ZeroMQ "
+             "ipc://, the transport between pnsweb and pnsd (a libzmq I/O thread on each "
+             "side); the baseline sends the same frames over a Unix stream socket from the "
+             "event loop itself.", pns_name="ZeroMQ pair")

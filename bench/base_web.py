@@ -1,7 +1,9 @@
 """Baseline 3: a bare aiohttp server — a hello handler, and handlers doing one ZeroMQ round trip.
 
 ``python -m bench.base_web PORT ECHO_ENDPOINT [uvloop]``: on asyncio's own loop, as the issues
-define the baselines, or on uvloop, the loop pnsweb serves on (for information). Routes:
+define the baselines, or on uvloop, the loop pnsweb serves on (for information). An
+ECHO_ENDPOINT ``unix:PATH`` is the same echo over a Unix stream (:mod:`bench.base_stream`)
+instead of ZeroMQ. Routes:
 
 - ``GET /hello``: a small JSON body (the floor of any aiohttp route);
 - ``POST /echo``: the JSON body -> msgpack -> one round trip to the bare echo process
@@ -24,8 +26,10 @@ import sys
 from aiohttp import web
 
 from bench.bare_wire import BareAsyncClient
+from bench.base_stream import BareStreamClient
 
-CLIENT = web.AppKey("client", BareAsyncClient)
+CLIENT = web.AppKey("client", BareAsyncClient | BareStreamClient)
+STREAM = "unix:"
 
 
 async def hello(request: web.Request) -> web.Response:
@@ -51,7 +55,8 @@ async def v1echo(request: web.Request) -> web.Response:
 
 async def serve(port: int, endpoint: str) -> None:
     app = web.Application(client_max_size=256 * 2**20)
-    app[CLIENT] = BareAsyncClient(endpoint)
+    app[CLIENT] = (await BareStreamClient.connect(endpoint[len(STREAM):])
+                   if endpoint.startswith(STREAM) else BareAsyncClient(endpoint))
     app.router.add_get("/hello", hello)
     app.router.add_post("/echo", echo)
     app.router.add_post("/jsonecho", jsonecho)

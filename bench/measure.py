@@ -150,13 +150,13 @@ class Bench:
         return aggs
 
 
-def cpu_note(pns: Agg, base: Agg, *, base_name: str = "baseline") -> str:
+def cpu_note(pns: Agg, base: Agg, *, base_name: str = "baseline", pns_name: str = "PNS") -> str:
     """Server-side CPU per request of both sides, a robust figure on a busy machine."""
     a, b = pns.cpu_per_ok(), base.cpu_per_ok()
     if a is None or b is None:
         return ""
-    return (f" Server CPU per request (process trees, all trials): PNS {_us(a)}, {base_name} "
-            f"{_us(b)} ({a / b:.1f}x).")
+    return (f" Server CPU per request (process trees, all trials): {pns_name} {_us(a)}, "
+            f"{base_name} {_us(b)} ({a / b:.1f}x).")
 
 
 def loader_note(*aggs: Agg) -> str:

@@ -221,6 +221,17 @@ def _start_base_echo(stack: Stack, name: str) -> Service:
                    endpoint=endpoint)
 
 
+def _start_base_echo_stream(stack: Stack, name: str) -> Service:
+    path = stack.tmp / "echo-stream.sock"
+    return Service(name, stack.child(name, [PYTHON, "-m", "bench.base_stream", str(path)]),
+                   endpoint=f"unix:{path}")
+
+
+def _ready_stream(stack: Stack, service: Service) -> None:
+    path = Path(service.endpoint.removeprefix("unix:"))
+    wait_until(path.exists, timeout=START_TIMEOUT, what=service.name, child=service.child)
+
+
 def _start_base_relay(stack: Stack, name: str) -> Service:
     front, back = f"ipc://{stack.tmp}/{name}.sock", f"ipc://{stack.tmp}/{name}-back.sock"
     marker = stack.tmp / f"{name}.ready"
@@ -237,8 +248,9 @@ def _ready_relay(stack: Stack, service: Service) -> None:
 
 def _start_base_web(stack: Stack, name: str) -> Service:
     port = free_port()
-    echo = stack.services["base_echo"].endpoint
-    loop = ["uvloop"] if name == "base_web_uv" else []
+    # base_web_stream: the same handlers, their echo over a Unix stream; on uvloop as pnsweb
+    echo = stack.services[DEPENDS[name][0]].endpoint
+    loop = ["uvloop"] if name in ("base_web_uv", "base_web_stream") else []
     return Service(name, stack.child(name, [PYTHON, "-m", "bench.base_web", str(port), echo,
                                             *loop]), port=port)
 
@@ -264,6 +276,7 @@ STARTERS = {
     "base_echo": _start_base_echo, "base_relay": _start_base_relay,
     "base_relay_one": _start_base_relay,
     "base_web": _start_base_web, "base_web_uv": _start_base_web, "base_spawn": _start_base_spawn,
+    "base_echo_stream": _start_base_echo_stream, "base_web_stream": _start_base_web,
     "base_jobs": _start_base_jobs, "pnsd_remote": _start_pnsd_remote,
 }
 READY = {
@@ -272,6 +285,7 @@ READY = {
     "base_echo": _ready_ipc, "base_relay": _ready_relay, "base_relay_one": _ready_relay,
     "base_web": _ready_http("/hello"), "base_web_uv": _ready_http("/hello"),
     "base_spawn": _ready_port, "base_jobs": _ready_ipc, "pnsd_remote": _ready_pnsd_remote,
+    "base_echo_stream": _ready_stream, "base_web_stream": _ready_http("/hello"),
 }
 DEPENDS = {"pnsweb": ("pnsd_on",), "pnsweb_pg": ("pnsd_pg_on",), "base_web": ("base_echo",),
-           "base_web_uv": ("base_echo",)}
+           "base_web_uv": ("base_echo",), "base_web_stream": ("base_echo_stream",)}
