@@ -57,7 +57,9 @@ NOTES = [
     "ROUTER echo with batch draining), `base_relay` (ROUTER relay + 2 DEALER echo workers), "
     "`base_web` (aiohttp hello; aiohttp -> ZeroMQ -> base_echo; on asyncio's own loop, and as "
     "`base_web_uv` on uvloop, which pnsweb serves on), `base_spawn` (aiohttp "
-    "spawning runPTS per request), `base_jobs` (ROUTER + SQLite WAL group commit).",
+    "spawning runPTS per request), `base_jobs` (ROUTER + SQLite WAL group commit), "
+    "`base_stream` (the echo over a Unix stream socket, and `base_web_stream`, the aiohttp "
+    "handlers in front of it: the hop rows).",
     "Load comes from one separate agent process (`bench.agent`): PNS's own `Client` "
     "(blocking, sequential) and `AsyncClient` (32 calls in flight on one socket) for the "
     "daemon; bare DEALERs of the same shapes for the bare servers; for HTTP, wrk (the "
