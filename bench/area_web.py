@@ -110,10 +110,8 @@ def _hop_row(bench: Bench, conns: int) -> Row:
     over a Unix stream: what the hop's transport costs, with nothing of PNS in either."""
     load = {"body": {"inputs": {"value": SMALL}}, "expect": "stranger", "conns": conns}
     aggs = bench.interleave({
-        "zmq": {**bench.http("base_web_uv", "POST", "/v1echo", **load),
-                "_sample": ["base_web_uv", "base_echo"]},
-        "stream": bench.http("base_web_stream", "POST", "/v1echo", **load,
-                             _sample=["base_web_stream", "base_echo_stream"]),
+        "zmq": bench.http("base_web_uv", "POST", "/v1echo", **load),
+        "stream": bench.http("base_web_stream", "POST", "/v1echo", **load),
     })
     return web_row(
         f"web.hop.{conns}", aggs["zmq"], aggs["stream"],

@@ -21,7 +21,7 @@ from typing import Any, cast
 import msgpack
 
 from bench.bare_wire import frames_of
-from protocols.stdioframe import LENGTH, pack
+from protocols.stdioframe import LENGTH, pack, split_frames
 
 
 class _Link(asyncio.Protocol):
@@ -42,12 +42,8 @@ class _Link(asyncio.Protocol):
             end = start + LENGTH.size + LENGTH.unpack_from(buffer, start)[0]
             if len(buffer) < end:
                 break
-            frames, offset = [], start + LENGTH.size
-            while offset < end:
-                length = LENGTH.unpack_from(buffer, offset)[0]
-                offset += LENGTH.size
-                frames.append(bytes(buffer[offset:offset + length]))
-                offset += length
+            with memoryview(buffer) as view:
+                frames = split_frames(view[start + LENGTH.size:end])
             start = end
             self.handle(self, frames)
         del buffer[:start]

@@ -110,7 +110,8 @@ class Bench:
 
     def http(self, name: str, method: str, path: str, **fields: Any) -> dict[str, Any]:
         backend = {"pnsweb": ["pnsd_on"], "pnsweb_pg": ["pnsd_pg_on"],
-                   "base_web": ["base_echo"]}.get(name, [])
+                   "base_web": ["base_echo"], "base_web_uv": ["base_echo"],
+                   "base_web_stream": ["base_echo_stream"]}.get(name, [])
         # wrk times the phase when it is installed (bench.wrk), as users measure; the Python
         # client warms up, checks a reply's body, and stands in when wrk is missing
         cmd = {"kind": "http", "port": self.stack[name].port, "method": method, "path": path,

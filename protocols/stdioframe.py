@@ -86,7 +86,17 @@ class FrameReader:
 
 
 def split_record(record: "bytes | memoryview") -> List[bytes]:
-    """A record's frames; raise FramingError unless its frame lengths fill it exactly."""
+    """A record's frames; raise FramingError unless its frame lengths fill it exactly and
+    it is a PNS message."""
+    frames = split_frames(record)
+    if len(frames) < MIN_FRAMES or frames[0] != MARKER:
+        raise FramingError("record of %d frames is not a PNS message" % len(frames))
+    return frames
+
+
+def split_frames(record: "bytes | memoryview") -> List[bytes]:
+    """A record's frames, whatever they hold; raise FramingError unless their lengths fill it
+    exactly."""
     frames = []     # type: List[bytes]
     offset, end = 0, len(record)
     while offset < end:
@@ -98,6 +108,4 @@ def split_record(record: "bytes | memoryview") -> List[bytes]:
             raise FramingError("frame of %d bytes overruns its record" % length)
         frames.append(bytes(record[offset:offset + length]))
         offset += length
-    if len(frames) < MIN_FRAMES or frames[0] != MARKER:
-        raise FramingError("record of %d frames is not a PNS message" % len(frames))
     return frames
