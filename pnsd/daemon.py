@@ -52,6 +52,7 @@ from pnsd.registry import Registry
 from pnsd.server import Server
 from pnsd.spec import Mode, PtsSpec
 from pnsd.specfiles import SpecFiles
+from pnsd.streamdoor import StreamDoor
 from pnsd.watch import watch
 from protocols import memory
 from protocols.codec import Codec
@@ -93,6 +94,7 @@ class Daemon:
                                  SpecFiles(settings.pts_dir, config=settings.source),
                                  timing=SwapTiming(settings.swap_timeout, settings.drain_timeout))
         self.server: Server | None = None
+        self.door: StreamDoor | None = None
         self.tcp_server: Server | None = None    # clients over tcp_endpoint
         self.gate: WorkerGate | None = None      # remote workers over worker_endpoint
         self.guard: CurveGuard | None = None     # CURVE on both, unless tcp_insecure
@@ -177,6 +179,7 @@ class Daemon:
         handlers.refusals = self.server.refusals
         try:
             await self._open_tcp(table, streams)
+            await self._open_door(self.server)
             self._bind(self.server)
             self._keep(self._retention(), "retention")
             if self.lease is not None:
@@ -258,6 +261,14 @@ class Daemon:
                 log.error("retention_failed", error=exc.message)
             await asyncio.sleep(RETENTION_EVERY)
 
+    async def _open_door(self, server: Server) -> None:
+        """The stream door beside the ipc:// endpoint (pnsweb's way in), before the daemon
+        says it is ready."""
+        socket_path = ipc_socket_path(self.settings.endpoint)
+        if socket_path is not None:
+            self.door = StreamDoor(server, socket_path.with_name(socket_path.name + ".stream"))
+            await self.door.open()
+
     def _bind(self, server: Server) -> None:
         socket_path = ipc_socket_path(self.settings.endpoint)
         if socket_path is not None and socket_path.exists():
@@ -287,9 +298,13 @@ class Daemon:
     async def _shutdown(self, server: Server) -> None:
         log.info("daemon_stopping")
         self.notifier.send("STOPPING=1")
+        if self.door is not None:   # as the ROUTER's pump has stopped: no new requests
+            self.door.stop()
         await self.scheduler.shutdown(grace=SHUTDOWN_GRACE)
         await server.drain(timeout=1.0)
         server.close()
+        if self.door is not None:
+            self.door.close()
         if self.tcp_server is not None:
             await self.tcp_server.drain(timeout=1.0)
             self.tcp_server.close()

@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol
 
 import structlog
 import zmq
@@ -29,6 +29,17 @@ log = structlog.get_logger(__name__)
 
 Handler = Callable[[Any], Awaitable[Any]]       # request body -> reply body
 StreamHandler = Callable[[Any], AsyncIterator[Any]]
+
+
+class Door(Protocol):
+    """A connection to a peer that came in by another door than the ROUTER (the stream door,
+    :mod:`pnsd.streamdoor`): replies to its requests are sent on it."""
+
+    def send(self, frames: Sequence[Any]) -> None: ...
+
+
+# Who a request came from, for its reply: a ROUTER peer's identity, or a connection of its own
+Peer = bytes | Door
 
 
 class Server:
@@ -78,9 +89,11 @@ class Server:
             self._pump.close()
 
     def _receive(self, frames: list[bytes]) -> None:
-        if len(frames) < 2:
-            return
-        identity, rest = frames[0], frames[1:]
+        if len(frames) >= 2:
+            self.receive(frames[0], frames[1:])
+
+    def receive(self, identity: Peer, rest: list[Any]) -> None:
+        """Decode and answer one message a peer sent (its frames, the identity taken off)."""
         try:
             message = self.codec.decode(rest)
         except ProtocolError as exc:
@@ -96,7 +109,7 @@ class Server:
         else:
             self._handle(identity, message)
 
-    def _refuse(self, identity: bytes, frames: list[bytes], exc: ProtocolError) -> None:
+    def _refuse(self, identity: Peer, frames: list[bytes], exc: ProtocolError) -> None:
         """Count a refused message; log and answer it within the budgets (SPEC.md, "Refusals").
 
         An answer is compact (no details, a short text). A message refused before it was
@@ -117,11 +130,13 @@ class Server:
         answer = self.codec.encode(ERROR, body, re=re)
         if not authenticated:
             answer[1] = b""
-        if self._pump is not None and not self._pump.closed:
+        if not isinstance(identity, bytes):
+            identity.send(answer)
+        elif self._pump is not None and not self._pump.closed:
             with contextlib.suppress(zmq.Again):    # a peer that does not read loses its answers
                 self._pump.send([identity, *answer])
 
-    def _handle(self, identity: bytes, message: Message) -> None:
+    def _handle(self, identity: Peer, message: Message) -> None:
         op = op_of(message.type)
         handler = self.handlers.get(op)
         if handler is None:
@@ -135,7 +150,7 @@ class Server:
         # scheduled and run for every request.
         self._tasks[id(message)] = asyncio.get_running_loop().create_task(work)
 
-    async def _answer(self, identity: bytes, message: Message, op: str,
+    async def _answer(self, identity: Peer, message: Message, op: str,
                       handler: Handler) -> None:
         started = time.perf_counter()
         try:
@@ -147,7 +162,7 @@ class Server:
         finally:
             self._tasks.pop(id(message), None)
 
-    async def _stream(self, identity: bytes, message: Message, op: str) -> None:
+    async def _stream(self, identity: Peer, message: Message, op: str) -> None:
         started = time.perf_counter()
         try:
             if op not in self.streams:
@@ -161,13 +176,13 @@ class Server:
         finally:
             self._tasks.pop(id(message), None)
 
-    def _reply(self, identity: bytes, message: Message, op: str, started: float,
+    def _reply(self, identity: Peer, message: Message, op: str, started: float,
                body: Any) -> None:
         self._send(identity, reply_type(op), body, message.id)
         if self._log_requests:      # no call at all otherwise (every request)
             self._done(message, op, started, "ok")
 
-    def _fail(self, identity: bytes, message: Message, op: str, started: float,
+    def _fail(self, identity: Peer, message: Message, op: str, started: float,
               exc: Exception) -> None:
         if isinstance(exc, CodedError):
             code, body = exc.code, exc.to_body()
@@ -184,12 +199,15 @@ class Server:
         log.debug("request", op=op, msg=message.id, code=code,
                   ms=round((time.perf_counter() - started) * 1000, 3))
 
-    def _send(self, identity: bytes, msg_type: str, body: Any, re: str) -> None:
+    def _send(self, identity: Peer, msg_type: str, body: Any, re: str) -> None:
         try:
             frames = self.codec.encode(msg_type, body, re=re)
         except ProtocolError as exc:   # e.g. too_large: checked here, never dropped by a socket
             log.warning("reply_refused", re=re, type=msg_type, code=exc.code, error=exc.message)
             frames = self.codec.encode(ERROR, exc.to_body(), re=re)
+        if not isinstance(identity, bytes):     # a door of its own: it knows what to do
+            identity.send(frames)
+            return
         if self._pump is None or self._pump.closed:   # stopped: a late answer has no one to go to
             return
         try:

@@ -25,87 +25,33 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 import zmq
 
+from protocols.calls import AsyncCalls
 from protocols.codec import Message
 from protocols.connection import CONNECT_WAIT, Connection, unavailable
-from protocols.errors import ClientClosed, ClientTimeout, ErrorCode, RemoteError
+from protocols.errors import ClientTimeout, ErrorCode, RemoteError
 from protocols.messages import JOB_EVENT
 from protocols.pump import Pump, recv_frames, send_frames
 from protocols.results import RESULT_CHUNK, chunk_end, chunk_request, unpack_result
 from protocols.session import TRACE, failure
 from protocols.session import Session as _Session
-from protocols.uploads import run_async, run_blocking
+from protocols.uploads import run_blocking
 
 __all__ = ["TRACE", "AsyncClient", "Client", "Pending"]
 
 
-def _expire(future: "asyncio.Future[Message]", op: str) -> None:
-    if not future.done():
-        future.set_exception(ClientTimeout("no reply to %s within the timeout" % op))
-
-
-class AsyncClient(Connection):
-    """asyncio client; safe to share between tasks of one event loop."""
+class AsyncClient(Connection, AsyncCalls):
+    """asyncio client over ZeroMQ; safe to share between tasks of one event loop."""
 
     def _setup(self) -> None:
-        self._pending: Dict[str, asyncio.Future[Message]] = {}
-        self._streams: Dict[str, asyncio.Queue[Message]] = {}
+        self._calls_init()
         self._pump: Optional[Pump] = None   # made on first use, in the caller's loop
         self._watch: Optional[Pump] = None  # the monitor's, made with it
-        self._closed = False
 
-    async def call(self, op: str, body: Any = None, *, timeout: Optional[float] = None) -> Any:
-        """Send one request and return the reply's body; raise RemoteError or ClientTimeout."""
-        msg_id, frames = self._send_prepare(op, body)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Message] = loop.create_future()
-        self._pending[msg_id] = future
-        try:
-            if not self._send_now(frames):
-                await self._send_when_connected(frames)
-            # A timer rather than asyncio.wait_for, which costs a task-like wrapper per call.
-            limit = self.timeout if timeout is None else timeout
-            timer = loop.call_later(limit, _expire, future, op)
-            try:
-                message = await future
-            finally:
-                timer.cancel()
-        finally:
-            self._pending.pop(msg_id, None)
-        return _Session.outcome(op, message)
-
-    async def stream(
-        self, op: str, body: Any = None, *, timeout: Optional[float] = None
-    ) -> AsyncIterator[Any]:
-        """Yield the bodies of the events a streaming request produces, then end on its reply.
-
-        ``timeout`` bounds the wait for each next event, not the whole stream.
-        """
-        msg_id, frames = self._send_prepare(op, body)
-        queue: asyncio.Queue[Message] = asyncio.Queue()
-        self._streams[msg_id] = queue
-        limit = self.timeout if timeout is None else timeout
-        try:
-            if not self._send_now(frames):
-                await self._send_when_connected(frames)
-            while True:
-                try:
-                    message = await asyncio.wait_for(queue.get(), limit)
-                except asyncio.TimeoutError:
-                    raise ClientTimeout("no event from %s within the timeout" % op) from None
-                if message.type != JOB_EVENT:
-                    _Session.outcome(op, message)
-                    return
-                yield message.body
-        finally:
-            self._streams.pop(msg_id, None)
-
-    def _send_prepare(self, op: str, body: Any) -> Tuple[str, List[bytes]]:
-        if self._closed:
-            raise ClientClosed("client is closed")
+    def _prepare(self) -> None:
         if self._pump is None:
             self._pump = Pump(self._socket, self._deliver)
             self._watch = Pump(self._monitor, self._on_monitor)
@@ -114,21 +60,13 @@ class AsyncClient(Connection):
             # client sat idle, say) concerns no call: read it now, before it can fail this one.
             self._read_events(self._on_monitor)
         self._settle()
-        return self._session.request(op, body)
 
     def _on_monitor(self, frames: List[bytes]) -> None:
-        """The connection dropped: whatever was asked on it will not be answered."""
         why = self._lost(frames)
-        if why is None:
-            return
-        for msg_id, future in list(self._pending.items()):
-            if not future.done():
-                future.set_result(failure(msg_id, ErrorCode.UNAVAILABLE, why))
-        for msg_id, queue in list(self._streams.items()):
-            queue.put_nowait(failure(msg_id, ErrorCode.UNAVAILABLE, why))
+        if why is not None:
+            self._fail_waiting(why)
 
     def _send_now(self, frames: List[bytes]) -> bool:
-        """Queue the message if the socket takes it now (the usual case); False if not."""
         assert self._pump is not None
         try:
             self._pump.send(frames)
@@ -151,55 +89,7 @@ class AsyncClient(Connection):
                 return
         raise unavailable(self.endpoint, self.handshake)
 
-    def _deliver(self, frames: List[bytes]) -> None:
-        message = self._session.read(frames)
-        if message is None or message.re is None:
-            return
-        queue = self._streams.get(message.re)
-        if queue is not None:
-            queue.put_nowait(message)
-            return
-        future = self._pending.get(message.re)
-        if future is not None and not future.done():
-            future.set_result(message)
-
-    async def result_chunks(self, job: str, *, chunk: int = RESULT_CHUNK,
-                            timeout: Optional[float] = None) -> AsyncIterator[bytes]:
-        """The stored result of a finished job as the chunks of its msgpack form, in order;
-        whatever its size, no message carries more than ``chunk`` bytes of it."""
-        offset, done = 0, False
-        while not done:
-            reply = await self.call("job.result_chunk", chunk_request(job, offset, chunk),
-                                    timeout=timeout)
-            data, offset, done = chunk_end(reply, offset)
-            if data:
-                yield data
-
-    async def result(self, job: str, *, timeout: Optional[float] = None) -> Any:
-        """``job.result``'s reply ``{job, result}``; a result too large for one message is
-        read in chunks and put together here."""
-        try:
-            return await self.call("job.result", {"job": job}, timeout=timeout)
-        except RemoteError as exc:
-            if exc.code != ErrorCode.TOO_LARGE:
-                raise
-        parts = [part async for part in self.result_chunks(job, timeout=timeout)]
-        record = await self.call("job.status", {"job": job}, timeout=timeout)
-        return {"job": record["job"], "result": unpack_result(b"".join(parts))}
-
-    async def run(self, op: str, body: Dict[str, Any], *,
-                  timeout: Optional[float] = None) -> Any:
-        """``run`` or ``submit`` whatever the input's and the result's size: an input over the
-        message limit is uploaded in parts first, a result over it read in chunks."""
-        return await run_async(self, op, body, timeout)
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ClientClosed("client closed"))
+    def _shut(self) -> None:
         if self._watch is not None:
             self._watch.close()
         if self._pump is not None:
@@ -207,12 +97,6 @@ class AsyncClient(Connection):
         else:
             self._socket.close(linger=0)
         self._release()
-
-    async def __aenter__(self) -> "AsyncClient":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 class Pending:

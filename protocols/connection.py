@@ -14,6 +14,7 @@ from typing import Any, Callable, List, Optional, Tuple, cast
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from protocols.calls import lost_connection
 from protocols.codec import DEFAULT_MAX_BYTES
 from protocols.errors import ErrorCode, RemoteError
 from protocols.membership import secure_client
@@ -91,8 +92,7 @@ class Connection:
         if event != zmq.EVENT_DISCONNECTED:
             return None
         self._dropped = True
-        return ("the connection to the daemon at %s was lost; the request may or may not "
-                "have run" % self.endpoint)
+        return lost_connection(self.endpoint)
 
     def _settle(self) -> None:
         """After a drop, have the socket take in the dropped connection's end before it sends.

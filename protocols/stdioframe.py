@@ -10,7 +10,7 @@ stdio worker runtime does): no ``from __future__ import annotations`` here.
 """
 
 import struct
-from typing import List, Sequence
+from typing import Any, List, Sequence
 
 MARKER = b"PNS"                 # frame 0 of every message, as in protocols.version.MAGIC
 MIN_FRAMES = 4
@@ -59,7 +59,7 @@ class FrameReader:
         self._buffer += data
         messages = []    # type: List[List[bytes]]
         while True:
-            size = self._check_head()
+            size = record_size(self._buffer, 0, len(self._buffer), self.limit)
             end = LENGTH.size + size
             if size < 0 or len(self._buffer) < end:
                 return messages
@@ -67,37 +67,39 @@ class FrameReader:
             with memoryview(whole) as view:   # each frame copied once, out of the buffer
                 messages.append(split_record(view[LENGTH.size:end]))
 
-    def _check_head(self) -> int:
-        """The length of the record at the front, or -1 if not yet known; checks what it can
-        of the record's start as soon as the bytes are there."""
-        buffer = self._buffer
-        if len(buffer) < LENGTH.size:
-            return -1
-        size = LENGTH.unpack_from(buffer, 0)[0]
-        if size > self.limit:
-            raise FramingError("record of %d bytes over the limit of %d (garbage? it starts %r)"
-                               % (size, self.limit, bytes(buffer[:_SHOWN])))
-        head = bytes(buffer[LENGTH.size:_HEAD])
-        expected = (LENGTH.pack(len(MARKER)) + MARKER)[:len(head)]
-        if head != expected or size < _HEAD - LENGTH.size:
-            raise FramingError("record does not start with the PNS marker frame (garbage? "
-                               "it starts %r)" % bytes(buffer[:_SHOWN]))
-        return int(size)
+
+def record_size(buffer: "bytes | bytearray | memoryview", start: int, end: int,
+                limit: int) -> int:
+    """The length of the record at ``buffer[start:end]``'s front, or -1 if not yet known;
+    checks what it can of the record's start as soon as the bytes are there (FramingError)."""
+    if end - start < LENGTH.size:
+        return -1
+    size = LENGTH.unpack_from(buffer, start)[0]
+    if size > limit:
+        raise FramingError("record of %d bytes over the limit of %d (garbage? it starts %r)"
+                           % (size, limit, bytes(buffer[start:min(end, start + _SHOWN)])))
+    head = bytes(buffer[start + LENGTH.size:min(end, start + _HEAD)])
+    expected = (LENGTH.pack(len(MARKER)) + MARKER)[:len(head)]
+    if head != expected or size < _HEAD - LENGTH.size:
+        raise FramingError("record does not start with the PNS marker frame (garbage? "
+                           "it starts %r)" % bytes(buffer[start:min(end, start + _SHOWN)]))
+    return int(size)
 
 
-def split_record(record: "bytes | memoryview") -> List[bytes]:
+def split_record(record: "bytes | memoryview", views: int = 0) -> List[Any]:
     """A record's frames; raise FramingError unless its frame lengths fill it exactly and
-    it is a PNS message."""
-    frames = split_frames(record)
+    it is a PNS message. With ``views``, frames of at least that many bytes are views of
+    ``record`` rather than copies."""
+    frames = split_frames(record, views)
     if len(frames) < MIN_FRAMES or frames[0] != MARKER:
         raise FramingError("record of %d frames is not a PNS message" % len(frames))
     return frames
 
 
-def split_frames(record: "bytes | memoryview") -> List[bytes]:
+def split_frames(record: "bytes | memoryview", views: int = 0) -> List[Any]:
     """A record's frames, whatever they hold; raise FramingError unless their lengths fill it
-    exactly."""
-    frames = []     # type: List[bytes]
+    exactly. With ``views``, frames of at least that many bytes are views of ``record``."""
+    frames = []     # type: List[Any]
     offset, end = 0, len(record)
     while offset < end:
         if end - offset < LENGTH.size:
@@ -106,6 +108,9 @@ def split_frames(record: "bytes | memoryview") -> List[bytes]:
         offset += LENGTH.size
         if length > end - offset:
             raise FramingError("frame of %d bytes overruns its record" % length)
-        frames.append(bytes(record[offset:offset + length]))
+        if views and length >= views:
+            frames.append(record[offset:offset + length])
+        else:
+            frames.append(bytes(record[offset:offset + length]))
         offset += length
     return frames
