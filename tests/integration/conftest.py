@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -24,6 +25,9 @@ from pnsd.config import Settings, load_settings
 from pnsd.daemon import Daemon
 from pnsd.errors import DaemonError
 from pnsd.keyfile import load_or_create_key
+from pnsweb.keys import DaemonClient
+from pnsweb.nodes import daemon_client
+from pnsweb.settings import WebSettings
 from protocols.client import AsyncClient, Client
 from protocols.errors import PnsError
 
@@ -49,6 +53,18 @@ def write_config(home: Path, extra: str = "") -> Path:
 def settings_for(home: Path, extra: str = "") -> Settings:
     config = write_config(home, extra)
     return load_settings(config=config, home=home, env={"HOME": str(home)})
+
+
+@contextlib.asynccontextmanager
+async def pnsweb_client(settings: WebSettings, timeout: float = 60.0
+                        ) -> AsyncIterator[DaemonClient]:
+    """The daemon client pnsweb makes for ``settings`` (:func:`pnsweb.nodes.daemon_client`:
+    a local daemon by its stream door), waiting up to ``timeout`` for each reply."""
+    client = await daemon_client(dataclasses.replace(settings, call_timeout=timeout))
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pnsweb.app import create_app
 from pnsweb.settings import User, hash_password, load_settings
 from protocols.client import AsyncClient
 from protocols.errors import ErrorCode, RemoteError
-from tests.integration.conftest import DaemonProcess
+from tests.integration.conftest import DaemonProcess, pnsweb_client
 
 pytestmark = pytest.mark.slow
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -61,7 +61,7 @@ async def web(aiohttp_client: Any, pnsd: DaemonProcess) -> AsyncIterator[Any]:
     env = {"HOME": str(pnsd.home), "PNS_HOME": str(pnsd.home)}
     settings = dataclasses.replace(load_settings(config=pnsd.config, env=env),
                                    users=(User(CREDENTIALS[0], hash_password(CREDENTIALS[1])),))
-    async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
+    async with pnsweb_client(settings) as client:
         yield await aiohttp_client(create_app(settings, client=client))
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from protocols.calls import AsyncCalls
 from protocols.client import AsyncClient, Client
+from protocols.streamclient import StreamClient, stream_door
 from protocols.errors import ErrorCode, RemoteError
 from tests.integration.conftest import Running, running_daemon, settings_for
 
@@ -51,14 +53,26 @@ async def node(tmp_path: Path) -> AsyncIterator[Running]:
         yield running
 
 
-def client_of(node: Running, **kwargs: float) -> AsyncClient:
-    return AsyncClient(node.settings.endpoint, key=node.key, max_bytes=LIMIT, **kwargs)
+@pytest.fixture(params=["router", "stream"])
+def door(request: pytest.FixtureRequest) -> str:
+    """Which of the daemon's doors the asyncio client comes in by: the ZeroMQ ROUTER, or the
+    stream door pnsweb uses (the same promises hold on both)."""
+    return str(request.param)
+
+
+def client_of(node: Running, door: str, *, max_bytes: int = LIMIT,
+              timeout: float = 30.0) -> AsyncCalls:
+    if door == "stream":
+        return StreamClient(stream_door(node.settings.endpoint), key=node.key,
+                            max_bytes=max_bytes, timeout=timeout)
+    return AsyncClient(node.settings.endpoint, key=node.key, max_bytes=max_bytes,
+                       timeout=timeout)
 
 
 async def test_a_run_whose_result_is_over_the_limit_is_recorded_and_read_in_chunks(
-    node: Running,
+    node: Running, door: str,
 ) -> None:
-    async with client_of(node, timeout=30.0) as client:
+    async with client_of(node, door) as client:
         with pytest.raises(RemoteError) as caught:
             await client.call("run", {"pts": "big", "input": {}})
         assert caught.value.code == ErrorCode.TOO_LARGE
@@ -78,8 +92,9 @@ async def test_a_run_whose_result_is_over_the_limit_is_recorded_and_read_in_chun
         assert (await client.call("run", {"pts": "echo", "input": 1}))["result"] == 1
 
 
-async def test_a_request_over_the_limit_is_refused_before_it_is_sent(node: Running) -> None:
-    async with client_of(node, timeout=30.0) as client:
+async def test_a_request_over_the_limit_is_refused_before_it_is_sent(
+        node: Running, door: str) -> None:
+    async with client_of(node, door) as client:
         started = time.monotonic()
         with pytest.raises(RemoteError) as caught:
             await client.call("run", {"pts": "echo", "input": [0.5] * (LIMIT // 8)})
@@ -90,12 +105,12 @@ async def test_a_request_over_the_limit_is_refused_before_it_is_sent(node: Runni
 
 
 async def test_a_dropped_connection_fails_its_calls_at_once_and_the_link_comes_back(
-    node: Running,
+    node: Running, door: str,
 ) -> None:
-    """A client allowed more than the daemon: the daemon's socket drops the connection on an
-    over-size message; the waiting call fails fast, the next one is served."""
-    async with AsyncClient(node.settings.endpoint, key=node.key, max_bytes=16 * LIMIT,
-                           timeout=30.0) as client:
+    """A client allowed more than the daemon: the daemon drops the connection on an over-size
+    message (its ROUTER's hard cap, or the stream door's record limit); the waiting call fails
+    fast, the next one is served."""
+    async with client_of(node, door, max_bytes=16 * LIMIT) as client:
         assert (await client.call("ping", {}))["protocol"] == 1
         started = time.monotonic()
         slow = asyncio.ensure_future(client.call("run", {"pts": "sleep", "input": {"seconds": 3}}))

@@ -14,8 +14,7 @@ from aiohttp import ClientSession, CookieJar
 
 from pnsweb.app import create_app
 from pnsweb.settings import User, hash_password, load_settings
-from protocols.client import AsyncClient
-from tests.integration.conftest import DaemonProcess
+from tests.integration.conftest import DaemonProcess, pnsweb_client
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -32,7 +31,7 @@ async def web(aiohttp_client: Any, pnsd: DaemonProcess) -> AsyncIterator[Any]:
     users = (User(ADMIN[0], hash_password(ADMIN[1]), admin=True),
              User(USER[0], hash_password(USER[1])), User(OTHER[0], hash_password(OTHER[1])))
     settings = dataclasses.replace(settings, users=users)
-    async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
+    async with pnsweb_client(settings) as client:
         yield await aiohttp_client(create_app(settings, client=client))
 
 

@@ -24,7 +24,7 @@ from pnsweb.app import create_app
 from pnsweb.settings import User, hash_password, load_settings
 from protocols.client import AsyncClient
 from protocols.errors import ErrorCode, RemoteError
-from tests.integration.conftest import DaemonProcess, spawn_daemon
+from tests.integration.conftest import DaemonProcess, pnsweb_client, spawn_daemon
 from tests.integration.interface_pts import SIGNATURE, png
 
 pytestmark = pytest.mark.slow
@@ -101,7 +101,7 @@ async def server(aiohttp_server: Any, node: DaemonProcess) -> AsyncIterator[Any]
         load_settings(config=node.config, env=env),
         users=(User(USER[0], hash_password(USER[1])),
                User(ADMIN[0], hash_password(ADMIN[1]), admin=True)))
-    async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
+    async with pnsweb_client(settings) as client:
         yield await aiohttp_server(create_app(settings, client=client))
 
 

@@ -15,8 +15,7 @@ from aiohttp import encode_basic_auth
 from pnsweb import ogc
 from pnsweb.app import create_app
 from pnsweb.settings import User, hash_password, load_settings
-from protocols.client import AsyncClient
-from tests.integration.conftest import DaemonProcess, spawn_daemon
+from tests.integration.conftest import DaemonProcess, pnsweb_client, spawn_daemon
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -53,7 +52,7 @@ async def web(aiohttp_client: Any, node: list[DaemonProcess]) -> AsyncIterator[A
     pnsd = node[0]
     env = {"HOME": str(pnsd.home), "PNS_HOME": str(pnsd.home)}
     settings = dataclasses.replace(load_settings(config=pnsd.config, env=env), users=USERS)
-    async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
+    async with pnsweb_client(settings) as client:
         yield await aiohttp_client(create_app(settings, client=client))
 
 

@@ -12,8 +12,7 @@ from aiohttp import encode_basic_auth
 
 from pnsweb.app import create_app
 from pnsweb.settings import User, hash_password, load_settings
-from protocols.client import AsyncClient
-from tests.integration.conftest import DaemonProcess
+from tests.integration.conftest import DaemonProcess, pnsweb_client
 
 pytestmark = pytest.mark.slow
 USER = ("user", "pw")
@@ -27,7 +26,7 @@ async def web(aiohttp_client: Any, pnsd: DaemonProcess) -> AsyncIterator[Any]:
     settings = load_settings(config=pnsd.config, env=env)
     user = User(USER[0], hash_password(USER[1]))
     settings = dataclasses.replace(settings, users=(user,), max_anonymous_body=ANONYMOUS_LIMIT)
-    async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
+    async with pnsweb_client(settings) as client:
         yield await aiohttp_client(create_app(settings, client=client))
 
 

@@ -20,7 +20,7 @@ from pnsweb.ogcvalues import outputs_of, results_document
 from pnsweb.settings import User, hash_password, load_settings
 from protocols.client import AsyncClient
 from protocols.errors import ErrorCode, RemoteError
-from tests.integration.conftest import DaemonProcess, spawn_daemon
+from tests.integration.conftest import DaemonProcess, pnsweb_client, spawn_daemon
 from tests.integration.test_sizes import BIG_PTS, LIMIT, big_home
 from tests.integration.test_web_v1 import wait_for_status
 
@@ -59,8 +59,7 @@ async def web(aiohttp_client: Any, big_pnsd: DaemonProcess) -> AsyncIterator[Any
     settings = dataclasses.replace(
         settings, users=(User(CREDENTIALS[0], hash_password(CREDENTIALS[1])),
                          User("dave", hash_password("pw2"))))
-    async with AsyncClient(settings.endpoint, key=settings.key, timeout=20.0,
-                           max_bytes=settings.max_message_bytes) as client:
+    async with pnsweb_client(settings, timeout=20.0) as client:
         yield await aiohttp_client(create_app(settings, client=client))
 
 

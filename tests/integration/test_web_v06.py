@@ -15,7 +15,7 @@ from pnsd.keyfile import load_or_create_key
 from pnsweb.app import create_app
 from pnsweb.settings import User, hash_password, load_settings
 from protocols.client import AsyncClient
-from tests.integration.conftest import DaemonProcess, kill_group_of, spawn_web_daemon
+from tests.integration.conftest import DaemonProcess, kill_group_of, pnsweb_client, spawn_web_daemon
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ async def web(aiohttp_client: Any, pnsd: DaemonProcess, admin: User) -> AsyncIte
     env = {"HOME": str(pnsd.home), "PNS_HOME": str(pnsd.home)}
     settings = load_settings(config=pnsd.config, env=env)
     settings = type(settings)(**{**vars(settings), "users": (admin,)})
-    async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
+    async with pnsweb_client(settings) as client:
         yield await aiohttp_client(create_app(settings, client=client))
 
 

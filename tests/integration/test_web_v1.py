@@ -14,8 +14,7 @@ from aiohttp import encode_basic_auth
 from pnsweb import ogc
 from pnsweb.app import create_app
 from pnsweb.settings import User, hash_password, load_settings
-from protocols.client import AsyncClient
-from tests.integration.conftest import DaemonProcess
+from tests.integration.conftest import DaemonProcess, pnsweb_client
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -30,7 +29,7 @@ async def web(aiohttp_client: Any, pnsd: DaemonProcess) -> AsyncIterator[Any]:
     settings = load_settings(config=pnsd.config, env=env)
     settings = dataclasses.replace(
         settings, users=(User(CREDENTIALS[0], hash_password(CREDENTIALS[1])),))
-    async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
+    async with pnsweb_client(settings) as client:
         yield await aiohttp_client(create_app(settings, client=client))
 
 
@@ -176,7 +175,7 @@ async def test_a_pnsweb_with_another_key_answers_502_at_once_and_the_daemon_coun
     settings = load_settings(config=pnsd.config, env=env)
     settings = dataclasses.replace(
         settings, key=b"0" * 64, users=(User(CREDENTIALS[0], hash_password(CREDENTIALS[1])),))
-    async with AsyncClient(settings.endpoint, key=settings.key, timeout=60.0) as client:
+    async with pnsweb_client(settings) as client:
         web = await aiohttp_client(create_app(settings, client=client))
         loop = asyncio.get_running_loop()
         started = loop.time()
