@@ -95,7 +95,11 @@ class StreamDoor:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_unix_server(lambda: _Connection(self), str(self.path))
+        try:
+            self._listener = await loop.create_unix_server(lambda: _Connection(self),
+                                                           str(self.path))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {self.path}: {exc.strerror}") from exc
         log.info("stream_door_listening", path=str(self.path))
 
     def stop(self) -> None:
