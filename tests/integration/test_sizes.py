@@ -18,8 +18,8 @@ import pytest
 
 from protocols.calls import AsyncCalls
 from protocols.client import AsyncClient, Client
-from protocols.streamclient import StreamClient, stream_door
 from protocols.errors import ErrorCode, RemoteError
+from protocols.streamclient import StreamClient, stream_door
 from tests.integration.conftest import Running, running_daemon, settings_for
 
 pytestmark = pytest.mark.slow
