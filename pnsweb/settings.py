@@ -50,7 +50,6 @@ class WebSettings:
     public_url: str = ""                 # e.g. "https://pns.example.org": links use it, not Host
     call_timeout: float = 3600.0         # longest wait for a daemon reply
     max_message_bytes: int = 64 * 2**20  # pnsd's message limit: larger requests get 413
-    local: bool = True                   # blob frames unsigned: the daemon's ipc:// endpoint
     log_level: str = "info"              # debug | info | warning | error | critical
     workers: int = 0                     # processes serving the port; 0: one per core
     verbose: bool = False
@@ -147,7 +146,6 @@ def load_settings(
         public_url=public_url(_value(web, "public_url", str, defaults.public_url)),
         call_timeout=float(_value(web, "call_timeout", (int, float), defaults.call_timeout)),
         max_message_bytes=_value(pnsd, "max_message_bytes", int, defaults.max_message_bytes),
-        local=endpoint.startswith("ipc://"),
         log_level=_log_level(web),
         workers=_value(web, "workers", int, defaults.workers),
     )

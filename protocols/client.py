@@ -11,7 +11,7 @@ The link holds whatever a peer sends: a request over the size limit is refused b
 sent (``too_large``), a reply the codec refuses fails its call with the codec's error, and no
 socket sets ``ZMQ_MAXMSGSIZE`` (libzmq closes a connecting socket for good on an over-size
 message). A monitor on the socket sees the connection drop: every call waiting on it fails at
-once with ``unavailable``, and the DEALER reconnects by itself. A result too large for one
+once with ``unavailable``, and the next call goes on a new DEALER. A result too large for one
 message is read in chunks (``result_chunks``, ``result``; see SPEC.md, ``job.result_chunk``),
 and a run's input too large for one is uploaded in parts first (``run``; :mod:`protocols.uploads`).
 
@@ -52,14 +52,22 @@ class AsyncClient(Connection, AsyncCalls):
         self._watch: Optional[Pump] = None  # the monitor's, made with it
 
     def _prepare(self) -> None:
-        if self._pump is None:
-            self._pump = Pump(self._socket, self._deliver)
-            self._watch = Pump(self._monitor, self._on_monitor)
         if not self._pending and not self._streams:
             # A drop the monitor reported while no call waited (the daemon restarted while this
             # client sat idle, say) concerns no call: read it now, before it can fail this one.
             self._read_events(self._on_monitor)
-        self._settle()
+        self._renew()       # after a drop: a new socket (and pumps for it)
+        if self._pump is None:      # made on first use, in the caller's loop
+            self._pump = Pump(self._socket, self._deliver)
+            self._watch = Pump(self._monitor, self._on_monitor)
+
+    def _close_sockets(self) -> None:
+        if self._pump is None or self._watch is None:
+            super()._close_sockets()
+            return
+        self._watch.close()     # a pump closes its socket
+        self._pump.close()
+        self._pump = self._watch = None
 
     def _on_monitor(self, frames: List[bytes]) -> None:
         why = self._lost(frames)
@@ -90,12 +98,7 @@ class AsyncClient(Connection, AsyncCalls):
         raise unavailable(self.endpoint, self.handshake)
 
     def _shut(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-        if self._pump is not None:
-            self._pump.close()
-        else:
-            self._socket.close(linger=0)
+        self._close_sockets()
         self._release()
 
 
@@ -117,7 +120,10 @@ class Client(Connection):
     def _setup(self) -> None:
         self._arrived: Dict[str, List[Message]] = {}
         self._waiting: Set[str] = set()
-        # Pollers made once: Socket.poll builds a new one per call.
+        self._poll_sockets()
+
+    def _poll_sockets(self) -> None:
+        # Pollers made once a socket: Socket.poll builds a new one per call.
         self._readable, self._writable = zmq.Poller(), zmq.Poller()
         self._readable.register(self._socket, zmq.POLLIN)
         self._readable.register(self._monitor, zmq.POLLIN)
@@ -129,6 +135,8 @@ class Client(Connection):
     def send(self, op: str, body: Any = None) -> Pending:
         if not self._waiting:
             self._check_link()      # a drop seen while nothing waited fails nothing (AsyncClient)
+        if self._renew():           # after a drop: a new socket
+            self._poll_sockets()
         msg_id, frames = self._session.request(op, body)
         # Not connected (yet): give the connection a moment, then report the daemon absent.
         if not self._writable.poll(int(CONNECT_WAIT * 1000)):
@@ -227,7 +235,7 @@ class Client(Connection):
         return run_blocking(self, op, body, timeout)
 
     def close(self) -> None:
-        self._socket.close(linger=0)
+        self._close_sockets()
         self._release()
 
     def __enter__(self) -> "Client":

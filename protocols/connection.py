@@ -2,13 +2,16 @@
 
 Owns the socket options (no queueing for a daemon that is not connected, high-water marks,
 no ``ZMQ_MAXMSGSIZE``), CURVE on ``tcp://``, the monitor that sees the connection drop or a
-CURVE handshake fail, and the error a caller gets for a daemon it cannot reach. What both
+CURVE handshake fail, a new socket after a drop (so that no request is queued on the dead
+connection), and the error a caller gets for a daemon it cannot reach. What both
 flavours of :mod:`protocols.client` share; it must not send requests or wait for replies
 (the flavours do). Python 3.8 compatible.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 from typing import Any, Callable, List, Optional, Tuple, cast
 
 import zmq
@@ -24,6 +27,7 @@ DEFAULT_TIMEOUT = 30.0
 CONNECT_WAIT = 2.0    # how long a send waits for the connection before "unavailable"
 _EVENTS = int(zmq.EVENTS)     # plain ints: pyzmq makes an enum of each flag it is given
 _POLLIN = int(zmq.POLLIN)
+_MONITORS = itertools.count()   # names of monitor endpoints, unique in the process
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 
@@ -53,6 +57,13 @@ class Connection:
                                  local=ipc if local is None else local, take_unsigned=ipc)
         self._own_context = context is None
         self._context: zmq.Context[Any] = context or zmq.Context()
+        self._curve = curve
+        self._socket, self._monitor = self._open()
+        self._dropped = False   # a drop was reported: the next send goes on a new socket
+        self._setup()
+
+    def _open(self) -> "Tuple[zmq.Socket[bytes], zmq.Socket[bytes]]":
+        """A DEALER connected to the daemon, and the monitor that sees its connection drop."""
         socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
         # Queue nothing for a daemon that is not connected: a send fails at once instead, and
@@ -61,15 +72,16 @@ class Connection:
         socket.setsockopt(zmq.SNDHWM, 100_000)
         socket.setsockopt(zmq.RCVHWM, 100_000)
         events = zmq.EVENT_DISCONNECTED
-        if curve is not None:
-            secure_client(socket, curve)
+        if self._curve is not None:
+            secure_client(socket, self._curve)
             events |= _HANDSHAKE_FAILED
-        # Made before connecting, so that no drop of the connection goes unseen.
-        self._monitor: zmq.Socket[bytes] = socket.get_monitor_socket(events)
-        socket.connect(endpoint)
-        self._socket = socket
-        self._dropped = False   # a drop was reported that the socket may not have taken in yet
-        self._setup()
+        # Made before connecting, so that no drop of the connection goes unseen; named here,
+        # as a socket that replaces a closed one may get its descriptor, which pyzmq's default
+        # name is made of, before libzmq's reaper has freed the old name.
+        monitor: zmq.Socket[bytes] = socket.get_monitor_socket(
+            events, addr="inproc://pns-monitor-%d-%d" % (os.getpid(), next(_MONITORS)))
+        socket.connect(self.endpoint)
+        return socket, monitor
 
     @property
     def max_bytes(self) -> int:
@@ -94,18 +106,25 @@ class Connection:
         self._dropped = True
         return lost_connection(self.endpoint)
 
-    def _settle(self) -> None:
-        """After a drop, have the socket take in the dropped connection's end before it sends.
+    def _renew(self) -> bool:
+        """After a drop, a new DEALER and monitor in place of the old (True if renewed).
 
-        libzmq tells the socket that its connection is gone by a command, after the monitor's
-        event; a send processes commands only if about a millisecond has passed since they were
-        last processed, so a call sent just after the drop was read could be queued on the dead
-        connection and never answered. Reading ZMQ_EVENTS processes them at once. (A blocking
-        client polls the socket before each send, which does the same.)
+        libzmq tells the socket that its connection is gone by a command sent after the
+        monitor's event: a request sent on the old socket between the two could be queued on the
+        dead connection and never answered. A new socket has no such connection; it connects
+        afresh (and, as the old one would, sends nothing until it is connected).
         """
-        if self._dropped:
-            self._dropped = False
-            self._socket.getsockopt(_EVENTS)
+        if not self._dropped:
+            return False
+        self._dropped = False
+        self._close_sockets()
+        self._socket, self._monitor = self._open()
+        return True
+
+    def _close_sockets(self) -> None:
+        """Close the DEALER and its monitor (the flavour may own them through pumps)."""
+        self._monitor.close(linger=0)
+        self._socket.close(linger=0)
 
     def _read_events(self, handle: Callable[[List[bytes]], None]) -> None:
         """Hand each event the monitor holds to ``handle``, without waiting.
@@ -121,7 +140,6 @@ class Connection:
             handle(frames)
 
     def _release(self) -> None:
-        self._monitor.close(linger=0)
         if self._own_context:
             self._context.term()
 

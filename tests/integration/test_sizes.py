@@ -112,6 +112,7 @@ async def test_a_dropped_connection_fails_its_calls_at_once_and_the_link_comes_b
     fast, the next one is served."""
     async with client_of(node, door, max_bytes=16 * LIMIT) as client:
         assert (await client.call("ping", {}))["protocol"] == 1
+        dropped = getattr(client, "_socket", None)
         started = time.monotonic()
         slow = asyncio.ensure_future(client.call("run", {"pts": "sleep", "input": {"seconds": 3}}))
         with pytest.raises(RemoteError) as caught:
@@ -121,6 +122,8 @@ async def test_a_dropped_connection_fails_its_calls_at_once_and_the_link_comes_b
             await slow            # lost with the connection too: failed, not left hanging
         assert time.monotonic() - started < 10.0
         assert (await client.call("run", {"pts": "echo", "input": 3}))["result"] == 3
+        if isinstance(client, AsyncClient):     # the next request went on a new socket
+            assert client._socket is not dropped
 
 
 async def test_the_blocking_client_notices_a_dropped_connection_and_reconnects(
@@ -129,9 +132,14 @@ async def test_the_blocking_client_notices_a_dropped_connection_and_reconnects(
     def exchange() -> tuple[str, int]:
         with Client(node.settings.endpoint, key=node.key, max_bytes=16 * LIMIT,
                     timeout=30.0) as client:
+            dropped = client._socket
             with pytest.raises(RemoteError) as caught:
                 client.call("run", {"pts": "echo", "input": os.urandom(4 * LIMIT)})
-            return caught.value.code, client.call("run", {"pts": "echo", "input": 4})["result"]
+            answer = client.call("run", {"pts": "echo", "input": 4})["result"]
+            # not on the socket whose connection dropped: a request sent there before it took in
+            # the drop would be queued on the dead connection and never answered
+            assert client._socket is not dropped
+            return caught.value.code, answer
 
     started = time.monotonic()
     assert await asyncio.to_thread(exchange) == (ErrorCode.UNAVAILABLE, 4)
