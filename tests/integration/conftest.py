@@ -186,15 +186,22 @@ def spawn_daemon(home: Path, extra: str = "") -> DaemonProcess:
     raise TimeoutError("pnsd did not answer a ping in time")
 
 
-@pytest.fixture
-def daemon_process(tmp_path: Path) -> Iterator[DaemonProcess]:
-    running = spawn_daemon(tmp_path / "home")
+@contextlib.contextmanager
+def spawned_daemon(home: Path, extra: str = "") -> Iterator[DaemonProcess]:
+    """A pnsd process (:func:`spawn_daemon`), killed at the end if it still runs."""
+    running = spawn_daemon(home, extra)
     try:
         yield running
     finally:
         if running.process.poll() is None:
             running.process.kill()
             running.process.wait(timeout=30)
+
+
+@pytest.fixture
+def daemon_process(tmp_path: Path) -> Iterator[DaemonProcess]:
+    with spawned_daemon(tmp_path / "home") as running:
+        yield running
 
 
 def spawn_web_daemon(home: Path) -> DaemonProcess:

@@ -42,6 +42,7 @@ from tests.integration.conftest import (
     running_daemon,
     settings_for,
     spawn_daemon,
+    spawned_daemon,
 )
 from tests.waiting import until
 
@@ -82,6 +83,13 @@ def door_client(settings: Any, key: bytes, **kwargs: Any) -> StreamClient:
     return StreamClient(stream_door(settings.endpoint), key=key, **kwargs)
 
 
+def process_client(process: DaemonProcess, timeout: float) -> StreamClient:
+    """A client of a pnsd process's door, with its key."""
+    settings = process.settings
+    return door_client(settings, load_or_create_key(settings.key_file, create=False),
+                       timeout=timeout)
+
+
 async def refused(client: StreamClient, reason: str) -> int:
     """How many messages the daemon has refused for ``reason`` (its ``status`` reply)."""
     status = await client.call("status", {})
@@ -110,13 +118,8 @@ async def client(node: Running) -> AsyncIterator[StreamClient]:
 @pytest.fixture
 def process(tmp_path: Path) -> Iterator[DaemonProcess]:
     """A pnsd process (for a restart or a kill), killed at the end if still running."""
-    running = spawn_daemon(tmp_path / "home", config())
-    try:
+    with spawned_daemon(tmp_path / "home", config()) as running:
         yield running
-    finally:
-        if running.process.poll() is None:
-            running.process.kill()
-        running.process.wait(timeout=30)
 
 
 class RawPeer:
@@ -200,9 +203,7 @@ async def test_a_wrong_key_is_refused_at_once_and_counted_and_the_daemon_keeps_s
 @pytest.mark.slow
 async def test_a_client_idle_across_a_daemon_restart_is_served_without_an_error(
         process: DaemonProcess) -> None:
-    settings = process.settings
-    key = load_or_create_key(settings.key_file, create=False)
-    async with door_client(settings, key, timeout=30.0) as client:
+    async with process_client(process, timeout=30.0) as client:
         assert (await client.call("run", {"pts": "echo", "input": 1}))["result"] == 1
         # in a thread: the client's loop runs meanwhile, as pnsweb's does
         assert await asyncio.to_thread(process.terminate, 60.0) == 0
@@ -218,9 +219,7 @@ async def test_a_client_idle_across_a_daemon_restart_is_served_without_an_error(
 @pytest.mark.slow
 async def test_a_daemon_killed_mid_call_fails_the_call_at_once_as_unavailable(
         process: DaemonProcess) -> None:
-    settings = process.settings
-    key = load_or_create_key(settings.key_file, create=False)
-    async with door_client(settings, key, timeout=60.0) as client:
+    async with process_client(process, timeout=60.0) as client:
         call = asyncio.create_task(client.call("run", {"pts": "sleep", "input": {"seconds": 30}}))
         await until(lambda: sleeping(client), timeout=20, every=0.05)
         killed = time.monotonic()
