@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -57,6 +58,7 @@ from pnsd.watch import watch
 from protocols import memory
 from protocols.codec import Codec
 from protocols.errors import ErrorCode
+from protocols.streamlink import door_path
 
 log = structlog.get_logger(__name__)
 
@@ -264,9 +266,8 @@ class Daemon:
     async def _open_door(self, server: Server) -> None:
         """The stream door beside the ipc:// endpoint (pnsweb's way in), before the daemon
         says it is ready."""
-        socket_path = ipc_socket_path(self.settings.endpoint)
-        if socket_path is not None:
-            self.door = StreamDoor(server, socket_path.with_name(socket_path.name + ".stream"))
+        if self.settings.endpoint.startswith("ipc://"):
+            self.door = StreamDoor(server, Path(door_path(self.settings.endpoint)))
             await self.door.open()
 
     def _bind(self, server: Server) -> None:

@@ -10,7 +10,6 @@ socket. It knows nothing of PTS or jobs: the handler table does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -130,11 +129,7 @@ class Server:
         answer = self.codec.encode(ERROR, body, re=re)
         if not authenticated:
             answer[1] = b""
-        if not isinstance(identity, bytes):
-            identity.send(answer)
-        elif self._pump is not None and not self._pump.closed:
-            with contextlib.suppress(zmq.Again):    # a peer that does not read loses its answers
-                self._pump.send([identity, *answer])
+        self._put(identity, answer)     # a peer that does not read loses its answers
 
     def _handle(self, identity: Peer, message: Message) -> None:
         op = op_of(message.type)
@@ -205,15 +200,21 @@ class Server:
         except ProtocolError as exc:   # e.g. too_large: checked here, never dropped by a socket
             log.warning("reply_refused", re=re, type=msg_type, code=exc.code, error=exc.message)
             frames = self.codec.encode(ERROR, exc.to_body(), re=re)
-        if not isinstance(identity, bytes):     # a door of its own: it knows what to do
-            identity.send(frames)
-            return
-        if self._pump is None or self._pump.closed:   # stopped: a late answer has no one to go to
-            return
-        try:
-            self._pump.send([identity, *frames])
-        except zmq.Again:
+        if not self._put(identity, frames):
             log.warning("reply_dropped", re=re, reason="peer not reading")
+
+    def _put(self, identity: Peer, frames: list[Any]) -> bool:
+        """Send a message to its peer; False if a ROUTER peer's queue is full (it does not
+        read). A connection of its own (a door's) sees to that itself; after the server
+        stopped, a late message has no one to go to."""
+        if not isinstance(identity, bytes):
+            identity.send(frames)
+        elif self._pump is not None and not self._pump.closed:
+            try:
+                self._pump.send([identity, *frames])
+            except zmq.Again:
+                return False
+        return True
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` for in-flight requests, then cancel the tasks left (an

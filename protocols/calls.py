@@ -10,6 +10,7 @@ StreamClient` a Unix stream to the daemon's stream door. Python 3.8 compatible.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, TypeVar
 
@@ -34,7 +35,7 @@ def _expire(future: "asyncio.Future[Message]", op: str) -> None:
         future.set_exception(ClientTimeout("no reply to %s within the timeout" % op))
 
 
-class AsyncCalls:
+class AsyncCalls(abc.ABC):
     """asyncio calls over a link the subclass owns; safe to share between tasks of one loop.
 
     The subclass sets ``endpoint``, ``timeout`` and ``_session``, calls :meth:`_calls_init`,
@@ -131,21 +132,22 @@ class AsyncCalls:
 
     # the link's (the subclass's)
 
+    @abc.abstractmethod
     def _prepare(self) -> None:
         """Before a request is encoded: make or check the link as needed."""
 
+    @abc.abstractmethod
     def _send_now(self, frames: List[bytes]) -> bool:
         """Queue the message if the link takes it now (the usual case); False if not."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _send_when_connected(self, frames: List[bytes]) -> None:
         """Queue the message once the link is up; raise RemoteError ``unavailable`` if the
         daemon cannot be reached soon."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _shut(self) -> None:
         """Close the link (the client is closed)."""
-        raise NotImplementedError
 
     # calls made of calls
 

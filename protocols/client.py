@@ -23,7 +23,6 @@ handshake the daemon refuses (an unknown client key, a wrong server key) fails c
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Dict, Iterator, List, Optional, Set
 
@@ -31,7 +30,7 @@ import zmq
 
 from protocols.calls import AsyncCalls
 from protocols.codec import Message
-from protocols.connection import CONNECT_WAIT, Connection, unavailable
+from protocols.connection import CONNECT_WAIT, Connection, connect_waits, unavailable
 from protocols.errors import ClientTimeout, ErrorCode, RemoteError
 from protocols.messages import JOB_EVENT
 from protocols.pump import Pump, recv_frames, send_frames
@@ -88,11 +87,7 @@ class AsyncClient(Connection, AsyncCalls):
         ZeroMQ has no "connected" event short of a monitor socket, so this backs off on the
         clock.
         """
-        deadline = time.monotonic() + CONNECT_WAIT
-        delay = 0.001
-        while time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        async for _ in connect_waits():
             if self._send_now(frames):
                 return
         raise unavailable(self.endpoint, self.handshake)

@@ -10,9 +10,11 @@ flavours of :mod:`protocols.client` share; it must not send requests or wait for
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
-from typing import Any, Callable, List, Optional, Tuple, cast
+import time
+from typing import Any, AsyncIterator, Callable, List, Optional, Tuple, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -142,6 +144,17 @@ class Connection:
     def _release(self) -> None:
         if self._own_context:
             self._context.term()
+
+
+async def connect_waits() -> AsyncIterator[None]:
+    """Pauses of growing length (1 ms, doubling up to 50 ms), for as long as a client waits
+    for the daemon to be reachable (:data:`CONNECT_WAIT`): a client tries again after each."""
+    deadline = time.monotonic() + CONNECT_WAIT
+    delay = 0.001
+    while time.monotonic() < deadline:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+        yield
 
 
 def unavailable(endpoint: str, handshake: str = "") -> RemoteError:

@@ -18,24 +18,21 @@ blocking flavour). Python 3.8 compatible.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import List, Optional
 
 from protocols.calls import AsyncCalls, lost_connection
 from protocols.codec import DEFAULT_MAX_BYTES
-from protocols.connection import CONNECT_WAIT, DEFAULT_TIMEOUT, unavailable
+from protocols.connection import DEFAULT_TIMEOUT, connect_waits, unavailable
 from protocols.session import Session
 from protocols.stdioframe import SLACK, FramingError
-from protocols.streamlink import RecordLink
+from protocols.streamlink import RecordLink, door_path
 
 SCHEME = "unix://"
 
 
 def stream_door(ipc_endpoint: str) -> str:
     """The stream door of the daemon serving ``ipc_endpoint`` (``ipc://P`` -> ``unix://P.stream``)."""
-    if not ipc_endpoint.startswith("ipc://"):
-        raise ValueError("only an ipc:// endpoint has a stream door: %r" % ipc_endpoint)
-    return SCHEME + ipc_endpoint[len("ipc://"):] + ".stream"
+    return SCHEME + door_path(ipc_endpoint)
 
 
 class _Link(RecordLink):
@@ -78,6 +75,10 @@ class StreamClient(AsyncCalls):
         self._connecting: Optional[asyncio.Task[_Link]] = None
         self._calls_init()
 
+    def _prepare(self) -> None:
+        """Nothing to check: a link that dropped is gone (``_link_ended``), and the send
+        makes a new one."""
+
     def _send_now(self, frames: List[bytes]) -> bool:
         link = self._link
         if link is None or link.closed:
@@ -96,24 +97,25 @@ class StreamClient(AsyncCalls):
 
     async def _connect(self) -> _Link:
         """Connect, retrying for a moment while the daemon is not there (a restart)."""
-        loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + CONNECT_WAIT
-        delay = 0.001
-        while True:
-            try:
-                _transport, link = await loop.create_unix_connection(
-                    lambda: _Link(self), self.path)
-            except OSError:     # no socket file yet, or no one listening on it
-                if time.monotonic() >= deadline:
-                    raise unavailable(self.endpoint) from None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
-                continue
-            if self._closed:
+        link = await self._try_connect()
+        async for _ in connect_waits():
+            if link is not None:
+                break
+            link = await self._try_connect()
+        if link is None or self._closed:
+            if link is not None:
                 link.close()
-                raise unavailable(self.endpoint)
-            self._link = link
-            return link
+            raise unavailable(self.endpoint)
+        self._link = link
+        return link
+
+    async def _try_connect(self) -> Optional[_Link]:
+        try:
+            _transport, link = await asyncio.get_running_loop().create_unix_connection(
+                lambda: _Link(self), self.path)
+        except OSError:     # no socket file yet, or no one listening on it
+            return None
+        return link
 
     def _connected(self, task: "asyncio.Task[_Link]") -> None:
         self._connecting = None

@@ -22,6 +22,13 @@ VIEW_FROM = 64 * 1024     # frames at least this large travel as views (as proto
 SCRATCH = 256 * 1024      # the buffer small records are read into
 
 
+def door_path(ipc_endpoint: str) -> str:
+    """The socket file of the stream door beside ``ipc_endpoint``: ``ipc://P`` -> ``P.stream``."""
+    if not ipc_endpoint.startswith("ipc://"):
+        raise ValueError("only an ipc:// endpoint has a stream door: %r" % ipc_endpoint)
+    return ipc_endpoint[len("ipc://"):] + ".stream"
+
+
 class RecordReader:
     """Buffers for a stream of records, and the messages they complete.
 
