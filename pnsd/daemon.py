@@ -299,7 +299,7 @@ class Daemon:
     async def _shutdown(self, server: Server) -> None:
         log.info("daemon_stopping")
         self.notifier.send("STOPPING=1")
-        if self.door is not None:   # as the ROUTER's pump has stopped: no new requests
+        if self.door is not None:   # its connections, as the ROUTERs, are answered "stopping"
             self.door.stop()
         await self.scheduler.shutdown(grace=SHUTDOWN_GRACE)
         await server.drain(timeout=1.0)

@@ -5,6 +5,13 @@ staleness, replay, size; refusals are counted, logged and answered within the bu
 :mod:`pnsd.refusals`), running each request's handler (a coroutine) in a task of its own, and
 sending the reply or a protocol error when it ends. A :class:`protocols.pump.Pump` drives the
 socket. It knows nothing of PTS or jobs: the handler table does.
+
+Stopping (SPEC.md, "Stopping"): once :meth:`Server.serve` ends, every request read is still
+answered. One that arrives then is not run: it is answered ``unavailable`` with
+``details.stopping`` (any client may send it again, here once the daemon is back or to another
+node). One in flight is answered when it ends; one :meth:`Server.drain` gives up on is
+answered ``unavailable`` as cut short (it may or may not have run). :meth:`Server.close` then
+gives the replies written a moment to leave.
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ from protocols.messages import ERROR, JOB_EVENT, op_of, reply_type
 from protocols.pump import Pump
 
 log = structlog.get_logger(__name__)
+
+STOPPING = "the daemon is stopping: this request was not run; send it again once it is back"
+CUT_SHORT = "the daemon stopped before this request ended: it may or may not have run"
+CLOSE_LINGER_MS = 1000  # how long the last replies may take to leave a closed socket
 
 Handler = Callable[[Any], Awaitable[Any]]       # request body -> reply body
 StreamHandler = Callable[[Any], AsyncIterator[Any]]
@@ -67,6 +78,7 @@ class Server:
         self.socket.setsockopt(zmq.MAXMSGSIZE, codec.max_bytes + 2**20)
         self._pump: Pump | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}   # by id() of the request's message
+        self.stopping = False       # new requests are answered unavailable, not run
         self.bound: list[str] = []
         self.refusals = refusals or Refusals()   # shared by every front door of a daemon
         # Read once: the level is set before the daemon starts (and a line per request is a
@@ -80,12 +92,13 @@ class Server:
         log.info("server_listening", endpoints=self.bound)
 
     async def serve(self) -> None:
-        """Receive until cancelled; in-flight requests are left to :meth:`drain`."""
+        """Serve until cancelled; then stop: the socket is still read, and every request is
+        answered (see the module's docstring) until :meth:`close`."""
         self._pump = Pump(self.socket, self._receive)
         try:
             await asyncio.Event().wait()  # the pump works from the loop's reader callbacks
         finally:
-            self._pump.close()
+            self.stopping = True
 
     def _receive(self, frames: list[bytes]) -> None:
         if len(frames) >= 2:
@@ -132,6 +145,9 @@ class Server:
         self._put(identity, answer)     # a peer that does not read loses its answers
 
     def _handle(self, identity: Peer, message: Message) -> None:
+        if self.stopping:
+            self._send(identity, ERROR, _unavailable(STOPPING, stopping=True), message.id)
+            return
         op = op_of(message.type)
         handler = self.handlers.get(op)
         if handler is None:
@@ -150,6 +166,9 @@ class Server:
         started = time.perf_counter()
         try:
             body = await handler(message.body)
+        except asyncio.CancelledError:    # only drain cancels a request: the daemon stops
+            self._send(identity, ERROR, _unavailable(CUT_SHORT), message.id)
+            raise
         except Exception as exc:
             self._fail(identity, message, op, started, exc)
         else:
@@ -164,6 +183,9 @@ class Server:
                 raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown message type {message.type!r}")
             async for event in self.streams[op](message.body):
                 self._send(identity, JOB_EVENT, event, message.id)
+        except asyncio.CancelledError:
+            self._send(identity, ERROR, _unavailable(CUT_SHORT), message.id)
+            raise
         except Exception as exc:
             self._fail(identity, message, op, started, exc)
         else:
@@ -227,5 +249,12 @@ class Server:
             self._tasks.clear()    # (one cancelled before it began never left the table)
 
     def close(self) -> None:
+        """Close the socket; the replies already written get CLOSE_LINGER_MS to leave."""
         if self._pump is None:
             self.socket.close(linger=0)
+        else:
+            self._pump.close(linger=CLOSE_LINGER_MS)
+
+
+def _unavailable(message: str, **details: Any) -> dict[str, Any]:
+    return {"code": ErrorCode.UNAVAILABLE, "message": message, "details": details}

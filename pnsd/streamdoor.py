@@ -52,10 +52,6 @@ class _Connection(RecordLink):
         super().connection_made(transport)
         self._door.connections.add(self)
 
-    def pause(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
-
     def _receive(self, frames: list[Any]) -> None:
         self._server.receive(self, frames)
 
@@ -103,12 +99,10 @@ class StreamDoor:
         log.info("stream_door_listening", path=str(self.path))
 
     def stop(self) -> None:
-        """Take no new connection, and no new request on those open (the daemon is stopping:
-        the requests in flight are answered)."""
+        """Take no new connection. Those open are still read: the server answers what comes
+        on them while the daemon stops (:mod:`pnsd.server`, "Stopping")."""
         if self._listener is not None:
             self._listener.close()
-        for connection in self.connections:
-            connection.pause()
 
     def close(self) -> None:
         """Stop listening, close every connection (after what is written to it has gone out)

@@ -10,7 +10,10 @@ choice of node for each call:
   runs it (the job's ``node``, asked of any node); if that node is down, to any node, whose
   answer comes from the shared store;
 - everything else (job status, results, lists, the PTS catalogue) reads the shared store
-  through any node that is up, and a read whose node went away is tried once more elsewhere.
+  through any node that is up, and a read whose node went away is tried once more elsewhere;
+- any call a node answers "stopping, not run" (:func:`not_run`: it is being stopped) is sent
+  once more, to the node the same choice makes among the others: so a node can be restarted
+  without a failed request.
 
 Each node is asked for its status every ``every`` seconds (a ``status`` call with a short
 timeout): a node that does not answer is down until it answers again. Must not import pnsd.
@@ -93,11 +96,11 @@ class NodePool:
         try:
             return await self._call(node, op, body, timeout)
         except (RemoteError, ClientTimeout) as exc:
-            if op not in RETRIED or not _lost(exc):
+            if not (not_run(exc) or (op in RETRIED and _lost(exc))):
                 raise
             node.up = False
             log.warning("node_down", endpoint=node.endpoint, op=op, error=str(exc))
-            return await self._call(self._least_busy(self._up()), op, body, timeout)
+            return await self._call(await self._choose(op, body), op, body, timeout)
 
     async def stream(self, op: str, body: Any = None, *, timeout: float | None = None
                      ) -> AsyncIterator[Any]:
@@ -176,6 +179,13 @@ class NodePool:
     @staticmethod
     def _least_busy(nodes: list[Node]) -> Node:
         return min(nodes, key=lambda node: node.busy)
+
+
+def not_run(exc: Exception) -> bool:
+    """The node is stopping and did not run the request (SPEC.md, "Stopping"): it may go
+    anywhere else, whatever it does."""
+    return (isinstance(exc, RemoteError) and exc.code == ErrorCode.UNAVAILABLE
+            and exc.details.get("stopping") is True)
 
 
 def _lost(exc: Exception) -> bool:

@@ -124,10 +124,11 @@ class Pump:
             receive(frames)
         self._schedule()    # more may wait: the rest after the loop's other callbacks
 
-    def close(self) -> None:
-        """Stop watching and close the socket (pending outgoing messages are dropped)."""
+    def close(self, linger: int = 0) -> None:
+        """Stop watching and close the socket; outgoing messages still queued get ``linger``
+        milliseconds to leave (by default none: they are dropped)."""
         if self._closed:
             return
         self._closed = True
         self._loop.remove_reader(self._fd)
-        self.socket.close(linger=0)
+        self.socket.close(linger=linger)

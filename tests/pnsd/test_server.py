@@ -271,3 +271,58 @@ def test_the_monitor_is_read_to_its_last_event_only_when_one_waits(tmp_path: Pat
         caller.close()
         router.close(linger=0)
         context.term()
+
+
+async def test_a_stopped_server_answers_new_requests_not_run_and_those_in_flight(
+        tmp_path: Path) -> None:
+    """Once serve ends (the daemon stops): a new request is answered ``stopping`` and never
+    reaches its handler, one in flight gets its reply, and one the drain gives up on is
+    answered as cut short, in time to leave before the socket closes."""
+    context: zmq.Context[Any] = zmq.Context()
+    endpoint = f"ipc://{tmp_path}/server.sock"
+    gate, started = asyncio.Event(), {"held": asyncio.Event(), "stuck": asyncio.Event()}
+    reached: list[Any] = []
+
+    async def held(body: Any) -> Any:
+        started["held"].set()
+        await gate.wait()
+        return {"held": body}
+
+    async def stuck(body: Any) -> Any:
+        started["stuck"].set()
+        await asyncio.Event().wait()     # never ends: the drain gives up on it
+
+    async def noted(body: Any) -> Any:
+        reached.append(body)
+        return {}
+
+    server = Server(context, Codec(KEY), endpoints=[endpoint], streams={},
+                    handlers={"held": held, "stuck": stuck, "noted": noted})
+    server.bind()
+    serving = asyncio.create_task(server.serve())
+    caller = AsyncClient(endpoint, key=KEY, timeout=10)
+    try:
+        in_flight = asyncio.create_task(caller.call("held", 1))
+        cut = asyncio.create_task(caller.call("stuck", 2))
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started.values())), 10)
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+
+        with pytest.raises(RemoteError) as refused:
+            await caller.call("noted", 3)
+        assert refused.value.code == ErrorCode.UNAVAILABLE
+        assert refused.value.details == {"stopping": True}
+        assert reached == []                      # not run
+
+        gate.set()
+        assert await in_flight == {"held": 1}
+        await server.drain(0.05)                  # "stuck" never ends: cancelled
+        server.close()
+        with pytest.raises(RemoteError) as cut_short:
+            await asyncio.wait_for(cut, 10)
+        assert cut_short.value.code == ErrorCode.UNAVAILABLE
+        assert "may or may not have run" in cut_short.value.message
+        assert cut_short.value.details == {}
+    finally:
+        await caller.close()
+        context.term()

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from pnsweb.nodes import NodePool
+from pnsd.server import STOPPING, _unavailable
+from pnsweb.nodes import NodePool, not_run
 from pnsweb.settings import SettingsError, load_settings
 from protocols.errors import ClientTimeout, ErrorCode, RemoteError
 
@@ -27,11 +28,14 @@ class FakeNode:
         self.jobs = jobs or {}  # job id -> the node that runs it (the shared store's view)
         self.calls: list[str] = []
         self.dead = False
+        self.stopping = False   # answers as a stopping pnsd does: not run
 
     async def call(self, op: str, body: Any = None, *, timeout: float | None = None) -> Any:
         if self.dead:
             raise ClientTimeout(f"no reply to {op}")
         self.calls.append(op)
+        if self.stopping:       # the very body pnsd's server answers with
+            raise RemoteError.from_body(_unavailable(STOPPING, stopping=True))
         if op == "status":
             return {"accepting": True, "store": {"node": self.name},
                     "pts": {name: {"state": "ready", "running": load, "queued": 0}
@@ -105,6 +109,27 @@ async def test_a_run_is_not_retried_on_another_node(
     with pytest.raises(RemoteError, match="was lost"):
         await nodes.call("submit", {"pts": "echo"})
     assert "submit" not in a.calls
+
+
+async def test_a_node_that_is_stopping_hands_every_call_to_another(
+        pool: tuple[NodePool, FakeNode, FakeNode]) -> None:
+    """A node answers "stopping" only for what it did not run: even a run may go elsewhere."""
+    nodes, a, b = pool
+    b.stopping = True
+    assert (await nodes.call("submit", {"pts": "echo"}))["by"] == "a"   # b, least busy, stops
+    assert b.calls[-1] == "submit" and a.calls[-1] == "submit"
+    assert [n["up"] for n in nodes.figures()] == [True, False]
+    assert (await nodes.call("job.cancel", {"job": "j1"}))["by"] == "a"    # j1's node stops
+    a.stopping = True       # the last node stopping: the caller is told no node is up
+    with pytest.raises(RemoteError, match="no pnsd node is up"):
+        await nodes.call("run", {"pts": "echo"})
+
+
+def test_only_a_stopping_answer_counts_as_not_run() -> None:
+    assert not_run(RemoteError.from_body(_unavailable(STOPPING, stopping=True)))
+    assert not not_run(LOST)
+    assert not not_run(RemoteError(ErrorCode.UNAVAILABLE, "PTS echo is starting"))
+    assert not not_run(ClientTimeout("no reply to run"))
 
 
 async def test_no_node_up_is_unavailable(pool: tuple[NodePool, FakeNode, FakeNode]) -> None:
